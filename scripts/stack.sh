@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# Project-local services for Aperture: PostgreSQL, Redis and Orthanc, each on its own port and data folder.
+#
+#   scripts/stack.sh up       install missing Debian packages (as root), start everything, print the env
+#   scripts/stack.sh down     stop everything this stack started
+#   scripts/stack.sh status   say what runs
+#   scripts/stack.sh env      print the settings the gateway needs (KEY=value lines)
+#   scripts/stack.sh wipe     stop and delete the stack folder
+#
+# One folder is one stack. STACK_DIR picks it (default .stack/dev); ports come from PG_PORT, REDIS_PORT,
+# ORTHANC_HTTP_PORT and ORTHANC_DICOM_PORT, remembered in $STACK_DIR/ports so that later calls agree.
+# Idempotent: `up` on a running stack does nothing; after a crash, stale pid files are cleared and it starts again.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK_DIR="${STACK_DIR:-$ROOT/.stack/dev}"
+mkdir -p "$STACK_DIR"
+STACK_DIR="$(cd "$STACK_DIR" && pwd)"
+PORTS_FILE="$STACK_DIR/ports"
+
+# Ports: explicit env wins, then what this stack used before, then defaults.
+if [[ -f "$PORTS_FILE" ]]; then
+  # shellcheck disable=SC1090
+  source <(sed 's/^/SAVED_/' "$PORTS_FILE")
+fi
+PG_PORT="${PG_PORT:-${SAVED_PG_PORT:-55432}}"
+REDIS_PORT="${REDIS_PORT:-${SAVED_REDIS_PORT:-56379}}"
+ORTHANC_HTTP_PORT="${ORTHANC_HTTP_PORT:-${SAVED_ORTHANC_HTTP_PORT:-58042}}"
+ORTHANC_DICOM_PORT="${ORTHANC_DICOM_PORT:-${SAVED_ORTHANC_DICOM_PORT:-54242}}"
+STABLE_AGE="${ORTHANC_STABLE_AGE:-${SAVED_STABLE_AGE:-5}}"
+
+PG_DATA="$STACK_DIR/pg"
+PG_SOCK="$STACK_DIR/run"
+REDIS_DIR="$STACK_DIR/redis"
+ORTHANC_DIR="$STACK_DIR/orthanc"
+LOG_DIR="$STACK_DIR/log"
+PG_DB=aperture
+PG_USER=aperture
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+pg_bindir() {
+  local d
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    [[ -x "$d/pg_ctl" ]] && { echo "$d"; return; }
+  done
+  command -v pg_ctl >/dev/null && dirname "$(command -v pg_ctl)" && return
+  return 1
+}
+
+dicomweb_plugin() {
+  local f
+  for f in /usr/share/orthanc/plugins/libOrthancDicomWeb.so /usr/lib/orthanc/plugins/libOrthancDicomWeb.so; do
+    [[ -f "$f" ]] && { echo "$f"; return; }
+  done
+  return 1
+}
+
+ensure_packages() {
+  local missing=()
+  pg_bindir >/dev/null || missing+=(postgresql)
+  command -v Orthanc >/dev/null || missing+=(orthanc)
+  dicomweb_plugin >/dev/null || missing+=(orthanc-dicomweb)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v dcmsend >/dev/null || missing+=(dcmtk)
+  command -v dciodvfy >/dev/null || missing+=(dicom3tools)
+  command -v curl >/dev/null || missing+=(curl)
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  if [[ $(id -u) -ne 0 ]]; then
+    die "missing Debian packages: ${missing[*]} (run as root once, or: sudo apt-get install ${missing[*]})"
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  # A package's post-install may try to start its system service; we run our own instances instead.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  local rc=0
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } \
+    > "$LOG_DIR/apt.log" 2>&1 || rc=$?
+  rm -f /usr/sbin/policy-rc.d
+  [[ $rc -eq 0 ]] || { tail -20 "$LOG_DIR/apt.log" >&2; die "apt-get failed (see $LOG_DIR/apt.log)"; }
+}
+
+# PostgreSQL refuses to run as root: as root, the cluster belongs to the 'postgres' system user.
+as_pg() {
+  if [[ $(id -u) -eq 0 ]]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() { # wait_for <seconds> <description> <command...>
+  local secs=$1 what=$2; shift 2
+  local i
+  for ((i = 0; i < secs * 10; i++)); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "$what did not come up within ${secs}s (logs in $LOG_DIR)"
+}
+
+start_postgres() {
+  local bin; bin="$(pg_bindir)"
+  mkdir -p "$PG_SOCK"
+  if [[ $(id -u) -eq 0 ]]; then chown postgres "$PG_SOCK"; fi
+  if [[ ! -s "$PG_DATA/PG_VERSION" ]]; then
+    log "initialising PostgreSQL cluster in $PG_DATA"
+    rm -rf "$PG_DATA"; mkdir -p "$PG_DATA"
+    if [[ $(id -u) -eq 0 ]]; then chown postgres "$PG_DATA" "$LOG_DIR"; fi
+    as_pg "$bin/initdb" -D "$PG_DATA" -U "$PG_USER" --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$LOG_DIR/initdb.log" 2>&1 \
+      || as_pg "$bin/initdb" -D "$PG_DATA" -U "$PG_USER" --auth=trust --encoding=UTF8 --locale=C >"$LOG_DIR/initdb.log" 2>&1 \
+      || die "initdb failed (see $LOG_DIR/initdb.log)"
+  fi
+  if as_pg "$bin/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+    log "PostgreSQL already running on port $PG_PORT"
+  else
+    # pg_ctl ignores a pid file whose process is gone, so a crashed run needs nothing special.
+    as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$LOG_DIR/postgres.log" -w -t 60 \
+      -o "-p $PG_PORT -k $PG_SOCK -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-on} -c max_connections=200 -c shared_buffers=256MB" \
+      start >/dev/null || { tail -20 "$LOG_DIR/postgres.log" >&2; die "PostgreSQL did not start"; }
+    log "PostgreSQL started on 127.0.0.1:$PG_PORT"
+  fi
+  if ! "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1; then
+    "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -qc "CREATE DATABASE $PG_DB" >/dev/null
+  fi
+}
+
+start_redis() {
+  mkdir -p "$REDIS_DIR"
+  if [[ -f "$REDIS_DIR/redis.pid" ]] && kill -0 "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null; then
+    log "Redis already running on port $REDIS_PORT"
+    return
+  fi
+  rm -f "$REDIS_DIR/redis.pid"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --protected-mode yes --dir "$REDIS_DIR" \
+    --daemonize yes --pidfile "$REDIS_DIR/redis.pid" --logfile "$LOG_DIR/redis.log" \
+    --save "" --appendonly yes --maxmemory-policy noeviction >/dev/null
+  wait_for 20 Redis redis-cli -p "$REDIS_PORT" ping
+  log "Redis started on 127.0.0.1:$REDIS_PORT"
+}
+
+orthanc_credentials() {
+  if [[ ! -f "$ORTHANC_DIR/credentials" ]]; then
+    mkdir -p "$ORTHANC_DIR"
+    printf 'aperture:%s\n' "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$ORTHANC_DIR/credentials"
+    chmod 600 "$ORTHANC_DIR/credentials"
+  fi
+  cat "$ORTHANC_DIR/credentials"
+}
+
+start_orthanc() {
+  mkdir -p "$ORTHANC_DIR/storage"
+  local creds user pass plugin
+  creds="$(orthanc_credentials)"; user="${creds%%:*}"; pass="${creds#*:}"
+  plugin="$(dicomweb_plugin)"
+  sed -e "s#@STORAGE_DIR@#$ORTHANC_DIR/storage#g" -e "s#@HTTP_PORT@#$ORTHANC_HTTP_PORT#g" \
+      -e "s#@DICOM_PORT@#$ORTHANC_DICOM_PORT#g" -e "s#@ORTHANC_USER@#$user#g" \
+      -e "s#@ORTHANC_PASSWORD@#$pass#g" -e "s#@DICOMWEB_PLUGIN@#$plugin#g" -e "s#@STABLE_AGE@#$STABLE_AGE#g" \
+      "$ROOT/orthanc-config/orthanc.json.tmpl" > "$ORTHANC_DIR/orthanc.json"
+  if [[ -f "$ORTHANC_DIR/orthanc.pid" ]] && kill -0 "$(cat "$ORTHANC_DIR/orthanc.pid")" 2>/dev/null; then
+    log "Orthanc already running on port $ORTHANC_HTTP_PORT"
+    return
+  fi
+  local preload=""
+  if [[ -f "$ROOT/scripts/loopback-bind.so" ]]; then preload="$ROOT/scripts/loopback-bind.so"; fi
+  LD_PRELOAD="$preload" APERTURE_LOOPBACK_PORTS="$ORTHANC_HTTP_PORT" \
+    setsid nohup Orthanc --logdir="$LOG_DIR" "$ORTHANC_DIR/orthanc.json" >"$LOG_DIR/orthanc.out" 2>&1 < /dev/null &
+  echo $! > "$ORTHANC_DIR/orthanc.pid"
+  wait_for 60 Orthanc curl -fsS -u "$user:$pass" "http://127.0.0.1:$ORTHANC_HTTP_PORT/system"
+  log "Orthanc started: REST on 127.0.0.1:$ORTHANC_HTTP_PORT, DICOM on port $ORTHANC_DICOM_PORT (AET APERTURE)"
+}
+
+print_env() {
+  local creds; creds="$(orthanc_credentials)"
+  cat <<EOF
+DATABASE_URL=postgres://$PG_USER@127.0.0.1:$PG_PORT/$PG_DB
+REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+ORTHANC_URL=http://127.0.0.1:$ORTHANC_HTTP_PORT
+ORTHANC_USERNAME=${creds%%:*}
+ORTHANC_PASSWORD=${creds#*:}
+ORTHANC_DICOM_PORT=$ORTHANC_DICOM_PORT
+EOF
+}
+
+save_ports() {
+  cat > "$PORTS_FILE" <<EOF
+PG_PORT=$PG_PORT
+REDIS_PORT=$REDIS_PORT
+ORTHANC_HTTP_PORT=$ORTHANC_HTTP_PORT
+ORTHANC_DICOM_PORT=$ORTHANC_DICOM_PORT
+STABLE_AGE=$STABLE_AGE
+EOF
+}
+
+stop_all() {
+  local bin
+  if [[ -f "$ORTHANC_DIR/orthanc.pid" ]]; then
+    local pid; pid="$(cat "$ORTHANC_DIR/orthanc.pid")"
+    if kill "$pid" 2>/dev/null; then
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$ORTHANC_DIR/orthanc.pid"
+  fi
+  if [[ -f "$REDIS_DIR/redis.pid" ]]; then
+    redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || kill "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null || true
+    rm -f "$REDIS_DIR/redis.pid"
+  fi
+  if bin="$(pg_bindir)" && [[ -d "$PG_DATA" ]]; then
+    as_pg "$bin/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  log "stopped stack in $STACK_DIR"
+}
+
+build_loopback_shim() {
+  # Orthanc 1.10 cannot choose its HTTP bind address; a tiny LD_PRELOAD shim pins that one socket to 127.0.0.1.
+  local src="$ROOT/scripts/loopback-bind.c" so="$ROOT/scripts/loopback-bind.so"
+  [[ -f "$src" ]] || return 0
+  if [[ ! -f "$so" || "$src" -nt "$so" ]] && command -v cc >/dev/null; then
+    cc -shared -fPIC -O2 -o "$so" "$src" -ldl 2>"$LOG_DIR/shim.log" || log "loopback shim not built (see $LOG_DIR/shim.log)"
+  fi
+}
+
+cmd="${1:-up}"
+mkdir -p "$LOG_DIR"
+case "$cmd" in
+  up)
+    ensure_packages
+    save_ports
+    build_loopback_shim
+    start_postgres
+    start_redis
+    start_orthanc
+    print_env > "$STACK_DIR/env"
+    print_env
+    ;;
+  down) stop_all ;;
+  wipe) stop_all; rm -rf "$STACK_DIR" ;;
+  env) print_env ;;
+  status)
+    port_open "$PG_PORT" && echo "postgres: up ($PG_PORT)" || echo "postgres: down"
+    port_open "$REDIS_PORT" && echo "redis: up ($REDIS_PORT)" || echo "redis: down"
+    port_open "$ORTHANC_HTTP_PORT" && echo "orthanc: up ($ORTHANC_HTTP_PORT, DICOM $ORTHANC_DICOM_PORT)" || echo "orthanc: down"
+    ;;
+  *) die "usage: $0 up|down|status|env|wipe" ;;
+esac
