@@ -16,6 +16,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STACK_DIR="${STACK_DIR:-$ROOT/.stack/dev}"
 mkdir -p "$STACK_DIR"
 STACK_DIR="$(cd "$STACK_DIR" && pwd)"
+# As root, PostgreSQL runs as the 'postgres' user, which must be able to reach its data folder.
+if [[ $(id -u) -eq 0 ]]; then chmod a+x "$STACK_DIR"; fi
 PORTS_FILE="$STACK_DIR/ports"
 
 # Ports: explicit env wins, then what this stack used before, then defaults.

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, then runs unit and integration tests.
+# Integration tests start their own isolated stack (temporary folder, free ports), so this works while the demo runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  npm ci --no-audit --no-fund
+fi
+# Debian packages (PostgreSQL, Redis, Orthanc, DCMTK, dicom3tools) are checked and installed by the stack script.
+STACK_DIR="$(mktemp -d)" bash scripts/stack.sh env >/dev/null 2>&1 || true
+npx tsc -p tsconfig.json --noEmit
+npx jest --selectProjects unit "$@"
+npx jest --selectProjects integration --runInBand "$@"

@@ -1,0 +1,78 @@
+import Router from '@koa/router';
+import Koa, { type Context, type Next } from 'koa';
+import { randomUUID } from 'node:crypto';
+import { projectsRouter } from './api/projects';
+import { dicomwebRouter } from './dicomweb/routes';
+import { errorMiddleware } from './errors';
+import type { AuditDetail, Services } from './services';
+
+/** Paths answered without authentication. */
+const PUBLIC_PATHS = new Set(['/', '/healthz', '/readyz']);
+
+/**
+ * Builds the Koa application: error mapping, request log, authentication, audit, then the routers.
+ * It never listens itself (main.ts and tests do).
+ */
+export function createApp(services: Services): Koa {
+  const app = new Koa({ proxy: services.config.TRUST_PROXY });
+  const { logger } = services;
+
+  app.use(errorMiddleware(logger));
+  app.use(async (ctx: Context, next: Next) => {
+    const started = process.hrtime.bigint();
+    const id = ctx.get('x-request-id') || randomUUID();
+    ctx.set('X-Request-Id', id);
+    try {
+      await next();
+    } finally {
+      // Path only: query strings can carry patient names.
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      logger.debug({ req: id, method: ctx.method, path: ctx.path, status: ctx.status, ms }, 'request');
+    }
+  });
+
+  app.use(async (ctx: Context, next: Next) => {
+    if (PUBLIC_PATHS.has(ctx.path)) return next();
+    ctx.state.principal = await services.authenticate(ctx);
+    let outcome = 500;
+    try {
+      await next();
+      outcome = ctx.status;
+    } catch (err) {
+      outcome = (err as { status?: number }).status ?? 500;
+      throw err;
+    } finally {
+      const detail = ctx.state.audit as AuditDetail | undefined;
+      if (services.audit && detail) {
+        // Recorded after the answer is decided; streaming bodies report their bytes when they end.
+        void services.audit(ctx, outcome, detail);
+      }
+    }
+  });
+
+  const root = new Router();
+  root.get('/healthz', (ctx) => {
+    ctx.body = { status: 'ok' };
+  });
+  root.get('/readyz', async (ctx) => {
+    await services.db.query('SELECT 1');
+    ctx.body = { status: 'ready' };
+  });
+  root.get('/', (ctx) => {
+    ctx.body = {
+      name: 'Aperture DICOMweb gateway',
+      dicomweb: ['/dicom-web', '/projects/{project}/dicom-web'],
+      api: ['/api/projects'],
+    };
+  });
+
+  const dw = dicomwebRouter(services);
+  root.use('/projects/:project/dicom-web', dw.routes(), dw.allowedMethods());
+  root.use('/dicom-web', dw.routes(), dw.allowedMethods());
+  const projects = projectsRouter(services);
+  root.use(projects.routes(), projects.allowedMethods());
+
+  app.use(root.routes());
+  app.use(root.allowedMethods());
+  return app;
+}

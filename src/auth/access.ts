@@ -1,0 +1,84 @@
+import { ForbiddenError, NotFoundError } from '../errors';
+
+/** Roles a principal can hold in a project, from least to most powerful. */
+export const ROLES = ['reader', 'contributor', 'curator', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** What each role may do; higher roles include the lower ones (an admin can read). */
+const ROLE_RANK: Record<Role, number> = { reader: 0, contributor: 1, curator: 2, admin: 3 };
+
+/**
+ * A part of a project a principal may read: the whole project, or (share links) one study or one series of it.
+ * Queries pass scopes into SQL so that filtering happens before limit/offset.
+ */
+export interface ReadScope {
+  projectId: string;
+  studyUid?: string;
+  seriesUid?: string;
+}
+
+/** Who is calling, as the gateway understands it after authentication. */
+export interface Principal {
+  /** Token subject, client id or share link id: an identifier, never a person's name. */
+  id: string;
+  kind: 'user' | 'service' | 'share' | 'anonymous';
+  /** Global administrators see and manage every project. */
+  globalAdmin: boolean;
+  /** Roles per project id. */
+  projects: ReadonlyMap<string, ReadonlySet<Role>>;
+  /** Share links: the only things this principal can read (no roles then). */
+  shareScopes?: readonly ReadScope[];
+}
+
+/** True when the principal holds `role` (or a higher one) in the project. */
+export function hasRole(p: Principal, projectId: string, role: Role): boolean {
+  if (p.globalAdmin) return true;
+  const roles = p.projects.get(projectId);
+  if (!roles) return false;
+  for (const r of roles) if (ROLE_RANK[r] >= ROLE_RANK[role]) return true;
+  return false;
+}
+
+/**
+ * The scopes a principal may read, optionally restricted to one project.
+ * A project the caller cannot read answers 404 (never 403), so that existence does not leak.
+ * `allProjects` lists every project id, needed for global administrators.
+ */
+export function readScopes(p: Principal, allProjects: readonly string[], projectId?: string): ReadScope[] {
+  let scopes: ReadScope[];
+  if (p.shareScopes) {
+    scopes = [...p.shareScopes];
+  } else if (p.globalAdmin) {
+    scopes = allProjects.map((id) => ({ projectId: id }));
+  } else {
+    scopes = [...p.projects.keys()].filter((id) => hasRole(p, id, 'reader')).map((id) => ({ projectId: id }));
+  }
+  if (projectId !== undefined) {
+    scopes = scopes.filter((s) => s.projectId === projectId);
+    if (scopes.length === 0) throw new NotFoundError('project not found');
+  }
+  return scopes;
+}
+
+/**
+ * Requires a role in a project. Callers without any read access get 404 (the project "does not exist" for them);
+ * readers lacking the higher role get 403, since they already know the project exists.
+ */
+export function requireRole(p: Principal, projectId: string, role: Role): void {
+  if (hasRole(p, projectId, role)) return;
+  if (p.shareScopes || !hasRole(p, projectId, 'reader')) throw new NotFoundError('project not found');
+  throw new ForbiddenError(`this needs the ${role} role in the project`);
+}
+
+/** Requires global administration rights. */
+export function requireGlobalAdmin(p: Principal): void {
+  if (!p.globalAdmin) throw new ForbiddenError('this needs the global administrator role');
+}
+
+/** The principal used when authentication is switched off (AUTH_ENABLED=false): a global administrator. */
+export const UNAUTHENTICATED_ADMIN: Principal = {
+  id: 'auth-disabled',
+  kind: 'anonymous',
+  globalAdmin: true,
+  projects: new Map(),
+};

@@ -1,0 +1,71 @@
+import { z } from 'zod';
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
+
+/**
+ * Every setting of the gateway and workers, read once from the environment. README.md lists them all;
+ * keep that table in step with this schema.
+ */
+export const configSchema = z.object({
+  PORT: int(8080, 1),
+  HOST: z.string().default('0.0.0.0'),
+  /** Base URL clients use to reach the gateway; when unset it is derived per request (Forwarded / X-Forwarded-* if TRUST_PROXY). */
+  PUBLIC_BASE_URL: z.string().url().optional(),
+  TRUST_PROXY: bool.default(false),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+
+  DATABASE_URL: z.string().default('postgres://aperture@127.0.0.1:55432/aperture'),
+  DATABASE_POOL_SIZE: int(20, 1),
+  REDIS_URL: z.string().default('redis://127.0.0.1:56379'),
+
+  ORTHANC_URL: z.string().url().default('http://127.0.0.1:58042'),
+  ORTHANC_USERNAME: z.string().optional(),
+  ORTHANC_PASSWORD: z.string().optional(),
+  ORTHANC_TIMEOUT_MS: int(30000, 100),
+  ORTHANC_CONNECTIONS: int(32, 1),
+
+  /** STOW-RS limits, enforced before anything reaches Orthanc. */
+  STOW_MAX_REQUEST_BYTES: int(4 * 1024 ** 3, 1),
+  STOW_MAX_PART_BYTES: int(1024 ** 3, 1),
+  STOW_MAX_PARTS: int(10000, 1),
+  /** Parts larger than this are spooled to a temporary file instead of memory. */
+  STOW_SPOOL_BYTES: int(32 * 1024 ** 2, 0),
+
+  QIDO_DEFAULT_LIMIT: int(100, 1),
+  QIDO_MAX_LIMIT: int(1000, 1),
+
+  /** Authentication. AUTH_ENABLED=false makes every caller a global administrator: benchmarks and local hacking only. */
+  AUTH_ENABLED: bool.default(true),
+  OIDC_ISSUER: z.string().url().optional(),
+  OIDC_AUDIENCE: z.string().default('aperture-gateway'),
+  OIDC_JWKS_URL: z.string().url().optional(),
+  OIDC_ALGORITHMS: z.string().default('RS256,ES256,PS256'),
+  OIDC_CLOCK_TOLERANCE_S: int(5, 0),
+  GLOBAL_ADMIN_ROLE: z.string().default('aperture-admin'),
+
+  /** Change-feed indexer (Orthanc /changes → index); runs in the gateway process under leader election. */
+  INDEXER_ENABLED: bool.default(true),
+  INDEXER_POLL_MS: int(250, 10),
+  /** Project that instances land in when no routing rule matches; empty = quarantine. */
+  DEFAULT_PROJECT: z.string().default(''),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+/** Parses settings, listing every problem at once rather than failing on the first. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const picked: Record<string, string> = {};
+  for (const key of Object.keys(configSchema.shape)) {
+    const v = env[key];
+    if (v !== undefined && v !== '') picked[key] = v;
+  }
+  const result = configSchema.safeParse(picked);
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new Error(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  return result.data;
+}

@@ -1,0 +1,118 @@
+import type { Context, Next } from 'koa';
+import type { Logger } from 'pino';
+
+/**
+ * Errors that carry a status, a stable code and a message safe to show to clients (no PHI: UIDs at most).
+ * Domain and worker code throws these; one middleware maps them to HTTP.
+ */
+export class AppError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+export class BadRequestError extends AppError {
+  constructor(message: string, code = 'bad_request') {
+    super(400, code, message);
+  }
+}
+export class UnauthorizedError extends AppError {
+  constructor(message = 'authentication required', wwwAuthenticate = 'Bearer realm="aperture"') {
+    super(401, 'unauthorized', message, { 'WWW-Authenticate': wwwAuthenticate });
+  }
+}
+export class ForbiddenError extends AppError {
+  constructor(message = 'not allowed') {
+    super(403, 'forbidden', message);
+  }
+}
+export class NotFoundError extends AppError {
+  constructor(message = 'not found') {
+    super(404, 'not_found', message);
+  }
+}
+export class NotAcceptableError extends AppError {
+  constructor(message: string) {
+    super(406, 'not_acceptable', message);
+  }
+}
+export class ConflictError extends AppError {
+  constructor(message: string) {
+    super(409, 'conflict', message);
+  }
+}
+export class PayloadTooLargeError extends AppError {
+  constructor(message: string) {
+    super(413, 'payload_too_large', message);
+  }
+}
+export class UnsupportedMediaTypeError extends AppError {
+  constructor(message: string) {
+    super(415, 'unsupported_media_type', message);
+  }
+}
+/** Orthanc (or another upstream) failed or timed out: 502 / 504, never the raw fetch error. */
+export class UpstreamError extends AppError {
+  constructor(message: string, timeout = false) {
+    super(timeout ? 504 : 502, timeout ? 'upstream_timeout' : 'upstream_error', message);
+  }
+}
+/** Input that can never succeed: jobs must not retry it. */
+export class UnrecoverableInputError extends AppError {
+  constructor(message: string) {
+    super(422, 'unprocessable', message);
+  }
+}
+
+/** A `Warning: 299` header value as PS3.18 §8.4 uses it for partial or unsupported requests. */
+export function warning299(text: string, agent = 'aperture'): string {
+  return `299 ${agent} "${text.replace(/["\\]/g, "'")}"`;
+}
+
+/**
+ * The single error middleware: AppErrors become their status with a JSON body and a Warning header;
+ * anything else is logged (without request bodies) and answered 500 with no details.
+ */
+export function errorMiddleware(logger: Logger) {
+  return async (ctx: Context, next: Next): Promise<void> => {
+    try {
+      await next();
+    } catch (err) {
+      if (ctx.headerSent || !ctx.writable) {
+        logger.warn({ err: errSummary(err), path: ctx.path }, 'error after response started');
+        return;
+      }
+      if (err instanceof AppError) {
+        ctx.status = err.status;
+        for (const [k, v] of Object.entries(err.headers)) ctx.set(k, v);
+        ctx.append('Warning', warning299(err.message));
+        ctx.body = { errors: [{ code: err.code, message: err.message }] };
+        return;
+      }
+      const status = (err as { status?: number; expose?: boolean }).status;
+      if (status && status >= 400 && status < 500) {
+        // Koa/http-errors raised by body parsing and the like carry safe messages.
+        ctx.status = status;
+        const msg = (err as Error).message || 'bad request';
+        ctx.append('Warning', warning299(msg));
+        ctx.body = { errors: [{ code: 'bad_request', message: msg }] };
+        return;
+      }
+      logger.error({ err: errSummary(err), method: ctx.method, path: ctx.path }, 'unhandled error');
+      ctx.status = 500;
+      ctx.body = { errors: [{ code: 'internal_error', message: 'internal error' }] };
+    }
+  };
+}
+
+/** Error details fit for logs: name, message and stack, never attached request data. */
+export function errSummary(err: unknown): { name: string; message: string; stack?: string } {
+  if (err instanceof Error) return { name: err.name, message: err.message, stack: err.stack };
+  return { name: 'unknown', message: String(err) };
+}

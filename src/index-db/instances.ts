@@ -1,0 +1,291 @@
+import type { Pool, PoolClient } from 'pg';
+import { type DicomJson, getInt, getString, getStrings, pick } from '../dicom/json';
+import type { ParsedInstance } from '../dicom/parse';
+import { SERIES_LEVEL_TAGS, STUDY_LEVEL_TAGS, Tag } from '../dicom/tags';
+import { foldName, normaliseDate, normaliseTime } from '../dicom/text';
+import { withTransaction } from './pool';
+
+/** Where an instance came from into a project. */
+export type MembershipSource = 'stow' | 'route' | 'share' | 'assign';
+
+/** An archived object as the index knows it. */
+export interface InstanceRow {
+  sop_instance_uid: string;
+  study_uid: string;
+  series_uid: string;
+  sop_class_uid: string;
+  transfer_syntax: string;
+  orthanc_id: string;
+  file_size: string; // bigint comes back as a string
+  md5: string | null;
+  number_of_frames: number | null;
+}
+
+/** What indexing needs besides the parsed object: where Orthanc keeps it. */
+export interface ArchivedObject {
+  parsed: ParsedInstance;
+  orthancId: string;
+  fileSize: number;
+  md5: string | null;
+}
+
+/** The instance row for a SOP Instance UID, if indexed. */
+export async function findInstance(
+  db: Pool | PoolClient,
+  sopInstanceUid: string,
+): Promise<InstanceRow | undefined> {
+  const r = await db.query<InstanceRow>(
+    `SELECT sop_instance_uid, study_uid, series_uid, sop_class_uid, transfer_syntax, orthanc_id, file_size, md5,
+            number_of_frames
+       FROM instances WHERE sop_instance_uid = $1`,
+    [sopInstanceUid],
+  );
+  return r.rows[0];
+}
+
+/** The instance row for an Orthanc instance id, if indexed. */
+export async function findInstanceByOrthancId(
+  db: Pool | PoolClient,
+  orthancId: string,
+): Promise<InstanceRow | undefined> {
+  const r = await db.query<InstanceRow>(
+    `SELECT sop_instance_uid, study_uid, series_uid, sop_class_uid, transfer_syntax, orthanc_id, file_size, md5,
+            number_of_frames
+       FROM instances WHERE orthanc_id = $1`,
+    [orthancId],
+  );
+  return r.rows[0];
+}
+
+/**
+ * Indexes an archived object and makes it visible in the given projects, in one transaction.
+ * Idempotent: indexing the same object again changes nothing. Used by STOW-RS and the change-feed indexer alike.
+ */
+export async function indexInstance(
+  db: Pool,
+  obj: ArchivedObject,
+  projects: readonly string[],
+  source: MembershipSource,
+): Promise<{ newInProjects: string[] }> {
+  return withTransaction(db, async (client) => {
+    await upsertInstanceRow(client, obj);
+    const newInProjects: string[] = [];
+    for (const projectId of projects) {
+      if (await linkInstance(client, projectId, obj.parsed, source)) newInProjects.push(projectId);
+    }
+    return { newInProjects };
+  });
+}
+
+/** Inserts or refreshes the global row of an instance (one per SOP Instance UID). */
+export async function upsertInstanceRow(client: PoolClient, obj: ArchivedObject): Promise<void> {
+  const { parsed } = obj;
+  const ds = parsed.json;
+  await client.query(
+    `INSERT INTO instances (sop_instance_uid, study_uid, series_uid, sop_class_uid, instance_number, transfer_syntax,
+                            rows, columns, number_of_frames, bits_allocated, orthanc_id, file_size, md5, dicom_json)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+     ON CONFLICT (sop_instance_uid) DO UPDATE SET
+       orthanc_id = EXCLUDED.orthanc_id, file_size = EXCLUDED.file_size, md5 = EXCLUDED.md5,
+       dicom_json = EXCLUDED.dicom_json, transfer_syntax = EXCLUDED.transfer_syntax, indexed_at = now()
+     WHERE instances.md5 IS DISTINCT FROM EXCLUDED.md5 OR instances.orthanc_id <> EXCLUDED.orthanc_id`,
+    [
+      parsed.sopInstanceUid,
+      parsed.studyInstanceUid,
+      parsed.seriesInstanceUid,
+      parsed.sopClassUid,
+      getInt(ds, Tag.InstanceNumber) ?? null,
+      parsed.transferSyntaxUid,
+      getInt(ds, Tag.Rows) ?? null,
+      getInt(ds, Tag.Columns) ?? null,
+      getInt(ds, Tag.NumberOfFrames) ?? (ds[Tag.PixelData] ? 1 : null),
+      getInt(ds, Tag.BitsAllocated) ?? null,
+      obj.orthancId,
+      obj.fileSize,
+      obj.md5,
+      ds,
+    ],
+  );
+}
+
+/**
+ * Makes one instance visible in a project and keeps that project's series and study rows in step.
+ * Returns true when the instance was not yet in the project.
+ */
+export async function linkInstance(
+  client: PoolClient,
+  projectId: string,
+  parsed: Pick<ParsedInstance, 'sopInstanceUid' | 'seriesInstanceUid' | 'studyInstanceUid' | 'sopClassUid' | 'json'>,
+  source: MembershipSource,
+): Promise<boolean> {
+  const ins = await client.query(
+    `INSERT INTO project_instances (project_id, sop_instance_uid, series_uid, study_uid, source)
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1`,
+    [projectId, parsed.sopInstanceUid, parsed.seriesInstanceUid, parsed.studyInstanceUid, source],
+  );
+  const added = ins.rowCount === 1;
+  const ds = parsed.json;
+  const modality = getString(ds, Tag.Modality) ?? null;
+
+  // Series first, then study: every writer locks in this order, so concurrent ingests cannot deadlock.
+  const series = await client.query<{ inserted: boolean }>(
+    `INSERT INTO project_series (project_id, series_uid, study_uid, modality, series_number, series_description,
+                                 series_date, series_time, body_part_examined, performed_procedure_step_start_date,
+                                 performed_procedure_step_start_time, num_instances, series_json)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+     ON CONFLICT (project_id, series_uid) DO UPDATE SET
+       modality = COALESCE(EXCLUDED.modality, project_series.modality),
+       series_number = COALESCE(EXCLUDED.series_number, project_series.series_number),
+       series_description = COALESCE(EXCLUDED.series_description, project_series.series_description),
+       series_date = COALESCE(EXCLUDED.series_date, project_series.series_date),
+       series_time = COALESCE(EXCLUDED.series_time, project_series.series_time),
+       body_part_examined = COALESCE(EXCLUDED.body_part_examined, project_series.body_part_examined),
+       performed_procedure_step_start_date = COALESCE(EXCLUDED.performed_procedure_step_start_date,
+                                                      project_series.performed_procedure_step_start_date),
+       performed_procedure_step_start_time = COALESCE(EXCLUDED.performed_procedure_step_start_time,
+                                                      project_series.performed_procedure_step_start_time),
+       num_instances = project_series.num_instances + $14,
+       series_json = EXCLUDED.series_json,
+       updated_at = now()
+     RETURNING (xmax = 0) AS inserted`,
+    [
+      projectId,
+      parsed.seriesInstanceUid,
+      parsed.studyInstanceUid,
+      modality,
+      getInt(ds, Tag.SeriesNumber) ?? null,
+      getString(ds, Tag.SeriesDescription) ?? null,
+      normaliseDate(getString(ds, Tag.SeriesDate)) ?? null,
+      normaliseTime(getString(ds, Tag.SeriesTime)) ?? null,
+      getString(ds, Tag.BodyPartExamined) ?? null,
+      normaliseDate(getString(ds, Tag.PerformedProcedureStepStartDate)) ?? null,
+      normaliseTime(getString(ds, Tag.PerformedProcedureStepStartTime)) ?? null,
+      added ? 1 : 0,
+      pick(ds, SERIES_LEVEL_TAGS),
+      added ? 1 : 0,
+    ],
+  );
+  const newSeries = series.rows[0]?.inserted === true;
+
+  const patientName = getString(ds, Tag.PatientName) ?? null;
+  const referring = getString(ds, Tag.ReferringPhysicianName) ?? null;
+  await client.query(
+    `INSERT INTO project_studies (project_id, study_uid, patient_name, patient_name_norm, patient_id, patient_birth_date,
+                                  patient_sex, study_date, study_time, accession_number, study_id, study_description,
+                                  referring_physician_name, referring_physician_name_norm, modalities, sop_classes,
+                                  num_series, num_instances, study_json)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+             CASE WHEN $15::text IS NULL THEN '{}'::text[] ELSE ARRAY[$15::text] END, ARRAY[$16::text], $17, $18, $19)
+     ON CONFLICT (project_id, study_uid) DO UPDATE SET
+       patient_name = COALESCE(EXCLUDED.patient_name, project_studies.patient_name),
+       patient_name_norm = COALESCE(EXCLUDED.patient_name_norm, project_studies.patient_name_norm),
+       patient_id = COALESCE(EXCLUDED.patient_id, project_studies.patient_id),
+       patient_birth_date = COALESCE(EXCLUDED.patient_birth_date, project_studies.patient_birth_date),
+       patient_sex = COALESCE(EXCLUDED.patient_sex, project_studies.patient_sex),
+       study_date = COALESCE(EXCLUDED.study_date, project_studies.study_date),
+       study_time = COALESCE(EXCLUDED.study_time, project_studies.study_time),
+       accession_number = COALESCE(EXCLUDED.accession_number, project_studies.accession_number),
+       study_id = COALESCE(EXCLUDED.study_id, project_studies.study_id),
+       study_description = COALESCE(EXCLUDED.study_description, project_studies.study_description),
+       referring_physician_name = COALESCE(EXCLUDED.referring_physician_name, project_studies.referring_physician_name),
+       referring_physician_name_norm = COALESCE(EXCLUDED.referring_physician_name_norm,
+                                                project_studies.referring_physician_name_norm),
+       modalities = CASE WHEN $15::text IS NULL OR $15::text = ANY (project_studies.modalities)
+                         THEN project_studies.modalities ELSE project_studies.modalities || $15::text END,
+       sop_classes = CASE WHEN $16::text = ANY (project_studies.sop_classes)
+                          THEN project_studies.sop_classes ELSE project_studies.sop_classes || $16::text END,
+       num_series = project_studies.num_series + $17,
+       num_instances = project_studies.num_instances + $18,
+       study_json = EXCLUDED.study_json,
+       updated_at = now()`,
+    [
+      projectId,
+      parsed.studyInstanceUid,
+      patientName,
+      foldName(patientName ?? undefined) ?? null,
+      getString(ds, Tag.PatientID) ?? null,
+      normaliseDate(getString(ds, Tag.PatientBirthDate)) ?? null,
+      getString(ds, Tag.PatientSex) ?? null,
+      normaliseDate(getString(ds, Tag.StudyDate)) ?? null,
+      normaliseTime(getString(ds, Tag.StudyTime)) ?? null,
+      getString(ds, Tag.AccessionNumber) ?? null,
+      getString(ds, Tag.StudyID) ?? null,
+      getString(ds, Tag.StudyDescription) ?? null,
+      referring,
+      foldName(referring ?? undefined) ?? null,
+      modality,
+      parsed.sopClassUid,
+      newSeries ? 1 : 0,
+      added ? 1 : 0,
+      pick(ds, STUDY_LEVEL_TAGS),
+    ],
+  );
+  return added;
+}
+
+/**
+ * Removes an instance from the index entirely (it was deleted from the archive), keeping every project's
+ * series and study rows in step; empty series and studies disappear.
+ */
+export async function removeInstance(db: Pool, sopInstanceUid: string): Promise<boolean> {
+  return withTransaction(db, async (client) => {
+    const memberships = await client.query<{ project_id: string }>(
+      'SELECT project_id FROM project_instances WHERE sop_instance_uid = $1 ORDER BY project_id',
+      [sopInstanceUid],
+    );
+    for (const { project_id } of memberships.rows) await unlinkInstance(client, project_id, sopInstanceUid);
+    const del = await client.query('DELETE FROM instances WHERE sop_instance_uid = $1', [sopInstanceUid]);
+    return (del.rowCount ?? 0) > 0;
+  });
+}
+
+/** Removes one instance from one project, recomputing that project's series and study aggregates. */
+export async function unlinkInstance(client: PoolClient, projectId: string, sopInstanceUid: string): Promise<boolean> {
+  const del = await client.query<{ series_uid: string; study_uid: string }>(
+    'DELETE FROM project_instances WHERE project_id = $1 AND sop_instance_uid = $2 RETURNING series_uid, study_uid',
+    [projectId, sopInstanceUid],
+  );
+  const row = del.rows[0];
+  if (!row) return false;
+  const left = await client.query(
+    `UPDATE project_series SET num_instances = num_instances - 1, updated_at = now()
+      WHERE project_id = $1 AND series_uid = $2 RETURNING num_instances`,
+    [projectId, row.series_uid],
+  );
+  const seriesGone = (left.rows[0]?.num_instances ?? 0) <= 0;
+  if (seriesGone) {
+    await client.query('DELETE FROM project_series WHERE project_id = $1 AND series_uid = $2', [
+      projectId,
+      row.series_uid,
+    ]);
+  }
+  // Recompute the study's derived attributes from what the project still sees.
+  await client.query(
+    `UPDATE project_studies ps SET
+       num_instances = ps.num_instances - 1,
+       num_series = ps.num_series - $3,
+       modalities = COALESCE((SELECT array_agg(DISTINCT s.modality) FROM project_series s
+                               WHERE s.project_id = $1 AND s.study_uid = $2 AND s.modality IS NOT NULL), '{}'),
+       sop_classes = COALESCE((SELECT array_agg(DISTINCT i.sop_class_uid) FROM project_instances pi
+                                 JOIN instances i USING (sop_instance_uid)
+                                WHERE pi.project_id = $1 AND pi.study_uid = $2), '{}'),
+       updated_at = now()
+     WHERE ps.project_id = $1 AND ps.study_uid = $2`,
+    [projectId, row.study_uid, seriesGone ? 1 : 0],
+  );
+  await client.query('DELETE FROM project_studies WHERE project_id = $1 AND study_uid = $2 AND num_instances <= 0', [
+    projectId,
+    row.study_uid,
+  ]);
+  return true;
+}
+
+/** The DICOM JSON of an indexed instance. */
+export async function getInstanceJson(db: Pool, sopInstanceUid: string): Promise<DicomJson | undefined> {
+  const r = await db.query<{ dicom_json: DicomJson }>('SELECT dicom_json FROM instances WHERE sop_instance_uid = $1', [
+    sopInstanceUid,
+  ]);
+  return r.rows[0]?.dicom_json;
+}
+
+export { getStrings };

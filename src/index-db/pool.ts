@@ -1,0 +1,45 @@
+import { Pool, type PoolClient } from 'pg';
+import type { Config } from '../config';
+
+let pool: Pool | undefined;
+
+/** Opens the shared PostgreSQL pool. */
+export function initDb(config: Pick<Config, 'DATABASE_URL' | 'DATABASE_POOL_SIZE'>): Pool {
+  if (pool) return pool;
+  pool = new Pool({ connectionString: config.DATABASE_URL, max: config.DATABASE_POOL_SIZE });
+  // An idle client that loses its connection must not crash the process.
+  pool.on('error', () => undefined);
+  return pool;
+}
+
+/** The shared pool; initDb must have run. */
+export function getDb(): Pool {
+  if (!pool) throw new Error('database not initialised');
+  return pool;
+}
+
+/** Closes the shared pool. */
+export async function closeDb(): Promise<void> {
+  const p = pool;
+  pool = undefined;
+  if (p) await p.end();
+}
+
+/** Anything that can run a query: the pool or a client inside a transaction. */
+export type Queryable = Pick<Pool, 'query'> | PoolClient;
+
+/** Runs fn inside a transaction on one client, rolling back on error. */
+export async function withTransaction<T>(db: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
+  const client = await db.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}

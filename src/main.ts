@@ -1,0 +1,38 @@
+import type { Server } from 'node:http';
+import { createApp } from './app';
+import { closeServices, initServices } from './bootstrap';
+import { loadConfig } from './config';
+import { createLogger } from './logger';
+
+/** The HTTP gateway process. */
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(config.LOG_LEVEL);
+  const services = await initServices(config, logger);
+  const app = createApp(services);
+  const server: Server = app.listen(config.PORT, config.HOST, () => {
+    logger.info({ port: config.PORT, host: config.HOST }, 'gateway listening');
+  });
+  // Slow clients must not hold sockets forever; long downloads are fine as long as bytes flow.
+  server.requestTimeout = 0;
+  server.headersTimeout = 30_000;
+  server.keepAliveTimeout = 5_000;
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    server.close();
+    server.closeIdleConnections();
+    await closeServices().catch((err) => logger.error({ err: String(err) }, 'error during shutdown'));
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+main().catch((err) => {
+  console.error(err instanceof Error ? err.message : err);
+  process.exit(1);
+});

@@ -1,0 +1,49 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** A port nobody listens on right now. */
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts an isolated stack (PostgreSQL, Redis, Orthanc) for this test run in a temporary folder on free ports,
+ * so that `npm test` works while `npm run demo` (or another test run) is up. Settings reach the test workers
+ * through the environment.
+ */
+export default async function globalSetup(): Promise<void> {
+  const dir = process.env.APERTURE_TEST_STACK_DIR ?? mkdtempSync(join(tmpdir(), 'aperture-test-'));
+  const env = {
+    ...process.env,
+    STACK_DIR: dir,
+    PG_PORT: String(await freePort()),
+    REDIS_PORT: String(await freePort()),
+    ORTHANC_HTTP_PORT: String(await freePort()),
+    ORTHANC_DICOM_PORT: String(await freePort()),
+    ORTHANC_STABLE_AGE: '2',
+    PG_FSYNC: 'off',
+  };
+  const out = execFileSync('bash', [join(__dirname, '../../scripts/stack.sh'), 'up'], {
+    env,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    timeout: 15 * 60_000,
+  });
+  for (const line of out.split('\n')) {
+    const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
+    if (m) process.env[m[1]] = m[2];
+  }
+  process.env.APERTURE_TEST_STACK_DIR = dir;
+  process.env.APERTURE_TEST_STACK_OWNED = process.env.APERTURE_TEST_STACK_OWNED ?? '1';
+  process.env.LOG_LEVEL = process.env.LOG_LEVEL ?? 'silent';
+}
