@@ -2,7 +2,8 @@ import dcmjs from 'dcmjs';
 import { type DicomJson, getInt, getString, toDicomJson } from './json';
 import { Tag } from './tags';
 
-dcmjs.log.setLevel?.('error');
+// dcmjs reports recoverable oddities on the console; the gateway reports per object instead.
+dcmjs.log.setLevel?.('silent');
 
 /** Failure reasons of PS3.18 Table I.2-2 used at ingest. */
 export const FailureReason = {

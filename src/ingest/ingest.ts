@@ -1,0 +1,103 @@
+import { createHash } from 'node:crypto';
+import type { Pool } from 'pg';
+import { DicomParseError, FailureReason, type ParsedInstance, parsePart10 } from '../dicom/parse';
+import { AppError } from '../errors';
+import { findInstance, indexInstance, type MembershipSource } from '../index-db/instances';
+import { OrthancHttpError, type PacsClient } from '../orthanc/client';
+
+/** The outcome for one object, as the Store Instances Response reports it. No PHI in `message`. */
+export type IngestOutcome =
+  | {
+      ok: true;
+      parsed: ParsedInstance;
+      /** True when the same object was already archived (an idempotent re-send). */
+      alreadyStored: boolean;
+    }
+  | {
+      ok: false;
+      /** Failure Reason (0008,1197), PS3.18 Table I.2-2. */
+      reason: number;
+      message: string;
+      /** What could be read of the object, for the FailedSOPSequence item. */
+      sopClassUid?: string;
+      sopInstanceUid?: string;
+      studyInstanceUid?: string;
+    };
+
+/** Checks an object must pass besides being readable, decided by the caller (e.g. STOW's study in the URL). */
+export interface IngestExpectations {
+  studyInstanceUid?: string;
+}
+
+/**
+ * Archives one Part-10 object into Orthanc and indexes it into the given projects.
+ * Never throws for a bad object: it answers a failure with a reason, so that one bad part never fails the others.
+ * Throws only for infrastructure failures (database down), which the caller turns into a 5xx.
+ *
+ * A different object under a SOP Instance UID that is already archived is refused (0x0111): accepting it would
+ * either overwrite another project's data or grant the uploader access to bytes it never had.
+ */
+export async function ingestInstance(
+  deps: { db: Pool; pacs: PacsClient },
+  bytes: Buffer,
+  projects: readonly string[],
+  source: MembershipSource,
+  expect: IngestExpectations = {},
+): Promise<IngestOutcome> {
+  let parsed: ParsedInstance;
+  try {
+    parsed = parsePart10(bytes);
+  } catch (err) {
+    if (err instanceof DicomParseError) return { ok: false, reason: err.reason, message: err.message };
+    return { ok: false, reason: FailureReason.CannotUnderstand, message: 'unreadable DICOM object' };
+  }
+  const ids = {
+    sopClassUid: parsed.sopClassUid,
+    sopInstanceUid: parsed.sopInstanceUid,
+    studyInstanceUid: parsed.studyInstanceUid,
+  };
+  if (expect.studyInstanceUid && expect.studyInstanceUid !== parsed.studyInstanceUid) {
+    return {
+      ok: false,
+      reason: FailureReason.StudyUidMismatch,
+      message: 'Study Instance UID does not match the study in the request URL',
+      ...ids,
+    };
+  }
+
+  const md5 = createHash('md5').update(bytes).digest('hex');
+  const known = await findInstance(deps.db, parsed.sopInstanceUid);
+  if (known && known.md5 && known.md5 !== md5) return duplicate(ids);
+
+  let stored;
+  try {
+    stored = await deps.pacs.store(bytes, bytes.length);
+  } catch (err) {
+    if (err instanceof OrthancHttpError && err.upstreamStatus >= 400 && err.upstreamStatus < 500) {
+      // Orthanc could not parse or accept the object itself (e.g. truncated data): this object fails, alone.
+      return { ok: false, reason: FailureReason.CannotUnderstand, message: 'the archive could not read the object', ...ids };
+    }
+    if (err instanceof AppError) {
+      return { ok: false, reason: FailureReason.ProcessingFailure, message: 'the archive is unavailable', ...ids };
+    }
+    throw err;
+  }
+  let alreadyStored = stored.Status === 'AlreadyStored';
+  if (alreadyStored) {
+    const archivedMd5 = await deps.pacs.attachmentMd5(stored.ID);
+    if (archivedMd5 && archivedMd5 !== md5) return duplicate(ids);
+  }
+  alreadyStored = alreadyStored && known !== undefined;
+
+  await indexInstance(deps.db, { parsed, orthancId: stored.ID, fileSize: bytes.length, md5 }, projects, source);
+  return { ok: true, parsed, alreadyStored };
+}
+
+function duplicate(ids: { sopClassUid: string; sopInstanceUid: string; studyInstanceUid: string }): IngestOutcome {
+  return {
+    ok: false,
+    reason: FailureReason.DuplicateSopInstance,
+    message: 'a different object is already archived under this SOP Instance UID',
+    ...ids,
+  };
+}
