@@ -1,3 +1,4 @@
+import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 
 const bool = z
@@ -57,9 +58,10 @@ export type Config = z.infer<typeof configSchema>;
 
 /** Parses settings, listing every problem at once rather than failing on the first. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const fromFile = readEnvFile(env.APERTURE_ENV_FILE);
   const picked: Record<string, string> = {};
   for (const key of Object.keys(configSchema.shape)) {
-    const v = env[key];
+    const v = env[key] ?? fromFile[key];
     if (v !== undefined && v !== '') picked[key] = v;
   }
   const result = configSchema.safeParse(picked);
@@ -68,4 +70,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new Error(`invalid configuration:\n${lines.join('\n')}`);
   }
   return result.data;
+}
+
+/**
+ * KEY=value lines of a file such as `.stack/dev/env` (written by scripts/stack.sh), used as defaults under the
+ * real environment so that the CLI finds the local stack. Missing file → nothing.
+ */
+function readEnvFile(path: string | undefined): Record<string, string> {
+  if (!path || !existsSync(path)) return {};
+  const out: Record<string, string> = {};
+  for (const line of readFileSync(path, 'utf8').split('\n')) {
+    const m = /^\s*([A-Z][A-Z0-9_]*)=(.*)$/.exec(line);
+    if (m) out[m[1]] = m[2].trim();
+  }
+  return out;
 }
