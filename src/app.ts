@@ -2,6 +2,7 @@ import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import { randomUUID } from 'node:crypto';
 import { projectsRouter } from './api/projects';
+import { routingRouter } from './api/routing';
 import { dicomwebRouter } from './dicomweb/routes';
 import { errorMiddleware } from './errors';
 import type { AuditDetail, Services } from './services';
@@ -71,6 +72,8 @@ export function createApp(services: Services): Koa {
   root.use('/dicom-web', dw.routes(), dw.allowedMethods());
   const projects = projectsRouter(services);
   root.use(projects.routes(), projects.allowedMethods());
+  const routing = routingRouter(services);
+  root.use(routing.routes(), routing.allowedMethods());
 
   app.use(root.routes());
   app.use(root.allowedMethods());

@@ -2,6 +2,7 @@ import type { Server } from 'node:http';
 import { createApp } from './app';
 import { closeServices, initServices } from './bootstrap';
 import { loadConfig } from './config';
+import { closeIndexer, initIndexer } from './ingest/change-feed';
 import { createLogger } from './logger';
 
 /** The HTTP gateway process. */
@@ -10,6 +11,8 @@ async function main(): Promise<void> {
   const logger = createLogger(config.LOG_LEVEL);
   const services = await initServices(config, logger);
   const app = createApp(services);
+  // Every gateway process runs one; leader election lets only one of them index at a time.
+  if (config.INDEXER_ENABLED) initIndexer(services);
   const server: Server = app.listen(config.PORT, config.HOST, () => {
     logger.info({ port: config.PORT, host: config.HOST }, 'gateway listening');
   });
@@ -25,6 +28,7 @@ async function main(): Promise<void> {
     logger.info({ signal }, 'shutting down');
     server.close();
     server.closeIdleConnections();
+    await closeIndexer().catch((err) => logger.error({ err: String(err) }, 'error stopping the indexer'));
     await closeServices().catch((err) => logger.error({ err: String(err) }, 'error during shutdown'));
     process.exit(0);
   };

@@ -66,29 +66,39 @@ export async function indexInstance(
   obj: ArchivedObject,
   projects: readonly string[],
   source: MembershipSource,
-): Promise<{ newInProjects: string[] }> {
+): Promise<{ newInProjects: string[]; row: UpsertStatus }> {
   return withTransaction(db, async (client) => {
-    await upsertInstanceRow(client, obj);
+    const row = await upsertInstanceRow(client, obj);
     const newInProjects: string[] = [];
     for (const projectId of projects) {
       if (await linkInstance(client, projectId, obj.parsed, source)) newInProjects.push(projectId);
     }
-    return { newInProjects };
+    return { newInProjects, row };
   });
 }
 
-/** Inserts or refreshes the global row of an instance (one per SOP Instance UID). */
-export async function upsertInstanceRow(client: PoolClient, obj: ArchivedObject): Promise<void> {
+/** What an upsert did to the global row: created it, rewrote it (other bytes or other parse), or left it alone. */
+export type UpsertStatus = 'inserted' | 'updated' | 'unchanged';
+
+/**
+ * Inserts or refreshes the global row of an instance (one per SOP Instance UID). A row is rewritten only when the
+ * archived copy or its parsed data set differ, so re-indexing after a parser upgrade refreshes it and a replay does not.
+ */
+export async function upsertInstanceRow(client: PoolClient, obj: ArchivedObject): Promise<UpsertStatus> {
   const { parsed } = obj;
   const ds = parsed.json;
-  await client.query(
+  const r = await client.query<{ inserted: boolean }>(
     `INSERT INTO instances (sop_instance_uid, study_uid, series_uid, sop_class_uid, instance_number, transfer_syntax,
                             rows, columns, number_of_frames, bits_allocated, orthanc_id, file_size, md5, dicom_json)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
      ON CONFLICT (sop_instance_uid) DO UPDATE SET
        orthanc_id = EXCLUDED.orthanc_id, file_size = EXCLUDED.file_size, md5 = EXCLUDED.md5,
-       dicom_json = EXCLUDED.dicom_json, transfer_syntax = EXCLUDED.transfer_syntax, indexed_at = now()
-     WHERE instances.md5 IS DISTINCT FROM EXCLUDED.md5 OR instances.orthanc_id <> EXCLUDED.orthanc_id`,
+       dicom_json = EXCLUDED.dicom_json, transfer_syntax = EXCLUDED.transfer_syntax,
+       instance_number = EXCLUDED.instance_number, rows = EXCLUDED.rows, columns = EXCLUDED.columns,
+       number_of_frames = EXCLUDED.number_of_frames, bits_allocated = EXCLUDED.bits_allocated, indexed_at = now()
+     WHERE instances.md5 IS DISTINCT FROM EXCLUDED.md5 OR instances.orthanc_id <> EXCLUDED.orthanc_id
+        OR instances.dicom_json IS DISTINCT FROM EXCLUDED.dicom_json
+     RETURNING (xmax = 0) AS inserted`,
     [
       parsed.sopInstanceUid,
       parsed.studyInstanceUid,
@@ -106,6 +116,8 @@ export async function upsertInstanceRow(client: PoolClient, obj: ArchivedObject)
       ds,
     ],
   );
+  if (!r.rows[0]) return 'unchanged';
+  return r.rows[0].inserted ? 'inserted' : 'updated';
 }
 
 /**

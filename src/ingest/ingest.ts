@@ -44,13 +44,9 @@ export async function ingestInstance(
   source: MembershipSource,
   expect: IngestExpectations = {},
 ): Promise<IngestOutcome> {
-  let parsed: ParsedInstance;
-  try {
-    parsed = parsePart10(bytes);
-  } catch (err) {
-    if (err instanceof DicomParseError) return { ok: false, reason: err.reason, message: err.message };
-    return { ok: false, reason: FailureReason.CannotUnderstand, message: 'unreadable DICOM object' };
-  }
+  const read = readObject(bytes);
+  if (!read.ok) return read;
+  const { parsed, md5 } = read;
   const ids = {
     sopClassUid: parsed.sopClassUid,
     sopInstanceUid: parsed.sopInstanceUid,
@@ -65,7 +61,6 @@ export async function ingestInstance(
     };
   }
 
-  const md5 = createHash('md5').update(bytes).digest('hex');
   const known = await findInstance(deps.db, parsed.sopInstanceUid);
   if (known && known.md5 && known.md5 !== md5) return duplicate(ids);
 
@@ -91,6 +86,25 @@ export async function ingestInstance(
 
   await indexInstance(deps.db, { parsed, orthancId: stored.ID, fileSize: bytes.length, md5 }, projects, source);
   return { ok: true, parsed, alreadyStored };
+}
+
+/** A Part-10 object read for indexing, or why it cannot be. */
+export type ReadOutcome =
+  | { ok: true; parsed: ParsedInstance; md5: string }
+  | { ok: false; reason: number; message: string };
+
+/**
+ * Parses an object and checksums its bytes, applying the checks every way into the index shares (STOW here, the
+ * change feed and re-index for objects Orthanc already holds). Never throws for a bad object.
+ */
+export function readObject(bytes: Buffer): ReadOutcome {
+  try {
+    const parsed = parsePart10(bytes);
+    return { ok: true, parsed, md5: createHash('md5').update(bytes).digest('hex') };
+  } catch (err) {
+    if (err instanceof DicomParseError) return { ok: false, reason: err.reason, message: err.message };
+    return { ok: false, reason: FailureReason.CannotUnderstand, message: 'unreadable DICOM object' };
+  }
 }
 
 function duplicate(ids: { sopClassUid: string; sopInstanceUid: string; studyInstanceUid: string }): IngestOutcome {

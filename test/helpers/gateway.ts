@@ -4,6 +4,7 @@ import { Pool } from 'pg';
 import { createApp } from '../../src/app';
 import { closeServices, initServices } from '../../src/bootstrap';
 import { type Config, loadConfig } from '../../src/config';
+import { closeIndexer, initIndexer } from '../../src/ingest/change-feed';
 import { createLogger } from '../../src/logger';
 import { OrthancClient } from '../../src/orthanc/client';
 import type { Services } from '../../src/services';
@@ -21,6 +22,7 @@ export async function startGateway(overrides: Record<string, string> = {}): Prom
   const config = loadConfig({ ...process.env, AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false', ...overrides });
   const logger = createLogger(process.env.LOG_LEVEL ?? 'silent');
   const services = await initServices(config, logger);
+  if (config.INDEXER_ENABLED) initIndexer(services);
   const server: Server = createApp(services).listen(0, '127.0.0.1');
   await new Promise<void>((r) => server.once('listening', () => r()));
   const { port } = server.address() as AddressInfo;
@@ -31,6 +33,7 @@ export async function startGateway(overrides: Record<string, string> = {}): Prom
     async close() {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
+      await closeIndexer();
       await closeServices();
     },
   };

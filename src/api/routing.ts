@@ -1,0 +1,146 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { z } from 'zod';
+import { requireGlobalAdmin } from '../auth/access';
+import { noteAudit, principalOf, requireProjectRole } from '../dicomweb/context';
+import { BadRequestError, NotFoundError } from '../errors';
+import { getProject } from '../index-db/projects';
+import {
+  assertNoOverlap,
+  assignQuarantined,
+  createRule,
+  deleteRule,
+  getRule,
+  listFailures,
+  listQuarantine,
+  listRules,
+  type QuarantineSelector,
+  updateRule,
+} from '../index-db/routing';
+import { ruleInputSchema } from '../ingest/routing';
+import type { Services } from '../services';
+import { readJsonBody } from './body';
+
+const uid = z
+  .string()
+  .max(64)
+  .regex(/^[0-9]+(\.[0-9]+)*$/, 'a DICOM UID');
+
+const assignInput = z
+  .object({
+    project: z.string().min(1).max(64),
+    studyUid: uid.optional(),
+    seriesUid: uid.optional(),
+    sopInstanceUids: z.array(uid).min(1).max(10_000).optional(),
+  })
+  .refine((a) => [a.studyUid, a.seriesUid, a.sopInstanceUids].filter((x) => x !== undefined).length === 1, {
+    message: 'give exactly one of studyUid, seriesUid, sopInstanceUids',
+  });
+
+function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) {
+    throw new BadRequestError(
+      parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '),
+    );
+  }
+  return parsed.data;
+}
+
+function page(ctx: Context): { limit: number; offset: number } {
+  const limit = Number(ctx.query.limit ?? 100);
+  const offset = Number(ctx.query.offset ?? 0);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new BadRequestError('limit: 1 to 1000');
+  if (!Number.isInteger(offset) || offset < 0) throw new BadRequestError('offset: a non-negative integer');
+  return { limit, offset };
+}
+
+/**
+ * Routing rules per project (`/api/projects/{project}/routing`, project administrators) and the quarantine of
+ * arrivals no rule claimed (`/api/quarantine`, global administrators). Rules of all projects form one list checked
+ * in position order; the first match decides.
+ */
+export function routingRouter(services: Services): Router {
+  const router = new Router();
+  const { db } = services;
+
+  const projectAdmin = async (ctx: Context): Promise<string> => {
+    const projectId = requireProjectRole(ctx, 'admin');
+    if (!(await getProject(db, projectId))) throw new NotFoundError('project not found');
+    return projectId;
+  };
+
+  router.get('/api/projects/:project/routing', async (ctx) => {
+    const projectId = await projectAdmin(ctx);
+    noteAudit(ctx, { action: 'routing.list', projectId });
+    ctx.body = await listRules(db, projectId);
+  });
+
+  router.get('/api/projects/:project/routing/:id', async (ctx) => {
+    const projectId = await projectAdmin(ctx);
+    noteAudit(ctx, { action: 'routing.show', projectId });
+    ctx.body = await getRule(db, projectId, ctx.params.id);
+  });
+
+  router.post('/api/projects/:project/routing', async (ctx) => {
+    const projectId = await projectAdmin(ctx);
+    const input = parseBody(ruleInputSchema, await readJsonBody(ctx));
+    if (!principalOf(ctx).globalAdmin) await assertNoOverlap(db, projectId, input);
+    const row = await createRule(db, projectId, input);
+    noteAudit(ctx, { action: 'routing.create', projectId, detail: { ruleId: row.id, kind: row.kind } });
+    ctx.status = 201;
+    ctx.set('Location', `/api/projects/${projectId}/routing/${row.id}`);
+    ctx.body = row;
+  });
+
+  router.put('/api/projects/:project/routing/:id', async (ctx) => {
+    const projectId = await projectAdmin(ctx);
+    const input = parseBody(ruleInputSchema, await readJsonBody(ctx));
+    await getRule(db, projectId, ctx.params.id);
+    if (!principalOf(ctx).globalAdmin) await assertNoOverlap(db, projectId, input, ctx.params.id);
+    const row = await updateRule(db, projectId, ctx.params.id, input);
+    noteAudit(ctx, { action: 'routing.update', projectId, detail: { ruleId: row.id } });
+    ctx.body = row;
+  });
+
+  router.delete('/api/projects/:project/routing/:id', async (ctx) => {
+    const projectId = await projectAdmin(ctx);
+    await deleteRule(db, projectId, ctx.params.id);
+    noteAudit(ctx, { action: 'routing.delete', projectId, detail: { ruleId: ctx.params.id } });
+    ctx.status = 204;
+  });
+
+  // Study descriptions and patient names are PHI: the quarantine lists identifiers, routes, counts and dates only.
+  router.get('/api/quarantine', async (ctx) => {
+    requireGlobalAdmin(principalOf(ctx));
+    noteAudit(ctx, { action: 'quarantine.list' });
+    ctx.body = await listQuarantine(db, page(ctx));
+  });
+
+  router.get('/api/quarantine/failures', async (ctx) => {
+    requireGlobalAdmin(principalOf(ctx));
+    noteAudit(ctx, { action: 'quarantine.failures' });
+    ctx.body = await listFailures(db, page(ctx));
+  });
+
+  router.post('/api/quarantine/assign', async (ctx) => {
+    requireGlobalAdmin(principalOf(ctx));
+    const input = parseBody(assignInput, await readJsonBody(ctx));
+    const selector: QuarantineSelector = input.studyUid
+      ? { studyUid: input.studyUid }
+      : input.seriesUid
+        ? { seriesUid: input.seriesUid }
+        : { sopInstanceUids: input.sopInstanceUids! };
+    const result = await assignQuarantined(db, selector, input.project);
+    noteAudit(ctx, {
+      action: 'quarantine.assign',
+      projectId: input.project,
+      studyUid: input.studyUid,
+      seriesUid: input.seriesUid,
+      detail: { assigned: result.assigned },
+    });
+    ctx.body = { project: input.project, ...result };
+  });
+
+  return router;
+}

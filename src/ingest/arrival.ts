@@ -1,0 +1,333 @@
+/**
+ * Indexing an object Orthanc already holds (it arrived by C-STORE, or a re-index finds it): read it, route it to a
+ * project or to quarantine, index it through the same code path as STOW. Shared by the change feed and `reindex`.
+ */
+import { buffer } from 'node:stream/consumers';
+import type { Pool } from 'pg';
+import type { Config } from '../config';
+import { FailureReason } from '../dicom/parse';
+import { NotFoundError } from '../errors';
+import {
+  type ArchivedObject,
+  findInstance,
+  findInstanceByOrthancId,
+  indexInstance,
+  removeInstance,
+} from '../index-db/instances';
+import {
+  activeRules,
+  clearFailure,
+  isPlaced,
+  quarantineInstance,
+  recordFailure,
+  type RouteDecision,
+  stickyDecision,
+} from '../index-db/routing';
+import type { Logger } from '../logger';
+import type { PacsClient } from '../orthanc/client';
+import { readObject } from './ingest';
+import { type ArrivalRoute, firstMatchingRule } from './routing';
+
+/** What arrival indexing needs. */
+export interface ArrivalDeps {
+  db: Pool;
+  pacs: PacsClient;
+  config: Pick<Config, 'DEFAULT_PROJECT'>;
+  logger: Logger;
+}
+
+/** What happened to one archived object. */
+export type ArrivalOutcome =
+  /** Newly placed: in a project (projectId) or in quarantine (projectId null). */
+  | { status: 'indexed'; sopInstanceUid: string; seriesUid: string; projectId: string | null }
+  /** Already placed; its row was rewritten because the archived copy or its parse differ (re-index). */
+  | { status: 'updated'; sopInstanceUid: string }
+  /** Already placed and identical: nothing to do. */
+  | { status: 'unchanged'; sopInstanceUid: string }
+  /** The index refused it; recorded in index_failures. */
+  | { status: 'failed'; reason: number; message: string }
+  /** No longer in the archive. */
+  | { status: 'gone' }
+  /** Stored over REST by a gateway process that has not indexed it yet: its writer will (see deferRest). */
+  | { status: 'deferred' };
+
+/** Orthanc's metadata of an instance (`/instances/{id}/metadata?expand`), the parts routing reads. */
+interface InstanceMetadata {
+  CalledAET?: string;
+  RemoteAET?: string;
+  RemoteIP?: string;
+  Origin?: string;
+}
+
+/** Options of indexArrival. */
+export interface ArrivalOptions {
+  /**
+   * Re-read and re-parse objects that are already placed, rewriting their rows when the parse differs
+   * (re-index after an upgrade). Without it, a placed object is answered 'unchanged' without touching Orthanc.
+   */
+  refresh?: boolean;
+  /**
+   * Answer 'deferred' for an object stored over Orthanc's REST API (Origin RestApi) that is not indexed yet: the
+   * gateway's own STOW stores first and indexes right after, into the uploader's project, and must win that race.
+   */
+  deferRest?: boolean;
+}
+
+/** The route an object took into the archive; empty strings for objects that did not come by DIMSE. */
+export function routeOf(meta: InstanceMetadata): ArrivalRoute {
+  return {
+    calledAet: (meta.CalledAET ?? '').trim(),
+    callingAet: (meta.RemoteAET ?? '').trim(),
+    remoteIp: (meta.RemoteIP ?? '').trim(),
+  };
+}
+
+/** An archived object read and parsed, ready to be placed. */
+export interface ReadArrival {
+  orthancId: string;
+  route: ArrivalRoute;
+  obj: ArchivedObject;
+}
+
+/**
+ * Indexes one archived object by its Orthanc id: readArrival then placeArrival. Idempotent: running it again for
+ * the same object changes nothing, so the change feed may replay events after a crash. Throws only for
+ * infrastructure failures (archive or database unavailable); an object the index cannot take is recorded as a
+ * failure and answered 'failed'.
+ */
+export async function indexArrival(
+  deps: ArrivalDeps,
+  orthancId: string,
+  opts: ArrivalOptions = {},
+): Promise<ArrivalOutcome> {
+  const read = await readArrival(deps, orthancId, opts);
+  return 'status' in read ? read : placeArrival(deps, read);
+}
+
+/**
+ * The reading half of indexArrival: what Orthanc knows of the object (route metadata, bytes) and its parse. Reads
+ * run concurrently; placing runs in arrival order so that the first instance of a series decides its route.
+ * Answers an outcome directly when there is nothing to place.
+ */
+export async function readArrival(
+  deps: ArrivalDeps,
+  orthancId: string,
+  opts: ArrivalOptions = {},
+): Promise<ReadArrival | ArrivalOutcome> {
+  const { db, pacs } = deps;
+  const known = await findInstanceByOrthancId(db, orthancId);
+  if (known && !opts.refresh && (await isPlaced(db, known.sop_instance_uid))) {
+    return { status: 'unchanged', sopInstanceUid: known.sop_instance_uid };
+  }
+  let meta: InstanceMetadata;
+  let bytes: Buffer;
+  try {
+    meta = await pacs.getJson<InstanceMetadata>(
+      `/instances/${encodeURIComponent(orthancId)}/metadata?expand`,
+    );
+    if (!known && opts.deferRest && meta.Origin === 'RestApi') return { status: 'deferred' };
+    const file = await pacs.instanceFile(orthancId);
+    bytes = await buffer(file.body);
+  } catch (err) {
+    if (err instanceof NotFoundError) return { status: 'gone' };
+    throw err;
+  }
+  const route = routeOf(meta);
+  const read = readObject(bytes);
+  if (!read.ok) {
+    await recordFailure(db, { orthancId, reason: read.reason, message: read.message, route });
+    deps.logger.warn(
+      { orthancId, reason: read.reason, message: read.message },
+      'archived object not indexable',
+    );
+    return { status: 'failed', reason: read.reason, message: read.message };
+  }
+  return { orthancId, route, obj: { parsed: read.parsed, orthancId, fileSize: bytes.length, md5: read.md5 } };
+}
+
+/** The placing half of indexArrival: refuses a second copy of a UID, refreshes a placed object, or routes a new one. */
+export async function placeArrival(deps: ArrivalDeps, arrival: ReadArrival): Promise<ArrivalOutcome> {
+  const { db, pacs } = deps;
+  const { orthancId, route, obj } = arrival;
+  const { parsed } = obj;
+
+  // Orthanc keys instances by Patient ID too, so one SOP Instance UID can sit in the archive twice (a re-send with a
+  // corrected Patient ID). The index holds one object per UID: the second copy is refused while the first exists.
+  const bySop = await findInstance(db, parsed.sopInstanceUid);
+  if (bySop && bySop.orthanc_id !== orthancId && (await stillArchived(pacs, bySop.orthanc_id))) {
+    const message = 'a different archived object already holds this SOP Instance UID';
+    await recordFailure(db, {
+      orthancId,
+      sopInstanceUid: parsed.sopInstanceUid,
+      studyUid: parsed.studyInstanceUid,
+      reason: FailureReason.DuplicateSopInstance,
+      message,
+      route,
+    });
+    deps.logger.warn({ orthancId, sopInstanceUid: parsed.sopInstanceUid }, message);
+    return { status: 'failed', reason: FailureReason.DuplicateSopInstance, message };
+  }
+
+  await clearFailure(db, orthancId);
+  if (bySop && (await isPlaced(db, bySop.sop_instance_uid))) {
+    const { row } = await indexInstance(db, obj, [], 'route');
+    if (row === 'unchanged') return { status: 'unchanged', sopInstanceUid: parsed.sopInstanceUid };
+    // Rewritten: refresh the per-project series and study rows built from it.
+    const memberships = await db.query<{ project_id: string }>(
+      'SELECT project_id FROM project_instances WHERE sop_instance_uid = $1 ORDER BY project_id',
+      [parsed.sopInstanceUid],
+    );
+    const projects = memberships.rows.map((r) => r.project_id);
+    if (projects.length) await indexInstance(db, obj, projects, 'route');
+    return { status: 'updated', sopInstanceUid: parsed.sopInstanceUid };
+  }
+
+  const decision = await stickyDecision(db, parsed.seriesInstanceUid, route, () =>
+    decideRoute(deps, route, parsed.json),
+  );
+  if (decision.projectId) {
+    await indexInstance(db, obj, [decision.projectId], 'route');
+  } else {
+    await indexInstance(db, obj, [], 'route');
+    await quarantineInstance(db, {
+      sopInstanceUid: parsed.sopInstanceUid,
+      studyUid: parsed.studyInstanceUid,
+      seriesUid: parsed.seriesInstanceUid,
+      route,
+      reason: 'no matching routing rule',
+    });
+  }
+  deps.logger.debug(
+    {
+      orthancId,
+      sopInstanceUid: parsed.sopInstanceUid,
+      projectId: decision.projectId,
+      ruleId: decision.ruleId,
+    },
+    'instance indexed',
+  );
+  return {
+    status: 'indexed',
+    sopInstanceUid: parsed.sopInstanceUid,
+    seriesUid: parsed.seriesInstanceUid,
+    projectId: decision.projectId,
+  };
+}
+
+/** The routing rules' verdict for a new series: the first matching rule, else DEFAULT_PROJECT, else quarantine. */
+async function decideRoute(
+  deps: ArrivalDeps,
+  route: ArrivalRoute,
+  ds: Parameters<typeof firstMatchingRule>[2],
+): Promise<RouteDecision> {
+  const rule = firstMatchingRule(await activeRules(deps.db), route, ds);
+  if (rule) return { projectId: rule.project_id, ruleId: rule.id };
+  const fallback = deps.config.DEFAULT_PROJECT;
+  if (fallback) {
+    const exists = await deps.db.query('SELECT 1 FROM projects WHERE id = $1', [fallback]);
+    if (exists.rows[0]) return { projectId: fallback, ruleId: null };
+    deps.logger.warn({ project: fallback }, 'DEFAULT_PROJECT does not exist: arrivals go to quarantine');
+  }
+  return { projectId: null, ruleId: null };
+}
+
+/** Whether Orthanc still holds an instance. */
+export async function stillArchived(pacs: PacsClient, orthancId: string): Promise<boolean> {
+  try {
+    await pacs.getJson(`/instances/${encodeURIComponent(orthancId)}`);
+    return true;
+  } catch (err) {
+    if (err instanceof NotFoundError) return false;
+    throw err;
+  }
+}
+
+/** Progress of a stale-row sweep. */
+export interface SweepResult {
+  /** Instances Orthanc listed. */
+  archived: number;
+  /** Index rows removed because Orthanc no longer holds their object. */
+  removed: number;
+  /** Failure records dropped for the same reason. */
+  failuresCleared: number;
+  /** Orthanc ids the listing missed but Orthanc still holds (listing raced with changes): re-checked. */
+  missed: string[];
+}
+
+const LIST_PAGE = 1000;
+
+/**
+ * Removes from the index every instance whose object Orthanc no longer holds. Orthanc 1.10's change log does not
+ * record deletions (the changes of a deleted resource vanish with it), so deletions are found by comparing the
+ * index with Orthanc's instance list. The list is paged into a temporary table (memory stays flat); every
+ * candidate is confirmed gone with its own request before its row goes, so rows added while the sweep runs, or
+ * objects the paging skipped because the archive changed under it, are never removed.
+ */
+export async function sweepDeleted(
+  deps: Pick<ArrivalDeps, 'db' | 'pacs' | 'logger'>,
+  onPage?: (listed: number) => void,
+): Promise<SweepResult> {
+  const { db, pacs } = deps;
+  const client = await db.connect();
+  let candidates: Array<{ sop_instance_uid: string; orthanc_id: string }>;
+  let failureCandidates: string[];
+  let archived = 0;
+  try {
+    await client.query('BEGIN');
+    const started = (await client.query<{ now: Date }>('SELECT now()')).rows[0].now;
+    await client.query('CREATE TEMP TABLE archived_ids (orthanc_id text PRIMARY KEY) ON COMMIT DROP');
+    for (let since = 0; ; since += LIST_PAGE) {
+      const ids = await pacs.getJson<string[]>(`/instances?since=${since}&limit=${LIST_PAGE}`);
+      if (ids.length) {
+        await client.query('INSERT INTO archived_ids SELECT unnest($1::text[]) ON CONFLICT DO NOTHING', [
+          ids,
+        ]);
+      }
+      archived += ids.length;
+      onPage?.(archived);
+      if (ids.length < LIST_PAGE) break;
+    }
+    candidates = (
+      await client.query<{ sop_instance_uid: string; orthanc_id: string }>(
+        `SELECT sop_instance_uid, orthanc_id FROM instances i
+          WHERE i.indexed_at < $1 AND NOT EXISTS (SELECT 1 FROM archived_ids a WHERE a.orthanc_id = i.orthanc_id)`,
+        [started],
+      )
+    ).rows;
+    failureCandidates = (
+      await client.query<{ orthanc_id: string }>(
+        `SELECT orthanc_id FROM index_failures f
+          WHERE f.received_at < $1 AND NOT EXISTS (SELECT 1 FROM archived_ids a WHERE a.orthanc_id = f.orthanc_id)`,
+        [started],
+      )
+    ).rows.map((r) => r.orthanc_id);
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+
+  let removed = 0;
+  const missed: string[] = [];
+  for (const c of candidates) {
+    if (await stillArchived(pacs, c.orthanc_id)) {
+      missed.push(c.orthanc_id);
+      continue;
+    }
+    // A re-send may have moved the row to another copy meanwhile: only the row still pointing here goes.
+    const now = await findInstance(db, c.sop_instance_uid);
+    if (now?.orthanc_id !== c.orthanc_id) continue;
+    if (await removeInstance(db, c.sop_instance_uid)) removed++;
+  }
+  let failuresCleared = 0;
+  for (const id of failureCandidates) {
+    if (await stillArchived(pacs, id)) continue;
+    await clearFailure(db, id);
+    failuresCleared++;
+  }
+  if (removed || failuresCleared)
+    deps.logger.info({ removed, failuresCleared }, 'index rows of deleted objects removed');
+  return { archived, removed, failuresCleared, missed };
+}

@@ -1,0 +1,438 @@
+/**
+ * The change-feed indexer: follows Orthanc's `/changes` log from a cursor kept in PostgreSQL and indexes what
+ * modalities stored by C-STORE, routing each new series to a project or to quarantine.
+ *
+ * - One active indexer across all gateway processes: the leader holds a session-level advisory lock on a dedicated
+ *   connection. When the leader dies its connection closes, the lock is released, and a follower (retrying every
+ *   second) takes over.
+ * - Crash safety: the work for an event is idempotent and the cursor moves after it (monotonically, on the lock's
+ *   connection), so a crash replays at most the few events of one unfinished step, and a replay changes nothing.
+ * - Deletions: Orthanc 1.10 does not log them (a deleted resource's changes vanish with it). `Deleted` events are
+ *   honoured if a later Orthanc emits them; otherwise, when the feed is idle and the index holds more than Orthanc,
+ *   a sweep compares the two and removes what Orthanc no longer holds.
+ * - Derived work: on StableSeries the series is queued for thumbnails, whatever way its instances came in.
+ */
+import { Client } from 'pg';
+import type { Config } from '../config';
+import { FailureReason } from '../dicom/parse';
+import { AppError, NotFoundError, errSummary } from '../errors';
+import { findInstanceByOrthancId, removeInstance } from '../index-db/instances';
+import { recordFailure } from '../index-db/routing';
+import { closeQueues, enqueueSeriesStable, initQueues, queuesReady } from '../jobs/queues';
+import type { OrthancChange } from '../orthanc/client';
+import type { Services } from '../services';
+import {
+  type ArrivalDeps,
+  type ArrivalOutcome,
+  placeArrival,
+  readArrival,
+  type ReadArrival,
+  sweepDeleted,
+} from './arrival';
+
+/** Advisory lock key held by the leading indexer (any constant; the same in every process). */
+export const INDEXER_LOCK_KEY = 7_123_420;
+/** The cursor's row in indexer_state. */
+export const CURSOR_NAME = 'orthanc-changes';
+
+const BATCH = 100;
+/** New instances indexed at once: overlaps Orthanc and PostgreSQL round trips without flooding either. */
+const CONCURRENCY = 4;
+const FOLLOWER_RETRY_MS = 1000;
+const ERROR_BACKOFF_MS = 1000;
+/** How long an object stored over REST may wait for its writer (STOW) to index it before it is routed anyway. */
+const REST_GRACE_MS = 10_000;
+/** Least interval between two checks for deletions while idle. */
+const SWEEP_CHECK_MS = 2000;
+/** Attempts at an event that fails for reasons other than an unavailable archive or database before it is skipped. */
+const MAX_EVENT_ATTEMPTS = 5;
+
+/** What the indexer needs. */
+export interface IndexerDeps extends ArrivalDeps {
+  config: Pick<Config, 'DATABASE_URL' | 'INDEXER_POLL_MS' | 'DEFAULT_PROJECT'>;
+  /** Called on StableSeries with the Series Instance UID; default: the derived-work queue. */
+  onSeriesStable?: (seriesUid: string) => Promise<unknown>;
+}
+
+/** Counters for logs, tests and benchmarks. */
+export interface IndexerStats {
+  indexed: number;
+  quarantined: number;
+  unchanged: number;
+  failed: number;
+  removed: number;
+  seriesStable: number;
+}
+
+/** Follows Orthanc's change log while it holds the leadership; see the module comment. */
+export class ChangeFeedIndexer {
+  readonly stats: IndexerStats = {
+    indexed: 0,
+    quarantined: 0,
+    unchanged: 0,
+    failed: 0,
+    removed: 0,
+    seriesStable: 0,
+  };
+  private running = false;
+  private leading = false;
+  private lockClient?: Client;
+  private loop?: Promise<void>;
+  private wake?: () => void;
+  private sleepTimer?: NodeJS.Timeout;
+  /** When each REST-stored object was first seen unindexed (in memory: a restart only restarts the wait). */
+  private readonly restFirstSeen = new Map<string, number>();
+  private readonly attempts = new Map<number, number>();
+  private sweepNeeded = false;
+  private lastSweepCheck = 0;
+  private lastArchiveCount = -1;
+  private changedSinceCheck = true;
+
+  constructor(private readonly deps: IndexerDeps) {}
+
+  /** True while this process is the active indexer. */
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  /** Starts following (as leader or follower). */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  /** Stops following and gives up the leadership (closing the lock's connection releases the lock). */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.wake?.();
+    await this.loop;
+    await this.dropLock();
+  }
+
+  private async run(): Promise<void> {
+    const { logger } = this.deps;
+    while (this.running) {
+      try {
+        if (!this.leading) {
+          await this.tryLead();
+          if (!this.leading) {
+            await this.sleep(FOLLOWER_RETRY_MS);
+            continue;
+          }
+        }
+        const more = await this.pollOnce();
+        if (!more && this.running) {
+          await this.maybeSweep();
+          await this.sleep(this.deps.config.INDEXER_POLL_MS);
+        }
+      } catch (err) {
+        if (!this.running) break;
+        logger.warn({ err: errSummary(err) }, 'change feed: step failed, retrying');
+        if (!this.lockClient) this.leading = false;
+        await this.sleep(ERROR_BACKOFF_MS);
+      }
+    }
+  }
+
+  private async tryLead(): Promise<void> {
+    if (!this.lockClient) {
+      const client = new Client({ connectionString: this.deps.config.DATABASE_URL });
+      const lost = () => {
+        if (this.lockClient !== client) return;
+        this.lockClient = undefined;
+        if (this.leading) this.deps.logger.warn('change feed: lost the leader connection');
+        this.leading = false;
+        void client.end().catch(() => undefined);
+      };
+      client.on('error', lost);
+      client.on('end', lost);
+      this.lockClient = client;
+      try {
+        await client.connect();
+        await client.query("SET application_name = 'aperture-indexer'");
+      } catch (err) {
+        lost();
+        throw err;
+      }
+    }
+    const r = await this.lockClient.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [
+      INDEXER_LOCK_KEY,
+    ]);
+    if (r.rows[0]?.ok) {
+      this.leading = true;
+      this.changedSinceCheck = true;
+      this.deps.logger.info({ pid: process.pid }, 'change feed: leadership acquired');
+    }
+  }
+
+  private async dropLock(): Promise<void> {
+    const client = this.lockClient;
+    this.lockClient = undefined;
+    this.leading = false;
+    await client?.end().catch(() => undefined);
+  }
+
+  private async lockQuery<T extends object>(sql: string, params: unknown[]): Promise<T[]> {
+    if (!this.lockClient || !this.leading) throw new LeadershipLost();
+    return (await this.lockClient.query<T>(sql, params)).rows;
+  }
+
+  private async readCursor(): Promise<number> {
+    const rows = await this.lockQuery<{ last_change: string }>(
+      `INSERT INTO indexer_state (name) VALUES ($1) ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+       RETURNING last_change`,
+      [CURSOR_NAME],
+    );
+    return Number(rows[0].last_change);
+  }
+
+  /** Moves the cursor forward (never back: a replaying old leader cannot undo the new one's progress). */
+  private async saveCursor(seq: number, reset = false): Promise<void> {
+    await this.lockQuery(
+      `UPDATE indexer_state SET last_change = ${reset ? '$1' : 'GREATEST(last_change, $1)'}, updated_at = now()
+        WHERE name = $2`,
+      [seq, CURSOR_NAME],
+    );
+  }
+
+  /** Processes one page of changes; true when more are waiting. */
+  private async pollOnce(): Promise<boolean> {
+    const { pacs, logger } = this.deps;
+    const cursor = await this.readCursor();
+    const page = await pacs.changes(cursor, BATCH);
+    if (page.Changes.length === 0) {
+      if (page.Last < cursor) {
+        // The log restarted below our cursor: Orthanc's database was replaced. Follow the new log from its start;
+        // the idle sweep removes what the old archive held and the new one does not.
+        logger.warn(
+          { cursor, last: page.Last },
+          'change feed: Orthanc change log is behind the cursor; restarting it',
+        );
+        await this.saveCursor(0, true);
+        this.sweepNeeded = true;
+        return true;
+      }
+      return false;
+    }
+    const changes = page.Changes;
+    let i = 0;
+    while (i < changes.length) {
+      if (!this.running || !this.leading) return false;
+      if (changes[i].ChangeType === 'NewInstance') {
+        const run: OrthancChange[] = [];
+        while (i < changes.length && changes[i].ChangeType === 'NewInstance' && run.length < CONCURRENCY) {
+          run.push(changes[i++]);
+        }
+        // Reads (Orthanc round trips, parsing) overlap; placing follows arrival order, so the first instance of a
+        // series decides its route. The cursor moves past the finished prefix only.
+        const reads = await Promise.allSettled(run.map((c) => this.readNew(c)));
+        let done = 0;
+        let failure: unknown;
+        for (; done < run.length; done++) {
+          const r = reads[done];
+          if (r.status === 'rejected') {
+            failure = r.reason;
+            break;
+          }
+          if (r.value === 'wait') break;
+          try {
+            this.count('status' in r.value ? r.value : await placeArrival(this.deps, r.value));
+          } catch (err) {
+            failure = err;
+            break;
+          }
+          this.attempts.delete(run[done].Seq);
+        }
+        if (done > 0) await this.saveCursor(run[done - 1].Seq);
+        if (done < run.length) {
+          if (failure !== undefined) await this.failedEvent(run[done], failure);
+          return false;
+        }
+      } else {
+        try {
+          await this.otherChange(changes[i]);
+        } catch (err) {
+          await this.failedEvent(changes[i], err);
+          return false;
+        }
+        await this.saveCursor(changes[i].Seq);
+        i++;
+      }
+    }
+    return !page.Done;
+  }
+
+  /** Reads the instance of a NewInstance change; 'wait' when it must be retried later (REST grace). */
+  private async readNew(change: OrthancChange): Promise<ReadArrival | ArrivalOutcome | 'wait'> {
+    const id = change.ID;
+    const first = this.restFirstSeen.get(id);
+    const withinGrace = first === undefined || Date.now() - first < REST_GRACE_MS;
+    const out = await readArrival(this.deps, id, { deferRest: withinGrace });
+    if ('status' in out && out.status === 'deferred') {
+      if (first === undefined) this.restFirstSeen.set(id, Date.now());
+      return 'wait';
+    }
+    this.restFirstSeen.delete(id);
+    return out;
+  }
+
+  private count(out: ArrivalOutcome): void {
+    this.changedSinceCheck = true;
+    if (out.status === 'indexed') {
+      if (out.projectId) this.stats.indexed++;
+      else this.stats.quarantined++;
+    } else if (out.status === 'failed') this.stats.failed++;
+    else if (out.status === 'unchanged' || out.status === 'updated') this.stats.unchanged++;
+  }
+
+  private async otherChange(change: OrthancChange): Promise<void> {
+    const { db, pacs, logger } = this.deps;
+    if (change.ChangeType === 'StableSeries') {
+      let seriesUid: string | undefined;
+      try {
+        const s = await pacs.getJson<{ MainDicomTags?: { SeriesInstanceUID?: string } }>(
+          `/series/${encodeURIComponent(change.ID)}`,
+        );
+        seriesUid = s.MainDicomTags?.SeriesInstanceUID?.trim();
+      } catch (err) {
+        if (err instanceof NotFoundError) return; // deleted meanwhile
+        throw err;
+      }
+      if (!seriesUid) return;
+      const indexed = await db.query('SELECT 1 FROM instances WHERE series_uid = $1 LIMIT 1', [seriesUid]);
+      if (!indexed.rows[0]) return;
+      const enqueue = this.deps.onSeriesStable ?? enqueueSeriesStable;
+      // Derived work must not hold up indexing: a series whose job could not be queued is logged (by the queue).
+      await enqueue(seriesUid);
+      this.stats.seriesStable++;
+      logger.debug({ seriesUid }, 'series stable: derived work queued');
+    } else if (change.ChangeType === 'Deleted') {
+      if (change.ResourceType === 'Instance') {
+        const row = await findInstanceByOrthancId(db, change.ID);
+        if (row && (await removeInstance(db, row.sop_instance_uid))) this.stats.removed++;
+      } else {
+        // The ids of the instances under a deleted series/study/patient are gone with it: compare instead.
+        this.sweepNeeded = true;
+      }
+      this.changedSinceCheck = true;
+    }
+    // NewSeries, NewStudy, NewPatient, StableStudy, StablePatient, metadata and attachment changes: nothing to do.
+  }
+
+  /**
+   * An event failed. Unavailable archive or database: retried forever (nothing is lost, the feed waits). Anything
+   * else (a bug, an object that breaks an assumption): retried a few times, then recorded as an index failure and
+   * skipped, so one bad object cannot stop the feed for everyone.
+   */
+  private async failedEvent(change: OrthancChange, err: unknown): Promise<void> {
+    if (err instanceof LeadershipLost || isInfrastructureError(err)) throw err;
+    const n = (this.attempts.get(change.Seq) ?? 0) + 1;
+    this.attempts.set(change.Seq, n);
+    this.deps.logger.warn(
+      { seq: change.Seq, change: change.ChangeType, orthancId: change.ID, attempt: n, err: errSummary(err) },
+      'change feed: event failed',
+    );
+    if (n < MAX_EVENT_ATTEMPTS) throw err;
+    if (change.ChangeType === 'NewInstance') {
+      await recordFailure(this.deps.db, {
+        orthancId: change.ID,
+        reason: FailureReason.ProcessingFailure,
+        message: 'indexing failed repeatedly',
+        route: { calledAet: '', callingAet: '', remoteIp: '' },
+      });
+      this.stats.failed++;
+    }
+    this.attempts.delete(change.Seq);
+    await this.saveCursor(change.Seq);
+  }
+
+  /**
+   * When idle, checks whether Orthanc lost instances the index still lists (index rows + recorded failures > Orthanc's
+   * count: every archived object is one or the other once the feed is idle) and sweeps them out. The index count is
+   * read before Orthanc's so that a STOW completing in between cannot look like a deletion.
+   */
+  private async maybeSweep(): Promise<void> {
+    const now = Date.now();
+    if (!this.sweepNeeded && now - this.lastSweepCheck < SWEEP_CHECK_MS) return;
+    this.lastSweepCheck = now;
+    const { db, pacs } = this.deps;
+    const stats = await pacs.getJson<{ CountInstances: number }>('/statistics');
+    if (!this.sweepNeeded && !this.changedSinceCheck && stats.CountInstances === this.lastArchiveCount)
+      return;
+    const counted = await db.query<{ n: number }>(
+      'SELECT ((SELECT count(*) FROM instances) + (SELECT count(*) FROM index_failures))::int AS n',
+    );
+    const archive = await pacs.getJson<{ CountInstances: number }>('/statistics');
+    this.lastArchiveCount = archive.CountInstances;
+    this.changedSinceCheck = false;
+    if (!this.sweepNeeded && counted.rows[0].n <= archive.CountInstances) return;
+    this.sweepNeeded = false;
+    const res = await sweepDeleted(this.deps);
+    this.stats.removed += res.removed;
+    this.changedSinceCheck = res.removed > 0;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.running) return resolve();
+      this.wake = () => {
+        clearTimeout(this.sleepTimer);
+        resolve();
+      };
+      this.sleepTimer = setTimeout(resolve, ms);
+    });
+  }
+}
+
+class LeadershipLost extends Error {
+  constructor() {
+    super('indexer leadership lost');
+  }
+}
+
+/** Errors that say the archive or the database is unavailable (worth waiting for), not that the data is bad. */
+function isInfrastructureError(err: unknown): boolean {
+  if (err instanceof AppError) return err.status === 502 || err.status === 504;
+  const e = err as { code?: string; syscall?: string };
+  if (typeof e?.code === 'string') {
+    // PostgreSQL classes 08 (connection), 53 (resources), 57 (operator intervention), 58 (system); Node socket errors.
+    if (/^(08|53|57|58)/.test(e.code) || /^E[A-Z]+$/.test(e.code)) return true;
+  }
+  return /Connection terminated|connection.*(closed|ended)|Client has encountered a connection error/i.test(
+    String((err as Error)?.message),
+  );
+}
+
+let indexer: ChangeFeedIndexer | undefined;
+let ownsQueues = false;
+
+/** Starts the change-feed indexer of this process (follower until it wins the leadership). */
+export function initIndexer(
+  services: Pick<Services, 'db' | 'pacs' | 'config' | 'logger'>,
+): ChangeFeedIndexer {
+  if (indexer) return indexer;
+  if (!queuesReady()) {
+    initQueues(services.config, services.logger);
+    ownsQueues = true;
+  }
+  indexer = new ChangeFeedIndexer(services);
+  indexer.start();
+  return indexer;
+}
+
+/** The running indexer, if any. */
+export function getIndexer(): ChangeFeedIndexer | undefined {
+  return indexer;
+}
+
+/** Stops the indexer (releasing the leadership) and what it opened. */
+export async function closeIndexer(): Promise<void> {
+  const i = indexer;
+  indexer = undefined;
+  await i?.stop();
+  if (ownsQueues) {
+    ownsQueues = false;
+    await closeQueues();
+  }
+}

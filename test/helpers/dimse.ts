@@ -1,0 +1,207 @@
+/**
+ * DIMSE helpers for integration tests: DCMTK as the modality, synthetic copies of sample files under fresh UIDs,
+ * gateway child processes (for crash and failover tests) and polling.
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import dcmjs from 'dcmjs';
+
+const run = promisify(execFile);
+const ROOT = join(__dirname, '../..');
+
+/** A fresh UID in the 2.25 (UUID) arc. */
+export function newUid(): string {
+  return '2.25.' + BigInt('0x' + randomUUID().replace(/-/g, '')).toString();
+}
+
+/** Sends files or folders to the test Orthanc's DICOM port with dcmsend (one association), as a modality would. */
+export async function cstore(
+  paths: string[],
+  opts: { calledAet: string; callingAet?: string; extra?: string[] },
+): Promise<void> {
+  const port = process.env.ORTHANC_DICOM_PORT;
+  if (!port) throw new Error('ORTHANC_DICOM_PORT is not set (global setup starts the stack)');
+  await run(
+    'dcmsend',
+    [
+      '-aet',
+      opts.callingAet ?? 'TESTSCU',
+      '-aec',
+      opts.calledAet,
+      '+sd',
+      '+r',
+      '-nh',
+      ...(opts.extra ?? []),
+      '127.0.0.1',
+      port,
+      ...paths,
+    ],
+    { timeout: 300_000, maxBuffer: 16 * 1024 * 1024 },
+  );
+}
+
+/** What a synthetic copy was given. */
+export interface SyntheticCopy {
+  path: string;
+  studyUid: string;
+  seriesUid: string;
+  sopInstanceUid: string;
+}
+
+/**
+ * Writes `count` copies of a sample under fresh SOP Instance UIDs into `dir`, grouped into series of `perSeries`
+ * within one new study (or the given one), optionally with Patient Comments.
+ */
+export function syntheticCopies(
+  template: string,
+  dir: string,
+  count: number,
+  opts: {
+    perSeries?: number;
+    studyUid?: string;
+    seriesUid?: string;
+    patientComments?: (i: number) => string | undefined;
+  } = {},
+): SyntheticCopy[] {
+  mkdirSync(dir, { recursive: true });
+  const src = readFileSync(template);
+  const studyUid = opts.studyUid ?? newUid();
+  const perSeries = opts.perSeries ?? count;
+  const out: SyntheticCopy[] = [];
+  let seriesUid = opts.seriesUid ?? newUid();
+  for (let i = 0; i < count; i++) {
+    if (i > 0 && i % perSeries === 0 && !opts.seriesUid) seriesUid = newUid();
+    const sopInstanceUid = newUid();
+    const ab = src.buffer.slice(src.byteOffset, src.byteOffset + src.byteLength) as ArrayBuffer;
+    const d = dcmjs.data.DicomMessage.readFile(ab);
+    d.dict['0020000D'] = { vr: 'UI', Value: [studyUid] };
+    d.dict['0020000E'] = { vr: 'UI', Value: [seriesUid] };
+    d.dict['00080018'] = { vr: 'UI', Value: [sopInstanceUid] };
+    d.dict['00200013'] = { vr: 'IS', Value: [(i % perSeries) + 1] };
+    d.meta['00020003'] = { vr: 'UI', Value: [sopInstanceUid] };
+    const comments = opts.patientComments?.(i);
+    if (comments !== undefined) d.dict['00104000'] = { vr: 'LT', Value: [comments] };
+    const path = join(dir, `${String(i).padStart(5, '0')}.dcm`);
+    writeFileSync(path, Buffer.from(d.write()));
+    out.push({ path, studyUid, seriesUid, sopInstanceUid });
+  }
+  return out;
+}
+
+/** Polls `fn` until it returns something other than undefined/false, or fails after `timeoutMs`. */
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 30_000,
+  intervalMs = 100,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`,
+      );
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** A gateway running `src/main.ts` as a child process, with its log lines (pino JSON) collected. */
+export interface GatewayChild {
+  url: string;
+  pid: number;
+  child: ChildProcess;
+  /** Parsed log lines so far. */
+  logs: Array<Record<string, unknown>>;
+  /** Log lines with this message. */
+  lines(msg: string): Array<Record<string, unknown>>;
+  exited: Promise<void>;
+  /** SIGTERM and wait (or SIGKILL, not waiting for a graceful shutdown). */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Starts the gateway as its own process against the test stack, and waits until it answers /healthz. */
+export async function spawnGateway(port: number, env: Record<string, string> = {}): Promise<GatewayChild> {
+  const child = spawn(
+    process.execPath,
+    [join(ROOT, 'node_modules/tsx/dist/cli.mjs'), join(ROOT, 'src/main.ts')],
+    {
+      env: {
+        ...process.env,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        AUTH_ENABLED: 'false',
+        INDEXER_ENABLED: 'true',
+        INDEXER_POLL_MS: '100',
+        LOG_LEVEL: 'debug',
+        ...env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const logs: Array<Record<string, unknown>> = [];
+  let buf = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buf += chunk.toString('utf8');
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        /* not a log line */
+      }
+    }
+  });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => {
+    stderr = (stderr + c.toString('utf8')).slice(-4000);
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(
+    'the gateway process to answer /healthz',
+    async () => {
+      if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}: ${stderr}`);
+      return (await fetch(`${url}/healthz`)).ok;
+    },
+    120_000,
+    200,
+  );
+  return {
+    url,
+    pid: child.pid!,
+    child,
+    logs,
+    lines: (msg) => logs.filter((l) => l.msg === msg),
+    exited,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill(signal);
+      await exited;
+    },
+  };
+}
+
+/** A TCP port nobody listens on right now. */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
