@@ -1,0 +1,137 @@
+/**
+ * The BullMQ queues on Redis: background work runs in worker processes (src/worker.ts), never in the HTTP
+ * process. Job data carries identifiers only (UIDs), never PHI.
+ */
+import { type JobsOptions, Queue } from 'bullmq';
+import IORedis, { type RedisOptions } from 'ioredis';
+import type { Config } from '../config';
+import type { Logger } from '../logger';
+
+/** Queue names, one per job kind. */
+export const QueueName = {
+  thumbnails: 'thumbnails',
+} as const;
+export type QueueNameValue = (typeof QueueName)[keyof typeof QueueName];
+
+/** Job data of the thumbnail job: which series to make a thumbnail for. */
+export interface ThumbnailJobData {
+  seriesUid: string;
+}
+
+/**
+ * Retries with exponential backoff (2 s, 4 s, 8 s ...) for transient failures (archive or database down); finished
+ * jobs are kept for a while for inspection, bounded in number so Redis does not grow without end.
+ */
+export const DEFAULT_JOB_OPTIONS: JobsOptions = {
+  attempts: 5,
+  backoff: { type: 'exponential', delay: 2000 },
+  removeOnComplete: { age: 24 * 3600, count: 1000 },
+  removeOnFail: { age: 7 * 24 * 3600, count: 5000 },
+};
+
+/** Redis options for BullMQ connections: workers need blocking commands that never give up. */
+export function redisOptions(forWorker: boolean): RedisOptions {
+  return {
+    // Workers block on Redis and must retry forever; producers fail fast so a request never hangs on Redis.
+    maxRetriesPerRequest: forWorker ? null : 1,
+    enableOfflineQueue: forWorker,
+    connectionName: forWorker ? 'aperture-worker' : 'aperture-gateway',
+  };
+}
+
+/** A Redis connection for BullMQ. */
+export function redisConnection(config: Pick<Config, 'REDIS_URL'>, forWorker: boolean): IORedis {
+  const conn = new IORedis(config.REDIS_URL, redisOptions(forWorker));
+  // Connection errors surface through the commands that fail; an unhandled 'error' event must not crash the process.
+  conn.on('error', () => undefined);
+  return conn;
+}
+
+let connection: IORedis | undefined;
+let queues: Map<QueueNameValue, Queue> | undefined;
+let log: Logger | undefined;
+
+/** Opens the producer connection and the queues. Idempotent. */
+export function initQueues(config: Pick<Config, 'REDIS_URL'>, logger?: Logger): void {
+  if (queues) return;
+  connection = redisConnection(config, false);
+  log = logger;
+  queues = new Map();
+  for (const name of Object.values(QueueName)) {
+    queues.set(name, new Queue(name, { connection, defaultJobOptions: DEFAULT_JOB_OPTIONS }));
+  }
+}
+
+/** The queue of one job kind; initQueues must have run. */
+export function getQueue(name: QueueNameValue): Queue {
+  const q = queues?.get(name);
+  if (!q) throw new Error('job queues not initialised');
+  return q;
+}
+
+/** True once initQueues has run (and closeQueues has not). */
+export function queuesReady(): boolean {
+  return queues !== undefined;
+}
+
+/** Closes the queues and their connection. */
+export async function closeQueues(): Promise<void> {
+  const qs = queues;
+  const conn = connection;
+  queues = undefined;
+  connection = undefined;
+  if (qs) await Promise.all([...qs.values()].map((q) => q.close().catch(() => undefined)));
+  conn?.disconnect();
+}
+
+/** How long a producer waits for Redis before giving up on an enqueue. */
+const ENQUEUE_TIMEOUT_MS = 3000;
+
+/**
+ * Schedules the derived work for a series whose content changed: called by the change feed on Orthanc's
+ * StableSeries and by STOW-RS for each series it added instances to. Today that is the thumbnail.
+ *
+ * Deduplicated per series with BullMQ deduplication (`keepLastIfActive`): while a job for the series waits, further
+ * calls add nothing; while one runs, one more is kept to run after it, so instances that arrive during a run are
+ * not missed. (A fixed jobId would also dedupe, but it would swallow every later enqueue for as long as the finished
+ * job is retained.) Never throws: derived work must not fail the store that triggered it; returns false when the
+ * job could not be queued (Redis down, queues not initialised), which the caller may log.
+ */
+export async function enqueueSeriesStable(seriesUid: string): Promise<boolean> {
+  if (!queues) return false;
+  const data: ThumbnailJobData = { seriesUid };
+  try {
+    const add = getQueue(QueueName.thumbnails).add('series-thumbnail', data, {
+      deduplication: { id: `thumbnail-${seriesUid}`, keepLastIfActive: true },
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('timed out waiting for Redis')), ENQUEUE_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([add, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+    return true;
+  } catch (err) {
+    log?.warn({ seriesUid, err: (err as Error).message }, 'could not enqueue derived work for series');
+    return false;
+  }
+}
+
+/** Job counts per queue, for the status endpoint. */
+export async function queueCounts(): Promise<Record<string, Record<string, number>>> {
+  const out: Record<string, Record<string, number>> = {};
+  for (const name of Object.values(QueueName)) {
+    out[name] = await getQueue(name).getJobCounts(
+      'waiting',
+      'active',
+      'delayed',
+      'completed',
+      'failed',
+      'prioritized',
+    );
+  }
+  return out;
+}
