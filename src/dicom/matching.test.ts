@@ -1,5 +1,12 @@
 import { BadRequestError } from '../errors';
-import { fuzzyWordRegex, isUid, lookupAttribute, type Matcher, parseQidoQuery, wildcardToLike } from './matching';
+import {
+  fuzzyWordRegex,
+  isUid,
+  lookupAttribute,
+  type Matcher,
+  parseQidoQuery,
+  wildcardToLike,
+} from './matching';
 
 const limits = { defaultLimit: 100, maxLimit: 1000 };
 const parse = (qs: string) => parseQidoQuery(new URLSearchParams(qs), limits);
@@ -25,7 +32,10 @@ describe('attribute keys', () => {
 
   it('accepts a sequence path to an item attribute', () => {
     const q = parse('00400275.00401001=RP1');
-    expect(q.keys[0].path.map((a) => a.keyword)).toEqual(['RequestAttributesSequence', 'RequestedProcedureID']);
+    expect(q.keys[0].path.map((a) => a.keyword)).toEqual([
+      'RequestAttributesSequence',
+      'RequestedProcedureID',
+    ]);
     expect(q.keys[0].matcher).toEqual({ type: 'single', value: 'RP1' });
   });
 
@@ -50,7 +60,10 @@ describe('matching types (PS3.4 C.2.2.2)', () => {
   });
 
   it('folds person names so they match case- and accent-insensitively', () => {
-    expect(matcherOf('PatientName=m%C3%BCller^j%C3%BCrgen')).toEqual({ type: 'single', value: 'MULLER^JURGEN' });
+    expect(matcherOf('PatientName=m%C3%BCller^j%C3%BCrgen')).toEqual({
+      type: 'single',
+      value: 'MULLER^JURGEN',
+    });
     expect(matcherOf('PatientName=doe*')).toEqual({ type: 'wildcard', pattern: 'DOE*' });
   });
 
@@ -82,7 +95,11 @@ describe('matching types (PS3.4 C.2.2.2)', () => {
 describe('date and time ranges', () => {
   it('matches a single date exactly and reads the three range forms', () => {
     expect(matcherOf('StudyDate=20240131')).toEqual({ type: 'single', value: '20240131' });
-    expect(matcherOf('StudyDate=20240101-20240131')).toEqual({ type: 'range', from: '20240101', to: '20240131' });
+    expect(matcherOf('StudyDate=20240101-20240131')).toEqual({
+      type: 'range',
+      from: '20240101',
+      to: '20240131',
+    });
     expect(matcherOf('StudyDate=20240101-')).toEqual({ type: 'range', from: '20240101', to: undefined });
     expect(matcherOf('StudyDate=-20240131')).toEqual({ type: 'range', from: undefined, to: '20240131' });
   });
@@ -95,8 +112,16 @@ describe('date and time ranges', () => {
   });
 
   it('lets a time of lower precision cover its whole span', () => {
-    expect(matcherOf('StudyTime=1730')).toEqual({ type: 'range', from: '173000.000000', to: '173099.999999' });
-    expect(matcherOf('StudyTime=08-17:30')).toEqual({ type: 'range', from: '080000.000000', to: '173099.999999' });
+    expect(matcherOf('StudyTime=1730')).toEqual({
+      type: 'range',
+      from: '173000.000000',
+      to: '173099.999999',
+    });
+    expect(matcherOf('StudyTime=08-17:30')).toEqual({
+      type: 'range',
+      from: '080000.000000',
+      to: '173099.999999',
+    });
     expect(rejection('StudyTime=2500')).toContain('StudyTime');
   });
 

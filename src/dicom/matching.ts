@@ -199,7 +199,10 @@ export function parseQidoQuery(params: Iterable<[string, string]>, limits: Query
   for (const k of keys) {
     const m = k.matcher;
     if (m.type === 'range' && m.from !== undefined && m.to !== undefined && m.from > m.to) {
-      throw bad(k.param, 'the range starts after it ends (a time range may only wrap midnight together with a date)');
+      throw bad(
+        k.param,
+        'the range starts after it ends (a time range may only wrap midnight together with a date)',
+      );
     }
   }
   return { keys, includeAll, includeFields, fuzzy, limit, offset, warnings };

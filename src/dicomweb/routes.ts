@@ -1,5 +1,6 @@
 import Router from '@koa/router';
 import type { Services } from '../services';
+import { registerQidoRoutes } from './qido-rs';
 
 /**
  * The DICOMweb routes, mounted at each root: `/projects/{project}/dicom-web` (scoped, STOW lives here),
@@ -8,7 +9,7 @@ import type { Services } from '../services';
  */
 export function dicomwebRouter(services: Services): Router {
   const router = new Router();
-  const registrars: Array<(r: Router, s: Services) => void> = [];
+  const registrars: Array<(r: Router, s: Services) => void> = [registerQidoRoutes];
   for (const register of registrars) register(router, services);
   return router;
 }
