@@ -1,5 +1,12 @@
-/** Two tiers: pure unit tests next to the code, integration tests in test/ against a real stack. */
-const tsJest = ['ts-jest', { tsconfig: 'tsconfig.json', diagnostics: { warnOnly: false } }];
+/**
+ * Two tiers: pure unit tests next to the code, integration tests in test/ against a real stack.
+ * ts-jest only transpiles (isolatedModules); type checking is `tsc --noEmit`, run first by `npm test`.
+ */
+const tsJest = ['ts-jest', { tsconfig: 'tsconfig.jest.json' }];
+// jose 6 ships ES modules only; Node 20 loads them through require(esm), jest's runtime cannot, so jest compiles it.
+const esmToCjs = ['ts-jest', { tsconfig: { allowJs: true, isolatedModules: true, module: 'commonjs', target: 'ES2022' }, diagnostics: false }];
+const transform = { '^.+\\.ts$': tsJest, '/node_modules/jose/.+\\.js$': esmToCjs };
+const transformIgnorePatterns = ['/node_modules/(?!jose/)'];
 module.exports = {
   projects: [
     {
@@ -7,14 +14,16 @@ module.exports = {
       testEnvironment: 'node',
       roots: ['<rootDir>/src'],
       testMatch: ['**/*.test.ts'],
-      transform: { '^.+\\.ts$': tsJest },
+      transform,
+      transformIgnorePatterns,
     },
     {
       displayName: 'integration',
       testEnvironment: 'node',
       roots: ['<rootDir>/test'],
       testMatch: ['**/*.itest.ts'],
-      transform: { '^.+\\.ts$': tsJest },
+      transform,
+      transformIgnorePatterns,
       globalSetup: '<rootDir>/test/helpers/global-setup.ts',
       globalTeardown: '<rootDir>/test/helpers/global-teardown.ts',
       testTimeout: 120000,
