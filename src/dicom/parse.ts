@@ -1,4 +1,5 @@
 import dcmjs from 'dcmjs';
+import { restoreCharacterSets } from './charset';
 import { type DicomJson, getInt, getString, toDicomJson } from './json';
 import { Tag } from './tags';
 
@@ -68,7 +69,7 @@ export function parsePart10(buf: Uint8Array): ParsedInstance {
     parsed = dcmjs.data.DicomMessage.readFile(ab, { ignoreErrors: false });
   } catch (err) {
     // dcmjs refuses ISO 2022 code extensions (Japanese, Korean) but reads the bytes fine when told to go on;
-    // decodeIso2022 then fixes those strings. Any other read error is final.
+    // restoreCharacterSets then fixes those strings. Any other read error is final.
     if (!/multiple character sets/i.test(String((err as Error)?.message))) {
       throw new DicomParseError(FailureReason.CannotUnderstand, `unreadable DICOM data set: ${safeReason(err)}`);
     }
@@ -78,6 +79,7 @@ export function parsePart10(buf: Uint8Array): ParsedInstance {
       throw new DicomParseError(FailureReason.CannotUnderstand, `unreadable DICOM data set: ${safeReason(err2)}`);
     }
   }
+  restoreCharacterSets(parsed.dict);
   const tsuid = String(parsed.meta?.[Tag.FileMetaTransferSyntaxUID]?.Value?.[0] ?? '').replace(/\0/g, '').trim();
   if (!tsuid) {
     throw new DicomParseError(FailureReason.CannotUnderstand, 'File Meta Information has no Transfer Syntax UID');
