@@ -80,6 +80,8 @@ describe('matching types (PS3.4 C.2.2.2)', () => {
 
   it('reads lists of code strings such as ModalitiesInStudy=CT\\MR', () => {
     expect(matcherOf('ModalitiesInStudy=CT%5CMR')).toEqual({ type: 'list', values: ['CT', 'MR'] });
+    expect(matcherOf('ModalitiesInStudy=CT,MR')).toEqual({ type: 'list', values: ['CT', 'MR'] });
+    expect(matcherOf('StudyDescription=CT, HEAD')).toEqual({ type: 'single', value: 'CT, HEAD' });
   });
 
   it('keeps * and ? as wildcards', () => {

@@ -296,6 +296,8 @@ function parseMatcher(param: string, attr: AttributeInfo, rawValue: string, fuzz
     }
     return textMatcher(param, foldName(value) ?? value, true);
   }
+  // Code strings cannot contain a comma, so a comma list is unambiguous there (ModalitiesInStudy=CT,MR).
+  if (vr === 'CS' && value.includes(',')) return textMatcher(param, value.replace(/,/g, '\\'), true);
   return textMatcher(param, value, !SINGLE_VALUED_TEXT_VRS.has(vr));
 }
 
