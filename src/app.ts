@@ -1,6 +1,8 @@
+import cors from '@koa/cors';
 import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import { randomUUID } from 'node:crypto';
+import { jobsRouter } from './api/jobs';
 import { projectsRouter } from './api/projects';
 import { routingRouter } from './api/routing';
 import { dicomwebRouter } from './dicomweb/routes';
@@ -31,6 +33,23 @@ export function createApp(services: Services): Koa {
       logger.debug({ req: id, method: ctx.method, path: ctx.path, status: ctx.status, ms }, 'request');
     }
   });
+
+  // Browser viewers served from other origins (OHIF): CORS preflights are answered here, before authentication.
+  const corsOrigins = services.config.CORS_ORIGINS.split(',')
+    .map((o) => o.trim())
+    .filter(Boolean);
+  if (corsOrigins.length) {
+    app.use(
+      cors({
+        origin: (ctx) =>
+          corsOrigins.includes('*') ? '*' : corsOrigins.includes(ctx.get('Origin')) ? ctx.get('Origin') : '',
+        allowMethods: 'GET,HEAD,POST,PUT,DELETE,OPTIONS',
+        exposeHeaders:
+          'Warning,Content-Type,Content-Length,Content-Location,Content-Range,ETag,Location,X-Request-Id',
+        maxAge: 600,
+      }),
+    );
+  }
 
   app.use(async (ctx: Context, next: Next) => {
     if (PUBLIC_PATHS.has(ctx.path)) return next();
@@ -74,6 +93,8 @@ export function createApp(services: Services): Koa {
   root.use(projects.routes(), projects.allowedMethods());
   const routing = routingRouter(services);
   root.use(routing.routes(), routing.allowedMethods());
+  const jobs = jobsRouter(services);
+  root.use(jobs.routes(), jobs.allowedMethods());
 
   app.use(root.routes());
   app.use(root.allowedMethods());

@@ -52,6 +52,18 @@ export const configSchema = z.object({
   INDEXER_POLL_MS: int(250, 10),
   /** Project that instances land in when no routing rule matches; empty = quarantine. */
   DEFAULT_PROJECT: z.string().default(''),
+
+  /** Rendered resources and thumbnails: largest source frame decoded and largest output image, in pixels. */
+  RENDER_MAX_PIXELS: int(64 * 1024 ** 2, 1),
+  RENDER_MAX_OUTPUT_PIXELS: int(64 * 1024 ** 2, 1),
+  /** Renders running at once in the gateway process (each holds one decoded frame in memory). */
+  RENDER_CONCURRENCY: int(4, 1),
+  /** Thumbnails fit a square of this many pixels (cached ones are JPEG at this size). */
+  THUMBNAIL_SIZE: int(128, 16),
+  /** Thumbnail jobs processed at once by each worker process. */
+  THUMBNAIL_CONCURRENCY: int(2, 1),
+  /** Browser origins allowed to call the gateway (CORS), comma-separated, or `*`; empty = no CORS headers. */
+  CORS_ORIGINS: z.string().default(''),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -3,6 +3,7 @@ import { createApp } from './app';
 import { closeServices, initServices } from './bootstrap';
 import { loadConfig } from './config';
 import { closeIndexer, initIndexer } from './ingest/change-feed';
+import { closeQueues, initQueues } from './jobs/queues';
 import { createLogger } from './logger';
 
 /** The HTTP gateway process. */
@@ -10,6 +11,8 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.LOG_LEVEL);
   const services = await initServices(config, logger);
+  // Producer side only (STOW and the change feed enqueue derived work); the jobs run in src/worker.ts.
+  initQueues(config, logger);
   const app = createApp(services);
   // Every gateway process runs one; leader election lets only one of them index at a time.
   if (config.INDEXER_ENABLED) initIndexer(services);
@@ -29,6 +32,7 @@ async function main(): Promise<void> {
     server.close();
     server.closeIdleConnections();
     await closeIndexer().catch((err) => logger.error({ err: String(err) }, 'error stopping the indexer'));
+    await closeQueues().catch((err) => logger.error({ err: String(err) }, 'error closing the job queues'));
     await closeServices().catch((err) => logger.error({ err: String(err) }, 'error during shutdown'));
     process.exit(0);
   };

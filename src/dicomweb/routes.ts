@@ -1,6 +1,7 @@
 import Router from '@koa/router';
 import type { Services } from '../services';
 import { registerQidoRoutes } from './qido-rs';
+import { registerRenderedRoutes } from './rendered';
 
 /**
  * The DICOMweb routes, mounted at each root: `/projects/{project}/dicom-web` (scoped, STOW lives here),
@@ -9,7 +10,7 @@ import { registerQidoRoutes } from './qido-rs';
  */
 export function dicomwebRouter(services: Services): Router {
   const router = new Router();
-  const registrars: Array<(r: Router, s: Services) => void> = [registerQidoRoutes];
+  const registrars: Array<(r: Router, s: Services) => void> = [registerQidoRoutes, registerRenderedRoutes];
   for (const register of registrars) register(router, services);
   return router;
 }

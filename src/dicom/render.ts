@@ -1,0 +1,761 @@
+/**
+ * Rendering of DICOM frames to consumer images (PS3.18 §8.3.5 rendered resources and thumbnails), following the
+ * grayscale and colour pipelines of PS3.4 Annex N: stored values → Modality LUT (rescale) → VOI LUT (window) →
+ * presentation (MONOCHROME1 inversion) → 8-bit image, or palette / YBR → RGB for colour.
+ *
+ * Pure module: no network, no database. The caller fetches the frame (raw native bytes, an RLE fragment, or the
+ * archive's decoded pixels as a .npy array for other compressed syntaxes) and hands it here.
+ */
+import sharp from 'sharp';
+import { BadRequestError, UnrecoverableInputError } from '../errors';
+import { type DicomJson, type DicomJsonElement, getInt, getString } from './json';
+
+/** Tags of the Image Pixel, Modality LUT, VOI LUT and Multi-frame Functional Groups modules read here. */
+export const PixelTag = {
+  SamplesPerPixel: '00280002',
+  PhotometricInterpretation: '00280004',
+  PlanarConfiguration: '00280006',
+  NumberOfFrames: '00280008',
+  Rows: '00280010',
+  Columns: '00280011',
+  BitsAllocated: '00280100',
+  BitsStored: '00280101',
+  HighBit: '00280102',
+  PixelRepresentation: '00280103',
+  WindowCenter: '00281050',
+  WindowWidth: '00281051',
+  RescaleIntercept: '00281052',
+  RescaleSlope: '00281053',
+  VOILUTFunction: '00281056',
+  RedPaletteDescriptor: '00281101',
+  GreenPaletteDescriptor: '00281102',
+  BluePaletteDescriptor: '00281103',
+  RedPaletteData: '00281201',
+  GreenPaletteData: '00281202',
+  BluePaletteData: '00281203',
+  SharedFunctionalGroups: '52009229',
+  PerFrameFunctionalGroups: '52009230',
+  FrameVOILUTSequence: '00289132',
+  PixelValueTransformationSequence: '00289145',
+  PixelData: '7FE00010',
+} as const;
+
+/** How the stored pixels of an instance are laid out (Image Pixel module, PS3.3 C.7.6.3). */
+export interface PixelDescription {
+  rows: number;
+  columns: number;
+  samplesPerPixel: number;
+  bitsAllocated: number;
+  bitsStored: number;
+  highBit: number;
+  /** True for two's complement stored values (PixelRepresentation 1). */
+  signed: boolean;
+  photometric: string;
+  /** 0 = interleaved (R1 G1 B1 R2...), 1 = by plane (R1 R2 ... G1 G2 ... B1 B2 ...). */
+  planarConfiguration: number;
+  numberOfFrames: number;
+}
+
+/** VOI LUT functions of PS3.3 C.11.2.1.3, as the `window` query parameter names them (PS3.18 §8.3.5.1.4). */
+export type VoiFunction = 'linear' | 'linear-exact' | 'sigmoid';
+
+/** A window to apply to modality values. */
+export interface WindowSpec {
+  center: number;
+  width: number;
+  fn: VoiFunction;
+}
+
+/** What turns stored values of one frame into displayed values, as the data set says. */
+export interface FramePresentation {
+  rescaleSlope: number;
+  rescaleIntercept: number;
+  /** Windows of the data set, first one preferred; empty when it has none. */
+  windows: WindowSpec[];
+}
+
+/** A frame as decoded, before any presentation. */
+export type StoredFrame =
+  /** Stored values (masked to BitsStored, sign-extended when signed), one per pixel, row by row. */
+  | { kind: 'gray'; rows: number; columns: number; values: ArrayLike<number> }
+  /** 8-bit RGB, interleaved. */
+  | { kind: 'rgb'; rows: number; columns: number; data: Uint8Array }
+  /** Palette indices, one per pixel. */
+  | { kind: 'palette'; rows: number; columns: number; indices: ArrayLike<number> };
+
+/** An 8-bit image ready to encode: 1 channel (gray) or 3 (RGB), interleaved. */
+export interface DisplayImage {
+  width: number;
+  height: number;
+  channels: 1 | 3;
+  data: Uint8Array;
+}
+
+/** One colour channel of a Palette Color Lookup Table (PS3.3 C.7.6.3.1.5), values scaled to 8 bits. */
+export interface PaletteChannel {
+  firstMapped: number;
+  table: Uint8Array;
+}
+/** A full palette: red, green and blue channels. */
+export interface PaletteLut {
+  red: PaletteChannel;
+  green: PaletteChannel;
+  blue: PaletteChannel;
+}
+
+/** The largest Rows/Columns DICOM can express; anything beyond is a broken header. */
+const MAX_DIMENSION = 65535;
+
+function firstNumber(el: DicomJsonElement | undefined): number | undefined {
+  const v = el?.Value?.[0];
+  const n = typeof v === 'number' ? v : typeof v === 'string' ? Number(v) : NaN;
+  return Number.isFinite(n) ? n : undefined;
+}
+
+function numbers(el: DicomJsonElement | undefined): number[] {
+  return (el?.Value ?? [])
+    .map((v) => (typeof v === 'number' ? v : typeof v === 'string' ? Number(v) : NaN))
+    .filter((n) => Number.isFinite(n));
+}
+
+/**
+ * Reads the Image Pixel module of an instance and checks it describes something renderable.
+ * Throws UnrecoverableInputError (no PHI in the message) when it cannot be rendered at all.
+ */
+export function describePixels(ds: DicomJson): PixelDescription {
+  if (!ds[PixelTag.PixelData]) throw new UnrecoverableInputError('the instance has no pixel data to render');
+  const rows = getInt(ds, PixelTag.Rows);
+  const columns = getInt(ds, PixelTag.Columns);
+  const bitsAllocated = getInt(ds, PixelTag.BitsAllocated);
+  if (!rows || !columns || !bitsAllocated || rows > MAX_DIMENSION || columns > MAX_DIMENSION) {
+    throw new UnrecoverableInputError('the instance declares no usable image size');
+  }
+  if (![1, 8, 16, 32].includes(bitsAllocated)) {
+    throw new UnrecoverableInputError(`cannot render Bits Allocated ${bitsAllocated}`);
+  }
+  const samplesPerPixel = getInt(ds, PixelTag.SamplesPerPixel) ?? 1;
+  if (samplesPerPixel !== 1 && samplesPerPixel !== 3) {
+    throw new UnrecoverableInputError(`cannot render Samples per Pixel ${samplesPerPixel}`);
+  }
+  const photometric = (
+    getString(ds, PixelTag.PhotometricInterpretation) ?? (samplesPerPixel === 3 ? 'RGB' : 'MONOCHROME2')
+  )
+    .trim()
+    .toUpperCase();
+  let bitsStored = getInt(ds, PixelTag.BitsStored) ?? bitsAllocated;
+  if (bitsStored < 1 || bitsStored > bitsAllocated) bitsStored = bitsAllocated;
+  let highBit = getInt(ds, PixelTag.HighBit) ?? bitsStored - 1;
+  if (highBit < bitsStored - 1 || highBit >= bitsAllocated) highBit = bitsStored - 1;
+  const frames = getInt(ds, PixelTag.NumberOfFrames);
+  return {
+    rows,
+    columns,
+    samplesPerPixel,
+    bitsAllocated,
+    bitsStored,
+    highBit,
+    signed: getInt(ds, PixelTag.PixelRepresentation) === 1,
+    photometric,
+    planarConfiguration: getInt(ds, PixelTag.PlanarConfiguration) === 1 ? 1 : 0,
+    numberOfFrames: frames && frames > 0 ? frames : 1,
+  };
+}
+
+/** Number of bytes one native (uncompressed) frame occupies. */
+export function nativeFrameBytes(px: PixelDescription): number {
+  const bits = px.rows * px.columns * px.samplesPerPixel * px.bitsAllocated;
+  return Math.ceil(bits / 8);
+}
+
+/** Maps a data set's VOI LUT Function (0028,1056) to the query parameter's keyword. */
+function voiFunctionOf(value: string | undefined): VoiFunction {
+  switch ((value ?? '').trim().toUpperCase()) {
+    case 'LINEAR_EXACT':
+      return 'linear-exact';
+    case 'SIGMOID':
+      return 'sigmoid';
+    default:
+      return 'linear';
+  }
+}
+
+function windowsOf(ds: DicomJson): WindowSpec[] {
+  const centers = numbers(ds[PixelTag.WindowCenter]);
+  const widths = numbers(ds[PixelTag.WindowWidth]);
+  const fn = voiFunctionOf(getString(ds, PixelTag.VOILUTFunction));
+  const out: WindowSpec[] = [];
+  for (let i = 0; i < Math.min(centers.length, widths.length); i++) {
+    if (widths[i] > 0) out.push({ center: centers[i], width: widths[i], fn });
+  }
+  return out;
+}
+
+function firstItem(ds: DicomJson | undefined, tag: string): DicomJson | undefined {
+  const v = ds?.[tag]?.Value?.[0];
+  return v && typeof v === 'object' ? (v as DicomJson) : undefined;
+}
+
+/**
+ * Rescale and window for one frame (1-based). Enhanced multi-frame objects keep them in the Per-frame or Shared
+ * Functional Groups (Pixel Value Transformation, Frame VOI LUT); classic objects at the top level.
+ */
+export function framePresentation(ds: DicomJson, frameNumber = 1): FramePresentation {
+  const perFrameItems = ds[PixelTag.PerFrameFunctionalGroups]?.Value as DicomJson[] | undefined;
+  const perFrame = perFrameItems?.[frameNumber - 1];
+  const shared = firstItem(ds, PixelTag.SharedFunctionalGroups);
+  const sources = [perFrame, shared].filter((s): s is DicomJson => !!s);
+
+  let slope: number | undefined;
+  let intercept: number | undefined;
+  let windows: WindowSpec[] = [];
+  for (const group of sources) {
+    const pvt = firstItem(group, PixelTag.PixelValueTransformationSequence);
+    if (pvt && slope === undefined) {
+      slope = firstNumber(pvt[PixelTag.RescaleSlope]);
+      intercept = firstNumber(pvt[PixelTag.RescaleIntercept]);
+    }
+    const voi = firstItem(group, PixelTag.FrameVOILUTSequence);
+    if (voi && windows.length === 0) windows = windowsOf(voi);
+  }
+  if (slope === undefined) {
+    slope = firstNumber(ds[PixelTag.RescaleSlope]);
+    intercept = firstNumber(ds[PixelTag.RescaleIntercept]);
+  }
+  if (windows.length === 0) windows = windowsOf(ds);
+  return {
+    rescaleSlope: slope !== undefined && slope !== 0 ? slope : 1,
+    rescaleIntercept: intercept ?? 0,
+    windows,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Decoding
+
+/** Copies bytes into a fresh, aligned buffer so typed arrays can view them whatever the source offset. */
+function aligned(bytes: Uint8Array, offset: number, length: number): ArrayBuffer {
+  const out = new ArrayBuffer(length);
+  new Uint8Array(out).set(bytes.subarray(offset, offset + length));
+  return out;
+}
+
+/**
+ * Extracts stored values from native sample words: shifts out bits below the low bit, masks to Bits Stored and
+ * sign-extends when the data are signed (PS3.5 §8.1.1), so a 12-bit signed value in 16 bits reads correctly.
+ */
+function maskStored(
+  words: ArrayLike<number>,
+  count: number,
+  px: PixelDescription,
+): Int32Array | Float64Array {
+  const shift = px.highBit + 1 - px.bitsStored;
+  const out = px.bitsStored > 31 ? new Float64Array(count) : new Int32Array(count);
+  if (px.bitsStored >= 32) {
+    for (let i = 0; i < count; i++) out[i] = px.signed ? words[i] | 0 : words[i] >>> 0;
+    return out;
+  }
+  const mask = 2 ** px.bitsStored - 1;
+  const signBit = 2 ** (px.bitsStored - 1);
+  const range = 2 ** px.bitsStored;
+  for (let i = 0; i < count; i++) {
+    let v = (words[i] >>> shift) & mask;
+    if (px.signed && v >= signBit) v -= range;
+    out[i] = v;
+  }
+  return out;
+}
+
+/** Reads `count` little-endian words of Bits Allocated from native bytes. */
+function nativeWords(
+  bytes: Uint8Array,
+  offset: number,
+  count: number,
+  bitsAllocated: number,
+): ArrayLike<number> {
+  switch (bitsAllocated) {
+    case 1: {
+      // Bits are packed least significant bit first (PS3.5 §8.1.1, Bits Allocated 1).
+      const out = new Uint8Array(count);
+      for (let i = 0; i < count; i++) out[i] = (bytes[offset + (i >> 3)] >> (i & 7)) & 1;
+      return out;
+    }
+    case 8:
+      return bytes.subarray(offset, offset + count);
+    case 16:
+      return new Uint16Array(aligned(bytes, offset, count * 2));
+    case 32:
+      return new Uint32Array(aligned(bytes, offset, count * 4));
+    default:
+      throw new UnrecoverableInputError(`cannot render Bits Allocated ${bitsAllocated}`);
+  }
+}
+
+const clamp8 = (v: number): number => (v < 0 ? 0 : v > 255 ? 255 : Math.round(v));
+
+/** YCbCr (full range, PS3.3 C.7.6.3.1.2) to RGB for one pixel, written at `o`. */
+function ybrToRgb(y: number, cb: number, cr: number, out: Uint8Array, o: number): void {
+  out[o] = clamp8(y + 1.402 * (cr - 128));
+  out[o + 1] = clamp8(y - 0.344136 * (cb - 128) - 0.714136 * (cr - 128));
+  out[o + 2] = clamp8(y + 1.772 * (cb - 128));
+}
+
+/** Colour samples to 8-bit interleaved RGB, handling planar configuration, YBR_FULL and YBR_FULL_422. */
+function colourToRgb(bytes: Uint8Array, px: PixelDescription): Uint8Array {
+  const n = px.rows * px.columns;
+  const out = new Uint8Array(n * 3);
+  const photometric = px.photometric;
+  if (photometric === 'YBR_FULL_422') {
+    // Native YBR_FULL_422: each pair of pixels is Y1 Y2 Cb Cr (PS3.3 C.7.6.3.1.2); 8 bits only.
+    if (px.bitsAllocated !== 8) throw new UnrecoverableInputError('cannot render YBR_FULL_422 above 8 bits');
+    for (let p = 0, i = 0; p < n; p += 2, i += 4) {
+      const cb = bytes[i + 2];
+      const cr = bytes[i + 3];
+      ybrToRgb(bytes[i], cb, cr, out, p * 3);
+      if (p + 1 < n) ybrToRgb(bytes[i + 1], cb, cr, out, (p + 1) * 3);
+    }
+    return out;
+  }
+  const words = nativeWords(bytes, 0, n * 3, px.bitsAllocated);
+  const stored =
+    px.bitsAllocated === 8 && px.bitsStored === 8
+      ? words
+      : maskStored(words, n * 3, { ...px, signed: false });
+  const down = Math.max(0, px.bitsStored - 8);
+  const sample = (pixel: number, channel: number): number => {
+    const idx = px.planarConfiguration === 1 ? channel * n + pixel : pixel * 3 + channel;
+    return down ? Math.floor(stored[idx] / 2 ** down) : stored[idx];
+  };
+  const ybr = photometric === 'YBR_FULL';
+  for (let p = 0; p < n; p++) {
+    const a = sample(p, 0);
+    const b = sample(p, 1);
+    const c = sample(p, 2);
+    if (ybr) ybrToRgb(a, b, c, out, p * 3);
+    else {
+      out[p * 3] = a;
+      out[p * 3 + 1] = b;
+      out[p * 3 + 2] = c;
+    }
+  }
+  return out;
+}
+
+/**
+ * Decodes one native (uncompressed) frame given as little-endian words, which is how the archive hands out frames
+ * even of Explicit VR Big Endian objects (it keeps pixel data in host byte order once parsed).
+ */
+export function decodeNativeFrame(bytes: Uint8Array, px: PixelDescription): StoredFrame {
+  const expected = nativeFrameBytes(px);
+  if (bytes.length < expected) {
+    throw new UnrecoverableInputError(
+      `frame data holds ${bytes.length} bytes where ${expected} are declared`,
+    );
+  }
+  const { rows, columns } = px;
+  if (px.samplesPerPixel === 3) return { kind: 'rgb', rows, columns, data: colourToRgb(bytes, px) };
+  const n = rows * columns;
+  const words = nativeWords(bytes, 0, n, px.bitsAllocated);
+  if (px.photometric === 'PALETTE COLOR') {
+    return { kind: 'palette', rows, columns, indices: maskStored(words, n, { ...px, signed: false }) };
+  }
+  return { kind: 'gray', rows, columns, values: maskStored(words, n, px) };
+}
+
+/** A parsed NumPy .npy array (format versions 1-3, C order). */
+export interface NpyArray {
+  dtype: string;
+  shape: number[];
+  data: ArrayLike<number>;
+}
+
+const NPY_TYPES: Record<string, { size: number; view: (b: ArrayBuffer) => ArrayLike<number> }> = {
+  u1: { size: 1, view: (b) => new Uint8Array(b) },
+  i1: { size: 1, view: (b) => new Int8Array(b) },
+  u2: { size: 2, view: (b) => new Uint16Array(b) },
+  i2: { size: 2, view: (b) => new Int16Array(b) },
+  u4: { size: 4, view: (b) => new Uint32Array(b) },
+  i4: { size: 4, view: (b) => new Int32Array(b) },
+  f4: { size: 4, view: (b) => new Float32Array(b) },
+  f8: { size: 8, view: (b) => new Float64Array(b) },
+};
+
+/** Parses a little-endian NumPy .npy buffer, as Orthanc's `/frames/{n}/numpy` answers with decoded pixels. */
+export function parseNpy(buf: Uint8Array): NpyArray {
+  const magic = Buffer.from(buf.subarray(0, 6)).toString('latin1');
+  if (magic !== '\x93NUMPY' || buf.length < 10)
+    throw new UnrecoverableInputError('decoded frame is not a NumPy array');
+  const major = buf[6];
+  const headerLen =
+    major === 1 ? buf[8] | (buf[9] << 8) : Buffer.from(buf.buffer, buf.byteOffset).readUInt32LE(8);
+  const headerStart = major === 1 ? 10 : 12;
+  const header = Buffer.from(buf.subarray(headerStart, headerStart + headerLen)).toString('latin1');
+  const descr = /'descr'\s*:\s*'([<>|=])([a-z]\d)'/.exec(header);
+  const shapeMatch = /'shape'\s*:\s*\(([^)]*)\)/.exec(header);
+  if (!descr || !shapeMatch || /'fortran_order'\s*:\s*True/.test(header)) {
+    throw new UnrecoverableInputError('decoded frame has an unsupported NumPy layout');
+  }
+  const type = NPY_TYPES[descr[2]];
+  if (!type || (descr[1] === '>' && type.size > 1)) {
+    throw new UnrecoverableInputError(`decoded frame has an unsupported NumPy type ${descr[1]}${descr[2]}`);
+  }
+  const shape = shapeMatch[1]
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map(Number);
+  const count = shape.reduce((a, b) => a * b, 1);
+  const start = headerStart + headerLen;
+  if (buf.length - start < count * type.size)
+    throw new UnrecoverableInputError('decoded frame is shorter than its shape');
+  return { dtype: descr[2], shape, data: type.view(aligned(buf, start, count * type.size)) };
+}
+
+/**
+ * Turns the archive's decoded pixels (a .npy of shape rows × columns × samples) into a stored frame.
+ * The archive has already converted YBR to RGB and expanded compressed data to sample values.
+ */
+export function frameFromNpy(npy: NpyArray, px: PixelDescription): StoredFrame {
+  const [rows, columns, samples = 1] = npy.shape;
+  if (rows !== px.rows || columns !== px.columns) {
+    throw new UnrecoverableInputError('decoded frame size differs from the declared size');
+  }
+  if (samples === 3) {
+    let data: Uint8Array;
+    if (npy.dtype === 'u1') data = npy.data as Uint8Array;
+    else {
+      const down = Math.max(0, px.bitsStored - 8);
+      data = new Uint8Array(rows * columns * 3);
+      for (let i = 0; i < data.length; i++) data[i] = clamp8(npy.data[i] / 2 ** down);
+    }
+    return { kind: 'rgb', rows, columns, data };
+  }
+  if (samples !== 1) throw new UnrecoverableInputError(`decoded frame has ${samples} samples per pixel`);
+  return { kind: 'gray', rows, columns, values: npy.data };
+}
+
+/**
+ * Decodes one RLE Lossless frame (PS3.5 Annex G) into native little-endian bytes with interleaved samples,
+ * ready for decodeNativeFrame. Used for palette colour images, which the archive does not decode.
+ */
+export function decodeRleFrame(frame: Uint8Array, px: PixelDescription): Uint8Array {
+  if (frame.length < 64) throw new UnrecoverableInputError('RLE frame is shorter than its header');
+  const view = Buffer.from(frame.buffer, frame.byteOffset, frame.length);
+  const segments = view.readUInt32LE(0);
+  const bytesPerSample = px.bitsAllocated / 8;
+  if (
+    !Number.isInteger(bytesPerSample) ||
+    segments !== px.samplesPerPixel * bytesPerSample ||
+    segments > 15
+  ) {
+    throw new UnrecoverableInputError('RLE frame has an unexpected number of segments');
+  }
+  const n = px.rows * px.columns;
+  const out = new Uint8Array(n * px.samplesPerPixel * bytesPerSample);
+  for (let s = 0; s < segments; s++) {
+    const start = view.readUInt32LE(4 + 4 * s);
+    const end = s + 1 < segments ? view.readUInt32LE(8 + 4 * s) : frame.length;
+    if (start < 64 || end > frame.length || end < start)
+      throw new UnrecoverableInputError('RLE segment offsets are invalid');
+    // Segments hold one byte of one sample each, most significant byte first; samples are interleaved on output.
+    const sample = Math.floor(s / bytesPerSample);
+    const byteInSample = bytesPerSample - 1 - (s % bytesPerSample);
+    const stride = px.samplesPerPixel * bytesPerSample;
+    let o = sample * bytesPerSample + byteInSample;
+    let written = 0;
+    let i = start;
+    while (i < end && written < n) {
+      const header = (frame[i++] << 24) >> 24;
+      if (header >= 0) {
+        for (let k = 0; k <= header && i < end && written < n; k++, written++, o += stride)
+          out[o] = frame[i++];
+      } else if (header !== -128) {
+        const value = frame[i++];
+        for (let k = 0; k <= -header && written < n; k++, written++, o += stride) out[o] = value;
+      }
+    }
+    if (written < n) throw new UnrecoverableInputError('RLE segment ends before the frame is complete');
+  }
+  return out;
+}
+
+/** Builds one palette channel from its descriptor (entries, first mapped value, bits) and LUT data bytes. */
+export function paletteChannel(descriptor: number[], data: Uint8Array): PaletteChannel {
+  const entries = descriptor[0] === 0 ? 65536 : descriptor[0];
+  const firstMapped = descriptor[1] ?? 0;
+  const bits = descriptor[2] ?? 8;
+  const table = new Uint8Array(entries);
+  if (bits === 16 || data.length >= entries * 2) {
+    const words = new Uint16Array(aligned(data, 0, Math.min(entries, Math.floor(data.length / 2)) * 2));
+    let max = 0;
+    for (const w of words) if (w > max) max = w;
+    // Some writers declare 16 bits but store 8-bit values: scale only when the data really use 16 bits.
+    const down = max > 255 ? 8 : 0;
+    for (let i = 0; i < words.length; i++) table[i] = words[i] >> down;
+  } else {
+    table.set(data.subarray(0, entries));
+  }
+  return { firstMapped, table };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Presentation
+
+/**
+ * The VOI LUT functions of PS3.3 C.11.2.1.2 (linear, linear exact, sigmoid), mapping a modality value to 0..255.
+ * Exported for unit tests of the window/level math.
+ */
+export function applyWindow(x: number, w: WindowSpec): number {
+  const { center: c } = w;
+  if (w.fn === 'sigmoid') return 255 / (1 + Math.exp((-4 * (x - c)) / w.width));
+  if (w.fn === 'linear-exact') {
+    if (x <= c - w.width / 2) return 0;
+    if (x > c + w.width / 2) return 255;
+    return ((x - c) / w.width + 0.5) * 255;
+  }
+  const width = Math.max(1, w.width);
+  if (x <= c - 0.5 - (width - 1) / 2) return 0;
+  if (x > c - 0.5 + (width - 1) / 2) return 255;
+  return ((x - (c - 0.5)) / (width - 1 || 1) + 0.5) * 255;
+}
+
+/**
+ * The window used when neither the request nor the data set gives one: the full stored range for small unsigned
+ * data without rescale (8-bit US, masks), otherwise the frame's own modality value range.
+ */
+export function defaultWindow(
+  values: ArrayLike<number>,
+  px: PixelDescription,
+  pres: FramePresentation,
+): WindowSpec {
+  if (px.bitsStored <= 8 && !px.signed && pres.rescaleSlope === 1 && pres.rescaleIntercept === 0) {
+    const max = 2 ** px.bitsStored - 1;
+    return { center: max / 2, width: max, fn: 'linear-exact' };
+  }
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  if (!Number.isFinite(min)) return { center: 0, width: 1, fn: 'linear-exact' };
+  const a = min * pres.rescaleSlope + pres.rescaleIntercept;
+  const b = max * pres.rescaleSlope + pres.rescaleIntercept;
+  const lo = Math.min(a, b);
+  const hi = Math.max(a, b);
+  return { center: (lo + hi) / 2, width: Math.max(hi - lo, 1), fn: 'linear-exact' };
+}
+
+/** Options of one rendering, from the request or the thumbnail job. */
+export interface PresentationOptions {
+  /** Overrides the data set's window (the `window` query parameter). */
+  window?: WindowSpec;
+  /** Palette for PALETTE COLOR images. */
+  palette?: PaletteLut;
+}
+
+/**
+ * Applies the grayscale pipeline (Modality LUT, VOI LUT, MONOCHROME1 inversion) or the colour pipeline (palette)
+ * and returns an 8-bit image.
+ */
+export function toDisplayImage(
+  frame: StoredFrame,
+  px: PixelDescription,
+  pres: FramePresentation,
+  opts: PresentationOptions = {},
+): DisplayImage {
+  const { rows: height, columns: width } = frame;
+  const n = width * height;
+  if (frame.kind === 'rgb') return { width, height, channels: 3, data: frame.data };
+  if (frame.kind === 'palette') {
+    const lut = opts.palette;
+    if (!lut) throw new UnrecoverableInputError('palette colour image without a usable palette');
+    const data = new Uint8Array(n * 3);
+    const look = (ch: PaletteChannel, idx: number): number => {
+      const i = idx - ch.firstMapped;
+      return ch.table[i < 0 ? 0 : i >= ch.table.length ? ch.table.length - 1 : i];
+    };
+    for (let p = 0; p < n; p++) {
+      const idx = frame.indices[p];
+      data[p * 3] = look(lut.red, idx);
+      data[p * 3 + 1] = look(lut.green, idx);
+      data[p * 3 + 2] = look(lut.blue, idx);
+    }
+    return { width, height, channels: 3, data };
+  }
+  const window = opts.window ?? pres.windows[0] ?? defaultWindow(frame.values, px, pres);
+  const invert = px.photometric === 'MONOCHROME1';
+  const { rescaleSlope: slope, rescaleIntercept: intercept } = pres;
+  const data = new Uint8Array(n);
+  for (let p = 0; p < n; p++) {
+    const y = clamp8(applyWindow(frame.values[p] * slope + intercept, window));
+    data[p] = invert ? 255 - y : y;
+  }
+  return { width, height, channels: 1, data };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Query parameters and encoding
+
+/** Rendered media types this gateway produces (PS3.18 Table 8.7.4-1, single-frame image rows). */
+export type RenderedMediaType = 'image/jpeg' | 'image/png';
+
+/** The `viewport` parameter (PS3.18 §8.3.5.1.3): output size vw × vh, optional source region sx, sy, sw, sh. */
+export interface Viewport {
+  vw?: number;
+  vh?: number;
+  sx?: number;
+  sy?: number;
+  sw?: number;
+  sh?: number;
+}
+
+/** Rendering parameters understood by this gateway, parsed from a query string. */
+export interface RenderParams {
+  quality?: number;
+  viewport?: Viewport;
+  window?: WindowSpec;
+  /** Parameters given but not honoured, for `Warning: 299` headers. */
+  ignored: string[];
+}
+
+function one(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[v.length - 1] : v;
+}
+
+function optionalInt(raw: string | undefined, name: string, allowNegative: boolean): number | undefined {
+  if (raw === undefined || raw.trim() === '') return undefined;
+  if (!/^-?\d+$/.test(raw.trim())) throw new BadRequestError(`viewport ${name} must be an integer`);
+  const n = Number(raw);
+  if (!allowNegative && n < 0) throw new BadRequestError(`viewport ${name} must not be negative`);
+  return n;
+}
+
+/**
+ * Parses the Retrieve Rendered query parameters of PS3.18 §8.3.5.1: `quality` (1-100), `viewport`
+ * (vw,vh[,sx,sy,sw,sh]) and `window` (center,width[,linear|linear-exact|sigmoid]). Malformed values are a 400;
+ * `annotation` and an `iccprofile` other than `no` are accepted but not applied, and reported in `ignored`.
+ * `thumbnail` restricts `viewport` to vw,vh as §8.3.5.2 does for thumbnails.
+ */
+export function parseRenderParams(
+  query: Record<string, string | string[] | undefined>,
+  thumbnail = false,
+): RenderParams {
+  const out: RenderParams = { ignored: [] };
+  const quality = one(query.quality);
+  if (quality !== undefined) {
+    const q = Number(quality);
+    if (!/^\d+$/.test(quality.trim()) || q < 1 || q > 100)
+      throw new BadRequestError('quality must be an integer from 1 to 100');
+    out.quality = q;
+  }
+  const viewport = one(query.viewport);
+  if (viewport !== undefined) {
+    const parts = viewport.split(',');
+    if (parts.length !== 2 && parts.length !== 6)
+      throw new BadRequestError('viewport must be vw,vh or vw,vh,sx,sy,sw,sh');
+    if (thumbnail && parts.length === 6) throw new BadRequestError('a thumbnail viewport is vw,vh only');
+    const vp: Viewport = {
+      vw: optionalInt(parts[0], 'vw', false),
+      vh: optionalInt(parts[1], 'vh', false),
+    };
+    if (vp.vw === 0 || vp.vh === 0) throw new BadRequestError('viewport vw and vh must be positive');
+    if (parts.length === 6) {
+      vp.sx = optionalInt(parts[2], 'sx', false);
+      vp.sy = optionalInt(parts[3], 'sy', false);
+      vp.sw = optionalInt(parts[4], 'sw', true);
+      vp.sh = optionalInt(parts[5], 'sh', true);
+      if (vp.sw === 0 || vp.sh === 0) throw new BadRequestError('viewport sw and sh must not be zero');
+    }
+    out.viewport = vp;
+  }
+  const window = one(query.window);
+  if (window !== undefined) {
+    if (thumbnail) out.ignored.push('window');
+    else {
+      const [c, w, fn = 'linear', ...rest] = window.split(',').map((s) => s.trim());
+      const center = Number(c);
+      const width = Number(w);
+      const fnName = fn.toLowerCase();
+      if (rest.length || c === '' || w === '' || !Number.isFinite(center) || !Number.isFinite(width)) {
+        throw new BadRequestError('window must be center,width[,function]');
+      }
+      if (fnName !== 'linear' && fnName !== 'linear-exact' && fnName !== 'sigmoid') {
+        throw new BadRequestError('window function must be linear, linear-exact or sigmoid');
+      }
+      if (width <= 0 || (fnName === 'linear' && width < 1))
+        throw new BadRequestError('window width is out of range');
+      out.window = { center, width, fn: fnName };
+    }
+  }
+  if (one(query.annotation)) out.ignored.push('annotation');
+  const icc = one(query.iccprofile);
+  if (icc && icc.toLowerCase() !== 'no') out.ignored.push('iccprofile');
+  return out;
+}
+
+/** Limits and defaults of one encoding. */
+export interface EncodeOptions {
+  mediaType: RenderedMediaType;
+  quality?: number;
+  viewport?: Viewport;
+  /** Largest output image (vw × vh) accepted; a larger request is a 400. */
+  maxOutputPixels: number;
+  /** Thumbnails fit a box without ever being enlarged. */
+  withoutEnlargement?: boolean;
+}
+
+/**
+ * Applies the source region and viewport (PS3.18 §8.3.5.1.3: region first, then scaled to fit vw × vh keeping the
+ * aspect ratio; a negative sw or sh flips the image) and encodes to JPEG or PNG.
+ */
+export async function encodeImage(img: DisplayImage, opts: EncodeOptions): Promise<Buffer> {
+  const vp = opts.viewport ?? {};
+  let pipeline = sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength), {
+    raw: { width: img.width, height: img.height, channels: img.channels },
+    limitInputPixels: false,
+  });
+  // Without this sharp widens one-channel input to sRGB: grey images would triple in size.
+  if (img.channels === 1) pipeline = pipeline.toColourspace('b-w');
+
+  let regionWidth = img.width;
+  let regionHeight = img.height;
+  if (vp.sx !== undefined || vp.sy !== undefined || vp.sw !== undefined || vp.sh !== undefined) {
+    const sx = vp.sx ?? 0;
+    const sy = vp.sy ?? 0;
+    const sw = vp.sw ?? img.width - sx;
+    const sh = vp.sh ?? img.height - sy;
+    const left = Math.max(0, Math.min(sx, sx + sw));
+    const top = Math.max(0, Math.min(sy, sy + sh));
+    const right = Math.min(img.width, Math.max(sx, sx + sw));
+    const bottom = Math.min(img.height, Math.max(sy, sy + sh));
+    if (right <= left || bottom <= top)
+      throw new BadRequestError('viewport source region lies outside the image');
+    regionWidth = right - left;
+    regionHeight = bottom - top;
+    pipeline = pipeline.extract({ left, top, width: regionWidth, height: regionHeight });
+    if (sw < 0) pipeline = pipeline.flop();
+    if (sh < 0) pipeline = pipeline.flip();
+  }
+
+  if (vp.vw !== undefined || vp.vh !== undefined) {
+    const aspect = regionWidth / regionHeight;
+    let w = vp.vw ?? Math.round((vp.vh as number) * aspect);
+    let h = vp.vh ?? Math.round((vp.vw as number) / aspect);
+    if (w * h > opts.maxOutputPixels) {
+      throw new BadRequestError(`viewport asks for more than ${opts.maxOutputPixels} pixels`);
+    }
+    // Fit inside the viewport, keeping the aspect ratio.
+    const scale = Math.min(w / regionWidth, h / regionHeight, opts.withoutEnlargement ? 1 : Infinity);
+    w = Math.max(1, Math.round(regionWidth * scale));
+    h = Math.max(1, Math.round(regionHeight * scale));
+    if (w !== regionWidth || h !== regionHeight) pipeline = pipeline.resize(w, h, { fit: 'fill' });
+  } else if (regionWidth * regionHeight > opts.maxOutputPixels) {
+    throw new BadRequestError(
+      `the rendered image would exceed ${opts.maxOutputPixels} pixels; ask for a viewport`,
+    );
+  }
+
+  if (opts.mediaType === 'image/png') return pipeline.png({ compressionLevel: 6 }).toBuffer();
+  return pipeline.jpeg({ quality: opts.quality ?? 90, chromaSubsampling: '4:4:4' }).toBuffer();
+}

@@ -1,0 +1,255 @@
+import type Router from '@koa/router';
+import type { Context } from 'koa';
+import { parseRenderParams, type RenderedMediaType, type RenderParams } from '../dicom/render';
+import { BadRequestError, NotAcceptableError, NotFoundError, warning299 } from '../errors';
+import {
+  findRenderableInstance,
+  getThumbnail,
+  putThumbnail,
+  type RenderableRow,
+  seriesRepresentative,
+  studyRepresentativeSeries,
+} from '../index-db/thumbnails';
+import { renderDefaultThumbnail, THUMBNAIL_QUALITY } from '../jobs/thumbnail';
+import { renderArchivedFrame } from '../orthanc/frames';
+import type { Services } from '../services';
+import { noteAudit, requestReadScopes } from './context';
+
+const UID = /^[0-9]+(\.[0-9]+)*$/;
+
+function uid(value: string | undefined, what: string): string {
+  if (!value || value.length > 64 || !UID.test(value))
+    throw new BadRequestError(`${what} is not a valid UID`);
+  return value;
+}
+
+/** Rendered resources answer one frame: a single positive frame number. */
+function frameNumber(value: string | undefined): number {
+  if (value === undefined) return 1;
+  if (!/^[1-9]\d{0,8}$/.test(value)) {
+    throw new BadRequestError('rendered frames and frame thumbnails take exactly one frame number');
+  }
+  return Number(value);
+}
+
+/**
+ * Picks image/jpeg or image/png from the `accept` query parameter (PS3.18 §8.3.3.1), else the Accept header;
+ * quality values and wildcards honoured, ties go to JPEG (the default rendered media type, PS3.18 §8.7.4).
+ */
+export function selectRenderedMediaType(
+  acceptHeader: string | undefined,
+  acceptQuery: string | undefined,
+): RenderedMediaType {
+  const offers: RenderedMediaType[] = ['image/jpeg', 'image/png'];
+  let anyRange = false;
+  for (const source of [acceptQuery, acceptHeader]) {
+    let best: { type: RenderedMediaType; q: number } | undefined;
+    for (const range of (source ?? '').split(',')) {
+      const [type, ...params] = range.split(';').map((s) => s.trim().toLowerCase());
+      if (!type) continue;
+      anyRange = true;
+      const qParam = params.find((p) => p.startsWith('q='));
+      const q = qParam ? Number(qParam.slice(2)) : 1;
+      if (!Number.isFinite(q) || q <= 0) continue;
+      for (const offer of offers) {
+        const matches = type === offer || type === '*/*' || type === 'image/*';
+        if (matches && (!best || q > best.q)) best = { type: offer, q };
+      }
+    }
+    if (best) return best.type;
+  }
+  if (!anyRange) return 'image/jpeg';
+  throw new NotAcceptableError('rendered resources are available as image/jpeg or image/png');
+}
+
+/** Caps concurrent renders in this process: each holds a decoded frame in memory and keeps a core busy. */
+class Limiter {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+  constructor(private readonly max: number) {}
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.active++;
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+}
+
+/** Aborts archive requests when the client goes away mid-render. */
+function abortOnClose(ctx: Context): AbortSignal {
+  const controller = new AbortController();
+  ctx.req.once('close', () => {
+    if (!ctx.res.writableEnded) controller.abort();
+  });
+  return controller.signal;
+}
+
+function warnIgnored(ctx: Context, params: RenderParams): void {
+  for (const name of params.ignored)
+    ctx.append('Warning', warning299(`the ${name} parameter is not supported and was ignored`));
+}
+
+function sendImage(ctx: Context, bytes: Buffer, contentType: string): void {
+  ctx.status = 200;
+  ctx.type = contentType;
+  // Rendered pixels of an instance do not change, but access can: private caching only.
+  ctx.set('Cache-Control', 'private, max-age=3600');
+  ctx.body = bytes;
+}
+
+/** Registers Retrieve Rendered (PS3.18 §10.4, rendered resources) and thumbnail resources (§10.4.1.1.4). */
+export function registerRenderedRoutes(router: Router, services: Services): void {
+  const { config, db, pacs, logger } = services;
+  const limiter = new Limiter(config.RENDER_CONCURRENCY);
+  const limits = { maxPixels: config.RENDER_MAX_PIXELS, maxOutputPixels: config.RENDER_MAX_OUTPUT_PIXELS };
+
+  /**
+   * PS3.18 §10.4 Retrieve Rendered, instance and frame resources (§8.3.5 rendering parameters): one frame as
+   * image/jpeg or image/png. A multi-frame instance renders its first frame (said in a Warning header).
+   */
+  async function handleRetrieveRenderedInstance(ctx: Context): Promise<void> {
+    const studyUid = uid(ctx.params.study, 'Study Instance UID');
+    const seriesUid = uid(ctx.params.series, 'Series Instance UID');
+    const sopInstanceUid = uid(ctx.params.instance, 'SOP Instance UID');
+    const frame = frameNumber(ctx.params.frames);
+    const params = parseRenderParams(ctx.query);
+    const mediaType = selectRenderedMediaType(ctx.get('accept'), queryString(ctx.query.accept));
+    const scopes = await requestReadScopes(ctx, services);
+    noteAudit(ctx, {
+      action: 'wado.rendered',
+      projectId: ctx.params.project,
+      studyUid,
+      seriesUid,
+      sopInstanceUid,
+    });
+    const row = await findRenderableInstance(db, scopes, { studyUid, seriesUid, sopInstanceUid });
+    if (!row) throw new NotFoundError('instance not found');
+    const frames = row.dicomJson['00280008']?.Value?.[0];
+    if (ctx.params.frames === undefined && Number(frames) > 1) {
+      ctx.append(
+        'Warning',
+        warning299('multi-frame instance: frame 1 was rendered; ask for .../frames/{n}/rendered'),
+      );
+    }
+    const bytes = await limiter.run(() =>
+      renderArchivedFrame(
+        pacs,
+        row,
+        {
+          frameNumber: frame,
+          window: params.window,
+          encode: { mediaType, quality: params.quality, viewport: params.viewport },
+        },
+        limits,
+        abortOnClose(ctx),
+      ),
+    );
+    warnIgnored(ctx, params);
+    sendImage(ctx, bytes, mediaType);
+  }
+
+  /**
+   * PS3.18 §10.4.1.1.4 thumbnail resources of a study, series, instance or frame: a small image chosen by the
+   * server (for studies and series, the middle image of the first series the caller can see). The default form
+   * (JPEG, THUMBNAIL_SIZE, frame 1) comes from the cache the thumbnail job fills; a miss renders it now and caches
+   * it, so the next viewer gets it at once. Other forms (PNG, a viewport) are rendered on demand.
+   */
+  async function handleRetrieveThumbnail(ctx: Context): Promise<void> {
+    const studyUid = uid(ctx.params.study, 'Study Instance UID');
+    const seriesParam =
+      ctx.params.series === undefined ? undefined : uid(ctx.params.series, 'Series Instance UID');
+    const sopParam =
+      ctx.params.instance === undefined ? undefined : uid(ctx.params.instance, 'SOP Instance UID');
+    const frame = frameNumber(ctx.params.frames);
+    const params = parseRenderParams(ctx.query, true);
+    const mediaType = selectRenderedMediaType(ctx.get('accept'), queryString(ctx.query.accept));
+    const scopes = await requestReadScopes(ctx, services);
+    noteAudit(ctx, {
+      action: 'wado.thumbnail',
+      projectId: ctx.params.project,
+      studyUid,
+      seriesUid: seriesParam,
+      sopInstanceUid: sopParam,
+    });
+
+    let row: RenderableRow | undefined;
+    if (sopParam && seriesParam) {
+      row = await findRenderableInstance(db, scopes, {
+        studyUid,
+        seriesUid: seriesParam,
+        sopInstanceUid: sopParam,
+      });
+    } else {
+      const seriesUid = seriesParam ?? (await studyRepresentativeSeries(db, scopes, studyUid));
+      if (seriesUid) row = await seriesRepresentative(db, scopes, seriesUid, studyUid);
+    }
+    if (!row)
+      throw new NotFoundError(
+        `${sopParam ? 'instance' : seriesParam ? 'series' : 'study'} not found or has no images`,
+      );
+    const target = row;
+
+    const size = config.THUMBNAIL_SIZE;
+    const isDefault =
+      mediaType === 'image/jpeg' && frame === 1 && !params.viewport && params.quality === undefined;
+    if (isDefault) {
+      const cached = await getThumbnail(db, target.sopInstanceUid, size);
+      if (cached) {
+        warnIgnored(ctx, params);
+        ctx.set('X-Thumbnail-Cache', 'hit');
+        return sendImage(ctx, cached.bytes, cached.contentType);
+      }
+      const bytes = await limiter.run(() =>
+        renderDefaultThumbnail({ pacs, config }, target, abortOnClose(ctx)),
+      );
+      await putThumbnail(db, {
+        sopInstanceUid: target.sopInstanceUid,
+        size,
+        contentType: mediaType,
+        bytes,
+        sourceMd5: target.md5,
+      }).catch((err: Error) =>
+        logger.warn({ sopInstanceUid: target.sopInstanceUid, err: err.message }, 'could not cache thumbnail'),
+      );
+      warnIgnored(ctx, params);
+      ctx.set('X-Thumbnail-Cache', 'miss');
+      return sendImage(ctx, bytes, mediaType);
+    }
+    const viewport = params.viewport ?? { vw: size, vh: size };
+    const bytes = await limiter.run(() =>
+      renderArchivedFrame(
+        pacs,
+        target,
+        {
+          frameNumber: frame,
+          encode: {
+            mediaType,
+            quality: params.quality ?? THUMBNAIL_QUALITY,
+            viewport,
+            withoutEnlargement: true,
+          },
+        },
+        limits,
+        abortOnClose(ctx),
+      ),
+    );
+    warnIgnored(ctx, params);
+    sendImage(ctx, bytes, mediaType);
+  }
+
+  const instance = '/studies/:study/series/:series/instances/:instance';
+  router.get(`${instance}/rendered`, handleRetrieveRenderedInstance);
+  router.get(`${instance}/frames/:frames/rendered`, handleRetrieveRenderedInstance);
+  router.get('/studies/:study/thumbnail', handleRetrieveThumbnail);
+  router.get('/studies/:study/series/:series/thumbnail', handleRetrieveThumbnail);
+  router.get(`${instance}/thumbnail`, handleRetrieveThumbnail);
+  router.get(`${instance}/frames/:frames/thumbnail`, handleRetrieveThumbnail);
+}
+
+function queryString(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v.join(',') : v;
+}

@@ -1,0 +1,130 @@
+/**
+ * The thumbnail job: renders the thumbnail of a series' representative image into the thumbnail cache, so that
+ * viewers listing series get them at once. Triggered per series (stable series in the change feed, STOW-RS).
+ */
+import { type Job, UnrecoverableError, Worker } from 'bullmq';
+import type { Pool } from 'pg';
+import type { Config } from '../config';
+import { AppError, UnrecoverableInputError } from '../errors';
+import {
+  countSeriesInstances,
+  getThumbnail,
+  putThumbnail,
+  type RenderableRow,
+  seriesRepresentative,
+} from '../index-db/thumbnails';
+import type { Logger } from '../logger';
+import { renderArchivedFrame } from '../orthanc/frames';
+import type { PacsClient } from '../orthanc/client';
+import { QueueName, redisConnection, type ThumbnailJobData } from './queues';
+
+/** What the thumbnail job needs. */
+export interface ThumbnailDeps {
+  db: Pool;
+  pacs: PacsClient;
+  config: Pick<Config, 'THUMBNAIL_SIZE' | 'RENDER_MAX_PIXELS' | 'RENDER_MAX_OUTPUT_PIXELS'>;
+  logger?: Logger;
+}
+
+/** JPEG quality of cached thumbnails: small files, artefacts invisible at 128 px. */
+export const THUMBNAIL_QUALITY = 80;
+
+/** Renders the default thumbnail (frame 1, JPEG, fitting THUMBNAIL_SIZE², never enlarged) of an instance. */
+export async function renderDefaultThumbnail(
+  deps: Pick<ThumbnailDeps, 'pacs' | 'config'>,
+  row: RenderableRow,
+  signal?: AbortSignal,
+): Promise<Buffer> {
+  const size = deps.config.THUMBNAIL_SIZE;
+  return renderArchivedFrame(
+    deps.pacs,
+    row,
+    {
+      frameNumber: 1,
+      encode: {
+        mediaType: 'image/jpeg',
+        quality: THUMBNAIL_QUALITY,
+        viewport: { vw: size, vh: size },
+        withoutEnlargement: true,
+      },
+    },
+    { maxPixels: deps.config.RENDER_MAX_PIXELS, maxOutputPixels: deps.config.RENDER_MAX_OUTPUT_PIXELS },
+    signal,
+  );
+}
+
+/** What one run did, for logs and tests. */
+export type ThumbnailOutcome =
+  { status: 'rendered' | 'cached'; sopInstanceUid: string; bytes: number } | { status: 'no-images' };
+
+/**
+ * Makes sure the representative image of a series has a cached thumbnail. Idempotent: a current cache entry is
+ * kept as is. Throws UnrecoverableError for a series the index does not know or an image that can never be
+ * rendered (BullMQ then does not retry); other errors (archive or database unavailable) are retried.
+ */
+export async function execThumbnailJob(
+  job: Pick<Job<ThumbnailJobData>, 'data'>,
+  deps: ThumbnailDeps,
+): Promise<ThumbnailOutcome> {
+  const { seriesUid } = job.data;
+  if (typeof seriesUid !== 'string' || !/^[0-9.]{1,64}$/.test(seriesUid)) {
+    throw new UnrecoverableError('job data has no valid series UID');
+  }
+  const row = await seriesRepresentative(deps.db, null, seriesUid);
+  if (!row) {
+    if ((await countSeriesInstances(deps.db, seriesUid)) === 0) {
+      throw new UnrecoverableError(`series ${seriesUid} is not in the index`);
+    }
+    // Reports, structured documents, waveforms: nothing to draw, nothing to retry.
+    return { status: 'no-images' };
+  }
+  const size = deps.config.THUMBNAIL_SIZE;
+  const cached = await getThumbnail(deps.db, row.sopInstanceUid, size);
+  if (cached) return { status: 'cached', sopInstanceUid: row.sopInstanceUid, bytes: cached.bytes.length };
+  let bytes: Buffer;
+  try {
+    bytes = await renderDefaultThumbnail(deps, row);
+  } catch (err) {
+    // Undecodable or absurd images never get better by retrying; a missing archive object neither.
+    if (err instanceof UnrecoverableInputError || (err instanceof AppError && err.status === 404)) {
+      throw new UnrecoverableError(`series ${seriesUid}: ${err.message}`);
+    }
+    throw err;
+  }
+  await putThumbnail(deps.db, {
+    sopInstanceUid: row.sopInstanceUid,
+    size,
+    contentType: 'image/jpeg',
+    bytes,
+    sourceMd5: row.md5,
+  });
+  return { status: 'rendered', sopInstanceUid: row.sopInstanceUid, bytes: bytes.length };
+}
+
+/** Starts a worker for the thumbnail queue. */
+export function initThumbnailWorker(
+  deps: ThumbnailDeps & { config: Pick<Config, 'REDIS_URL' | 'THUMBNAIL_CONCURRENCY'> },
+): Worker {
+  const connection = redisConnection(deps.config, true);
+  const worker = new Worker<ThumbnailJobData, ThumbnailOutcome>(
+    QueueName.thumbnails,
+    (job) => execThumbnailJob(job, deps),
+    { connection, concurrency: deps.config.THUMBNAIL_CONCURRENCY },
+  );
+  // BullMQ leaves a connection it was given open; close it with the worker.
+  worker.on('closed', () => connection.disconnect());
+  worker.on('completed', (job, outcome) => {
+    deps.logger?.debug(
+      { job: job.id, seriesUid: job.data.seriesUid, status: outcome.status },
+      'thumbnail job done',
+    );
+  });
+  worker.on('failed', (job, err) => {
+    deps.logger?.warn(
+      { job: job?.id, seriesUid: job?.data.seriesUid, attempts: job?.attemptsMade, err: err.message },
+      'thumbnail job failed',
+    );
+  });
+  worker.on('error', (err) => deps.logger?.error({ err: err.message }, 'thumbnail worker error'));
+  return worker;
+}

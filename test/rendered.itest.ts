@@ -1,0 +1,370 @@
+import dcmjs from 'dcmjs';
+import { readFileSync } from 'node:fs';
+import sharp from 'sharp';
+import { ensureProject } from '../src/index-db/projects';
+import { ingestInstance } from '../src/ingest/ingest';
+import { resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
+
+/** UIDs of an ingested sample, and the root-relative path of its instance resource. */
+interface Stored {
+  study: string;
+  series: string;
+  sop: string;
+  path: string;
+}
+
+async function store(gw: TestGateway, bytes: Buffer, projects: string[]): Promise<Stored> {
+  const out = await ingestInstance(gw.services, bytes, projects, 'stow');
+  if (!out.ok) throw new Error(`ingest failed: ${out.message}`);
+  const { studyInstanceUid: study, seriesInstanceUid: series, sopInstanceUid: sop } = out.parsed;
+  return { study, series, sop, path: `/studies/${study}/series/${series}/instances/${sop}` };
+}
+
+const sample = (path: string) => readFileSync(`${SAMPLES}/${path}`);
+
+/** Decoded pixels of an answered image. */
+async function pixels(
+  body: Buffer,
+): Promise<{ data: Buffer; width: number; height: number; channels: number }> {
+  const grey = (await sharp(body).metadata()).channels === 1;
+  // sharp widens one-channel images to sRGB on output unless told otherwise.
+  const { data, info } = await (grey ? sharp(body).toColourspace('b-w') : sharp(body))
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return { data, width: info.width, height: info.height, channels: info.channels };
+}
+
+/** The Pixel Data of a Part-10 file as dcmjs reads it, for checks independent of the gateway. */
+function filePixels(bytes: Buffer): { dict: Record<string, { Value?: unknown[] }>; pixelData: Buffer } {
+  const ab = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length);
+  const { dict } = dcmjs.data.DicomMessage.readFile(ab as ArrayBuffer);
+  const pd = dict['7FE00010'].Value?.[0] as ArrayBuffer;
+  return { dict, pixelData: Buffer.from(pd) };
+}
+
+/** A copy of a Part-10 file with new SOP Instance / Series UIDs and some attributes replaced. */
+function variant(bytes: Buffer, changes: Record<string, unknown[]>): Buffer {
+  const ab = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length);
+  const data = dcmjs.data.DicomMessage.readFile(ab as ArrayBuffer);
+  const sop = dcmjs.data.DicomMetaDictionary.uid();
+  data.dict['00080018'].Value = [sop];
+  data.meta['00020003'].Value = [sop];
+  data.dict['0020000E'].Value = [dcmjs.data.DicomMetaDictionary.uid()];
+  for (const [tag, value] of Object.entries(changes)) data.dict[tag].Value = value;
+  return Buffer.from(data.write());
+}
+
+/** Independent statement of the linear VOI function (PS3.3 C.11.2.1.2.1) for expectations. */
+function linearWindow(x: number, c: number, w: number): number {
+  if (x <= c - 0.5 - (w - 1) / 2) return 0;
+  if (x > c - 0.5 + (w - 1) / 2) return 255;
+  return Math.round(((x - (c - 0.5)) / (w - 1) + 0.5) * 255);
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
+  return d;
+}
+
+function meanAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d += Math.abs(a[i] - b[i]);
+  return d / a.length;
+}
+
+function stddev(a: ArrayLike<number>): number {
+  let s = 0;
+  let s2 = 0;
+  for (let i = 0; i < a.length; i++) {
+    s += a[i];
+    s2 += a[i] * a[i];
+  }
+  const m = s / a.length;
+  return Math.sqrt(s2 / a.length - m * m);
+}
+
+describe('Retrieve Rendered and thumbnails (PS3.18 §10.4, §8.3.5)', () => {
+  let gw: TestGateway;
+  let root: string;
+  let ct: Stored;
+  let mr: Stored;
+  let rgb: Stored;
+  let us: Stored;
+  let cine: Stored;
+  let enhanced: Stored;
+  let palette: Stored;
+  let j2k: Stored;
+
+  const get = (path: string, accept?: string) =>
+    fetch(`${root}${path}`, { headers: accept ? { accept } : {} }).then(async (res) => ({
+      res,
+      body: Buffer.from(await res.arrayBuffer()),
+    }));
+
+  beforeAll(async () => {
+    await resetStack();
+    gw = await startGateway();
+    root = `${gw.url}/projects/alpha/dicom-web`;
+    await ensureProject(gw.services.db, { id: 'alpha', name: 'Alpha' });
+    await ensureProject(gw.services.db, { id: 'beta', name: 'Beta' });
+    ct = await store(gw, sample('ct/CT_small.dcm'), ['alpha']);
+    mr = await store(gw, sample('mr/MR_small_bigendian.dcm'), ['alpha']);
+    rgb = await store(gw, sample('sc/SC_rgb.dcm'), ['alpha']);
+    us = await store(gw, sample('us/US-Philips-3EAF5680_jpeg-baseline.dcm'), ['alpha']);
+    cine = await store(gw, sample('us/examples_ybr_color_multiframe-jpeg.dcm'), ['alpha']);
+    enhanced = await store(gw, sample('mr/emri_small_enhanced-10frames.dcm'), ['alpha']);
+    palette = await store(gw, sample('us/OBXXXX1A_rle_2frame_palette.dcm'), ['alpha']);
+    j2k = await store(gw, sample('ct/CT1_J2KI_jpeg2000.dcm'), ['alpha']);
+  });
+  afterAll(async () => gw.close());
+
+  it('renders CT_small as JPEG by default and as exact PNG pixels: rescale, then the frame value range', async () => {
+    const jpeg = await get(`${ct.path}/rendered`);
+    expect(jpeg.res.status).toBe(200);
+    expect(jpeg.res.headers.get('content-type')).toBe('image/jpeg');
+    expect(await sharp(jpeg.body).metadata()).toMatchObject({ format: 'jpeg', width: 128, height: 128 });
+
+    const png = await get(`${ct.path}/rendered`, 'image/png');
+    expect(png.res.headers.get('content-type')).toBe('image/png');
+    const out = await pixels(png.body);
+    const { pixelData } = filePixels(sample('ct/CT_small.dcm'));
+    const stored = new Int16Array(pixelData.buffer, pixelData.byteOffset, 128 * 128);
+    // No window in the data set: the modality value range of the frame maps onto 0..255.
+    const hu = Array.from(stored, (v) => v - 1024);
+    const lo = Math.min(...hu);
+    const hi = Math.max(...hu);
+    const expected = hu.map((v) => Math.round(((v - (lo + hi) / 2) / (hi - lo) + 0.5) * 255));
+    expect(out.channels).toBe(1);
+    expect(maxAbsDiff(out.data, expected)).toBeLessThanOrEqual(1);
+  });
+
+  it('applies the window of the request (center,width,function) and the quality parameter', async () => {
+    const narrow = await pixels((await get(`${ct.path}/rendered?window=40,80,linear`, 'image/png')).body);
+    const { pixelData } = filePixels(sample('ct/CT_small.dcm'));
+    const stored = new Int16Array(pixelData.buffer, pixelData.byteOffset, 128 * 128);
+    const expected = Array.from(stored, (v) => linearWindow(v - 1024, 40, 80));
+    expect(maxAbsDiff(narrow.data, expected)).toBeLessThanOrEqual(1);
+
+    const low = await get(`${ct.path}/rendered?quality=5`);
+    const high = await get(`${ct.path}/rendered?quality=100`);
+    expect(low.body.length).toBeLessThan(high.body.length);
+  });
+
+  it('renders a big-endian MR exactly like the little-endian original through its own window', async () => {
+    const out = await pixels((await get(`${mr.path}/rendered`, 'image/png')).body);
+    const { dict, pixelData } = filePixels(sample('mr/MR_small.dcm'));
+    const [c, w] = [Number(dict['00281050'].Value?.[0]), Number(dict['00281051'].Value?.[0])];
+    const stored = new Int16Array(pixelData.buffer, pixelData.byteOffset, 64 * 64);
+    expect(
+      maxAbsDiff(
+        out.data,
+        Array.from(stored, (v) => linearWindow(v, c, w)),
+      ),
+    ).toBeLessThanOrEqual(1);
+  });
+
+  it('inverts MONOCHROME1: the same pixels declared MONOCHROME1 render as the negative', async () => {
+    const m1 = await store(gw, variant(sample('ct/CT_small.dcm'), { '00280004': ['MONOCHROME1'] }), [
+      'alpha',
+    ]);
+    const a = await pixels((await get(`${ct.path}/rendered?window=0,2000,linear-exact`, 'image/png')).body);
+    const b = await pixels((await get(`${m1.path}/rendered?window=0,2000,linear-exact`, 'image/png')).body);
+    expect(
+      maxAbsDiff(
+        Array.from(a.data, (v) => 255 - v),
+        b.data,
+      ),
+    ).toBeLessThanOrEqual(1);
+    expect(stddev(a.data)).toBeGreaterThan(10);
+  });
+
+  it('renders the RGB secondary capture with its exact colours', async () => {
+    const out = await pixels((await get(`${rgb.path}/rendered`, 'image/png')).body);
+    expect([out.width, out.height, out.channels]).toEqual([100, 100, 3]);
+    expect(out.data.equals(filePixels(sample('sc/SC_rgb.dcm')).pixelData.subarray(0, 100 * 100 * 3))).toBe(
+      true,
+    );
+  });
+
+  it('renders a JPEG baseline ultrasound through the archive decoder, in colour', async () => {
+    const { res, body } = await get(`${us.path}/rendered`, 'image/png');
+    expect(res.status).toBe(200);
+    const out = await pixels(body);
+    expect([out.width, out.height, out.channels]).toEqual([640, 480, 3]);
+    expect(stddev(out.data)).toBeGreaterThan(10);
+  });
+
+  it('renders frame N of a multi-frame JPEG cine and of an enhanced MR, not frame 1', async () => {
+    const f1 = await pixels((await get(`${cine.path}/frames/1/rendered`, 'image/png')).body);
+    const f30 = await pixels((await get(`${cine.path}/frames/30/rendered`, 'image/png')).body);
+    expect([f30.width, f30.height]).toEqual([320, 240]);
+    expect(meanAbsDiff(f1.data, f30.data)).toBeGreaterThan(1);
+
+    const out = await pixels((await get(`${enhanced.path}/frames/3/rendered`, 'image/png')).body);
+    const { pixelData } = filePixels(sample('mr/emri_small_enhanced-10frames.dcm'));
+    const frame3 = Array.from(
+      new Uint16Array(pixelData.buffer, pixelData.byteOffset + 2 * 64 * 64 * 2, 64 * 64),
+    );
+    const lo = Math.min(...frame3);
+    const hi = Math.max(...frame3);
+    const expected = frame3.map((v) => Math.round(((v - (lo + hi) / 2) / (hi - lo) + 0.5) * 255));
+    expect(maxAbsDiff(out.data, expected)).toBeLessThanOrEqual(1);
+  });
+
+  it('says in a Warning that a multi-frame instance rendered frame 1, and 404s a frame that does not exist', async () => {
+    const whole = await get(`${cine.path}/rendered`);
+    expect(whole.res.status).toBe(200);
+    expect(whole.res.headers.get('warning')).toMatch(/^299 .*frame 1/);
+    expect((await get(`${cine.path}/frames/31/rendered`)).res.status).toBe(404);
+    expect((await get(`${cine.path}/frames/1,2/rendered`)).res.status).toBe(400);
+  });
+
+  it('renders an RLE palette colour ultrasound through its palette', async () => {
+    const out = await pixels((await get(`${palette.path}/frames/2/rendered`, 'image/png')).body);
+    expect([out.width, out.height, out.channels]).toEqual([800, 600, 3]);
+    let coloured = 0;
+    for (let i = 0; i < out.data.length; i += 3)
+      if (out.data[i] !== out.data[i + 1] || out.data[i + 1] !== out.data[i + 2]) coloured++;
+    expect(coloured).toBeGreaterThan(100);
+  });
+
+  it('scales to the viewport keeping the aspect ratio, crops a source region, and refuses absurd viewports', async () => {
+    expect(await sharp((await get(`${us.path}/rendered?viewport=320,320`)).body).metadata()).toMatchObject({
+      width: 320,
+      height: 240,
+    });
+    expect(
+      await sharp((await get(`${ct.path}/rendered?viewport=64,64,32,32,64,32`)).body).metadata(),
+    ).toMatchObject({
+      width: 64,
+      height: 32,
+    });
+    const huge = await get(`${ct.path}/rendered?viewport=100000,100000`);
+    expect(huge.res.status).toBe(400);
+    expect((await get(`${ct.path}/rendered?window=40,0,linear`)).res.status).toBe(400);
+  });
+
+  it('ignores unsupported parameters with a Warning: 299, and answers 406 for a media type it cannot produce', async () => {
+    const { res } = await get(`${ct.path}/rendered?annotation=patient`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('warning')).toMatch(/^299 aperture ".*annotation/);
+    expect((await get(`${ct.path}/rendered`, 'application/dicom')).res.status).toBe(406);
+    const viaQuery = await get(`${ct.path}/rendered?accept=image/png`, 'image/jpeg;q=0.5');
+    expect(viaQuery.res.headers.get('content-type')).toBe('image/png');
+  });
+
+  it('answers 422 with the transfer syntax named when the archive cannot decode it (JPEG 2000 without GDCM)', async () => {
+    const { res, body } = await get(`${j2k.path}/rendered`);
+    // Orthanc with the GDCM plugin decodes it; the stock Debian Orthanc 1.10 does not.
+    if (res.status === 200) return expect(res.headers.get('content-type')).toBe('image/jpeg');
+    expect(res.status).toBe(422);
+    expect(JSON.parse(body.toString()).errors[0].message).toContain('1.2.840.10008.1.2.4.91');
+  });
+
+  it('keeps rendering inside the project: another project, or an unknown instance, is a 404', async () => {
+    expect((await fetch(`${gw.url}/projects/beta/dicom-web${ct.path}/rendered`)).status).toBe(404);
+    expect((await fetch(`${gw.url}/projects/beta/dicom-web${ct.path}/thumbnail`)).status).toBe(404);
+    expect((await fetch(`${gw.url}/projects/beta/dicom-web/studies/${ct.study}/thumbnail`)).status).toBe(404);
+    expect((await fetch(`${gw.url}/projects/nope/dicom-web${ct.path}/rendered`)).status).toBe(404);
+    expect(
+      (await get(`/studies/${ct.study}/series/${ct.series}/instances/1.2.3.4/rendered`)).res.status,
+    ).toBe(404);
+    expect(
+      (await get(`/studies/${ct.study}/series/${ct.series}/instances/not-a-uid/rendered`)).res.status,
+    ).toBe(400);
+    // The union root sees what the caller's projects see.
+    expect((await fetch(`${gw.url}/dicom-web${ct.path}/rendered`)).status).toBe(200);
+  });
+
+  describe('thumbnails', () => {
+    it('renders a series thumbnail on the first request, caches it, and serves the cache next', async () => {
+      const first = await get(`/studies/${us.study}/series/${us.series}/thumbnail`);
+      expect(first.res.status).toBe(200);
+      expect(first.res.headers.get('content-type')).toBe('image/jpeg');
+      expect(first.res.headers.get('x-thumbnail-cache')).toBe('miss');
+      expect(await sharp(first.body).metadata()).toMatchObject({ width: 128, height: 96 });
+      const second = await get(`/studies/${us.study}/series/${us.series}/thumbnail`);
+      expect(second.res.headers.get('x-thumbnail-cache')).toBe('hit');
+      expect(second.body.equals(first.body)).toBe(true);
+      const rows = await gw.services.db.query(
+        'SELECT size, content_type FROM thumbnails WHERE sop_instance_uid = $1',
+        [us.sop],
+      );
+      expect(rows.rows).toEqual([{ size: 128, content_type: 'image/jpeg' }]);
+    });
+
+    it('answers study, instance and frame thumbnails, honours a viewport, and never enlarges tiny images', async () => {
+      const study = await get(`/studies/${ct.study}/thumbnail`);
+      expect(study.res.status).toBe(200);
+      expect(await sharp(study.body).metadata()).toMatchObject({ width: 128, height: 128 });
+      const small = await get(`${us.path}/thumbnail?viewport=64,64`, 'image/png');
+      expect(small.res.headers.get('content-type')).toBe('image/png');
+      expect(await sharp(small.body).metadata()).toMatchObject({ format: 'png', width: 64, height: 48 });
+      const frame = await get(`${cine.path}/frames/2/thumbnail`);
+      expect(await sharp(frame.body).metadata()).toMatchObject({ width: 128, height: 96 });
+      expect((await get(`${mr.path}/thumbnail?viewport=64,64,0,0,10,10`)).res.status).toBe(400);
+      const mrThumb = await get(`${mr.path}/thumbnail`);
+      expect(await sharp(mrThumb.body).metadata()).toMatchObject({ width: 64, height: 64 });
+    });
+
+    it('builds a series thumbnail only from instances the project can see', async () => {
+      // One CT series of four slices: alpha sees all four, beta only the last two.
+      const files = ['17106', '17136', '17166', '17196'].map((f) => sample(`hierarchy/77654033/CT2/${f}`));
+      const slices: Stored[] = [];
+      for (const [i, f] of files.entries())
+        slices.push(await store(gw, f, i < 2 ? ['alpha'] : ['alpha', 'beta']));
+      const beta = `${gw.url}/projects/beta/dicom-web`;
+      const seriesThumb = Buffer.from(
+        await (
+          await fetch(`${beta}/studies/${slices[0].study}/series/${slices[0].series}/thumbnail`)
+        ).arrayBuffer(),
+      );
+      const visibleThumbs = await Promise.all(
+        slices
+          .slice(2)
+          .map(async (s) => Buffer.from(await (await fetch(`${beta}${s.path}/thumbnail`)).arrayBuffer())),
+      );
+      expect(visibleThumbs.some((t) => t.equals(seriesThumb))).toBe(true);
+      expect((await fetch(`${beta}${slices[0].path}/thumbnail`)).status).toBe(404);
+    });
+
+    it('answers 404 for a series with nothing to draw', async () => {
+      const sr = await store(gw, sample('rt-sr-seg/reportsi_basic-text-sr.dcm'), ['alpha']);
+      expect((await get(`/studies/${sr.study}/series/${sr.series}/thumbnail`)).res.status).toBe(404);
+    });
+  });
+});
+
+describe('Retrieve Rendered of compressed colour against its uncompressed original', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    // SC_rgb.dcm and its JPEG and RLE encodings share a SOP Instance UID: a fresh stack for these.
+    await resetStack();
+    gw = await startGateway();
+    await ensureProject(gw.services.db, { id: 'alpha', name: 'Alpha' });
+  });
+  afterAll(async () => gw.close());
+
+  it('decodes YBR JPEG baseline to colours close to the RGB original, and RLE frame 2 exactly', async () => {
+    const original = filePixels(sample('sc/SC_rgb.dcm')).pixelData.subarray(0, 100 * 100 * 3);
+    const jpeg = await store(gw, sample('sc/SC_rgb_dcmtk_jpeg-baseline-ybr.dcm'), ['alpha']);
+    const res = await fetch(`${gw.url}/projects/alpha/dicom-web${jpeg.path}/rendered`, {
+      headers: { accept: 'image/png' },
+    });
+    const out = await pixels(Buffer.from(await res.arrayBuffer()));
+    expect(out.channels).toBe(3);
+    expect(meanAbsDiff(out.data, original)).toBeLessThan(8);
+
+    await resetStack();
+    await ensureProject(gw.services.db, { id: 'alpha', name: 'Alpha' });
+    const rle = await store(gw, sample('sc/SC_rgb_rle_2frame.dcm'), ['alpha']);
+    const res2 = await fetch(`${gw.url}/projects/alpha/dicom-web${rle.path}/frames/2/rendered`, {
+      headers: { accept: 'image/png' },
+    });
+    expect(res2.status).toBe(200);
+    const out2 = await pixels(Buffer.from(await res2.arrayBuffer()));
+    expect([out2.width, out2.height, out2.channels]).toEqual([100, 100, 3]);
+    expect(stddev(out2.data)).toBeGreaterThan(10);
+  });
+});
