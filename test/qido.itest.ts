@@ -446,15 +446,35 @@ describe('bad queries, warnings and media types', () => {
   });
 
   it('answers DICOM JSON for application/json too, and 406 for what it cannot produce', async () => {
-    expect((await get('/dicom-web/studies', { accept: 'application/json' })).status).toBe(200);
-    expect(
-      (await get('/dicom-web/studies?accept=application/dicom%2Bjson', { accept: 'image/png' })).status,
-    ).toBe(200);
-    const xml = await get('/dicom-web/studies', {
-      accept: 'multipart/related; type="application/dicom+xml"',
+    const json = await get('/dicom-web/studies', { accept: 'application/json' });
+    expect(json.status).toBe(200);
+    expect(json.contentType).toContain('application/json');
+    const viaQuery = await get('/dicom-web/studies?accept=application/dicom%2Bjson', { accept: 'image/png' });
+    expect(viaQuery.status).toBe(200);
+    const png = await get('/dicom-web/studies', { accept: 'image/png' });
+    expect(png.status).toBe(406);
+    expect(png.warning).toContain('application/dicom+json');
+  });
+
+  it('answers one Native DICOM Model document per result as multipart/related XML when asked', async () => {
+    for (const accept of ['multipart/related; type="application/dicom+xml"', 'application/dicom+xml']) {
+      const res = await fetch(`${gw.url}/dicom-web/studies?PatientID=77654033`, { headers: { accept } });
+      expect(res.status).toBe(200);
+      const type = res.headers.get('content-type') ?? '';
+      expect(type).toMatch(/^multipart\/related;.*type="application\/dicom\+xml"/);
+      const boundary = /boundary=([^;]+)/.exec(type)?.[1];
+      const body = await res.text();
+      const parts = body.split(`--${boundary}`).filter((p) => p.includes('<NativeDicomModel'));
+      expect(parts).toHaveLength(2);
+      expect(parts[0]).toContain('Content-Type: application/dicom+xml');
+      expect(parts[0]).toContain(`<Value number="1">${S_CR}</Value>`);
+      expect(parts[0]).toContain('<FamilyName>Doe</FamilyName>');
+    }
+    const empty = await fetch(`${gw.url}/dicom-web/studies?PatientID=nobody`, {
+      headers: { accept: 'application/dicom+xml' },
     });
-    expect(xml.status).toBe(406);
-    expect(xml.warning).toContain('application/dicom+json');
+    expect(empty.status).toBe(200);
+    expect(await empty.text()).not.toContain('<NativeDicomModel');
   });
 });
 

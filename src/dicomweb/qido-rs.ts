@@ -5,12 +5,25 @@
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { isUid, parseQidoQuery } from '../dicom/matching';
+import { dicomJsonToXml } from '../dicom/xml';
 import { BadRequestError, NotAcceptableError, NotFoundError, warning299 } from '../errors';
 import { isVisible, type QidoLevel, searchQido } from '../index-db/qido';
 import type { Services } from '../services';
 import { dicomwebRoot, noteAudit, requestReadScopes } from './context';
+import { describeOffers, MediaType, type MediaTypeOffer, negotiateMediaType } from './media-types';
+import { multipartRelatedStream } from './multipart';
 
-const DICOM_JSON = 'application/dicom+json';
+/**
+ * What QIDO-RS answers in (PS3.18 §10.6.3.2, §8.7.5): DICOM JSON by default (also labelled plain JSON for clients
+ * that ask for that), or one Native DICOM Model document per result as multipart/related. A bare
+ * application/dicom+xml is read as a request for the latter, the only XML form a search result has.
+ */
+const OFFERS: MediaTypeOffer[] = [
+  { mediaType: MediaType.dicomJson },
+  { mediaType: MediaType.multipartRelated, partType: MediaType.dicomXml },
+  { mediaType: MediaType.json },
+  { mediaType: MediaType.dicomXml },
+];
 
 /** Search for Studies: `GET {root}/studies` (PS3.18 §10.6.1, Table 10.6.1-2). */
 export async function handleSearchForStudies(ctx: Context, services: Services): Promise<void> {
@@ -42,7 +55,17 @@ export function registerQidoRoutes(router: Router, services: Services): void {
 
 async function search(ctx: Context, services: Services, level: QidoLevel, action: string): Promise<void> {
   const params = new URLSearchParams(ctx.querystring);
-  requireJsonAccepted(ctx.get('accept'), params.getAll('accept'));
+  const queryAccept = params.getAll('accept');
+  const chosen = negotiateMediaType(
+    OFFERS,
+    ctx.get('accept') || undefined,
+    queryAccept.length ? queryAccept : undefined,
+  );
+  if (!chosen) {
+    throw new NotAcceptableError(
+      `QIDO-RS answers are available as ${describeOffers(OFFERS.slice(0, 3)).join(', ')}`,
+    );
+  }
   const studyUid = pathUid(ctx.params.study, 'StudyInstanceUID');
   const seriesUid = pathUid(ctx.params.series, 'SeriesInstanceUID');
   const query = parseQidoQuery(params, {
@@ -73,10 +96,24 @@ async function search(ctx: Context, services: Services, level: QidoLevel, action
   noteAudit(ctx, { action, detail: { keys, results: answer.results.length } });
 
   for (const w of answer.warnings) ctx.append('Warning', warning299(w));
+  ctx.vary('Accept');
   // Zero matches are 200 with an empty array: CP-2473 replaces the 204 of PS3.18 §8.3.4.4.1, which RFC 9110 forbids
   // to carry the (empty) payload; clients (dicomweb-client, OHIF) accept both.
   ctx.status = 200;
-  ctx.type = DICOM_JSON;
+  if (chosen.offer.partType === MediaType.dicomXml || chosen.offer.mediaType === MediaType.dicomXml) {
+    const documents = dicomJsonToXml(answer.results);
+    const mp = multipartRelatedStream(
+      (async function* () {
+        for (const doc of documents)
+          yield { contentType: MediaType.dicomXml, body: Buffer.from(doc, 'utf8') };
+      })(),
+    );
+    ctx.set('Content-Type', mp.contentType(MediaType.dicomXml));
+    ctx.body = mp.stream;
+    return;
+  }
+  ctx.type =
+    chosen.offer.mediaType === MediaType.json ? 'application/json; charset=utf-8' : MediaType.dicomJson;
   ctx.body = JSON.stringify(answer.results);
 }
 
@@ -84,31 +121,4 @@ function pathUid(value: string | undefined, name: string): string | undefined {
   if (value === undefined) return undefined;
   if (!isUid(value)) throw new BadRequestError(`${name} in the path is not a valid UID`, 'bad_query');
   return value;
-}
-
-/**
- * The representations QIDO-RS answers in (PS3.18 §10.6.3.2): DICOM JSON, also for plain `application/json`.
- * `application/dicom+xml` (multipart/related) is not offered yet. The `accept` query parameter (§8.3.3.1) wins
- * over the header.
- */
-function requireJsonAccepted(header: string, queryAccept: string[]): void {
-  const ranges = (queryAccept.length ? queryAccept.join(',') : header)
-    .split(',')
-    .map((r) => r.trim())
-    .filter((r) => r !== '');
-  if (ranges.length === 0) return;
-  let wantsXml = false;
-  for (const range of ranges) {
-    const [type, ...params] = range.split(';').map((s) => s.trim().toLowerCase());
-    const q = params.find((x) => x.startsWith('q='));
-    if (q && Number(q.slice(2)) <= 0) continue;
-    if (['*/*', 'application/*', DICOM_JSON, 'application/json'].includes(type)) return;
-    if (type === 'application/dicom+xml' || (type === 'multipart/related' && range.includes('dicom+xml')))
-      wantsXml = true;
-  }
-  throw new NotAcceptableError(
-    wantsXml
-      ? 'QIDO-RS answers are available as application/dicom+json only; application/dicom+xml is not supported yet'
-      : 'QIDO-RS answers are available as application/dicom+json',
-  );
 }
