@@ -2,11 +2,13 @@ import cors from '@koa/cors';
 import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import { randomUUID } from 'node:crypto';
+import { auditRouter } from './api/audit';
 import { jobsRouter } from './api/jobs';
 import { projectsRouter } from './api/projects';
 import { routingRouter } from './api/routing';
+import { sharesRouter } from './api/shares';
 import { dicomwebRouter } from './dicomweb/routes';
-import { errorMiddleware } from './errors';
+import { AppError, errorMiddleware } from './errors';
 import type { AuditDetail, Services } from './services';
 
 /** Paths answered without authentication. */
@@ -30,7 +32,9 @@ export function createApp(services: Services): Koa {
     } finally {
       // Path only: query strings can carry patient names.
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      logger.debug({ req: id, method: ctx.method, path: ctx.path, status: ctx.status, ms }, 'request');
+      // Share tokens in `/share/{token}/...` are secrets: never logged.
+      const path = ctx.path.replace(/^\/share\/[^/]+/, '/share/-');
+      logger.debug({ req: id, method: ctx.method, path, status: ctx.status, ms }, 'request');
     }
   });
 
@@ -53,9 +57,10 @@ export function createApp(services: Services): Koa {
 
   app.use(async (ctx: Context, next: Next) => {
     if (PUBLIC_PATHS.has(ctx.path)) return next();
-    ctx.state.principal = await services.authenticate(ctx);
     let outcome = 500;
     try {
+      // Inside the try: refused attempts (401) are audited too.
+      ctx.state.principal = await services.authenticate(ctx);
       await next();
       outcome = ctx.status;
     } catch (err) {
@@ -63,7 +68,7 @@ export function createApp(services: Services): Koa {
       throw err;
     } finally {
       const detail = ctx.state.audit as AuditDetail | undefined;
-      if (services.audit && detail) {
+      if (services.audit) {
         // Recorded after the answer is decided; streaming bodies report their bytes when they end.
         void services.audit(ctx, outcome, detail);
       }
@@ -81,22 +86,34 @@ export function createApp(services: Services): Koa {
   root.get('/', (ctx) => {
     ctx.body = {
       name: 'Aperture DICOMweb gateway',
-      dicomweb: ['/dicom-web', '/projects/{project}/dicom-web'],
-      api: ['/api/projects'],
+      dicomweb: ['/dicom-web', '/projects/{project}/dicom-web', '/share/{token}/dicom-web'],
+      api: ['/api/projects', '/api/projects/{project}/shares', '/api/projects/{project}/audit', '/api/audit'],
     };
   });
 
   const dw = dicomwebRouter(services);
   root.use('/projects/:project/dicom-web', dw.routes(), dw.allowedMethods());
   root.use('/dicom-web', dw.routes(), dw.allowedMethods());
+  // Share links are read-only whatever the route: no STOW, no deletion through a link.
+  root.use('/share/:shareToken/dicom-web', readOnly, dw.routes(), dw.allowedMethods());
   const projects = projectsRouter(services);
   root.use(projects.routes(), projects.allowedMethods());
   const routing = routingRouter(services);
   root.use(routing.routes(), routing.allowedMethods());
+  const shares = sharesRouter(services);
+  root.use(shares.routes(), shares.allowedMethods());
+  const audit = auditRouter(services);
+  root.use(audit.routes(), audit.allowedMethods());
   const jobs = jobsRouter(services);
   root.use(jobs.routes(), jobs.allowedMethods());
 
   app.use(root.routes());
   app.use(root.allowedMethods());
   return app;
+}
+
+/** Lets only reads through (OPTIONS too, for CORS preflight); anything else is 405. */
+async function readOnly(ctx: Context, next: Next): Promise<void> {
+  if (ctx.method === 'GET' || ctx.method === 'HEAD' || ctx.method === 'OPTIONS') return next();
+  throw new AppError(405, 'method_not_allowed', 'share links are read-only', { Allow: 'GET, HEAD' });
 }

@@ -46,6 +46,16 @@ export const configSchema = z.object({
   OIDC_ALGORITHMS: z.string().default('RS256,ES256,PS256'),
   OIDC_CLOCK_TOLERANCE_S: int(5, 0),
   GLOBAL_ADMIN_ROLE: z.string().default('aperture-admin'),
+  /** Clients (`azp`) accepted even when `aud` lacks OIDC_AUDIENCE (realms without an audience mapper). */
+  OIDC_ALLOWED_CLIENTS: z.string().default(''),
+  /** A token with an unknown `kid` refetches the JWKS at most once per this window (jose cooldown). */
+  OIDC_JWKS_COOLDOWN_MS: int(10_000, 0),
+  /** Background JWKS refresh, so that retired keys stop being trusted. */
+  OIDC_JWKS_REFRESH_MS: int(10 * 60_000, 1000),
+  /** Longest lifetime a share link may be given. */
+  SHARE_MAX_TTL_S: int(90 * 86400, 60),
+  /** Audit events held in memory while the database is slow or down; beyond this they are dropped (and logged). */
+  AUDIT_QUEUE_MAX: int(10_000, 100),
 
   /** Change-feed indexer (Orthanc /changes → index); runs in the gateway process under leader election. */
   INDEXER_ENABLED: bool.default(true),

@@ -25,5 +25,5 @@ export interface Services {
   /** Turns a request into a principal, or throws UnauthorizedError. */
   authenticate(ctx: Context): Promise<Principal>;
   /** Records an audit event; never throws into the request. */
-  audit?(ctx: Context, outcome: number, detail: AuditDetail): Promise<void>;
+  audit?(ctx: Context, outcome: number, detail?: AuditDetail): Promise<void>;
 }

@@ -28,6 +28,8 @@ export interface Principal {
   projects: ReadonlyMap<string, ReadonlySet<Role>>;
   /** Share links: the only things this principal can read (no roles then). */
   shareScopes?: readonly ReadScope[];
+  /** The OAuth client the token was issued to (`azp`), for the audit trail. */
+  clientId?: string;
 }
 
 /** True when the principal holds `role` (or a higher one) in the project. */

@@ -1,0 +1,405 @@
+import type { Context } from 'koa';
+import type { Pool } from 'pg';
+import { errSummary } from '../errors';
+import type { Logger } from '../logger';
+import type { AuditDetail } from '../services';
+import type { Principal } from './access';
+
+/**
+ * The audit trail: one row in `audit_events` per request past the public paths, denied ones included
+ * (401, and the 404s that hide other projects' studies).
+ *
+ * Recorded: who (token subject, client id or share link id: identifiers, never names), which project and
+ * which study/series/instance UIDs, the action, the outcome (the HTTP status actually sent), the response
+ * body bytes actually written (counted at the socket-facing `res.write`/`res.end`, reported when the
+ * response ends, so a download cut short says how much left), client address, time, method, and the route
+ * pattern (never the raw URL: query strings can carry patient names).
+ *
+ * Writes never slow or fail a request: events go to a bounded in-memory queue flushed by multi-row INSERTs
+ * every AUDIT_FLUSH_MS or every AUDIT_BATCH events. When the database is down the queue holds what it can
+ * and counts what it had to drop (logged), rather than holding requests.
+ */
+
+/** One row of `audit_events` as written. */
+export interface AuditEvent {
+  at: Date;
+  principal: string;
+  principalKind: string;
+  action: string;
+  projectId: string | null;
+  studyUid: string | null;
+  seriesUid: string | null;
+  sopInstanceUid: string | null;
+  outcome: number;
+  bytes: number;
+  clientIp: string | null;
+  method: string | null;
+  route: string | null;
+  detail: Record<string, unknown>;
+}
+
+const AUDIT_BATCH = 500;
+const AUDIT_FLUSH_MS = 200;
+const UID = /^[0-9]+(\.[0-9]+)*$/;
+const PROJECT_ID = /^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$/;
+
+// Route parameter names the DICOMweb and API routers use for each level; the first present wins.
+const PARAM_NAMES = {
+  project: ['project'],
+  study: ['study', 'studyUid', 'studyInstanceUid', 'StudyInstanceUID'],
+  series: ['series', 'seriesUid', 'seriesInstanceUid', 'SeriesInstanceUID'],
+  instance: ['instance', 'instanceUid', 'sopInstanceUid', 'SOPInstanceUID'],
+};
+
+function pick(
+  params: Record<string, string> | undefined,
+  names: readonly string[],
+  shape: RegExp,
+): string | null {
+  if (!params) return null;
+  for (const n of names) {
+    const v = params[n];
+    if (typeof v === 'string' && v.length <= 64 && shape.test(v)) return v;
+  }
+  return null;
+}
+
+/**
+ * Identifiers named by a path that never reached a router (a 401 is decided before routing), so that project
+ * admins see attempts on their project too. Only values with the shape of a project id or a UID are kept.
+ */
+function idsFromPath(path: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const project = /^\/(?:api\/)?projects\/([^/]+)/.exec(path)?.[1];
+  if (project) out.project = project;
+  const study = /\/studies\/([^/]+)/.exec(path)?.[1];
+  if (study) out.study = study;
+  const series = /\/series\/([^/]+)/.exec(path)?.[1];
+  if (series) out.series = series;
+  const instance = /\/instances\/([^/]+)/.exec(path)?.[1];
+  if (instance) out.instance = instance;
+  return out;
+}
+
+function wadoUriIds(query: Record<string, string | string[] | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [param, key] of [
+    ['studyUID', 'study'],
+    ['seriesUID', 'series'],
+    ['objectUID', 'instance'],
+  ] as const) {
+    const v = query[param];
+    if (typeof v === 'string') out[key] = v;
+  }
+  return out;
+}
+
+function byteLength(chunk: unknown, encoding: unknown): number {
+  if (chunk == null || typeof chunk === 'function') return 0;
+  if (typeof chunk === 'string')
+    return Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
+  if (ArrayBuffer.isView(chunk)) return chunk.byteLength;
+  return 0;
+}
+
+/** The audit trail writer: `record` is `services.audit`; `flush` before reading; `close` at shutdown. */
+export class AuditTrail {
+  private queue: AuditEvent[] = [];
+  private timer?: NodeJS.Timeout;
+  private flushing: Promise<void> = Promise.resolve();
+  private dropped = 0;
+  private lastDropLog = 0;
+
+  constructor(
+    private readonly db: Pool,
+    private readonly logger: Logger,
+    private readonly maxQueue = 10_000,
+  ) {}
+
+  /** Describes the request and queues it once the response has ended. Never throws. */
+  record(ctx: Context, outcome: number, detail?: AuditDetail): void {
+    try {
+      this.recordUnsafe(ctx, outcome, detail);
+    } catch (err) {
+      this.logger.error({ err: errSummary(err) }, 'audit record failed');
+    }
+  }
+
+  /** Writes everything queued so far (waits for writes in progress). */
+  async flush(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    this.flushing = this.flushing.then(() => this.drain());
+    return this.flushing;
+  }
+
+  /** Flushes and stops the timer. */
+  async close(): Promise<void> {
+    await this.flush();
+  }
+
+  /** Queues a ready-made event (jobs and CLI commands audit through this). */
+  enqueue(e: AuditEvent): void {
+    if (this.queue.length >= this.maxQueue) {
+      this.dropped++;
+      const now = Date.now();
+      if (now - this.lastDropLog > 10_000) {
+        this.lastDropLog = now;
+        this.logger.error({ dropped: this.dropped }, 'audit queue full: events dropped');
+      }
+      return;
+    }
+    this.queue.push(e);
+    if (this.queue.length >= AUDIT_BATCH) void this.flush();
+    else if (!this.timer) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        void this.flush();
+      }, AUDIT_FLUSH_MS);
+      this.timer.unref();
+    }
+  }
+
+  private recordUnsafe(ctx: Context, outcome: number, detail?: AuditDetail): void {
+    const principal = ctx.state.principal as Principal | undefined;
+    // Route parameters, or (a 401 is decided before routing) what the path names; WADO-URI (PS3.18 §9) names its
+    // UIDs in the query instead: those three parameters only, never the rest of the query.
+    const routeParams = {
+      ...wadoUriIds(ctx.query),
+      ...((ctx.params as Record<string, string> | undefined) ?? idsFromPath(ctx.path)),
+    };
+    const extra: Record<string, unknown> = { ...(detail?.detail ?? {}) };
+    if (principal?.clientId && principal.kind !== 'service') extra.client = principal.clientId;
+    if (detail?.bytes !== undefined) extra.reportedBytes = detail.bytes;
+    const route = (ctx as unknown as { _matchedRoute?: unknown })._matchedRoute;
+    // A share link reaches one project whatever root it uses: its reads belong in that project's trail.
+    const shareProject = principal?.shareScopes?.length === 1 ? principal.shareScopes[0].projectId : null;
+    const event: AuditEvent = {
+      at: new Date(),
+      principal: principal?.id ?? 'anonymous',
+      principalKind: principal?.kind ?? 'anonymous',
+      action: detail?.action ?? 'request',
+      projectId: detail?.projectId ?? pick(routeParams, PARAM_NAMES.project, PROJECT_ID) ?? shareProject,
+      studyUid: detail?.studyUid ?? pick(routeParams, PARAM_NAMES.study, UID),
+      seriesUid: detail?.seriesUid ?? pick(routeParams, PARAM_NAMES.series, UID),
+      sopInstanceUid: detail?.sopInstanceUid ?? pick(routeParams, PARAM_NAMES.instance, UID),
+      outcome,
+      bytes: 0,
+      clientIp: ctx.ip || null,
+      method: ctx.method,
+      route: typeof route === 'string' ? route : null,
+      detail: extra,
+    };
+
+    const res = ctx.res;
+    if (res.writableFinished || res.destroyed) {
+      if (res.headersSent) event.outcome = res.statusCode;
+      this.enqueue(event);
+      return;
+    }
+    // Count the body as it is handed to the socket; koa writes it after every middleware has returned.
+    let sent = 0;
+    const write = res.write;
+    const end = res.end;
+    res.write = function (this: typeof res, chunk: unknown, ...rest: unknown[]) {
+      sent += byteLength(chunk, rest[0]);
+      return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+    } as typeof res.write;
+    res.end = function (this: typeof res, chunk?: unknown, ...rest: unknown[]) {
+      sent += byteLength(chunk, rest[0]);
+      return (end as (...a: unknown[]) => typeof res).call(this, chunk, ...rest);
+    } as typeof res.end;
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      event.bytes = sent;
+      if (res.headersSent) event.outcome = res.statusCode;
+      if (!res.writableFinished) event.detail.aborted = true;
+      this.enqueue(event);
+    };
+    res.once('finish', finish);
+    res.once('close', finish);
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length) {
+      const batch = this.queue.splice(0, AUDIT_BATCH);
+      try {
+        await insertAuditEvents(this.db, batch);
+      } catch (err) {
+        // Keep what fits for the next attempt; never let the trail take the gateway down.
+        const room = this.maxQueue - this.queue.length;
+        const kept = batch.slice(0, Math.max(0, room));
+        this.dropped += batch.length - kept.length;
+        this.queue.unshift(...kept);
+        this.logger.error(
+          { err: errSummary(err), pending: this.queue.length, dropped: this.dropped },
+          'audit write failed',
+        );
+        if (!this.timer) {
+          this.timer = setTimeout(() => {
+            this.timer = undefined;
+            void this.flush();
+          }, 5_000);
+          this.timer.unref();
+        }
+        return;
+      }
+    }
+  }
+}
+
+/** Writes events with one INSERT (arrays unnested server-side). */
+export async function insertAuditEvents(db: Pool, events: readonly AuditEvent[]): Promise<void> {
+  if (events.length === 0) return;
+  await db.query(
+    `INSERT INTO audit_events (at, principal, principal_kind, action, project_id, study_uid, series_uid,
+                               sop_instance_uid, outcome, bytes, client_ip, method, route, detail)
+     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                          $8::text[], $9::int[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::jsonb[])`,
+    [
+      events.map((e) => e.at),
+      events.map((e) => e.principal),
+      events.map((e) => e.principalKind),
+      events.map((e) => e.action),
+      events.map((e) => e.projectId),
+      events.map((e) => e.studyUid),
+      events.map((e) => e.seriesUid),
+      events.map((e) => e.sopInstanceUid),
+      events.map((e) => e.outcome),
+      events.map((e) => e.bytes),
+      events.map((e) => e.clientIp),
+      events.map((e) => e.method),
+      events.map((e) => e.route),
+      events.map((e) => JSON.stringify(e.detail)),
+    ],
+  );
+}
+
+/** Filters of the audit API. */
+export interface AuditFilter {
+  projectId?: string;
+  from?: Date;
+  to?: Date;
+  principal?: string;
+  /** Exact action, or a prefix ending in `*` (e.g. `wado.*`). */
+  action?: string;
+  studyUid?: string;
+  /** Exact status, or a class: `[1-5]xx`. */
+  outcome?: string;
+}
+
+/** An audit row as the API returns it. */
+export interface AuditRow {
+  id: string;
+  at: Date;
+  principal: string;
+  principal_kind: string;
+  action: string;
+  project_id: string | null;
+  study_uid: string | null;
+  series_uid: string | null;
+  sop_instance_uid: string | null;
+  outcome: number;
+  bytes: string;
+  client_ip: string | null;
+  method: string | null;
+  route: string | null;
+  detail: Record<string, unknown>;
+}
+
+const AUDIT_COLUMNS = `id, at, principal, principal_kind, action, project_id, study_uid, series_uid, sop_instance_uid,
+  outcome, bytes, client_ip, method, route, detail`;
+
+function whereClause(f: AuditFilter, params: unknown[]): string {
+  const where: string[] = [];
+  const add = (sql: string, v: unknown) => {
+    params.push(v);
+    where.push(sql.replace('?', `$${params.length}`));
+  };
+  if (f.projectId !== undefined) add('project_id = ?', f.projectId);
+  if (f.from) add('at >= ?', f.from);
+  if (f.to) add('at < ?', f.to);
+  if (f.principal) add('principal = ?', f.principal);
+  if (f.action) {
+    if (f.action.endsWith('*'))
+      add("action LIKE ? ESCAPE '\\'", f.action.slice(0, -1).replace(/[\\%_]/g, '\\$&') + '%');
+    else add('action = ?', f.action);
+  }
+  if (f.studyUid) add('study_uid = ?', f.studyUid);
+  if (f.outcome) {
+    const cls = /^([1-5])xx$/i.exec(f.outcome);
+    if (cls) {
+      const lo = Number(cls[1]) * 100;
+      add('outcome >= ?', lo);
+      add('outcome < ?', lo + 100);
+    } else add('outcome = ?', Number(f.outcome));
+  }
+  return where.length ? `WHERE ${where.join(' AND ')}` : '';
+}
+
+/** A page of events, newest first; `before` is the id of the last event of the previous page. */
+export async function listAuditEvents(
+  db: Pool,
+  f: AuditFilter,
+  page: { limit: number; before?: string },
+): Promise<AuditRow[]> {
+  const params: unknown[] = [];
+  let where = whereClause(f, params);
+  if (page.before) {
+    params.push(page.before);
+    where += `${where ? ' AND' : 'WHERE'} id < $${params.length}`;
+  }
+  params.push(page.limit);
+  const r = await db.query<AuditRow>(
+    `SELECT ${AUDIT_COLUMNS} FROM audit_events ${where} ORDER BY id DESC LIMIT $${params.length}`,
+    params,
+  );
+  return r.rows;
+}
+
+/** Every matching event, oldest first, fetched in keyset pages so memory stays flat however long the trail. */
+export async function* iterateAuditEvents(
+  db: Pool,
+  f: AuditFilter,
+  pageSize = 1000,
+): AsyncGenerator<AuditRow> {
+  let after = '0';
+  for (;;) {
+    const params: unknown[] = [];
+    let where = whereClause(f, params);
+    params.push(after);
+    where += `${where ? ' AND' : 'WHERE'} id > $${params.length}`;
+    params.push(pageSize);
+    const r = await db.query<AuditRow>(
+      `SELECT ${AUDIT_COLUMNS} FROM audit_events ${where} ORDER BY id LIMIT $${params.length}`,
+      params,
+    );
+    for (const row of r.rows) yield row;
+    if (r.rows.length < pageSize) return;
+    after = r.rows[r.rows.length - 1].id;
+  }
+}
+
+let trail: AuditTrail | undefined;
+
+/** Starts the process-wide audit trail. */
+export function initAuditTrail(db: Pool, logger: Logger, maxQueue?: number): AuditTrail {
+  trail = new AuditTrail(db, logger, maxQueue);
+  return trail;
+}
+
+/** The process-wide audit trail, if started. */
+export function getAuditTrail(): AuditTrail | undefined {
+  return trail;
+}
+
+/** Flushes and forgets the process-wide audit trail. */
+export async function closeAuditTrail(): Promise<void> {
+  const t = trail;
+  trail = undefined;
+  await t?.close();
+}

@@ -1,0 +1,87 @@
+import type { Context } from 'koa';
+import type { Pool } from 'pg';
+import type { Logger } from '../logger';
+import { type Principal, UNAUTHENTICATED_ADMIN } from './access';
+import { type ClaimsMapping, principalFromClaims } from './claims';
+import { looksLikeShareToken, principalForShareToken } from './share-links';
+import { bearerChallenge, invalidToken, type TokenVerifier } from './tokens';
+import { UnauthorizedError } from '../errors';
+
+/** `/share/{token}/dicom-web/...`: viewers that cannot send headers carry the share token in the path. */
+export const SHARE_PATH = /^\/share\/([^/]+)\/dicom-web(?:\/|$)/;
+
+/** Verified bearer tokens kept this long at most (and never past their `exp`), so that a retired key stops working soon. */
+const TOKEN_CACHE_TTL_MS = 60_000;
+const TOKEN_CACHE_MAX = 10_000;
+
+/** What authentication needs. */
+export interface AuthenticatorDeps {
+  enabled: boolean;
+  db: Pool;
+  logger: Logger;
+  verifier?: TokenVerifier;
+  mapping: ClaimsMapping;
+}
+
+/**
+ * Builds `services.authenticate`: request → Principal, or UnauthorizedError with an RFC 6750 challenge.
+ * Order: a share token in the path (`/share/{token}/dicom-web`) defines that root, so it wins; otherwise the
+ * `Authorization: Bearer` header, holding either a share token (`apsh_` prefix) or a JWT access token.
+ * Verified JWTs are cached briefly (keyed by the token itself) so that a viewer's hundred frame requests cost
+ * one signature check; share tokens are looked up every time so that revocation takes effect at once.
+ */
+export function createAuthenticator(deps: AuthenticatorDeps): (ctx: Context) => Promise<Principal> {
+  if (!deps.enabled) return async () => UNAUTHENTICATED_ADMIN;
+  const { verifier } = deps;
+  if (!verifier) throw new Error('authentication is enabled but no token verifier is configured');
+  const cache = new Map<string, { principal: Principal; until: number }>();
+
+  const fromShareToken = async (token: string): Promise<Principal> => {
+    const p = await principalForShareToken(deps.db, token);
+    if (!p) throw invalidToken('unknown, expired or revoked share link');
+    return p;
+  };
+
+  const fromJwt = async (token: string): Promise<Principal> => {
+    const now = Date.now();
+    const hit = cache.get(token);
+    if (hit && hit.until > now) return hit.principal;
+    if (hit) cache.delete(token);
+    const claims = await verifier.verify(token);
+    const principal = principalFromClaims(claims, deps.mapping);
+    const until = Math.min(now + TOKEN_CACHE_TTL_MS, (claims.exp ?? 0) * 1000);
+    if (cache.size >= TOKEN_CACHE_MAX) {
+      // Oldest insertions first (Map order); dropping a slice keeps this O(1) amortised.
+      let n = TOKEN_CACHE_MAX / 10;
+      for (const k of cache.keys()) {
+        cache.delete(k);
+        if (--n <= 0) break;
+      }
+    }
+    cache.set(token, { principal, until });
+    return principal;
+  };
+
+  return async (ctx: Context): Promise<Principal> => {
+    const shareInPath = SHARE_PATH.exec(ctx.path);
+    if (shareInPath) {
+      let token: string;
+      try {
+        token = decodeURIComponent(shareInPath[1]);
+      } catch {
+        throw invalidToken('malformed share link');
+      }
+      return fromShareToken(token);
+    }
+    const header = ctx.get('authorization');
+    if (!header) throw new UnauthorizedError('authentication required', bearerChallenge());
+    const m = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)\s*$/i.exec(header);
+    if (!m) {
+      if (!/^Bearer(\s|$)/i.test(header))
+        throw new UnauthorizedError('authentication required', bearerChallenge());
+      throw invalidToken('malformed Authorization header');
+    }
+    const token = m[1];
+    return looksLikeShareToken(token) ? fromShareToken(token) : fromJwt(token);
+  };
+}
