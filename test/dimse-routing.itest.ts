@@ -105,11 +105,11 @@ describe('modalities: C-STORE into Orthanc, change-feed indexing, routing and qu
     for (const [project, rule] of rules) {
       expect((await api('POST', `/api/projects/${project}/routing`, rule)).status).toBe(201);
     }
-  });
+  }, 120_000);
   afterAll(async () => {
     await gw?.close();
     rmSync(tmp, { recursive: true, force: true });
-  });
+  }, 120_000);
 
   it('routes what a modality sends to called AE title LUNGSTUDY into lung-study', async () => {
     await cstore([`${SAMPLES}/hierarchy/77654033`], { calledAet: 'LUNGSTUDY', callingAet: 'CR_ROOM' });
@@ -121,7 +121,7 @@ describe('modalities: C-STORE into Orthanc, change-feed indexing, routing and qu
       ['lung-study'],
     );
     expect(counts.rows[0].n).toBe(spine.length);
-  });
+  }, 120_000);
 
   it('routes by calling AE title, and by a prefix of Study Description, whatever the called AE title', async () => {
     await cstore([`${SAMPLES}/hierarchy/98892001`], { calledAet: 'ARCHIVE', callingAet: 'CT_ROOM_2' });
@@ -130,7 +130,7 @@ describe('modalities: C-STORE into Orthanc, change-feed indexing, routing and qu
     await waitForCount('neuro', brain.length);
     expect(await studiesIn('ct-room')).toEqual(uniq(ct.map((s) => s.studyUid)));
     expect(await studiesIn('neuro')).toEqual(uniq(brain.map((s) => s.studyUid)));
-  });
+  }, 120_000);
 
   it('puts what no rule claims in quarantine, listed by study with UIDs, AE titles, counts and dates only', async () => {
     expect(carotids.length).toBeGreaterThan(0);
@@ -157,7 +157,7 @@ describe('modalities: C-STORE into Orthanc, change-feed indexing, routing and qu
     for (const p of ['lung-study', 'ct-room', 'neuro', 'onco-7']) {
       expect(await studiesIn(p)).not.toContain(carotids[0].studyUid);
     }
-  });
+  }, 120_000);
 
   it('assigns a quarantined study to a project, after which it is visible there and gone from quarantine', async () => {
     const res = await api('POST', '/api/quarantine/assign', {
@@ -179,7 +179,7 @@ describe('modalities: C-STORE into Orthanc, change-feed indexing, routing and qu
     });
     expect(again.status).toBe(404);
     expect((await api('POST', '/api/quarantine/assign', { project: 'neuro' })).status).toBe(400);
-  });
+  }, 120_000);
 
   it('finds an XNAT-style "Project: onco-7" in Patient Comments, and keeps the rest of that series with it', async () => {
     // Only the first instance of the series carries the comment; the others arrive the same way and must follow.
@@ -202,7 +202,7 @@ describe('modalities: C-STORE into Orthanc, change-feed indexing, routing and qu
       (await instancesIn('lung-study')).includes(late.sopInstanceUid),
     );
     expect(await instancesIn('onco-7')).not.toContain(late.sopInstanceUid);
-  });
+  }, 120_000);
 
   it('lists an object Orthanc accepted but the index refuses among the failures, so nothing vanishes', async () => {
     await cstore([`${SAMPLES}/malformed/oob-monochrome-65535.dcm`], { calledAet: 'LUNGSTUDY' });
@@ -212,7 +212,7 @@ describe('modalities: C-STORE into Orthanc, change-feed indexing, routing and qu
     });
     expect(failures[0]).toMatchObject({ reason: 0xa900, called_aet: 'LUNGSTUDY', calling_aet: 'TESTSCU' });
     expect(failures[0].orthanc_id).toMatch(/^[0-9a-f-]{44}$/);
-  });
+  }, 120_000);
 
   it('queues derived work (thumbnails) when Orthanc declares a series stable', async () => {
     const conn = redisConnection(gw.config, false);
@@ -241,7 +241,7 @@ describe('modalities: C-STORE into Orthanc, change-feed indexing, routing and qu
       await queue.close();
       conn.disconnect();
     }
-  });
+  }, 120_000);
 
   it('removes a study deleted in Orthanc (REST DELETE) from the index and from QIDO', async () => {
     const head = spine.filter((s) => s.description.startsWith('CT'));
@@ -267,5 +267,5 @@ describe('modalities: C-STORE into Orthanc, change-feed indexing, routing and qu
     expect(await instancesIn('lung-study')).toEqual(
       expect.arrayContaining(spine.filter((s) => s.studyUid !== headStudy).map((s) => s.sopUid)),
     );
-  });
+  }, 120_000);
 });

@@ -131,23 +131,21 @@ export interface GatewayChild {
 
 /** Starts the gateway as its own process against the test stack, and waits until it answers /healthz. */
 export async function spawnGateway(port: number, env: Record<string, string> = {}): Promise<GatewayChild> {
-  const child = spawn(
-    process.execPath,
-    [join(ROOT, 'node_modules/tsx/dist/cli.mjs'), join(ROOT, 'src/main.ts')],
-    {
-      env: {
-        ...process.env,
-        PORT: String(port),
-        HOST: '127.0.0.1',
-        AUTH_ENABLED: 'false',
-        INDEXER_ENABLED: 'true',
-        INDEXER_POLL_MS: '100',
-        LOG_LEVEL: 'debug',
-        ...env,
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+  // `node --import tsx`, not the tsx CLI: the CLI runs the program in a grandchild, which a SIGKILL would orphan.
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts')], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      AUTH_ENABLED: 'false',
+      INDEXER_ENABLED: 'true',
+      INDEXER_POLL_MS: '100',
+      LOG_LEVEL: 'debug',
+      ...env,
     },
-  );
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const logs: Array<Record<string, unknown>> = [];
   let buf = '';
   child.stdout!.on('data', (chunk: Buffer) => {
