@@ -1,0 +1,102 @@
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const ROOT = join(__dirname, '../..');
+
+/** Settings of a running local stack, as scripts/stack.sh prints them. */
+export type StackEnv = Record<string, string>;
+
+/**
+ * Starts (or reuses) the benchmark stack in .stack/bench on its own ports, so benchmarks never touch the demo's
+ * or a test run's data.
+ */
+export function benchStackUp(opts: { fresh?: boolean } = {}): StackEnv {
+  const env = {
+    ...process.env,
+    STACK_DIR: process.env.BENCH_STACK_DIR ?? join(ROOT, '.stack/bench'),
+    PG_PORT: process.env.BENCH_PG_PORT ?? '55532',
+    REDIS_PORT: process.env.BENCH_REDIS_PORT ?? '56479',
+    ORTHANC_HTTP_PORT: process.env.BENCH_ORTHANC_HTTP_PORT ?? '58142',
+    ORTHANC_DICOM_PORT: process.env.BENCH_ORTHANC_DICOM_PORT ?? '54342',
+  };
+  if (opts.fresh) execFileSync('bash', [join(ROOT, 'scripts/stack.sh'), 'wipe'], { env, stdio: 'inherit' });
+  const out = execFileSync('bash', [join(ROOT, 'scripts/stack.sh'), 'up'], { env, encoding: 'utf8' });
+  return parseEnv(out);
+}
+
+/** Stops the benchmark stack. */
+export function benchStackDown(): void {
+  const env = { ...process.env, STACK_DIR: process.env.BENCH_STACK_DIR ?? join(ROOT, '.stack/bench') };
+  execFileSync('bash', [join(ROOT, 'scripts/stack.sh'), 'down'], { env, stdio: 'inherit' });
+}
+
+/** KEY=value lines → object. */
+export function parseEnv(text: string): StackEnv {
+  const out: StackEnv = {};
+  for (const line of text.split('\n')) {
+    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(line.trim());
+    if (m) out[m[1]] = m[2];
+  }
+  return out;
+}
+
+/** Reads an env file written by scripts/stack.sh. */
+export function readEnvFile(path: string): StackEnv {
+  return parseEnv(readFileSync(path, 'utf8'));
+}
+
+/** A gateway running as its own process (so its RSS can be measured), on `port`. */
+export interface GatewayProcess {
+  url: string;
+  pid: number;
+  child: ChildProcess;
+  rssMb(): number;
+  stop(): Promise<void>;
+}
+
+/** Starts `src/main.ts` with the stack's settings plus `extra`, and waits until /healthz answers. */
+export async function startGatewayProcess(stack: StackEnv, port: number, extra: Record<string, string> = {}): Promise<GatewayProcess> {
+  const child = spawn(process.execPath, [join(ROOT, 'node_modules/tsx/dist/cli.mjs'), join(ROOT, 'src/main.ts')], {
+    env: { ...process.env, ...stack, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...extra },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 300; i++) {
+    if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}`);
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) break;
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    pid: child.pid!,
+    child,
+    rssMb: () => rssOf(child.pid!),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+/** Resident set size of a process in MB, from /proc (Linux). */
+export function rssOf(pid: number): number {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const m = /VmRSS:\s+(\d+)\s+kB/.exec(status);
+    return m ? Number(m[1]) / 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Basic auth header for Orthanc direct calls. */
+export function orthancAuth(stack: StackEnv): string {
+  return 'Basic ' + Buffer.from(`${stack.ORTHANC_USERNAME}:${stack.ORTHANC_PASSWORD}`).toString('base64');
+}
