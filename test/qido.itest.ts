@@ -505,3 +505,34 @@ describe('through dicomweb-client', () => {
     expect(none).toEqual([]);
   });
 });
+
+describe('sequence matching through the DICOM JSON', () => {
+  // An RT Plan, whose beams are described in sequences; loaded last so the matrix above keeps its six studies.
+  beforeAll(async () => {
+    await ensureProject(gw.services.db, { id: 'gamma', name: 'Gamma' });
+    const out = await ingestInstance(
+      gw.services,
+      readFileSync(`${SAMPLES}/rt-sr-seg/rtplan.dcm`),
+      ['gamma'],
+      'stow',
+    );
+    expect(out.ok).toBe(true);
+  });
+
+  it('matches an attribute of a sequence item, also nested, and returns the sequence', async () => {
+    const root = '/projects/gamma/dicom-web/instances';
+    const a = await get(`${root}?BeamSequence.TreatmentMachineName=unit001`);
+    expect(a.body).toHaveLength(1);
+    expect(a.body[0]['300A00B0'].vr).toBe('SQ');
+    expect((await get(`${root}?BeamSequence.TreatmentMachineName=unit002`)).body).toEqual([]);
+    expect((await get(`${root}?300A00B0.300A00B6.300A00B8=Y`)).body).toHaveLength(1);
+    expect((await get(`${root}?300A00B0.300A00B6.300A00BC=1`)).body).toHaveLength(1);
+    expect((await get(`${root}?300A00B0.300A00B6.300A00BC=2`)).body).toEqual([]);
+  });
+
+  it('reports sequence keys it cannot match (wildcards) instead of ignoring them silently', async () => {
+    const a = await get('/projects/gamma/dicom-web/instances?BeamSequence.TreatmentMachineName=unit*');
+    expect(a.body).toHaveLength(1);
+    expect(a.warning).toContain('BeamSequence.TreatmentMachineName');
+  });
+});
