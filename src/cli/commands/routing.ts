@@ -1,0 +1,107 @@
+import type { Command } from 'commander';
+import { loadConfig } from '../../config';
+import { migrate } from '../../index-db/migrate';
+import { closeDb, initDb } from '../../index-db/pool';
+import { getProject } from '../../index-db/projects';
+import { createRule, deleteRule, listRules } from '../../index-db/routing';
+import { ruleInputSchema } from '../../ingest/routing';
+
+/** `routing list|add|remove`: routing rules straight against the index database (as a global administrator). */
+export function register(program: Command): void {
+  const routing = program
+    .command('routing')
+    .description('routing rules: where C-STORE arrivals go (checked in position order, first match wins)');
+
+  routing
+    .command('list')
+    .description('list rules in the order they are checked')
+    .option('-p, --project <id>', 'only this project')
+    .option('--json', 'print JSON')
+    .action(async (opts: { project?: string; json?: boolean }) => {
+      const db = initDb(loadConfig());
+      try {
+        await migrate(db);
+        const rows = await listRules(db, opts.project);
+        if (opts.json) console.log(JSON.stringify(rows, null, 2));
+        else if (rows.length === 0)
+          console.log('no routing rules: arrivals go to DEFAULT_PROJECT or quarantine');
+        else {
+          console.table(
+            rows.map((r) => ({
+              id: r.id,
+              position: r.position,
+              project: r.project_id,
+              kind: r.kind,
+              attribute: r.attribute ?? '',
+              match: r.match,
+              value: r.value,
+              enabled: r.enabled,
+            })),
+          );
+        }
+      } finally {
+        await closeDb();
+      }
+    });
+
+  routing
+    .command('add <project> <kind> <value>')
+    .description(
+      'add a rule; kind: called-aet | calling-aet | source-ip | attribute (with --attribute). ' +
+        'e.g. `routing add lung-study called-aet LUNGSTUDY`, ' +
+        '`routing add onco attribute "Project: onco" --attribute PatientComments --match contains`',
+    )
+    .option('-a, --attribute <keyword|tag>', 'DICOM keyword or tag, for kind attribute')
+    .option('-m, --match <how>', 'equals | prefix | contains | regex', 'equals')
+    .option('--position <n>', 'place in the checking order (default: after every rule)', (v) =>
+      Number.parseInt(v, 10),
+    )
+    .option('--disabled', 'store the rule disabled')
+    .action(
+      async (
+        project: string,
+        kind: string,
+        value: string,
+        opts: { attribute?: string; match: string; position?: number; disabled?: boolean },
+      ) => {
+        const parsed = ruleInputSchema.safeParse({
+          kind: kind.replace(/-/g, '_'),
+          value,
+          attribute: opts.attribute,
+          match: opts.match,
+          position: opts.position,
+          enabled: !opts.disabled,
+        });
+        if (!parsed.success) {
+          throw new Error(
+            parsed.error.issues.map((i) => `${i.path.join('.') || 'rule'}: ${i.message}`).join('; '),
+          );
+        }
+        const db = initDb(loadConfig());
+        try {
+          await migrate(db);
+          if (!(await getProject(db, project))) throw new Error(`no project '${project}'`);
+          const row = await createRule(db, project, parsed.data);
+          console.log(
+            `added rule ${row.id} at position ${row.position}: ${row.kind} ${row.match} '${row.value}' → ${project}`,
+          );
+        } finally {
+          await closeDb();
+        }
+      },
+    );
+
+  routing
+    .command('remove <project> <id>')
+    .description('remove a rule of a project')
+    .action(async (project: string, id: string) => {
+      const db = initDb(loadConfig());
+      try {
+        await migrate(db);
+        await deleteRule(db, project, id);
+        console.log(`removed rule ${id}`);
+      } finally {
+        await closeDb();
+      }
+    });
+}
