@@ -655,6 +655,22 @@ describe('per-project access with Keycloak tokens', () => {
       expect(JSON.stringify(rows)).not.toContain(link.token);
     });
 
+    it('records the bytes actually sent for a streamed retrieval', async () => {
+      const res = await get(`/projects/${B}/dicom-web${inst(b1)}`, tokens.dave, { accept: DICOM_MULTIPART });
+      expect(res.status).toBe(200);
+      const received = (await res.arrayBuffer()).byteLength;
+      expect(received).toBeGreaterThan(1000);
+      const daveSub = decodeJwt(tokens.dave).sub!;
+      const rows = await audit(tokens.dave, `principal=${daveSub}&study=${b1.study}&outcome=200&limit=1`, B);
+      expect(rows).toEqual([
+        expect.objectContaining({
+          route: '/projects/:project/dicom-web/studies/:study/series/:series/instances/:instance',
+          sop_instance_uid: b1.instance,
+          bytes: String(received),
+        }),
+      ]);
+    });
+
     it('lets project admins read their project only, filter it and export it as CSV', async () => {
       expect((await get(`/api/projects/${B}/audit`, tokens.alice)).status).toBe(403);
       expect((await get(`/api/projects/${B}/audit`, tokens.erin)).status).toBe(404);
