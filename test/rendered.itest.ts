@@ -294,6 +294,19 @@ describe('Retrieve Rendered and thumbnails (PS3.18 §10.4, §8.3.5)', () => {
       expect(rows.rows).toEqual([{ size: 128, content_type: 'image/jpeg' }]);
     });
 
+    it('caches the square sizes viewers ask for (OHIF sends viewport=256,256) next to the default one', async () => {
+      const url = `/studies/${us.study}/series/${us.series}/thumbnail?viewport=256,256`;
+      const first = await get(url, 'image/jpeg');
+      expect(first.res.headers.get('x-thumbnail-cache')).toBe('miss');
+      expect(await sharp(first.body).metadata()).toMatchObject({ width: 256, height: 192 });
+      expect((await get(url, 'image/jpeg')).res.headers.get('x-thumbnail-cache')).toBe('hit');
+      const sizes = await gw.services.db.query(
+        'SELECT size FROM thumbnails WHERE sop_instance_uid = $1 ORDER BY size',
+        [us.sop],
+      );
+      expect(sizes.rows.map((r) => r.size)).toEqual([128, 256]);
+    });
+
     it('answers study, instance and frame thumbnails, honours a viewport, and never enlarges tiny images', async () => {
       const study = await get(`/studies/${ct.study}/thumbnail`);
       expect(study.res.status).toBe(200);

@@ -10,12 +10,14 @@ import {
   seriesRepresentative,
   studyRepresentativeSeries,
 } from '../index-db/thumbnails';
-import { renderDefaultThumbnail, THUMBNAIL_QUALITY } from '../jobs/thumbnail';
+import { renderThumbnail, THUMBNAIL_QUALITY } from '../jobs/thumbnail';
 import { renderArchivedFrame } from '../orthanc/frames';
 import type { Services } from '../services';
 import { noteAudit, requestReadScopes } from './context';
 
 const UID = /^[0-9]+(\.[0-9]+)*$/;
+/** Largest square thumbnail kept in the cache; larger ones are rendered each time. */
+const MAX_CACHED_THUMBNAIL = 512;
 
 function uid(value: string | undefined, what: string): string {
   if (!value || value.length > 64 || !UID.test(value))
@@ -193,10 +195,16 @@ export function registerRenderedRoutes(router: Router, services: Services): void
       );
     const target = row;
 
-    const size = config.THUMBNAIL_SIZE;
-    const isDefault =
-      mediaType === 'image/jpeg' && frame === 1 && !params.viewport && params.quality === undefined;
-    if (isDefault) {
+    // JPEG of frame 1 in a square box is what viewers list; those are cached (a few sizes per instance at most).
+    const vp = params.viewport;
+    const size = vp ? vp.vw : config.THUMBNAIL_SIZE;
+    const cacheable =
+      mediaType === 'image/jpeg' &&
+      frame === 1 &&
+      params.quality === undefined &&
+      size !== undefined &&
+      (!vp || (vp.vw === vp.vh && size <= MAX_CACHED_THUMBNAIL));
+    if (cacheable) {
       const cached = await getThumbnail(db, target.sopInstanceUid, size);
       if (cached) {
         warnIgnored(ctx, params);
@@ -204,7 +212,7 @@ export function registerRenderedRoutes(router: Router, services: Services): void
         return sendImage(ctx, cached.bytes, cached.contentType);
       }
       const bytes = await limiter.run(() =>
-        renderDefaultThumbnail({ pacs, config }, target, abortOnClose(ctx)),
+        renderThumbnail({ pacs, config }, target, size, abortOnClose(ctx)),
       );
       await putThumbnail(db, {
         sopInstanceUid: target.sopInstanceUid,
@@ -219,7 +227,7 @@ export function registerRenderedRoutes(router: Router, services: Services): void
       ctx.set('X-Thumbnail-Cache', 'miss');
       return sendImage(ctx, bytes, mediaType);
     }
-    const viewport = params.viewport ?? { vw: size, vh: size };
+    const viewport = vp ?? { vw: config.THUMBNAIL_SIZE, vh: config.THUMBNAIL_SIZE };
     const bytes = await limiter.run(() =>
       renderArchivedFrame(
         pacs,

@@ -154,8 +154,8 @@ export async function putThumbnail(
   await db.query(
     `INSERT INTO thumbnails (sop_instance_uid, frame, size, content_type, bytes, source_md5)
      SELECT $1, 1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM instances WHERE sop_instance_uid = $1)
-     ON CONFLICT (sop_instance_uid) DO UPDATE SET
-       size = EXCLUDED.size, content_type = EXCLUDED.content_type, bytes = EXCLUDED.bytes,
+     ON CONFLICT (sop_instance_uid, size) DO UPDATE SET
+       content_type = EXCLUDED.content_type, bytes = EXCLUDED.bytes,
        source_md5 = EXCLUDED.source_md5, created_at = now()`,
     [t.sopInstanceUid, t.size, t.contentType, t.bytes, t.sourceMd5],
   );

@@ -29,13 +29,16 @@ export interface ThumbnailDeps {
 /** JPEG quality of cached thumbnails: small files, artefacts invisible at 128 px. */
 export const THUMBNAIL_QUALITY = 80;
 
-/** Renders the default thumbnail (frame 1, JPEG, fitting THUMBNAIL_SIZE², never enlarged) of an instance. */
-export async function renderDefaultThumbnail(
+/**
+ * Renders the thumbnail of an instance as cached: frame 1, JPEG, fitting a `size` square, never enlarged.
+ * The job renders THUMBNAIL_SIZE; the thumbnail resource also caches the square sizes viewers ask for.
+ */
+export async function renderThumbnail(
   deps: Pick<ThumbnailDeps, 'pacs' | 'config'>,
   row: RenderableRow,
+  size: number,
   signal?: AbortSignal,
 ): Promise<Buffer> {
-  const size = deps.config.THUMBNAIL_SIZE;
   return renderArchivedFrame(
     deps.pacs,
     row,
@@ -83,7 +86,7 @@ export async function execThumbnailJob(
   if (cached) return { status: 'cached', sopInstanceUid: row.sopInstanceUid, bytes: cached.bytes.length };
   let bytes: Buffer;
   try {
-    bytes = await renderDefaultThumbnail(deps, row);
+    bytes = await renderThumbnail(deps, row, size);
   } catch (err) {
     // Undecodable or absurd images never get better by retrying; a missing archive object neither.
     if (err instanceof UnrecoverableInputError || (err instanceof AppError && err.status === 404)) {
