@@ -2,6 +2,7 @@ import Router from '@koa/router';
 import type { Services } from '../services';
 import { registerQidoRoutes } from './qido-rs';
 import { registerRenderedRoutes } from './rendered';
+import { registerStowRoutes } from './stow-rs';
 
 /**
  * The DICOMweb routes, mounted at each root: `/projects/{project}/dicom-web` (scoped, STOW lives here),
@@ -10,7 +11,11 @@ import { registerRenderedRoutes } from './rendered';
  */
 export function dicomwebRouter(services: Services): Router {
   const router = new Router();
-  const registrars: Array<(r: Router, s: Services) => void> = [registerQidoRoutes, registerRenderedRoutes];
+  const registrars: Array<(r: Router, s: Services) => void> = [
+    registerQidoRoutes,
+    registerStowRoutes,
+    registerRenderedRoutes,
+  ];
   for (const register of registrars) register(router, services);
   return router;
 }

@@ -1,0 +1,309 @@
+import type Router from '@koa/router';
+import type { Context } from 'koa';
+import { FailureReason, isPlausibleUid } from '../dicom/parse';
+import {
+  buildStoreInstancesResponse,
+  type FailedInstance,
+  type StoredInstance,
+  type StoreOutcomes,
+  storeResponseStatus,
+} from '../dicom/store-response';
+import { dicomJsonToXml } from '../dicom/xml';
+import {
+  AppError,
+  BadRequestError,
+  NotFoundError,
+  NotAcceptableError,
+  PayloadTooLargeError,
+  UnsupportedMediaTypeError,
+  warning299,
+} from '../errors';
+import { allProjectIds } from '../index-db/projects';
+import { ingestInstance, type IngestOutcome } from '../ingest/ingest';
+import type { Services } from '../services';
+import { dicomwebRoot, noteAudit, requireProjectRole } from './context';
+import {
+  describeOffers,
+  MediaType,
+  negotiateMediaType,
+  parseContentType,
+  type MediaTypeOffer,
+} from './media-types';
+import {
+  type MultipartPart,
+  MultipartFormatError,
+  MultipartLimitError,
+  parseMultipartRelated,
+  readPartBody,
+} from './multipart';
+
+/**
+ * How many parts are stored at once. Parsing the next part overlaps with archiving and indexing the previous
+ * ones, which is what lets one STOW request approach the archive's own ingest rate; a few are enough, and more
+ * would only hold more parts in memory.
+ */
+export const STOW_PIPELINE_DEPTH = 4;
+/** Floor of the in-flight byte budget; the budget is otherwise twice STOW_SPOOL_BYTES. */
+const MIN_INFLIGHT_BYTES = 16 * 1024 ** 2;
+/** At most this many per-part failure messages go into Warning headers. */
+const MAX_WARNINGS = 5;
+
+const ACCEPTED_REQUEST_TYPE = 'multipart/related; type="application/dicom"';
+const RESPONSE_OFFERS: readonly MediaTypeOffer[] = [
+  { mediaType: MediaType.dicomJson },
+  { mediaType: MediaType.dicomXml },
+  { mediaType: MediaType.json },
+];
+
+/** Registers the Store Transaction (PS3.18 §10.5) on both of its resources. */
+export function registerStowRoutes(router: Router, services: Services): void {
+  const handler = (ctx: Context) => handleStoreInstances(ctx, services);
+  router.post('/studies', handler);
+  router.post('/studies/:study', handler);
+}
+
+/**
+ * PS3.18 §10.5 Store Instances: `POST .../studies[/{StudyInstanceUID}]` with a multipart/related body of
+ * application/dicom parts, parsed as a stream; each part is archived and indexed on its own, so one bad part
+ * never fails the others, and the answer is the Store Instances Response Module (Annex I).
+ */
+export async function handleStoreInstances(ctx: Context, services: Services): Promise<void> {
+  const { config } = services;
+  if (!ctx.params.project) {
+    throw new AppError(
+      405,
+      'method_not_allowed',
+      'this DICOMweb root is read-only; store through /projects/{project}/dicom-web/studies',
+      { Allow: 'GET' },
+    );
+  }
+  const projectId = requireProjectRole(ctx, 'contributor');
+  const studyUid = ctx.params.study as string | undefined;
+  if (studyUid !== undefined && !isPlausibleUid(studyUid)) {
+    throw new BadRequestError('the Study Instance UID in the URL is not a valid UID');
+  }
+
+  const contentType = parseContentType(ctx.get('content-type'));
+  const partType = contentType?.params['type']?.trim().toLowerCase();
+  if (contentType?.type !== MediaType.multipartRelated || partType !== MediaType.dicom) {
+    throw new UnsupportedMediaTypeError(
+      `STOW-RS accepts ${ACCEPTED_REQUEST_TYPE} (with a boundary parameter)`,
+    );
+  }
+  const negotiated = negotiateMediaType(RESPONSE_OFFERS, ctx.get('accept') || undefined);
+  if (!negotiated) {
+    throw new NotAcceptableError(
+      `the Store Instances Response is available as ${describeOffers(RESPONSE_OFFERS).join(', ')}`,
+    );
+  }
+  const declaredLength = Number(ctx.get('content-length'));
+  if (Number.isFinite(declaredLength) && declaredLength > config.STOW_MAX_REQUEST_BYTES) {
+    throw new PayloadTooLargeError(`the request body is larger than ${config.STOW_MAX_REQUEST_BYTES} bytes`);
+  }
+  if (!(await allProjectIds(services.db)).includes(projectId)) throw new NotFoundError('project not found');
+
+  noteAudit(ctx, { action: 'stow', projectId, studyUid, detail: { stored: 0, failed: 0 } });
+  const started = Date.now();
+  const run = await storeParts(ctx, services, projectId, studyUid);
+  const outcomes: StoreOutcomes = { stored: run.stored, failed: run.failed.map((f) => f.failed) };
+  const singleStudy =
+    studyUid ??
+    (new Set(run.stored.map((s) => s.studyInstanceUid)).size === 1
+      ? run.stored[0].studyInstanceUid
+      : undefined);
+  noteAudit(ctx, {
+    action: 'stow',
+    projectId,
+    studyUid: singleStudy,
+    detail: { stored: run.stored.length, failed: run.failed.length },
+  });
+  services.logger.debug(
+    { project: projectId, stored: run.stored.length, failed: run.failed.length, ms: Date.now() - started },
+    'stow',
+  );
+
+  if (run.abort) {
+    // Nothing stored: a plain error. Otherwise the client must learn what was kept, so the body still lists it.
+    const { error } = run.abort;
+    if (run.stored.length === 0 && run.failed.length === 0) {
+      throw error instanceof MultipartLimitError
+        ? new PayloadTooLargeError(limitMessage(error))
+        : new BadRequestError(`malformed multipart body: ${error.message}`);
+    }
+    ctx.status = error instanceof MultipartLimitError ? 413 : 400;
+    ctx.append(
+      'Warning',
+      warning299(
+        error instanceof MultipartLimitError
+          ? `${limitMessage(error)}; the parts before it were processed and are listed`
+          : `malformed multipart body: ${error.message}; the parts before it were processed and are listed`,
+      ),
+    );
+  } else if (run.stored.length === 0 && run.failed.length === 0) {
+    throw new BadRequestError('the multipart body has no parts');
+  } else {
+    ctx.status = storeResponseStatus(outcomes);
+  }
+  for (const w of failureWarnings(run.failed)) ctx.append('Warning', w);
+
+  const response = buildStoreInstancesResponse(dicomwebRoot(ctx, config), outcomes, studyUid);
+  if (negotiated.mediaType === MediaType.dicomXml) {
+    ctx.body = dicomJsonToXml(response);
+    ctx.type = MediaType.dicomXml;
+  } else {
+    ctx.body = JSON.stringify(response);
+    ctx.type = negotiated.mediaType;
+  }
+}
+
+interface PartFailure {
+  index: number;
+  message: string;
+  failed: FailedInstance;
+}
+
+interface StoreRun {
+  stored: StoredInstance[];
+  failed: PartFailure[];
+  /** Set when the body broke a limit or the multipart framing; parts before it were processed. */
+  abort?: { error: MultipartLimitError | MultipartFormatError };
+}
+
+/**
+ * Reads parts as they arrive and stores up to STOW_PIPELINE_DEPTH of them at once, within an in-flight byte
+ * budget, so memory stays bounded by a few parts whatever the size of the request. When the body stops
+ * (limit, bad framing, client gone), the parts already received are still stored; nothing waits for more.
+ * Results keep the order of the parts.
+ */
+async function storeParts(
+  ctx: Context,
+  services: Services,
+  projectId: string,
+  studyUid: string | undefined,
+): Promise<StoreRun> {
+  const { config } = services;
+  const budget = Math.max(2 * config.STOW_SPOOL_BYTES, MIN_INFLIGHT_BYTES);
+  const results: Array<{ ok: true; stored: StoredInstance } | { ok: false; failure: PartFailure }> = [];
+  const inflight = new Set<Promise<void>>();
+  let inflightBytes = 0;
+  let fatal: { error: unknown } | undefined;
+  let abort: StoreRun['abort'];
+
+  const waitFor = async (bytes: number) => {
+    while (inflight.size >= STOW_PIPELINE_DEPTH || (inflight.size > 0 && inflightBytes + bytes > budget)) {
+      await Promise.race(inflight);
+    }
+  };
+
+  const parts = parseMultipartRelated(ctx.req, ctx.get('content-type'), {
+    maxParts: config.STOW_MAX_PARTS,
+    maxPartBytes: config.STOW_MAX_PART_BYTES,
+    maxTotalBytes: config.STOW_MAX_REQUEST_BYTES,
+    spillThresholdBytes: config.STOW_SPOOL_BYTES,
+  });
+  try {
+    for await (const part of parts) {
+      if (fatal) break;
+      if (part.mediaType !== MediaType.dicom) {
+        results[part.index] = {
+          ok: false,
+          failure: {
+            index: part.index,
+            message: `part media type ${part.mediaType} is not ${MediaType.dicom}`,
+            failed: { failureReason: FailureReason.CannotUnderstand },
+          },
+        };
+        continue;
+      }
+      await waitFor(part.size);
+      if (fatal) break;
+      // A spilled part's file is removed when the next part is requested: read it now, within the budget.
+      const bytes = await readPartBody(part as MultipartPart);
+      const index = part.index;
+      inflightBytes += bytes.length;
+      const task = ingestInstance(services, bytes, [projectId], 'stow', { studyInstanceUid: studyUid })
+        .then((outcome) => {
+          results[index] = toResult(index, outcome);
+        })
+        .catch((error: unknown) => {
+          fatal ??= { error };
+        })
+        .finally(() => {
+          inflightBytes -= bytes.length;
+          inflight.delete(task);
+        });
+      inflight.add(task);
+    }
+  } catch (err) {
+    if (err instanceof MultipartLimitError || err instanceof MultipartFormatError) abort = { error: err };
+    else fatal ??= { error: err };
+  } finally {
+    // What was fully received is stored even if the client has gone: the work is bounded by the pipeline depth.
+    await Promise.all(inflight);
+  }
+  if (fatal) throw fatal.error;
+
+  const run: StoreRun = { stored: [], failed: [], abort };
+  for (const r of results) {
+    if (!r) continue;
+    if (r.ok) run.stored.push(r.stored);
+    else run.failed.push(r.failure);
+  }
+  return run;
+}
+
+function toResult(
+  index: number,
+  outcome: IngestOutcome,
+): { ok: true; stored: StoredInstance } | { ok: false; failure: PartFailure } {
+  if (outcome.ok) {
+    const { parsed } = outcome;
+    return {
+      ok: true,
+      stored: {
+        sopClassUid: parsed.sopClassUid,
+        sopInstanceUid: parsed.sopInstanceUid,
+        studyInstanceUid: parsed.studyInstanceUid,
+        seriesInstanceUid: parsed.seriesInstanceUid,
+      },
+    };
+  }
+  return {
+    ok: false,
+    failure: {
+      index,
+      message: outcome.message,
+      failed: {
+        sopClassUid: outcome.sopClassUid,
+        sopInstanceUid: outcome.sopInstanceUid,
+        failureReason: outcome.reason,
+      },
+    },
+  };
+}
+
+/** Warning header values naming why parts failed (messages carry no PHI: reasons and UIDs at most). */
+function failureWarnings(failed: readonly PartFailure[]): string[] {
+  const out = failed
+    .slice(0, MAX_WARNINGS)
+    .map((f) =>
+      warning299(
+        `part ${f.index + 1}: ${f.message} (failure reason 0x${f.failed.failureReason.toString(16).toUpperCase()})`,
+      ),
+    );
+  if (failed.length > MAX_WARNINGS) out.push(warning299(`${failed.length - MAX_WARNINGS} more parts failed`));
+  return out;
+}
+
+function limitMessage(err: MultipartLimitError): string {
+  switch (err.limit) {
+    case 'maxParts':
+      return `the request has more than ${err.max} parts (STOW_MAX_PARTS)`;
+    case 'maxPartBytes':
+      return `a part is larger than ${err.max} bytes (STOW_MAX_PART_BYTES)`;
+    case 'maxTotalBytes':
+      return `the request body is larger than ${err.max} bytes (STOW_MAX_REQUEST_BYTES)`;
+    default:
+      return `a part's headers are larger than ${err.max} bytes`;
+  }
+}
