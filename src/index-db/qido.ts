@@ -686,7 +686,7 @@ export function buildQidoStatement(search: QidoSearch): {
         (search.studyUid ? ` AND pi.study_uid = ${p.add(search.studyUid)}` : '') +
         (search.seriesUid ? ` AND pi.series_uid = ${p.add(search.seriesUid)}` : '');
       inner =
-        `SELECT i.sop_instance_uid, i.series_uid, i.instance_number FROM project_instances pi ` +
+        `SELECT i.sop_instance_uid, i.series_uid, i.instance_number, pi.project_id FROM project_instances pi ` +
         `JOIN instances i ON i.sop_instance_uid = pi.sop_instance_uid${joins} ` +
         `WHERE ${scopeCondition(scopes, 'pi', 'instances', p)}${path}${where(['study', 'series', 'instance'])}`;
     }
@@ -705,8 +705,12 @@ export function buildQidoStatement(search: QidoSearch): {
       `se2.series_json, ps2.study_json, ${seriesCount}, ${aggs.select} ` +
       `FROM (${inner} ORDER BY ${order('i')} LIMIT ${lim} OFFSET ${off}) page ` +
       `JOIN instances i ON i.sop_instance_uid = page.sop_instance_uid ` +
-      `CROSS JOIN LATERAL (SELECT x.project_id FROM project_instances x WHERE x.sop_instance_uid = i.sop_instance_uid ` +
-      `AND ${scopeCondition(scopes, 'x', 'instances', p)} ORDER BY x.project_id LIMIT 1) pk ` +
+      // Attributes of the series and study come from one project that shows the instance.
+      (multi
+        ? `CROSS JOIN LATERAL (SELECT x.project_id FROM project_instances x ` +
+          `WHERE x.sop_instance_uid = i.sop_instance_uid AND ${scopeCondition(scopes, 'x', 'instances', p)} ` +
+          `ORDER BY x.project_id LIMIT 1) pk `
+        : `CROSS JOIN LATERAL (SELECT page.project_id) pk `) +
       `JOIN project_series se2 ON se2.project_id = pk.project_id AND se2.series_uid = i.series_uid ` +
       `JOIN project_studies ps2 ON ps2.project_id = pk.project_id AND ps2.study_uid = i.study_uid${aggs.join} ` +
       `ORDER BY ${order('page')}`;
