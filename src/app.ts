@@ -8,6 +8,7 @@ import { projectsRouter } from './api/projects';
 import { routingRouter } from './api/routing';
 import { sharesRouter } from './api/shares';
 import { dicomwebRouter } from './dicomweb/routes';
+import { wadoUriRouter } from './dicomweb/wado-uri';
 import { AppError, errorMiddleware } from './errors';
 import type { AuditDetail, Services } from './services';
 
@@ -94,6 +95,9 @@ export function createApp(services: Services): Koa {
   const dw = dicomwebRouter(services);
   root.use('/projects/:project/dicom-web', dw.routes(), dw.allowedMethods());
   root.use('/dicom-web', dw.routes(), dw.allowedMethods());
+  const wadoUri = wadoUriRouter(services);
+  root.use('/projects/:project/wado', wadoUri.routes(), wadoUri.allowedMethods());
+  root.use('/wado', wadoUri.routes(), wadoUri.allowedMethods());
   // Share links are read-only whatever the route: no STOW, no deletion through a link.
   root.use('/share/:shareToken/dicom-web', readOnly, dw.routes(), dw.allowedMethods());
   const projects = projectsRouter(services);

@@ -13,7 +13,9 @@ const I2 =
 
 describe('ISO 2022 code extensions (Japanese, Korean)', () => {
   it('decodes JIS X 0208 between escape sequences (PS3.5 H.3.1, chrH31)', () => {
-    expect(decodeIso2022(bytes(H31), ['', 'ISO 2022 IR 87'], true)).toBe('Yamada^Tarou=山田^太郎=やまだ^たろう');
+    expect(decodeIso2022(bytes(H31), ['', 'ISO 2022 IR 87'], true)).toBe(
+      'Yamada^Tarou=山田^太郎=やまだ^たろう',
+    );
   });
 
   it('decodes KS X 1001 designated to G1 (PS3.5 I.2, chrI2)', () => {
@@ -32,8 +34,12 @@ describe('ISO 2022 code extensions (Japanese, Korean)', () => {
   });
 
   it('recovers the bytes behind the strings dcmjs produced and decodes them', () => {
-    expect(redecodeDcmjsString(asDcmjs(H31), ['', 'ISO 2022 IR 87'], true)).toBe('Yamada^Tarou=山田^太郎=やまだ^たろう');
-    expect(redecodeDcmjsString(asDcmjs(I2), ['', 'ISO 2022 IR 149'], true)).toBe('Hong^Gildong=洪^吉洞=홍^길동');
+    expect(redecodeDcmjsString(asDcmjs(H31), ['', 'ISO 2022 IR 87'], true)).toBe(
+      'Yamada^Tarou=山田^太郎=やまだ^たろう',
+    );
+    expect(redecodeDcmjsString(asDcmjs(I2), ['', 'ISO 2022 IR 149'], true)).toBe(
+      'Hong^Gildong=洪^吉洞=홍^길동',
+    );
   });
 
   it('leaves strings without escape sequences alone', () => {
@@ -52,7 +58,12 @@ describe('restoreCharacterSets on a dcmjs data set', () => {
   it('fixes person names, text and nested items, and gives (0008,0005) its value from the file back', () => {
     const dict = {
       '00080005': { vr: 'CS', Value: ['ISO_IR 192'], _rawValue: ['', 'ISO 2022 IR 149 '] },
-      '00100010': { vr: 'PN', Value: [{ Alphabetic: 'Hong^Gildong', Ideographic: asDcmjs(`${ESC}$)C\xfb\xf3^${ESC}$)C\xd1\xce\xd4\xd7`) }] },
+      '00100010': {
+        vr: 'PN',
+        Value: [
+          { Alphabetic: 'Hong^Gildong', Ideographic: asDcmjs(`${ESC}$)C\xfb\xf3^${ESC}$)C\xd1\xce\xd4\xd7`) },
+        ],
+      },
       '00104000': { vr: 'LT', Value: [asDcmjs(`${ESC}$)C\xc8\xab${ESC}(B`)] },
       '00081110': {
         vr: 'SQ',

@@ -145,7 +145,14 @@ export function decodeIso2022(bytes: Uint8Array, terms: readonly string[], perso
     }
     if (b < 0x80) {
       const twoByte = g0.kind === 'jis0208' || g0.kind === 'jis0212';
-      if (twoByte && b >= 0x21 && b <= 0x7e && i + 1 < bytes.length && bytes[i + 1] >= 0x21 && bytes[i + 1] <= 0x7e) {
+      if (
+        twoByte &&
+        b >= 0x21 &&
+        b <= 0x7e &&
+        i + 1 < bytes.length &&
+        bytes[i + 1] >= 0x21 &&
+        bytes[i + 1] <= 0x7e
+      ) {
         const pair = [b | 0x80, bytes[i + 1] | 0x80];
         if (g0.kind === 'jis0212') emit('euc-jp', 0x8f, ...pair);
         else emit('euc-jp', ...pair);
@@ -221,7 +228,11 @@ export function restoreCharacterSets(dict: Record<string, DcmjsElement>, inherit
   let terms = inherited;
   const cs = dict['00080005'];
   if (cs) {
-    const raw = Array.isArray(cs._rawValue) ? cs._rawValue : typeof cs._rawValue === 'string' ? [cs._rawValue] : undefined;
+    const raw = Array.isArray(cs._rawValue)
+      ? cs._rawValue
+      : typeof cs._rawValue === 'string'
+        ? [cs._rawValue]
+        : undefined;
     if (raw) {
       terms = charsetTerms(raw);
       cs.Value = terms.length ? [...terms] : undefined;
@@ -232,7 +243,8 @@ export function restoreCharacterSets(dict: Record<string, DcmjsElement>, inherit
     if (!el || !el.Value) continue;
     if (el.vr === 'SQ') {
       for (const item of el.Value) {
-        if (item && typeof item === 'object') restoreCharacterSets(item as Record<string, DcmjsElement>, terms);
+        if (item && typeof item === 'object')
+          restoreCharacterSets(item as Record<string, DcmjsElement>, terms);
       }
       continue;
     }
@@ -242,7 +254,8 @@ export function restoreCharacterSets(dict: Record<string, DcmjsElement>, inherit
       if (el.vr === 'PN' && v && typeof v === 'object') {
         const pn = { ...(v as Record<string, unknown>) };
         for (const group of ['Alphabetic', 'Ideographic', 'Phonetic']) {
-          if (typeof pn[group] === 'string') pn[group] = redecodeDcmjsString(pn[group] as string, terms, true);
+          if (typeof pn[group] === 'string')
+            pn[group] = redecodeDcmjsString(pn[group] as string, terms, true);
         }
         return pn;
       }

@@ -3,6 +3,7 @@ import type { Services } from '../services';
 import { registerQidoRoutes } from './qido-rs';
 import { registerRenderedRoutes } from './rendered';
 import { registerStowRoutes } from './stow-rs';
+import { registerWadoRoutes } from './wado-rs';
 
 /**
  * The DICOMweb routes, mounted at each root: `/projects/{project}/dicom-web` (scoped, STOW lives here),
@@ -14,6 +15,7 @@ export function dicomwebRouter(services: Services): Router {
   const registrars: Array<(r: Router, s: Services) => void> = [
     registerQidoRoutes,
     registerStowRoutes,
+    registerWadoRoutes,
     registerRenderedRoutes,
   ];
   for (const register of registrars) register(router, services);

@@ -1,0 +1,755 @@
+/**
+ * WADO-RS (PS3.18 §10.4): studies, series and instances as DICOM, their metadata, frames and bulk data, at both
+ * roots (`/projects/{project}/dicom-web` and `/dicom-web`).
+ *
+ * Bytes stream from the archive to the client part by part (one instance, frame or value in flight, plus the next
+ * one being opened); metadata is served from the index without touching the archive. Every archive request is tied
+ * to the client: when the client goes away, the archive request is aborted at once.
+ */
+import type Router from '@koa/router';
+import type { Context } from 'koa';
+import { createHash } from 'node:crypto';
+import { PassThrough, Readable } from 'node:stream';
+import zlib from 'node:zlib';
+import { ZipFile } from 'yazl';
+import {
+  extractNativeFrames,
+  nativeFrameBytes,
+  parseBulkDataPath,
+  parseFrameList,
+  sliceStream,
+  type BulkDataPath,
+} from '../dicom/bulk';
+import type { DicomJson } from '../dicom/json';
+import { isPlausibleUid } from '../dicom/parse';
+import { dicomJsonToXml } from '../dicom/xml';
+import { AppError, BadRequestError, NotAcceptableError, NotFoundError, errSummary } from '../errors';
+import {
+  findBulkElement,
+  listRetrievableInstances,
+  metadataFingerprint,
+  streamInstanceMetadata,
+  type InstanceSelector,
+  type RetrievableInstance,
+} from '../index-db/wado';
+import type { ArchiveStream, PacsClient } from '../orthanc/client';
+import type { AuditDetail, Services } from '../services';
+import { dicomwebRoot, noteAudit, requestReadScopes } from './context';
+import {
+  MediaType,
+  TransferSyntax,
+  formatMediaType,
+  frameMediaTypeForTransferSyntax,
+  isNativeTransferSyntax,
+  negotiateMediaType,
+  type MediaTypeOffer,
+  type NegotiatedMediaType,
+} from './media-types';
+import { multipartRelatedStream, type OutgoingPart } from './multipart';
+
+/** Stands for "each instance in the transfer syntax it is stored in" in offers (`transfer-syntax=*` or none). */
+export const AS_STORED = '*';
+const ELE = TransferSyntax.explicitVrLittleEndian;
+
+/**
+ * Transfer syntaxes the archive (Orthanc 1.10 with DCMTK, no GDCM plugin) can decode, hence transcode to Explicit VR
+ * Little Endian. JPEG 2000, HTJ2K, JPEG XL and video are served only as stored.
+ */
+export const DECODABLE_SYNTAXES: ReadonlySet<string> = new Set([
+  TransferSyntax.implicitVrLittleEndian,
+  TransferSyntax.explicitVrLittleEndian,
+  TransferSyntax.explicitVrBigEndian,
+  TransferSyntax.deflatedExplicitVrLittleEndian,
+  TransferSyntax.jpegBaseline,
+  TransferSyntax.jpegExtended,
+  TransferSyntax.jpegLosslessP14,
+  TransferSyntax.jpegLosslessSv1,
+  TransferSyntax.jpegLsLossless,
+  TransferSyntax.jpegLsNearLossless,
+  TransferSyntax.rleLossless,
+]);
+
+/** Bumped whenever the metadata representation changes, so that cached ETags stop matching. */
+const METADATA_FORMAT_VERSION = 'm1';
+
+type Level = 'study' | 'series' | 'instance';
+
+/** Registers the WADO-RS resources on a DICOMweb router (mounted at each root). */
+export function registerWadoRoutes(router: Router, services: Services): void {
+  const s = '/studies/:study';
+  const x = `${s}/series/:series`;
+  const i = `${x}/instances/:instance`;
+  router.get(s, (ctx) => handleRetrieveStudy(ctx, services));
+  router.get(x, (ctx) => handleRetrieveSeries(ctx, services));
+  router.get(i, (ctx) => handleRetrieveInstance(ctx, services));
+  router.get(`${s}/metadata`, (ctx) => handleRetrieveMetadata(ctx, services, 'study'));
+  router.get(`${x}/metadata`, (ctx) => handleRetrieveMetadata(ctx, services, 'series'));
+  router.get(`${i}/metadata`, (ctx) => handleRetrieveMetadata(ctx, services, 'instance'));
+  router.get(`${i}/frames/:frames`, (ctx) => handleRetrieveFrames(ctx, services));
+  router.get(`${i}/bulk/*path`, (ctx) => handleRetrieveBulkData(ctx, services));
+}
+
+/** PS3.18 §10.4.1 Retrieve Study: every instance of the study the caller can see, as DICOM or a ZIP archive. */
+export async function handleRetrieveStudy(ctx: Context, services: Services): Promise<void> {
+  await retrieve(ctx, services, 'study');
+}
+/** PS3.18 §10.4.1 Retrieve Series. */
+export async function handleRetrieveSeries(ctx: Context, services: Services): Promise<void> {
+  await retrieve(ctx, services, 'series');
+}
+/** PS3.18 §10.4.1 Retrieve Instance. */
+export async function handleRetrieveInstance(ctx: Context, services: Services): Promise<void> {
+  await retrieve(ctx, services, 'instance');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Request plumbing shared by the handlers (and WADO-URI)
+
+/** Reads a UID path or query parameter; a malformed one is a 400 (an unknown one is a 404 later). */
+export function requireUid(value: unknown, what: string): string {
+  if (typeof value !== 'string' || !isPlausibleUid(value)) throw new BadRequestError(`malformed ${what}`);
+  return value;
+}
+
+function selectorOf(ctx: Context, level: Level): InstanceSelector {
+  const sel: InstanceSelector = { studyUid: requireUid(ctx.params.study, 'Study Instance UID') };
+  if (level !== 'study') sel.seriesUid = requireUid(ctx.params.series, 'Series Instance UID');
+  if (level === 'instance') sel.sopInstanceUid = requireUid(ctx.params.instance, 'SOP Instance UID');
+  return sel;
+}
+
+/**
+ * An AbortSignal that fires when the client goes away before the answer is complete, so that archive requests
+ * still being opened are cancelled (streams already flowing are destroyed with the response body).
+ */
+export function clientSignal(ctx: Context): AbortSignal {
+  const ac = new AbortController();
+  ctx.res.once('close', () => {
+    if (!ctx.res.writableFinished) ac.abort();
+  });
+  return ac.signal;
+}
+
+/** Records what the request touched; the byte count grows while the body streams (see respondWithStream). */
+function auditRetrieve(ctx: Context, action: string, sel: InstanceSelector): AuditDetail {
+  noteAudit(ctx, {
+    action,
+    projectId: ctx.params.project,
+    studyUid: sel.studyUid,
+    seriesUid: sel.seriesUid,
+    sopInstanceUid: sel.sopInstanceUid,
+    bytes: 0,
+  });
+  return ctx.state.audit as AuditDetail;
+}
+
+/**
+ * Sends a stream as the response body. A failure after the headers went out cannot become an error status:
+ * the connection is cut so the client sees a truncated answer instead of a complete-looking one, and the source
+ * is destroyed when the client goes away.
+ */
+export function respondWithStream(
+  ctx: Context,
+  services: Services,
+  source: Readable,
+  contentType: string,
+  opts: { length?: number; audit?: AuditDetail } = {},
+): void {
+  const out = new PassThrough({ highWaterMark: 256 * 1024 });
+  let bytes = 0;
+  source.on('data', (chunk: Buffer) => {
+    bytes += chunk.length;
+    if (opts.audit) opts.audit.bytes = bytes;
+    if (!out.write(chunk)) source.pause();
+  });
+  out.on('drain', () => source.resume());
+  source.once('end', () => out.end());
+  source.once('error', (err) => {
+    if (!(err instanceof AppError) || err.status >= 500) {
+      services.logger.warn({ err: errSummary(err), path: ctx.path }, 'retrieve stream failed');
+    }
+    ctx.res.destroy();
+    out.destroy();
+  });
+  out.once('close', () => {
+    if (!source.destroyed) source.destroy();
+  });
+  ctx.type = contentType;
+  if (opts.length !== undefined) ctx.length = opts.length;
+  ctx.body = out;
+}
+
+/**
+ * Awaits the first item of a generator before anything is sent, so that failures opening the first part (archive
+ * down, object missing) still answer with a status, then yields it and the rest.
+ */
+export async function primed<T>(
+  gen: AsyncGenerator<T, void, undefined>,
+): Promise<AsyncGenerator<T, void, undefined>> {
+  const first = await gen.next();
+  async function* rest(): AsyncGenerator<T, void, undefined> {
+    try {
+      if (first.done) return;
+      yield first.value;
+      yield* gen;
+    } finally {
+      await gen.return(undefined);
+    }
+  }
+  return rest();
+}
+
+function destroyPart(part: OutgoingPart | undefined): void {
+  const body = part?.body as (NodeJS.ReadableStream & { destroy?: () => void }) | undefined;
+  if (body && !Buffer.isBuffer(body)) body.destroy?.();
+}
+
+/**
+ * Opens parts one ahead: while part i streams to the client, the archive request for part i+1 is already on its way,
+ * so per-object round trips do not add up over a series. Anything opened but not sent is destroyed.
+ */
+async function* openAhead<T>(
+  items: readonly T[],
+  open: (item: T) => Promise<OutgoingPart>,
+): AsyncGenerator<OutgoingPart> {
+  let next: Promise<OutgoingPart> | undefined;
+  try {
+    for (let k = 0; k < items.length; k++) {
+      const current = next ?? open(items[k]);
+      next = undefined;
+      const part = await current;
+      if (k + 1 < items.length) {
+        next = open(items[k + 1]);
+        next.catch(() => undefined); // consumed (and rethrown) on the next turn, or dropped in finally
+      }
+      yield part;
+    }
+  } finally {
+    if (next) void next.then(destroyPart, () => undefined);
+  }
+}
+
+function notAcceptable(available: string[]): NotAcceptableError {
+  return new NotAcceptableError(
+    `none of the accepted media types can be produced for this resource; available: ${available.join(', ')}`,
+  );
+}
+
+function negotiate(ctx: Context, offers: MediaTypeOffer[]): NegotiatedMediaType | null {
+  const q = ctx.query.accept;
+  return negotiateMediaType(
+    offers,
+    ctx.get('accept'),
+    typeof q === 'string' || Array.isArray(q) ? q : undefined,
+  );
+}
+
+/** What an offer list can produce, with "as stored" spelled out, for 406 bodies. */
+function describe(offers: MediaTypeOffer[], stored: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const o of offers) {
+    const syntaxes = o.transferSyntaxes?.length ? o.transferSyntaxes : [undefined];
+    const seen = new Set<string>();
+    for (const ts of syntaxes) {
+      for (const t of ts === AS_STORED ? stored : [ts]) {
+        const line = formatMediaType(o.mediaType, { type: o.partType, 'transfer-syntax': t });
+        if (!seen.has(line)) out.push(line);
+        seen.add(line);
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Retrieve study / series / instance (PS3.18 §10.4.1.1.1-3)
+
+/** Transfer syntaxes a set of instances can be sent in: as stored, the one they share, and ELE when decodable. */
+function instanceSyntaxes(instances: readonly RetrievableInstance[]): string[] {
+  const stored = [...new Set(instances.map((i) => i.transfer_syntax))];
+  const list = [AS_STORED];
+  if (stored.length === 1) list.push(stored[0]);
+  if (!list.includes(ELE) && instances.every((i) => DECODABLE_SYNTAXES.has(i.transfer_syntax)))
+    list.push(ELE);
+  return list;
+}
+
+/** Opens one instance from the archive in the wanted transfer syntax (transcoding through Orthanc when needed). */
+export async function openInstance(
+  pacs: PacsClient,
+  inst: RetrievableInstance,
+  transferSyntax: string,
+  signal: AbortSignal,
+): Promise<ArchiveStream & { transferSyntax: string }> {
+  if (transferSyntax === AS_STORED || transferSyntax === inst.transfer_syntax) {
+    const file = await pacs.instanceFile(inst.orthanc_id, signal);
+    return { ...file, transferSyntax: inst.transfer_syntax };
+  }
+  // Orthanc 1.10 has no /file?transcode=; /modify with Transcode answers the transcoded file without storing it.
+  // Keeping the SOP Instance UID (which needs Force) makes it the same instance in another encoding.
+  const file = await pacs.postStream(
+    `/instances/${encodeURIComponent(inst.orthanc_id)}/modify`,
+    { Transcode: transferSyntax, Force: true, Keep: ['SOPInstanceUID'] },
+    signal,
+  );
+  return { ...file, transferSyntax };
+}
+
+async function retrieve(ctx: Context, services: Services, level: Level): Promise<void> {
+  const sel = selectorOf(ctx, level);
+  const scopes = await requestReadScopes(ctx, services);
+  const instances = await listRetrievableInstances(services.db, scopes, sel);
+  if (instances.length === 0) throw new NotFoundError(`${level} not found`);
+
+  const syntaxes = instanceSyntaxes(instances);
+  const offers: MediaTypeOffer[] = [
+    {
+      mediaType: MediaType.multipartRelated,
+      partType: MediaType.dicom,
+      transferSyntaxes: syntaxes,
+      defaultTransferSyntax: AS_STORED,
+    },
+  ];
+  if (level === 'instance') {
+    offers.push({ mediaType: MediaType.dicom, transferSyntaxes: syntaxes, defaultTransferSyntax: AS_STORED });
+  } else {
+    offers.push({ mediaType: MediaType.zip });
+  }
+  const chosen = negotiate(ctx, offers);
+  if (!chosen) throw notAcceptable(describe(offers, [...new Set(instances.map((i) => i.transfer_syntax))]));
+
+  const audit = auditRetrieve(ctx, `wado.${level}`, sel);
+  const signal = clientSignal(ctx);
+  const ts = chosen.transferSyntax ?? AS_STORED;
+
+  if (chosen.mediaType === MediaType.zip) {
+    await respondWithZip(ctx, services, instances, signal, audit);
+    return;
+  }
+  if (chosen.mediaType === MediaType.dicom) {
+    const file = await openInstance(services.pacs, instances[0], ts, signal);
+    respondWithStream(
+      ctx,
+      services,
+      file.body,
+      formatMediaType(MediaType.dicom, { 'transfer-syntax': file.transferSyntax }),
+      {
+        length: file.contentLength,
+        audit,
+      },
+    );
+    return;
+  }
+  const parts = await primed(
+    openAhead(instances, async (inst): Promise<OutgoingPart> => {
+      const file = await openInstance(services.pacs, inst, ts, signal);
+      return {
+        contentType: formatMediaType(MediaType.dicom, { 'transfer-syntax': file.transferSyntax }),
+        headers:
+          file.contentLength !== undefined ? { 'Content-Length': String(file.contentLength) } : undefined,
+        body: file.body,
+      };
+    }),
+  );
+  const mp = multipartRelatedStream(parts);
+  respondWithStream(ctx, services, mp.stream, mp.contentType(MediaType.dicom), { audit });
+}
+
+/**
+ * A ZIP archive with one entry per instance, named `{study}/{series}/{sop}.dcm`, stored rather than deflated (pixel
+ * data rarely deflates well, and storing keeps the archive streaming at full speed). Each instance is requested
+ * from the archive only when its turn comes, so memory and archive connections stay flat whatever the study size.
+ * yazl rather than archiver: archiver 8 is an ES module, which Jest's CommonJS runtime cannot load.
+ */
+async function respondWithZip(
+  ctx: Context,
+  services: Services,
+  instances: readonly RetrievableInstance[],
+  signal: AbortSignal,
+  audit: AuditDetail,
+): Promise<void> {
+  // The first instance is opened before answering, so that an archive failure still becomes a status.
+  const first = await services.pacs.instanceFile(instances[0].orthanc_id, signal);
+  const zip = new ZipFile();
+  const output = zip.outputStream as Readable;
+  let current: Readable | undefined = first.body;
+  instances.forEach((inst, k) => {
+    const name = `${inst.study_uid}/${inst.series_uid}/${inst.sop_instance_uid}.dcm`;
+    zip.addReadStreamLazy(name, { compress: false }, (cb) => {
+      const opened = k === 0 ? Promise.resolve(first) : services.pacs.instanceFile(inst.orthanc_id, signal);
+      opened.then(
+        (file) => {
+          current = file.body;
+          cb(null, file.body);
+        },
+        (err: unknown) => cb(err, undefined as unknown as NodeJS.ReadableStream),
+      );
+    });
+  });
+  zip.on('error', (err: Error) => output.destroy(err));
+  // Client gone (or a failure): the entry being read must not keep its archive request open.
+  output.once('close', () => current?.destroy());
+  zip.end();
+  ctx.attachment(`${instances[0].study_uid}.zip`);
+  respondWithStream(ctx, services, output, MediaType.zip, { audit });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Metadata (PS3.18 §10.4.1.1.4), from the index
+
+/** Rewrites the index's relative BulkDataURIs of one instance's JSON text to absolute URLs under the request's root. */
+export function absoluteBulkDataUris(json: string, prefix: string): string {
+  // In JSON text a string value can never contain an unescaped quote, so this key pattern only matches keys.
+  return json.includes('"BulkDataURI"')
+    ? json.replaceAll('"BulkDataURI": "', `"BulkDataURI": "${prefix}`)
+    : json;
+}
+
+function instanceBase(
+  root: string,
+  row: { study_uid: string; series_uid: string; sop_instance_uid: string },
+): string {
+  return `${root}/studies/${row.study_uid}/series/${row.series_uid}/instances/${row.sop_instance_uid}`;
+}
+
+function etagMatches(ifNoneMatch: string, etag: string): boolean {
+  if (!ifNoneMatch) return false;
+  const bare = etag.replace(/^W\//, '');
+  return ifNoneMatch.split(',').some((t) => {
+    const v = t.trim();
+    return v === '*' || v.replace(/^W\//, '') === bare;
+  });
+}
+
+/** PS3.18 §10.4.1.1.4 Retrieve Metadata of a study, series or instance, streamed from the index. */
+export async function handleRetrieveMetadata(ctx: Context, services: Services, level: Level): Promise<void> {
+  const sel = selectorOf(ctx, level);
+  const offers: MediaTypeOffer[] = [
+    { mediaType: MediaType.dicomJson },
+    { mediaType: MediaType.json },
+    { mediaType: MediaType.multipartRelated, partType: MediaType.dicomXml },
+  ];
+  const chosen = negotiate(ctx, offers);
+  const scopes = await requestReadScopes(ctx, services);
+  const { count, fingerprint } = await metadataFingerprint(services.db, scopes, sel);
+  if (count === 0) throw new NotFoundError(`${level} not found`);
+  if (!chosen) throw notAcceptable(describe(offers, []));
+
+  const root = dicomwebRoot(ctx, services.config);
+  const xml = chosen.partType === MediaType.dicomXml;
+  const gzip = ctx.acceptsEncodings('gzip', 'identity') === 'gzip';
+  const etag =
+    '"' +
+    createHash('sha256')
+      .update(
+        [
+          METADATA_FORMAT_VERSION,
+          root,
+          chosen.mediaType,
+          xml ? 'xml' : 'json',
+          gzip ? 'gzip' : '',
+          fingerprint,
+        ].join('\n'),
+      )
+      .digest('base64url')
+      .slice(0, 32) +
+    '"';
+  ctx.vary('Accept');
+  ctx.vary('Accept-Encoding');
+  ctx.set('ETag', etag);
+  // Answers depend on who asks: caches may keep them for this client only, and must check back each time.
+  ctx.set('Cache-Control', 'private, no-cache');
+  if (etagMatches(ctx.get('if-none-match'), etag)) {
+    ctx.status = 304;
+    return;
+  }
+
+  const audit = auditRetrieve(ctx, 'wado.metadata', sel);
+  const rows = streamInstanceMetadata(services.db, scopes, sel);
+  let body: Readable;
+  let contentType: string;
+  if (xml) {
+    const mp = multipartRelatedStream(xmlParts(rows, root));
+    body = mp.stream;
+    contentType = mp.contentType(MediaType.dicomXml);
+  } else {
+    body = Readable.from(jsonArray(rows, root), { objectMode: false });
+    contentType =
+      chosen.mediaType === MediaType.json ? 'application/json; charset=utf-8' : MediaType.dicomJson;
+  }
+  if (gzip) {
+    ctx.set('Content-Encoding', 'gzip');
+    const z = zlib.createGzip({ level: 4 });
+    body.once('error', (err) => z.destroy(err));
+    z.once('close', () => body.destroy());
+    body = body.pipe(z);
+  }
+  respondWithStream(ctx, services, body, contentType, { audit });
+}
+
+async function* jsonArray(
+  rows: AsyncIterable<{ json: string } & Parameters<typeof instanceBase>[1]>,
+  root: string,
+) {
+  let batch = '[';
+  let first = true;
+  for await (const row of rows) {
+    batch += (first ? '' : ',') + absoluteBulkDataUris(row.json, `${instanceBase(root, row)}/bulk/`);
+    first = false;
+    if (batch.length >= 64 * 1024) {
+      yield batch;
+      batch = '';
+    }
+  }
+  yield batch + ']';
+}
+
+async function* xmlParts(
+  rows: AsyncIterable<{ json: string } & Parameters<typeof instanceBase>[1]>,
+  root: string,
+): AsyncGenerator<OutgoingPart> {
+  for await (const row of rows) {
+    const ds = JSON.parse(absoluteBulkDataUris(row.json, `${instanceBase(root, row)}/bulk/`)) as DicomJson;
+    yield {
+      contentType: `${MediaType.dicomXml}; charset=utf-8`,
+      body: Buffer.from(dicomJsonToXml(ds), 'utf8'),
+    };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Frames (PS3.18 §10.4.1.1.6) and bulk data (§10.4.1.1.5)
+
+interface FramePlan {
+  /** Media type of each part. */
+  partType: string;
+  /** Transfer syntax the frames are sent in (goes into each part's Content-Type). */
+  transferSyntax: string;
+  /** True when the archive must decode the frames (compressed stored, uncompressed wanted). */
+  decode: boolean;
+}
+
+/**
+ * What frames of an instance can be sent as (PS3.18 Tables 8.7.3-4/5): uncompressed octets by default (decoded by the
+ * archive when stored compressed and decodable), the stored bytes under the compressed media type, or the stored
+ * bytes as application/octet-stream when the client accepts any transfer syntax (what OHIF asks for).
+ */
+function planFrames(ctx: Context, inst: RetrievableInstance): FramePlan {
+  const stored = inst.transfer_syntax;
+  const offers: MediaTypeOffer[] = [];
+  if (isNativeTransferSyntax(stored)) {
+    // The archive hands native frames out in little endian whatever the stored byte order, as ELE frames are.
+    const syntaxes = stored === TransferSyntax.implicitVrLittleEndian ? [ELE, stored] : [ELE];
+    offers.push({
+      mediaType: MediaType.multipartRelated,
+      partType: MediaType.octetStream,
+      transferSyntaxes: syntaxes,
+    });
+  } else {
+    const decodable = DECODABLE_SYNTAXES.has(stored);
+    const compressedType = frameMediaTypeForTransferSyntax(stored);
+    const octet: MediaTypeOffer = {
+      mediaType: MediaType.multipartRelated,
+      partType: MediaType.octetStream,
+      transferSyntaxes: decodable ? [stored, ELE] : [stored],
+      defaultTransferSyntax: decodable ? ELE : stored,
+    };
+    const compressed: MediaTypeOffer | undefined = compressedType
+      ? {
+          mediaType: MediaType.multipartRelated,
+          partType: compressedType,
+          transferSyntaxes: [stored],
+          defaultTransferSyntax: stored,
+        }
+      : undefined;
+    if (decodable) offers.push(octet);
+    if (compressed) offers.push(compressed);
+    if (!decodable) {
+      // Without a decoder, octet-stream only works for clients that accept any transfer syntax; one asking for the
+      // default (uncompressed) syntax must not get compressed bytes.
+      const withoutOctet = negotiate(ctx, offers);
+      const withOctet = negotiate(ctx, [...offers, octet]);
+      const pick =
+        withOctet &&
+        withOctet.partType === MediaType.octetStream &&
+        withOctet.matched?.params['transfer-syntax'] !== undefined
+          ? withOctet
+          : withoutOctet;
+      if (!pick)
+        throw notAcceptable(describe([...offers, octet], [stored]).filter((l) => !l.includes(`=${ELE}`)));
+      return { partType: pick.partType!, transferSyntax: stored, decode: false };
+    }
+  }
+  const chosen = negotiate(ctx, offers);
+  if (!chosen) throw notAcceptable(describe(offers, [stored]));
+  const ts = chosen.transferSyntax ?? stored;
+  return {
+    partType: chosen.partType!,
+    transferSyntax: ts,
+    decode: !isNativeTransferSyntax(stored) && ts === ELE,
+  };
+}
+
+/** The frames of one instance as parts, opened one ahead from the archive, or decoded through a transcode. */
+function frameParts(
+  pacs: PacsClient,
+  inst: RetrievableInstance,
+  frames: readonly number[],
+  plan: FramePlan,
+  signal: AbortSignal,
+): AsyncGenerator<OutgoingPart> {
+  const contentType = formatMediaType(plan.partType, { 'transfer-syntax': plan.transferSyntax });
+  if (!plan.decode) {
+    return openAhead(frames, async (f) => {
+      const raw = await pacs.getStream(
+        `/instances/${encodeURIComponent(inst.orthanc_id)}/frames/${f - 1}/raw`,
+        signal,
+      );
+      return { contentType, body: raw.body };
+    });
+  }
+  const frameBytes = nativeFrameBytes(
+    inst.rows ?? 0,
+    inst.columns ?? 0,
+    inst.samples_per_pixel ?? 1,
+    inst.bits_allocated ?? 0,
+  );
+  if (!frameBytes)
+    throw new NotAcceptableError('the frames of this instance cannot be decoded to whole bytes');
+  return decodedFrameParts(pacs, inst, frames, frameBytes, contentType, signal);
+}
+
+/**
+ * Decoded frames: the archive transcodes the instance to Explicit VR LE and the wanted frames are read out of that
+ * stream one at a time. Frames asked out of order start a new pass, so only one frame is ever held.
+ */
+async function* decodedFrameParts(
+  pacs: PacsClient,
+  inst: RetrievableInstance,
+  frames: readonly number[],
+  frameBytes: number,
+  contentType: string,
+  signal: AbortSignal,
+): AsyncGenerator<OutgoingPart> {
+  let k = 0;
+  while (k < frames.length) {
+    let end = k + 1;
+    while (end < frames.length && frames[end] > frames[end - 1]) end++;
+    const file = await openInstance(pacs, inst, ELE, signal);
+    for await (const { data } of extractNativeFrames(file.body, frameBytes, frames.slice(k, end))) {
+      yield { contentType, body: data };
+    }
+    k = end;
+  }
+}
+
+/** PS3.18 §10.4.1.1.6 Retrieve Frames: `.../frames/1,3,5` as multipart/related, one part per frame, in the order asked. */
+export async function handleRetrieveFrames(ctx: Context, services: Services): Promise<void> {
+  const sel = selectorOf(ctx, 'instance');
+  const frames = parseFrameList(String(ctx.params.frames ?? ''));
+  if (!frames)
+    throw new BadRequestError('malformed frame list: expected comma-separated frame numbers from 1');
+  const scopes = await requestReadScopes(ctx, services);
+  const [inst] = await listRetrievableInstances(services.db, scopes, sel);
+  if (!inst) throw new NotFoundError('instance not found');
+  const count = inst.number_of_frames ?? 0;
+  if (count === 0) throw new NotFoundError('instance has no frames');
+  const beyond = frames.find((f) => f > count);
+  if (beyond !== undefined)
+    throw new NotFoundError(`frame ${beyond} does not exist (the instance has ${count})`);
+  const plan = planFrames(ctx, inst);
+  const audit = auditRetrieve(ctx, 'wado.frames', sel);
+  const signal = clientSignal(ctx);
+  const parts = await primed(frameParts(services.pacs, inst, frames, plan, signal));
+  const mp = multipartRelatedStream(parts);
+  respondWithStream(ctx, services, mp.stream, mp.contentType(plan.partType), { audit });
+}
+
+/** A single byte range `bytes=a-b`, `bytes=a-` or `bytes=-n`; undefined when absent, multiple or malformed (ignored). */
+export function parseRange(header: string): { start?: number; end?: number; suffix?: number } | undefined {
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return undefined;
+  if (m[1] === '') return { suffix: Number(m[2]) };
+  const start = Number(m[1]);
+  const end = m[2] === '' ? undefined : Number(m[2]);
+  if (end !== undefined && end < start) return undefined;
+  return { start, end };
+}
+
+/** PS3.18 §10.4.1.1.5 Retrieve Bulkdata by the BulkDataURI the metadata gave, with HTTP Range support. */
+export async function handleRetrieveBulkData(ctx: Context, services: Services): Promise<void> {
+  const sel = selectorOf(ctx, 'instance') as Required<InstanceSelector>;
+  const path = parseBulkDataPath(String(ctx.params.path ?? ''));
+  if (!path) throw new BadRequestError('malformed bulk data path');
+  const scopes = await requestReadScopes(ctx, services);
+  const found = await findBulkElement(services.db, scopes, sel, path.jsonPath, path.relative);
+  if (!found) throw new NotFoundError('bulk data not found');
+  const { instance: inst } = found;
+  const signal = clientSignal(ctx);
+
+  if (path.relative === '7FE00010' && !isNativeTransferSyntax(inst.transfer_syntax)) {
+    // Encapsulated Pixel Data has no single value: it is its frames.
+    const plan = planFrames(ctx, inst);
+    const audit = auditRetrieve(ctx, 'wado.bulk', sel);
+    const all = Array.from({ length: inst.number_of_frames ?? 1 }, (_, k) => k + 1);
+    const parts = await primed(frameParts(services.pacs, inst, all, plan, signal));
+    const mp = multipartRelatedStream(parts);
+    respondWithStream(ctx, services, mp.stream, mp.contentType(plan.partType), { audit });
+    return;
+  }
+
+  const offers: MediaTypeOffer[] = [
+    { mediaType: MediaType.multipartRelated, partType: MediaType.octetStream },
+    { mediaType: MediaType.octetStream },
+  ];
+  const chosen = negotiate(ctx, offers);
+  if (!chosen) throw notAcceptable(describe(offers, []));
+  const audit = auditRetrieve(ctx, 'wado.bulk', sel);
+  const value = await openBulkValue(services.pacs, inst, path, signal);
+  const total = value.contentLength;
+  const range = total !== undefined ? parseRange(ctx.get('range')) : undefined;
+  let body: Readable = value.body;
+  let partHeaders: Record<string, string> = {};
+  let length = total;
+  if (range && total !== undefined) {
+    const start = range.suffix !== undefined ? Math.max(total - range.suffix, 0) : range.start!;
+    const end = Math.min(range.end ?? total - 1, total - 1);
+    if (start >= total || (range.suffix !== undefined && range.suffix === 0)) {
+      value.body.destroy();
+      throw new AppError(416, 'range_not_satisfiable', 'the requested range lies outside the bulk data', {
+        'Content-Range': `bytes */${total}`,
+      });
+    }
+    const contentRange = `bytes ${start}-${end}/${total}`;
+    body = Readable.from(sliceStream(value.body, start, end), { objectMode: false });
+    length = end - start + 1;
+    ctx.status = 206;
+    if (chosen.mediaType === MediaType.octetStream) ctx.set('Content-Range', contentRange);
+    else partHeaders = { 'Content-Range': contentRange };
+  }
+  if (chosen.mediaType === MediaType.octetStream) {
+    ctx.set('Accept-Ranges', 'bytes');
+    respondWithStream(ctx, services, body, MediaType.octetStream, { length, audit });
+    return;
+  }
+  const headers: Record<string, string> = { ...partHeaders };
+  if (length !== undefined) headers['Content-Length'] = String(length);
+  const mp = multipartRelatedStream(
+    (async function* () {
+      yield { contentType: MediaType.octetStream, headers, body };
+    })(),
+  );
+  respondWithStream(ctx, services, mp.stream, mp.contentType(MediaType.octetStream), { audit });
+}
+
+/** One bulk data value from the archive: raw bytes of the element (native Pixel Data as one value). */
+async function openBulkValue(
+  pacs: PacsClient,
+  inst: RetrievableInstance,
+  path: BulkDataPath,
+  signal: AbortSignal,
+): Promise<ArchiveStream> {
+  const base = `/instances/${encodeURIComponent(inst.orthanc_id)}/content/${path.contentPath}`;
+  // Orthanc lists Pixel Data as fragments; native Pixel Data is its "fragment" 0, whole and in little endian.
+  return pacs.getStream(path.relative === '7FE00010' ? `${base}/0` : base, signal);
+}
