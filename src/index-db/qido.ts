@@ -742,7 +742,7 @@ export async function searchQido(db: Pool, search: QidoSearch): Promise<QidoAnsw
         `request more with offset=${search.query.offset + search.query.limit}`,
     );
   }
-  return { results: rows.map((row) => toDicomJson(search, st, row)), more, warnings };
+  return { results: rows.map(resultProjector(search, st)), more, warnings };
 }
 
 /** True when the caller's scopes show this study (and series, if given): a search below an invisible one is a 404. */
@@ -763,75 +763,92 @@ export async function isVisible(
   return (r.rowCount ?? 0) > 0;
 }
 
-function toDicomJson(
+/** Which attributes one level contributes to each result: decided once per search, applied to every row. */
+interface LevelShape {
+  all: boolean;
+  tags: string[];
+  has: ReadonlySet<string>;
+  /** Attributes sent empty when the object lacks them: [tag, VR]. */
+  empty: Array<[string, string]>;
+}
+
+function levelShape(all: boolean, defaults: readonly string[], extra: ReadonlySet<string>): LevelShape {
+  const tags = [...new Set([...defaults, ...extra])];
+  const empty = tags
+    .filter((t) => !COMPUTED_STUDY.has(t) && !COMPUTED_SERIES.has(t))
+    .filter((t) => PRESENT_EVEN_IF_EMPTY.has(t) || !DEFAULT_TAGS.has(t))
+    .map((t): [string, string] => [t, attributeByTag(t).vr]);
+  return { all, tags, has: new Set(tags), empty };
+}
+
+/** Builds the function that turns a result row into its DICOM JSON answer (PS3.18 §10.6.3.3). */
+function resultProjector(
   search: QidoSearch,
   { wanted, withStudy, withSeries }: { wanted: Wanted; withStudy: boolean; withSeries: boolean },
-  row: Row,
-): DicomJson {
+): (row: Row) => DicomJson {
   const { level, root } = search;
-  const out: DicomJson = {};
-  const studyUrl = `${root}/studies/${row.study_uid}`;
+  const study = withStudy
+    ? levelShape(wanted.all, level === 'study' || !search.studyUid ? STUDY_RETURN : [], wanted.study)
+    : undefined;
+  const series = withSeries
+    ? levelShape(wanted.all, level === 'series' || !search.seriesUid ? SERIES_RETURN : [], wanted.series)
+    : undefined;
+  const instance =
+    level === 'instance' ? levelShape(wanted.all, INSTANCE_RETURN, wanted.instance) : undefined;
 
-  if (withStudy && row.study_json) {
-    const defaults = level === 'study' || !search.studyUid;
-    const tags = new Set([...(defaults ? STUDY_RETURN : []), ...wanted.study]);
-    pick(out, row.study_json, tags, wanted.all, false);
-    const put = (tag: string, el: DicomJsonElement) => {
-      if (wanted.all || tags.has(tag)) out[tag] = el;
-    };
-    put(Tag.ModalitiesInStudy, values('CS', [...(row.agg_modalities ?? [])].sort()));
-    if (row.agg_sop_classes) put(Tag.SOPClassesInStudy, values('UI', [...row.agg_sop_classes].sort()));
-    put(Tag.NumberOfStudyRelatedSeries, values('IS', [row.agg_num_series ?? 0]));
-    put(Tag.NumberOfStudyRelatedInstances, values('IS', [row.agg_num_instances ?? 0]));
-    fillEmpty(out, tags);
-  }
-  if (withSeries && row.series_json) {
-    const defaults = level === 'series' || !search.seriesUid;
-    const tags = new Set([...(defaults ? SERIES_RETURN : []), ...wanted.series]);
-    pick(out, row.series_json, tags, wanted.all, false);
-    if (wanted.all || tags.has(Tag.NumberOfSeriesRelatedInstances)) {
-      out[Tag.NumberOfSeriesRelatedInstances] = values('IS', [row.agg_series_instances ?? 0]);
+  return (row) => {
+    const out: DicomJson = {};
+    if (study && row.study_json) {
+      copy(out, row.study_json, study, false);
+      const put = (tag: string, el: DicomJsonElement) => {
+        if (study.all || study.has.has(tag)) out[tag] = el;
+      };
+      put(Tag.ModalitiesInStudy, values('CS', [...(row.agg_modalities ?? [])].sort()));
+      if (row.agg_sop_classes) put(Tag.SOPClassesInStudy, values('UI', [...row.agg_sop_classes].sort()));
+      put(Tag.NumberOfStudyRelatedSeries, values('IS', [row.agg_num_series ?? 0]));
+      put(Tag.NumberOfStudyRelatedInstances, values('IS', [row.agg_num_instances ?? 0]));
     }
-    fillEmpty(out, tags);
-  }
-  if (level === 'instance' && row.instance_json) {
-    const tags = new Set([...INSTANCE_RETURN, ...wanted.instance]);
-    pick(out, row.instance_json, tags, wanted.all, true);
-    fillEmpty(out, tags);
-  }
-
-  let url = studyUrl;
-  if (level !== 'study') url += `/series/${row.series_uid}`;
-  if (level === 'instance') url += `/instances/${row.sop_instance_uid}`;
-  if (level === 'instance') absolutiseBulkData(out, url);
-  out[Tag.StudyInstanceUID] = values('UI', [row.study_uid]);
-  if (level !== 'study') out[Tag.SeriesInstanceUID] = values('UI', [row.series_uid]);
-  out[Tag.RetrieveURL] = values('UR', [url]);
-  if (level !== 'series') out[Tag.InstanceAvailability] = values('CS', ['ONLINE']);
-  // DICOM JSON is UTF-8 whatever the stored objects used (PS3.18 F.2).
-  if (out[Tag.SpecificCharacterSet]) out[Tag.SpecificCharacterSet] = values('CS', ['ISO_IR 192']);
-  return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
+    if (series && row.series_json) {
+      copy(out, row.series_json, series, false);
+      if (series.all || series.has.has(Tag.NumberOfSeriesRelatedInstances)) {
+        out[Tag.NumberOfSeriesRelatedInstances] = values('IS', [row.agg_series_instances ?? 0]);
+      }
+    }
+    let url = `${root}/studies/${row.study_uid}`;
+    if (level !== 'study') url += `/series/${row.series_uid}`;
+    if (instance && row.instance_json) {
+      url += `/instances/${row.sop_instance_uid}`;
+      copy(out, row.instance_json, instance, true);
+      absolutiseBulkData(out, url);
+    }
+    out[Tag.StudyInstanceUID] = values('UI', [row.study_uid]);
+    if (level !== 'study') out[Tag.SeriesInstanceUID] = values('UI', [row.series_uid]);
+    out[Tag.RetrieveURL] = values('UR', [url]);
+    if (level !== 'series') out[Tag.InstanceAvailability] = values('CS', ['ONLINE']);
+    // DICOM JSON is UTF-8 whatever the stored objects used (PS3.18 F.2).
+    if (out[Tag.SpecificCharacterSet]) out[Tag.SpecificCharacterSet] = values('CS', ['ISO_IR 192']);
+    const sorted: DicomJson = {};
+    for (const tag of Object.keys(out).sort()) sorted[tag] = out[tag];
+    return sorted;
+  };
 }
 
 function values(vr: string, v: unknown[]): DicomJsonElement {
   return v.length ? { vr, Value: v } : { vr };
 }
 
-function pick(out: DicomJson, ds: DicomJson, tags: Set<string>, all: boolean, keepBulk: boolean): void {
-  for (const [tag, el] of Object.entries(ds)) {
-    if (!all && !tags.has(tag)) continue;
-    // Study and series JSON come from some instance; its bulk data belongs to that instance, not to this result.
-    if (!keepBulk && el.BulkDataURI !== undefined) continue;
-    out[tag] = el;
+function copy(out: DicomJson, ds: DicomJson, shape: LevelShape, keepBulk: boolean): void {
+  // Study and series JSON come from some instance; its bulk data belongs to that instance, not to this result.
+  const usable = (el: DicomJsonElement | undefined) =>
+    el !== undefined && (keepBulk || el.BulkDataURI === undefined);
+  if (shape.all) {
+    for (const tag of Object.keys(ds)) if (usable(ds[tag])) out[tag] = ds[tag];
+  } else {
+    for (const tag of shape.tags) if (usable(ds[tag])) out[tag] = ds[tag];
   }
+  for (const [tag, vr] of shape.empty) if (!out[tag]) out[tag] = { vr };
 }
 
-function fillEmpty(out: DicomJson, tags: Set<string>): void {
-  for (const tag of tags) {
-    if (out[tag] || COMPUTED_STUDY.has(tag) || COMPUTED_SERIES.has(tag)) continue;
-    if (PRESENT_EVEN_IF_EMPTY.has(tag) || !DEFAULT_TAGS.has(tag)) out[tag] = { vr: attributeByTag(tag).vr };
-  }
-}
 /** Defaults that are left out rather than sent empty when an object lacks them (Type 3 / conditional). */
 const DEFAULT_TAGS: ReadonlySet<string> = new Set([...STUDY_RETURN, ...SERIES_RETURN, ...INSTANCE_RETURN]);
 
