@@ -21,12 +21,13 @@ const ISSUER_PORT = Number(process.env.ISSUER_PORT ?? 8180);
 const VIEWER_PORT = Number(process.env.VIEWER_PORT ?? 3000);
 const GATEWAY = `http://127.0.0.1:${PORT}`;
 const ISSUER = `http://127.0.0.1:${ISSUER_PORT}/realms/aperture`;
-const TSX = join(ROOT, 'node_modules/tsx/dist/cli.mjs');
 
 const children: ChildProcess[] = [];
 
 function start(name: string, script: string, args: string[], env: Record<string, string>): ChildProcess {
-  const child = spawn(process.execPath, [TSX, join(ROOT, script), ...args], {
+  // `node --import tsx`, not the tsx CLI: signals then reach the program itself, not a wrapper.
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, script), ...args], {
+    cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
