@@ -205,27 +205,39 @@ function destroyPart(part: OutgoingPart | undefined): void {
 }
 
 /**
- * Opens parts one ahead: while part i streams to the client, the archive request for part i+1 is already on its way,
- * so per-object round trips do not add up over a series. Anything opened but not sent is destroyed.
+ * How many archive requests run ahead of the part being sent. Each Orthanc request costs a round trip (and a
+ * scheduling slot on a busy host): opening the next few while one streams keeps the pipe full over a series of
+ * small objects. Bodies opened ahead are held by backpressure (socket buffers), not read into memory.
+ */
+export const OPEN_AHEAD = 3;
+
+/**
+ * Opens parts ahead of the one being sent (see OPEN_AHEAD), yielding them in order. Anything opened but not sent
+ * (client gone, failure) is destroyed.
  */
 async function* openAhead<T>(
   items: readonly T[],
   open: (item: T) => Promise<OutgoingPart>,
+  depth = OPEN_AHEAD,
 ): AsyncGenerator<OutgoingPart> {
-  let next: Promise<OutgoingPart> | undefined;
+  const pending: Array<Promise<OutgoingPart>> = [];
+  let next = 0;
+  const fill = () => {
+    while (next < items.length && pending.length <= depth) {
+      const p = open(items[next++]);
+      p.catch(() => undefined); // rethrown when its turn comes, or dropped in finally
+      pending.push(p);
+    }
+  };
   try {
-    for (let k = 0; k < items.length; k++) {
-      const current = next ?? open(items[k]);
-      next = undefined;
-      const part = await current;
-      if (k + 1 < items.length) {
-        next = open(items[k + 1]);
-        next.catch(() => undefined); // consumed (and rethrown) on the next turn, or dropped in finally
-      }
+    fill();
+    while (pending.length) {
+      const part = await pending.shift()!;
+      fill();
       yield part;
     }
   } finally {
-    if (next) void next.then(destroyPart, () => undefined);
+    for (const p of pending) void p.then(destroyPart, () => undefined);
   }
 }
 
@@ -575,8 +587,7 @@ function planFrames(ctx: Context, inst: RetrievableInstance): FramePlan {
         withOctet.matched?.params['transfer-syntax'] !== undefined
           ? withOctet
           : withoutOctet;
-      if (!pick)
-        throw notAcceptable(describe([...offers, octet], [stored]).filter((l) => !l.includes(`=${ELE}`)));
+      if (!pick) throw notAcceptable(describe([...offers, octet], [stored]));
       return { partType: pick.partType!, transferSyntax: stored, decode: false };
     }
   }

@@ -58,6 +58,9 @@ export class OrthancClient implements PacsClient {
     this.agent = new Agent({
       connections: config.ORTHANC_CONNECTIONS,
       keepAliveTimeout: 4_000,
+      // Orthanc announces `Keep-Alive: timeout=1`; undici's default 2 s safety margin would make that negative and
+      // close every connection after one response (a new TCP connection per archive request).
+      keepAliveTimeoutThreshold: 300,
       headersTimeout: config.ORTHANC_TIMEOUT_MS,
       bodyTimeout: config.ORTHANC_TIMEOUT_MS,
       connectTimeout: 5_000,
