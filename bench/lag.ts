@@ -13,12 +13,12 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import dcmjs from 'dcmjs';
 import { Pool } from 'pg';
+import { freePort } from '../src/devtools/net';
 
 const ROOT = join(__dirname, '..');
 const run = promisify(execFile);
@@ -100,17 +100,6 @@ function copyOf(template: Buffer): { bytes: Buffer; sopInstanceUid: string } {
   d.dict['00080018'] = { vr: 'UI', Value: [sop] };
   d.meta['00020003'] = { vr: 'UI', Value: [sop] };
   return { bytes: Buffer.from(d.write()), sopInstanceUid: sop };
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 async function startGateway(

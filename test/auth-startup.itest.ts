@@ -1,20 +1,9 @@
-import { createServer } from 'node:net';
 import { type OidcIssuer, startOidcIssuer } from '../src/devtools/oidc-issuer';
 import { bearer, passwordToken } from './helpers/auth';
 import { resetStack, startGateway, type TestGateway } from './helpers/gateway';
+import { freePort } from '../src/devtools/net';
 
 jest.setTimeout(120_000);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 describe('authentication switched on and off', () => {
   beforeAll(async () => resetStack());

@@ -29,15 +29,16 @@ export interface ArchivedObject {
   md5: string | null;
 }
 
+const INSTANCE_COLUMNS = `sop_instance_uid, study_uid, series_uid, sop_class_uid, transfer_syntax, orthanc_id, file_size,
+  md5, number_of_frames`;
+
 /** The instance row for a SOP Instance UID, if indexed. */
 export async function findInstance(
   db: Pool | PoolClient,
   sopInstanceUid: string,
 ): Promise<InstanceRow | undefined> {
   const r = await db.query<InstanceRow>(
-    `SELECT sop_instance_uid, study_uid, series_uid, sop_class_uid, transfer_syntax, orthanc_id, file_size, md5,
-            number_of_frames
-       FROM instances WHERE sop_instance_uid = $1`,
+    `SELECT ${INSTANCE_COLUMNS} FROM instances WHERE sop_instance_uid = $1`,
     [sopInstanceUid],
   );
   return r.rows[0];
@@ -48,12 +49,9 @@ export async function findInstanceByOrthancId(
   db: Pool | PoolClient,
   orthancId: string,
 ): Promise<InstanceRow | undefined> {
-  const r = await db.query<InstanceRow>(
-    `SELECT sop_instance_uid, study_uid, series_uid, sop_class_uid, transfer_syntax, orthanc_id, file_size, md5,
-            number_of_frames
-       FROM instances WHERE orthanc_id = $1`,
-    [orthancId],
-  );
+  const r = await db.query<InstanceRow>(`SELECT ${INSTANCE_COLUMNS} FROM instances WHERE orthanc_id = $1`, [
+    orthancId,
+  ]);
   return r.rows[0];
 }
 
@@ -127,7 +125,10 @@ export async function upsertInstanceRow(client: PoolClient, obj: ArchivedObject)
 export async function linkInstance(
   client: PoolClient,
   projectId: string,
-  parsed: Pick<ParsedInstance, 'sopInstanceUid' | 'seriesInstanceUid' | 'studyInstanceUid' | 'sopClassUid' | 'json'>,
+  parsed: Pick<
+    ParsedInstance,
+    'sopInstanceUid' | 'seriesInstanceUid' | 'studyInstanceUid' | 'sopClassUid' | 'json'
+  >,
   source: MembershipSource,
 ): Promise<boolean> {
   const ins = await client.query(
@@ -252,7 +253,11 @@ export async function removeInstance(db: Pool, sopInstanceUid: string): Promise<
 }
 
 /** Removes one instance from one project, recomputing that project's series and study aggregates. */
-export async function unlinkInstance(client: PoolClient, projectId: string, sopInstanceUid: string): Promise<boolean> {
+export async function unlinkInstance(
+  client: PoolClient,
+  projectId: string,
+  sopInstanceUid: string,
+): Promise<boolean> {
   const del = await client.query<{ series_uid: string; study_uid: string }>(
     'DELETE FROM project_instances WHERE project_id = $1 AND sop_instance_uid = $2 RETURNING series_uid, study_uid',
     [projectId, sopInstanceUid],
@@ -285,18 +290,19 @@ export async function unlinkInstance(client: PoolClient, projectId: string, sopI
      WHERE ps.project_id = $1 AND ps.study_uid = $2`,
     [projectId, row.study_uid, seriesGone ? 1 : 0],
   );
-  await client.query('DELETE FROM project_studies WHERE project_id = $1 AND study_uid = $2 AND num_instances <= 0', [
-    projectId,
-    row.study_uid,
-  ]);
+  await client.query(
+    'DELETE FROM project_studies WHERE project_id = $1 AND study_uid = $2 AND num_instances <= 0',
+    [projectId, row.study_uid],
+  );
   return true;
 }
 
 /** The DICOM JSON of an indexed instance. */
 export async function getInstanceJson(db: Pool, sopInstanceUid: string): Promise<DicomJson | undefined> {
-  const r = await db.query<{ dicom_json: DicomJson }>('SELECT dicom_json FROM instances WHERE sop_instance_uid = $1', [
-    sopInstanceUid,
-  ]);
+  const r = await db.query<{ dicom_json: DicomJson }>(
+    'SELECT dicom_json FROM instances WHERE sop_instance_uid = $1',
+    [sopInstanceUid],
+  );
   return r.rows[0]?.dicom_json;
 }
 

@@ -8,6 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import dcmjs from 'dcmjs';
+export { freePort } from '../../src/devtools/net';
 
 const run = promisify(execFile);
 const ROOT = join(__dirname, '../..');
@@ -189,17 +190,4 @@ export async function spawnGateway(port: number, env: Record<string, string> = {
       await exited;
     },
   };
-}
-
-/** A TCP port nobody listens on right now. */
-export async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
 }
