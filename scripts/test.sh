@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
-  npm ci --no-audit --no-fund
+  # `npm install` honours package-lock.json; `npm ci` would refuse it, because npm 11 writes locks without the
+  # other platforms' optional packages (msgpackr-extract, unrs-resolver) and then reports them missing.
+  npm install --no-audit --no-fund
 fi
 # Debian packages (PostgreSQL, Redis, Orthanc, DCMTK, dicom3tools) are checked and installed by the stack script.
 STACK_DIR="$(mktemp -d)" bash scripts/stack.sh env >/dev/null 2>&1 || true
