@@ -20,6 +20,7 @@ import {
 } from '../errors';
 import { allProjectIds } from '../index-db/projects';
 import { ingestInstance, type IngestOutcome } from '../ingest/ingest';
+import { enqueueSeriesStable } from '../jobs/queues';
 import type { Services } from '../services';
 import { dicomwebRoot, noteAudit, requireProjectRole } from './context';
 import {
@@ -105,6 +106,9 @@ export async function handleStoreInstances(ctx: Context, services: Services): Pr
   noteAudit(ctx, { action: 'stow', projectId, studyUid, detail: { stored: 0, failed: 0 } });
   const started = Date.now();
   const run = await storeParts(ctx, services, projectId, studyUid);
+  // Thumbnails for what just arrived, without waiting for Orthanc to call the series stable; the queue
+  // deduplicates per series, and does nothing when no queue is configured in this process.
+  for (const uid of new Set(run.stored.map((s) => s.seriesInstanceUid))) void enqueueSeriesStable(uid);
   const outcomes: StoreOutcomes = { stored: run.stored, failed: run.failed.map((f) => f.failed) };
   const singleStudy =
     studyUid ??
