@@ -6,6 +6,7 @@
 #   scripts/stack.sh status   say what runs
 #   scripts/stack.sh env      print the settings the gateway needs (KEY=value lines)
 #   scripts/stack.sh wipe     stop and delete the stack folder
+#   scripts/stack.sh packages only install missing Debian packages (WITH_BROWSER=1 adds chromium)
 #
 # One folder is one stack. STACK_DIR picks it (default .stack/dev); ports come from PG_PORT, REDIS_PORT,
 # ORTHANC_HTTP_PORT and ORTHANC_DICOM_PORT, remembered in $STACK_DIR/ports so that later calls agree.
@@ -72,6 +73,8 @@ ensure_packages() {
   command -v dcmsend >/dev/null || missing+=(dcmtk)
   command -v dciodvfy >/dev/null || missing+=(dicom3tools)
   command -v curl >/dev/null || missing+=(curl)
+  # Tests also drive the OHIF viewer in Debian's Chromium (scripts/test.sh asks for it).
+  if [[ "${WITH_BROWSER:-0}" == 1 ]]; then command -v chromium >/dev/null || missing+=(chromium); fi
   [[ ${#missing[@]} -eq 0 ]] && return 0
   if [[ $(id -u) -ne 0 ]]; then
     die "missing Debian packages: ${missing[*]} (run as root once, or: sudo apt-get install ${missing[*]})"
@@ -242,6 +245,7 @@ case "$cmd" in
     print_env > "$STACK_DIR/env"
     print_env
     ;;
+  packages) ensure_packages ;;
   down) stop_all ;;
   wipe) stop_all; rm -rf "$STACK_DIR" ;;
   env) print_env ;;
@@ -250,5 +254,5 @@ case "$cmd" in
     port_open "$REDIS_PORT" && echo "redis: up ($REDIS_PORT)" || echo "redis: down"
     port_open "$ORTHANC_HTTP_PORT" && echo "orthanc: up ($ORTHANC_HTTP_PORT, DICOM $ORTHANC_DICOM_PORT)" || echo "orthanc: down"
     ;;
-  *) die "usage: $0 up|down|status|env|wipe" ;;
+  *) die "usage: $0 up|down|status|env|wipe|packages" ;;
 esac

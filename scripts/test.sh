@@ -8,8 +8,11 @@ if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json
   # other platforms' optional packages (msgpackr-extract, unrs-resolver) and then reports them missing.
   npm install --no-audit --no-fund
 fi
-# Debian packages (PostgreSQL, Redis, Orthanc, DCMTK, dicom3tools) are checked and installed by the stack script.
-STACK_DIR="$(mktemp -d)" bash scripts/stack.sh env >/dev/null 2>&1 || true
+# Debian packages (PostgreSQL, Redis, Orthanc + plugins, DCMTK, dicom3tools, Chromium for the viewer test),
+# installed when missing and run as root; the integration tests' global setup then starts an isolated stack.
+pkgdir="$(mktemp -d -t aperture-pkg-XXXX)"
+STACK_DIR="$pkgdir" WITH_BROWSER=1 bash scripts/stack.sh packages
+rm -rf "$pkgdir"
 npx tsc -p tsconfig.json --noEmit
 npx jest --selectProjects unit "$@"
 npx jest --selectProjects integration --runInBand "$@"
