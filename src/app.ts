@@ -9,7 +9,7 @@ import { routingRouter } from './api/routing';
 import { sharesRouter } from './api/shares';
 import { dicomwebRouter } from './dicomweb/routes';
 import { wadoUriRouter } from './dicomweb/wado-uri';
-import { AppError, errorMiddleware } from './errors';
+import { AppError, errorMiddleware, loggablePath } from './errors';
 import type { AuditDetail, Services } from './services';
 
 /** Paths answered without authentication. */
@@ -33,8 +33,7 @@ export function createApp(services: Services): Koa {
     } finally {
       // Path only: query strings can carry patient names.
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      // Share tokens in `/share/{token}/...` are secrets: never logged.
-      const path = ctx.path.replace(/^\/share\/[^/]+/, '/share/-');
+      const path = loggablePath(ctx.path);
       logger.debug({ req: id, method: ctx.method, path, status: ctx.status, ms }, 'request');
     }
   });

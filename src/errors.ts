@@ -85,7 +85,7 @@ export function errorMiddleware(logger: Logger) {
       await next();
     } catch (err) {
       if (ctx.headerSent || !ctx.writable) {
-        logger.warn({ err: errSummary(err), path: ctx.path }, 'error after response started');
+        logger.warn({ err: errSummary(err), path: loggablePath(ctx.path) }, 'error after response started');
         return;
       }
       if (err instanceof AppError) {
@@ -104,11 +104,19 @@ export function errorMiddleware(logger: Logger) {
         ctx.body = { errors: [{ code: 'bad_request', message: msg }] };
         return;
       }
-      logger.error({ err: errSummary(err), method: ctx.method, path: ctx.path }, 'unhandled error');
+      logger.error(
+        { err: errSummary(err), method: ctx.method, path: loggablePath(ctx.path) },
+        'unhandled error',
+      );
       ctx.status = 500;
       ctx.body = { errors: [{ code: 'internal_error', message: 'internal error' }] };
     }
   };
+}
+
+/** A request path fit for logs: share tokens in `/share/{token}/...` are secrets and never logged. */
+export function loggablePath(path: string): string {
+  return path.replace(/^\/share\/[^/]+/, '/share/-');
 }
 
 /** Error details fit for logs: name, message and stack, never attached request data. */

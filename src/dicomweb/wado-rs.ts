@@ -23,7 +23,14 @@ import {
 import type { DicomJson } from '../dicom/json';
 import { isPlausibleUid } from '../dicom/parse';
 import { dicomJsonToXml } from '../dicom/xml';
-import { AppError, BadRequestError, NotAcceptableError, NotFoundError, errSummary } from '../errors';
+import {
+  AppError,
+  BadRequestError,
+  NotAcceptableError,
+  NotFoundError,
+  errSummary,
+  loggablePath,
+} from '../errors';
 import {
   findBulkElement,
   listRetrievableInstances,
@@ -166,7 +173,7 @@ export function respondWithStream(
   source.once('end', () => out.end());
   source.once('error', (err) => {
     if (!(err instanceof AppError) || err.status >= 500) {
-      services.logger.warn({ err: errSummary(err), path: ctx.path }, 'retrieve stream failed');
+      services.logger.warn({ err: errSummary(err), path: loggablePath(ctx.path) }, 'retrieve stream failed');
     }
     ctx.res.destroy();
     out.destroy();
