@@ -13,23 +13,30 @@ export interface ProjectRow {
 }
 
 /** Creates a project; 409 when the id exists. */
-export async function createProject(db: Pool, p: { id: string; name: string; description?: string }): Promise<ProjectRow> {
+export async function createProject(
+  db: Pool,
+  p: { id: string; name: string; description?: string },
+): Promise<ProjectRow> {
   const r = await db.query<ProjectRow>(
     `INSERT INTO projects (id, name, description) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING
      RETURNING id, name, description, created_at, 0 AS num_studies, 0 AS num_series, 0 AS num_instances`,
     [p.id, p.name, p.description ?? ''],
   );
   if (!r.rows[0]) throw new ConflictError(`project '${p.id}' already exists`);
+  forgetProjectIds();
   return r.rows[0];
 }
 
 /** Creates a project unless it exists; returns whether it was created. */
-export async function ensureProject(db: Pool, p: { id: string; name: string; description?: string }): Promise<boolean> {
-  const r = await db.query('INSERT INTO projects (id, name, description) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING', [
-    p.id,
-    p.name,
-    p.description ?? '',
-  ]);
+export async function ensureProject(
+  db: Pool,
+  p: { id: string; name: string; description?: string },
+): Promise<boolean> {
+  const r = await db.query(
+    'INSERT INTO projects (id, name, description) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING',
+    [p.id, p.name, p.description ?? ''],
+  );
+  if (r.rowCount === 1) forgetProjectIds();
   return r.rowCount === 1;
 }
 
@@ -57,7 +64,29 @@ export async function getProject(db: Pool, id: string): Promise<ProjectRow | und
   return (await db.query<ProjectRow>(`${SELECT_PROJECTS} WHERE p.id = $1`, [id])).rows[0];
 }
 
-/** Every project id; cached briefly by callers that need it per request. */
+/**
+ * How long the list of project ids is reused. Global administrators' requests need it every time (their scope is
+ * every project); a project created by another process shows up for them at most this late.
+ */
+const PROJECT_IDS_TTL_MS = 1000;
+let projectIdsCache: { db: Pool; at: number; ids: Promise<string[]> } | undefined;
+
+/** Every project id, reused for up to a second (creating a project in this process refreshes it at once). */
 export async function allProjectIds(db: Pool): Promise<string[]> {
-  return (await db.query<{ id: string }>('SELECT id FROM projects ORDER BY id')).rows.map((r) => r.id);
+  const now = Date.now();
+  if (!projectIdsCache || projectIdsCache.db !== db || now - projectIdsCache.at > PROJECT_IDS_TTL_MS) {
+    const ids = db
+      .query<{ id: string }>('SELECT id FROM projects ORDER BY id')
+      .then((r) => r.rows.map((x) => x.id));
+    projectIdsCache = { db, at: now, ids };
+    ids.catch(() => {
+      if (projectIdsCache?.ids === ids) projectIdsCache = undefined;
+    });
+  }
+  return projectIdsCache.ids;
+}
+
+/** Drops the cached project ids (after creating or deleting a project). */
+export function forgetProjectIds(): void {
+  projectIdsCache = undefined;
 }

@@ -8,6 +8,7 @@ import { closeIndexer, initIndexer } from '../../src/ingest/change-feed';
 import { createLogger } from '../../src/logger';
 import { OrthancClient } from '../../src/orthanc/client';
 import type { Services } from '../../src/services';
+import { forgetProjectIds } from '../../src/index-db/projects';
 
 /** A gateway listening on an ephemeral port against the test stack. */
 export interface TestGateway {
@@ -19,7 +20,12 @@ export interface TestGateway {
 
 /** Starts the gateway in this process against the stack global-setup started. */
 export async function startGateway(overrides: Record<string, string> = {}): Promise<TestGateway> {
-  const config = loadConfig({ ...process.env, AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false', ...overrides });
+  const config = loadConfig({
+    ...process.env,
+    AUTH_ENABLED: 'false',
+    INDEXER_ENABLED: 'false',
+    ...overrides,
+  });
   const logger = createLogger(process.env.LOG_LEVEL ?? 'silent');
   const services = await initServices(config, logger);
   if (config.INDEXER_ENABLED) initIndexer(services);
@@ -66,6 +72,7 @@ export async function resetStack(): Promise<void> {
     );
     if (tables.rows.length) {
       await pool.query(`TRUNCATE ${tables.rows.map((t) => `"${t.tablename}"`).join(', ')} CASCADE`);
+      forgetProjectIds();
     }
   } finally {
     await pool.end();
@@ -73,16 +80,19 @@ export async function resetStack(): Promise<void> {
   const { url, auth } = orthancEndpoint();
   const res = await fetch(`${url}/patients`, { headers: { authorization: auth } });
   const ids = (await res.json()) as string[];
-  for (const id of ids) await fetch(`${url}/patients/${id}`, { method: 'DELETE', headers: { authorization: auth } });
+  for (const id of ids)
+    await fetch(`${url}/patients/${id}`, { method: 'DELETE', headers: { authorization: auth } });
   // The change feed starts over from Orthanc's current position.
   const pool2 = new Pool({ connectionString: c.DATABASE_URL, max: 1 });
   try {
-    const last = (await (await fetch(`${url}/changes?last`, { headers: { authorization: auth } })).json()) as {
+    const last = (await (
+      await fetch(`${url}/changes?last`, { headers: { authorization: auth } })
+    ).json()) as {
       Last: number;
     };
-    await pool2.query("UPDATE indexer_state SET last_change = $1 WHERE name = 'orthanc-changes'", [last.Last]).catch(
-      () => undefined,
-    );
+    await pool2
+      .query("UPDATE indexer_state SET last_change = $1 WHERE name = 'orthanc-changes'", [last.Last])
+      .catch(() => undefined);
   } finally {
     await pool2.end();
   }
