@@ -3,26 +3,24 @@ import { stowInstances } from '../../src/dicomweb/stow-client';
 import { startOidcIssuer } from '../../src/devtools/oidc-issuer';
 import type { BenchRow, SuiteResult } from '../lib/report';
 import { type StackEnv, startGatewayProcess } from '../lib/stack';
-import { msSince, round } from '../lib/stats';
+import { msSince, round, timedPool } from '../lib/stats';
 
 const REQUESTS = Number(process.env.BENCH_AUTH_REQUESTS ?? 600);
 const CONCURRENCY = Number(process.env.BENCH_AUTH_CONCURRENCY ?? 8);
 const ROUNDS = Number(process.env.BENCH_AUTH_ROUNDS ?? 3);
 
 /** Throughput of `REQUESTS` GETs with CONCURRENCY in flight: requests/s and MB/s. */
-async function throughput(urls: readonly string[], headers: Record<string, string>): Promise<{ rps: number; mbps: number }> {
-  let next = 0;
+async function throughput(
+  urls: readonly string[],
+  headers: Record<string, string>,
+): Promise<{ rps: number; mbps: number }> {
   let bytes = 0;
   const t = process.hrtime.bigint();
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      for (let i = next++; i < REQUESTS; i = next++) {
-        const res = await fetch(urls[i % urls.length], { headers });
-        if (!res.ok) throw new Error(`HTTP ${res.status} for ${urls[i % urls.length]}`);
-        bytes += (await res.arrayBuffer()).byteLength;
-      }
-    }),
-  );
+  await timedPool(REQUESTS, CONCURRENCY, async (i) => {
+    const res = await fetch(urls[i % urls.length], { headers });
+    if (!res.ok) throw new Error(`HTTP ${res.status} for ${urls[i % urls.length]}`);
+    bytes += (await res.arrayBuffer()).byteLength;
+  });
   const s = msSince(t) / 1000;
   return { rps: REQUESTS / s, mbps: bytes / 1024 / 1024 / s };
 }
@@ -46,22 +44,41 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     });
     // 40 studies of 4 CT series x 8 slices of 256x256 (~130 KB each): enough variety for the caches to matter.
     await stowInstances(
-      generateInstances({ patients: 20, studiesPerPatient: 2, seriesPerStudy: 4, instancesPerSeries: 8, rows: 256, cols: 256, modalities: ['CT'], seed: 'bench-auth' }),
+      generateInstances({
+        patients: 20,
+        studiesPerPatient: 2,
+        seriesPerStudy: 4,
+        instancesPerSeries: 8,
+        rows: 256,
+        cols: 256,
+        modalities: ['CT'],
+        seed: 'bench-auth',
+      }),
       { baseUrl: `${off.url}/projects/demo/dicom-web`, batch: 'study', concurrency: 2, keepResults: false },
     );
     // alice reads project demo through her Keycloak groups: the realistic path (claims → scopes in SQL).
     const token = await issuer.userToken('alice');
     const bearer = { authorization: `Bearer ${token}` };
-    const studies = (await (await fetch(`${off.url}/projects/demo/dicom-web/studies?limit=1000`)).json()) as Array<Record<string, { Value?: string[] }>>;
+    const studies = (await (
+      await fetch(`${off.url}/projects/demo/dicom-web/studies?limit=1000`)
+    ).json()) as Array<Record<string, { Value?: string[] }>>;
     const instancePaths: string[] = [];
     for (const s of studies.slice(0, 20)) {
       const uid = s['0020000D'].Value![0];
-      const insts = (await (await fetch(`${off.url}/projects/demo/dicom-web/studies/${uid}/instances?limit=4`)).json()) as Array<Record<string, { Value?: string[] }>>;
+      const insts = (await (
+        await fetch(`${off.url}/projects/demo/dicom-web/studies/${uid}/instances?limit=4`)
+      ).json()) as Array<Record<string, { Value?: string[] }>>;
       for (const i of insts) {
-        instancePaths.push(`/projects/demo/dicom-web/studies/${uid}/series/${i['0020000E'].Value![0]}/instances/${i['00080018'].Value![0]}`);
+        instancePaths.push(
+          `/projects/demo/dicom-web/studies/${uid}/series/${i['0020000E'].Value![0]}/instances/${i['00080018'].Value![0]}`,
+        );
       }
     }
-    const qidoPaths = ['/projects/demo/dicom-web/studies?limit=100', '/dicom-web/studies?limit=100&ModalitiesInStudy=CT', '/projects/demo/dicom-web/series?limit=100'];
+    const qidoPaths = [
+      '/projects/demo/dicom-web/studies?limit=100',
+      '/dicom-web/studies?limit=100&ModalitiesInStudy=CT',
+      '/projects/demo/dicom-web/series?limit=100',
+    ];
 
     const rows: BenchRow[] = [];
     for (const [name, paths, accept] of [
@@ -70,12 +87,28 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     ] as const) {
       const offRuns: Array<{ rps: number; mbps: number }> = [];
       const onRuns: Array<{ rps: number; mbps: number }> = [];
-      await throughput(paths.map((p) => off.url + p), { accept }); // warm-up
-      await throughput(paths.map((p) => on.url + p), { accept, ...bearer });
+      await throughput(
+        paths.map((p) => off.url + p),
+        { accept },
+      ); // warm-up
+      await throughput(
+        paths.map((p) => on.url + p),
+        { accept, ...bearer },
+      );
       for (let r = 0; r < ROUNDS; r++) {
         // Alternate so that neither side always runs second on a warmer machine.
-        offRuns.push(await throughput(paths.map((p) => off.url + p), { accept }));
-        onRuns.push(await throughput(paths.map((p) => on.url + p), { accept, ...bearer }));
+        offRuns.push(
+          await throughput(
+            paths.map((p) => off.url + p),
+            { accept },
+          ),
+        );
+        onRuns.push(
+          await throughput(
+            paths.map((p) => on.url + p),
+            { accept, ...bearer },
+          ),
+        );
       }
       const offRps = median(offRuns.map((x) => x.rps));
       const onRps = median(onRuns.map((x) => x.rps));

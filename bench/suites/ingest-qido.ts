@@ -2,7 +2,7 @@ import { generateInstances } from '../../src/dicom/synth';
 import { stowInstances } from '../../src/dicomweb/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
 import { orthancAuth, type StackEnv, startGatewayProcess } from '../lib/stack';
-import { msSince, summarise } from '../lib/stats';
+import { msSince, summarise, timedPool } from '../lib/stats';
 
 const STUDIES = Number(process.env.BENCH_STUDIES ?? 10_000);
 const INGEST_N = Number(process.env.BENCH_INGEST_N ?? 1_000);
@@ -34,7 +34,9 @@ function* take<T>(it: Iterable<T>, n: number): Generator<T> {
 /** STOW-RS ingest rate and QIDO-RS latency at STUDIES studies: gateway vs Orthanc's DICOMweb plugin. */
 export async function run(stack: StackEnv): Promise<SuiteResult> {
   const gw = await startGatewayProcess(stack, 18080, { AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false' });
-  const orthancDicomweb = stack.ORTHANC_URL.replace('://', `://${stack.ORTHANC_USERNAME}:${stack.ORTHANC_PASSWORD}@`) + '/dicom-web';
+  const orthancDicomweb =
+    stack.ORTHANC_URL.replace('://', `://${stack.ORTHANC_USERNAME}:${stack.ORTHANC_PASSWORD}@`) +
+    '/dicom-web';
   const rows: BenchRow[] = [];
   try {
     await fetch(`${gw.url}/api/projects`, {
@@ -57,10 +59,20 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       [0, half],
       [half, INGEST_N],
     ]) {
-      const a = await stowInstances(setGw.slice(from, to), { baseUrl: gwRoot, batch: 1, concurrency: CONCURRENCY, keepResults: false });
+      const a = await stowInstances(setGw.slice(from, to), {
+        baseUrl: gwRoot,
+        batch: 1,
+        concurrency: CONCURRENCY,
+        keepResults: false,
+      });
       gwSeconds += a.seconds;
       gwFailed += a.failed + a.partial;
-      const b = await stowInstances(setOr.slice(from, to), { baseUrl: orthancDicomweb, batch: 1, concurrency: CONCURRENCY, keepResults: false });
+      const b = await stowInstances(setOr.slice(from, to), {
+        baseUrl: orthancDicomweb,
+        batch: 1,
+        concurrency: CONCURRENCY,
+        keepResults: false,
+      });
       orSeconds += b.seconds;
       orFailed += b.failed + b.partial;
     }
@@ -78,21 +90,18 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       note: gwFailed || orFailed ? `failed requests: gateway ${gwFailed}, Orthanc ${orFailed}` : undefined,
     });
     // Orthanc REST POST /instances: the archive's own floor, without any DICOMweb layer.
-    const setRest = [...take(studies('bench-rest', Math.min(INGEST_N, 500)), Math.min(INGEST_N, 500))].map((s) => s.buffer);
-    const t = process.hrtime.bigint();
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: CONCURRENCY }, async () => {
-        for (let i = next++; i < setRest.length; i = next++) {
-          const res = await fetch(`${stack.ORTHANC_URL}/instances`, {
-            method: 'POST',
-            headers: { authorization: orthancAuth(stack), 'content-type': 'application/dicom' },
-            body: setRest[i],
-          });
-          await res.arrayBuffer();
-        }
-      }),
+    const setRest = [...take(studies('bench-rest', Math.min(INGEST_N, 500)), Math.min(INGEST_N, 500))].map(
+      (s) => s.buffer,
     );
+    const t = process.hrtime.bigint();
+    await timedPool(setRest.length, CONCURRENCY, async (i) => {
+      const res = await fetch(`${stack.ORTHANC_URL}/instances`, {
+        method: 'POST',
+        headers: { authorization: orthancAuth(stack), 'content-type': 'application/dicom' },
+        body: setRest[i],
+      });
+      await res.arrayBuffer();
+    });
     const restRate = setRest.length / (msSince(t) / 1000);
     rows.push({
       metric: 'reference: Orthanc REST POST /instances (no DICOMweb)',
@@ -107,11 +116,20 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     const fill = Math.max(0, STUDIES - 2 * INGEST_N - setRest.length);
     await stowInstances(setOr, { baseUrl: gwRoot, batch: 1, concurrency: CONCURRENCY, keepResults: false });
     await stowInstances(setRest, { baseUrl: gwRoot, batch: 1, concurrency: CONCURRENCY, keepResults: false });
-    await stowInstances(take(studies('bench-fill', fill), fill), { baseUrl: gwRoot, batch: 25, concurrency: CONCURRENCY, keepResults: false });
-    const count = await (await fetch(`${stack.ORTHANC_URL}/statistics`, { headers: { authorization: orthancAuth(stack) } })).json() as { CountStudies: number };
+    await stowInstances(take(studies('bench-fill', fill), fill), {
+      baseUrl: gwRoot,
+      batch: 25,
+      concurrency: CONCURRENCY,
+      keepResults: false,
+    });
+    const count = (await (
+      await fetch(`${stack.ORTHANC_URL}/statistics`, { headers: { authorization: orthancAuth(stack) } })
+    ).json()) as { CountStudies: number };
 
     // QIDO: the same queries against both, limit=100, sequential (latency, not throughput).
-    const probe = (await (await fetch(`${gwRoot}/studies?limit=1&offset=${Math.floor(STUDIES / 2)}&includefield=00100020`)).json()) as Array<Record<string, { Value?: unknown[] }>>;
+    const probe = (await (
+      await fetch(`${gwRoot}/studies?limit=1&offset=${Math.floor(STUDIES / 2)}&includefield=00100020`)
+    ).json()) as Array<Record<string, { Value?: unknown[] }>>;
     const studyUid = String(probe[0]?.['0020000D']?.Value?.[0]);
     const patientId = String(probe[0]?.['00100020']?.Value?.[0]);
     const queries: Array<{ name: string; qs: string; target: number }> = [

@@ -3,7 +3,7 @@ import { generateInstances } from '../../src/dicom/synth';
 import { stowInstances } from '../../src/dicomweb/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
 import { orthancAuth, type StackEnv, startGatewayProcess } from '../lib/stack';
-import { msSince, percentile, round, summarise } from '../lib/stats';
+import { msSince, percentile, round, summarise, timedPool } from '../lib/stats';
 
 const DOWNLOADS = Number(process.env.BENCH_RETRIEVE_DOWNLOADS ?? 64);
 const TTFB_REPS = Number(process.env.BENCH_TTFB_REPS ?? 100);
@@ -14,9 +14,17 @@ const DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*';
 
 /** A ~10.5 MB object: a 1024x1024 synthetic CT turned into five frames. */
 function largeObject(): Buffer {
-  const [ct] = generateInstances({ patients: 1, rows: 1024, cols: 1024, modalities: ['CT'], seed: 'bench-large' });
+  const [ct] = generateInstances({
+    patients: 1,
+    rows: 1024,
+    cols: 1024,
+    modalities: ['CT'],
+    seed: 'bench-large',
+  });
   const buf = ct.buffer;
-  const msg = dcmjs.data.DicomMessage.readFile(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length) as ArrayBuffer);
+  const msg = dcmjs.data.DicomMessage.readFile(
+    buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length) as ArrayBuffer,
+  );
   const frame = new Uint8Array(msg.dict['7FE00010'].Value![0] as ArrayBuffer);
   const all = new Uint8Array(frame.length * 5);
   for (let i = 0; i < 5; i++) all.set(frame, i * frame.length);
@@ -27,18 +35,13 @@ function largeObject(): Buffer {
 
 /** Downloads every URL `DOWNLOADS` times in total with `clients` in flight; MB/s over the whole run. */
 async function download(urls: string[], clients: number, headers: Record<string, string>): Promise<number> {
-  let next = 0;
   let bytes = 0;
   const t = process.hrtime.bigint();
-  await Promise.all(
-    Array.from({ length: clients }, async () => {
-      for (let i = next++; i < DOWNLOADS; i = next++) {
-        const res = await fetch(urls[i % urls.length], { headers });
-        if (!res.ok) throw new Error(`HTTP ${res.status} for ${urls[i % urls.length]}`);
-        for await (const chunk of res.body!) bytes += (chunk as Uint8Array).byteLength;
-      }
-    }),
-  );
+  await timedPool(DOWNLOADS, clients, async (i) => {
+    const res = await fetch(urls[i % urls.length], { headers });
+    if (!res.ok) throw new Error(`HTTP ${res.status} for ${urls[i % urls.length]}`);
+    for await (const chunk of res.body!) bytes += (chunk as Uint8Array).byteLength;
+  });
   return bytes / 1024 / 1024 / (msSince(t) / 1000);
 }
 
@@ -66,12 +69,28 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       body: JSON.stringify({ id: 'bench', name: 'Benchmark' }),
     });
     const root = `${gw.url}/projects/bench/dicom-web`;
-    const small = [...generateInstances({ patients: 4, seriesPerStudy: 1, instancesPerSeries: 4, rows: 512, cols: 512, modalities: ['CT'], seed: 'bench-ct' })];
+    const small = [
+      ...generateInstances({
+        patients: 4,
+        seriesPerStudy: 1,
+        instancesPerSeries: 4,
+        rows: 512,
+        cols: 512,
+        modalities: ['CT'],
+        seed: 'bench-ct',
+      }),
+    ];
     const large = largeObject();
-    const stored = await stowInstances([...small.map((s) => s.buffer), large], { baseUrl: root, batch: 4, keepResults: true });
+    const stored = await stowInstances([...small.map((s) => s.buffer), large], {
+      baseUrl: root,
+      batch: 4,
+      keepResults: true,
+    });
     if (stored.failed) throw new Error('could not store the benchmark objects');
 
-    const largeMeta = dcmjs.data.DicomMessage.readFile(large.buffer.slice(large.byteOffset, large.byteOffset + large.length) as ArrayBuffer).dict;
+    const largeMeta = dcmjs.data.DicomMessage.readFile(
+      large.buffer.slice(large.byteOffset, large.byteOffset + large.length) as ArrayBuffer,
+    ).dict;
     const uidsOf = (d: Record<string, { Value?: unknown[] }>) =>
       [d['0020000D'].Value![0], d['0020000E'].Value![0], d['00080018'].Value![0]].map(String);
     const objects = {
@@ -81,14 +100,18 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     const orthancIds = new Map<string, string>();
     for (const list of Object.values(objects)) {
       for (const [, , sop] of list) {
-        const found = (await (await fetch(`${stack.ORTHANC_URL}/tools/lookup`, { method: 'POST', headers: auth, body: sop })).json()) as Array<{ ID: string }>;
+        const found = (await (
+          await fetch(`${stack.ORTHANC_URL}/tools/lookup`, { method: 'POST', headers: auth, body: sop })
+        ).json()) as Array<{ ID: string }>;
         orthancIds.set(sop, found[0].ID);
       }
     }
 
     for (const [label, list] of Object.entries(objects)) {
       const gwUrls = list.map(([s, x, i]) => `${root}/studies/${s}/series/${x}/instances/${i}`);
-      const pluginUrls = list.map(([s, x, i]) => `${stack.ORTHANC_URL}/dicom-web/studies/${s}/series/${x}/instances/${i}`);
+      const pluginUrls = list.map(
+        ([s, x, i]) => `${stack.ORTHANC_URL}/dicom-web/studies/${s}/series/${x}/instances/${i}`,
+      );
       const restUrls = list.map(([, , i]) => `${stack.ORTHANC_URL}/instances/${orthancIds.get(i)}/file`);
       for (const clients of [1, 8, 16]) {
         await download(gwUrls, clients, { accept: DICOM }); // warm the page cache and connections
@@ -112,7 +135,11 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     // Time to first byte for the small CT, sequential.
     const [s0, x0, i0] = objects['CT 512x512 (0.5 MB)'][0];
     const tg = await ttfb(`${root}/studies/${s0}/series/${x0}/instances/${i0}`, { accept: DICOM }, TTFB_REPS);
-    const tp = await ttfb(`${stack.ORTHANC_URL}/dicom-web/studies/${s0}/series/${x0}/instances/${i0}`, { accept: DICOM, ...auth }, TTFB_REPS);
+    const tp = await ttfb(
+      `${stack.ORTHANC_URL}/dicom-web/studies/${s0}/series/${x0}/instances/${i0}`,
+      { accept: DICOM, ...auth },
+      TTFB_REPS,
+    );
     const tr = await ttfb(`${stack.ORTHANC_URL}/instances/${orthancIds.get(i0)}/file`, auth, TTFB_REPS);
     rows.push({
       metric: `time to first byte, CT 0.5 MB (p95; p50 ${tg.p50} / plugin ${tp.p50} / REST ${tr.p50} ms)`,
@@ -130,7 +157,9 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     const before = gw.rssMb();
     let peak = before;
     const sampler = setInterval(() => (peak = Math.max(peak, gw.rssMb())), 25);
-    await download(Array(16).fill(`${root}/studies/${sl}/series/${xl}/instances/${il}`), 16, { accept: DICOM });
+    await download(Array(16).fill(`${root}/studies/${sl}/series/${xl}/instances/${il}`), 16, {
+      accept: DICOM,
+    });
     clearInterval(sampler);
     rows.push({
       metric: 'gateway RSS growth, 16 concurrent 10.5 MB downloads',
@@ -144,8 +173,19 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     // Series metadata: series of META_INSTANCES small instances; cold = first request per series, warm = repeats.
     const metaSeries: Array<[string, string]> = [];
     for (let k = 0; k < META_SERIES; k++) {
-      const items = [...generateInstances({ patients: 1, seriesPerStudy: 1, instancesPerSeries: META_INSTANCES, modalities: ['MR'], seed: `bench-meta-${k}` })];
-      await stowInstances(items.map((x) => x.buffer), { baseUrl: root, batch: 50, keepResults: false });
+      const items = [
+        ...generateInstances({
+          patients: 1,
+          seriesPerStudy: 1,
+          instancesPerSeries: META_INSTANCES,
+          modalities: ['MR'],
+          seed: `bench-meta-${k}`,
+        }),
+      ];
+      await stowInstances(
+        items.map((x) => x.buffer),
+        { baseUrl: root, batch: 50, keepResults: false },
+      );
       metaSeries.push([items[0].studyInstanceUid, items[0].seriesInstanceUid]);
     }
     const half = Math.floor(META_SERIES / 2);
@@ -155,12 +195,18 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       // Each side gets its cold request first on half the series, so neither always benefits from the other's disk reads.
       const g = async () => {
         const t = process.hrtime.bigint();
-        await (await fetch(`${root}/studies/${s}/series/${x}/metadata`, { headers: { accept: 'application/dicom+json' } })).arrayBuffer();
+        await (
+          await fetch(`${root}/studies/${s}/series/${x}/metadata`, {
+            headers: { accept: 'application/dicom+json' },
+          })
+        ).arrayBuffer();
         coldGw.push(msSince(t));
       };
       const p = async () => {
         const t = process.hrtime.bigint();
-        await (await fetch(`${stack.ORTHANC_URL}/dicom-web/studies/${s}/series/${x}/metadata`, { headers: auth })).arrayBuffer();
+        await (
+          await fetch(`${stack.ORTHANC_URL}/dicom-web/studies/${s}/series/${x}/metadata`, { headers: auth })
+        ).arrayBuffer();
         coldPl.push(msSince(t));
       };
       if (k < half) {
@@ -172,8 +218,16 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       }
     }
     const [sw, xw] = metaSeries[0];
-    const warmGw = await ttfbFull(`${root}/studies/${sw}/series/${xw}/metadata`, { accept: 'application/dicom+json' }, META_WARM_REPS);
-    const warmPl = await ttfbFull(`${stack.ORTHANC_URL}/dicom-web/studies/${sw}/series/${xw}/metadata`, auth, META_WARM_REPS);
+    const warmGw = await ttfbFull(
+      `${root}/studies/${sw}/series/${xw}/metadata`,
+      { accept: 'application/dicom+json' },
+      META_WARM_REPS,
+    );
+    const warmPl = await ttfbFull(
+      `${stack.ORTHANC_URL}/dicom-web/studies/${sw}/series/${xw}/metadata`,
+      auth,
+      META_WARM_REPS,
+    );
     const coldG = percentile(coldGw, 95);
     const coldP = percentile(coldPl, 95);
     rows.push({
