@@ -4,7 +4,13 @@
  */
 const tsJest = ['ts-jest', { tsconfig: 'tsconfig.jest.json' }];
 // jose 6 ships ES modules only; Node 20 loads them through require(esm), jest's runtime cannot, so jest compiles it.
-const esmToCjs = ['ts-jest', { tsconfig: { allowJs: true, isolatedModules: true, module: 'commonjs', target: 'ES2022' }, diagnostics: false }];
+const esmToCjs = [
+  'ts-jest',
+  {
+    tsconfig: { allowJs: true, isolatedModules: true, module: 'commonjs', target: 'ES2022' },
+    diagnostics: false,
+  },
+];
 const transform = { '^.+\\.ts$': tsJest, '/node_modules/jose/.+\\.js$': esmToCjs };
 const transformIgnorePatterns = ['/node_modules/(?!jose/)'];
 module.exports = {

@@ -14,14 +14,17 @@ async function main(): Promise<void> {
     .map((f) => f.replace(/\.ts$/, ''))
     .sort();
   const wanted = process.argv.slice(2).length ? process.argv.slice(2) : available;
-  for (const w of wanted) if (!available.includes(w)) throw new Error(`unknown suite ${w}; available: ${available.join(', ')}`);
+  for (const w of wanted)
+    if (!available.includes(w)) throw new Error(`unknown suite ${w}; available: ${available.join(', ')}`);
   const startedAt = new Date();
   const results: SuiteResult[] = [];
   for (const name of wanted) {
     // Each suite gets a fresh archive and index so that figures do not depend on suite order.
     const stack = benchStackUp({ fresh: true });
     try {
-      const mod = (await import(join(__dirname, 'suites', name))) as { run(stack: StackEnv): Promise<SuiteResult> };
+      const mod = (await import(join(__dirname, 'suites', name))) as {
+        run(stack: StackEnv): Promise<SuiteResult>;
+      };
       console.log(`[bench] ${name}...`);
       results.push(await mod.run(stack));
       console.log(writeReport(results, startedAt));

@@ -35,7 +35,9 @@ function start(name: string, script: string, args: string[], env: Record<string,
   child.stdout!.on('data', (d: Buffer) => {
     if (process.env.DEMO_VERBOSE) process.stdout.write(d.toString().split('\n').map(prefix).join(''));
   });
-  child.stderr!.on('data', (d: Buffer) => process.stderr.write(d.toString().split('\n').map(prefix).join('')));
+  child.stderr!.on('data', (d: Buffer) =>
+    process.stderr.write(d.toString().split('\n').map(prefix).join('')),
+  );
   child.on('exit', (code, signal) => {
     if (!stopping) {
       console.error(`[demo] ${name} exited (${signal ?? code}); stopping the demo`);
@@ -54,7 +56,9 @@ async function stopAll(code = 0): Promise<void> {
   await Promise.all(
     children.map((c) => (c.exitCode !== null ? Promise.resolve() : new Promise((r) => c.once('exit', r)))),
   );
-  console.log('\n[demo] gateway, worker and issuer stopped; services keep running (npm run stack:down stops them).');
+  console.log(
+    '\n[demo] gateway, worker and issuer stopped; services keep running (npm run stack:down stops them).',
+  );
   process.exit(code);
 }
 
@@ -136,7 +140,9 @@ async function loadSamples(scriptsToken: string, stack: Record<string, string>):
     files.map((f) => readFileSync(f)),
     { baseUrl: `${GATEWAY}/projects/demo/dicom-web`, token: scriptsToken, batch: 8 },
   );
-  console.log(`[demo] STOW-RS: ${real.instances} sample objects into project 'demo' (${JSON.stringify(real.statuses)})`);
+  console.log(
+    `[demo] STOW-RS: ${real.instances} sample objects into project 'demo' (${JSON.stringify(real.statuses)})`,
+  );
 
   const synthetic = await stowInstances(
     generateInstances({
@@ -158,11 +164,21 @@ async function loadSamples(scriptsToken: string, stack: Record<string, string>):
   try {
     execFileSync(
       'dcmsend',
-      ['-aet', 'CTSCANNER', '-aec', 'LUNGSTUDY', '127.0.0.1', stack.ORTHANC_DICOM_PORT,
-        join(SAMPLES, 'ct/LCTSC-CT01.dcm'), join(SAMPLES, 'rt-sr-seg/LCTSC-RTSTRUCT.dcm')],
+      [
+        '-aet',
+        'CTSCANNER',
+        '-aec',
+        'LUNGSTUDY',
+        '127.0.0.1',
+        stack.ORTHANC_DICOM_PORT,
+        join(SAMPLES, 'ct/LCTSC-CT01.dcm'),
+        join(SAMPLES, 'rt-sr-seg/LCTSC-RTSTRUCT.dcm'),
+      ],
       { stdio: 'ignore' },
     );
-    console.log(`[demo] C-STORE: 2 objects to AE LUNGSTUDY on port ${stack.ORTHANC_DICOM_PORT} (routed to 'lung-study')`);
+    console.log(
+      `[demo] C-STORE: 2 objects to AE LUNGSTUDY on port ${stack.ORTHANC_DICOM_PORT} (routed to 'lung-study')`,
+    );
   } catch {
     console.log('[demo] dcmsend not available or failed; skipped the C-STORE example');
   }
@@ -170,9 +186,15 @@ async function loadSamples(scriptsToken: string, stack: Record<string, string>):
 
 async function main(): Promise<void> {
   const stack = readEnvFile(join(ROOT, '.stack/dev/env'));
-  if (await portInUse(PORT)) throw new Error(`port ${PORT} is busy (is a demo already running?); set PORT=...`);
+  if (await portInUse(PORT))
+    throw new Error(`port ${PORT} is busy (is a demo already running?); set PORT=...`);
 
-  start('issuer', 'src/devtools/oidc-issuer.ts', ['--port', String(ISSUER_PORT), '--token-lifetime', '3600'], {});
+  start(
+    'issuer',
+    'src/devtools/oidc-issuer.ts',
+    ['--port', String(ISSUER_PORT), '--token-lifetime', '3600'],
+    {},
+  );
   await waitFor(`${ISSUER}/.well-known/openid-configuration`, 'OIDC issuer');
   const gatewayEnv = {
     ...stack,
@@ -193,7 +215,8 @@ async function main(): Promise<void> {
     { id: 'lung-study', name: 'Lung study', description: 'Routed from modalities calling AE LUNGSTUDY' },
   ]) {
     const res = await api('POST', '/api/projects', admin, p);
-    if (res.status !== 201 && res.status !== 409) throw new Error(`creating project ${p.id}: HTTP ${res.status}`);
+    if (res.status !== 201 && res.status !== 409)
+      throw new Error(`creating project ${p.id}: HTTP ${res.status}`);
   }
   const rules = (await (await api('GET', '/api/projects/lung-study/routing', admin)).json()) as unknown[];
   if (Array.isArray(rules) && rules.length === 0) {
@@ -204,7 +227,10 @@ async function main(): Promise<void> {
     client_id: 'aperture-scripts',
     client_secret: 'aperture-scripts-demo-secret',
   });
-  const projects = (await (await api('GET', '/api/projects', admin)).json()) as Array<{ id: string; num_studies: number }>;
+  const projects = (await (await api('GET', '/api/projects', admin)).json()) as Array<{
+    id: string;
+    num_studies: number;
+  }>;
   if ((projects.find((p) => p.id === 'demo')?.num_studies ?? 0) === 0) {
     await loadSamples(scripts, stack);
   } else {

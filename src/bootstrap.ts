@@ -15,7 +15,8 @@ export async function initServices(config: Config, logger: Logger): Promise<Serv
   if (applied.length) logger.info({ applied }, 'database migrated');
   const pacs = initPacs(config);
   if (config.AUTH_ENABLED) {
-    if (!config.OIDC_ISSUER) throw new Error('invalid configuration:\n  OIDC_ISSUER: required when AUTH_ENABLED=true');
+    if (!config.OIDC_ISSUER)
+      throw new Error('invalid configuration:\n  OIDC_ISSUER: required when AUTH_ENABLED=true');
     verifier = new TokenVerifier(
       {
         issuer: config.OIDC_ISSUER,

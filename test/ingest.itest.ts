@@ -31,13 +31,21 @@ describe('ingest (shared by STOW-RS and the change feed)', () => {
     const bytes = readFileSync(`${SAMPLES}/ct/CT_small.dcm`);
     const out = await ingestInstance(gw.services, bytes, ['alpha'], 'stow');
     expect(out).toMatchObject({ ok: true, alreadyStored: true });
-    const study = await gw.services.db.query('SELECT num_instances FROM project_studies WHERE project_id = $1', ['alpha']);
+    const study = await gw.services.db.query(
+      'SELECT num_instances FROM project_studies WHERE project_id = $1',
+      ['alpha'],
+    );
     expect(study.rows[0].num_instances).toBe(1);
   });
 
   it('refuses a different object under an archived SOP Instance UID, keeping the original', async () => {
     // MR_small.dcm and MR_small_implicit.dcm are one SOP instance in two encodings.
-    const first = await ingestInstance(gw.services, readFileSync(`${SAMPLES}/mr/MR_small.dcm`), ['alpha'], 'stow');
+    const first = await ingestInstance(
+      gw.services,
+      readFileSync(`${SAMPLES}/mr/MR_small.dcm`),
+      ['alpha'],
+      'stow',
+    );
     expect(first.ok).toBe(true);
     const second = await ingestInstance(
       gw.services,
@@ -46,16 +54,27 @@ describe('ingest (shared by STOW-RS and the change feed)', () => {
       'stow',
     );
     expect(second).toMatchObject({ ok: false, reason: FailureReason.DuplicateSopInstance });
-    const beta = await gw.services.db.query('SELECT count(*)::int AS n FROM project_instances WHERE project_id = $1', [
-      'beta',
-    ]);
+    const beta = await gw.services.db.query(
+      'SELECT count(*)::int AS n FROM project_instances WHERE project_id = $1',
+      ['beta'],
+    );
     expect(beta.rows[0].n).toBe(0);
   });
 
   it('fails a truncated file alone with a reason, storing nothing', async () => {
-    const out = await ingestInstance(gw.services, readFileSync(`${SAMPLES}/malformed/rtplan_truncated.dcm`), ['alpha'], 'stow');
+    const out = await ingestInstance(
+      gw.services,
+      readFileSync(`${SAMPLES}/malformed/rtplan_truncated.dcm`),
+      ['alpha'],
+      'stow',
+    );
     expect(out).toMatchObject({ ok: false, reason: FailureReason.CannotUnderstand });
-    const out2 = await ingestInstance(gw.services, readFileSync(`${SAMPLES}/malformed/MR_truncated.dcm`), ['beta'], 'stow');
+    const out2 = await ingestInstance(
+      gw.services,
+      readFileSync(`${SAMPLES}/malformed/MR_truncated.dcm`),
+      ['beta'],
+      'stow',
+    );
     expect(out2.ok).toBe(false);
   });
 

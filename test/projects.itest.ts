@@ -27,12 +27,15 @@ describe('projects API', () => {
     expect(list.map((p) => p.id)).toContain('lung-study');
   });
 
-  it.each([['Upper'], ['-dash'], ['dash-'], ['under_score'], ['']])('rejects the project id %j with 400', async (id) => {
-    const res = await post({ id, name: 'x' });
-    expect(res.status).toBe(400);
-    const body = (await res.json()) as { errors: Array<{ message: string }> };
-    expect(body.errors[0].message).toMatch(/id/);
-  });
+  it.each([['Upper'], ['-dash'], ['dash-'], ['under_score'], ['']])(
+    'rejects the project id %j with 400',
+    async (id) => {
+      const res = await post({ id, name: 'x' });
+      expect(res.status).toBe(400);
+      const body = (await res.json()) as { errors: Array<{ message: string }> };
+      expect(body.errors[0].message).toMatch(/id/);
+    },
+  );
 
   it('answers 404 for a project that does not exist', async () => {
     expect((await fetch(`${gw.url}/api/projects/nope`)).status).toBe(404);

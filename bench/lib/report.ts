@@ -44,9 +44,14 @@ export function writeReport(results: SuiteResult[], startedAt: Date): string {
     lines.push('| metric | gateway | Orthanc direct | ratio | target | met |', '|---|---|---|---|---|---|');
     for (const row of r.rows) {
       const o = row.orthanc === undefined ? '—' : `${round(row.orthanc)} ${row.unit}`;
-      const ratio = row.ratio === undefined ? '—' : `${round(row.ratio)}${row.ratioMeaning ? ` (${row.ratioMeaning})` : ''}`;
+      const ratio =
+        row.ratio === undefined
+          ? '—'
+          : `${round(row.ratio)}${row.ratioMeaning ? ` (${row.ratioMeaning})` : ''}`;
       const met = row.met === undefined ? '—' : row.met ? 'yes' : '**no**';
-      lines.push(`| ${row.metric} | ${round(row.gateway)} ${row.unit} | ${o} | ${ratio} | ${row.target ?? '—'} | ${met} |`);
+      lines.push(
+        `| ${row.metric} | ${round(row.gateway)} ${row.unit} | ${o} | ${ratio} | ${row.target ?? '—'} | ${met} |`,
+      );
       if (row.note) lines.push(`| ↳ ${row.note} | | | | | |`);
     }
     lines.push('');

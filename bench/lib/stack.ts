@@ -56,7 +56,11 @@ export interface GatewayProcess {
 }
 
 /** Starts `src/main.ts` with the stack's settings plus `extra`, and waits until /healthz answers. */
-export async function startGatewayProcess(stack: StackEnv, port: number, extra: Record<string, string> = {}): Promise<GatewayProcess> {
+export async function startGatewayProcess(
+  stack: StackEnv,
+  port: number,
+  extra: Record<string, string> = {},
+): Promise<GatewayProcess> {
   // `node --import tsx` rather than the tsx CLI, which would run the gateway in a grandchild whose RSS we'd miss.
   const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts')], {
     cwd: ROOT,

@@ -7,7 +7,13 @@ export function percentile(values: readonly number[], p: number): number {
 }
 
 /** p50/p95/p99/mean of latencies in milliseconds. */
-export function summarise(ms: readonly number[]): { n: number; p50: number; p95: number; p99: number; mean: number } {
+export function summarise(ms: readonly number[]): {
+  n: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  mean: number;
+} {
   const mean = ms.reduce((a, b) => a + b, 0) / (ms.length || 1);
   return {
     n: ms.length,

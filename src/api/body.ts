@@ -3,7 +3,8 @@ import { BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError } from
 
 /** Reads a small JSON request body (API calls, not DICOM), capped at `limit` bytes. */
 export async function readJsonBody(ctx: Context, limit = 1024 * 1024): Promise<unknown> {
-  if (!ctx.is('application/json', '+json')) throw new UnsupportedMediaTypeError('expected Content-Type: application/json');
+  if (!ctx.is('application/json', '+json'))
+    throw new UnsupportedMediaTypeError('expected Content-Type: application/json');
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of ctx.req) {

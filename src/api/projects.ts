@@ -12,7 +12,10 @@ const projectInput = z.object({
     .string()
     .min(1)
     .max(64)
-    .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'lowercase letters, digits and dashes, not starting or ending with a dash'),
+    .regex(
+      /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/,
+      'lowercase letters, digits and dashes, not starting or ending with a dash',
+    ),
   name: z.string().min(1).max(200),
   description: z.string().max(2000).optional(),
 });
@@ -26,7 +29,9 @@ export function projectsRouter(services: Services): Router {
     requireGlobalAdmin(p);
     const parsed = projectInput.safeParse(await readJsonBody(ctx));
     if (!parsed.success) {
-      throw new BadRequestError(parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
+      throw new BadRequestError(
+        parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '),
+      );
     }
     const row = await createProject(services.db, parsed.data);
     noteAudit(ctx, { action: 'project.create', projectId: row.id });
@@ -44,7 +49,10 @@ export function projectsRouter(services: Services): Router {
           [...p.projects.keys()].filter((id) => hasRole(p, id, 'reader')),
         );
     noteAudit(ctx, { action: 'project.list' });
-    ctx.body = rows.map((r) => ({ ...r, roles: p.globalAdmin ? ['admin'] : [...(p.projects.get(r.id) ?? [])] }));
+    ctx.body = rows.map((r) => ({
+      ...r,
+      roles: p.globalAdmin ? ['admin'] : [...(p.projects.get(r.id) ?? [])],
+    }));
   });
 
   router.get('/:project', async (ctx) => {

@@ -65,7 +65,9 @@ function convertElement(vr: string, el: DcmjsElement, tag: string, path: string)
   } else if (NUMBER_VRS.has(vr)) {
     converted = values.map((v) => (typeof v === 'number' && Number.isFinite(v) ? v : toNumberOrNull(v)));
   } else if (vr === 'AT') {
-    converted = values.map((v) => (typeof v === 'number' ? v.toString(16).padStart(8, '0').toUpperCase() : v));
+    converted = values.map((v) =>
+      typeof v === 'number' ? v.toString(16).padStart(8, '0').toUpperCase() : v,
+    );
   } else {
     converted = values.map((v) => (v === '' || v === undefined ? null : v));
   }

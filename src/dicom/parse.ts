@@ -64,25 +64,39 @@ export function parsePart10(buf: Uint8Array): ParsedInstance {
     throw new DicomParseError(FailureReason.CannotUnderstand, 'not a DICOM Part-10 object (no DICM prefix)');
   }
   const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
-  let parsed: { meta: Record<string, { Value?: unknown[] }>; dict: Record<string, { vr: string; Value?: unknown[] }> };
+  let parsed: {
+    meta: Record<string, { Value?: unknown[] }>;
+    dict: Record<string, { vr: string; Value?: unknown[] }>;
+  };
   try {
     parsed = dcmjs.data.DicomMessage.readFile(ab, { ignoreErrors: false });
   } catch (err) {
     // dcmjs refuses ISO 2022 code extensions (Japanese, Korean) but reads the bytes fine when told to go on;
     // restoreCharacterSets then fixes those strings. Any other read error is final.
     if (!/multiple character sets/i.test(String((err as Error)?.message))) {
-      throw new DicomParseError(FailureReason.CannotUnderstand, `unreadable DICOM data set: ${safeReason(err)}`);
+      throw new DicomParseError(
+        FailureReason.CannotUnderstand,
+        `unreadable DICOM data set: ${safeReason(err)}`,
+      );
     }
     try {
       parsed = dcmjs.data.DicomMessage.readFile(ab, { ignoreErrors: true });
     } catch (err2) {
-      throw new DicomParseError(FailureReason.CannotUnderstand, `unreadable DICOM data set: ${safeReason(err2)}`);
+      throw new DicomParseError(
+        FailureReason.CannotUnderstand,
+        `unreadable DICOM data set: ${safeReason(err2)}`,
+      );
     }
   }
   restoreCharacterSets(parsed.dict);
-  const tsuid = String(parsed.meta?.[Tag.FileMetaTransferSyntaxUID]?.Value?.[0] ?? '').replace(/\0/g, '').trim();
+  const tsuid = String(parsed.meta?.[Tag.FileMetaTransferSyntaxUID]?.Value?.[0] ?? '')
+    .replace(/\0/g, '')
+    .trim();
   if (!tsuid) {
-    throw new DicomParseError(FailureReason.CannotUnderstand, 'File Meta Information has no Transfer Syntax UID');
+    throw new DicomParseError(
+      FailureReason.CannotUnderstand,
+      'File Meta Information has no Transfer Syntax UID',
+    );
   }
   checkPixelSanity(tsuid, parsed.dict);
   const json = toDicomJson(parsed.dict);
@@ -139,11 +153,17 @@ function checkPixelSanity(tsuid: string, dict: Record<string, { vr: string; Valu
   const spp = num(Tag.SamplesPerPixel, 1);
   const frames = num(Tag.NumberOfFrames, 1);
   if (!rows || !cols || !bits) {
-    throw new DicomParseError(FailureReason.DataSetDoesNotMatchSopClass, 'Pixel Data without Rows, Columns or Bits Allocated');
+    throw new DicomParseError(
+      FailureReason.DataSetDoesNotMatchSopClass,
+      'Pixel Data without Rows, Columns or Bits Allocated',
+    );
   }
   const expected = Math.ceil((rows * cols * bits * spp * frames) / 8);
   if (expected > MAX_DECLARED_PIXEL_BYTES) {
-    throw new DicomParseError(FailureReason.DataSetDoesNotMatchSopClass, 'declared image size exceeds the sanity limit');
+    throw new DicomParseError(
+      FailureReason.DataSetDoesNotMatchSopClass,
+      'declared image size exceeds the sanity limit',
+    );
   }
   if (!NATIVE_SYNTAXES.has(tsuid)) return;
   const got = (pixel.Value ?? []).reduce<number>((n, v) => n + byteLen(v), 0);

@@ -140,7 +140,14 @@ describe('synthetic study generator', () => {
     ];
     const p4small = parse(small[4].buffer);
     const p4large = parse(large.find((i) => i.patientId === small[4].patientId)!.buffer);
-    for (const key of ['PatientName', 'PatientBirthDate', 'PatientSex', 'StudyInstanceUID', 'StudyDate', 'StudyID']) {
+    for (const key of [
+      'PatientName',
+      'PatientBirthDate',
+      'PatientSex',
+      'StudyInstanceUID',
+      'StudyDate',
+      'StudyID',
+    ]) {
       expect(p4large[key]).toEqual(p4small[key]);
     }
   });

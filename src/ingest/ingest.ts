@@ -70,10 +70,20 @@ export async function ingestInstance(
   } catch (err) {
     if (err instanceof OrthancHttpError && err.upstreamStatus >= 400 && err.upstreamStatus < 500) {
       // Orthanc could not parse or accept the object itself (e.g. truncated data): this object fails, alone.
-      return { ok: false, reason: FailureReason.CannotUnderstand, message: 'the archive could not read the object', ...ids };
+      return {
+        ok: false,
+        reason: FailureReason.CannotUnderstand,
+        message: 'the archive could not read the object',
+        ...ids,
+      };
     }
     if (err instanceof AppError) {
-      return { ok: false, reason: FailureReason.ProcessingFailure, message: 'the archive is unavailable', ...ids };
+      return {
+        ok: false,
+        reason: FailureReason.ProcessingFailure,
+        message: 'the archive is unavailable',
+        ...ids,
+      };
     }
     throw err;
   }
@@ -84,14 +94,18 @@ export async function ingestInstance(
   }
   alreadyStored = alreadyStored && known !== undefined;
 
-  await indexInstance(deps.db, { parsed, orthancId: stored.ID, fileSize: bytes.length, md5 }, projects, source);
+  await indexInstance(
+    deps.db,
+    { parsed, orthancId: stored.ID, fileSize: bytes.length, md5 },
+    projects,
+    source,
+  );
   return { ok: true, parsed, alreadyStored };
 }
 
 /** A Part-10 object read for indexing, or why it cannot be. */
 export type ReadOutcome =
-  | { ok: true; parsed: ParsedInstance; md5: string }
-  | { ok: false; reason: number; message: string };
+  { ok: true; parsed: ParsedInstance; md5: string } | { ok: false; reason: number; message: string };
 
 /**
  * Parses an object and checksums its bytes, applying the checks every way into the index shares (STOW here, the
@@ -107,7 +121,11 @@ export function readObject(bytes: Buffer): ReadOutcome {
   }
 }
 
-function duplicate(ids: { sopClassUid: string; sopInstanceUid: string; studyInstanceUid: string }): IngestOutcome {
+function duplicate(ids: {
+  sopClassUid: string;
+  sopInstanceUid: string;
+  studyInstanceUid: string;
+}): IngestOutcome {
   return {
     ok: false,
     reason: FailureReason.DuplicateSopInstance,

@@ -53,7 +53,12 @@ export class OrthancClient implements PacsClient {
   private readonly auth?: string;
   private readonly base: string;
 
-  constructor(config: Pick<Config, 'ORTHANC_URL' | 'ORTHANC_USERNAME' | 'ORTHANC_PASSWORD' | 'ORTHANC_TIMEOUT_MS' | 'ORTHANC_CONNECTIONS'>) {
+  constructor(
+    config: Pick<
+      Config,
+      'ORTHANC_URL' | 'ORTHANC_USERNAME' | 'ORTHANC_PASSWORD' | 'ORTHANC_TIMEOUT_MS' | 'ORTHANC_CONNECTIONS'
+    >,
+  ) {
     this.base = config.ORTHANC_URL.replace(/\/+$/, '');
     this.agent = new Agent({
       connections: config.ORTHANC_CONNECTIONS,
@@ -67,7 +72,8 @@ export class OrthancClient implements PacsClient {
     });
     if (config.ORTHANC_USERNAME) {
       this.auth =
-        'Basic ' + Buffer.from(`${config.ORTHANC_USERNAME}:${config.ORTHANC_PASSWORD ?? ''}`).toString('base64');
+        'Basic ' +
+        Buffer.from(`${config.ORTHANC_USERNAME}:${config.ORTHANC_PASSWORD ?? ''}`).toString('base64');
     }
   }
 
@@ -143,7 +149,11 @@ export class OrthancClient implements PacsClient {
     return this.json<T>(res, 'resource');
   }
 
-  async getStream(path: string, signal?: AbortSignal, headers?: Record<string, string>): Promise<ArchiveStream> {
+  async getStream(
+    path: string,
+    signal?: AbortSignal,
+    headers?: Record<string, string>,
+  ): Promise<ArchiveStream> {
     return this.streamOf(await this.call('GET', path, { signal, headers }));
   }
 
@@ -176,15 +186,22 @@ export class OrthancClient implements PacsClient {
   async delete(path: string): Promise<void> {
     const res = await this.call('DELETE', path);
     await res.body.dump();
-    if (res.statusCode >= 400 && res.statusCode !== 404) throw new OrthancHttpError(res.statusCode, 'delete', '');
+    if (res.statusCode >= 400 && res.statusCode !== 404)
+      throw new OrthancHttpError(res.statusCode, 'delete', '');
   }
 
   async lookup(uid: string): Promise<Array<{ ID: string; Type: string; Path: string }>> {
-    const res = await this.call('POST', '/tools/lookup', { body: uid, headers: { 'content-type': 'text/plain' } });
+    const res = await this.call('POST', '/tools/lookup', {
+      body: uid,
+      headers: { 'content-type': 'text/plain' },
+    });
     return this.json(res, 'lookup');
   }
 
-  async changes(since: number, limit: number): Promise<{ Changes: OrthancChange[]; Done: boolean; Last: number }> {
+  async changes(
+    since: number,
+    limit: number,
+  ): Promise<{ Changes: OrthancChange[]; Done: boolean; Last: number }> {
     return this.getJson(`/changes?since=${since}&limit=${limit}`);
   }
 

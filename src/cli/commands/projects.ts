@@ -17,7 +17,9 @@ export function register(program: Command): void {
       try {
         await migrate(db);
         if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(id) || id.length > 64) {
-          throw new Error('project id: lowercase letters, digits and dashes, not starting or ending with a dash');
+          throw new Error(
+            'project id: lowercase letters, digits and dashes, not starting or ending with a dash',
+          );
         }
         const row = await createProject(db, { id, name, description: opts.description });
         console.log(`created project ${row.id}`);
@@ -35,7 +37,16 @@ export function register(program: Command): void {
       try {
         const rows = await listProjects(db);
         if (opts.json) console.log(JSON.stringify(rows, null, 2));
-        else console.table(rows.map(({ id, name, num_studies, num_series, num_instances }) => ({ id, name, num_studies, num_series, num_instances })));
+        else
+          console.table(
+            rows.map(({ id, name, num_studies, num_series, num_instances }) => ({
+              id,
+              name,
+              num_studies,
+              num_series,
+              num_instances,
+            })),
+          );
       } finally {
         await closeDb();
       }
