@@ -106,3 +106,14 @@ export function rssOf(pid: number): number {
 export function orthancAuth(stack: StackEnv): string {
   return 'Basic ' + Buffer.from(`${stack.ORTHANC_USERNAME}:${stack.ORTHANC_PASSWORD}`).toString('base64');
 }
+
+/** Creates a project through the gateway's API (a gateway with AUTH_ENABLED=false); an existing one is fine. */
+export async function createProject(gatewayUrl: string, id: string, name: string): Promise<void> {
+  const res = await fetch(`${gatewayUrl}/api/projects`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ id, name }),
+  });
+  await res.arrayBuffer();
+  if (res.status !== 201 && res.status !== 409) throw new Error(`creating project ${id}: HTTP ${res.status}`);
+}

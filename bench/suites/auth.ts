@@ -2,7 +2,7 @@ import { generateInstances } from '../../src/dicom/synth';
 import { stowInstances } from '../../src/dicomweb/stow-client';
 import { startOidcIssuer } from '../../src/devtools/oidc-issuer';
 import type { BenchRow, SuiteResult } from '../lib/report';
-import { type StackEnv, startGatewayProcess } from '../lib/stack';
+import { createProject, type StackEnv, startGatewayProcess } from '../lib/stack';
 import { msSince, round, timedPool } from '../lib/stats';
 
 const REQUESTS = Number(process.env.BENCH_AUTH_REQUESTS ?? 600);
@@ -37,11 +37,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     INDEXER_ENABLED: 'false',
   });
   try {
-    await fetch(`${off.url}/api/projects`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ id: 'demo', name: 'Demo' }),
-    });
+    await createProject(off.url, 'demo', 'Demo');
     // 40 studies of 4 CT series x 8 slices of 256x256 (~130 KB each): enough variety for the caches to matter.
     await stowInstances(
       generateInstances({

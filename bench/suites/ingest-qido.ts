@@ -1,7 +1,7 @@
 import { generateInstances } from '../../src/dicom/synth';
 import { stowInstances } from '../../src/dicomweb/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
-import { orthancAuth, type StackEnv, startGatewayProcess } from '../lib/stack';
+import { createProject, orthancAuth, type StackEnv, startGatewayProcess } from '../lib/stack';
 import { msSince, summarise, timedPool } from '../lib/stats';
 
 const STUDIES = Number(process.env.BENCH_STUDIES ?? 10_000);
@@ -39,11 +39,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     '/dicom-web';
   const rows: BenchRow[] = [];
   try {
-    await fetch(`${gw.url}/api/projects`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ id: 'bench', name: 'Benchmark' }),
-    });
+    await createProject(gw.url, 'bench', 'Benchmark');
     const gwRoot = `${gw.url}/projects/bench/dicom-web`;
 
     // Ingest: two disjoint synthetic sets of the same shape, interleaved halves so that neither side always goes

@@ -2,7 +2,7 @@ import dcmjs from 'dcmjs';
 import { generateInstances } from '../../src/dicom/synth';
 import { stowInstances } from '../../src/dicomweb/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
-import { orthancAuth, type StackEnv, startGatewayProcess } from '../lib/stack';
+import { createProject, orthancAuth, type StackEnv, startGatewayProcess } from '../lib/stack';
 import { msSince, percentile, round, summarise, timedPool } from '../lib/stats';
 
 const DOWNLOADS = Number(process.env.BENCH_RETRIEVE_DOWNLOADS ?? 64);
@@ -63,11 +63,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
   const auth = { authorization: orthancAuth(stack) };
   const rows: BenchRow[] = [];
   try {
-    await fetch(`${gw.url}/api/projects`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ id: 'bench', name: 'Benchmark' }),
-    });
+    await createProject(gw.url, 'bench', 'Benchmark');
     const root = `${gw.url}/projects/bench/dicom-web`;
     const small = [
       ...generateInstances({
