@@ -425,6 +425,64 @@ describe('bad queries, warnings and media types', () => {
     expect(a.warning).toContain(name);
   });
 
+  describe('a NUL byte in any query parameter (PostgreSQL cannot take one)', () => {
+    const KEYS = [
+      'PatientName',
+      'PatientID',
+      'PatientBirthDate',
+      'PatientSex',
+      'StudyDate',
+      'StudyTime',
+      'AccessionNumber',
+      'StudyID',
+      'StudyDescription',
+      'ReferringPhysicianName',
+      'ModalitiesInStudy',
+      'SOPClassesInStudy',
+      'StudyInstanceUID',
+      'SeriesInstanceUID',
+      'SOPInstanceUID',
+      'SOPClassUID',
+      'Modality',
+      'SeriesNumber',
+      'SeriesDescription',
+      'InstanceNumber',
+      'PerformedProcedureStepStartDate',
+      '00100010',
+      'ReferencedStudySequence.ReferencedSOPInstanceUID',
+      'includefield',
+      'limit',
+      'offset',
+      'fuzzymatching',
+    ];
+    const LEVELS = [
+      '/studies',
+      '/series',
+      '/instances',
+      `/studies/${S_CR}/series`,
+      `/studies/${S_CR}/instances`,
+      `/studies/${S_CR}/series/${SE_CR1}/instances`,
+    ];
+    const ROOTS = ['/dicom-web', '/projects/alpha/dicom-web'];
+
+    it.each(ROOTS.flatMap((root) => LEVELS.map((level) => [root + level])))(
+      'answers 400 naming the parameter at %s, for every matching key and reserved parameter',
+      async (resource) => {
+        for (const key of KEYS) {
+          for (const value of ['%00', 'Doe%00', '%00*', '1%00']) {
+            const a = await get(`${resource}?${key}=${value}`);
+            expect([key, value, a.status]).toEqual([key, value, 400]);
+            expect([key, a.body.errors?.[0]?.message]).toEqual([key, expect.stringContaining(key)]);
+          }
+        }
+        // In a parameter's name too, and however it is combined with valid parameters.
+        const named = await get(`${resource}?Patient%00Name=Doe`);
+        expect(named.status).toBe(400);
+        expect((await get(`${resource}?limit=5&PatientID=ok&StudyDescription=a%00b`)).status).toBe(400);
+      },
+    );
+  });
+
   it('answers 400 for a malformed UID in the path', async () => {
     expect((await get('/dicom-web/studies/not-a-uid/series')).status).toBe(400);
   });

@@ -215,6 +215,35 @@ describe('includefield, limit and offset', () => {
   });
 });
 
+describe('NUL characters', () => {
+  it('refuses a NUL in any value or name with 400 naming the parameter, whatever the key or its VR', () => {
+    const keys = [
+      'PatientName',
+      'PatientID',
+      'StudyDate',
+      'StudyTime',
+      'StudyInstanceUID',
+      'ModalitiesInStudy',
+      'SeriesNumber',
+      'AccessionNumber',
+      '00100020',
+      'ReferencedStudySequence.ReferencedSOPInstanceUID',
+      'includefield',
+      'limit',
+      'offset',
+      'fuzzymatching',
+      'accept',
+      'charset',
+    ];
+    for (const key of keys) {
+      for (const v of ['%00', 'a%00', '%00*', '1%00', '20010101-%00']) {
+        expect([key, v, rejection(`${key}=${v}`)]).toEqual([key, v, expect.stringContaining(key)]);
+      }
+    }
+    expect(rejection('Patient%00Name=x')).toContain('Patient%00Name');
+  });
+});
+
 describe('helpers', () => {
   it('escapes LIKE metacharacters before translating wildcards', () => {
     expect(wildcardToLike('50%_a*b?')).toBe('50\\%\\_a%b_');

@@ -139,6 +139,12 @@ export function parseQidoQuery(params: Iterable<[string, string]>, limits: Query
   let limitRaw: string | undefined;
   let offsetRaw: string | undefined;
   for (const [name, value] of params) {
+    // PostgreSQL text cannot hold U+0000, and no DICOM string value may contain it (PS3.5 §6.1.2.3): refused here,
+    // for every parameter, before it can reach SQL as a 500.
+    if (name.includes('\0') || value.includes('\0')) {
+      const shown = name.replace(/\0/g, '%00');
+      throw new BadRequestError(`query parameter ${shown} contains a NUL character`, 'bad_query');
+    }
     const lower = name.toLowerCase();
     if (RESERVED.has(lower)) {
       if (lower === 'includefield') includeValues.push(value);
