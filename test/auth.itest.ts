@@ -347,6 +347,90 @@ describe('per-project access with Keycloak tokens', () => {
     });
   });
 
+  describe('issued-at in the future', () => {
+    it('refuses a token issued beyond the clock tolerance in the future with 401 invalid_token; within it, accepts', async () => {
+      const now = Math.floor(Date.now() / 1000);
+      // A token minted "tomorrow" with a long life would outlive any revocation the issuer records today.
+      const future = await stack.issuer.userToken('erin', {
+        overrides: { iat: now + 3600, exp: now + 7200 },
+      });
+      for (const path of ['/api/projects', `/projects/${A}/dicom-web/studies`, '/dicom-web/studies']) {
+        const res = await get(path, future);
+        await res.arrayBuffer();
+        expect([path, res.status]).toEqual([path, 401]);
+        expect(res.headers.get('www-authenticate')).toBe(
+          'Bearer realm="aperture", error="invalid_token", error_description="token issued in the future"',
+        );
+      }
+      // OIDC_CLOCK_TOLERANCE_S (5 s by default) absorbs ordinary clock skew between issuer and gateway.
+      const skewed = await stack.issuer.userToken('erin', { overrides: { iat: now + 2 } });
+      expect((await get('/api/projects', skewed)).status).toBe(200);
+      const nonNumeric = await stack.issuer.userToken('erin', { overrides: { iat: 'tomorrow' as never } });
+      expect((await get('/api/projects', nonNumeric)).status).toBe(401);
+    });
+  });
+
+  describe('a group naming a project that does not exist', () => {
+    const GHOST = 'ghost';
+    let ghostAdmin: string;
+    let ghostReader: string;
+    beforeAll(async () => {
+      ghostAdmin = await stack.issuer.userToken('erin', {
+        overrides: { groups: ['/projects/demo/reader', `/projects/${GHOST}/admin`] },
+      });
+      ghostReader = await stack.issuer.userToken('erin', {
+        overrides: { groups: ['/projects/demo/reader', `/projects/${GHOST}/reader`] },
+      });
+    });
+
+    it.each(ROUTES.map((r) => [r.family, r] as const))(
+      'answers 404 for %s of that project, to its "admin" and its "reader" alike',
+      async (_f, route) => {
+        const target = `${rootOf(route.kind, { project: GHOST })}${route.path({ ...a, project: GHOST })}`;
+        for (const [who, token] of [
+          ['admin', ghostAdmin],
+          ['reader', ghostReader],
+        ]) {
+          const res = await get(target, token, acceptOf(route));
+          await res.arrayBuffer();
+          expect([who, target, res.status]).toEqual([who, target, 404]);
+        }
+      },
+    );
+
+    it('answers 404 to writes under it too (routing rules, share links, STOW), and shows it nowhere', async () => {
+      const json = (method: string, path: string, body: unknown) =>
+        fetch(`${url}${path}`, {
+          method,
+          headers: bearer(ghostAdmin, { 'content-type': 'application/json' }),
+          body: JSON.stringify(body),
+        });
+      const writes = [
+        await json('POST', `/api/projects/${GHOST}/routing`, { kind: 'called_aet', value: 'GHOST' }),
+        await json('POST', `/api/projects/${GHOST}/shares`, { studyUid: a.study }),
+        await fetch(`${url}/api/projects/${GHOST}/shares/1`, {
+          method: 'DELETE',
+          headers: bearer(ghostAdmin),
+        }),
+        await fetch(`${url}/projects/${GHOST}/dicom-web/studies`, {
+          method: 'POST',
+          headers: bearer(ghostAdmin, {
+            'content-type': 'multipart/related; type="application/dicom"; boundary=x',
+          }),
+          body: '--x--\r\n',
+        }),
+      ];
+      for (const res of writes) {
+        await res.arrayBuffer();
+        expect([res.url, res.status]).toEqual([res.url, 404]);
+      }
+      const list = await get('/api/projects', ghostAdmin);
+      expect(((await list.json()) as Array<{ id: string }>).map((p) => p.id)).toEqual([A]);
+      // The union root still answers with the projects that exist.
+      expect((await get('/dicom-web/studies', ghostAdmin)).status).toBe(200);
+    });
+  });
+
   describe('cross-project isolation', () => {
     const ROOTS = [
       ['its own project root', { project: A }],

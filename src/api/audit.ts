@@ -2,7 +2,7 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
-import { requireGlobalAdmin, requireRole } from '../auth/access';
+import { requireGlobalAdmin } from '../auth/access';
 import {
   type AuditFilter,
   type AuditRow,
@@ -10,7 +10,7 @@ import {
   iterateAuditEvents,
   listAuditEvents,
 } from '../auth/audit';
-import { noteAudit, principalOf } from '../dicomweb/context';
+import { noteAudit, principalOf, requireExistingProjectRole } from '../dicomweb/context';
 import { BadRequestError } from '../errors';
 import type { Services } from '../services';
 
@@ -129,7 +129,7 @@ export function auditRouter(services: Services): Router {
   };
 
   router.get('/api/projects/:project/audit', async (ctx) => {
-    requireRole(principalOf(ctx), ctx.params.project, 'admin');
+    await requireExistingProjectRole(ctx, services, 'admin');
     await answer(ctx, { projectId: ctx.params.project }, ctx.params.project);
   });
 

@@ -2,9 +2,8 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
 import { requireGlobalAdmin } from '../auth/access';
-import { noteAudit, principalOf, requireProjectRole } from '../dicomweb/context';
-import { BadRequestError, NotFoundError } from '../errors';
-import { getProject } from '../index-db/projects';
+import { noteAudit, principalOf, requireExistingProjectRole } from '../dicomweb/context';
+import { BadRequestError } from '../errors';
 import {
   assertNoOverlap,
   assignQuarantined,
@@ -64,11 +63,7 @@ export function routingRouter(services: Services): Router {
   const router = new Router();
   const { db } = services;
 
-  const projectAdmin = async (ctx: Context): Promise<string> => {
-    const projectId = requireProjectRole(ctx, 'admin');
-    if (!(await getProject(db, projectId))) throw new NotFoundError('project not found');
-    return projectId;
-  };
+  const projectAdmin = (ctx: Context): Promise<string> => requireExistingProjectRole(ctx, services, 'admin');
 
   router.get('/api/projects/:project/routing', async (ctx) => {
     const projectId = await projectAdmin(ctx);

@@ -1,8 +1,7 @@
 import Router from '@koa/router';
 import { z } from 'zod';
-import { requireRole } from '../auth/access';
 import { createShareLink, listShareLinks, revokeShareLink } from '../auth/share-links';
-import { noteAudit, principalOf, publicBaseUrl } from '../dicomweb/context';
+import { noteAudit, principalOf, publicBaseUrl, requireExistingProjectRole } from '../dicomweb/context';
 import { BadRequestError, NotFoundError } from '../errors';
 import { getProject } from '../index-db/projects';
 import type { Services } from '../services';
@@ -47,7 +46,7 @@ export function sharesRouter(services: Services): Router {
   router.post('/', async (ctx) => {
     const projectId = ctx.params.project;
     const p = principalOf(ctx);
-    requireRole(p, projectId, 'curator');
+    await requireExistingProjectRole(ctx, services, 'curator');
     const parsed = shareInput.safeParse(await readJsonBody(ctx, 64 * 1024));
     if (!parsed.success) {
       throw new BadRequestError(
@@ -89,14 +88,14 @@ export function sharesRouter(services: Services): Router {
 
   router.get('/', async (ctx) => {
     const projectId = ctx.params.project;
-    requireRole(principalOf(ctx), projectId, 'curator');
+    await requireExistingProjectRole(ctx, services, 'curator');
     noteAudit(ctx, { action: 'share.list', projectId });
     ctx.body = await listShareLinks(services.db, projectId);
   });
 
   router.delete('/:id', async (ctx) => {
     const projectId = ctx.params.project;
-    requireRole(principalOf(ctx), projectId, 'curator');
+    await requireExistingProjectRole(ctx, services, 'curator');
     noteAudit(ctx, { action: 'share.revoke', projectId, detail: { shareId: ctx.params.id } });
     const link = await revokeShareLink(services.db, projectId, ctx.params.id);
     noteAudit(ctx, {

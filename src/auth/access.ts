@@ -44,16 +44,20 @@ export function hasRole(p: Principal, projectId: string, role: Role): boolean {
 /**
  * The scopes a principal may read, optionally restricted to one project.
  * A project the caller cannot read answers 404 (never 403), so that existence does not leak.
- * `allProjects` lists every project id, needed for global administrators.
+ * `allProjects` lists every project id that exists: global administrators read all of them, and a token's group
+ * for a project that does not exist (yet, or any more) grants nothing, so such a project answers 404 to everyone.
  */
 export function readScopes(p: Principal, allProjects: readonly string[], projectId?: string): ReadScope[] {
   let scopes: ReadScope[];
+  const exists = new Set(allProjects);
   if (p.shareScopes) {
-    scopes = [...p.shareScopes];
+    scopes = p.shareScopes.filter((s) => exists.has(s.projectId));
   } else if (p.globalAdmin) {
     scopes = allProjects.map((id) => ({ projectId: id }));
   } else {
-    scopes = [...p.projects.keys()].filter((id) => hasRole(p, id, 'reader')).map((id) => ({ projectId: id }));
+    scopes = [...p.projects.keys()]
+      .filter((id) => exists.has(id) && hasRole(p, id, 'reader'))
+      .map((id) => ({ projectId: id }));
   }
   if (projectId !== undefined) {
     scopes = scopes.filter((s) => s.projectId === projectId);
@@ -70,6 +74,20 @@ export function requireRole(p: Principal, projectId: string, role: Role): void {
   if (hasRole(p, projectId, role)) return;
   if (p.shareScopes || !hasRole(p, projectId, 'reader')) throw new NotFoundError('project not found');
   throw new ForbiddenError(`this needs the ${role} role in the project`);
+}
+
+/**
+ * requireRole for a project that must exist: a project missing from `allProjects` answers 404 whatever roles the
+ * token's groups name for it (a group can outlive its project, or precede it), before any 403 could confirm it.
+ */
+export function requireRoleInExisting(
+  p: Principal,
+  allProjects: readonly string[],
+  projectId: string,
+  role: Role,
+): void {
+  if (!allProjects.includes(projectId)) throw new NotFoundError('project not found');
+  requireRole(p, projectId, role);
 }
 
 /** Requires global administration rights. */

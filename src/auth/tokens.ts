@@ -163,6 +163,11 @@ export class TokenVerifier {
     } catch (err) {
       throw this.explain(err);
     }
+    // jose checks `iat` only with maxTokenAge; a token "issued" in the future (a skewed or compromised signer, or
+    // one minted ahead to outlive a revocation) is refused beyond the same tolerance as nbf/exp.
+    if (payload.iat !== undefined && payload.iat > Date.now() / 1000 + this.opts.clockToleranceS) {
+      throw invalidToken('token issued in the future');
+    }
     if (payload.typ !== undefined && String(payload.typ).toLowerCase() !== 'bearer') {
       throw invalidToken(`token type '${String(payload.typ)}' is not an access token`);
     }
@@ -205,7 +210,8 @@ export class TokenVerifier {
     if (err instanceof errors.JWTClaimValidationFailed) {
       if (err.claim === 'nbf') return invalidToken('token not yet valid');
       if (err.claim === 'iss') return invalidToken('unexpected issuer');
-      if (err.claim === 'iat') return invalidToken('token issued in the future');
+      if (err.claim === 'iat' && err.reason === 'check_failed')
+        return invalidToken('token issued in the future');
       return invalidToken(`invalid or missing '${err.claim}' claim`);
     }
     if (err instanceof errors.JOSEAlgNotAllowed) return invalidToken('signing algorithm not allowed');

@@ -1,5 +1,12 @@
 import type { Context } from 'koa';
-import { type Principal, type ReadScope, readScopes, requireRole, type Role } from '../auth/access';
+import {
+  type Principal,
+  type ReadScope,
+  readScopes,
+  requireRole,
+  requireRoleInExisting,
+  type Role,
+} from '../auth/access';
 import type { Config } from '../config';
 import { allProjectIds } from '../index-db/projects';
 import type { AuditDetail, Services } from '../services';
@@ -17,8 +24,19 @@ export function principalOf(ctx: Context): Principal {
  */
 export async function requestReadScopes(ctx: Context, services: Services): Promise<ReadScope[]> {
   const p = principalOf(ctx);
-  const all = p.globalAdmin && !p.shareScopes ? await allProjectIds(services.db) : [];
-  return readScopes(p, all, ctx.params?.project);
+  return readScopes(p, await allProjectIds(services.db), ctx.params?.project);
+}
+
+/** Requires a role in the request's `:project`, which must exist (else 404, whatever the caller's groups). */
+export async function requireExistingProjectRole(
+  ctx: Context,
+  services: Services,
+  role: Role,
+): Promise<string> {
+  const projectId = ctx.params?.project as string | undefined;
+  if (!projectId) throw new Error('route has no :project parameter');
+  requireRoleInExisting(principalOf(ctx), await allProjectIds(services.db), projectId, role);
+  return projectId;
 }
 
 /** Requires a role in the request's `:project`. */
