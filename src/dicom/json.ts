@@ -1,4 +1,5 @@
 import { BINARY_VRS } from './tags';
+import { indexText } from './text';
 
 /** One attribute in the DICOM JSON model (PS3.18 Annex F). */
 export interface DicomJsonElement {
@@ -35,7 +36,8 @@ export function toDicomJson(dict: Record<string, DcmjsElement>, pathPrefix = '')
     if (tag.endsWith('0000')) continue;
     const el = dict[rawTag];
     if (!el) continue;
-    const vr = el.vr || 'UN';
+    // A VR the parser could not make sense of (bytes of a broken file) is kept as what it is: unknown.
+    const vr = typeof el.vr === 'string' && /^[A-Z]{2}$/.test(el.vr) ? el.vr : 'UN';
     const path = pathPrefix + tag;
     out[tag] = convertElement(vr, el, tag, path);
   }
@@ -66,33 +68,53 @@ function convertElement(vr: string, el: DcmjsElement, tag: string, path: string)
     converted = values.map((v) => (typeof v === 'number' && Number.isFinite(v) ? v : toNumberOrNull(v)));
   } else if (vr === 'AT') {
     converted = values.map((v) =>
-      typeof v === 'number' ? v.toString(16).padStart(8, '0').toUpperCase() : v,
+      typeof v === 'number' ? v.toString(16).padStart(8, '0').toUpperCase() : textValue(v),
     );
   } else {
-    converted = values.map((v) => (v === '' || v === undefined ? null : v));
+    converted = values.map(textValue);
   }
   if (converted.every((v) => v === null)) return { vr };
   return { vr, Value: converted };
 }
 
+/**
+ * A string value as the index stores it. Trailing NUL padding goes like trailing spaces (PS3.5 §6.2), and nothing
+ * PostgreSQL's jsonb refuses may remain (NULs inside a value are dropped: see text.ts); empty becomes null.
+ */
+function textValue(v: unknown): string | null {
+  if (typeof v === 'string') {
+    const s = indexText(v);
+    return s === '' ? null : s;
+  }
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return String(v);
+  return null;
+}
+
 function normalisePersonName(v: unknown): unknown {
-  if (v === null || v === undefined || v === '') return null;
-  if (typeof v === 'string') return { Alphabetic: v };
+  if (v === null || v === undefined) return null;
+  if (typeof v === 'string') {
+    const s = textValue(v);
+    return s === null ? null : { Alphabetic: s };
+  }
+  if (typeof v !== 'object') return null;
   const pn = v as Record<string, unknown>;
   const out: Record<string, string> = {};
   for (const group of ['Alphabetic', 'Ideographic', 'Phonetic']) {
-    const g = pn[group];
-    if (typeof g === 'string' && g !== '') out[group] = g;
+    const g = textValue(pn[group]);
+    if (g !== null) out[group] = g;
   }
   return Object.keys(out).length ? out : null;
 }
 
 function toNumberOrNull(v: unknown): number | null {
-  if (typeof v === 'string' && v.trim() !== '') {
-    const n = Number(v.trim());
-    return Number.isFinite(n) ? n : null;
+  if (typeof v === 'bigint') {
+    const n = Number(v);
+    return Number.isSafeInteger(n) ? n : null;
   }
-  return null;
+  const s = typeof v === 'string' ? indexText(v).trim() : '';
+  if (s === '') return null;
+  const n = Number(s);
+  return Number.isFinite(n) ? n : null;
 }
 
 function byteLength(v: unknown): number {

@@ -26,3 +26,27 @@ export function foldName(name: string | undefined): string | undefined {
     .replace(/\p{M}+/gu, '')
     .toUpperCase();
 }
+
+/**
+ * Removes the padding PS3.5 §6.2 allows at the end of a string value: spaces, and NULs (which UIDs use and many
+ * writers use for every VR). Leading spaces are left alone: they are significant in the text VRs.
+ */
+export function stripPadding(s: string): string {
+  return s.replace(/[\0 ]+$/, '');
+}
+
+/**
+ * Makes a string storable in PostgreSQL text and jsonb, which refuse the NUL character and UTF-16 surrogates that
+ * do not pair up (22P05, 22P02): NULs inside a value are dropped (padding left by a careless writer, never
+ * meaning), unpaired surrogates become U+FFFD.
+ */
+export function jsonbSafe(s: string): string {
+  return s
+    .replace(/\0/g, '')
+    .replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
+}
+
+/** A string value as the index keeps it: padding stripped, then made safe for PostgreSQL. */
+export function indexText(s: string): string {
+  return stripPadding(jsonbSafe(s));
+}

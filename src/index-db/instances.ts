@@ -29,6 +29,14 @@ export interface ArchivedObject {
   md5: string | null;
 }
 
+/**
+ * A value for an `integer` column: IS values beyond the 32-bit range PS3.5 allows occur in the wild, and PostgreSQL
+ * would refuse the whole row (22003). The DICOM JSON keeps the value as sent; the column, used for sorting, is empty.
+ */
+function int4(n: number | undefined): number | null {
+  return n !== undefined && Number.isSafeInteger(n) && n >= -2147483648 && n <= 2147483647 ? n : null;
+}
+
 const INSTANCE_COLUMNS = `sop_instance_uid, study_uid, series_uid, sop_class_uid, transfer_syntax, orthanc_id, file_size,
   md5, number_of_frames`;
 
@@ -102,12 +110,12 @@ export async function upsertInstanceRow(client: PoolClient, obj: ArchivedObject)
       parsed.studyInstanceUid,
       parsed.seriesInstanceUid,
       parsed.sopClassUid,
-      getInt(ds, Tag.InstanceNumber) ?? null,
+      int4(getInt(ds, Tag.InstanceNumber)),
       parsed.transferSyntaxUid,
-      getInt(ds, Tag.Rows) ?? null,
-      getInt(ds, Tag.Columns) ?? null,
-      getInt(ds, Tag.NumberOfFrames) ?? (ds[Tag.PixelData] ? 1 : null),
-      getInt(ds, Tag.BitsAllocated) ?? null,
+      int4(getInt(ds, Tag.Rows)),
+      int4(getInt(ds, Tag.Columns)),
+      int4(getInt(ds, Tag.NumberOfFrames) ?? (ds[Tag.PixelData] ? 1 : undefined)),
+      int4(getInt(ds, Tag.BitsAllocated)),
       obj.orthancId,
       obj.fileSize,
       obj.md5,
@@ -166,7 +174,7 @@ export async function linkInstance(
       parsed.seriesInstanceUid,
       parsed.studyInstanceUid,
       modality,
-      getInt(ds, Tag.SeriesNumber) ?? null,
+      int4(getInt(ds, Tag.SeriesNumber)),
       getString(ds, Tag.SeriesDescription) ?? null,
       normaliseDate(getString(ds, Tag.SeriesDate)) ?? null,
       normaliseTime(getString(ds, Tag.SeriesTime)) ?? null,

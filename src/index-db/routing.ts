@@ -1,5 +1,6 @@
 import type { Pool } from 'pg';
 import type { DicomJson } from '../dicom/json';
+import { jsonbSafe } from '../dicom/text';
 import { ConflictError, NotFoundError } from '../errors';
 import type { ArrivalRoute, RoutingRule, RuleInput } from '../ingest/routing';
 import { rulesOverlap } from '../ingest/routing';
@@ -292,6 +293,7 @@ export async function assignQuarantined(
 export interface IndexFailure {
   orthanc_id: string;
   sop_instance_uid: string | null;
+  series_uid: string | null;
   study_uid: string | null;
   reason: number;
   message: string;
@@ -301,32 +303,44 @@ export interface IndexFailure {
   received_at: Date;
 }
 
-/** Records (or refreshes) why an archived object could not be indexed. */
+/**
+ * Records (or refreshes) why an archived object could not be indexed. Every string is made safe for PostgreSQL
+ * first: a failure record must never fail for the same reason the object did.
+ */
 export async function recordFailure(
   db: Queryable,
   f: {
     orthancId: string;
     sopInstanceUid?: string;
+    seriesUid?: string;
     studyUid?: string;
     reason: number;
     message: string;
     route: ArrivalRoute;
   },
 ): Promise<void> {
+  const t = (v: string | undefined) => (v ? jsonbSafe(v) || null : null);
   await db.query(
-    `INSERT INTO index_failures (orthanc_id, sop_instance_uid, study_uid, reason, message, called_aet, calling_aet,
-                                 remote_ip)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-     ON CONFLICT (orthanc_id) DO UPDATE SET reason = EXCLUDED.reason, message = EXCLUDED.message`,
+    `INSERT INTO index_failures (orthanc_id, sop_instance_uid, series_uid, study_uid, reason, message, called_aet,
+                                 calling_aet, remote_ip)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+     ON CONFLICT (orthanc_id) DO UPDATE SET reason = EXCLUDED.reason, message = EXCLUDED.message,
+       sop_instance_uid = COALESCE(EXCLUDED.sop_instance_uid, index_failures.sop_instance_uid),
+       series_uid = COALESCE(EXCLUDED.series_uid, index_failures.series_uid),
+       study_uid = COALESCE(EXCLUDED.study_uid, index_failures.study_uid),
+       called_aet = COALESCE(EXCLUDED.called_aet, index_failures.called_aet),
+       calling_aet = COALESCE(EXCLUDED.calling_aet, index_failures.calling_aet),
+       remote_ip = COALESCE(EXCLUDED.remote_ip, index_failures.remote_ip)`,
     [
-      f.orthancId,
-      f.sopInstanceUid ?? null,
-      f.studyUid ?? null,
+      jsonbSafe(f.orthancId),
+      t(f.sopInstanceUid),
+      t(f.seriesUid),
+      t(f.studyUid),
       f.reason,
-      f.message,
-      f.route.calledAet || null,
-      f.route.callingAet || null,
-      f.route.remoteIp || null,
+      jsonbSafe(f.message),
+      t(f.route.calledAet),
+      t(f.route.callingAet),
+      t(f.route.remoteIp),
     ],
   );
 }
@@ -343,7 +357,8 @@ export async function listFailures(
 ): Promise<{ total: number; failures: IndexFailure[] }> {
   const total = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM index_failures');
   const r = await db.query<IndexFailure>(
-    `SELECT orthanc_id, sop_instance_uid, study_uid, reason, message, called_aet, calling_aet, remote_ip, received_at
+    `SELECT orthanc_id, sop_instance_uid, series_uid, study_uid, reason, message, called_aet, calling_aet, remote_ip,
+            received_at
        FROM index_failures ORDER BY received_at DESC, orthanc_id LIMIT $1 OFFSET $2`,
     [page.limit, page.offset],
   );

@@ -6,7 +6,8 @@ import { buffer } from 'node:stream/consumers';
 import type { Pool } from 'pg';
 import type { Config } from '../config';
 import { FailureReason } from '../dicom/parse';
-import { NotFoundError } from '../errors';
+import { AppError, NotFoundError } from '../errors';
+import { indexText } from '../dicom/text';
 import {
   type ArchivedObject,
   findInstance,
@@ -24,7 +25,7 @@ import {
   stickyDecision,
 } from '../index-db/routing';
 import type { Logger } from '../logger';
-import type { PacsClient } from '../orthanc/client';
+import { OrthancHttpError, type PacsClient } from '../orthanc/client';
 import { readObject } from './ingest';
 import { type ArrivalRoute, firstMatchingRule } from './routing';
 
@@ -75,10 +76,11 @@ export interface ArrivalOptions {
 
 /** The route an object took into the archive; empty strings for objects that did not come by DIMSE. */
 export function routeOf(meta: InstanceMetadata): ArrivalRoute {
+  // indexText: an AE title is whatever bytes the peer sent, and these strings go into text columns.
   return {
-    calledAet: (meta.CalledAET ?? '').trim(),
-    callingAet: (meta.RemoteAET ?? '').trim(),
-    remoteIp: (meta.RemoteIP ?? '').trim(),
+    calledAet: indexText(meta.CalledAET ?? '').trim(),
+    callingAet: indexText(meta.RemoteAET ?? '').trim(),
+    remoteIp: indexText(meta.RemoteIP ?? '').trim(),
   };
 }
 
@@ -135,9 +137,17 @@ export async function readArrival(
   const route = routeOf(meta);
   const read = readObject(bytes);
   if (!read.ok) {
-    await recordFailure(db, { orthancId, reason: read.reason, message: read.message, route });
+    // Our parse failed, so the UIDs come from Orthanc's database (its main DICOM tags), not from the file.
+    let ids: ArchivedIdentity;
+    try {
+      ids = await archivedIdentity(pacs, orthancId);
+    } catch (err) {
+      if (err instanceof NotFoundError) return { status: 'gone' };
+      throw err;
+    }
+    await recordFailure(db, { orthancId, ...ids, reason: read.reason, message: read.message, route });
     deps.logger.warn(
-      { orthancId, reason: read.reason, message: read.message },
+      { orthancId, sopInstanceUid: ids.sopInstanceUid, reason: read.reason, message: read.message },
       'archived object not indexable',
     );
     return { status: 'failed', reason: read.reason, message: read.message };
@@ -159,6 +169,7 @@ export async function placeArrival(deps: ArrivalDeps, arrival: ReadArrival): Pro
     await recordFailure(db, {
       orthancId,
       sopInstanceUid: parsed.sopInstanceUid,
+      seriesUid: parsed.seriesInstanceUid,
       studyUid: parsed.studyInstanceUid,
       reason: FailureReason.DuplicateSopInstance,
       message,
@@ -229,6 +240,111 @@ async function decideRoute(
     deps.logger.warn({ project: fallback }, 'DEFAULT_PROJECT does not exist: arrivals go to quarantine');
   }
   return { projectId: null, ruleId: null };
+}
+
+/** The UIDs of an archived instance as Orthanc's own database holds them (empty when Orthanc has none). */
+export interface ArchivedIdentity {
+  sopInstanceUid?: string;
+  seriesUid?: string;
+  studyUid?: string;
+}
+
+/**
+ * Reads an instance's UIDs from Orthanc's database: the instance's main DICOM tags and those of its parent series
+ * and study. Orthanc answers these from its index without opening (or parsing) the file, so it works for objects
+ * our parser refuses and is safe for objects that would upset Orthanc's parser. NotFoundError when it is gone.
+ */
+export async function archivedIdentity(pacs: PacsClient, orthancId: string): Promise<ArchivedIdentity> {
+  type Resource = { MainDicomTags?: Record<string, string>; ParentSeries?: string; ParentStudy?: string };
+  const uid = (v: string | undefined) => (v === undefined ? undefined : indexText(v).trim() || undefined);
+  const inst = await pacs.getJson<Resource>(`/instances/${encodeURIComponent(orthancId)}`);
+  const out: ArchivedIdentity = { sopInstanceUid: uid(inst.MainDicomTags?.SOPInstanceUID) };
+  if (!inst.ParentSeries) return out;
+  const series = await pacs.getJson<Resource>(`/series/${encodeURIComponent(inst.ParentSeries)}`);
+  out.seriesUid = uid(series.MainDicomTags?.SeriesInstanceUID);
+  if (!series.ParentStudy) return out;
+  const study = await pacs.getJson<Resource>(`/studies/${encodeURIComponent(series.ParentStudy)}`);
+  out.studyUid = uid(study.MainDicomTags?.StudyInstanceUID);
+  return out;
+}
+
+/**
+ * Whether an error says the archive or the database is unavailable (worth waiting for, holding the feed), rather
+ * than that this object cannot be indexed. PostgreSQL data errors (class 22, e.g. 22P05 bad text, 22003 number out
+ * of range, 22P02 bad input) and constraint violations (23) are the object's fault; connection loss (08),
+ * insufficient resources (53), operator intervention (57), system errors (58), internal errors (XX) and transaction
+ * rollbacks such as deadlocks (40) are not. Orthanc answering an HTTP error about one instance is the instance's
+ * fault unless it says it is unavailable (503); Orthanc not answering is infrastructure.
+ */
+export function isInfrastructureError(err: unknown): boolean {
+  if (err instanceof OrthancHttpError) return err.upstreamStatus === 503;
+  if (err instanceof AppError) return err.status === 502 || err.status === 503 || err.status === 504;
+  const e = err as { code?: unknown; message?: unknown };
+  if (typeof e?.code === 'string') {
+    // Node socket errors (ECONNREFUSED, ECONNRESET, EPIPE ...); no SQLSTATE class starts with E.
+    if (/^E[A-Z]+$/.test(e.code)) return true;
+    if (/^[0-9A-Z]{5}$/.test(e.code)) return /^(08|40|53|57|58|XX)/.test(e.code);
+  }
+  return /Connection terminated|connection.*(closed|ended)|Client has encountered a connection error|timeout exceeded when trying to connect|Client was closed/i.test(
+    String(e?.message ?? ''),
+  );
+}
+
+/** A reason for an index failure that names the error's kind, never its text (which can quote data values). */
+export function failureMessage(err: unknown): string {
+  const code = (err as { code?: unknown })?.code;
+  if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) {
+    return `the index refused the object (SQLSTATE ${code})`;
+  }
+  if (err instanceof AppError) return `indexing failed: ${err.code}`;
+  const name = err instanceof Error ? err.name.replace(/[^A-Za-z]/g, '').slice(0, 40) : 'error';
+  return `indexing failed (${name || 'error'})`;
+}
+
+/**
+ * Sets an archived object aside after indexing it failed for a reason of its own (see isInfrastructureError): it
+ * is recorded in index_failures with the UIDs and route Orthanc holds for it and the reason, so that the caller can
+ * move on. 'gone' when Orthanc no longer has it. Throws only when the archive or the database is unavailable.
+ */
+export async function setAside(
+  deps: ArrivalDeps,
+  orthancId: string,
+  err: unknown,
+  known?: ReadArrival,
+): Promise<ArrivalOutcome> {
+  let ids: ArchivedIdentity;
+  let route: ArrivalRoute;
+  try {
+    if (known) {
+      const p = known.obj.parsed;
+      ids = {
+        sopInstanceUid: p.sopInstanceUid,
+        seriesUid: p.seriesInstanceUid,
+        studyUid: p.studyInstanceUid,
+      };
+      route = known.route;
+    } else {
+      ids = await archivedIdentity(deps.pacs, orthancId);
+      route = routeOf(
+        await deps.pacs.getJson<InstanceMetadata>(
+          `/instances/${encodeURIComponent(orthancId)}/metadata?expand`,
+        ),
+      );
+    }
+  } catch (e) {
+    if (e instanceof NotFoundError) return { status: 'gone' };
+    throw e;
+  }
+  const message = failureMessage(err);
+  await recordFailure(deps.db, {
+    orthancId,
+    ...ids,
+    reason: FailureReason.ProcessingFailure,
+    message,
+    route,
+  });
+  deps.logger.warn({ orthancId, sopInstanceUid: ids.sopInstanceUid, message }, 'archived object set aside');
+  return { status: 'failed', reason: FailureReason.ProcessingFailure, message };
 }
 
 /** Whether Orthanc still holds an instance. */

@@ -15,18 +15,20 @@
 import { Client } from 'pg';
 import type { Config } from '../config';
 import { FailureReason } from '../dicom/parse';
-import { AppError, NotFoundError, errSummary } from '../errors';
+import { NotFoundError, errSummary } from '../errors';
 import { findInstanceByOrthancId, removeInstance } from '../index-db/instances';
-import { recordFailure } from '../index-db/routing';
 import { closeQueues, enqueueSeriesStable, initQueues, queuesReady } from '../jobs/queues';
 import type { OrthancChange } from '../orthanc/client';
 import type { Services } from '../services';
 import {
   type ArrivalDeps,
   type ArrivalOutcome,
+  failureMessage,
+  isInfrastructureError,
   placeArrival,
   readArrival,
   type ReadArrival,
+  setAside,
   sweepDeleted,
 } from './arrival';
 
@@ -44,8 +46,6 @@ const ERROR_BACKOFF_MS = 1000;
 const REST_GRACE_MS = 10_000;
 /** Least interval between two checks for deletions while idle. */
 const SWEEP_CHECK_MS = 2000;
-/** Attempts at an event that fails for reasons other than an unavailable archive or database before it is skipped. */
-const MAX_EVENT_ATTEMPTS = 5;
 
 /** What the indexer needs. */
 export interface IndexerDeps extends ArrivalDeps {
@@ -82,7 +82,6 @@ export class ChangeFeedIndexer {
   private sleepTimer?: NodeJS.Timeout;
   /** When each REST-stored object was first seen unindexed (in memory: a restart only restarts the wait). */
   private readonly restFirstSeen = new Map<string, number>();
-  private readonly attempts = new Map<number, number>();
   private sweepNeeded = false;
   private lastSweepCheck = 0;
   private lastArchiveCount = -1;
@@ -231,18 +230,25 @@ export class ChangeFeedIndexer {
         let failure: unknown;
         for (; done < run.length; done++) {
           const r = reads[done];
-          if (r.status === 'rejected') {
-            failure = r.reason;
-            break;
-          }
-          if (r.value === 'wait') break;
+          let read: ReadArrival | undefined;
           try {
-            this.count('status' in r.value ? r.value : await placeArrival(this.deps, r.value));
+            if (r.status === 'rejected') throw r.reason;
+            if (r.value === 'wait') break;
+            if ('status' in r.value) {
+              this.count(r.value);
+              continue;
+            }
+            read = r.value;
+            this.count(await placeArrival(this.deps, read));
           } catch (err) {
-            failure = err;
-            break;
+            // Only an unavailable archive or database holds the feed; an object that cannot be indexed is set
+            // aside at once (recorded with its UIDs) and the events behind it go on.
+            if (err instanceof LeadershipLost || isInfrastructureError(err)) {
+              failure = err;
+              break;
+            }
+            this.count(await this.setAside(run[done], err, read));
           }
-          this.attempts.delete(run[done].Seq);
         }
         if (done > 0) await this.saveCursor(run[done - 1].Seq);
         if (done < run.length) {
@@ -275,6 +281,20 @@ export class ChangeFeedIndexer {
     }
     this.restFirstSeen.delete(id);
     return out;
+  }
+
+  /** setAside, made unable to stop the feed itself: a record that cannot be written is logged and skipped. */
+  private async setAside(change: OrthancChange, err: unknown, read?: ReadArrival): Promise<ArrivalOutcome> {
+    try {
+      return await setAside(this.deps, change.ID, err, read);
+    } catch (e) {
+      if (isInfrastructureError(e)) throw e;
+      this.deps.logger.error(
+        { seq: change.Seq, orthancId: change.ID, err: errSummary(e) },
+        'change feed: could not record an index failure; skipped',
+      );
+      return { status: 'failed', reason: FailureReason.ProcessingFailure, message: failureMessage(err) };
+    }
   }
 
   private count(out: ArrivalOutcome): void {
@@ -321,29 +341,16 @@ export class ChangeFeedIndexer {
   }
 
   /**
-   * An event failed. Unavailable archive or database: retried forever (nothing is lost, the feed waits). Anything
-   * else (a bug, an object that breaks an assumption): retried a few times, then recorded as an index failure and
-   * skipped, so one bad object cannot stop the feed for everyone.
+   * An event failed. Unavailable archive or database, or lost leadership: thrown, so the step is retried after a
+   * back-off (nothing is lost, the feed waits for its dependencies). Any other failure of an event that is not a new
+   * instance (those are set aside where they fail) is logged and skipped: derived work must not stop indexing.
    */
   private async failedEvent(change: OrthancChange, err: unknown): Promise<void> {
     if (err instanceof LeadershipLost || isInfrastructureError(err)) throw err;
-    const n = (this.attempts.get(change.Seq) ?? 0) + 1;
-    this.attempts.set(change.Seq, n);
     this.deps.logger.warn(
-      { seq: change.Seq, change: change.ChangeType, orthancId: change.ID, attempt: n, err: errSummary(err) },
-      'change feed: event failed',
+      { seq: change.Seq, change: change.ChangeType, orthancId: change.ID, err: errSummary(err) },
+      'change feed: event failed, skipped',
     );
-    if (n < MAX_EVENT_ATTEMPTS) throw err;
-    if (change.ChangeType === 'NewInstance') {
-      await recordFailure(this.deps.db, {
-        orthancId: change.ID,
-        reason: FailureReason.ProcessingFailure,
-        message: 'indexing failed repeatedly',
-        route: { calledAet: '', callingAet: '', remoteIp: '' },
-      });
-      this.stats.failed++;
-    }
-    this.attempts.delete(change.Seq);
     await this.saveCursor(change.Seq);
   }
 
@@ -389,19 +396,6 @@ class LeadershipLost extends Error {
   constructor() {
     super('indexer leadership lost');
   }
-}
-
-/** Errors that say the archive or the database is unavailable (worth waiting for), not that the data is bad. */
-function isInfrastructureError(err: unknown): boolean {
-  if (err instanceof AppError) return err.status === 502 || err.status === 504;
-  const e = err as { code?: string; syscall?: string };
-  if (typeof e?.code === 'string') {
-    // PostgreSQL classes 08 (connection), 53 (resources), 57 (operator intervention), 58 (system); Node socket errors.
-    if (/^(08|53|57|58)/.test(e.code) || /^E[A-Z]+$/.test(e.code)) return true;
-  }
-  return /Connection terminated|connection.*(closed|ended)|Client has encountered a connection error/i.test(
-    String((err as Error)?.message),
-  );
 }
 
 let indexer: ChangeFeedIndexer | undefined;
