@@ -393,7 +393,7 @@ class LeadershipLost extends Error {
 
 /** Errors that say the archive or the database is unavailable (worth waiting for), not that the data is bad. */
 function isInfrastructureError(err: unknown): boolean {
-  if (err instanceof AppError) return err.status === 502 || err.status === 504;
+  if (err instanceof AppError) return err.status === 502 || err.status === 503 || err.status === 504;
   const e = err as { code?: string; syscall?: string };
   if (typeof e?.code === 'string') {
     // PostgreSQL classes 08 (connection), 53 (resources), 57 (operator intervention), 58 (system); Node socket errors.
