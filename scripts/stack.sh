@@ -100,6 +100,16 @@ as_pg() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# A pid names a live process: it exists and is not a zombie. Right after a kill -9 the dead process stays a zombie
+# until init reaps it, and `kill -0` (or pg_ctl status) still succeeds on it, so "already running" would be a lie.
+proc_alive() { # proc_alive <pid>
+  local pid=$1 state
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  state="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$pid/stat" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z && "$state" != X ]]
+}
+pid_in() { [[ -f "$1" ]] && head -1 "$1" | tr -d '[:space:]'; } # pid_in <pid file>
+
 wait_for() { # wait_for <seconds> <description> <command...>
   local secs=$1 what=$2; shift 2
   local i
@@ -122,13 +132,24 @@ start_postgres() {
       || as_pg "$bin/initdb" -D "$PG_DATA" -U "$PG_USER" --auth=trust --encoding=UTF8 --locale=C >"$LOG_DIR/initdb.log" 2>&1 \
       || die "initdb failed (see $LOG_DIR/initdb.log)"
   fi
-  if as_pg "$bin/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+  local pid; pid="$(pid_in "$PG_DATA/postmaster.pid" || true)"
+  if [[ -n "$pid" ]] && proc_alive "$pid"; then
+    # A live postmaster owns the data folder (starting a second one would corrupt it): it must answer, or we stop.
+    wait_for 30 "PostgreSQL (pid $pid, running but not answering)" "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"
     log "PostgreSQL already running on port $PG_PORT"
   else
-    # pg_ctl ignores a pid file whose process is gone, so a crashed run needs nothing special.
-    as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$LOG_DIR/postgres.log" -w -t 60 \
-      -o "-p $PG_PORT -k $PG_SOCK -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-on} -c max_connections=200 -c shared_buffers=256MB" \
-      start >/dev/null || { tail -20 "$LOG_DIR/postgres.log" >&2; die "PostgreSQL did not start"; }
+    # The postmaster is gone (or a zombie, which PostgreSQL's own lock check would take for a live one): its lock
+    # files are stale. Its children notice the death within a moment and leave; until they have, the shared memory
+    # block is still attached and a new postmaster refuses to start, hence a few attempts.
+    rm -f "$PG_DATA/postmaster.pid" "$PG_SOCK/.s.PGSQL.$PG_PORT.lock"
+    local attempt
+    for attempt in 1 2 3 4 5; do
+      as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$LOG_DIR/postgres.log" -w -t 60 \
+        -o "-p $PG_PORT -k $PG_SOCK -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-on} -c max_connections=200 -c shared_buffers=256MB" \
+        start >/dev/null 2>&1 && break
+      [[ $attempt -eq 5 ]] && { tail -20 "$LOG_DIR/postgres.log" >&2; die "PostgreSQL did not start"; }
+      sleep 1
+    done
     log "PostgreSQL started on 127.0.0.1:$PG_PORT"
   fi
   if ! "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1; then
@@ -138,10 +159,13 @@ start_postgres() {
 
 start_redis() {
   mkdir -p "$REDIS_DIR"
-  if [[ -f "$REDIS_DIR/redis.pid" ]] && kill -0 "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null; then
+  local pid; pid="$(pid_in "$REDIS_DIR/redis.pid" || true)"
+  if [[ -n "$pid" ]] && proc_alive "$pid" && redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
     log "Redis already running on port $REDIS_PORT"
     return
   fi
+  # Alive but silent (hung): replace it; Redis holds no data here that the append-only file does not.
+  if [[ -n "$pid" ]] && proc_alive "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
   rm -f "$REDIS_DIR/redis.pid"
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --protected-mode yes --dir "$REDIS_DIR" \
     --daemonize yes --pidfile "$REDIS_DIR/redis.pid" --logfile "$LOG_DIR/redis.log" \
@@ -168,7 +192,7 @@ start_orthanc() {
       -e "s#@DICOM_PORT@#$ORTHANC_DICOM_PORT#g" -e "s#@ORTHANC_USER@#$user#g" \
       -e "s#@ORTHANC_PASSWORD@#$pass#g" -e "s#@DICOMWEB_PLUGIN@#$plugin#g" -e "s#@STABLE_AGE@#$STABLE_AGE#g" \
       "$ROOT/orthanc-config/orthanc.json.tmpl" > "$ORTHANC_DIR/orthanc.json"
-  if [[ -f "$ORTHANC_DIR/orthanc.pid" ]] && kill -0 "$(cat "$ORTHANC_DIR/orthanc.pid")" 2>/dev/null; then
+  if proc_alive "$(pid_in "$ORTHANC_DIR/orthanc.pid" || true)"; then
     log "Orthanc already running on port $ORTHANC_HTTP_PORT"
     return
   fi

@@ -9,7 +9,8 @@ import { routingRouter } from './api/routing';
 import { sharesRouter } from './api/shares';
 import { dicomwebRouter } from './dicomweb/routes';
 import { wadoUriRouter } from './dicomweb/wado-uri';
-import { AppError, errorMiddleware, loggablePath } from './errors';
+import { AppError, errorMiddleware, loggablePath, retryAfterS } from './errors';
+import { checkReadiness } from './readiness';
 import type { AuditDetail, Services } from './services';
 
 /** Paths answered without authentication. */
@@ -76,12 +77,15 @@ export function createApp(services: Services): Koa {
   });
 
   const root = new Router();
+  // Liveness only: answers while the event loop runs, whatever the dependencies (a restart would not bring them back).
   root.get('/healthz', (ctx) => {
     ctx.body = { status: 'ok' };
   });
   root.get('/readyz', async (ctx) => {
-    await services.db.query('SELECT 1');
-    ctx.body = { status: 'ready' };
+    const { ready, checks } = await checkReadiness(services, services.config.READINESS_TIMEOUT_MS);
+    ctx.status = ready ? 200 : 503;
+    if (!ready) ctx.set('Retry-After', String(retryAfterS()));
+    ctx.body = { status: ready ? 'ready' : 'unavailable', checks };
   });
   root.get('/', (ctx) => {
     ctx.body = {

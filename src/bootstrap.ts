@@ -2,6 +2,7 @@ import { closeAuditTrail, initAuditTrail } from './auth/audit';
 import { createAuthenticator } from './auth/authenticate';
 import { parseAlgorithms, splitList, TokenVerifier } from './auth/tokens';
 import type { Config } from './config';
+import { setRetryAfterSeconds } from './errors';
 import { migrate } from './index-db/migrate';
 import { closeDb, initDb } from './index-db/pool';
 import type { Logger } from './logger';
@@ -10,6 +11,7 @@ import type { AuditDetail, Services } from './services';
 
 /** Opens the database (migrating it) and the archive client, and wires authentication. */
 export async function initServices(config: Config, logger: Logger): Promise<Services> {
+  setRetryAfterSeconds(config.RETRY_AFTER_S);
   const db = initDb(config);
   const applied = await migrate(db);
   if (applied.length) logger.info({ applied }, 'database migrated');

@@ -74,6 +74,14 @@ export const configSchema = z.object({
   THUMBNAIL_CONCURRENCY: int(2, 1),
   /** Browser origins allowed to call the gateway (CORS), comma-separated, or `*`; empty = no CORS headers. */
   CORS_ORIGINS: z.string().default(''),
+
+  // Outages (issue 8, resilience): how a dependency that is down is detected and answered.
+  /** Retry-After (seconds) of the 503 answered while PostgreSQL, Orthanc or Redis is down. */
+  RETRY_AFTER_S: int(5, 1),
+  /** Each dependency check of /readyz gives up after this long, and the dependency counts as down. */
+  READINESS_TIMEOUT_MS: int(1000, 50),
+  /** Longest wait for a new PostgreSQL connection; past it the request answers 503 instead of hanging. */
+  DATABASE_CONNECT_TIMEOUT_MS: int(5000, 100),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -63,6 +63,85 @@ export class UpstreamError extends AppError {
     super(timeout ? 504 : 502, timeout ? 'upstream_timeout' : 'upstream_error', message);
   }
 }
+/** The dependencies an outage can name: the index, the archive, the job queue. */
+export type Dependency = 'database' | 'archive' | 'queue';
+
+const DEPENDENCY_NAMES: Record<Dependency, string> = {
+  database: 'the index database',
+  archive: 'the archive',
+  queue: 'the job queue',
+};
+
+/** Seconds a client is told to wait (Retry-After) when a dependency is down; set from RETRY_AFTER_S at start. */
+let retryAfterSeconds = 5;
+/** Sets the Retry-After of dependency outages (RETRY_AFTER_S). */
+export function setRetryAfterSeconds(seconds: number): void {
+  retryAfterSeconds = Math.max(1, Math.round(seconds));
+}
+/** The Retry-After value of dependency outages, in seconds. */
+export function retryAfterS(): number {
+  return retryAfterSeconds;
+}
+
+/**
+ * A dependency (PostgreSQL, Orthanc, Redis) cannot be reached: 503 with Retry-After, naming the dependency and
+ * nothing of the internals (no address, no driver message), so clients know to retry rather than give up.
+ */
+export class DependencyUnavailableError extends AppError {
+  constructor(
+    readonly dependency: Dependency,
+    message = `${DEPENDENCY_NAMES[dependency]} is unavailable; retry later`,
+  ) {
+    super(503, 'dependency_unavailable', message, { 'Retry-After': String(retryAfterSeconds) });
+  }
+}
+
+// Node socket errors: the peer is gone or unreachable.
+const SOCKET_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'EHOSTDOWN',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+]);
+// node-postgres says so in messages only (no code) when a connection drops or cannot be made in time.
+const PG_CONNECTION_MESSAGE =
+  /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection ended unexpectedly|the database system is (starting up|shutting down|in recovery mode)|terminating connection due to administrator command/i;
+
+/**
+ * True when a raw (non-AppError) error says PostgreSQL is unreachable rather than that a statement was wrong:
+ * socket errors, node-postgres connection messages, and SQLSTATE classes 08 (connection exception), 53 (insufficient
+ * resources: too many connections), 57P (operator intervention: shutdown, crash, cannot connect now). Errors of the
+ * statement itself (syntax, constraint, data) are not outages and stay 500.
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  if (err instanceof AppError || err === null || typeof err !== 'object') return false;
+  const e = err as { code?: unknown; message?: unknown; errors?: unknown };
+  if (typeof e.code === 'string') {
+    if (SOCKET_CODES.has(e.code)) return true;
+    if (/^(08|53|57P)/.test(e.code)) return true;
+  }
+  // Node's happy-eyeballs connect reports an AggregateError of the per-address failures.
+  if (Array.isArray(e.errors) && e.errors.length > 0 && e.errors.every(isDatabaseUnavailable)) return true;
+  return typeof e.message === 'string' && PG_CONNECTION_MESSAGE.test(e.message);
+}
+
+/**
+ * The typed form of a dependency failure: AppErrors that already say 503 pass through; raw database connection
+ * failures become DependencyUnavailableError('database'); anything else gives undefined (a real bug: 500).
+ */
+export function asDependencyError(err: unknown): DependencyUnavailableError | undefined {
+  if (err instanceof DependencyUnavailableError) return err;
+  if (isDatabaseUnavailable(err)) return new DependencyUnavailableError('database');
+  return undefined;
+}
+
 /** Input that can never succeed: jobs must not retry it. */
 export class UnrecoverableInputError extends AppError {
   constructor(message: string) {
@@ -86,6 +165,17 @@ export function errorMiddleware(logger: Logger) {
     } catch (err) {
       if (ctx.headerSent || !ctx.writable) {
         logger.warn({ err: errSummary(err), path: loggablePath(ctx.path) }, 'error after response started');
+        return;
+      }
+      // A database that went away surfaces as a raw driver error from wherever the query was: one place maps it.
+      const dependency = asDependencyError(err);
+      if (dependency) {
+        ctx.status = 503;
+        for (const [k, v] of Object.entries(dependency.headers)) ctx.set(k, v);
+        ctx.append('Warning', warning299(dependency.message));
+        ctx.body = {
+          errors: [{ code: dependency.code, message: dependency.message, dependency: dependency.dependency }],
+        };
         return;
       }
       if (err instanceof AppError) {

@@ -4,6 +4,7 @@ import { FailureReason, isPlausibleUid } from '../dicom/parse';
 import {
   buildStoreInstancesResponse,
   type FailedInstance,
+  isServerFailure,
   type StoredInstance,
   type StoreOutcomes,
   storeResponseStatus,
@@ -11,15 +12,18 @@ import {
 import { dicomJsonToXml } from '../dicom/xml';
 import {
   AppError,
+  asDependencyError,
   BadRequestError,
+  DependencyUnavailableError,
   NotFoundError,
   NotAcceptableError,
   PayloadTooLargeError,
+  retryAfterS,
   UnsupportedMediaTypeError,
   warning299,
 } from '../errors';
 import { allProjectIds } from '../index-db/projects';
-import { ingestInstance, type IngestOutcome } from '../ingest/ingest';
+import { ingestInstance, type IngestOutcome, readObject } from '../ingest/ingest';
 import { enqueueSeriesStable } from '../jobs/queues';
 import type { Services } from '../services';
 import { dicomwebRoot, noteAudit, requireProjectRole } from './context';
@@ -148,6 +152,15 @@ export async function handleStoreInstances(ctx: Context, services: Services): Pr
   } else {
     ctx.status = storeResponseStatus(outcomes);
   }
+  if (run.interrupted) {
+    ctx.append(
+      'Warning',
+      warning299(`${run.interrupted.message}: the parts after it were not stored and are listed as failed`),
+    );
+  }
+  // A client may send what failed for the server's own reasons again: tell it when (PS3.18 §10.5.3, RFC 9110).
+  if (run.failed.some((f) => isServerFailure(f.failed.failureReason)))
+    ctx.set('Retry-After', String(retryAfterS()));
   for (const w of failureWarnings(run.failed)) ctx.append('Warning', w);
 
   const response = buildStoreInstancesResponse(dicomwebRoot(ctx, config), outcomes, studyUid);
@@ -171,6 +184,8 @@ interface StoreRun {
   failed: PartFailure[];
   /** Set when the body broke a limit or the multipart framing; parts before it were processed. */
   abort?: { error: MultipartLimitError | MultipartFormatError };
+  /** Set when a dependency (database, archive) failed mid-request; later parts were read but not stored. */
+  interrupted?: DependencyUnavailableError;
 }
 
 /**
@@ -192,6 +207,7 @@ async function storeParts(
   let inflightBytes = 0;
   let fatal: { error: unknown } | undefined;
   let abort: StoreRun['abort'];
+  let interrupted: DependencyUnavailableError | undefined;
 
   const waitFor = async (bytes: number) => {
     while (inflight.size >= STOW_PIPELINE_DEPTH || (inflight.size > 0 && inflightBytes + bytes > budget)) {
@@ -219,6 +235,12 @@ async function storeParts(
         };
         continue;
       }
+      if (interrupted) {
+        // A dependency is down: the rest of the body is still read, so that the client gets the answer (not a cut
+        // connection), and each part is listed as refused for lack of resources, with its UIDs when readable.
+        results[part.index] = notAttempted(part.index, await readPartBody(part as MultipartPart));
+        continue;
+      }
       await waitFor(part.size);
       if (fatal) break;
       // A spilled part's file is removed when the next part is requested: read it now, within the budget.
@@ -228,9 +250,19 @@ async function storeParts(
       const task = ingestInstance(services, bytes, [projectId], 'stow', { studyInstanceUid: studyUid })
         .then((outcome) => {
           results[index] = toResult(index, outcome);
+          if (!outcome.ok && outcome.reason === FailureReason.ProcessingFailure) {
+            interrupted ??= new DependencyUnavailableError('archive');
+          }
         })
         .catch((error: unknown) => {
-          fatal ??= { error };
+          const dependency = asDependencyError(error);
+          if (!dependency) {
+            fatal ??= { error };
+            return;
+          }
+          // The part may be in the archive but not in the index: it failed, and a retry of it is idempotent.
+          interrupted ??= dependency;
+          results[index] = inFlightFailure(index, bytes);
         })
         .finally(() => {
           inflightBytes -= bytes.length;
@@ -247,7 +279,7 @@ async function storeParts(
   }
   if (fatal) throw fatal.error;
 
-  const run: StoreRun = { stored: [], failed: [], abort };
+  const run: StoreRun = { stored: [], failed: [], abort, interrupted };
   for (const r of results) {
     if (!r) continue;
     if (r.ok) run.stored.push(r.stored);
@@ -282,6 +314,49 @@ function toResult(
         sopInstanceUid: outcome.sopInstanceUid,
         failureReason: outcome.reason,
       },
+    },
+  };
+}
+
+/** A part that was being stored when a dependency failed: Processing failure (0x0110). */
+function inFlightFailure(index: number, bytes: Buffer): { ok: false; failure: PartFailure } {
+  return failureWithUids(
+    index,
+    bytes,
+    FailureReason.ProcessingFailure,
+    'a dependency failed while it was stored',
+  );
+}
+
+/** A part received after a dependency failed, never attempted: Out of resources (0xA700). */
+function notAttempted(index: number, bytes: Buffer): { ok: false; failure: PartFailure } {
+  return failureWithUids(
+    index,
+    bytes,
+    FailureReason.OutOfResources,
+    'not stored: a dependency is unavailable',
+  );
+}
+
+function failureWithUids(
+  index: number,
+  bytes: Buffer,
+  reason: number,
+  message: string,
+): { ok: false; failure: PartFailure } {
+  const read = readObject(bytes);
+  return {
+    ok: false,
+    failure: {
+      index,
+      message,
+      failed: read.ok
+        ? {
+            sopClassUid: read.parsed.sopClassUid,
+            sopInstanceUid: read.parsed.sopInstanceUid,
+            failureReason: reason,
+          }
+        : { failureReason: read.reason },
     },
   };
 }

@@ -4,9 +4,18 @@ import type { Config } from '../config';
 let pool: Pool | undefined;
 
 /** Opens the shared PostgreSQL pool. */
-export function initDb(config: Pick<Config, 'DATABASE_URL' | 'DATABASE_POOL_SIZE'>): Pool {
+export function initDb(
+  config: Pick<Config, 'DATABASE_URL' | 'DATABASE_POOL_SIZE'> &
+    Partial<Pick<Config, 'DATABASE_CONNECT_TIMEOUT_MS'>>,
+): Pool {
   if (pool) return pool;
-  pool = new Pool({ connectionString: config.DATABASE_URL, max: config.DATABASE_POOL_SIZE });
+  pool = new Pool({
+    connectionString: config.DATABASE_URL,
+    max: config.DATABASE_POOL_SIZE,
+    // Without a bound, a database that stops answering (rather than refusing) holds every request for minutes;
+    // past it the query fails as an outage (503 with Retry-After).
+    connectionTimeoutMillis: config.DATABASE_CONNECT_TIMEOUT_MS ?? 5000,
+  });
   // An idle client that loses its connection must not crash the process.
   pool.on('error', () => undefined);
   return pool;

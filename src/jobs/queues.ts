@@ -5,6 +5,7 @@
 import { type JobsOptions, Queue } from 'bullmq';
 import IORedis, { type RedisOptions } from 'ioredis';
 import type { Config } from '../config';
+import { AppError, DependencyUnavailableError } from '../errors';
 import type { Logger } from '../logger';
 
 /** Queue names, one per job kind. */
@@ -57,8 +58,44 @@ export function initQueues(config: Pick<Config, 'REDIS_URL'>, logger?: Logger): 
   connection = redisConnection(config, false);
   log = logger;
   queues = new Map();
+  let lastErrorLog = 0;
   for (const name of Object.values(QueueName)) {
-    queues.set(name, new Queue(name, { connection, defaultJobOptions: DEFAULT_JOB_OPTIONS }));
+    const queue = new Queue(name, { connection, defaultJobOptions: DEFAULT_JOB_OPTIONS });
+    // While Redis is down every reconnect attempt errors: log it now and then, never crash or flood the log.
+    queue.on('error', (err) => {
+      if (Date.now() - lastErrorLog < 10_000) return;
+      lastErrorLog = Date.now();
+      log?.warn({ queue: name, err: err.message }, 'job queue: Redis unavailable');
+    });
+    queues.set(name, queue);
+  }
+}
+
+/** Runs a Redis operation within `ms`; any failure or timeout is an outage of the queue (503 with Retry-After). */
+async function withinQueueDeadline<T>(op: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('timed out waiting for Redis')), ms);
+  });
+  op.catch(() => undefined); // a late rejection after the timeout is not an unhandled one
+  try {
+    return await Promise.race([op, timeout]);
+  } catch (err) {
+    if (err instanceof AppError) throw err;
+    throw new DependencyUnavailableError('queue');
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** True when Redis answers a PING within `timeoutMs` (for /readyz); false when it does not or queues are closed. */
+export async function pingQueues(timeoutMs: number): Promise<boolean> {
+  const conn = connection;
+  if (!conn) return false;
+  try {
+    return (await withinQueueDeadline(conn.ping(), timeoutMs)) === 'PONG';
+  } catch {
+    return false;
   }
 }
 
@@ -120,17 +157,13 @@ export async function enqueueSeriesStable(seriesUid: string): Promise<boolean> {
   }
 }
 
-/** Job counts per queue, for the status endpoint. */
+/** Job counts per queue, for the status endpoint; Redis down or silent answers DependencyUnavailableError. */
 export async function queueCounts(): Promise<Record<string, Record<string, number>>> {
   const out: Record<string, Record<string, number>> = {};
   for (const name of Object.values(QueueName)) {
-    out[name] = await getQueue(name).getJobCounts(
-      'waiting',
-      'active',
-      'delayed',
-      'completed',
-      'failed',
-      'prioritized',
+    out[name] = await withinQueueDeadline(
+      getQueue(name).getJobCounts('waiting', 'active', 'delayed', 'completed', 'failed', 'prioritized'),
+      ENQUEUE_TIMEOUT_MS,
     );
   }
   return out;

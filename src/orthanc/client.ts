@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import { Agent, errors as undiciErrors, request, type Dispatcher } from 'undici';
 import type { Config } from '../config';
-import { AppError, NotFoundError, UpstreamError } from '../errors';
+import { AppError, DependencyUnavailableError, NotFoundError, UpstreamError } from '../errors';
 
 /** Orthanc's answer to POST /instances. */
 export interface StoreResult {
@@ -221,20 +221,22 @@ export class OrthancHttpError extends UpstreamError {
   }
 }
 
-function toUpstreamError(err: unknown): AppError {
+/**
+ * Maps a network failure talking to Orthanc to a typed error. An archive that cannot be reached (refused, reset,
+ * closed mid-answer, no connection in time) is an outage: 503 with Retry-After, so clients retry. An archive that
+ * accepted the request but did not answer in time is 504. Nothing of the raw error reaches the client.
+ */
+export function toUpstreamError(err: unknown): AppError {
   if (err instanceof AppError) return err;
   const e = err as { name?: string; code?: string };
   if (e?.name === 'AbortError' || e?.code === 'UND_ERR_ABORTED') {
     return new UpstreamError('request to the archive aborted');
   }
-  if (
-    err instanceof undiciErrors.HeadersTimeoutError ||
-    err instanceof undiciErrors.BodyTimeoutError ||
-    err instanceof undiciErrors.ConnectTimeoutError
-  ) {
+  if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError) {
     return new UpstreamError('the archive did not answer in time', true);
   }
-  return new UpstreamError('the archive is unreachable');
+  if (err instanceof SyntaxError) return new UpstreamError('the archive answered something unreadable');
+  return new DependencyUnavailableError('archive');
 }
 
 let client: PacsClient | undefined;
