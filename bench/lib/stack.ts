@@ -84,7 +84,8 @@ export async function startGatewayProcess(
     rssMb: () => rssOf(child.pid!),
     stop: () =>
       new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
+        // A child killed by a signal has signalCode set and exitCode null.
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
         child.once('exit', () => resolve());
         child.kill('SIGTERM');
       }),
