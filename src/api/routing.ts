@@ -5,16 +5,14 @@ import { requireGlobalAdmin } from '../auth/access';
 import { noteAudit, principalOf, requireExistingProjectRole } from '../dicomweb/context';
 import { BadRequestError } from '../errors';
 import {
-  assertNoOverlap,
   assignQuarantined,
-  createRule,
   deleteRule,
   getRule,
   listFailures,
   listQuarantine,
   listRules,
   type QuarantineSelector,
-  updateRule,
+  saveRule,
 } from '../index-db/routing';
 import { ruleInputSchema } from '../ingest/routing';
 import type { Services } from '../services';
@@ -56,8 +54,9 @@ function page(ctx: Context): { limit: number; offset: number } {
 
 /**
  * Routing rules per project (`/api/projects/{project}/routing`, project administrators) and the quarantine of
- * arrivals no rule claimed (`/api/quarantine`, global administrators). Rules of all projects form one list checked
- * in position order; the first match decides.
+ * arrivals no rule claimed (`/api/quarantine`, global administrators). A project's `position` orders its own rules;
+ * across projects the rule that claimed first wins unless a global administrator set `priority` (ingest/routing.ts).
+ * Saving a rule answers with its ClaimReport (shadowed_by, shadows, possibly_shadowed_by: rule ids only).
  */
 export function routingRouter(services: Services): Router {
   const router = new Router();
@@ -80,8 +79,7 @@ export function routingRouter(services: Services): Router {
   router.post('/api/projects/:project/routing', async (ctx) => {
     const projectId = await projectAdmin(ctx);
     const input = parseBody(ruleInputSchema, await readJsonBody(ctx));
-    if (!principalOf(ctx).globalAdmin) await assertNoOverlap(db, projectId, input);
-    const row = await createRule(db, projectId, input);
+    const row = await saveRule(db, projectId, input, { globalAdmin: principalOf(ctx).globalAdmin });
     noteAudit(ctx, { action: 'routing.create', projectId, detail: { ruleId: row.id, kind: row.kind } });
     ctx.status = 201;
     ctx.set('Location', `/api/projects/${projectId}/routing/${row.id}`);
@@ -91,9 +89,13 @@ export function routingRouter(services: Services): Router {
   router.put('/api/projects/:project/routing/:id', async (ctx) => {
     const projectId = await projectAdmin(ctx);
     const input = parseBody(ruleInputSchema, await readJsonBody(ctx));
-    await getRule(db, projectId, ctx.params.id);
-    if (!principalOf(ctx).globalAdmin) await assertNoOverlap(db, projectId, input, ctx.params.id);
-    const row = await updateRule(db, projectId, ctx.params.id, input);
+    const row = await saveRule(
+      db,
+      projectId,
+      input,
+      { globalAdmin: principalOf(ctx).globalAdmin },
+      ctx.params.id,
+    );
     noteAudit(ctx, { action: 'routing.update', projectId, detail: { ruleId: row.id } });
     ctx.body = row;
   });

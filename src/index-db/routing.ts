@@ -1,32 +1,35 @@
 import type { Pool } from 'pg';
 import type { DicomJson } from '../dicom/json';
 import { jsonbSafe } from '../dicom/text';
-import { ConflictError, NotFoundError } from '../errors';
+import { ConflictError, ForbiddenError, NotFoundError } from '../errors';
 import type { ArrivalRoute, RoutingRule, RuleInput } from '../ingest/routing';
-import { rulesOverlap } from '../ingest/routing';
+import { claimRelation, compareClaims, isCatchAll } from '../ingest/routing';
 import { linkInstance } from './instances';
 import { type Queryable, withTransaction } from './pool';
 
-const RULE_COLUMNS = 'id, project_id, position, kind, attribute, match, value, enabled, created_at';
+const RULE_COLUMNS =
+  'id, project_id, position, kind, attribute, match, value, enabled, claim_order, priority, created_at';
 
 /** A stored rule with its creation time. */
 export type RoutingRuleRow = RoutingRule & { created_at: Date };
 
-/** Rules in the order they are checked (position, then id), all or one project's. */
+/** Rules in the order they are checked: one project's by position, all projects' by cross-project precedence. */
 export async function listRules(db: Queryable, projectId?: string): Promise<RoutingRuleRow[]> {
   const r = projectId
     ? await db.query<RoutingRuleRow>(
         `SELECT ${RULE_COLUMNS} FROM routing_rules WHERE project_id = $1 ORDER BY position, id`,
         [projectId],
       )
-    : await db.query<RoutingRuleRow>(`SELECT ${RULE_COLUMNS} FROM routing_rules ORDER BY position, id`);
+    : await db.query<RoutingRuleRow>(
+        `SELECT ${RULE_COLUMNS} FROM routing_rules ORDER BY priority NULLS LAST, claim_order, id`,
+      );
   return r.rows;
 }
 
-/** The enabled rules in checking order: what the indexer evaluates. */
+/** The enabled rules, in cross-project precedence: what the indexer evaluates (firstMatchingRule). */
 export async function activeRules(db: Queryable): Promise<RoutingRule[]> {
   const r = await db.query<RoutingRule>(
-    `SELECT ${RULE_COLUMNS} FROM routing_rules WHERE enabled ORDER BY position, id`,
+    `SELECT ${RULE_COLUMNS} FROM routing_rules WHERE enabled ORDER BY priority NULLS LAST, claim_order, id`,
   );
   return r.rows;
 }
@@ -43,35 +46,124 @@ export async function getRule(db: Queryable, projectId: string, id: string): Pro
 }
 
 /**
- * Refuses a rule that would claim arrivals another project's rule already claims (equals/prefix on the same kind).
- * Rules form one global first-match list, so without this a project administrator could divert another project's
- * modality into their own project. Global administrators may overlap deliberately.
+ * How a rule stands against the enabled rules of other projects (ids only: a project administrator may not see
+ * other projects' rules). shadowed_by: rules checked before it that claim some of its arrivals; shadows: rules it
+ * takes arrivals from (only a global administrator's priority can do that); possibly_shadowed_by: earlier rules of
+ * the same kind and attribute whose overlap cannot be decided (two regexes, for instance).
  */
-export async function assertNoOverlap(db: Queryable, projectId: string, input: RuleInput, exceptId?: string) {
-  const others = await db.query<RoutingRule>(
-    `SELECT ${RULE_COLUMNS} FROM routing_rules WHERE project_id <> $1 AND enabled AND ($2::bigint IS NULL OR id <> $2)`,
-    [projectId, exceptId ?? null],
-  );
-  const candidate = {
-    kind: input.kind,
-    attribute: input.attribute ?? null,
-    match: input.match,
-    value: input.value,
-  };
-  if (others.rows.some((o) => rulesOverlap(candidate, o))) {
-    throw new ConflictError('the rule overlaps a routing rule of another project');
-  }
+export interface ClaimReport {
+  shadowed_by: string[];
+  shadows: string[];
+  possibly_shadowed_by: string[];
 }
 
-/** Adds a rule to a project; without a position it goes after every existing rule. */
+type Claimant = Pick<RoutingRule, 'kind' | 'attribute' | 'match' | 'value' | 'priority'> & {
+  id?: string;
+  claim_order?: string;
+};
+
+/** The ClaimReport of a rule; without claim_order it stands as a claim made now (after every existing one). */
+export async function claimReport(db: Queryable, projectId: string, rule: Claimant): Promise<ClaimReport> {
+  const others = await db.query<RoutingRule>(
+    `SELECT ${RULE_COLUMNS} FROM routing_rules
+      WHERE project_id <> $1 AND enabled ORDER BY priority NULLS LAST, claim_order, id`,
+    [projectId],
+  );
+  const LAST = '999999999999999999999';
+  const me = { id: rule.id ?? LAST, priority: rule.priority, claim_order: rule.claim_order ?? LAST };
+  const report: ClaimReport = { shadowed_by: [], shadows: [], possibly_shadowed_by: [] };
+  for (const o of others.rows) {
+    const relation = claimRelation(rule, o);
+    const earlier = compareClaims(o, me) < 0;
+    if (relation === 'overlap') (earlier ? report.shadowed_by : report.shadows).push(o.id);
+    else if (relation === 'unknown' && earlier) report.possibly_shadowed_by.push(o.id);
+  }
+  return report;
+}
+
+/** Serialises claim checks with rule writes, so two administrators cannot both claim the same arrivals at once. */
+const RULES_LOCK = 0x524f555445; // 'ROUTE'
+
+/** Who saves a rule: only global administrators may overlap other projects, add catch-alls or set priority. */
+export interface RuleAuthority {
+  globalAdmin: boolean;
+}
+
+/**
+ * Creates a rule (no id) or replaces one of a project's rules, enforcing cross-project claims for project
+ * administrators: a rule that newly claims arrivals (created, its criteria changed, or enabled again) must not
+ * provably overlap an enabled rule of another project (409 naming that rule's id) and must not be a catch-all
+ * (403); only global administrators set `priority`, and a rule a project administrator re-aims loses it.
+ * Returns the stored rule with its ClaimReport.
+ */
+export async function saveRule(
+  db: Pool,
+  projectId: string,
+  input: RuleInput,
+  who: RuleAuthority,
+  id?: string,
+): Promise<RoutingRuleRow & ClaimReport> {
+  if (input.priority !== undefined && !who.globalAdmin) {
+    throw new ForbiddenError("only a global administrator sets a rule's cross-project priority");
+  }
+  return withTransaction(db, async (client) => {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [RULES_LOCK]);
+    const before = id === undefined ? undefined : await getRule(client, projectId, id);
+    const criteria = {
+      kind: input.kind,
+      attribute: input.attribute ?? null,
+      match: input.match,
+      value: input.value,
+    };
+    const reaimed =
+      !before ||
+      before.kind !== criteria.kind ||
+      (before.attribute ?? null) !== criteria.attribute ||
+      before.match !== criteria.match ||
+      before.value !== criteria.value;
+    const claimsAnew = input.enabled && (reaimed || !before.enabled);
+    const priority =
+      input.priority !== undefined
+        ? input.priority
+        : reaimed && !who.globalAdmin
+          ? null
+          : (before?.priority ?? null);
+    if (claimsAnew && !who.globalAdmin) {
+      if (isCatchAll(criteria)) {
+        throw new ForbiddenError(
+          'a rule that matches any value would claim every arrival; only a global administrator may add one',
+        );
+      }
+      const report = await claimReport(client, projectId, { ...criteria, priority });
+      const taken = [...report.shadowed_by, ...report.shadows];
+      if (taken.length > 0) {
+        throw new ConflictError(
+          `the rule overlaps routing rule ${taken.join(', ')} of another project, which already claims those ` +
+            'arrivals; ask a global administrator',
+        );
+      }
+    }
+    const row = before
+      ? await updateRule(client, projectId, before.id, input, { renewClaim: claimsAnew, priority })
+      : await createRule(client, projectId, input, priority);
+    return { ...row, ...(await claimReport(client, projectId, row)) };
+  });
+}
+
+/**
+ * Adds a rule to a project, claiming after every existing rule; without a position it goes after the project's
+ * other rules. No claim checks: saveRule is the door for administrators.
+ */
 export async function createRule(
   db: Queryable,
   projectId: string,
   input: RuleInput,
+  priority: number | null = input.priority ?? null,
 ): Promise<RoutingRuleRow> {
   const r = await db.query<RoutingRuleRow>(
-    `INSERT INTO routing_rules (project_id, position, kind, attribute, match, value, enabled)
-     VALUES ($1, COALESCE($2, (SELECT COALESCE(max(position), 0) + 10 FROM routing_rules)), $3, $4, $5, $6, $7)
+    `INSERT INTO routing_rules (project_id, position, kind, attribute, match, value, enabled, priority)
+     VALUES ($1, COALESCE($2, (SELECT COALESCE(max(position), 0) + 10 FROM routing_rules WHERE project_id = $1)),
+             $3, $4, $5, $6, $7, $8)
      RETURNING ${RULE_COLUMNS}`,
     [
       projectId,
@@ -81,22 +173,28 @@ export async function createRule(
       input.match,
       input.value,
       input.enabled,
+      priority,
     ],
   );
   return r.rows[0];
 }
 
-/** Replaces a rule of a project (keeping its position unless a new one is given). */
+/**
+ * Replaces a rule of a project (keeping its position unless a new one is given). renewClaim puts its claim after
+ * every existing one, as when it is re-aimed or enabled again.
+ */
 export async function updateRule(
   db: Queryable,
   projectId: string,
   id: string,
   input: RuleInput,
+  opts: { renewClaim: boolean; priority: number | null },
 ): Promise<RoutingRuleRow> {
   await getRule(db, projectId, id);
   const r = await db.query<RoutingRuleRow>(
     `UPDATE routing_rules SET position = COALESCE($3, position), kind = $4, attribute = $5, match = $6, value = $7,
-            enabled = $8
+            enabled = $8, priority = $9,
+            claim_order = CASE WHEN $10::boolean THEN nextval('routing_rules_claim_seq') ELSE claim_order END
       WHERE id = $1 AND project_id = $2 RETURNING ${RULE_COLUMNS}`,
     [
       id,
@@ -107,6 +205,8 @@ export async function updateRule(
       input.match,
       input.value,
       input.enabled,
+      opts.priority,
+      opts.renewClaim,
     ],
   );
   return r.rows[0];

@@ -6,11 +6,23 @@ import {
   type RoutingRule,
   ruleInputSchema,
   rulesOverlap,
+  claimRelation,
+  isCatchAll,
 } from './routing';
 
 let nextId = 1;
 function rule(r: Partial<RoutingRule> & Pick<RoutingRule, 'kind' | 'value' | 'project_id'>): RoutingRule {
-  return { id: String(nextId++), position: nextId, attribute: null, match: 'equals', enabled: true, ...r };
+  const id = String(nextId++);
+  return {
+    id,
+    position: nextId,
+    attribute: null,
+    match: 'equals',
+    enabled: true,
+    claim_order: id,
+    priority: null,
+    ...r,
+  };
 }
 
 const ct: DicomJson = {
@@ -120,5 +132,120 @@ describe('routing rules', () => {
     expect(rulesOverlap(mine, { ...mine, match: 'prefix', value: 'LUNG' })).toBe(true);
     expect(rulesOverlap(mine, { ...mine, value: 'HEART' })).toBe(false);
     expect(rulesOverlap(mine, { ...mine, kind: 'calling_aet' })).toBe(false);
+  });
+
+  it('lets the rule that claimed first decide across projects, whatever positions project administrators set', () => {
+    const lung = rule({
+      kind: 'called_aet',
+      value: 'LUNGSTUDY',
+      project_id: 'lung',
+      position: 50,
+      claim_order: '1',
+    });
+    const rival = [
+      rule({
+        kind: 'called_aet',
+        match: 'regex',
+        value: '^LUNG',
+        project_id: 'rival',
+        position: 0,
+        claim_order: '2',
+      }),
+      rule({ kind: 'calling_aet', value: 'CT_ROOM_2', project_id: 'rival', position: 0, claim_order: '3' }),
+      rule({
+        kind: 'attribute',
+        attribute: 'StudyDescription',
+        match: 'regex',
+        value: '.',
+        project_id: 'rival',
+        position: 0,
+        claim_order: '4',
+      }),
+    ];
+    for (const order of [
+      [lung, ...rival],
+      [...rival, lung],
+    ]) {
+      expect(firstMatchingRule(order, fromScanner, ct)?.id).toBe(lung.id);
+    }
+    // A global administrator's priority overrides claim order.
+    const raised = { ...rival[1], priority: 0 };
+    expect(firstMatchingRule([lung, raised], fromScanner, ct)?.id).toBe(raised.id);
+  });
+
+  it('credits the winning project’s own rule by that project’s positions', () => {
+    const early = rule({
+      kind: 'called_aet',
+      value: 'LUNGSTUDY',
+      project_id: 'lung',
+      position: 20,
+      claim_order: '1',
+    });
+    const preferred = rule({
+      kind: 'calling_aet',
+      value: 'CT_ROOM_2',
+      project_id: 'lung',
+      position: 5,
+      claim_order: '9',
+    });
+    const other = rule({
+      kind: 'calling_aet',
+      value: 'CT_ROOM_2',
+      project_id: 'x',
+      position: 0,
+      claim_order: '5',
+    });
+    expect(firstMatchingRule([other, early, preferred], fromScanner, ct)?.id).toBe(preferred.id);
+  });
+
+  it('judges overlaps across match types: regexes against literal values, in any case', () => {
+    const lung = {
+      kind: 'called_aet' as const,
+      attribute: null,
+      match: 'equals' as const,
+      value: 'LUNGSTUDY',
+    };
+    const regex = (value: string) => ({ ...lung, match: 'regex' as const, value });
+    expect(claimRelation(regex('^LUNG'), lung)).toBe('overlap');
+    expect(claimRelation(lung, regex('^[Ll]ung[a-z]+$'))).toBe('overlap');
+    expect(claimRelation(regex('^HEART'), lung)).toBe('disjoint');
+    expect(claimRelation(regex('^A'), regex('^B'))).toBe('unknown');
+    expect(claimRelation({ ...lung, match: 'contains', value: 'NGST' }, lung)).toBe('overlap');
+    expect(
+      claimRelation({ ...lung, match: 'contains', value: 'X' }, { ...lung, match: 'prefix', value: 'Y' }),
+    ).toBe('unknown');
+    expect(claimRelation({ ...lung, kind: 'calling_aet' }, lung)).toBe('unrelated');
+    const sop = {
+      kind: 'attribute' as const,
+      attribute: 'SOPClassUID',
+      match: 'equals' as const,
+      value: '1.2.3',
+    };
+    expect(claimRelation({ ...sop, attribute: '(0008,0016)', match: 'prefix', value: '1.2' }, sop)).toBe(
+      'overlap',
+    );
+    expect(claimRelation({ ...sop, attribute: 'Modality' }, sop)).toBe('unrelated');
+    const net = {
+      kind: 'source_ip' as const,
+      attribute: null,
+      match: 'equals' as const,
+      value: '10.0.0.0/8',
+    };
+    expect(claimRelation(net, { ...net, value: '10.1.0.0/16' })).toBe('overlap');
+    expect(claimRelation(net, { ...net, match: 'prefix', value: '10.1.' })).toBe('overlap');
+    expect(claimRelation(net, { ...net, value: '192.168.0.0/16' })).toBe('disjoint');
+  });
+
+  it('recognises catch-all regexes', () => {
+    const r = (value: string) => ({
+      kind: 'called_aet' as const,
+      attribute: null,
+      match: 'regex' as const,
+      value,
+    });
+    for (const v of ['.*', '.+', '^', 'x?', '[\\s\\S]', '(?:)'])
+      expect([v, isCatchAll(r(v))]).toEqual([v, true]);
+    for (const v of ['^LUNG', 'STUDY$', '^[A-Z]{3}$']) expect([v, isCatchAll(r(v))]).toEqual([v, false]);
+    expect(isCatchAll({ ...r('A'), match: 'contains' })).toBe(false);
   });
 });

@@ -1,8 +1,13 @@
 /**
- * Routing rules: which project an object that arrived by DIMSE belongs to. Pure code (no database): rules come in
- * already ordered, the first match wins.
+ * Routing rules: which project an object that arrived by DIMSE belongs to. Pure code (no database).
+ *
+ * Precedence (issue 8, defect 3): across projects, the rule that claimed its arrivals first wins (`claim_order`,
+ * renewed whenever a rule's criteria change or it is enabled again), unless a global administrator gave a rule a
+ * `priority`. A project administrator's `position` only orders the rules of their own project, so no position can
+ * put one project's rule in front of another's.
  */
 import dcmjs from 'dcmjs';
+import { randomInt } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
 import type { DicomJson } from '../dicom/json';
@@ -22,7 +27,14 @@ export interface RoutingRule {
   match: MatchKind;
   value: string;
   enabled: boolean;
+  /** Order in which rules claimed their arrivals (bigint as a string); earlier wins across projects. */
+  claim_order: string;
+  /** Cross-project precedence set by a global administrator: lower first, before every rule without one. */
+  priority: number | null;
 }
+
+/** What a rule matches on, without where it sends arrivals. */
+export type RuleCriteria = Pick<RoutingRule, 'kind' | 'attribute' | 'match' | 'value'>;
 
 /** How an object reached the archive, from Orthanc's instance metadata. */
 export interface ArrivalRoute {
@@ -43,6 +55,8 @@ export const ruleInputSchema = z
     value: z.string().trim().min(1).max(512),
     position: z.number().int().min(0).max(1_000_000).optional(),
     enabled: z.boolean().default(true),
+    // Global administrators only; null clears it.
+    priority: z.number().int().min(-1_000_000).max(1_000_000).nullable().optional(),
   })
   .superRefine((r, ctx) => {
     if (r.kind === 'attribute') {
@@ -139,7 +153,11 @@ export function matchValue(match: MatchKind, pattern: string, candidate: string)
 }
 
 /** Whether a rule matches an arrival. Disabled rules never match. */
-export function ruleMatches(rule: RoutingRule, route: ArrivalRoute, ds: DicomJson): boolean {
+export function ruleMatches(
+  rule: RuleCriteria & Pick<RoutingRule, 'enabled'>,
+  route: ArrivalRoute,
+  ds: DicomJson,
+): boolean {
   if (!rule.enabled) return false;
   switch (rule.kind) {
     case 'called_aet':
@@ -165,35 +183,135 @@ export function ruleMatches(rule: RoutingRule, route: ArrivalRoute, ds: DicomJso
   }
 }
 
-/** The first rule (in the given order) that matches, if any. */
+/** Cross-project precedence: priority (lower first, unset last), then claim order, then id. */
+export function compareClaims(
+  a: Pick<RoutingRule, 'id' | 'priority' | 'claim_order'>,
+  b: Pick<RoutingRule, 'id' | 'priority' | 'claim_order'>,
+): number {
+  if (a.priority !== b.priority) {
+    if (a.priority === null) return 1;
+    if (b.priority === null) return -1;
+    return a.priority - b.priority;
+  }
+  const big = (x: string) => (/^\d+$/.test(x) ? BigInt(x) : 0n);
+  const c = big(a.claim_order) - big(b.claim_order);
+  if (c !== 0n) return c < 0n ? -1 : 1;
+  const d = big(a.id) - big(b.id);
+  return d === 0n ? 0 : d < 0n ? -1 : 1;
+}
+
+function comparePositions(a: RoutingRule, b: RoutingRule): number {
+  if (a.position !== b.position) return a.position - b.position;
+  return compareClaims(
+    { ...a, priority: null, claim_order: a.id },
+    { ...b, priority: null, claim_order: b.id },
+  );
+}
+
+/**
+ * The rule that decides an arrival, if any: the project is the one whose matching rule comes first across projects
+ * (compareClaims); within that project, its own positions pick which of its matching rules is credited. Rule order in
+ * the input does not matter.
+ */
 export function firstMatchingRule(
   rules: readonly RoutingRule[],
   route: ArrivalRoute,
   ds: DicomJson,
 ): RoutingRule | undefined {
-  return rules.find((r) => ruleMatches(r, route, ds));
+  const matching = rules.filter((r) => ruleMatches(r, route, ds));
+  if (matching.length === 0) return undefined;
+  const winner = matching.reduce((a, b) => (compareClaims(b, a) < 0 ? b : a));
+  return matching
+    .filter((r) => r.project_id === winner.project_id)
+    .reduce((a, b) => (comparePositions(b, a) < 0 ? b : a));
+}
+
+/** Whether two rules look at the same thing: the same kind and, for attribute rules, the same tag. */
+function sameDimension(a: RuleCriteria, b: RuleCriteria): boolean {
+  if (a.kind !== b.kind) return false;
+  if (a.kind !== 'attribute') return true;
+  const ta = a.attribute ? resolveAttributeTag(a.attribute) : undefined;
+  return ta !== undefined && ta === (b.attribute ? resolveAttributeTag(b.attribute) : undefined);
+}
+
+const isCidr = (r: RuleCriteria) => r.kind === 'source_ip' && r.match === 'equals' && r.value.includes('/');
+
+/**
+ * Concrete values a non-regex rule claims, to test the other rule against: its own value in the cases a modality
+ * may send it (equals/prefix/contains ignore case, a regex does not); for addresses, the network of a CIDR block and
+ * the addresses an address prefix completes to.
+ */
+function representatives(r: RuleCriteria): string[] {
+  const v = r.value.trim();
+  if (isCidr(r)) return [v.split('/')[0]];
+  const out = [v, v.toUpperCase(), v.toLowerCase()];
+  if (r.kind === 'source_ip' && r.match === 'prefix') {
+    for (const tail of ['0', '.0', '0.0', '.0.0', '0.0.0', '.0.0.0', ':0', '::', '::1']) {
+      if (isIP(v + tail)) out.push(v + tail);
+    }
+  }
+  return [...new Set(out)];
+}
+
+/** Whether a rule claims an arrival whose value (of the rule's kind) is `value`. */
+export function ruleMatchesValue(rule: RuleCriteria, value: string): boolean {
+  const route: ArrivalRoute = { calledAet: '', callingAet: '', remoteIp: '' };
+  let ds: DicomJson = {};
+  if (rule.kind === 'called_aet') route.calledAet = value;
+  else if (rule.kind === 'calling_aet') route.callingAet = value;
+  else if (rule.kind === 'source_ip') route.remoteIp = value;
+  else {
+    const tag = rule.attribute ? resolveAttributeTag(rule.attribute) : undefined;
+    if (!tag) return false;
+    ds = { [tag]: { vr: 'LO', Value: [value] } };
+  }
+  return ruleMatches({ ...rule, enabled: true }, route, ds);
 }
 
 /**
- * Whether two rules could claim the same arrivals, judged for equals/prefix on the same kind and attribute
- * (contains and regex are not judged). Used to stop a project administrator from claiming another project's traffic.
+ * How two rules' claims relate. `overlap`: one claims the other's own value, so some arrival matches both (for
+ * regexes: the regex matches the other rule's literal value). `disjoint`: provably no common arrival (equals or
+ * CIDR against anything, prefix against prefix). `unknown`: same kind and attribute, but not decidable here (two
+ * regexes; contains or prefix against a regex or contains). `unrelated`: different kinds or attributes, which any
+ * single arrival may satisfy together; cross-project precedence decides those.
  */
-export function rulesOverlap(
-  a: Pick<RoutingRule, 'kind' | 'attribute' | 'match' | 'value'>,
-  b: Pick<RoutingRule, 'kind' | 'attribute' | 'match' | 'value'>,
-): boolean {
-  if (a.kind !== b.kind) return false;
-  if (a.kind === 'attribute') {
-    const ta = a.attribute ? resolveAttributeTag(a.attribute) : undefined;
-    const tb = b.attribute ? resolveAttributeTag(b.attribute) : undefined;
-    if (!ta || ta !== tb) return false;
+export function claimRelation(
+  a: RuleCriteria,
+  b: RuleCriteria,
+): 'overlap' | 'disjoint' | 'unknown' | 'unrelated' {
+  if (!sameDimension(a, b)) return 'unrelated';
+  if (b.match !== 'regex' && representatives(b).some((v) => ruleMatchesValue(a, v))) return 'overlap';
+  if (a.match !== 'regex' && representatives(a).some((v) => ruleMatchesValue(b, v))) return 'overlap';
+  const exact = (r: RuleCriteria) => r.match === 'equals';
+  if (exact(a) || exact(b) || (a.match === 'prefix' && b.match === 'prefix')) return 'disjoint';
+  return 'unknown';
+}
+
+/**
+ * Whether a rule would claim arrivals of any value: a regex matching the empty string, or every one of a set of
+ * random probes. Such a rule would take everything no earlier rule claims (DEFAULT_PROJECT's and quarantine's
+ * arrivals), so only a global administrator may add one.
+ */
+export function isCatchAll(rule: RuleCriteria): boolean {
+  if (rule.match !== 'regex') return false;
+  let re: RegExp;
+  try {
+    re = new RegExp(rule.value);
+  } catch {
+    return false;
   }
-  const va = a.value.trim().toUpperCase();
-  const vb = b.value.trim().toUpperCase();
-  const simple = (m: MatchKind) => m === 'equals' || m === 'prefix';
-  if (!simple(a.match) || !simple(b.match)) return false;
-  if (a.match === 'equals' && b.match === 'equals') return va === vb;
-  if (a.match === 'prefix' && b.match === 'prefix') return va.startsWith(vb) || vb.startsWith(va);
-  const [eq, pre] = a.match === 'equals' ? [va, vb] : [vb, va];
-  return eq.startsWith(pre);
+  if (re.test('')) return true;
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-^ ';
+  const probes = ['A', 'z', '0', '1.2.840.10008.5.1.4.1.1.2', '192.0.2.1', 'ANY_AE_TITLE'];
+  for (let i = 0; i < 8; i++) {
+    let p = '';
+    for (let n = randomInt(1, 17); n > 0; n--) p += alphabet[randomInt(alphabet.length)];
+    probes.push(p);
+  }
+  return probes.every((p) => re.test(p));
+}
+
+/** Whether two rules provably claim a common arrival (see claimRelation). */
+export function rulesOverlap(a: RuleCriteria, b: RuleCriteria): boolean {
+  return claimRelation(a, b) === 'overlap';
 }

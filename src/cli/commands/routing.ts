@@ -3,18 +3,21 @@ import { loadConfig } from '../../config';
 import { migrate } from '../../index-db/migrate';
 import { closeDb, initDb } from '../../index-db/pool';
 import { getProject } from '../../index-db/projects';
-import { createRule, deleteRule, listRules } from '../../index-db/routing';
+import { deleteRule, listRules, saveRule } from '../../index-db/routing';
 import { ruleInputSchema } from '../../ingest/routing';
 
 /** `routing list|add|remove`: routing rules straight against the index database (as a global administrator). */
 export function register(program: Command): void {
   const routing = program
     .command('routing')
-    .description('routing rules: where C-STORE arrivals go (checked in position order, first match wins)');
+    .description(
+      'routing rules: where C-STORE arrivals go (across projects the earliest claim wins unless a priority is set; ' +
+        'position orders rules within a project)',
+    );
 
   routing
     .command('list')
-    .description('list rules in the order they are checked')
+    .description('list rules in the order they are checked (one project: by position)')
     .option('-p, --project <id>', 'only this project')
     .option('--json', 'print JSON')
     .action(async (opts: { project?: string; json?: boolean }) => {
@@ -29,6 +32,8 @@ export function register(program: Command): void {
           console.table(
             rows.map((r) => ({
               id: r.id,
+              priority: r.priority ?? '',
+              claim: r.claim_order,
               position: r.position,
               project: r.project_id,
               kind: r.kind,
@@ -57,12 +62,21 @@ export function register(program: Command): void {
       Number.parseInt(v, 10),
     )
     .option('--disabled', 'store the rule disabled')
+    .option('--priority <n>', 'cross-project precedence (lower first, before rules without one)', (v) =>
+      Number.parseInt(v, 10),
+    )
     .action(
       async (
         project: string,
         kind: string,
         value: string,
-        opts: { attribute?: string; match: string; position?: number; disabled?: boolean },
+        opts: {
+          attribute?: string;
+          match: string;
+          position?: number;
+          disabled?: boolean;
+          priority?: number;
+        },
       ) => {
         const parsed = ruleInputSchema.safeParse({
           kind: kind.replace(/-/g, '_'),
@@ -71,6 +85,7 @@ export function register(program: Command): void {
           match: opts.match,
           position: opts.position,
           enabled: !opts.disabled,
+          priority: opts.priority,
         });
         if (!parsed.success) {
           throw new Error(
@@ -81,10 +96,15 @@ export function register(program: Command): void {
         try {
           await migrate(db);
           if (!(await getProject(db, project))) throw new Error(`no project '${project}'`);
-          const row = await createRule(db, project, parsed.data);
+          // The CLI acts as a global administrator: overlaps are reported, not refused.
+          const row = await saveRule(db, project, parsed.data, { globalAdmin: true });
           console.log(
             `added rule ${row.id} at position ${row.position}: ${row.kind} ${row.match} '${row.value}' → ${project}`,
           );
+          if (row.shadowed_by.length > 0)
+            console.log(`  shadowed by earlier rules of other projects: ${row.shadowed_by.join(', ')}`);
+          if (row.shadows.length > 0)
+            console.log(`  takes arrivals from rules of other projects: ${row.shadows.join(', ')}`);
         } finally {
           await closeDb();
         }
