@@ -8,8 +8,11 @@ import {
   type ArrivalDeps,
   type ArrivalOutcome,
   indexArrival,
+  isInfrastructureError,
   placeArrival,
   readArrival,
+  type ReadArrival,
+  setAside,
   sweepDeleted,
 } from '../../ingest/arrival';
 import { createLogger } from '../../logger';
@@ -90,6 +93,20 @@ export async function runReindex(deps: ArrivalDeps, opts: ReindexOptions = {}): 
     removedStale: 0,
     seconds: 0,
   };
+  /**
+   * An instance failed: when the archive or the database is unavailable it counts as an error (run again later);
+   * otherwise the object is set aside with its UIDs, as the change feed does, and counts as failed.
+   */
+  const failed = async (orthancId: string, err: unknown, read?: ReadArrival) => {
+    if (!isInfrastructureError(err)) {
+      try {
+        return tally(await setAside(deps, orthancId, err, read));
+      } catch (e) {
+        err = e;
+      }
+    }
+    tally(undefined, err, orthancId);
+  };
   const tally = (out: ArrivalOutcome | undefined, err?: unknown, orthancId?: string) => {
     if (err !== undefined || !out) {
       s.failed++;
@@ -117,7 +134,7 @@ export async function runReindex(deps: ArrivalDeps, opts: ReindexOptions = {}): 
     for (let i = 0; i < ids.length; i++) {
       const r = reads[i];
       if (r.status === 'rejected') {
-        tally(undefined, r.reason, ids[i]);
+        await failed(ids[i], r.reason);
         continue;
       }
       if ('status' in r.value) {
@@ -128,7 +145,7 @@ export async function runReindex(deps: ArrivalDeps, opts: ReindexOptions = {}): 
       try {
         tally(await placeArrival(deps, r.value));
       } catch (err) {
-        tally(undefined, err, ids[i]);
+        await failed(ids[i], err, r.value);
       }
     }
     s.archived += ids.length;
@@ -140,7 +157,7 @@ export async function runReindex(deps: ArrivalDeps, opts: ReindexOptions = {}): 
     try {
       tally(await indexArrival(deps, id, { refresh: true }));
     } catch (err) {
-      tally(undefined, err, id);
+      await failed(id, err);
     }
   }
   const sweep = await sweepDeleted(deps);
@@ -150,7 +167,7 @@ export async function runReindex(deps: ArrivalDeps, opts: ReindexOptions = {}): 
     try {
       tally(await indexArrival(deps, id, { refresh: true }));
     } catch (err) {
-      tally(undefined, err, id);
+      await failed(id, err);
     }
   }
   s.seconds = Math.round((Date.now() - started) / 100) / 10;
