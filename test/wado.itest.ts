@@ -759,7 +759,7 @@ describe('WADO-RS retrieval through the gateway', () => {
         expect(parsePart10(transcoded.body).transferSyntaxUid).toBe('1.2.840.10008.1.2.1');
       });
 
-      it('answers 502 when the archive is unreachable and 504 when it does not answer in time, never hanging', async () => {
+      it('answers 503 + Retry-After when the archive is unreachable and 504 when it does not answer in time, never hanging', async () => {
         const unreachable = new OrthancClient({ ...gw.config, ORTHANC_URL: 'http://127.0.0.1:1' });
         const closed = await serve({ ...gw.services, pacs: unreachable });
         const silent: Server = createServer(() => undefined).listen(0, '127.0.0.1');
@@ -772,7 +772,8 @@ describe('WADO-RS retrieval through the gateway', () => {
         });
         const slow = await serve({ ...gw.services, pacs: mute });
         try {
-          expect((await get(`${closed.url}/dicom-web${wadoPath(s[CT])}`)).status).toBe(502);
+          const down = await get(`${closed.url}/dicom-web${wadoPath(s[CT])}`);
+          expect([down.status, Number(down.headers.get('retry-after')) > 0]).toEqual([503, true]);
           const started = Date.now();
           expect((await get(`${slow.url}/dicom-web${wadoPath(s[CT])}`)).status).toBe(504);
           expect(Date.now() - started).toBeLessThan(5000);

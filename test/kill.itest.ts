@@ -1,0 +1,432 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import dcmjs from 'dcmjs';
+import { Pool } from 'pg';
+import { Agent, request } from 'undici';
+import { freePort, type GatewayChild, newUid, spawnGateway, waitFor } from './helpers/dimse';
+import { SAMPLES } from './helpers/gateway';
+import { type PrivateStack, startPrivateStack } from './helpers/private-stack';
+
+jest.setTimeout(240_000);
+
+const ROOT = join(__dirname, '..');
+const TEMPLATE = `${SAMPLES}/ct/CT_small.dcm`;
+const BOUNDARY = 'kill-boundary';
+const MULTIPART_TYPE = `multipart/related; type="application/dicom"; boundary=${BOUNDARY}`;
+/** Instances per STOW request and per DCMTK association. */
+const PER_STOW = 4;
+const PER_CSTORE = 5;
+const STOW_CLIENTS = 2;
+/** A request without an answer after this long is a hang. */
+const HANG_MS = 30_000;
+const OUTAGE_MS = 2500;
+
+type DicomJson = Record<string, { vr: string; Value?: unknown[] }>;
+type Victim = 'orthanc' | 'postgres' | 'redis' | 'gateway' | 'worker';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Copies of one small CT under fresh UIDs, made in memory (one study and series per batch). */
+const template = (() => {
+  const src = readFileSync(TEMPLATE);
+  return dcmjs.data.DicomMessage.readFile(
+    src.buffer.slice(src.byteOffset, src.byteOffset + src.byteLength) as ArrayBuffer,
+  );
+})();
+function batch(n: number): Array<{ uid: string; bytes: Buffer }> {
+  const study = newUid();
+  const series = newUid();
+  const out: Array<{ uid: string; bytes: Buffer }> = [];
+  for (let i = 0; i < n; i++) {
+    const uid = newUid();
+    template.dict['0020000D'] = { vr: 'UI', Value: [study] };
+    template.dict['0020000E'] = { vr: 'UI', Value: [series] };
+    template.dict['00080018'] = { vr: 'UI', Value: [uid] };
+    template.dict['00200013'] = { vr: 'IS', Value: [i + 1] };
+    template.meta['00020003'] = { vr: 'UI', Value: [uid] };
+    out.push({ uid, bytes: Buffer.from(template.write()) });
+  }
+  return out;
+}
+
+/** What clients saw during one kill: acknowledged instances and every answer that is not allowed. */
+interface Tally {
+  stowAcked: Set<string>;
+  cstoreAcked: Set<string>;
+  statuses: Record<string, number>;
+  /** 503 with Retry-After while the victim was down. */
+  told503: number;
+  /** Connections refused or cut (only when the gateway itself is the victim), and why. */
+  refused: number;
+  refusedWhy: string[];
+  cstoreFailed: number;
+  bad: string[];
+  down: boolean;
+}
+const newTally = (): Tally => ({
+  stowAcked: new Set(),
+  cstoreAcked: new Set(),
+  statuses: {},
+  told503: 0,
+  refused: 0,
+  refusedWhy: [],
+  cstoreFailed: 0,
+  bad: [],
+  down: false,
+});
+
+/**
+ * Client connections are kept alive for less than the gateway's keepAliveTimeout (5 s), so that a reused connection
+ * is never one the server is closing at that moment (a client-side race that would look like a refused request).
+ */
+const clientAgent = new Agent({ keepAliveTimeout: 1000, keepAliveTimeoutThreshold: 0 });
+
+/** One STOW client: requests back to back until stopped, recording what each answer acknowledged. */
+async function stowClient(url: string, tally: Tally, stopped: () => boolean): Promise<void> {
+  while (!stopped()) {
+    const files = batch(PER_STOW);
+    const body = Buffer.concat([
+      ...files.map((f) =>
+        Buffer.concat([
+          Buffer.from(`--${BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n`),
+          f.bytes,
+          Buffer.from('\r\n'),
+        ]),
+      ),
+      Buffer.from(`--${BOUNDARY}--\r\n`),
+    ]);
+    let status: number;
+    let retryAfter: number;
+    let text: string;
+    try {
+      const res = await request(`${url}/projects/kill/dicom-web/studies`, {
+        method: 'POST',
+        headers: { 'content-type': MULTIPART_TYPE, accept: 'application/dicom+json' },
+        body,
+        dispatcher: clientAgent,
+        signal: AbortSignal.timeout(HANG_MS),
+      });
+      status = res.statusCode;
+      retryAfter = Number(res.headers['retry-after']);
+      text = await res.body.text();
+    } catch (err) {
+      const e = err as Error & { code?: string; cause?: { code?: string } };
+      if (e.name === 'TimeoutError' || e.name === 'AbortError') tally.bad.push(`STOW hung for ${HANG_MS} ms`);
+      else {
+        tally.refused++;
+        tally.refusedWhy.push(e.code ?? e.cause?.code ?? e.message);
+      }
+      await sleep(200);
+      continue;
+    }
+    tally.statuses[status] = (tally.statuses[status] ?? 0) + 1;
+    if (status === 200 || status === 202) {
+      const ds = JSON.parse(text) as DicomJson;
+      for (const item of (ds['00081199']?.Value ?? []) as DicomJson[])
+        tally.stowAcked.add(String(item['00081155'].Value?.[0]));
+      const failed = (ds['00081198']?.Value ?? []) as DicomJson[];
+      if (failed.length && !(retryAfter > 0))
+        tally.bad.push(`${status} with failed parts but no Retry-After`);
+    } else if (status === 503) {
+      if (!(retryAfter > 0)) tally.bad.push(`503 without Retry-After: ${text.slice(0, 200)}`);
+      else if (tally.down) tally.told503++;
+      await sleep(200);
+    } else {
+      tally.bad.push(`STOW answered ${status}: ${text.slice(0, 300)}`);
+    }
+  }
+}
+
+const run = (cmd: string, args: string[], timeout: number) =>
+  new Promise<number>((resolve) => {
+    execFile(cmd, args, { timeout }, (err) =>
+      resolve(err ? Number((err as { code?: number }).code ?? 1) : 0),
+    );
+  });
+
+/** One modality: DCMTK associations back to back; an instance is acknowledged when its C-STORE answered Success. */
+async function cstoreClient(
+  dir: string,
+  dicomPort: string,
+  tally: Tally,
+  stopped: () => boolean,
+): Promise<void> {
+  let n = 0;
+  while (!stopped()) {
+    const sub = join(dir, `cstore-${n++}`);
+    mkdirSync(sub, { recursive: true });
+    const files = batch(PER_CSTORE);
+    files.forEach((f, i) => writeFileSync(join(sub, `${i}.dcm`), f.bytes));
+    const report = join(sub, 'report.txt');
+    const started = Date.now();
+    const code = await run(
+      'dcmsend',
+      [
+        '-aet',
+        'KILLSCU',
+        '-aec',
+        'KILL',
+        '-nh',
+        '+crf',
+        report,
+        '127.0.0.1',
+        dicomPort,
+        ...files.map((_, i) => join(sub, `${i}.dcm`)),
+      ],
+      HANG_MS,
+    );
+    if (Date.now() - started >= HANG_MS) tally.bad.push(`dcmsend hung for ${HANG_MS} ms`);
+    let acked = 0;
+    try {
+      // "SOP Instance : <uid>" ... "DIMSE Status : 0x0000 (Success)" per file.
+      const text = readFileSync(report, 'utf8');
+      for (const block of text.split(/\n(?=Number\s+:)/)) {
+        const uid = /SOP Instance\s+:\s+(\S+)/.exec(block)?.[1];
+        if (uid && /DIMSE Status\s+:\s+0x0000/.test(block)) {
+          tally.cstoreAcked.add(uid);
+          acked++;
+        }
+      }
+    } catch {
+      /* no report: nothing was acknowledged */
+    }
+    if (code !== 0 || acked < PER_CSTORE) {
+      tally.cstoreFailed++;
+      await sleep(200);
+    }
+    rmSync(sub, { recursive: true, force: true });
+  }
+}
+
+interface WorkerChild {
+  child: ChildProcess;
+  exited: Promise<void>;
+}
+/** The job worker (src/worker.ts) as its own process, started like the gateway children. */
+async function spawnWorker(env: Record<string, string>): Promise<WorkerChild> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/worker.ts')], {
+    cwd: ROOT,
+    env: { ...process.env, ...env, LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out = (out + c.toString()).slice(-20_000)));
+  child.stderr!.on('data', (c: Buffer) => (out = (out + c.toString()).slice(-20_000)));
+  await waitFor(
+    'the worker to start',
+    async () => {
+      if (child.exitCode !== null) throw new Error(`worker exited with ${child.exitCode}: ${out}`);
+      return out.includes('worker started');
+    },
+    120_000,
+    200,
+  );
+  return { child, exited };
+}
+
+/**
+ * The must-show kill test of issue 8: each of Orthanc, PostgreSQL, Redis, the gateway and the worker is killed with
+ * SIGKILL while STOW-RS clients and a DCMTK modality send, then restarted (scripts/stack.sh for the services, a new
+ * process for the gateway and the worker). Every instance a client was told is stored must be in Orthanc and
+ * indexed exactly once; while a dependency was down, clients were told 503 with Retry-After, never 500 or nothing.
+ * A private stack: killing services must not disturb the other test files.
+ */
+describe('kill -9 of each dependency under STOW and C-STORE load', () => {
+  let stack: PrivateStack;
+  let gateway: GatewayChild;
+  let worker: WorkerChild;
+  let port: number;
+  let db: Pool;
+  let tmp: string;
+  const tallies = new Map<Victim, Tally>();
+  let stackEnv: Record<string, string>;
+
+  const startGw = async () => {
+    gateway = await spawnGateway(port, { ...stackEnv, LOG_LEVEL: 'info' });
+  };
+
+  beforeAll(async () => {
+    stack = await startPrivateStack('aperture-kill-');
+    stackEnv = stack.env;
+    tmp = mkdtempSync(join(tmpdir(), 'aperture-kill-files-'));
+    port = await freePort();
+    await startGw();
+    worker = await spawnWorker(stackEnv);
+    db = new Pool({ connectionString: stackEnv.DATABASE_URL, max: 2 });
+    db.on('error', () => undefined);
+    for (const [path, body] of [
+      ['/api/projects', { id: 'kill', name: 'Kill' }],
+      ['/api/projects/kill/routing', { kind: 'called_aet', value: 'KILL' }],
+    ] as const) {
+      const res = await fetch(`${gateway.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      expect(res.status).toBe(201);
+    }
+  }, 240_000);
+
+  afterAll(async () => {
+    await gateway?.stop('SIGKILL');
+    if (worker && worker.child.exitCode === null) {
+      worker.child.kill('SIGKILL');
+      await worker.exited;
+    }
+    await db?.end().catch(() => undefined);
+    await clientAgent.close();
+    await stack?.destroy();
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  }, 120_000);
+
+  const restart: Record<Victim, () => Promise<void>> = {
+    orthanc: async () => void (await stack.up()),
+    postgres: async () => void (await stack.up()),
+    redis: async () => void (await stack.up()),
+    gateway: startGw,
+    worker: async () => {
+      worker = await spawnWorker(stackEnv);
+    },
+  };
+  const kill: Record<Victim, () => Promise<void>> = {
+    orthanc: () => stack.kill('orthanc'),
+    postgres: () => stack.kill('postgres'),
+    redis: () => stack.kill('redis'),
+    gateway: () => gateway.stop('SIGKILL'),
+    worker: async () => {
+      worker.child.kill('SIGKILL');
+      await worker.exited;
+    },
+  };
+
+  it.each<Victim>(['orthanc', 'postgres', 'redis', 'worker', 'gateway'])(
+    'kill -9 %s mid-load, restart it: no 500, no hang, 503 + Retry-After while a dependency is down',
+    async (victim) => {
+      const tally = newTally();
+      tallies.set(victim, tally);
+      let stop = false;
+      const stopped = () => stop;
+      const loads = [
+        ...Array.from({ length: STOW_CLIENTS }, () => stowClient(gateway.url, tally, stopped)),
+        cstoreClient(join(tmp, victim), stackEnv.ORTHANC_DICOM_PORT, tally, stopped),
+      ];
+      try {
+        await waitFor(
+          'both loads to be acknowledged',
+          async () => tally.stowAcked.size >= 8 && tally.cstoreAcked.size >= 5,
+          60_000,
+        );
+        await kill[victim]();
+        tally.down = true;
+        await sleep(OUTAGE_MS);
+        tally.down = false;
+        await restart[victim]();
+        const ackedAtRestart = tally.stowAcked.size + tally.cstoreAcked.size;
+        await waitFor(
+          'STOW and C-STORE to be acknowledged again',
+          async () =>
+            tally.stowAcked.size + tally.cstoreAcked.size >= ackedAtRestart + 2 * PER_STOW + PER_CSTORE,
+          90_000,
+        );
+      } finally {
+        stop = true;
+        await Promise.all(loads);
+      }
+      expect(tally.bad).toEqual([]);
+      // Neither process died of a dependency going away (the one killed was restarted).
+      expect([gateway.child.exitCode, gateway.child.signalCode]).toEqual([null, null]);
+      expect([worker.child.exitCode, worker.child.signalCode]).toEqual([null, null]);
+      if (victim === 'orthanc' || victim === 'postgres') expect(tally.told503).toBeGreaterThan(0);
+      // Storing needs neither Redis nor the worker: nobody noticed them go.
+      if (victim === 'redis' || victim === 'worker') {
+        expect(Object.keys(tally.statuses).filter((s) => s !== '200')).toEqual([]);
+        expect(tally.refusedWhy).toEqual([]);
+      }
+      // Only a dead gateway refuses connections.
+      if (victim !== 'gateway') expect(tally.refusedWhy).toEqual([]);
+    },
+  );
+
+  it('every acknowledged instance is in Orthanc and indexed exactly once (QIDO and the index agree)', async () => {
+    const acked = new Map<string, string>();
+    for (const [victim, t] of tallies) {
+      for (const uid of t.stowAcked) acked.set(uid, `${victim}/stow`);
+      for (const uid of t.cstoreAcked) acked.set(uid, `${victim}/c-store`);
+    }
+    expect(tallies.size).toBe(5);
+    const uids = [...acked.keys()];
+    // C-STORE arrivals reach the index through the change feed, which may still be catching up.
+    const missingFromIndex = async () => {
+      const r = await db.query<{ sop_instance_uid: string }>(
+        "SELECT sop_instance_uid FROM project_instances WHERE project_id = 'kill' AND sop_instance_uid = ANY($1)",
+        [uids],
+      );
+      const have = new Set(r.rows.map((x) => x.sop_instance_uid));
+      return uids.filter((u) => !have.has(u));
+    };
+    await waitFor(
+      'the index to hold every acknowledged instance',
+      async () => (await missingFromIndex()).length === 0,
+      120_000,
+      500,
+    ).catch(async () => {
+      const missing = await missingFromIndex();
+      throw new Error(
+        `${missing.length} acknowledged instances are not indexed: ${missing
+          .slice(0, 5)
+          .map((u) => acked.get(u))
+          .join(', ')}`,
+      );
+    });
+
+    // Indexed once: one row, in this project only, not also in quarantine.
+    const rows = await db.query<{ n: number; projects: number; quarantined: number }>(
+      `SELECT (SELECT count(*)::int FROM instances WHERE sop_instance_uid = ANY($1)) AS n,
+              (SELECT count(*)::int FROM project_instances WHERE sop_instance_uid = ANY($1)) AS projects,
+              (SELECT count(*)::int FROM quarantine WHERE sop_instance_uid = ANY($1)) AS quarantined`,
+      [uids],
+    );
+    expect(rows.rows[0]).toEqual({ n: uids.length, projects: uids.length, quarantined: 0 });
+
+    // QIDO through the gateway lists each of them once.
+    const seen: string[] = [];
+    for (let offset = 0; ; offset += 1000) {
+      const res = await fetch(`${gateway.url}/projects/kill/dicom-web/instances?limit=1000&offset=${offset}`);
+      expect(res.status === 200 || res.status === 204).toBe(true);
+      const page = res.status === 204 ? [] : ((await res.json()) as DicomJson[]);
+      seen.push(...page.map((d) => String(d['00080018']?.Value?.[0])));
+      if (page.length < 1000) break;
+    }
+    expect(seen.length).toBe(new Set(seen).size);
+    const listed = new Set(seen);
+    expect(uids.filter((u) => !listed.has(u))).toEqual([]);
+
+    // And the archive holds them.
+    const auth =
+      'Basic ' + Buffer.from(`${stackEnv.ORTHANC_USERNAME}:${stackEnv.ORTHANC_PASSWORD}`).toString('base64');
+    const found = (await (
+      await fetch(`${stackEnv.ORTHANC_URL}/tools/find`, {
+        method: 'POST',
+        headers: { authorization: auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ Level: 'Instance', Query: {}, Expand: true }),
+      })
+    ).json()) as Array<{ MainDicomTags: { SOPInstanceUID: string } }>;
+    const archived = new Set(found.map((f) => f.MainDicomTags.SOPInstanceUID));
+    expect(uids.filter((u) => !archived.has(u))).toEqual([]);
+    // For the report: how much each kill saw.
+    const summary = [...tallies].map(([v, t]) => ({
+      victim: v,
+      stowAcked: t.stowAcked.size,
+      cstoreAcked: t.cstoreAcked.size,
+      statuses: t.statuses,
+      told503: t.told503,
+      refused: t.refused,
+      refusedWhy: [...new Set(t.refusedWhy)],
+      cstoreFailed: t.cstoreFailed,
+    }));
+    writeFileSync(join(tmpdir(), 'aperture-kill-summary.json'), JSON.stringify(summary, null, 2));
+  }, 240_000);
+});
