@@ -74,6 +74,10 @@ export const configSchema = z.object({
   THUMBNAIL_CONCURRENCY: int(2, 1),
   /** Browser origins allowed to call the gateway (CORS), comma-separated, or `*`; empty = no CORS headers. */
   CORS_ORIGINS: z.string().default(''),
+
+  /** Behaviour under load (issue 8, defect 15). */
+  /** Finished WADO-RS metadata answers kept in memory (LRU, bytes); one answer above 1/8 of it is not kept; 0 = off. */
+  METADATA_CACHE_BYTES: int(32 * 1024 ** 2, 0),
 });
 
 export type Config = z.infer<typeof configSchema>;
