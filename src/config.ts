@@ -82,6 +82,9 @@ export const configSchema = z.object({
   READINESS_TIMEOUT_MS: int(1000, 50),
   /** Longest wait for a new PostgreSQL connection; past it the request answers 503 instead of hanging. */
   DATABASE_CONNECT_TIMEOUT_MS: int(5000, 100),
+  /** Behaviour under load (issue 8, defect 15). */
+  /** Finished WADO-RS metadata answers kept in memory (LRU, bytes); one answer above 1/8 of it is not kept; 0 = off. */
+  METADATA_CACHE_BYTES: int(32 * 1024 ** 2, 0),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -55,14 +55,15 @@ export interface GatewayProcess {
   stop(): Promise<void>;
 }
 
-/** Starts `src/main.ts` with the stack's settings plus `extra`, and waits until /healthz answers. */
+/** Starts `src/main.ts` with the stack's settings plus `extra` (and Node options `nodeArgs`), and waits until /healthz answers. */
 export async function startGatewayProcess(
   stack: StackEnv,
   port: number,
   extra: Record<string, string> = {},
+  nodeArgs: readonly string[] = [],
 ): Promise<GatewayProcess> {
   // `node --import tsx` rather than the tsx CLI, which would run the gateway in a grandchild whose RSS we'd miss.
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts')], {
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(ROOT, 'src/main.ts')], {
     cwd: ROOT,
     env: { ...process.env, ...stack, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...extra },
     stdio: ['ignore', 'inherit', 'inherit'],

@@ -52,6 +52,7 @@ import {
   type MediaTypeOffer,
   type NegotiatedMediaType,
 } from './media-types';
+import { metadataCacheFor } from './metadata-cache';
 import { multipartRelatedStream, type OutgoingPart } from './multipart';
 
 /** Stands for "each instance in the transfer syntax it is stored in" in offers (`transfer-syntax=*` or none). */
@@ -484,6 +485,17 @@ export async function handleRetrieveMetadata(ctx: Context, services: Services, l
   }
 
   const audit = auditRetrieve(ctx, 'wado.metadata', sel);
+  const cache = metadataCacheFor(services.config);
+  const cacheKey = `${etag}\n${JSON.stringify(scopes)}`;
+  const hit = cache?.get(cacheKey);
+  if (hit) {
+    if (gzip) ctx.set('Content-Encoding', 'gzip');
+    respondWithStream(ctx, services, Readable.from([hit.body]), hit.contentType, {
+      length: hit.body.length,
+      audit,
+    });
+    return;
+  }
   const rows = streamInstanceMetadata(services.db, scopes, sel);
   let body: Readable;
   let contentType: string;
@@ -502,6 +514,11 @@ export async function handleRetrieveMetadata(ctx: Context, services: Services, l
     body.once('error', (err) => z.destroy(err));
     z.once('close', () => body.destroy());
     body = body.pipe(z);
+  }
+  if (cache) {
+    const keep = cache.collector(cacheKey, contentType);
+    body.on('data', (chunk: Buffer) => keep.push(chunk));
+    body.once('end', () => keep.done());
   }
   respondWithStream(ctx, services, body, contentType, { audit });
 }
