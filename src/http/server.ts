@@ -37,6 +37,11 @@ export function createHttpServer(app: Koa, config: ServerLimits, logger: Logger)
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) =>
     answerClientError(err, socket, config, logger),
   );
+  // Koa prints errors it sees after the answer started (a client resetting a download) as stack traces on stderr;
+  // one structured line instead, like every other log line.
+  app.on('error', (err: NodeJS.ErrnoException) => {
+    logger.info({ code: err.code ?? err.name, message: err.message }, 'response stream error');
+  });
   return server;
 }
 
