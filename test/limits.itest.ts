@@ -4,14 +4,19 @@
  * request heads, and request bodies that stop half way. The gateway runs in the production HTTP server
  * (src/http/server.ts), not a bare app.listen(), because the head-size and timeout limits live there.
  */
-import { readFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { promisify } from 'node:util';
 import pino from 'pino';
 import { createApp } from '../src/app';
 import { closeServices, initServices } from '../src/bootstrap';
 import { loadConfig } from '../src/config';
+import { freePort } from '../src/devtools/net';
 import { startOidcIssuer, type OidcIssuer } from '../src/devtools/oidc-issuer';
 import { parsePart10 } from '../src/dicom/parse';
 import { createHttpServer } from '../src/http/server';
@@ -431,5 +436,82 @@ describe('limits at the door', () => {
       expect(r.ms).toBeLessThan(5000);
       expect(r.text === '' || /^HTTP\/1.1 408 /.test(r.text)).toBe(true);
     });
+  });
+});
+
+describe('calling AE allow-list on the DICOM port (defect 13)', () => {
+  const run = promisify(execFile);
+  const stack = join(__dirname, '../scripts/stack.sh');
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  let rest: { url: string; auth: string };
+
+  beforeAll(async () => {
+    // A second Orthanc, alone, started by the same script as every stack, with the allow-list on.
+    dir = mkdtempSync(join(tmpdir(), 'aperture-allowlist-'));
+    env = {
+      ...process.env,
+      STACK_DIR: dir,
+      ORTHANC_HTTP_PORT: String(await freePort()),
+      ORTHANC_DICOM_PORT: String(await freePort()),
+      ORTHANC_DICOM_ALLOWED: 'GOODSCU@127.0.0.1,ELSEWHERE@192.0.2.1',
+    };
+    const out = execFileSync('bash', [stack, 'orthanc'], { env, encoding: 'utf8', timeout: 120_000 });
+    const kv = Object.fromEntries(
+      out
+        .split('\n')
+        .map((l) => /^([A-Z_]+)=(.*)$/.exec(l))
+        .filter((m): m is RegExpExecArray => m !== null)
+        .map((m) => [m[1], m[2]]),
+    );
+    rest = {
+      url: kv.ORTHANC_URL,
+      auth: 'Basic ' + Buffer.from(`${kv.ORTHANC_USERNAME}:${kv.ORTHANC_PASSWORD}`).toString('base64'),
+    };
+  });
+  afterAll(() => {
+    if (!dir) return;
+    execFileSync('bash', [stack, 'down'], { env, stdio: 'ignore' });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** storescu as a modality would send, with the given calling AE title; resolves to its exit code. */
+  const storescu = async (callingAet: string): Promise<{ code: number; output: string }> => {
+    try {
+      const r = await run(
+        'storescu',
+        ['-aet', callingAet, '-aec', 'LUNGSTUDY', '127.0.0.1', env.ORTHANC_DICOM_PORT!, `${SAMPLES}/${CT}`],
+        { timeout: 60_000 },
+      );
+      return { code: 0, output: r.stdout + r.stderr };
+    } catch (err) {
+      const e = err as { code?: number; stdout?: string; stderr?: string };
+      return { code: e.code ?? -1, output: `${e.stdout ?? ''}${e.stderr ?? ''}` };
+    }
+  };
+  const instances = async () =>
+    (
+      (await (
+        await fetch(`${rest.url}/instances`, { headers: { authorization: rest.auth } })
+      ).json()) as string[]
+    ).length;
+
+  it('refuses a calling AE title that is not listed', async () => {
+    const r = await storescu('INTRUDER');
+    expect(r.code).not.toBe(0);
+    expect(r.output).toMatch(/Calling AE Title Not Recognized/);
+    expect(await instances()).toBe(0);
+  });
+
+  it('refuses a listed AE title calling from another address', async () => {
+    const r = await storescu('ELSEWHERE');
+    expect(r.code).not.toBe(0);
+    expect(await instances()).toBe(0);
+  });
+
+  it('stores from a listed AE title at its address', async () => {
+    const r = await storescu('GOODSCU');
+    expect(r.code).toBe(0);
+    expect(await instances()).toBe(1);
   });
 });
