@@ -7,6 +7,7 @@
 #   scripts/stack.sh env      print the settings the gateway needs (KEY=value lines)
 #   scripts/stack.sh wipe     stop and delete the stack folder
 #   scripts/stack.sh packages only install missing Debian packages (WITH_BROWSER=1 adds chromium)
+#   scripts/stack.sh orthanc  start only Orthanc (ORTHANC_DICOM_ALLOWED: calling AE allow-list, see start_orthanc)
 #
 # One folder is one stack. STACK_DIR picks it (default .stack/dev); ports come from PG_PORT, REDIS_PORT,
 # ORTHANC_HTTP_PORT and ORTHANC_DICOM_PORT, remembered in $STACK_DIR/ports so that later calls agree.
@@ -183,14 +184,42 @@ orthanc_credentials() {
   cat "$ORTHANC_DIR/credentials"
 }
 
+# ORTHANC_DICOM_ALLOWED="CT01@10.0.0.5,MR02@10.0.0.6": the calling AE titles (each optionally @ its address) that may
+# C-STORE/C-ECHO to Orthanc. Empty = anyone (demo, tests). Orthanc checks addresses for all or for none
+# (DicomCheckModalityHost), so an entry without an address turns the address check off for every entry.
+DICOM_ALWAYS_ALLOW=true DICOM_CHECK_HOST=false DICOM_MODALITIES=""
+dicom_allow_list() {
+  local entries entry aet host n=0 hosts=true
+  [[ -n "${ORTHANC_DICOM_ALLOWED:-}" ]] || return 0
+  IFS=', ' read -r -a entries <<< "$ORTHANC_DICOM_ALLOWED"
+  for entry in "${entries[@]}"; do
+    [[ -n "$entry" ]] || continue
+    aet="${entry%%@*}"; host=""
+    [[ "$entry" == *@* ]] && host="${entry#*@}"
+    [[ "$aet" =~ ^[A-Za-z0-9_.\ -]{1,16}$ ]] || die "ORTHANC_DICOM_ALLOWED: '$aet' is not an AE title"
+    [[ -z "$host" || "$host" =~ ^[A-Za-z0-9.:-]+$ ]] || die "ORTHANC_DICOM_ALLOWED: '$host' is not an address"
+    [[ -n "$host" ]] || hosts=false
+    # Port is unused: these modalities are only ever callers, never sent to.
+    DICOM_MODALITIES+="${DICOM_MODALITIES:+, }\"allowed$n\" : { \"AET\" : \"$aet\", \"Host\" : \"${host:-0.0.0.0}\", \"Port\" : 104, \"AllowEcho\" : true, \"AllowStore\" : true, \"AllowFind\" : false, \"AllowMove\" : false, \"AllowGet\" : false, \"AllowStorageCommitment\" : false }"
+    n=$((n + 1))
+  done
+  ((n > 0)) || die "ORTHANC_DICOM_ALLOWED has no entries"
+  DICOM_ALWAYS_ALLOW=false
+  DICOM_CHECK_HOST=$hosts
+  log "DICOM allow-list: $n calling AE title(s), address check $hosts"
+}
+
 start_orthanc() {
   mkdir -p "$ORTHANC_DIR/storage"
   local creds user pass plugin
   creds="$(orthanc_credentials)"; user="${creds%%:*}"; pass="${creds#*:}"
   plugin="$(dicomweb_plugin)"
+  dicom_allow_list
   sed -e "s#@STORAGE_DIR@#$ORTHANC_DIR/storage#g" -e "s#@HTTP_PORT@#$ORTHANC_HTTP_PORT#g" \
       -e "s#@DICOM_PORT@#$ORTHANC_DICOM_PORT#g" -e "s#@ORTHANC_USER@#$user#g" \
       -e "s#@ORTHANC_PASSWORD@#$pass#g" -e "s#@DICOMWEB_PLUGIN@#$plugin#g" -e "s#@STABLE_AGE@#$STABLE_AGE#g" \
+      -e "s#@DICOM_ALWAYS_ALLOW@#$DICOM_ALWAYS_ALLOW#g" -e "s#@DICOM_CHECK_HOST@#$DICOM_CHECK_HOST#g" \
+      -e "s#@DICOM_MODALITIES@#$DICOM_MODALITIES#g" \
       "$ROOT/orthanc-config/orthanc.json.tmpl" > "$ORTHANC_DIR/orthanc.json"
   if proc_alive "$(pid_in "$ORTHANC_DIR/orthanc.pid" || true)"; then
     log "Orthanc already running on port $ORTHANC_HTTP_PORT"
@@ -269,6 +298,14 @@ case "$cmd" in
     print_env > "$STACK_DIR/env"
     print_env
     ;;
+  orthanc)
+    # Orthanc alone (e.g. a second archive with other DICOM settings for a test); `down` stops it.
+    save_ports
+    build_loopback_shim
+    start_orthanc
+    print_env > "$STACK_DIR/env"
+    print_env
+    ;;
   packages) ensure_packages ;;
   down) stop_all ;;
   wipe) stop_all; rm -rf "$STACK_DIR" ;;
@@ -278,5 +315,5 @@ case "$cmd" in
     port_open "$REDIS_PORT" && echo "redis: up ($REDIS_PORT)" || echo "redis: down"
     port_open "$ORTHANC_HTTP_PORT" && echo "orthanc: up ($ORTHANC_HTTP_PORT, DICOM $ORTHANC_DICOM_PORT)" || echo "orthanc: down"
     ;;
-  *) die "usage: $0 up|down|status|env|wipe|packages" ;;
+  *) die "usage: $0 up|orthanc|down|status|env|wipe|packages" ;;
 esac

@@ -11,6 +11,10 @@ import { dicomwebRouter } from './dicomweb/routes';
 import { wadoUriRouter } from './dicomweb/wado-uri';
 import { AppError, errorMiddleware, loggablePath, retryAfterS } from './errors';
 import { checkReadiness } from './readiness';
+
+import { rateLimit } from './http/rate-limit';
+import { securityHeaders } from './http/security-headers';
+import { boundedTokens } from './http/token-size';
 import type { AuditDetail, Services } from './services';
 
 /** Paths answered without authentication. */
@@ -24,6 +28,8 @@ export function createApp(services: Services): Koa {
   const app = new Koa({ proxy: services.config.TRUST_PROXY });
   const { logger } = services;
 
+  // Outermost, so that every answer carries them, refusals included.
+  app.use(securityHeaders({ hstsMaxAgeS: services.config.HSTS_MAX_AGE_S }));
   app.use(errorMiddleware(logger));
   app.use(async (ctx: Context, next: Next) => {
     const started = process.hrtime.bigint();
@@ -56,12 +62,13 @@ export function createApp(services: Services): Koa {
     );
   }
 
+  const authenticate = boundedTokens(services.authenticate, services.config.AUTH_MAX_TOKEN_BYTES);
   app.use(async (ctx: Context, next: Next) => {
     if (PUBLIC_PATHS.has(ctx.path)) return next();
     let outcome = 500;
     try {
       // Inside the try: refused attempts (401) are audited too.
-      ctx.state.principal = await services.authenticate(ctx);
+      ctx.state.principal = await authenticate(ctx);
       await next();
       outcome = ctx.status;
     } catch (err) {
@@ -75,6 +82,18 @@ export function createApp(services: Services): Koa {
       }
     }
   });
+
+  // After authentication: limits count per principal (client address for anonymous callers).
+  app.use(
+    rateLimit(
+      {
+        ratePerS: services.config.RATE_LIMIT_PER_S,
+        burst: services.config.RATE_LIMIT_BURST,
+        concurrency: services.config.CONCURRENCY_LIMIT,
+      },
+      PUBLIC_PATHS,
+    ),
+  );
 
   const root = new Router();
   // Liveness only: answers while the event loop runs, whatever the dependencies (a restart would not bring them back).

@@ -12,7 +12,8 @@ const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(d
  */
 export const configSchema = z.object({
   PORT: int(8080, 1),
-  HOST: z.string().default('0.0.0.0'),
+  /** Loopback by default so that a local run is not reachable from the network; compose sets 0.0.0.0. */
+  HOST: z.string().default('127.0.0.1'),
   /** Base URL clients use to reach the gateway; when unset it is derived per request (Forwarded / X-Forwarded-* if TRUST_PROXY). */
   PUBLIC_BASE_URL: z.string().url().optional(),
   TRUST_PROXY: bool.default(false),
@@ -85,6 +86,29 @@ export const configSchema = z.object({
   /** Behaviour under load (issue 8, defect 15). */
   /** Finished WADO-RS metadata answers kept in memory (LRU, bytes); one answer above 1/8 of it is not kept; 0 = off. */
   METADATA_CACHE_BYTES: int(32 * 1024 ** 2, 0),
+  // -- HTTP exposure, request limits and timeouts (issue 8: src/main.ts, src/http/) --
+  /** Largest request head (request line + headers) Node accepts; beyond it the connection gets a 431 explaining it. */
+  HTTP_MAX_HEADER_BYTES: int(128 * 1024, 16 * 1024),
+  /** Bearer tokens longer than this are refused with 401 before any parsing. */
+  AUTH_MAX_TOKEN_BYTES: int(16 * 1024, 1024),
+  /** Time a client has to send the whole request head. */
+  HTTP_HEADERS_TIMEOUT_MS: int(30_000, 1000),
+  /** Time a client has to send a whole request, body included (STOW answers what it stored by then). */
+  HTTP_REQUEST_TIMEOUT_MS: int(60 * 60_000, 1000),
+  /** A request body that sends nothing for this long is cut off (STOW answers 408 with what it stored). */
+  HTTP_BODY_IDLE_TIMEOUT_MS: int(30_000, 100),
+  /** A connection with no traffic either way for this long is closed (slow readers and writers alike). */
+  HTTP_SOCKET_TIMEOUT_MS: int(120_000, 1000),
+  /** Most frame numbers in one Retrieve Frames request (400 beyond). */
+  WADO_MAX_FRAMES: int(1000, 1),
+  /** Requests per second each principal (token subject, share link, or client address) may sustain; 0 = no limit. */
+  RATE_LIMIT_PER_S: int(1000, 0),
+  /** Requests a principal may send in a burst above the sustained rate. */
+  RATE_LIMIT_BURST: int(2000, 1),
+  /** Requests of one principal in progress at once (streaming answers count until they end); 0 = no limit. */
+  CONCURRENCY_LIMIT: int(64, 0),
+  /** Strict-Transport-Security max-age sent on requests that arrived over TLS (directly or via a trusted proxy); 0 = none. */
+  HSTS_MAX_AGE_S: int(365 * 86400, 0),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -1,9 +1,9 @@
-import type { Server } from 'node:http';
 import { createApp } from './app';
 import { closeServices, initServices } from './bootstrap';
 import { loadConfig } from './config';
 import { closeIndexer, initIndexer } from './ingest/change-feed';
 import { closeQueues, initQueues } from './jobs/queues';
+import { createHttpServer } from './http/server';
 import { createLogger } from './logger';
 
 /** The HTTP gateway process. */
@@ -16,13 +16,11 @@ async function main(): Promise<void> {
   const app = createApp(services);
   // Every gateway process runs one; leader election lets only one of them index at a time.
   if (config.INDEXER_ENABLED) initIndexer(services);
-  const server: Server = app.listen(config.PORT, config.HOST, () => {
+  // Head size, header/request/socket timeouts and parser errors are set there (src/http/server.ts).
+  const server = createHttpServer(app, config, logger);
+  server.listen(config.PORT, config.HOST, () => {
     logger.info({ port: config.PORT, host: config.HOST }, 'gateway listening');
   });
-  // Slow clients must not hold sockets forever; long downloads are fine as long as bytes flow.
-  server.requestTimeout = 0;
-  server.headersTimeout = 30_000;
-  server.keepAliveTimeout = 5_000;
 
   let stopping = false;
   const stop = async (signal: string) => {

@@ -22,6 +22,7 @@ import {
   UnsupportedMediaTypeError,
   warning299,
 } from '../errors';
+import { RequestTimeoutError, timedBody } from '../http/body-timeout';
 import { allProjectIds } from '../index-db/projects';
 import { ingestInstance, type IngestOutcome, readObject } from '../ingest/ingest';
 import { enqueueSeriesStable } from '../jobs/queues';
@@ -133,18 +134,25 @@ export async function handleStoreInstances(ctx: Context, services: Services): Pr
   if (run.abort) {
     // Nothing stored: a plain error. Otherwise the client must learn what was kept, so the body still lists it.
     const { error } = run.abort;
+    const cause = (error as { cause?: unknown }).cause;
+    const timedOut = cause instanceof RequestTimeoutError ? cause : undefined;
     if (run.stored.length === 0 && run.failed.length === 0) {
+      if (timedOut) throw timedOut;
       throw error instanceof MultipartLimitError
         ? new PayloadTooLargeError(limitMessage(error))
         : new BadRequestError(`malformed multipart body: ${error.message}`);
     }
-    ctx.status = error instanceof MultipartLimitError ? 413 : 400;
+    ctx.status = timedOut ? 408 : error instanceof MultipartLimitError ? 413 : 400;
+    // The rest of a timed-out body may still come: the connection closes after this answer instead of reading it.
+    if (timedOut) ctx.set('Connection', 'close');
     ctx.append(
       'Warning',
       warning299(
-        error instanceof MultipartLimitError
-          ? `${limitMessage(error)}; the parts before it were processed and are listed`
-          : `malformed multipart body: ${error.message}; the parts before it were processed and are listed`,
+        timedOut
+          ? `${timedOut.message}; the parts before it were processed and are listed`
+          : error instanceof MultipartLimitError
+            ? `${limitMessage(error)}; the parts before it were processed and are listed`
+            : `malformed multipart body: ${error.message}; the parts before it were processed and are listed`,
       ),
     );
   } else if (run.stored.length === 0 && run.failed.length === 0) {
@@ -215,7 +223,12 @@ async function storeParts(
     }
   };
 
-  const parts = parseMultipartRelated(ctx.req, ctx.get('content-type'), {
+  // A body that stalls or trickles fails with RequestTimeoutError, so that what arrived is still answered.
+  const body = timedBody(ctx.req, {
+    idleMs: config.HTTP_BODY_IDLE_TIMEOUT_MS,
+    totalMs: config.HTTP_REQUEST_TIMEOUT_MS,
+  });
+  const parts = parseMultipartRelated(body, ctx.get('content-type'), {
     maxParts: config.STOW_MAX_PARTS,
     maxPartBytes: config.STOW_MAX_PART_BYTES,
     maxTotalBytes: config.STOW_MAX_REQUEST_BYTES,

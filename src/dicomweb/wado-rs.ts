@@ -21,6 +21,7 @@ import {
   type BulkDataPath,
 } from '../dicom/bulk';
 import type { DicomJson } from '../dicom/json';
+import { setDownloadName } from '../http/security-headers';
 import { isPlausibleUid } from '../dicom/parse';
 import { dicomJsonToXml } from '../dicom/xml';
 import {
@@ -346,8 +347,11 @@ async function retrieve(ctx: Context, services: Services, level: Level): Promise
     await respondWithZip(ctx, services, instances, signal, audit);
     return;
   }
+  // Downloads are attachments named by UID only, so that a browser never renders them (CVE-2019-11687).
+  const uid = sel.sopInstanceUid ?? sel.seriesUid ?? sel.studyUid;
   if (chosen.mediaType === MediaType.dicom) {
     const file = await openInstance(services.pacs, instances[0], ts, signal);
+    setDownloadName(ctx, `${uid}.dcm`);
     respondWithStream(
       ctx,
       services,
@@ -372,6 +376,7 @@ async function retrieve(ctx: Context, services: Services, level: Level): Promise
     }),
   );
   const mp = multipartRelatedStream(parts);
+  setDownloadName(ctx, `${uid}.multipart`);
   respondWithStream(ctx, services, mp.stream, mp.contentType(MediaType.dicom), { audit });
 }
 
@@ -410,7 +415,7 @@ async function respondWithZip(
   // Client gone (or a failure): the entry being read must not keep its archive request open.
   output.once('close', () => current?.destroy());
   zip.end();
-  ctx.attachment(`${instances[0].study_uid}.zip`);
+  setDownloadName(ctx, `${instances[0].study_uid}.zip`);
   respondWithStream(ctx, services, output, MediaType.zip, { audit });
 }
 
@@ -477,8 +482,9 @@ export async function handleRetrieveMetadata(ctx: Context, services: Services, l
   ctx.vary('Accept');
   ctx.vary('Accept-Encoding');
   ctx.set('ETag', etag);
-  // Answers depend on who asks: caches may keep them for this client only, and must check back each time.
-  ctx.set('Cache-Control', 'private, no-cache');
+  // Patient data: no cache may keep it (shared workstations, proxies). The ETag still lets a client that kept its own
+  // copy revalidate with If-None-Match and get a 304.
+  ctx.set('Cache-Control', 'private, no-store');
   if (etagMatches(ctx.get('if-none-match'), etag)) {
     ctx.status = 304;
     return;
@@ -681,9 +687,7 @@ async function* decodedFrameParts(
 /** PS3.18 §10.4.1.1.6 Retrieve Frames: `.../frames/1,3,5` as multipart/related, one part per frame, in the order asked. */
 export async function handleRetrieveFrames(ctx: Context, services: Services): Promise<void> {
   const sel = selectorOf(ctx, 'instance');
-  const frames = parseFrameList(String(ctx.params.frames ?? ''));
-  if (!frames)
-    throw new BadRequestError('malformed frame list: expected comma-separated frame numbers from 1');
+  const frames = boundedFrameList(String(ctx.params.frames ?? ''), services.config.WADO_MAX_FRAMES);
   const scopes = await requestReadScopes(ctx, services);
   const [inst] = await listRetrievableInstances(services.db, scopes, sel);
   if (!inst) throw new NotFoundError('instance not found');
@@ -697,7 +701,24 @@ export async function handleRetrieveFrames(ctx: Context, services: Services): Pr
   const signal = clientSignal(ctx);
   const parts = await primed(frameParts(services.pacs, inst, frames, plan, signal));
   const mp = multipartRelatedStream(parts);
+  setDownloadName(ctx, `${sel.sopInstanceUid}.frames`);
   respondWithStream(ctx, services, mp.stream, mp.contentType(plan.partType), { audit });
+}
+
+/**
+ * The frame numbers of a Retrieve Frames request, each once in the order first asked: a list repeating one frame
+ * thousands of times must not make the gateway send that frame thousands of times. The list as written is bounded
+ * too (before deduplication), so the work of reading it stays small.
+ */
+export function boundedFrameList(text: string, maxFrames: number): number[] {
+  const count = text === '' ? 0 : text.split(',').length;
+  if (count > maxFrames) {
+    throw new BadRequestError(`the frame list may hold at most ${maxFrames} frame numbers (it has ${count})`);
+  }
+  const frames = parseFrameList(text);
+  if (!frames)
+    throw new BadRequestError('malformed frame list: expected comma-separated frame numbers from 1');
+  return [...new Set(frames)];
 }
 
 /** A single byte range `bytes=a-b`, `bytes=a-` or `bytes=-n`; undefined when absent, multiple or malformed (ignored). */
@@ -729,6 +750,7 @@ export async function handleRetrieveBulkData(ctx: Context, services: Services): 
     const all = Array.from({ length: inst.number_of_frames ?? 1 }, (_, k) => k + 1);
     const parts = await primed(frameParts(services.pacs, inst, all, plan, signal));
     const mp = multipartRelatedStream(parts);
+    setDownloadName(ctx, `${sel.sopInstanceUid}.bin`);
     respondWithStream(ctx, services, mp.stream, mp.contentType(plan.partType), { audit });
     return;
   }
@@ -762,6 +784,7 @@ export async function handleRetrieveBulkData(ctx: Context, services: Services): 
     if (chosen.mediaType === MediaType.octetStream) ctx.set('Content-Range', contentRange);
     else partHeaders = { 'Content-Range': contentRange };
   }
+  setDownloadName(ctx, `${sel.sopInstanceUid}.bin`);
   if (chosen.mediaType === MediaType.octetStream) {
     ctx.set('Accept-Ranges', 'bytes');
     respondWithStream(ctx, services, body, MediaType.octetStream, { length, audit });

@@ -6,6 +6,7 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { BadRequestError, NotAcceptableError, NotFoundError } from '../errors';
+import { setDownloadName } from '../http/security-headers';
 import { listRetrievableInstances } from '../index-db/wado';
 import type { AuditDetail, Services } from '../services';
 import { noteAudit, requestReadScopes } from './context';
@@ -81,7 +82,8 @@ export async function handleWadoUriRetrieve(ctx: Context, services: Services): P
   });
   const audit = ctx.state.audit as AuditDetail;
   const file = await openInstance(services.pacs, inst, ts, clientSignal(ctx));
-  ctx.attachment(`${sopInstanceUid}.dcm`, { type: 'inline' });
+  // Never inline: a browser must save the object, not render a polyglot preamble (CVE-2019-11687).
+  setDownloadName(ctx, `${sopInstanceUid}.dcm`);
   respondWithStream(
     ctx,
     services,
