@@ -420,6 +420,25 @@ describe('per-project access with Keycloak tokens', () => {
           body: '--x--\r\n',
         }),
       ];
+      // A reader of it learns no more than its admin: 404, not the 403 a reader of an existing project gets.
+      for (const method of ['POST', 'DELETE']) {
+        writes.push(
+          await fetch(`${url}/api/projects/${GHOST}/routing${method === 'DELETE' ? '/1' : ''}`, {
+            method,
+            headers: bearer(ghostReader, { 'content-type': 'application/json' }),
+            body: method === 'POST' ? JSON.stringify({ kind: 'called_aet', value: 'GHOST' }) : undefined,
+          }),
+        );
+      }
+      writes.push(
+        await fetch(`${url}/projects/${GHOST}/dicom-web/studies`, {
+          method: 'POST',
+          headers: bearer(ghostReader, {
+            'content-type': 'multipart/related; type="application/dicom"; boundary=x',
+          }),
+          body: '--x--\r\n',
+        }),
+      );
       for (const res of writes) {
         await res.arrayBuffer();
         expect([res.url, res.status]).toEqual([res.url, 404]);

@@ -27,7 +27,7 @@ import { allProjectIds } from '../index-db/projects';
 import { ingestInstance, type IngestOutcome, readObject } from '../ingest/ingest';
 import { enqueueSeriesStable } from '../jobs/queues';
 import type { Services } from '../services';
-import { dicomwebRoot, noteAudit, requireProjectRole } from './context';
+import { dicomwebRoot, noteAudit, requireExistingProjectRole } from './context';
 import {
   describeOffers,
   MediaType,
@@ -83,7 +83,7 @@ export async function handleStoreInstances(ctx: Context, services: Services): Pr
       { Allow: 'GET' },
     );
   }
-  const projectId = requireProjectRole(ctx, 'contributor');
+  const projectId = await requireExistingProjectRole(ctx, services, 'contributor');
   const studyUid = ctx.params.study as string | undefined;
   if (studyUid !== undefined && !isPlausibleUid(studyUid)) {
     throw new BadRequestError('the Study Instance UID in the URL is not a valid UID');
