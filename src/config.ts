@@ -74,6 +74,12 @@ export const configSchema = z.object({
   THUMBNAIL_CONCURRENCY: int(2, 1),
   /** Browser origins allowed to call the gateway (CORS), comma-separated, or `*`; empty = no CORS headers. */
   CORS_ORIGINS: z.string().default(''),
+
+  // Change-feed index lag (issue 8, defect 5).
+  /** How long a STOW's claim on an object it is storing keeps the change feed away from it (then the feed indexes). */
+  INDEXER_CLAIM_TTL_MS: int(120_000, 1000),
+  /** While the feed works through a backlog, deletions are reconciled at most this often (and ≤ 10% of its time). */
+  INDEXER_BUSY_SWEEP_MS: int(10_000, 100),
 });
 
 export type Config = z.infer<typeof configSchema>;

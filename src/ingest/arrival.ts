@@ -13,6 +13,7 @@ import {
   findInstance,
   findInstanceByOrthancId,
   indexInstance,
+  isClaimed,
   removeInstance,
 } from '../index-db/instances';
 import {
@@ -33,9 +34,12 @@ import { type ArrivalRoute, firstMatchingRule } from './routing';
 export interface ArrivalDeps {
   db: Pool;
   pacs: PacsClient;
-  config: Pick<Config, 'DEFAULT_PROJECT'>;
+  config: Pick<Config, 'DEFAULT_PROJECT'> & Partial<Pick<Config, 'INDEXER_CLAIM_TTL_MS'>>;
   logger: Logger;
 }
+
+/** Default of INDEXER_CLAIM_TTL_MS for callers whose config lacks it. */
+const CLAIM_TTL_MS = 120_000;
 
 /** What happened to one archived object. */
 export type ArrivalOutcome =
@@ -68,8 +72,9 @@ export interface ArrivalOptions {
    */
   refresh?: boolean;
   /**
-   * Answer 'deferred' for an object stored over Orthanc's REST API (Origin RestApi) that is not indexed yet: the
-   * gateway's own STOW stores first and indexes right after, into the uploader's project, and must win that race.
+   * Answer 'deferred' for an object stored over Orthanc's REST API (Origin RestApi), not indexed yet, whose SOP
+   * Instance UID a gateway STOW has claimed (ingest_claims): that writer stores first and indexes right after, into
+   * the uploader's project, and must win the race. Objects others stored over REST are not claimed: indexed at once.
    */
   deferRest?: boolean;
 }
@@ -127,7 +132,9 @@ export async function readArrival(
     meta = await pacs.getJson<InstanceMetadata>(
       `/instances/${encodeURIComponent(orthancId)}/metadata?expand`,
     );
-    if (!known && opts.deferRest && meta.Origin === 'RestApi') return { status: 'deferred' };
+    if (!known && opts.deferRest && meta.Origin === 'RestApi' && (await claimedByWriter(deps, orthancId))) {
+      return { status: 'deferred' };
+    }
     const file = await pacs.instanceFile(orthancId);
     bytes = await buffer(file.body);
   } catch (err) {
@@ -153,6 +160,19 @@ export async function readArrival(
     return { status: 'failed', reason: read.reason, message: read.message };
   }
   return { orthancId, route, obj: { parsed: read.parsed, orthancId, fileSize: bytes.length, md5: read.md5 } };
+}
+
+/**
+ * Whether a gateway STOW claimed this archived object (by its SOP Instance UID, read from Orthanc's database) and
+ * may still index it.
+ */
+async function claimedByWriter(deps: ArrivalDeps, orthancId: string): Promise<boolean> {
+  const inst = await deps.pacs.getJson<{ MainDicomTags?: { SOPInstanceUID?: string } }>(
+    `/instances/${encodeURIComponent(orthancId)}`,
+  );
+  const sop = indexText(inst.MainDicomTags?.SOPInstanceUID ?? '').trim();
+  if (!sop) return false;
+  return isClaimed(deps.db, sop, deps.config.INDEXER_CLAIM_TTL_MS ?? CLAIM_TTL_MS);
 }
 
 /** The placing half of indexArrival: refuses a second copy of a UID, refreshes a placed object, or routes a new one. */

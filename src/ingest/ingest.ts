@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Pool } from 'pg';
 import { DicomParseError, FailureReason, type ParsedInstance, parsePart10 } from '../dicom/parse';
 import { AppError } from '../errors';
-import { findInstance, indexInstance, type MembershipSource } from '../index-db/instances';
+import { claimIngest, findInstance, indexInstance, type MembershipSource } from '../index-db/instances';
 import { OrthancHttpError, type PacsClient } from '../orthanc/client';
 
 /** The outcome for one object, as the Store Instances Response reports it. No PHI in `message`. */
@@ -66,6 +66,8 @@ export async function ingestInstance(
 
   let stored;
   try {
+    // Claimed before the archive has it, so that the change feed leaves it to this writer (see ingest_claims).
+    await claimIngest(deps.db, parsed.sopInstanceUid);
     stored = await deps.pacs.store(bytes, bytes.length);
   } catch (err) {
     if (err instanceof OrthancHttpError && err.upstreamStatus >= 400 && err.upstreamStatus < 500) {
