@@ -4,6 +4,7 @@ import { DicomParseError, FailureReason, type ParsedInstance, parsePart10 } from
 import { AppError } from '../errors';
 import { claimIngest, findInstance, indexInstance, type MembershipSource } from '../index-db/instances';
 import { OrthancHttpError, type PacsClient } from '../orthanc/client';
+import { failureMessage, isInfrastructureError } from './failures';
 
 /** The outcome for one object, as the Store Instances Response reports it. No PHI in `message`. */
 export type IngestOutcome =
@@ -96,12 +97,19 @@ export async function ingestInstance(
   }
   alreadyStored = alreadyStored && known !== undefined;
 
-  await indexInstance(
-    deps.db,
-    { parsed, orthancId: stored.ID, fileSize: bytes.length, md5 },
-    projects,
-    source,
-  );
+  try {
+    await indexInstance(
+      deps.db,
+      { parsed, orthancId: stored.ID, fileSize: bytes.length, md5 },
+      projects,
+      source,
+    );
+  } catch (err) {
+    // The index refused this object (not a database outage): it fails alone. The archive holds it; its claim is
+    // released, so the change feed sets it aside with its UIDs, as it does for C-STORE.
+    if (isInfrastructureError(err)) throw err;
+    return { ok: false, reason: FailureReason.ProcessingFailure, message: failureMessage(err), ...ids };
+  }
   return { ok: true, parsed, alreadyStored };
 }
 
