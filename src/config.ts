@@ -109,6 +109,11 @@ export const configSchema = z.object({
   CONCURRENCY_LIMIT: int(64, 0),
   /** Strict-Transport-Security max-age sent on requests that arrived over TLS (directly or via a trusted proxy); 0 = none. */
   HSTS_MAX_AGE_S: int(365 * 86400, 0),
+  // Change-feed index lag (issue 8, defect 5).
+  /** How long a STOW's claim on an object it is storing keeps the change feed away from it (then the feed indexes). */
+  INDEXER_CLAIM_TTL_MS: int(120_000, 1000),
+  /** While the feed works through a backlog, deletions are reconciled at most this often (and ≤ 10% of its time). */
+  INDEXER_BUSY_SWEEP_MS: int(10_000, 100),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -73,14 +73,64 @@ export async function indexInstance(
   projects: readonly string[],
   source: MembershipSource,
 ): Promise<{ newInProjects: string[]; row: UpsertStatus }> {
-  return withTransaction(db, async (client) => {
-    const row = await upsertInstanceRow(client, obj);
-    const newInProjects: string[] = [];
-    for (const projectId of projects) {
-      if (await linkInstance(client, projectId, obj.parsed, source)) newInProjects.push(projectId);
-    }
-    return { newInProjects, row };
-  });
+  try {
+    return await withTransaction(db, async (client) => {
+      const row = await upsertInstanceRow(client, obj);
+      const newInProjects: string[] = [];
+      for (const projectId of projects) {
+        if (await linkInstance(client, projectId, obj.parsed, source)) newInProjects.push(projectId);
+      }
+      // Indexed: the writer's claim is fulfilled in the same transaction, so the feed never sees the object unclaimed
+      // and unindexed at once.
+      await client.query('DELETE FROM ingest_claims WHERE sop_instance_uid = $1', [
+        obj.parsed.sopInstanceUid,
+      ]);
+      return { newInProjects, row };
+    });
+  } catch (err) {
+    // The writer failed to index: give the object to the change feed now rather than when the claim expires.
+    await releaseClaim(db, obj.parsed.sopInstanceUid).catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Claims a SOP Instance UID the caller is about to store in the archive and index itself (STOW-RS): until the claim
+ * is released (indexInstance does it) or expires, the change feed leaves the object to its writer.
+ */
+export async function claimIngest(db: Pool | PoolClient, sopInstanceUid: string): Promise<void> {
+  await db.query(
+    `INSERT INTO ingest_claims (sop_instance_uid) VALUES ($1)
+     ON CONFLICT (sop_instance_uid) DO UPDATE SET claimed_at = now()`,
+    [sopInstanceUid],
+  );
+}
+
+/** Gives up a claim (the writer will not index the object after all). */
+export async function releaseClaim(db: Pool | PoolClient, sopInstanceUid: string): Promise<void> {
+  await db.query('DELETE FROM ingest_claims WHERE sop_instance_uid = $1', [sopInstanceUid]);
+}
+
+/** Whether a writer claimed this SOP Instance UID less than `ttlMs` ago. */
+export async function isClaimed(
+  db: Pool | PoolClient,
+  sopInstanceUid: string,
+  ttlMs: number,
+): Promise<boolean> {
+  const r = await db.query(
+    `SELECT 1 FROM ingest_claims WHERE sop_instance_uid = $1 AND claimed_at > now() - make_interval(secs => $2)`,
+    [sopInstanceUid, ttlMs / 1000],
+  );
+  return (r.rowCount ?? 0) > 0;
+}
+
+/** Forgets claims older than `ttlMs` (writers that died between storing and indexing). */
+export async function expireClaims(db: Pool | PoolClient, ttlMs: number): Promise<number> {
+  const r = await db.query(
+    'DELETE FROM ingest_claims WHERE claimed_at <= now() - make_interval(secs => $1)',
+    [ttlMs / 1000],
+  );
+  return r.rowCount ?? 0;
 }
 
 /** What an upsert did to the global row: created it, rewrote it (other bytes or other parse), or left it alone. */

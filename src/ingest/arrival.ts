@@ -6,13 +6,14 @@ import { buffer } from 'node:stream/consumers';
 import type { Pool } from 'pg';
 import type { Config } from '../config';
 import { FailureReason } from '../dicom/parse';
-import { AppError, NotFoundError } from '../errors';
+import { NotFoundError } from '../errors';
 import { indexText } from '../dicom/text';
 import {
   type ArchivedObject,
   findInstance,
   findInstanceByOrthancId,
   indexInstance,
+  isClaimed,
   removeInstance,
 } from '../index-db/instances';
 import {
@@ -25,7 +26,8 @@ import {
   stickyDecision,
 } from '../index-db/routing';
 import type { Logger } from '../logger';
-import { OrthancHttpError, type PacsClient } from '../orthanc/client';
+import type { PacsClient } from '../orthanc/client';
+import { failureMessage } from './failures';
 import { readObject } from './ingest';
 import { type ArrivalRoute, firstMatchingRule } from './routing';
 
@@ -33,9 +35,12 @@ import { type ArrivalRoute, firstMatchingRule } from './routing';
 export interface ArrivalDeps {
   db: Pool;
   pacs: PacsClient;
-  config: Pick<Config, 'DEFAULT_PROJECT'>;
+  config: Pick<Config, 'DEFAULT_PROJECT'> & Partial<Pick<Config, 'INDEXER_CLAIM_TTL_MS'>>;
   logger: Logger;
 }
+
+/** Default of INDEXER_CLAIM_TTL_MS for callers whose config lacks it. */
+const CLAIM_TTL_MS = 120_000;
 
 /** What happened to one archived object. */
 export type ArrivalOutcome =
@@ -68,8 +73,9 @@ export interface ArrivalOptions {
    */
   refresh?: boolean;
   /**
-   * Answer 'deferred' for an object stored over Orthanc's REST API (Origin RestApi) that is not indexed yet: the
-   * gateway's own STOW stores first and indexes right after, into the uploader's project, and must win that race.
+   * Answer 'deferred' for an object stored over Orthanc's REST API (Origin RestApi), not indexed yet, whose SOP
+   * Instance UID a gateway STOW has claimed (ingest_claims): that writer stores first and indexes right after, into
+   * the uploader's project, and must win the race. Objects others stored over REST are not claimed: indexed at once.
    */
   deferRest?: boolean;
 }
@@ -127,7 +133,9 @@ export async function readArrival(
     meta = await pacs.getJson<InstanceMetadata>(
       `/instances/${encodeURIComponent(orthancId)}/metadata?expand`,
     );
-    if (!known && opts.deferRest && meta.Origin === 'RestApi') return { status: 'deferred' };
+    if (!known && opts.deferRest && meta.Origin === 'RestApi' && (await claimedByWriter(deps, orthancId))) {
+      return { status: 'deferred' };
+    }
     const file = await pacs.instanceFile(orthancId);
     bytes = await buffer(file.body);
   } catch (err) {
@@ -153,6 +161,19 @@ export async function readArrival(
     return { status: 'failed', reason: read.reason, message: read.message };
   }
   return { orthancId, route, obj: { parsed: read.parsed, orthancId, fileSize: bytes.length, md5: read.md5 } };
+}
+
+/**
+ * Whether a gateway STOW claimed this archived object (by its SOP Instance UID, read from Orthanc's database) and
+ * may still index it.
+ */
+async function claimedByWriter(deps: ArrivalDeps, orthancId: string): Promise<boolean> {
+  const inst = await deps.pacs.getJson<{ MainDicomTags?: { SOPInstanceUID?: string } }>(
+    `/instances/${encodeURIComponent(orthancId)}`,
+  );
+  const sop = indexText(inst.MainDicomTags?.SOPInstanceUID ?? '').trim();
+  if (!sop) return false;
+  return isClaimed(deps.db, sop, deps.config.INDEXER_CLAIM_TTL_MS ?? CLAIM_TTL_MS);
 }
 
 /** The placing half of indexArrival: refuses a second copy of a UID, refreshes a placed object, or routes a new one. */
@@ -269,39 +290,6 @@ export async function archivedIdentity(pacs: PacsClient, orthancId: string): Pro
 }
 
 /**
- * Whether an error says the archive or the database is unavailable (worth waiting for, holding the feed), rather
- * than that this object cannot be indexed. PostgreSQL data errors (class 22, e.g. 22P05 bad text, 22003 number out
- * of range, 22P02 bad input) and constraint violations (23) are the object's fault; connection loss (08),
- * insufficient resources (53), operator intervention (57), system errors (58), internal errors (XX) and transaction
- * rollbacks such as deadlocks (40) are not. Orthanc answering an HTTP error about one instance is the instance's
- * fault unless it says it is unavailable (503); Orthanc not answering is infrastructure.
- */
-export function isInfrastructureError(err: unknown): boolean {
-  if (err instanceof OrthancHttpError) return err.upstreamStatus === 503;
-  if (err instanceof AppError) return err.status === 502 || err.status === 503 || err.status === 504;
-  const e = err as { code?: unknown; message?: unknown };
-  if (typeof e?.code === 'string') {
-    // Node socket errors (ECONNREFUSED, ECONNRESET, EPIPE ...); no SQLSTATE class starts with E.
-    if (/^E[A-Z]+$/.test(e.code)) return true;
-    if (/^[0-9A-Z]{5}$/.test(e.code)) return /^(08|40|53|57|58|XX)/.test(e.code);
-  }
-  return /Connection terminated|connection.*(closed|ended)|Client has encountered a connection error|timeout exceeded when trying to connect|Client was closed/i.test(
-    String(e?.message ?? ''),
-  );
-}
-
-/** A reason for an index failure that names the error's kind, never its text (which can quote data values). */
-export function failureMessage(err: unknown): string {
-  const code = (err as { code?: unknown })?.code;
-  if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code)) {
-    return `the index refused the object (SQLSTATE ${code})`;
-  }
-  if (err instanceof AppError) return `indexing failed: ${err.code}`;
-  const name = err instanceof Error ? err.name.replace(/[^A-Za-z]/g, '').slice(0, 40) : 'error';
-  return `indexing failed (${name || 'error'})`;
-}
-
-/**
  * Sets an archived object aside after indexing it failed for a reason of its own (see isInfrastructureError): it
  * is recorded in index_failures with the UIDs and route Orthanc holds for it and the reason, so that the caller can
  * move on. 'gone' when Orthanc no longer has it. Throws only when the archive or the database is unavailable.
@@ -346,6 +334,8 @@ export async function setAside(
   deps.logger.warn({ orthancId, sopInstanceUid: ids.sopInstanceUid, message }, 'archived object set aside');
   return { status: 'failed', reason: FailureReason.ProcessingFailure, message };
 }
+
+export { failureMessage, isInfrastructureError } from './failures';
 
 /** Whether Orthanc still holds an instance. */
 export async function stillArchived(pacs: PacsClient, orthancId: string): Promise<boolean> {

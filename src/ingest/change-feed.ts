@@ -7,16 +7,21 @@
  *   second) takes over.
  * - Crash safety: the work for an event is idempotent and the cursor moves after it (monotonically, on the lock's
  *   connection), so a crash replays at most the few events of one unfinished step, and a replay changes nothing.
+ * - Poison objects: an object that cannot be indexed (anything but an unavailable archive or database) is set aside
+ *   at once in index_failures, with the UIDs Orthanc's database holds for it, and the feed goes on.
+ * - Objects stored over Orthanc's REST API: the gateway's STOW claims what it is about to store (ingest_claims) and
+ *   indexes it itself; the feed skips past claimed objects (retrying them, the cursor held below them) and indexes
+ *   everything else at once, whoever stored it.
  * - Deletions: Orthanc 1.10 does not log them (a deleted resource's changes vanish with it). `Deleted` events are
- *   honoured if a later Orthanc emits them; otherwise, when the feed is idle and the index holds more than Orthanc,
- *   a sweep compares the two and removes what Orthanc no longer holds.
+ *   honoured if a later Orthanc emits them; otherwise a sweep compares the index with Orthanc and removes what
+ *   Orthanc no longer holds: when idle and the index holds more than Orthanc, and while busy on a time budget.
  * - Derived work: on StableSeries the series is queued for thumbnails, whatever way its instances came in.
  */
 import { Client } from 'pg';
 import type { Config } from '../config';
 import { FailureReason } from '../dicom/parse';
 import { NotFoundError, errSummary } from '../errors';
-import { findInstanceByOrthancId, removeInstance } from '../index-db/instances';
+import { expireClaims, findInstanceByOrthancId, removeInstance } from '../index-db/instances';
 import { closeQueues, enqueueSeriesStable, initQueues, queuesReady } from '../jobs/queues';
 import type { OrthancChange } from '../orthanc/client';
 import type { Services } from '../services';
@@ -42,14 +47,13 @@ const BATCH = 100;
 const CONCURRENCY = 4;
 const FOLLOWER_RETRY_MS = 1000;
 const ERROR_BACKOFF_MS = 1000;
-/** How long an object stored over REST may wait for its writer (STOW) to index it before it is routed anyway. */
-const REST_GRACE_MS = 10_000;
 /** Least interval between two checks for deletions while idle. */
 const SWEEP_CHECK_MS = 2000;
 
 /** What the indexer needs. */
 export interface IndexerDeps extends ArrivalDeps {
-  config: Pick<Config, 'DATABASE_URL' | 'INDEXER_POLL_MS' | 'DEFAULT_PROJECT'>;
+  config: Pick<Config, 'DATABASE_URL' | 'INDEXER_POLL_MS' | 'DEFAULT_PROJECT'> &
+    Partial<Pick<Config, 'INDEXER_CLAIM_TTL_MS' | 'INDEXER_BUSY_SWEEP_MS'>>;
   /** Called on StableSeries with the Series Instance UID; default: the derived-work queue. */
   onSeriesStable?: (seriesUid: string) => Promise<unknown>;
 }
@@ -80,8 +84,16 @@ export class ChangeFeedIndexer {
   private loop?: Promise<void>;
   private wake?: () => void;
   private sleepTimer?: NodeJS.Timeout;
-  /** When each REST-stored object was first seen unindexed (in memory: a restart only restarts the wait). */
-  private readonly restFirstSeen = new Map<string, number>();
+  /**
+   * NewInstance events whose object a gateway STOW has claimed (it will index it itself), by sequence number. The feed
+   * goes on past them and retries them each step; the stored cursor stays below the first of them, so a crash replays
+   * from there (replays of what was done meanwhile change nothing).
+   */
+  private readonly waiting = new Map<number, OrthancChange>();
+  /** Highest sequence number handled in this leadership (the cursor, unless events wait below it). */
+  private scannedTo = 0;
+  private lastBusySweep = 0;
+  private lastSweepMs = 0;
   private sweepNeeded = false;
   private lastSweepCheck = 0;
   private lastArchiveCount = -1;
@@ -121,6 +133,7 @@ export class ChangeFeedIndexer {
           }
         }
         const more = await this.pollOnce();
+        if (more && this.running) await this.maybeBusySweep();
         if (!more && this.running) {
           await this.maybeSweep();
           await this.sleep(this.deps.config.INDEXER_POLL_MS);
@@ -160,6 +173,8 @@ export class ChangeFeedIndexer {
     ]);
     if (r.rows[0]?.ok) {
       this.leading = true;
+      this.waiting.clear();
+      this.scannedTo = 0;
       this.changedSinceCheck = true;
       this.deps.logger.info({ pid: process.pid }, 'change feed: leadership acquired');
     }
@@ -199,16 +214,21 @@ export class ChangeFeedIndexer {
   private async pollOnce(): Promise<boolean> {
     const { pacs, logger } = this.deps;
     const cursor = await this.readCursor();
-    const page = await pacs.changes(cursor, BATCH);
+    this.scannedTo = Math.max(this.scannedTo, cursor);
+    await this.retryWaiting();
+    const from = this.scannedTo;
+    const page = await pacs.changes(from, BATCH);
     if (page.Changes.length === 0) {
-      if (page.Last < cursor) {
+      if (page.Last < from) {
         // The log restarted below our cursor: Orthanc's database was replaced. Follow the new log from its start;
         // the idle sweep removes what the old archive held and the new one does not.
         logger.warn(
-          { cursor, last: page.Last },
+          { cursor: from, last: page.Last },
           'change feed: Orthanc change log is behind the cursor; restarting it',
         );
         await this.saveCursor(0, true);
+        this.waiting.clear();
+        this.scannedTo = 0;
         this.sweepNeeded = true;
         return true;
       }
@@ -233,7 +253,10 @@ export class ChangeFeedIndexer {
           let read: ReadArrival | undefined;
           try {
             if (r.status === 'rejected') throw r.reason;
-            if (r.value === 'wait') break;
+            if (r.value === 'wait') {
+              this.waiting.set(run[done].Seq, run[done]);
+              continue;
+            }
             if ('status' in r.value) {
               this.count(r.value);
               continue;
@@ -250,7 +273,7 @@ export class ChangeFeedIndexer {
             this.count(await this.setAside(run[done], err, read));
           }
         }
-        if (done > 0) await this.saveCursor(run[done - 1].Seq);
+        if (done > 0) await this.advance(run[done - 1].Seq);
         if (done < run.length) {
           if (failure !== undefined) await this.failedEvent(run[done], failure);
           return false;
@@ -262,25 +285,66 @@ export class ChangeFeedIndexer {
           await this.failedEvent(changes[i], err);
           return false;
         }
-        await this.saveCursor(changes[i].Seq);
+        await this.advance(changes[i].Seq);
         i++;
       }
     }
     return !page.Done;
   }
 
-  /** Reads the instance of a NewInstance change; 'wait' when it must be retried later (REST grace). */
+  /** Reads the instance of a NewInstance change; 'wait' while a gateway STOW claims it (see ingest_claims). */
   private async readNew(change: OrthancChange): Promise<ReadArrival | ArrivalOutcome | 'wait'> {
-    const id = change.ID;
-    const first = this.restFirstSeen.get(id);
-    const withinGrace = first === undefined || Date.now() - first < REST_GRACE_MS;
-    const out = await readArrival(this.deps, id, { deferRest: withinGrace });
-    if ('status' in out && out.status === 'deferred') {
-      if (first === undefined) this.restFirstSeen.set(id, Date.now());
-      return 'wait';
+    const out = await readArrival(this.deps, change.ID, { deferRest: true });
+    return 'status' in out && out.status === 'deferred' ? 'wait' : out;
+  }
+
+  /** Records progress up to `seq`; the stored cursor stays below the first waiting event. */
+  private async advance(seq: number): Promise<void> {
+    this.scannedTo = Math.max(this.scannedTo, seq);
+    let upTo = this.scannedTo;
+    for (const w of this.waiting.keys()) upTo = Math.min(upTo, w - 1);
+    await this.saveCursor(upTo);
+  }
+
+  /** Retries the events left to their STOW writer: done once the writer indexed them, or its claim expired. */
+  private async retryWaiting(): Promise<void> {
+    if (this.waiting.size === 0) return;
+    let finished = false;
+    for (const [seq, change] of [...this.waiting].sort((a, b) => a[0] - b[0])) {
+      if (!this.running || !this.leading) return;
+      let read: ReadArrival | undefined;
+      try {
+        const r = await this.readNew(change);
+        if (r === 'wait') continue;
+        if ('status' in r) this.count(r);
+        else {
+          read = r;
+          this.count(await placeArrival(this.deps, r));
+        }
+      } catch (err) {
+        if (err instanceof LeadershipLost || isInfrastructureError(err)) throw err;
+        this.count(await this.setAside(change, err, read));
+      }
+      this.waiting.delete(seq);
+      finished = true;
     }
-    this.restFirstSeen.delete(id);
-    return out;
+    if (finished) await this.advance(this.scannedTo);
+  }
+
+  /**
+   * Deletions while the feed works through a backlog: Orthanc 1.10 does not log them and the idle check never runs,
+   * so a sweep runs every INDEXER_BUSY_SWEEP_MS, and never more than a tenth of the time (the pause after a sweep is
+   * at least nine times its length), so that a large archive's listing cannot slow indexing down much.
+   */
+  private async maybeBusySweep(): Promise<void> {
+    const interval = Math.max(this.deps.config.INDEXER_BUSY_SWEEP_MS ?? 10_000, 9 * this.lastSweepMs);
+    if (Date.now() - this.lastBusySweep < interval) return;
+    const t0 = Date.now();
+    const res = await sweepDeleted(this.deps);
+    this.lastSweepMs = Date.now() - t0;
+    this.lastBusySweep = Date.now();
+    this.stats.removed += res.removed;
+    if (res.removed) this.changedSinceCheck = true;
   }
 
   /** setAside, made unable to stop the feed itself: a record that cannot be written is logged and skipped. */
@@ -364,6 +428,7 @@ export class ChangeFeedIndexer {
     if (!this.sweepNeeded && now - this.lastSweepCheck < SWEEP_CHECK_MS) return;
     this.lastSweepCheck = now;
     const { db, pacs } = this.deps;
+    await expireClaims(db, this.deps.config.INDEXER_CLAIM_TTL_MS ?? 120_000);
     const stats = await pacs.getJson<{ CountInstances: number }>('/statistics');
     if (!this.sweepNeeded && !this.changedSinceCheck && stats.CountInstances === this.lastArchiveCount)
       return;

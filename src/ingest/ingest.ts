@@ -2,8 +2,9 @@ import { createHash } from 'node:crypto';
 import type { Pool } from 'pg';
 import { DicomParseError, FailureReason, type ParsedInstance, parsePart10 } from '../dicom/parse';
 import { AppError } from '../errors';
-import { findInstance, indexInstance, type MembershipSource } from '../index-db/instances';
+import { claimIngest, findInstance, indexInstance, type MembershipSource } from '../index-db/instances';
 import { OrthancHttpError, type PacsClient } from '../orthanc/client';
+import { failureMessage, isInfrastructureError } from './failures';
 
 /** The outcome for one object, as the Store Instances Response reports it. No PHI in `message`. */
 export type IngestOutcome =
@@ -66,6 +67,8 @@ export async function ingestInstance(
 
   let stored;
   try {
+    // Claimed before the archive has it, so that the change feed leaves it to this writer (see ingest_claims).
+    await claimIngest(deps.db, parsed.sopInstanceUid);
     stored = await deps.pacs.store(bytes, bytes.length);
   } catch (err) {
     if (err instanceof OrthancHttpError && err.upstreamStatus >= 400 && err.upstreamStatus < 500) {
@@ -94,12 +97,19 @@ export async function ingestInstance(
   }
   alreadyStored = alreadyStored && known !== undefined;
 
-  await indexInstance(
-    deps.db,
-    { parsed, orthancId: stored.ID, fileSize: bytes.length, md5 },
-    projects,
-    source,
-  );
+  try {
+    await indexInstance(
+      deps.db,
+      { parsed, orthancId: stored.ID, fileSize: bytes.length, md5 },
+      projects,
+      source,
+    );
+  } catch (err) {
+    // The index refused this object (not a database outage): it fails alone. The archive holds it; its claim is
+    // released, so the change feed sets it aside with its UIDs, as it does for C-STORE.
+    if (isInfrastructureError(err)) throw err;
+    return { ok: false, reason: FailureReason.ProcessingFailure, message: failureMessage(err), ...ids };
+  }
   return { ok: true, parsed, alreadyStored };
 }
 
