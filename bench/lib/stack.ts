@@ -104,6 +104,18 @@ export function rssOf(pid: number): number {
   }
 }
 
+/** CPU time (user + system) a process has used so far, in ms, from /proc (Linux; clock ticks of 10 ms). */
+export function cpuMsOf(pid: number): number {
+  try {
+    // Fields after the command name (which may hold spaces) start at the state, field 3; utime and stime are 14, 15.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return NaN;
+  }
+}
+
 /** Basic auth header for Orthanc direct calls. */
 export function orthancAuth(stack: StackEnv): string {
   return 'Basic ' + Buffer.from(`${stack.ORTHANC_USERNAME}:${stack.ORTHANC_PASSWORD}`).toString('base64');

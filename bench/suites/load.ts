@@ -2,7 +2,7 @@ import { startOidcIssuer } from '../../src/devtools/oidc-issuer';
 import { generateInstances, type SyntheticInstance } from '../../src/dicom/synth';
 import { stowInstances } from '../../src/dicomweb/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
-import { createProject, orthancAuth, rssOf, type StackEnv, startGatewayProcess } from '../lib/stack';
+import { cpuMsOf, createProject, orthancAuth, rssOf, type StackEnv, startGatewayProcess } from '../lib/stack';
 import { msSince, round, summarise } from '../lib/stats';
 
 /**
@@ -296,7 +296,9 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     await drive(gwRoot, warmup, CLIENTS, SECONDS, bearer);
     const rssWarm = gw.rssMb();
     const sampler = rssSampler(gw.pid);
+    const cpuBefore = cpuMsOf(gw.pid);
     const g = await drive(gwRoot, requests, CLIENTS, SECONDS, bearer);
+    const cpuPerRequest = (cpuMsOf(gw.pid) - cpuBefore) / g.requests;
     const rssPeak = sampler.stop();
     const rssEnd = gw.rssMb();
     await new Promise((r) => setTimeout(r, 5000));
@@ -342,6 +344,12 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       ratio: gRate / oRate,
       ratioMeaning: 'gateway / Orthanc',
       note: g.errorSamples.length ? `gateway errors: ${g.errorSamples.join('; ')}` : undefined,
+    });
+    rows.push({
+      // CPU per request depends much less than latency on what else the shared machine runs at the time.
+      metric: 'gateway CPU time per request (user + system, all kinds)',
+      unit: 'ms',
+      gateway: cpuPerRequest,
     });
     rows.push({
       metric: 'gateway RSS growth under load (peak − before warm-up)',

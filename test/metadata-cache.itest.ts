@@ -1,0 +1,109 @@
+import http from 'node:http';
+import zlib from 'node:zlib';
+import { generateInstances, type SyntheticInstance } from '../src/dicom/synth';
+import { stowInstances } from '../src/dicomweb/stow-client';
+import { removeInstance } from '../src/index-db/instances';
+import { ensureProject } from '../src/index-db/projects';
+import { resetStack, startGateway, type TestGateway } from './helpers/gateway';
+
+jest.setTimeout(120_000);
+
+type DicomJson = Record<string, { vr: string; Value?: unknown[] }>;
+
+/** GET with Node's http (no automatic decompression), so the bytes on the wire can be compared. */
+function rawGet(url: string, headers: Record<string, string> = {}) {
+  return new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }>(
+    (resolve, reject) => {
+      http
+        .get(url, { headers: { accept: 'application/dicom+json', ...headers } }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () =>
+            resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
+          );
+        })
+        .on('error', reject);
+    },
+  );
+}
+
+const sops = (body: Buffer) =>
+  (JSON.parse(body.toString('utf8')) as DicomJson[]).map((d) => String(d['00080018'].Value![0])).sort();
+
+describe('WADO-RS metadata answers kept in memory (METADATA_CACHE_BYTES)', () => {
+  let gw: TestGateway;
+  let series: SyntheticInstance[];
+  let url: (project: string) => string;
+
+  beforeAll(async () => {
+    await resetStack();
+    gw = await startGateway({ METADATA_CACHE_BYTES: String(4 * 1024 ** 2) });
+    await ensureProject(gw.services.db, { id: 'alpha', name: 'Alpha' });
+    await ensureProject(gw.services.db, { id: 'beta', name: 'Beta' });
+    series = [
+      ...generateInstances({ patients: 1, seriesPerStudy: 1, instancesPerSeries: 3, seed: 'metadata-cache' }),
+    ];
+    const [{ studyInstanceUid: study, seriesInstanceUid: uid }] = series;
+    url = (project) => `${gw.url}/projects/${project}/dicom-web/studies/${study}/series/${uid}/metadata`;
+    const stored = await stowInstances(
+      series.slice(0, 2).map((i) => i.buffer),
+      { baseUrl: `${gw.url}/projects/alpha/dicom-web`, batch: 2, keepResults: false },
+    );
+    expect(stored.failed + stored.partial).toBe(0);
+  });
+  afterAll(async () => {
+    await gw?.close();
+  });
+
+  it('serves a repeated request the same bytes, plain and gzipped', async () => {
+    const first = await rawGet(url('alpha'));
+    const again = await rawGet(url('alpha'));
+    expect(first.status).toBe(200);
+    expect(sops(first.body)).toEqual(
+      series
+        .slice(0, 2)
+        .map((i) => i.sopInstanceUid)
+        .sort(),
+    );
+    expect(again.body.equals(first.body)).toBe(true);
+    expect(again.headers.etag).toBe(first.headers.etag);
+
+    const gz1 = await rawGet(url('alpha'), { 'accept-encoding': 'gzip' });
+    const gz2 = await rawGet(url('alpha'), { 'accept-encoding': 'gzip' });
+    expect(gz2.headers['content-encoding']).toBe('gzip');
+    expect(gz2.body.equals(gz1.body)).toBe(true);
+    expect(zlib.gunzipSync(gz2.body).equals(first.body)).toBe(true);
+  });
+
+  it('answers with the new instance set as soon as an instance is added or removed', async () => {
+    expect(sops((await rawGet(url('alpha'))).body)).toHaveLength(2);
+    await stowInstances([series[2].buffer], {
+      baseUrl: `${gw.url}/projects/alpha/dicom-web`,
+      batch: 1,
+      keepResults: false,
+    });
+    expect(sops((await rawGet(url('alpha'))).body)).toEqual(series.map((i) => i.sopInstanceUid).sort());
+    await removeInstance(gw.services.db, series[2].sopInstanceUid);
+    expect(sops((await rawGet(url('alpha'))).body)).toEqual(
+      series
+        .slice(0, 2)
+        .map((i) => i.sopInstanceUid)
+        .sort(),
+    );
+  });
+
+  it("never answers one project with what was kept for another's view of the same series", async () => {
+    expect(sops((await rawGet(url('alpha'))).body)).toHaveLength(2);
+    expect((await rawGet(url('beta'))).status).toBe(404);
+    // Beta is given one instance of the series: its answer holds that one only, alpha's still both.
+    await gw.services.db.query(
+      `INSERT INTO project_instances (project_id, sop_instance_uid, series_uid, study_uid, source)
+       SELECT 'beta', sop_instance_uid, series_uid, study_uid, 'assign' FROM instances WHERE sop_instance_uid = $1`,
+      [series[0].sopInstanceUid],
+    );
+    expect(sops((await rawGet(url('beta'))).body)).toEqual([series[0].sopInstanceUid]);
+    expect(sops((await rawGet(url('alpha'))).body)).toHaveLength(2);
+    const union = (await rawGet(url('alpha').replace('/projects/alpha', ''))).body;
+    expect(sops(union)).toHaveLength(2);
+  });
+});
