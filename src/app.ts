@@ -56,7 +56,7 @@ export function createApp(services: Services): Koa {
           corsOrigins.includes('*') ? '*' : corsOrigins.includes(ctx.get('Origin')) ? ctx.get('Origin') : '',
         allowMethods: 'GET,HEAD,POST,PUT,DELETE,OPTIONS',
         exposeHeaders:
-          'Warning,Content-Type,Content-Length,Content-Location,Content-Range,ETag,Location,X-Request-Id',
+          'Warning,Content-Type,Content-Length,Content-Location,Content-Range,ETag,Location,X-Request-Id,Retry-After',
         maxAge: 600,
       }),
     );
