@@ -292,3 +292,12 @@ export function framingMutantOf(part: Buffer): fc.Arbitrary<FramingMutant> {
     }),
   );
 }
+
+/**
+ * The bytes the archive holds for a Part-10 object sent through the gateway: the same, with the 128-byte
+ * preamble zeroed (CVE-2019-11687; several samples carry TIFF headers or stray bytes there).
+ */
+export function asArchived(bytes: Buffer): Buffer {
+  if (bytes.length < 132 || bytes.subarray(0, 128).every((b) => b === 0)) return bytes;
+  return Buffer.concat([Buffer.alloc(128), bytes.subarray(128)]);
+}
