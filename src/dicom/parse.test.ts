@@ -91,6 +91,11 @@ describe('parsePart10 refuses what would crash or mislead the archive', () => {
     expect(reasonOf(() => parsePart10(ul))).toBe(FailureReason.CannotUnderstand);
   });
 
+  it('refuses a NUL inside a text value (0xA900), which the index could not hold', () => {
+    const bytes = part10(syntheticUids(11), [el(0x00081030, 'LO', Buffer.from('ab\0cde'.padEnd(8, ' ')))]);
+    expect(reasonOf(() => parsePart10(bytes))).toBe(FailureReason.DataSetDoesNotMatchSopClass);
+  });
+
   it('refuses an odd value length', () => {
     const bytes = part10(syntheticUids(9), [el(0x00081030, 'LO', Buffer.from('odd'))]);
     expect(reasonOf(() => parsePart10(bytes))).toBe(FailureReason.CannotUnderstand);

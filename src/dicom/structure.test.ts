@@ -2,7 +2,13 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { el, mutantOf, nestedContent, part10, syntheticUids, text } from '../../test/helpers/dicom-fuzz';
-import { DicomParseError, FailureReason, isPlausibleUid, walkPart10 } from './structure';
+import {
+  DEFAULT_STRUCTURE_LIMITS,
+  DicomParseError,
+  FailureReason,
+  isPlausibleUid,
+  walkPart10,
+} from './structure';
 
 const SAMPLES = process.env.APERTURE_SAMPLES_DIR ?? join(__dirname, '../../../shared/dicom-samples');
 /** Samples that are not whole Part-10 objects: refused by the walk (the others fail later, on UIDs or dcmjs). */
@@ -118,7 +124,12 @@ describe('walkPart10 bounds', () => {
     const t0 = performance.now();
     expect(reasonOf(() => walkPart10(bomb))).toBe(FailureReason.CannotUnderstand);
     expect(performance.now() - t0).toBeLessThan(100);
-    const limits = { maxDepth: 2_000_000, maxElements: 10_000_000, maxInflatedBytes: 1e6 };
+    const limits = {
+      ...DEFAULT_STRUCTURE_LIMITS,
+      maxDepth: 2_000_000,
+      maxElements: 10_000_000,
+      maxItems: 1e7,
+    };
     expect(walkPart10(part10(syntheticUids(4), [nestedContent(200_000)]), limits).depth).toBe(200_000);
   });
 
@@ -127,10 +138,19 @@ describe('walkPart10 bounds', () => {
       syntheticUids(5),
       Array.from({ length: 200 }, () => el(0x00091010, 'LO', text('x1'))),
     );
-    const limits = { maxDepth: 16, maxElements: 100, maxInflatedBytes: 1e6 };
+    const limits = { ...DEFAULT_STRUCTURE_LIMITS, maxElements: 100 };
     expect(reasonOf(() => walkPart10(many, limits))).toBe(FailureReason.CannotUnderstand);
     expect(reasonOf(() => walkPart10(many))).toBe('accepted');
   });
+
+  it('refuses more than 10,000 items in one sequence (Orthanc 1.10 needs over a minute for 100,000) or 100,000 in all', () => {
+    const emptyItem = Buffer.concat([delim(0xe000).fill(0xff, 4), delim(0xe00d)]);
+    const seq = (n: number) => Buffer.concat([el(0x0040a730, 'SQ', Buffer.alloc(0), true), ...Array<Buffer>(n).fill(emptyItem), delim(0xe0dd)]);
+    expect(reasonOf(() => walkPart10(part10(syntheticUids(11), [seq(10_000)])))).toBe('accepted');
+    expect(reasonOf(() => walkPart10(part10(syntheticUids(11), [seq(10_001)])))).toBe(FailureReason.CannotUnderstand);
+    const spread = Array.from({ length: 11 }, (_, i) => Buffer.concat([seq(10_000).subarray(0, 0), el(0x00400000 | (0xa730 + i), 'SQ', Buffer.alloc(0), true), ...Array<Buffer>(10_000).fill(emptyItem), delim(0xe0dd)]));
+    expect(reasonOf(() => walkPart10(part10(syntheticUids(11), spread)))).toBe(FailureReason.CannotUnderstand);
+  }); // prettier-ignore
 
   it('bounds the inflated size of a deflated object (a zip bomb) and refuses corrupt deflate streams', () => {
     const ok = part10(syntheticUids(6), [], { deflate: true });
@@ -140,7 +160,7 @@ describe('walkPart10 bounds', () => {
       deflate: true,
     });
     expect(bomb.length).toBeLessThan(20_000);
-    const limits = { maxDepth: 16, maxElements: 1000, maxInflatedBytes: 1024 ** 2 };
+    const limits = { ...DEFAULT_STRUCTURE_LIMITS, maxInflatedBytes: 1024 ** 2 };
     expect(reasonOf(() => walkPart10(bomb, limits))).toBe(FailureReason.CannotUnderstand);
     expect(reasonOf(() => walkPart10(bomb))).toBe('accepted');
     const corrupt = Buffer.from(ok);

@@ -90,7 +90,7 @@ export function part10(
   ds.push(el(0x00100020, 'LO', text('FUZZ-1')));
   if (uids.studyInstanceUid !== undefined) ds.push(ui(0x0020000d, uids.studyInstanceUid));
   if (uids.seriesInstanceUid !== undefined) ds.push(ui(0x0020000e, uids.seriesInstanceUid));
-  ds.push(...extra);
+  for (const e of extra) ds.push(e);
   let dataset = Buffer.concat(ds);
   if (opts.deflate) dataset = deflateRawSync(dataset);
   const metaBody = Buffer.concat([
