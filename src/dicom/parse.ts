@@ -1,35 +1,28 @@
 import dcmjs from 'dcmjs';
 import { restoreCharacterSets } from './charset';
 import { type DicomJson, getInt, getString, toDicomJson } from './json';
+import {
+  DEFAULT_STRUCTURE_LIMITS,
+  DicomParseError,
+  FailureReason,
+  isPlausibleUid,
+  type StructureLimits,
+  walkPart10,
+} from './structure';
 import { Tag } from './tags';
 
-// dcmjs reports recoverable oddities on the console; the gateway reports per object instead.
-dcmjs.log.setLevel?.('silent');
+// dcmjs logs through loglevel loggers created at load time (they keep their own level), and a few paths call
+// console directly; both print raw bytes of the object. The gateway reports per object instead.
+silenceDcmjs();
 
-/** Failure reasons of PS3.18 Table I.2-2 used at ingest. */
-export const FailureReason = {
-  OutOfResources: 0xa700,
-  DataSetDoesNotMatchSopClass: 0xa900,
-  CannotUnderstand: 0xc000,
-  TransferSyntaxNotSupported: 0xc122,
-  ProcessingFailure: 0x0110,
-  SopClassNotSupported: 0x0122,
-  /** Study Instance UID differs from the one in the request URL (an A9xx "does not match" refinement). */
-  StudyUidMismatch: 0xa910,
-  /** A different object is already stored under this SOP Instance UID. */
-  DuplicateSopInstance: 0x0111,
-} as const;
-
-/** The object could not be accepted; `reason` is the Failure Reason (0008,1197) to report. Message carries no PHI. */
-export class DicomParseError extends Error {
-  constructor(
-    readonly reason: number,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'DicomParseError';
-  }
-}
+export {
+  DEFAULT_STRUCTURE_LIMITS,
+  DicomParseError,
+  FailureReason,
+  isPlausibleUid,
+  isValidUid,
+  type StructureLimits,
+} from './structure';
 
 /** What the index needs from one Part-10 object. */
 export interface ParsedInstance {
@@ -40,36 +33,29 @@ export interface ParsedInstance {
   seriesInstanceUid: string;
   /** The data set without File Meta, bulk data as relative BulkDataURIs. */
   json: DicomJson;
-}
-
-const UID_RE = /^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$/;
-
-/** True when s is a syntactically valid UID (PS3.5 §9.1): digits and dots, no leading zeros, at most 64 chars. */
-export function isValidUid(s: string | undefined): s is string {
-  return typeof s === 'string' && s.length > 0 && s.length <= 64 && UID_RE.test(s);
-}
-
-/** Lenient UID check for identifiers already in the wild: digits and dots, at most 64 chars. */
-export function isPlausibleUid(s: string | undefined): s is string {
-  return typeof s === 'string' && s.length > 0 && s.length <= 64 && /^[0-9.]+$/.test(s);
+  /** False when the 128-byte preamble holds anything (CVE-2019-11687 polyglots): ingest zeroes it. */
+  preambleIsZero?: boolean;
 }
 
 /**
- * Parses a DICOM Part-10 object (preamble, "DICM", File Meta) and checks what the archive requires:
- * a transfer syntax, SOP Class/Instance, Study and Series Instance UIDs. The whole object must be readable:
- * truncated values or sequences are refused, so that what is stored is always whole.
+ * Parses a DICOM Part-10 object (preamble, "DICM", File Meta) and checks what the archive requires. First a bounded
+ * structural walk of the whole object to its last byte (walkPart10: nesting depth, element count, every length,
+ * VR-consistent lengths, inflated size), so that nothing truncated, overlong or too deep reaches dcmjs or the
+ * archive; then the identifying UIDs as encoded (refused when invalid, never repaired: 0xA900); then dcmjs for the
+ * DICOM JSON of the index, which must agree with the raw UIDs.
  */
-export function parsePart10(buf: Uint8Array): ParsedInstance {
-  if (buf.byteLength < 132 || String.fromCharCode(buf[128], buf[129], buf[130], buf[131]) !== 'DICM') {
-    throw new DicomParseError(FailureReason.CannotUnderstand, 'not a DICOM Part-10 object (no DICM prefix)');
-  }
+export function parsePart10(
+  buf: Uint8Array,
+  limits: StructureLimits = DEFAULT_STRUCTURE_LIMITS,
+): ParsedInstance {
+  const raw = walkPart10(buf, limits);
   const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
   let parsed: {
     meta: Record<string, { Value?: unknown[] }>;
     dict: Record<string, { vr: string; Value?: unknown[] }>;
   };
   try {
-    parsed = dcmjs.data.DicomMessage.readFile(ab, { ignoreErrors: false });
+    parsed = quietly(() => dcmjs.data.DicomMessage.readFile(ab, { ignoreErrors: false }));
   } catch (err) {
     // dcmjs refuses ISO 2022 code extensions (Japanese, Korean) but reads the bytes fine when told to go on;
     // restoreCharacterSets then fixes those strings. Any other read error is final.
@@ -80,7 +66,7 @@ export function parsePart10(buf: Uint8Array): ParsedInstance {
       );
     }
     try {
-      parsed = dcmjs.data.DicomMessage.readFile(ab, { ignoreErrors: true });
+      parsed = quietly(() => dcmjs.data.DicomMessage.readFile(ab, { ignoreErrors: true }));
     } catch (err2) {
       throw new DicomParseError(
         FailureReason.CannotUnderstand,
@@ -89,40 +75,77 @@ export function parsePart10(buf: Uint8Array): ParsedInstance {
     }
   }
   restoreCharacterSets(parsed.dict);
-  const tsuid = String(parsed.meta?.[Tag.FileMetaTransferSyntaxUID]?.Value?.[0] ?? '')
-    .replace(/\0/g, '')
-    .trim();
-  if (!tsuid) {
-    throw new DicomParseError(
-      FailureReason.CannotUnderstand,
-      'File Meta Information has no Transfer Syntax UID',
-    );
-  }
-  checkPixelSanity(tsuid, parsed.dict);
-  const json = toDicomJson(parsed.dict);
-  const sopClassUid = getString(json, Tag.SOPClassUID);
-  const sopInstanceUid = getString(json, Tag.SOPInstanceUID);
-  const studyInstanceUid = getString(json, Tag.StudyInstanceUID);
-  const seriesInstanceUid = getString(json, Tag.SeriesInstanceUID);
-  const missing: string[] = [];
-  if (!isPlausibleUid(sopClassUid)) missing.push('SOPClassUID');
-  if (!isPlausibleUid(sopInstanceUid)) missing.push('SOPInstanceUID');
-  if (!isPlausibleUid(studyInstanceUid)) missing.push('StudyInstanceUID');
-  if (!isPlausibleUid(seriesInstanceUid)) missing.push('SeriesInstanceUID');
+  const tsuid = raw.transferSyntaxUid;
+  const keys = [
+    ['sopClassUid', 'SOPClassUID', Tag.SOPClassUID],
+    ['sopInstanceUid', 'SOPInstanceUID', Tag.SOPInstanceUID],
+    ['studyInstanceUid', 'StudyInstanceUID', Tag.StudyInstanceUID],
+    ['seriesInstanceUid', 'SeriesInstanceUID', Tag.SeriesInstanceUID],
+  ] as const;
+  const missing = keys.filter(([k]) => !isPlausibleUid(raw[k])).map(([, name]) => name);
   if (missing.length) {
     throw new DicomParseError(
       FailureReason.DataSetDoesNotMatchSopClass,
       `missing or invalid ${missing.join(', ')}`,
     );
   }
+  checkPixelSanity(tsuid, parsed.dict);
+  const json = toDicomJson(parsed.dict);
+  // PostgreSQL's jsonb cannot hold U+0000: a NUL still in a text value once the JSON is built would fail the
+  // index with a 500 after the archive stored the object. Refused as content instead.
+  if (JSON.stringify(json).includes('\\u0000')) {
+    throw new DicomParseError(
+      FailureReason.DataSetDoesNotMatchSopClass,
+      'a text value holds a NUL character',
+    );
+  }
+  // The index keeps dcmjs's JSON and the archive keeps the bytes: both must name the same instance.
+  const disagree = keys.filter(([k, , tag]) => getString(json, tag) !== raw[k]).map(([, name]) => name);
+  if (disagree.length) {
+    throw new DicomParseError(
+      FailureReason.DataSetDoesNotMatchSopClass,
+      `ambiguous encoding of ${disagree.join(', ')}`,
+    );
+  }
   return {
     transferSyntaxUid: tsuid,
-    sopClassUid: sopClassUid!,
-    sopInstanceUid: sopInstanceUid!,
-    studyInstanceUid: studyInstanceUid!,
-    seriesInstanceUid: seriesInstanceUid!,
+    sopClassUid: raw.sopClassUid!,
+    sopInstanceUid: raw.sopInstanceUid!,
+    studyInstanceUid: raw.studyInstanceUid!,
+    seriesInstanceUid: raw.seriesInstanceUid!,
     json,
+    preambleIsZero: raw.preambleIsZero,
   };
+}
+
+function silenceDcmjs(): void {
+  const log = dcmjs.log as unknown as {
+    setLevel(l: string): void;
+    getLoggers?(): Record<string, { setLevel(l: string): void }>;
+  };
+  log.setLevel('silent');
+  for (const l of Object.values(log.getLoggers?.() ?? {})) l.setLevel('silent');
+}
+
+/**
+ * Runs a synchronous dcmjs call with the console muted: a few dcmjs paths call console.log/warn directly with
+ * values of the object. Synchronous, so no other code runs while the console is swapped.
+ */
+function quietly<T>(f: () => T): T {
+  const saved = {
+    log: console.log,
+    warn: console.warn,
+    error: console.error,
+    info: console.info,
+    debug: console.debug,
+  };
+  const mute = () => undefined;
+  Object.assign(console, { log: mute, warn: mute, error: mute, info: mute, debug: mute });
+  try {
+    return f();
+  } finally {
+    Object.assign(console, saved);
+  }
 }
 
 /** Transfer syntaxes whose Pixel Data is stored native (uncompressed) once read. */

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
 import type { Pool } from 'pg';
 import { DicomParseError, FailureReason, type ParsedInstance, parsePart10 } from '../dicom/parse';
 import { AppError } from '../errors';
@@ -47,7 +48,11 @@ export async function ingestInstance(
 ): Promise<IngestOutcome> {
   const read = readObject(bytes);
   if (!read.ok) return read;
-  const { parsed, md5 } = read;
+  const { parsed } = read;
+  // CVE-2019-11687: a preamble can make the file also a PE, ELF, HTML or PDF. PS3.10 §7.5 lets it be cleared, so
+  // the archive only ever holds zeros there; the object is checksummed and stored as archived, without a copy.
+  const archived = parsed.preambleIsZero === false ? withZeroPreamble(bytes) : undefined;
+  const md5 = archived ? archived.md5 : read.md5;
   const ids = {
     sopClassUid: parsed.sopClassUid,
     sopInstanceUid: parsed.sopInstanceUid,
@@ -69,7 +74,7 @@ export async function ingestInstance(
   try {
     // Claimed before the archive has it, so that the change feed leaves it to this writer (see ingest_claims).
     await claimIngest(deps.db, parsed.sopInstanceUid);
-    stored = await deps.pacs.store(bytes, bytes.length);
+    stored = await deps.pacs.store(archived ? archived.open() : bytes, bytes.length);
   } catch (err) {
     if (err instanceof OrthancHttpError && err.upstreamStatus >= 400 && err.upstreamStatus < 500) {
       // Orthanc could not parse or accept the object itself (e.g. truncated data): this object fails, alone.
@@ -129,6 +134,17 @@ export function readObject(bytes: Buffer): ReadOutcome {
     if (err instanceof DicomParseError) return { ok: false, reason: err.reason, message: err.message };
     return { ok: false, reason: FailureReason.CannotUnderstand, message: 'unreadable DICOM object' };
   }
+}
+
+const ZERO_PREAMBLE = Buffer.alloc(128);
+
+/** The object with its 128-byte preamble zeroed, as a stream of two slices, and the MD5 of those bytes. */
+function withZeroPreamble(bytes: Buffer): { md5: string; open(): Readable } {
+  const rest = bytes.subarray(128);
+  return {
+    md5: createHash('md5').update(ZERO_PREAMBLE).update(rest).digest('hex'),
+    open: () => Readable.from([ZERO_PREAMBLE, rest], { objectMode: false }),
+  };
 }
 
 function duplicate(ids: {
