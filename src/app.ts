@@ -9,7 +9,7 @@ import { routingRouter } from './api/routing';
 import { sharesRouter } from './api/shares';
 import { dicomwebRouter } from './dicomweb/routes';
 import { wadoUriRouter } from './dicomweb/wado-uri';
-import { AppError, errorMiddleware, loggablePath, retryAfterS } from './errors';
+import { AppError, asDependencyError, errorMiddleware, loggablePath, retryAfterS } from './errors';
 import { checkReadiness } from './readiness';
 
 import { rateLimit } from './http/rate-limit';
@@ -72,7 +72,7 @@ export function createApp(services: Services): Koa {
       await next();
       outcome = ctx.status;
     } catch (err) {
-      outcome = (err as { status?: number }).status ?? 500;
+      outcome = asDependencyError(err)?.status ?? (err as { status?: number }).status ?? 500;
       throw err;
     } finally {
       const detail = ctx.state.audit as AuditDetail | undefined;

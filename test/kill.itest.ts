@@ -78,10 +78,11 @@ const newTally = (): Tally => ({
 });
 
 /**
- * Client connections are kept alive for less than the gateway's keepAliveTimeout (5 s), so that a reused connection
- * is never one the server is closing at that moment (a client-side race that would look like a refused request).
+ * A new connection per request: a kept-alive connection can be closed by the gateway's keepAliveTimeout just as it is
+ * reused (undici follows the server's `Keep-Alive: timeout=5` hint), a client-side race that would look like a
+ * refused request. `pipelining: 0` is undici's way to turn keep-alive off.
  */
-const clientAgent = new Agent({ keepAliveTimeout: 1000, keepAliveTimeoutThreshold: 0 });
+const clientAgent = new Agent({ pipelining: 0 });
 
 /** One STOW client: requests back to back until stopped, recording what each answer acknowledged. */
 async function stowClient(url: string, tally: Tally, stopped: () => boolean): Promise<void> {
@@ -244,8 +245,14 @@ describe('kill -9 of each dependency under STOW and C-STORE load', () => {
   const tallies = new Map<Victim, Tally>();
   let stackEnv: Record<string, string>;
 
+  /** The gateway's last stderr, to say why it died if it does. */
+  let gatewayStderr = '';
   const startGw = async () => {
     gateway = await spawnGateway(port, { ...stackEnv, LOG_LEVEL: 'info' });
+    gateway.child.stderr!.on(
+      'data',
+      (c: Buffer) => (gatewayStderr = (gatewayStderr + c.toString()).slice(-8000)),
+    );
   };
 
   beforeAll(async () => {
@@ -337,7 +344,11 @@ describe('kill -9 of each dependency under STOW and C-STORE load', () => {
       }
       expect(tally.bad).toEqual([]);
       // Neither process died of a dependency going away (the one killed was restarted).
-      expect([gateway.child.exitCode, gateway.child.signalCode]).toEqual([null, null]);
+      expect([
+        gateway.child.exitCode,
+        gateway.child.signalCode,
+        gateway.child.exitCode === null ? '' : gatewayStderr,
+      ]).toEqual([null, null, '']);
       expect([worker.child.exitCode, worker.child.signalCode]).toEqual([null, null]);
       if (victim === 'orthanc' || victim === 'postgres') expect(tally.told503).toBeGreaterThan(0);
       // Storing needs neither Redis nor the worker: nobody noticed them go.

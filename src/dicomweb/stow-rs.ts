@@ -261,9 +261,15 @@ async function storeParts(
       const index = part.index;
       inflightBytes += bytes.length;
       const task = ingestInstance(services, bytes, [projectId], 'stow', { studyInstanceUid: studyUid })
-        .then((outcome) => {
+        .then(async (outcome) => {
           results[index] = toResult(index, outcome);
-          if (!outcome.ok && outcome.reason === FailureReason.ProcessingFailure) {
+          // Orthanc may fail on one object (a 5xx for that object alone) while it is up: only an archive that no
+          // longer answers stops the request.
+          if (
+            !outcome.ok &&
+            outcome.reason === FailureReason.ProcessingFailure &&
+            !(await archiveAnswers(services, config.READINESS_TIMEOUT_MS))
+          ) {
             interrupted ??= new DependencyUnavailableError('archive');
           }
         })
@@ -329,6 +335,16 @@ function toResult(
       },
     },
   };
+}
+
+/** True when the archive answers its status within `ms`. */
+async function archiveAnswers(services: Services, ms: number): Promise<boolean> {
+  try {
+    await services.pacs.getJson('/system', AbortSignal.timeout(ms));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A part that was being stored when a dependency failed: Processing failure (0x0110). */
