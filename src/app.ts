@@ -62,7 +62,11 @@ export function createApp(services: Services): Koa {
     );
   }
 
-  const authenticate = boundedTokens(services.authenticate, services.config.AUTH_MAX_TOKEN_BYTES);
+  // services.authenticate is read per request: tests and the bootstrap may set it after the app is built.
+  const authenticate = boundedTokens(
+    (ctx) => services.authenticate(ctx),
+    services.config.AUTH_MAX_TOKEN_BYTES,
+  );
   app.use(async (ctx: Context, next: Next) => {
     if (PUBLIC_PATHS.has(ctx.path)) return next();
     let outcome = 500;

@@ -86,15 +86,26 @@ export class OrthancClient implements PacsClient {
     path: string,
     opts: { body?: Buffer | Readable | string; headers?: Record<string, string>; signal?: AbortSignal } = {},
   ): Promise<Dispatcher.ResponseData> {
-    try {
-      return await request(this.base + path, {
+    const send = () =>
+      request(this.base + path, {
         method,
         dispatcher: this.agent,
         headers: this.headers(opts.headers),
         body: opts.body,
         signal: opts.signal,
       });
+    try {
+      return await send();
     } catch (err) {
+      // A kept-alive connection that Orthanc closed just as it was reused fails before any answer byte. A read is
+      // safe to send again, once, on a fresh connection; anything else is reported as it is.
+      if ((method === 'GET' || method === 'HEAD') && !opts.signal?.aborted && isStaleConnection(err)) {
+        try {
+          return await send();
+        } catch (err2) {
+          throw toUpstreamError(err2);
+        }
+      }
       throw toUpstreamError(err);
     }
   }
@@ -256,4 +267,10 @@ export async function closePacs(): Promise<void> {
   const c = client;
   client = undefined;
   await c?.close();
+}
+
+/** True for errors of a connection that died before the request got an answer (reset or closed by the peer). */
+export function isStaleConnection(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE';
 }
