@@ -160,7 +160,10 @@ export interface Mutant {
   bytes: Buffer;
 }
 
-/** A fast-check generator of mutants of `sample` (a valid Part-10 object). */
+/**
+ * A fast-check generator of mutants of `sample` (a valid Part-10 object). No filters: a filter that can never pass
+ * (a sample without UI elements found by the scan) would make fast-check generate forever.
+ */
 export function mutantOf(sample: Buffer): fc.Arbitrary<Mutant> {
   const offsets = elementOffsets(sample);
   const pickEl = fc.nat({ max: Math.max(0, offsets.length - 1) });
@@ -172,36 +175,30 @@ export function mutantOf(sample: Buffer): fc.Arbitrary<Mutant> {
       kind: 'truncate',
       bytes: sample.subarray(0, n),
     })),
-    fc
-      .tuple(pickEl, fc.constantFrom(0xfffffff0, 0x7fffffff, 0x10000000, 0xfffe, 0x0001))
-      .filter(() => offsets.length > 0)
-      .map(([i, len]) => {
-        const b = copy();
-        const o = offsets[i];
-        if (o.long) b.writeUInt32LE(len >>> 0, o.offset + 8);
-        else b.writeUInt16LE(len & 0xffff, o.offset + 6);
-        return { kind: 'huge-length', bytes: b };
-      }),
-    fc
-      .tuple(pickEl, fc.constantFrom(1, 3, -1))
-      .filter(() => offsets.length > 0)
-      .map(([i, delta]) => {
-        const b = copy();
-        const o = offsets[i];
-        if (o.long) b.writeUInt32LE((b.readUInt32LE(o.offset + 8) + delta) >>> 0, o.offset + 8);
-        else b.writeUInt16LE((b.readUInt16LE(o.offset + 6) + delta) & 0xffff, o.offset + 6);
-        return { kind: 'odd-length', bytes: b };
-      }),
-    fc
-      .nat({ max: Math.max(0, fixed.length - 1) })
-      .filter(() => fixed.length > 0)
-      .map((i) => {
-        // A fixed-size VR relabelled so that its length no longer fits (US of 4 bytes read as FD ...).
-        const b = copy();
-        const o = fixed[i];
-        b.write(o.vr === 'FD' ? 'UL' : 'FD', o.offset + 4, 'latin1');
-        return { kind: 'wrong-vr-length', bytes: b };
-      }),
+    fc.tuple(pickEl, fc.constantFrom(0xfffffff0, 0x7fffffff, 0x10000000, 0xfffe, 0x0001)).map(([i, len]) => {
+      if (!offsets.length) return { kind: 'huge-length', bytes: copy().fill(0xff, 132, 140) };
+      const b = copy();
+      const o = offsets[i];
+      if (o.long) b.writeUInt32LE(len >>> 0, o.offset + 8);
+      else b.writeUInt16LE(len & 0xffff, o.offset + 6);
+      return { kind: 'huge-length', bytes: b };
+    }),
+    fc.tuple(pickEl, fc.constantFrom(1, 3, -1)).map(([i, delta]) => {
+      if (!offsets.length) return { kind: 'odd-length', bytes: sample.subarray(0, sample.length - 1) };
+      const b = copy();
+      const o = offsets[i];
+      if (o.long) b.writeUInt32LE((b.readUInt32LE(o.offset + 8) + delta) >>> 0, o.offset + 8);
+      else b.writeUInt16LE((b.readUInt16LE(o.offset + 6) + delta) & 0xffff, o.offset + 6);
+      return { kind: 'odd-length', bytes: b };
+    }),
+    fc.nat({ max: Math.max(0, fixed.length - 1) }).map((i) => {
+      if (!fixed.length) return { kind: 'wrong-vr-length', bytes: sample.subarray(0, sample.length - 3) };
+      // A fixed-size VR relabelled so that its length no longer fits (US of 4 bytes read as FD ...).
+      const b = copy();
+      const o = fixed[i];
+      b.write(o.vr === 'FD' ? 'UL' : 'FD', o.offset + 4, 'latin1');
+      return { kind: 'wrong-vr-length', bytes: b };
+    }),
     fc
       .array(fc.tuple(fc.integer({ min: 0, max: sample.length - 1 }), fc.integer({ min: 1, max: 255 })), {
         minLength: 1,
@@ -221,8 +218,8 @@ export function mutantOf(sample: Buffer): fc.Arbitrary<Mutant> {
         fc.nat({ max: Math.max(0, uiEls.length - 1) }),
         fc.constantFrom('n', 'a', ' ', '.', '..', '\\1.2', '1'.repeat(70)),
       )
-      .filter(() => uiEls.length > 0)
       .map(([i, junk]) => {
+        if (!uiEls.length) return { kind: 'bad-uid', bytes: sample.subarray(0, sample.length - 5) };
         // Replace the middle of a UI value, keeping its length (so the structure stays valid).
         const b = copy();
         const o = uiEls[i];
@@ -262,7 +259,7 @@ export function framingMutantOf(part: Buffer): fc.Arbitrary<FramingMutant> {
       body: good().subarray(0, n),
       contentType: ct(boundary),
     })),
-    fc.constantFrom('', '"', 'a'.repeat(300), 'bad boundary ', 'x\r\ny').map((b) => ({
+    fc.constantFrom('', '"', 'a'.repeat(300), 'bad boundary ', 'semi;colon', '"unterminated').map((b) => ({
       kind: 'bad-boundary',
       body: good(),
       contentType: b === '' ? 'multipart/related; type="application/dicom"' : ct(b),
