@@ -91,9 +91,10 @@ describe('parsePart10 refuses what would crash or mislead the archive', () => {
     expect(reasonOf(() => parsePart10(ul))).toBe(FailureReason.CannotUnderstand);
   });
 
-  it('refuses a NUL inside a text value (0xA900), which the index could not hold', () => {
+  it('accepts a NUL inside a text value: the index keeps the value without it (PostgreSQL cannot hold U+0000)', () => {
     const bytes = part10(syntheticUids(11), [el(0x00081030, 'LO', Buffer.from('ab\0cde'.padEnd(8, ' ')))]);
-    expect(reasonOf(() => parsePart10(bytes))).toBe(FailureReason.DataSetDoesNotMatchSopClass);
+    expect(reasonOf(() => parsePart10(bytes))).toBe('accepted');
+    expect(parsePart10(bytes).json['00081030'].Value).toEqual(['abcde']);
   });
 
   it('refuses an odd value length', () => {

@@ -91,14 +91,6 @@ export function parsePart10(
   }
   checkPixelSanity(tsuid, parsed.dict);
   const json = toDicomJson(parsed.dict);
-  // PostgreSQL's jsonb cannot hold U+0000: a NUL still in a text value once the JSON is built would fail the
-  // index with a 500 after the archive stored the object. Refused as content instead.
-  if (JSON.stringify(json).includes('\\u0000')) {
-    throw new DicomParseError(
-      FailureReason.DataSetDoesNotMatchSopClass,
-      'a text value holds a NUL character',
-    );
-  }
   // The index keeps dcmjs's JSON and the archive keeps the bytes: both must name the same instance.
   const disagree = keys.filter(([k, , tag]) => getString(json, tag) !== raw[k]).map(([, name]) => name);
   if (disagree.length) {
