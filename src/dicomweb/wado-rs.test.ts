@@ -29,7 +29,9 @@ describe('frame lists', () => {
   });
 
   it('refuses lists longer than the limit before deduplicating, and malformed ones', () => {
-    expect(() => boundedFrameList(Array(5000).fill('1').join(','), 1000)).toThrow(/at most 1000 frame numbers/);
+    expect(() => boundedFrameList(Array(5000).fill('1').join(','), 1000)).toThrow(
+      /at most 1000 frame numbers/,
+    );
     expect(() => boundedFrameList('0', 10)).toThrow(/malformed/);
     expect(() => boundedFrameList('1,,2', 10)).toThrow(/malformed/);
     expect(() => boundedFrameList('', 10)).toThrow(/malformed/);
