@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from '../../src/devtools/net';
+import { freshStackEnv, parseStackEnv } from './private-stack';
 
 /**
  * Starts an isolated stack (PostgreSQL, Redis, Orthanc) for this test run in a temporary folder on free ports,
@@ -11,26 +11,14 @@ import { freePort } from '../../src/devtools/net';
  */
 export default async function globalSetup(): Promise<void> {
   const dir = process.env.APERTURE_TEST_STACK_DIR ?? mkdtempSync(join(tmpdir(), 'aperture-test-'));
-  const env = {
-    ...process.env,
-    STACK_DIR: dir,
-    PG_PORT: String(await freePort()),
-    REDIS_PORT: String(await freePort()),
-    ORTHANC_HTTP_PORT: String(await freePort()),
-    ORTHANC_DICOM_PORT: String(await freePort()),
-    ORTHANC_STABLE_AGE: '2',
-    PG_FSYNC: 'off',
-  };
+  const env = { ...process.env, ...(await freshStackEnv(dir)) };
   const out = execFileSync('bash', [join(__dirname, '../../scripts/stack.sh'), 'up'], {
     env,
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
     timeout: 15 * 60_000,
   });
-  for (const line of out.split('\n')) {
-    const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
-    if (m) process.env[m[1]] = m[2];
-  }
+  Object.assign(process.env, parseStackEnv(out));
   process.env.APERTURE_TEST_STACK_DIR = dir;
   process.env.APERTURE_TEST_STACK_OWNED = process.env.APERTURE_TEST_STACK_OWNED ?? '1';
   process.env.LOG_LEVEL = process.env.LOG_LEVEL ?? 'silent';

@@ -50,11 +50,9 @@ export function processRuns(pid: number): boolean {
   }
 }
 
-/** Starts a private stack. */
-export async function startPrivateStack(prefix = 'aperture-private-'): Promise<PrivateStack> {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
-  const stackEnv = {
-    ...process.env,
+/** Stack script settings for a new stack in `dir`: free ports, a short stable age, no fsync (tests only). */
+export async function freshStackEnv(dir: string): Promise<Record<string, string>> {
+  return {
     STACK_DIR: dir,
     PG_PORT: String(await freePort()),
     REDIS_PORT: String(await freePort()),
@@ -63,18 +61,29 @@ export async function startPrivateStack(prefix = 'aperture-private-'): Promise<P
     ORTHANC_STABLE_AGE: '2',
     PG_FSYNC: 'off',
   };
+}
+
+/** The KEY=value lines `stack.sh up` prints, as settings. */
+export function parseStackEnv(stdout: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const line of stdout.split('\n')) {
+    const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
+    if (m) env[m[1]] = m[2];
+  }
+  return env;
+}
+
+/** Starts a private stack. */
+export async function startPrivateStack(prefix = 'aperture-private-'): Promise<PrivateStack> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const stackEnv = { ...process.env, ...(await freshStackEnv(dir)) };
   const up = async () => {
     const { stdout, stderr } = await run('bash', [STACK, 'up'], {
       env: stackEnv,
       timeout: 300_000,
       encoding: 'utf8',
     });
-    const env: Record<string, string> = {};
-    for (const line of stdout.split('\n')) {
-      const m = /^([A-Z_]+)=(.*)$/.exec(line.trim());
-      if (m) env[m[1]] = m[2];
-    }
-    return { env, log: stderr };
+    return { env: parseStackEnv(stdout), log: stderr };
   };
   const first = await up();
   const pidFiles: Record<StackService, string> = {
