@@ -287,6 +287,23 @@ describe('WADO-URI rendered images (PS3.18 §9.5) and DICOM objects (§9.4)', ()
     if (viaUri.res.status === 422) expect(message(viaUri.body)).toContain('1.2.840.10008.1.2.4.91');
   });
 
+  it('draws exactly what /rendered draws for the same window and size (one pipeline)', async () => {
+    const [, st, se, sop] = /studyUID=([^&]+)&seriesUID=([^&]+)&objectUID=([^&]+)/.exec(us.q) ?? [];
+    const viaRs = await fetch(
+      `${gw.url}/projects/alpha/dicom-web/studies/${st}/series/${se}/instances/${sop}/rendered?viewport=320,240`,
+      { headers: { accept: 'image/png' } },
+    );
+    const viaUri = await get(`${us.q}&contentType=image/png&columns=320&rows=240`);
+    expect(viaUri.body.equals(Buffer.from(await viaRs.arrayBuffer()))).toBe(true);
+    const ctIds = /studyUID=([^&]+)&seriesUID=([^&]+)&objectUID=([^&]+)/.exec(ct.q) ?? [];
+    const ctRs = await fetch(
+      `${gw.url}/projects/alpha/dicom-web/studies/${ctIds[1]}/series/${ctIds[2]}/instances/${ctIds[3]}/rendered?window=40,80,linear`,
+      { headers: { accept: 'image/png' } },
+    );
+    const ctUri = await get(`${ct.q}&contentType=image/png&windowCenter=40&windowWidth=80`);
+    expect(ctUri.body.equals(Buffer.from(await ctRs.arrayBuffer()))).toBe(true);
+  });
+
   it('keeps images inside the project: another project is a 404, the union root sees it', async () => {
     expect((await fetch(`${gw.url}/projects/beta/wado?${ct.q}&contentType=image/jpeg`)).status).toBe(404);
     expect((await fetch(`${gw.url}/projects/beta/wado?${ct.q}`)).status).toBe(404);
