@@ -749,7 +749,9 @@ describe('WADO-RS retrieval through the gateway', () => {
           'application/dicom; transfer-syntax=1.2.840.10008.1.2.1',
         );
         expect(sha(res.body)).toBe(sha(ct.bytes));
-        expect(sha((await get(`${gw.url}/projects/alpha/wado?${q}`)).body)).toBe(sha(ct.bytes));
+        // Without contentType a single-frame image is rendered as JPEG (PS3.18 §9.3): test/wado-uri.itest.ts.
+        const dicom = `${q}&contentType=application/dicom`;
+        expect(sha((await get(`${gw.url}/projects/alpha/wado?${dicom}`)).body)).toBe(sha(ct.bytes));
         expect((await get(`${gw.url}/projects/beta/wado?${q}`)).status).toBe(404);
         expect((await get(`${gw.url}/wado?${q}&contentType=text/html`)).status).toBe(406);
         expect(

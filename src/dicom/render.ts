@@ -597,8 +597,11 @@ export function toDisplayImage(
 // ---------------------------------------------------------------------------------------------------------------
 // Query parameters and encoding
 
-/** Rendered media types this gateway produces (PS3.18 Table 8.7.4-1, single-frame image rows). */
-export type RenderedMediaType = 'image/jpeg' | 'image/png';
+/**
+ * Rendered media types this gateway produces (PS3.18 Table 8.7.4-1, single-frame image rows). GIF is offered by
+ * WADO-URI only, where PS3.18 §9 lists it for single-frame images.
+ */
+export type RenderedMediaType = 'image/jpeg' | 'image/png' | 'image/gif';
 
 /** The `viewport` parameter (PS3.18 §8.3.5.1.3): output size vw × vh, optional source region sx, sy, sw, sh. */
 export interface Viewport {
@@ -757,5 +760,8 @@ export async function encodeImage(img: DisplayImage, opts: EncodeOptions): Promi
   }
 
   if (opts.mediaType === 'image/png') return pipeline.png({ compressionLevel: 6 }).toBuffer();
+  // GIF holds 256 colours: grey images keep every level, colour images are quantised (no dithering, so flat
+  // regions stay flat).
+  if (opts.mediaType === 'image/gif') return pipeline.gif({ dither: 0 }).toBuffer();
   return pipeline.jpeg({ quality: opts.quality ?? 90, chromaSubsampling: '4:4:4' }).toBuffer();
 }

@@ -81,8 +81,26 @@ class Limiter {
   }
 }
 
+/** One limiter per set of services, so /rendered, thumbnails and WADO-URI share the RENDER_CONCURRENCY cap. */
+const limiters = new WeakMap<Services, Limiter>();
+
+/** Runs a render under the process-wide RENDER_CONCURRENCY cap of these services. */
+export function runRender<T>(services: Services, fn: () => Promise<T>): Promise<T> {
+  let limiter = limiters.get(services);
+  if (!limiter) {
+    limiter = new Limiter(services.config.RENDER_CONCURRENCY);
+    limiters.set(services, limiter);
+  }
+  return limiter.run(fn);
+}
+
+/** The render limits of the configuration. */
+export function renderLimits(config: Services['config']): { maxPixels: number; maxOutputPixels: number } {
+  return { maxPixels: config.RENDER_MAX_PIXELS, maxOutputPixels: config.RENDER_MAX_OUTPUT_PIXELS };
+}
+
 /** Aborts archive requests when the client goes away mid-render. */
-function abortOnClose(ctx: Context): AbortSignal {
+export function abortOnClose(ctx: Context): AbortSignal {
   const controller = new AbortController();
   ctx.req.once('close', () => {
     if (!ctx.res.writableEnded) controller.abort();
@@ -95,7 +113,8 @@ function warnIgnored(ctx: Context, params: RenderParams): void {
     ctx.append('Warning', warning299(`the ${name} parameter is not supported and was ignored`));
 }
 
-function sendImage(ctx: Context, bytes: Buffer, contentType: string): void {
+/** Answers rendered bytes. */
+export function sendImage(ctx: Context, bytes: Buffer, contentType: string): void {
   ctx.status = 200;
   ctx.type = contentType;
   // Rendered pixels of an instance do not change, but access can: private caching only.
@@ -106,8 +125,8 @@ function sendImage(ctx: Context, bytes: Buffer, contentType: string): void {
 /** Registers Retrieve Rendered (PS3.18 §10.4, rendered resources) and thumbnail resources (§10.4.1.1.4). */
 export function registerRenderedRoutes(router: Router, services: Services): void {
   const { config, db, pacs, logger } = services;
-  const limiter = new Limiter(config.RENDER_CONCURRENCY);
-  const limits = { maxPixels: config.RENDER_MAX_PIXELS, maxOutputPixels: config.RENDER_MAX_OUTPUT_PIXELS };
+  const limiter = { run: <T>(fn: () => Promise<T>) => runRender(services, fn) };
+  const limits = renderLimits(config);
 
   /**
    * PS3.18 §10.4 Retrieve Rendered, instance and frame resources (§8.3.5 rendering parameters): one frame as
