@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import dcmjs from 'dcmjs';
 import { FailureReason, parsePart10 } from '../src/dicom/parse';
+import { removeInstance } from '../src/index-db/instances';
 import { cstore, waitFor } from './helpers/dimse';
 import { orthancDirect, resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
 
@@ -187,6 +188,38 @@ describe('one object whatever its route (issue 15, defects 1 and 2)', () => {
       expect(await copiesInOrthanc(s.sop)).toBe(1);
     }
   }, 600_000);
+
+  it('compares with the archived file when the index row has no data-set hash yet, or no row at all', async () => {
+    // A row indexed before migration 090: its hash is computed from the archived file and kept.
+    const ct = readFileSync(`${SAMPLES}/ct/CT_small.dcm`);
+    const sop = parsePart10(ct).sopInstanceUid;
+    await gw.services.db.query('UPDATE instances SET dataset_md5 = NULL WHERE sop_instance_uid = $1', [sop]);
+    const rewrapped = Buffer.from(ct);
+    const at = rewrapped.indexOf(Buffer.from('DCTOOL100', 'latin1'));
+    expect(at).toBeGreaterThan(132);
+    rewrapped.write('OFFIS_DCM', at, 'latin1');
+    expect((await stow('site-c', rewrapped)).status).toBe(200);
+    expect(await inProject('site-c', sop)).toBe(true);
+    const row = await gw.services.db.query('SELECT dataset_md5 FROM instances WHERE sop_instance_uid = $1', [
+      sop,
+    ]);
+    expect(row.rows[0].dataset_md5).toMatch(/^[0-9a-f]{32}$/);
+
+    // Archived but unknown to the index (Orthanc answers AlreadyStored): the archived file is read back.
+    const mr = readFileSync(`${SAMPLES}/mr/MR_small.dcm`);
+    const mrSop = parsePart10(mr).sopInstanceUid;
+    expect(await copiesInOrthanc(mrSop)).toBe(1);
+    await removeInstance(gw.services.db, mrSop);
+    const changed = Buffer.from(mr);
+    changed[changed.indexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00])) + 20] ^= 0xff;
+    const refused = await stow('site-c', changed);
+    expect(refused.status).toBe(409);
+    expect(failureReasons(refused.body)).toEqual([FailureReason.DuplicateSopInstance]);
+    expect(await inProject('site-c', mrSop)).toBe(false);
+    expect((await stow('site-c', mr)).status).toBe(200);
+    expect(await inProject('site-c', mrSop)).toBe(true);
+    expect(await copiesInOrthanc(mrSop)).toBe(1);
+  }, 120_000);
 
   it('refuses a really changed data set under an archived SOP Instance UID with 0x0111 and grants nothing', async () => {
     const original = readFileSync(`${SAMPLES}/ct/LCTSC-CT01.dcm`);
