@@ -18,6 +18,8 @@ export interface InstanceRow {
   orthanc_id: string;
   file_size: string; // bigint comes back as a string
   md5: string | null;
+  /** MD5 of transfer syntax + data set (see ingest/identity.ts); null for rows indexed before it existed. */
+  dataset_md5: string | null;
   number_of_frames: number | null;
 }
 
@@ -27,6 +29,8 @@ export interface ArchivedObject {
   orthancId: string;
   fileSize: number;
   md5: string | null;
+  /** See InstanceRow.dataset_md5; null keeps what the row holds. */
+  datasetMd5?: string | null;
 }
 
 /**
@@ -38,7 +42,7 @@ function int4(n: number | undefined): number | null {
 }
 
 const INSTANCE_COLUMNS = `sop_instance_uid, study_uid, series_uid, sop_class_uid, transfer_syntax, orthanc_id, file_size,
-  md5, number_of_frames`;
+  md5, dataset_md5, number_of_frames`;
 
 /** The instance row for a SOP Instance UID, if indexed. */
 export async function findInstance(
@@ -61,6 +65,18 @@ export async function findInstanceByOrthancId(
     orthancId,
   ]);
   return r.rows[0];
+}
+
+/** Records the data-set hash of a row indexed before it was kept (computed from the archived file). */
+export async function setDataSetMd5(
+  db: Pool | PoolClient,
+  sopInstanceUid: string,
+  datasetMd5: string,
+): Promise<void> {
+  await db.query(
+    'UPDATE instances SET dataset_md5 = $2 WHERE sop_instance_uid = $1 AND dataset_md5 IS NULL',
+    [sopInstanceUid, datasetMd5],
+  );
 }
 
 /**
@@ -145,15 +161,18 @@ export async function upsertInstanceRow(client: PoolClient, obj: ArchivedObject)
   const ds = parsed.json;
   const r = await client.query<{ inserted: boolean }>(
     `INSERT INTO instances (sop_instance_uid, study_uid, series_uid, sop_class_uid, instance_number, transfer_syntax,
-                            rows, columns, number_of_frames, bits_allocated, orthanc_id, file_size, md5, dicom_json)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                            rows, columns, number_of_frames, bits_allocated, orthanc_id, file_size, md5, dicom_json,
+                            dataset_md5)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
      ON CONFLICT (sop_instance_uid) DO UPDATE SET
        orthanc_id = EXCLUDED.orthanc_id, file_size = EXCLUDED.file_size, md5 = EXCLUDED.md5,
+       dataset_md5 = COALESCE(EXCLUDED.dataset_md5, instances.dataset_md5),
        dicom_json = EXCLUDED.dicom_json, transfer_syntax = EXCLUDED.transfer_syntax,
        instance_number = EXCLUDED.instance_number, rows = EXCLUDED.rows, columns = EXCLUDED.columns,
        number_of_frames = EXCLUDED.number_of_frames, bits_allocated = EXCLUDED.bits_allocated, indexed_at = now()
      WHERE instances.md5 IS DISTINCT FROM EXCLUDED.md5 OR instances.orthanc_id <> EXCLUDED.orthanc_id
         OR instances.dicom_json IS DISTINCT FROM EXCLUDED.dicom_json
+        OR (EXCLUDED.dataset_md5 IS NOT NULL AND instances.dataset_md5 IS DISTINCT FROM EXCLUDED.dataset_md5)
      RETURNING (xmax = 0) AS inserted`,
     [
       parsed.sopInstanceUid,
@@ -170,6 +189,7 @@ export async function upsertInstanceRow(client: PoolClient, obj: ArchivedObject)
       obj.fileSize,
       obj.md5,
       ds,
+      obj.datasetMd5 ?? null,
     ],
   );
   if (!r.rows[0]) return 'unchanged';

@@ -160,7 +160,17 @@ export async function readArrival(
     );
     return { status: 'failed', reason: read.reason, message: read.message };
   }
-  return { orthancId, route, obj: { parsed: read.parsed, orthancId, fileSize: bytes.length, md5: read.md5 } };
+  return {
+    orthancId,
+    route,
+    obj: {
+      parsed: read.parsed,
+      orthancId,
+      fileSize: bytes.length,
+      md5: read.md5,
+      datasetMd5: read.datasetMd5,
+    },
+  };
 }
 
 /**

@@ -2,10 +2,18 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Pool } from 'pg';
 import { DicomParseError, FailureReason, type ParsedInstance, parsePart10 } from '../dicom/parse';
-import { AppError } from '../errors';
-import { claimIngest, findInstance, indexInstance, type MembershipSource } from '../index-db/instances';
+import { AppError, NotFoundError } from '../errors';
+import {
+  claimIngest,
+  findInstance,
+  indexInstance,
+  type InstanceRow,
+  type MembershipSource,
+  setDataSetMd5,
+} from '../index-db/instances';
 import { OrthancHttpError, type PacsClient } from '../orthanc/client';
 import { failureMessage, isInfrastructureError } from './failures';
+import { type ArchivedDigest, dataSetMd5, digestArchived } from './identity';
 
 /** The outcome for one object, as the Store Instances Response reports it. No PHI in `message`. */
 export type IngestOutcome =
@@ -37,7 +45,8 @@ export interface IngestExpectations {
  * Throws only for infrastructure failures (database down), which the caller turns into a 5xx.
  *
  * A different object under a SOP Instance UID that is already archived is refused (0x0111): accepting it would
- * either overwrite another project's data or grant the uploader access to bytes it never had.
+ * either overwrite another project's data or grant the uploader access to bytes it never had. "Different" is judged
+ * on the data set and its transfer syntax (ingest/identity.ts), not on the File Meta or preamble it was wrapped in.
  */
 export async function ingestInstance(
   deps: { db: Pool; pacs: PacsClient },
@@ -67,8 +76,12 @@ export async function ingestInstance(
     };
   }
 
+  const datasetMd5 = read.datasetMd5;
   const known = await findInstance(deps.db, parsed.sopInstanceUid);
-  if (known && known.md5 && known.md5 !== md5) return duplicate(ids);
+  if (known && known.md5 !== md5) {
+    const knownDataSet = await indexedDataSetMd5(deps, known, bytes.length);
+    if (knownDataSet !== 'gone' && knownDataSet !== datasetMd5) return duplicate(ids);
+  }
 
   let stored;
   try {
@@ -96,16 +109,33 @@ export async function ingestInstance(
     throw err;
   }
   let alreadyStored = stored.Status === 'AlreadyStored';
+  // What the archive holds, which the index must describe: the bytes sent, unless Orthanc kept an earlier copy.
+  let archivedFile = { md5, fileSize: bytes.length };
   if (alreadyStored) {
     const archivedMd5 = await deps.pacs.attachmentMd5(stored.ID);
-    if (archivedMd5 && archivedMd5 !== md5) return duplicate(ids);
+    if (archivedMd5 !== md5) {
+      if (
+        archivedMd5 &&
+        known &&
+        known.orthanc_id === stored.ID &&
+        known.md5 === archivedMd5 &&
+        known.dataset_md5 === datasetMd5
+      ) {
+        archivedFile = { md5: archivedMd5, fileSize: Number(known.file_size) };
+      } else {
+        // Not known to the index (e.g. a C-STORE the change feed has not reached yet): read the archived file back.
+        const digest = await archivedDigest(deps, stored.ID, bytes.length);
+        if (typeof digest === 'string' || digest.datasetMd5 !== datasetMd5) return duplicate(ids);
+        archivedFile = { md5: digest.md5, fileSize: digest.size };
+      }
+    }
   }
   alreadyStored = alreadyStored && known !== undefined;
 
   try {
     await indexInstance(
       deps.db,
-      { parsed, orthancId: stored.ID, fileSize: bytes.length, md5 },
+      { parsed, orthancId: stored.ID, ...archivedFile, datasetMd5 },
       projects,
       source,
     );
@@ -120,7 +150,8 @@ export async function ingestInstance(
 
 /** A Part-10 object read for indexing, or why it cannot be. */
 export type ReadOutcome =
-  { ok: true; parsed: ParsedInstance; md5: string } | { ok: false; reason: number; message: string };
+  | { ok: true; parsed: ParsedInstance; md5: string; datasetMd5: string }
+  | { ok: false; reason: number; message: string };
 
 /**
  * Parses an object and checksums its bytes, applying the checks every way into the index shares (STOW here, the
@@ -129,10 +160,52 @@ export type ReadOutcome =
 export function readObject(bytes: Buffer): ReadOutcome {
   try {
     const parsed = parsePart10(bytes);
-    return { ok: true, parsed, md5: createHash('md5').update(bytes).digest('hex') };
+    const datasetMd5 = dataSetMd5(bytes);
+    // parsePart10 has walked the File Meta already; a head it accepts is always one locateDataSet reads.
+    if (datasetMd5 === undefined)
+      throw new DicomParseError(FailureReason.CannotUnderstand, 'no File Meta group');
+    return { ok: true, parsed, md5: createHash('md5').update(bytes).digest('hex'), datasetMd5 };
   } catch (err) {
     if (err instanceof DicomParseError) return { ok: false, reason: err.reason, message: err.message };
     return { ok: false, reason: FailureReason.CannotUnderstand, message: 'unreadable DICOM object' };
+  }
+}
+
+/**
+ * The data-set hash of an indexed object: kept in its row, or (rows indexed before it was kept) computed from the
+ * archived file and stored for the next time. 'gone' when the archive no longer holds it, 'different' when the
+ * archived file cannot hold the same data set as an object of `size` bytes.
+ */
+async function indexedDataSetMd5(
+  deps: { db: Pool; pacs: PacsClient },
+  row: InstanceRow,
+  size: number,
+): Promise<string | 'gone' | 'different'> {
+  if (row.dataset_md5) return row.dataset_md5;
+  const digest = await archivedDigest(deps, row.orthanc_id, size);
+  if (typeof digest === 'string') return digest;
+  if (!digest.datasetMd5) return 'different';
+  await setDataSetMd5(deps.db, row.sop_instance_uid, digest.datasetMd5);
+  return digest.datasetMd5;
+}
+
+/**
+ * Reads an archived file back from Orthanc (the raw attachment, which Orthanc serves without parsing it) to compare it
+ * with an object of `size` bytes. At most twice that plus 1 MiB is read: re-encoding lengths, File Meta and padding
+ * change a file's size by far less, so a larger file is another data set and is answered 'different' unread.
+ */
+async function archivedDigest(
+  deps: { pacs: PacsClient },
+  orthancId: string,
+  size: number,
+): Promise<ArchivedDigest | 'gone' | 'different'> {
+  try {
+    const file = await deps.pacs.instanceFile(orthancId);
+    const digest = await digestArchived(file.body, 2 * size + 1024 * 1024);
+    return digest === 'too-large' ? 'different' : digest;
+  } catch (err) {
+    if (err instanceof NotFoundError) return 'gone';
+    throw err;
   }
 }
 
