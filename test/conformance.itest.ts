@@ -18,11 +18,13 @@ const CT = `${SAMPLES}/ct/CT_small.dcm`; // GE private tags: (0009,1001) LO "GE_
 const US = `${SAMPLES}/us/OBXXXX1A_rle_2frame_palette.dcm`; // 2 frames, RLE
 const ONLY_SOP_UIDS = `${SAMPLES}/malformed/Issue196_only-sop-uids.dcm`; // no Study/Series Instance UID
 const HUGE_IMAGE = `${SAMPLES}/malformed/oob-monochrome-65535.dcm`; // structurally sound, absurd declared size
+const TRUNCATED = `${SAMPLES}/malformed/MR_truncated.dcm`; // cut in its Pixel Data; the same instance as MR_small
 const NO_META = `${SAMPLES}/malformed/no_meta.dcm`; // not Part 10 at all: nothing can be read
 
 let gw: TestGateway;
 const ct = parsePart10(readFileSync(CT));
 const us = parsePart10(readFileSync(US));
+const mr = parsePart10(readFileSync(`${SAMPLES}/mr/MR_small.dcm`));
 
 async function get(path: string, init: RequestInit = {}) {
   const r = await fetch(gw.url + path, init);
@@ -140,6 +142,14 @@ describe('deviation 5: Referenced SOP Class / Instance UID in failed SOP items',
     expect(item['00081155']?.Value).toEqual([
       '1.2.826.0.1.3680043.8.498.55648401001252486519334805326686688943',
     ]);
+  });
+
+  it('names the SOP instance of an object truncated after its UIDs (the structural walk read them)', async () => {
+    const a = await stow(TRUNCATED);
+    const [item] = failed(a.json);
+    expect(item['00081197']?.Value?.[0]).toBe(0xc000);
+    expect(item['00081150']?.Value).toEqual([mr.sopClassUid]);
+    expect(item['00081155']?.Value).toEqual([mr.sopInstanceUid]);
   });
 
   it('answers Failure Reason alone for bytes that name no instance at all', async () => {
