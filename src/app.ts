@@ -144,15 +144,17 @@ export function createApp(services: Services): Koa {
   return app;
 }
 
-/** What the read-only `/dicom-web` root answers: the route table's GETs (and their HEADs), never STOW. */
+/** What the read-only roots answer: the route table's GETs (and their HEADs), never STOW. */
 const READ_ONLY_ALLOW = 'GET, HEAD';
+/** The roots that never store: the union of the caller's projects, and share links. */
+const READ_ONLY_ROOT = /^(\/share\/[^/]+)?\/dicom-web(\/|$)/;
 
 /**
- * The union root shares the route table of the scoped root, so the router would advertise STOW's POST there
+ * The read-only roots share the route table of the scoped root, so the router would advertise STOW's POST there
  * (OPTIONS and 405) although it answers 405: RFC 9110 §10.2.1 wants Allow to list what the resource supports.
  */
 async function readOnlyRootMethods(ctx: Context, next: Next): Promise<void> {
-  if (ctx.path !== '/dicom-web' && !ctx.path.startsWith('/dicom-web/')) return next();
+  if (!READ_ONLY_ROOT.test(ctx.path)) return next();
   try {
     await next();
   } catch (err) {
