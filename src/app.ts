@@ -137,9 +137,40 @@ export function createApp(services: Services): Koa {
   const jobs = jobsRouter(services);
   root.use(jobs.routes(), jobs.allowedMethods());
 
+  // Outside the routers: they answer OPTIONS and 405 from the shared route table before any mounted middleware runs.
+  app.use(readOnlyRootMethods);
   app.use(root.routes());
   app.use(root.allowedMethods());
   return app;
+}
+
+/** What the read-only roots answer: the route table's GETs (and their HEADs), never STOW. */
+const READ_ONLY_ALLOW = 'GET, HEAD';
+/** The roots that never store: the union of the caller's projects, and share links. */
+const READ_ONLY_ROOT = /^(\/share\/[^/]+)?\/dicom-web(\/|$)/;
+
+/**
+ * The read-only roots share the route table of the scoped root, so the router would advertise STOW's POST there
+ * (OPTIONS and 405) although it answers 405: RFC 9110 §10.2.1 wants Allow to list what the resource supports.
+ */
+async function readOnlyRootMethods(ctx: Context, next: Next): Promise<void> {
+  if (!READ_ONLY_ROOT.test(ctx.path)) return next();
+  try {
+    await next();
+  } catch (err) {
+    if (err instanceof AppError && err.status === 405) {
+      throw new AppError(405, err.code, err.message, { ...err.headers, Allow: READ_ONLY_ALLOW });
+    }
+    throw err;
+  }
+  if (!ctx.response.get('Allow')) return;
+  ctx.set('Allow', READ_ONLY_ALLOW);
+  // The router's own 405 has a plain-text body; this one is the DICOM-conformant error every refusal has.
+  if (ctx.status === 405) {
+    throw new AppError(405, 'method_not_allowed', 'this DICOMweb root is read-only', {
+      Allow: READ_ONLY_ALLOW,
+    });
+  }
 }
 
 /** Lets only reads through (OPTIONS too, for CORS preflight); anything else is 405. */

@@ -669,6 +669,10 @@ describe('per-project access with Keycloak tokens', () => {
       });
       expect(res.status).toBe(405);
       expect(res.headers.get('allow')).toBe('GET, HEAD');
+      // OPTIONS says the same: the shared route table's POST is not offered there (issue 12, deviation 6).
+      const options = await fetch(`${url}/share/${share.token}/dicom-web/studies`, { method: 'OPTIONS' });
+      expect(options.status).toBe(200);
+      expect(options.headers.get('allow')).toBe('GET, HEAD');
     });
 
     it('stops working when revoked or expired', async () => {

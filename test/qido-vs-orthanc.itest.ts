@@ -113,3 +113,33 @@ describe('QIDO-RS answers the same matches as Orthanc’s DICOMweb plugin', () =
     expect(ours.length).toBeGreaterThan(0);
   });
 });
+
+describe('a private attribute named by includefield, against the plugin (issue 12, deviation 3)', () => {
+  const CT = `${SAMPLES}/ct/CT_small.dcm`; // GE private tags: (0009,1001) LO "GE_GENESIS_FF"
+  const STUDY = '1.3.6.1.4.1.5962.1.2.1.20040119072730.12322';
+  const SERIES = '1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322';
+  const SOP = '1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322';
+  beforeAll(async () => {
+    // Loaded after the comparisons above, which count every instance the archive holds.
+    const out = await ingestInstance(gw.services, readFileSync(CT), ['solo'], 'stow');
+    if (!out.ok) throw new Error(`could not load ${CT}: ${out.message}`);
+  });
+
+  it('returns at instance level the element the plugin’s metadata carries', async () => {
+    // The plugin's QIDO-RS leaves private attributes out whatever includefield says, so its metadata is the reference.
+    const json = async (url: string, headers: Record<string, string> = {}) => {
+      const res = await fetch(url, { headers: { accept: 'application/dicom+json', ...headers } });
+      expect(res.status).toBe(200);
+      return (await res.json()) as DicomJson[];
+    };
+    const [ours] = await json(
+      `${gw.url}/projects/solo/dicom-web/instances?SOPInstanceUID=${SOP}&includefield=00091001`,
+    );
+    const [metadata] = await json(
+      `${orthanc.url}/dicom-web/studies/${STUDY}/series/${SERIES}/instances/${SOP}/metadata`,
+      { authorization: orthanc.auth },
+    );
+    expect(ours['00091001']).toEqual({ vr: 'LO', Value: ['GE_GENESIS_FF'] });
+    expect(ours['00091001']).toEqual(metadata['00091001']);
+  });
+});

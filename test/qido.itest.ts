@@ -414,15 +414,25 @@ describe('bad queries, warnings and media types', () => {
     ['StudyDate=20011301', 'StudyDate'],
     ['StudyTime=25', 'StudyTime'],
     ['StudyInstanceUID=1.2.abc', 'StudyInstanceUID'],
-    ['PatientNam=Doe', 'PatientNam'],
     ['fuzzymatching=maybe', 'fuzzymatching'],
-    ['includefield=NoSuchThing', 'includefield'],
+    ['PatientName.PatientID=Doe', 'PatientName.PatientID'],
     ['SeriesNumber=two', 'SeriesNumber'],
   ])('answers 400 for %s, naming the parameter', async (q, name) => {
     const a = await get(`/dicom-web/studies?${q}`);
     expect(a.status).toBe(400);
     expect((a.body as unknown as { errors: Array<{ message: string }> }).errors[0].message).toContain(name);
     expect(a.warning).toContain(name);
+  });
+
+  it.each([
+    ['PatientNam=Doe', 'PatientNam'],
+    ['includefield=NoSuchThing', 'NoSuchThing'],
+  ])('ignores %s (no known attribute), answering as without it with Warning: 299', async (q, name) => {
+    // PS3.18 §8.3.4: what the origin server does not support is ignored and reported (issue 12, deviation 7).
+    const a = await get(`/dicom-web/studies?${q}`);
+    expect(a.status).toBe(200);
+    expect(col(a.body, T.StudyInstanceUID)).toEqual(ALL_STUDIES);
+    expect(a.warning).toMatch(new RegExp(`^299 aperture ".*${name}`));
   });
 
   describe('a NUL byte in any query parameter (PostgreSQL cannot take one)', () => {

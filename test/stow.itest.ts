@@ -384,7 +384,8 @@ describe('STOW-RS (PS3.18 §10.5)', () => {
     it('answers 405 at the read-only union root, naming the methods it allows', async () => {
       const res = await stowRaw(`${gw.url}/dicom-web/studies`, multipart([{ body: readFileSync(MR) }]));
       expect(res.status).toBe(405);
-      expect(res.headers.get('allow')).toBe('GET');
+      // GET and HEAD: what that root answers (issue 12, deviation 6).
+      expect(res.headers.get('allow')).toBe('GET, HEAD');
       expect(res.text).toContain('read-only');
       expect(await archivedBytes(sopUidOfFile(readFileSync(MR))!)).toBeUndefined();
     });

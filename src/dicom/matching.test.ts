@@ -1,6 +1,7 @@
 import { BadRequestError } from '../errors';
 import {
   fuzzyWordRegex,
+  isPrivateTag,
   isUid,
   lookupAttribute,
   type Matcher,
@@ -39,9 +40,37 @@ describe('attribute keys', () => {
     expect(q.keys[0].matcher).toEqual({ type: 'single', value: 'RP1' });
   });
 
-  it('refuses unknown keywords and paths through non-sequences, naming the parameter', () => {
-    expect(rejection('PatientNam=x')).toContain('PatientNam');
+  it('refuses paths through attributes that are not sequences, naming the parameter', () => {
     expect(rejection('PatientName.PatientID=x')).toContain('PatientName.PatientID');
+  });
+
+  it('ignores unknown keywords and tags, as return and matching keys, naming them in a warning', () => {
+    const q = parse('PatientNam=x&includefield=NoSuchThing,StudyDescription&0008FFFF=1&00090010.Foo=2');
+    expect(q.keys).toEqual([]);
+    expect(q.includeFields.map((a) => a.keyword)).toEqual(['StudyDescription']);
+    expect(q.warnings).toHaveLength(1);
+    for (const name of ['PatientNam', 'NoSuchThing', '0008FFFF', '00090010.Foo'])
+      expect(q.warnings[0]).toContain(name);
+  });
+
+  it('accepts private tags as return keys and as text matching keys', () => {
+    const q = parse('includefield=00091001&00191018=S*&00091002=CT01\\CT02');
+    expect(q.warnings).toEqual([]);
+    expect(q.includeFields).toEqual([{ tag: '00091001', keyword: '00091001', vr: 'UN' }]);
+    expect(q.keys.map((k) => k.matcher)).toEqual([
+      { type: 'wildcard', pattern: 'S*' },
+      { type: 'list', values: ['CT01', 'CT02'] },
+    ]);
+  });
+
+  it('does not take group lengths, odd groups below 0009 or element numbers below 0010 for private tags', () => {
+    expect(isPrivateTag('00091001')).toBe(true);
+    expect(isPrivateTag('00090010')).toBe(true);
+    expect(isPrivateTag('00090000')).toBe(false);
+    expect(isPrivateTag('00090005')).toBe(false);
+    expect(isPrivateTag('00071001')).toBe(false);
+    expect(isPrivateTag('FFFF1001')).toBe(false);
+    expect(isPrivateTag('00101010')).toBe(false);
   });
 
   it('refuses a key given twice', () => {
@@ -197,7 +226,7 @@ describe('includefield, limit and offset', () => {
     const q = parse('includefield=00081030,PatientAge&includeField=StudyDescription&includefield=all');
     expect(q.includeAll).toBe(true);
     expect(q.includeFields.map((a) => a.keyword)).toEqual(['StudyDescription', 'PatientAge']);
-    expect(rejection('includefield=Nonsense')).toContain('includefield');
+    expect(parse('includefield=Nonsense').warnings[0]).toContain('Nonsense');
   });
 
   it('defaults the limit, clamps it to the maximum with a warning, and reads the offset', () => {

@@ -110,11 +110,29 @@ function dictionary(): {
   return { byKeyword, byKeywordFolded, byTag };
 }
 
-/** The attribute a keyword (`PatientName`) or tag (`00100010`) names; undefined when the dictionary does not know it. */
+/**
+ * The attribute a keyword (`PatientName`) or tag (`00100010`) names; undefined when the dictionary does not know it.
+ * A private tag is known by its tag alone: its VR depends on its private creator, so it is `UN` here and the stored
+ * DICOM JSON says what it really is.
+ */
 export function lookupAttribute(key: string): AttributeInfo | undefined {
   const d = dictionary();
-  if (/^[0-9A-Fa-f]{8}$/.test(key)) return d.byTag.get(key.toUpperCase());
+  if (/^[0-9A-Fa-f]{8}$/.test(key)) {
+    const tag = key.toUpperCase();
+    return d.byTag.get(tag) ?? (isPrivateTag(tag) ? { tag, keyword: tag, vr: 'UN' } : undefined);
+  }
   return d.byKeyword.get(key) ?? d.byKeywordFolded.get(key.toLowerCase());
+}
+
+/**
+ * True for a private data element or private creator (PS3.5 §7.8.1): an odd group other than 0001, 0003, 0005,
+ * 0007 and FFFF, and an element number from 0010 (group lengths and 0001-000F are not private attributes).
+ */
+export function isPrivateTag(tag: string): boolean {
+  if (!/^[0-9A-F]{8}$/.test(tag)) return false;
+  const group = parseInt(tag.slice(0, 4), 16);
+  const element = parseInt(tag.slice(4), 16);
+  return group % 2 === 1 && group > 0x0007 && group !== 0xffff && element >= 0x0010;
 }
 
 /** The attribute a tag names, for tags the index holds (falls back to an unknown VR). */
@@ -171,6 +189,8 @@ export function parseQidoQuery(params: Iterable<[string, string]>, limits: Query
   }
   const offset = offsetRaw === undefined ? 0 : parseCount('offset', offsetRaw, 0);
 
+  // PS3.18 §8.3.4 (and §8.1.4): what the origin server does not support is ignored and reported, never refused.
+  const unknown: string[] = [];
   let includeAll = false;
   const includeFields: AttributeInfo[] = [];
   const seenInclude = new Set<string>();
@@ -182,6 +202,10 @@ export function parseQidoQuery(params: Iterable<[string, string]>, limits: Query
         continue;
       }
       const path = parsePath('includefield', item);
+      if (!path) {
+        unknown.push(item);
+        continue;
+      }
       const top = path[0];
       if (!seenInclude.has(top.tag)) {
         seenInclude.add(top.tag);
@@ -194,12 +218,26 @@ export function parseQidoQuery(params: Iterable<[string, string]>, limits: Query
   const seenKeys = new Set<string>();
   for (const [name, value] of raw) {
     const path = parsePath(name, name);
+    if (!path) {
+      unknown.push(name);
+      continue;
+    }
     const id = path.map((a) => a.tag).join('.');
     if (seenKeys.has(id))
       throw new BadRequestError(`query parameter ${name} is given more than once`, 'bad_query');
     seenKeys.add(id);
     const attr = path[path.length - 1];
     keys.push({ param: name, path, attr, matcher: parseMatcher(name, attr, value, fuzzy) });
+  }
+  if (unknown.length) {
+    // Names only, never values; bounded and printable ASCII, as a header value must be (a name may hold CR LF).
+    const shown = unknown
+      .slice(0, 10)
+      .map((n) => (n.length > 64 ? `${n.slice(0, 64)}...` : n).replace(/[^\x20-\x7e]/g, '?'));
+    warnings.push(
+      `the following query parameters name no known DICOM attribute and were ignored: ${shown.join(', ')}` +
+        (unknown.length > shown.length ? ` and ${unknown.length - shown.length} more` : ''),
+    );
   }
   combineDateTime(keys);
   for (const k of keys) {
@@ -239,18 +277,22 @@ function parseCount(name: string, v: string, min: number): number {
   return Number(s);
 }
 
-/** `PatientName`, `00100010` or a sequence path `00400275.00400009` / `RequestAttributesSequence.RequestedProcedureID`. */
-function parsePath(param: string, text: string): AttributeInfo[] {
+/**
+ * `PatientName`, `00100010` or a sequence path `00400275.00400009` / `RequestAttributesSequence.RequestedProcedureID`;
+ * undefined when a part names no attribute the gateway knows (the caller ignores the parameter with a warning).
+ * A path through an attribute that is known not to be a sequence stays malformed.
+ */
+function parsePath(param: string, text: string): AttributeInfo[] | undefined {
   const parts = text.split('.');
   const path: AttributeInfo[] = [];
   for (const part of parts) {
     const info = lookupAttribute(part.trim());
-    if (!info)
-      throw new BadRequestError(`query parameter ${param} names no known DICOM attribute`, 'bad_query');
+    if (!info) return undefined;
     path.push(info);
   }
   for (let i = 0; i < path.length - 1; i++) {
-    if (path[i].vr !== 'SQ') {
+    // A private sequence's VR is not known here; its items are matched through the stored JSON like any other.
+    if (path[i].vr !== 'SQ' && !isPrivateTag(path[i].tag)) {
       throw new BadRequestError(
         `query parameter ${param}: ${path[i].keyword} is not a sequence`,
         'bad_query',
@@ -288,6 +330,8 @@ function parseMatcher(param: string, attr: AttributeInfo, rawValue: string, fuzz
     if (!ok) throw bad(param, integer ? 'must be an integer' : 'must be a number');
     return { type: 'single', value: String(Number(value)) };
   }
+  // A private attribute of unknown VR is matched as text against its stored values (a number as its decimal form).
+  if (vr === 'UN' && isPrivateTag(attr.tag)) return textMatcher(param, value, true);
   if (!TEXT_VRS.has(vr)) {
     // Binary and AT values cannot be matched; the caller reports the key as unsupported.
     return { type: 'single', value };

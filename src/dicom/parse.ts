@@ -6,6 +6,8 @@ import {
   DicomParseError,
   FailureReason,
   isPlausibleUid,
+  noteKnownUids,
+  type Part10Structure,
   type StructureLimits,
   walkPart10,
 } from './structure';
@@ -49,6 +51,15 @@ export function parsePart10(
   limits: StructureLimits = DEFAULT_STRUCTURE_LIMITS,
 ): ParsedInstance {
   const raw = walkPart10(buf, limits);
+  try {
+    return readWalked(buf, raw);
+  } catch (err) {
+    if (err instanceof DicomParseError) noteKnownUids(err, raw);
+    throw err;
+  }
+}
+
+function readWalked(buf: Uint8Array, raw: Part10Structure): ParsedInstance {
   const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
   let parsed: {
     meta: Record<string, { Value?: unknown[] }>;
@@ -94,10 +105,16 @@ export function parsePart10(
   // The index keeps dcmjs's JSON and the archive keeps the bytes: both must name the same instance.
   const disagree = keys.filter(([k, , tag]) => getString(json, tag) !== raw[k]).map(([, name]) => name);
   if (disagree.length) {
-    throw new DicomParseError(
+    const err = new DicomParseError(
       FailureReason.DataSetDoesNotMatchSopClass,
       `ambiguous encoding of ${disagree.join(', ')}`,
     );
+    // A UID the two readings disagree on is not known.
+    noteKnownUids(err, {
+      sopClassUid: disagree.includes('SOPClassUID') ? undefined : raw.sopClassUid,
+      sopInstanceUid: disagree.includes('SOPInstanceUID') ? undefined : raw.sopInstanceUid,
+    });
+    throw err;
   }
   return {
     transferSyntaxUid: tsuid,

@@ -27,6 +27,12 @@ export const FailureReason = {
 
 /** The object could not be accepted; `reason` is the Failure Reason (0008,1197) to report. Message carries no PHI. */
 export class DicomParseError extends Error {
+  /**
+   * The object's SOP Class and Instance UIDs, when they were read as plausible UIDs before it was refused: the
+   * Failed SOP item of the Store Instances Response names them (PS3.18 Annex I, Type 1).
+   */
+  known?: { sopClassUid?: string; sopInstanceUid?: string };
+
   constructor(
     readonly reason: number,
     message: string,
@@ -177,6 +183,28 @@ export function walkPart10(
   buf: Uint8Array,
   limits: StructureLimits = DEFAULT_STRUCTURE_LIMITS,
 ): Part10Structure {
+  const seen: Partial<Part10Structure> = {};
+  try {
+    return walk(buf, limits, seen);
+  } catch (err) {
+    // The UIDs come early in a data set: an object truncated further on still says which instance it was.
+    if (err instanceof DicomParseError) noteKnownUids(err, seen);
+    throw err;
+  }
+}
+
+/** Records on a refusal the SOP Class and Instance UIDs read so far, when they are plausible UIDs. */
+export function noteKnownUids(
+  err: DicomParseError,
+  raw: Pick<Part10Structure, 'sopClassUid' | 'sopInstanceUid'>,
+): void {
+  if (err.known) return;
+  err.known = {};
+  if (isPlausibleUid(raw.sopClassUid)) err.known.sopClassUid = raw.sopClassUid;
+  if (isPlausibleUid(raw.sopInstanceUid)) err.known.sopInstanceUid = raw.sopInstanceUid;
+}
+
+function walk(buf: Uint8Array, limits: StructureLimits, seen: Partial<Part10Structure>): Part10Structure {
   if (
     buf.byteLength < 132 ||
     buf[128] !== 0x44 ||
@@ -257,7 +285,12 @@ export function walkPart10(
   }
   const explicit = ts !== TS_IMPLICIT_LE;
   const little = ts !== TS_EXPLICIT_BE;
-  const out: Part10Structure = { transferSyntaxUid: ts, preambleIsZero, elements: 0, depth: 0 };
+  const out: Part10Structure = Object.assign(seen, {
+    transferSyntaxUid: ts,
+    preambleIsZero,
+    elements: 0,
+    depth: 0,
+  });
   const root: Frame = { kind: 'dataset', end: data.byteLength, bound: data.byteLength, explicit, little };
   const stack: Frame[] = [root];
   let depth = 0;

@@ -385,7 +385,7 @@ function failureWithUids(
             sopInstanceUid: read.parsed.sopInstanceUid,
             failureReason: reason,
           }
-        : { failureReason: read.reason },
+        : { sopClassUid: read.sopClassUid, sopInstanceUid: read.sopInstanceUid, failureReason: read.reason },
     },
   };
 }

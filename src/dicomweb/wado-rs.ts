@@ -638,6 +638,7 @@ function frameParts(
   frames: readonly number[],
   plan: FramePlan,
   signal: AbortSignal,
+  framesUrl?: string,
 ): AsyncGenerator<OutgoingPart> {
   const contentType = formatMediaType(plan.partType, { 'transfer-syntax': plan.transferSyntax });
   if (!plan.decode) {
@@ -646,7 +647,7 @@ function frameParts(
         `/instances/${encodeURIComponent(inst.orthanc_id)}/frames/${f - 1}/raw`,
         signal,
       );
-      return { contentType, body: raw.body };
+      return { contentType, headers: frameLocation(framesUrl, f), body: raw.body };
     });
   }
   const frameBytes = nativeFrameBytes(
@@ -657,7 +658,15 @@ function frameParts(
   );
   if (!frameBytes)
     throw new NotAcceptableError('the frames of this instance cannot be decoded to whole bytes');
-  return decodedFrameParts(pacs, inst, frames, frameBytes, contentType, signal);
+  return decodedFrameParts(pacs, inst, frames, frameBytes, contentType, signal, framesUrl);
+}
+
+/**
+ * PS3.18 §8.6.1.2: each part names the resource it is, so a client can tell frames apart whatever their order.
+ * Bulk data answered as frames has no frames URL of its own to give.
+ */
+function frameLocation(framesUrl: string | undefined, frame: number): Record<string, string> | undefined {
+  return framesUrl === undefined ? undefined : { 'Content-Location': `${framesUrl}/${frame}` };
 }
 
 /**
@@ -671,14 +680,15 @@ async function* decodedFrameParts(
   frameBytes: number,
   contentType: string,
   signal: AbortSignal,
+  framesUrl: string | undefined,
 ): AsyncGenerator<OutgoingPart> {
   let k = 0;
   while (k < frames.length) {
     let end = k + 1;
     while (end < frames.length && frames[end] > frames[end - 1]) end++;
     const file = await openInstance(pacs, inst, ELE, signal);
-    for await (const { data } of extractNativeFrames(file.body, frameBytes, frames.slice(k, end))) {
-      yield { contentType, body: data };
+    for await (const { frame, data } of extractNativeFrames(file.body, frameBytes, frames.slice(k, end))) {
+      yield { contentType, headers: frameLocation(framesUrl, frame), body: data };
     }
     k = end;
   }
@@ -699,7 +709,10 @@ export async function handleRetrieveFrames(ctx: Context, services: Services): Pr
   const plan = planFrames(ctx, inst);
   const audit = auditRetrieve(ctx, 'wado.frames', sel);
   const signal = clientSignal(ctx);
-  const parts = await primed(frameParts(services.pacs, inst, frames, plan, signal));
+  const framesUrl =
+    `${dicomwebRoot(ctx, services.config)}/studies/${encodeURIComponent(sel.studyUid)}` +
+    `/series/${encodeURIComponent(sel.seriesUid!)}/instances/${encodeURIComponent(sel.sopInstanceUid!)}/frames`;
+  const parts = await primed(frameParts(services.pacs, inst, frames, plan, signal, framesUrl));
   const mp = multipartRelatedStream(parts);
   setDownloadName(ctx, `${sel.sopInstanceUid}.frames`);
   respondWithStream(ctx, services, mp.stream, mp.contentType(plan.partType), { audit });

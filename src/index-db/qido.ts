@@ -17,6 +17,7 @@ import {
   type AttributeInfo,
   attributeByTag,
   fuzzyWordRegex,
+  isPrivateTag,
   type MatchKey,
   type Matcher,
   type QidoQuery,
@@ -325,6 +326,11 @@ function jsonCondition(json: string, attr: AttributeInfo, m: Matcher, p: Params)
   const values = `${json}->'${attr.tag}'->'Value'`;
   const anyText = (cond: (v: string) => string) =>
     `EXISTS (SELECT 1 FROM jsonb_array_elements_text(${values}) jv WHERE ${cond('jv')})`;
+  if (attr.vr === 'UN' && isPrivateTag(attr.tag)) {
+    // The VR of a private attribute is only known per object: compare the stored values as text.
+    const c = textCondition('jv', m, p);
+    return c && anyText(() => c);
+  }
   if (attr.vr === 'PN') {
     const name = (v: string) => sqlFold(`${v}->>'Alphabetic'`);
     const anyName = (cond: string) =>

@@ -151,7 +151,7 @@ export async function ingestInstance(
 /** A Part-10 object read for indexing, or why it cannot be. */
 export type ReadOutcome =
   | { ok: true; parsed: ParsedInstance; md5: string; datasetMd5: string }
-  | { ok: false; reason: number; message: string };
+  | { ok: false; reason: number; message: string; sopClassUid?: string; sopInstanceUid?: string };
 
 /**
  * Parses an object and checksums its bytes, applying the checks every way into the index shares (STOW here, the
@@ -166,7 +166,8 @@ export function readObject(bytes: Buffer): ReadOutcome {
       throw new DicomParseError(FailureReason.CannotUnderstand, 'no File Meta group');
     return { ok: true, parsed, md5: createHash('md5').update(bytes).digest('hex'), datasetMd5 };
   } catch (err) {
-    if (err instanceof DicomParseError) return { ok: false, reason: err.reason, message: err.message };
+    if (err instanceof DicomParseError)
+      return { ok: false, reason: err.reason, message: err.message, ...err.known };
     return { ok: false, reason: FailureReason.CannotUnderstand, message: 'unreadable DICOM object' };
   }
 }
