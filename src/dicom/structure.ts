@@ -103,15 +103,16 @@ export interface Part10Structure {
   depth: number;
 }
 
-const TS_IMPLICIT_LE = '1.2.840.10008.1.2';
-const TS_EXPLICIT_BE = '1.2.840.10008.1.2.2';
-const TS_DEFLATED = '1.2.840.10008.1.2.1.99';
+// Encoding constants shared with the data-set hash (ingest/identity.ts).
+export const TS_IMPLICIT_LE = '1.2.840.10008.1.2';
+export const TS_EXPLICIT_BE = '1.2.840.10008.1.2.2';
+export const TS_DEFLATED = '1.2.840.10008.1.2.1.99';
 
-const ITEM = 0xfffee000;
-const ITEM_DELIM = 0xfffee00d;
-const SEQ_DELIM = 0xfffee0dd;
+export const ITEM = 0xfffee000;
+export const ITEM_DELIM = 0xfffee00d;
+export const SEQ_DELIM = 0xfffee0dd;
 const PIXEL_DATA = 0x7fe00010;
-const UNDEFINED = 0xffffffff;
+export const UNDEFINED = 0xffffffff;
 
 const TAG_TS = 0x00020010;
 const KEY_UIDS: Record<number, 'sopClassUid' | 'sopInstanceUid' | 'studyInstanceUid' | 'seriesInstanceUid'> =
@@ -123,7 +124,22 @@ const KEY_UIDS: Record<number, 'sopClassUid' | 'sopInstanceUid' | 'studyInstance
   };
 
 /** Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 Table 7.1-1). */
-const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
+/** VRs with a 4-byte length in explicit VR encodings (PS3.5 §7.1.2). */
+export const LONG_VRS = new Set([
+  'OB',
+  'OD',
+  'OF',
+  'OL',
+  'OV',
+  'OW',
+  'SQ',
+  'SV',
+  'UC',
+  'UN',
+  'UR',
+  'UT',
+  'UV',
+]);
 const KNOWN_VRS = new Set([
   ...LONG_VRS,
   ...['AE', 'AS', 'AT', 'CS', 'DA', 'DS', 'DT', 'FD', 'FL', 'IS', 'LO', 'LT', 'PN', 'SH', 'SL', 'SS', 'ST'],

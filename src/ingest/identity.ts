@@ -8,6 +8,16 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { inflateRawSync } from 'node:zlib';
+import {
+  ITEM,
+  ITEM_DELIM,
+  LONG_VRS,
+  SEQ_DELIM,
+  TS_DEFLATED,
+  TS_EXPLICIT_BE,
+  TS_IMPLICIT_LE,
+  UNDEFINED,
+} from '../dicom/structure';
 
 /** Bytes before the File Meta group: preamble and "DICM". */
 const META_START = 132;
@@ -51,14 +61,7 @@ export function locateDataSet(
   }
 }
 
-const TS_IMPLICIT_LE = '1.2.840.10008.1.2';
-const TS_EXPLICIT_BE = '1.2.840.10008.1.2.2';
-const TS_DEFLATED = '1.2.840.10008.1.2.1.99';
-const ITEM = 0xfffee000;
-const ITEM_DELIM = 0xfffee00d;
-const SEQ_DELIM = 0xfffee0dd;
 const PADDING = 0xfffcfffc;
-const UNDEFINED = 0xffffffff;
 const MAX_DEPTH = 64;
 const TEXT_VRS = new Set([
   'AE',
@@ -79,7 +82,6 @@ const TEXT_VRS = new Set([
   'UR',
   'UT',
 ]);
-const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
 
 class NotCanonical extends Error {}
 
