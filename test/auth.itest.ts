@@ -195,6 +195,7 @@ function rootOf(kind: RootKind, where: { project?: string; share?: string } = {}
 }
 
 jest.setTimeout(120_000);
+const JWKS_COOLDOWN_MS = 8000;
 
 const A = 'demo';
 const B = 'lung-study';
@@ -247,7 +248,8 @@ describe('per-project access with Keycloak tokens', () => {
   beforeAll(async () => {
     await resetStack();
     // A short cooldown so the rotation scenario can show both sides of it within a test.
-    stack = await startAuthStack({ OIDC_JWKS_COOLDOWN_MS: '3000' });
+    // Long enough that a loaded CI machine still makes the "inside the cooldown" request inside it.
+    stack = await startAuthStack({ OIDC_JWKS_COOLDOWN_MS: String(JWKS_COOLDOWN_MS) });
     url = stack.gw.url;
     for (const user of ['alice', 'bob', 'carol', 'dave', 'erin'])
       tokens[user] = await passwordToken(stack.issuer, user);
@@ -340,7 +342,7 @@ describe('per-project access with Keycloak tokens', () => {
       const early = await get('/api/projects', newToken);
       expect(early.status).toBe(401);
       expect(early.headers.get('www-authenticate')).toContain('unknown signing key');
-      await new Promise((r) => setTimeout(r, 3100));
+      await new Promise((r) => setTimeout(r, JWKS_COOLDOWN_MS + 100));
       expect((await get('/api/projects', newToken)).status).toBe(200);
       // Keycloak keeps the previous key published after a rotation; so does the issuer, and tokens signed with it live on.
       expect((await get('/api/projects', oldToken)).status).toBe(200);
