@@ -124,7 +124,6 @@ const KEY_UIDS: Record<number, 'sopClassUid' | 'sopInstanceUid' | 'studyInstance
   };
 
 /** Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 Table 7.1-1). */
-/** VRs with a 4-byte length in explicit VR encodings (PS3.5 §7.1.2). */
 export const LONG_VRS = new Set([
   'OB',
   'OD',

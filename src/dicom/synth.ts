@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import dcmjs from 'dcmjs';
 import { BadRequestError } from '../errors';
+import { LONG_VRS } from './structure';
 
 // Jest runs modules in a vm context where every global lookup (Math.sqrt...) goes through an interceptor and
 // costs ~50x more; module-level bindings keep the per-pixel loops fast under test too.
@@ -1240,21 +1241,6 @@ function makeInstance(o: ResolvedSynthOptions, series: Series, i: number): Synth
   };
 }
 
-const LONG_LENGTH_VRS = new Set([
-  'OB',
-  'OD',
-  'OF',
-  'OL',
-  'OV',
-  'OW',
-  'SQ',
-  'SV',
-  'UC',
-  'UN',
-  'UR',
-  'UT',
-  'UV',
-]);
 const PREAMBLE = Buffer.concat([Buffer.alloc(128), Buffer.from('DICM', 'latin1')]);
 
 /** Part 10 file (preamble, File Meta with group length, data set), Explicit VR Little Endian, tags ascending. */
@@ -1270,7 +1256,7 @@ function encodeElements(elements: readonly Element[]): Buffer[] {
   const out: Buffer[] = [];
   for (const [tag, vr, values] of sorted) {
     const value = encodeValue(vr, values);
-    const long = LONG_LENGTH_VRS.has(vr);
+    const long = LONG_VRS.has(vr);
     const header = Buffer.alloc(long ? 12 : 8);
     header.writeUInt16LE(parseInt(tag.slice(0, 4), 16), 0);
     header.writeUInt16LE(parseInt(tag.slice(4), 16), 2);

@@ -5,8 +5,7 @@
  */
 import { deflateRawSync } from 'node:zlib';
 import fc from 'fast-check';
-
-const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
+import { LONG_VRS } from '../../src/dicom/structure';
 
 /** One Explicit VR Little Endian element; `undefinedLength` only for SQ/OB/OW/UN. */
 export function el(tag: number, vr: string, value: Buffer, undefinedLength = false): Buffer {
