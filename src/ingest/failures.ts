@@ -2,7 +2,7 @@
  * Telling an unavailable dependency (wait for it) from an object that cannot be indexed (set it aside, answer its
  * failure): shared by STOW, the change feed and reindex.
  */
-import { AppError } from '../errors';
+import { AppError, isDatabaseUnavailable } from '../errors';
 import { OrthancHttpError } from '../orthanc/client';
 
 /**
@@ -16,6 +16,8 @@ import { OrthancHttpError } from '../orthanc/client';
 export function isInfrastructureError(err: unknown): boolean {
   if (err instanceof OrthancHttpError) return err.upstreamStatus === 503;
   if (err instanceof AppError) return err.status === 502 || err.status === 503 || err.status === 504;
+  // The error middleware's test for an unreachable database (503 there), then what else is worth waiting for here.
+  if (isDatabaseUnavailable(err)) return true;
   const e = err as { code?: unknown; message?: unknown };
   if (typeof e?.code === 'string') {
     // Node socket errors (ECONNREFUSED, ECONNRESET, EPIPE ...); no SQLSTATE class starts with E.
