@@ -1,19 +1,9 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { el, nestedContent, part10, syntheticUids, text } from '../../test/helpers/dicom-fuzz';
-import { DicomParseError, FailureReason, parsePart10 } from './parse';
+import { el, nestedContent, part10, reasonOf, syntheticUids, text } from '../../test/helpers/dicom-fuzz';
+import { FailureReason, parsePart10 } from './parse';
 
 const SAMPLES = process.env.APERTURE_SAMPLES_DIR ?? join(__dirname, '../../../shared/dicom-samples');
-
-function reasonOf(f: () => unknown): number | 'accepted' {
-  try {
-    f();
-    return 'accepted';
-  } catch (err) {
-    if (err instanceof DicomParseError) return err.reason;
-    throw err;
-  }
-}
 
 describe('parsePart10 refuses what would crash or mislead the archive', () => {
   it('refuses a Secondary Capture whose Content Sequence nests 60 deep (Orthanc 1.10 segfaults on it)', () => {

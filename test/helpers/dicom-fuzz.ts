@@ -5,7 +5,7 @@
  */
 import { deflateRawSync } from 'node:zlib';
 import fc from 'fast-check';
-import { LONG_VRS } from '../../src/dicom/structure';
+import { DicomParseError, LONG_VRS } from '../../src/dicom/structure';
 
 /** One Explicit VR Little Endian element; `undefinedLength` only for SQ/OB/OW/UN. */
 export function el(tag: number, vr: string, value: Buffer, undefinedLength = false): Buffer {
@@ -296,4 +296,15 @@ export function framingMutantOf(part: Buffer): fc.Arbitrary<FramingMutant> {
 export function asArchived(bytes: Buffer): Buffer {
   if (bytes.length < 132 || bytes.subarray(0, 128).every((b) => b === 0)) return bytes;
   return Buffer.concat([Buffer.alloc(128), bytes.subarray(128)]);
+}
+
+/** The Failure Reason a parse refuses with, or 'accepted'; other errors propagate. */
+export function reasonOf(f: () => unknown): number | 'accepted' {
+  try {
+    f();
+    return 'accepted';
+  } catch (err) {
+    if (err instanceof DicomParseError) return err.reason;
+    throw err;
+  }
 }
