@@ -18,6 +18,10 @@ export function initDb(
   });
   // An idle client that loses its connection must not crash the process.
   pool.on('error', () => undefined);
+  // Nor may a checked-out client that loses it between two queries (a transaction waiting on Orthanc while
+  // PostgreSQL is killed): pg emits 'error' on the client, and pg-pool listens only while the client is idle.
+  // The next query on it rejects as an outage and release() drops it from the pool.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 
