@@ -6,6 +6,7 @@ import { setRetryAfterSeconds } from './errors';
 import { migrate } from './index-db/migrate';
 import { closeDb, initDb } from './index-db/pool';
 import type { Logger } from './logger';
+import { closeArchive, initArchive } from './orthanc/archive';
 import { closePacs, initPacs } from './orthanc/client';
 import type { AuditDetail, Services } from './services';
 
@@ -16,6 +17,7 @@ export async function initServices(config: Config, logger: Logger): Promise<Serv
   const applied = await migrate(db);
   if (applied.length) logger.info({ applied }, 'database migrated');
   const pacs = initPacs(config);
+  const archive = initArchive(pacs);
   if (config.AUTH_ENABLED) {
     if (!config.OIDC_ISSUER)
       throw new Error('invalid configuration:\n  OIDC_ISSUER: required when AUTH_ENABLED=true');
@@ -47,7 +49,7 @@ export async function initServices(config: Config, logger: Logger): Promise<Serv
   const trail = initAuditTrail(db, logger, config.AUDIT_QUEUE_MAX);
   const audit = async (ctx: Parameters<Services['authenticate']>[0], outcome: number, detail?: AuditDetail) =>
     trail.record(ctx, outcome, detail);
-  return { config, db, pacs, logger, authenticate, audit };
+  return { config, db, pacs, archive, logger, authenticate, audit };
 }
 
 let verifier: TokenVerifier | undefined;
@@ -57,6 +59,7 @@ export async function closeServices(): Promise<void> {
   await closeAuditTrail();
   verifier?.close();
   verifier = undefined;
+  closeArchive();
   await closePacs();
   await closeDb();
 }

@@ -3,6 +3,7 @@ import type { Pool } from 'pg';
 import type { Principal } from './auth/access';
 import type { Config } from './config';
 import type { Logger } from './logger';
+import type { Archive } from './orthanc/archive';
 import type { PacsClient } from './orthanc/client';
 
 /** An audit record as handlers describe what they did. No PHI: identifiers only. */
@@ -21,6 +22,8 @@ export interface Services {
   config: Config;
   db: Pool;
   pacs: PacsClient;
+  /** The archive in DICOM verbs (src/orthanc/archive.ts); what retrieval, ingest and jobs should use. */
+  archive: Archive;
   logger: Logger;
   /** Turns a request into a principal, or throws UnauthorizedError. */
   authenticate(ctx: Context): Promise<Principal>;
