@@ -133,6 +133,11 @@ export interface Archive {
   arrivalOrigin(archiveId: string): Promise<ArrivalOrigin>;
   /** What the archive can decode and transcode. */
   capabilities(): ArchiveCapabilities;
+  /**
+   * Tells the archive where to hand C-STORE arrivals of objects it already holds (orthanc-config/aperture-arrivals.py),
+   * for `ttlSeconds`: the caller renews it while it serves that URL.
+   */
+  registerArrivalHook(url: string, token: string, ttlSeconds: number): Promise<void>;
   /** Resolves when the archive answers; throws when it does not (readiness). */
   ping(signal?: AbortSignal): Promise<void>;
 }
@@ -372,6 +377,10 @@ export class OrthancArchive implements Archive {
 
   capabilities(): ArchiveCapabilities {
     return ORTHANC_CAPABILITIES;
+  }
+
+  async registerArrivalHook(url: string, token: string, ttlSeconds: number): Promise<void> {
+    await this.pacs.postJson('/aperture/arrival-hook', { url, token, ttlSeconds });
   }
 
   async ping(signal?: AbortSignal): Promise<void> {
