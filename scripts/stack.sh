@@ -64,12 +64,16 @@ orthanc_plugin() { # orthanc_plugin <library name>
 # (orthanc-gdcm, JPEG 2000 decoding) is deliberately not loaded: with Debian's 1.5 build, decoding crashed
 # Orthanc (stack overflow in libgdcmMSFF on an HTTP worker thread) during the WADO tests.
 dicomweb_plugin() { orthanc_plugin libOrthancDicomWeb.so; }
+# Debian's orthanc-python: runs orthanc-config/aperture-arrivals.py, the C-STORE filter that hands re-arrivals of
+# archived objects to the gateway (Orthanc 1.10 logs no change for them).
+python_plugin() { orthanc_plugin libOrthancPython.so; }
 
 ensure_packages() {
   local missing=()
   pg_bindir >/dev/null || missing+=(postgresql)
   command -v Orthanc >/dev/null || missing+=(orthanc)
   dicomweb_plugin >/dev/null || missing+=(orthanc-dicomweb)
+  python_plugin >/dev/null || missing+=(orthanc-python)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v dcmsend >/dev/null || missing+=(dcmtk)
   command -v dciodvfy >/dev/null || missing+=(dicom3tools)
@@ -211,15 +215,18 @@ dicom_allow_list() {
 
 start_orthanc() {
   mkdir -p "$ORTHANC_DIR/storage"
-  local creds user pass plugin
+  local creds user pass plugin pyplugin
   creds="$(orthanc_credentials)"; user="${creds%%:*}"; pass="${creds#*:}"
   plugin="$(dicomweb_plugin)"
+  pyplugin="$(python_plugin)" || die "Orthanc's Python plugin is missing (Debian package orthanc-python)"
   dicom_allow_list
   sed -e "s#@STORAGE_DIR@#$ORTHANC_DIR/storage#g" -e "s#@HTTP_PORT@#$ORTHANC_HTTP_PORT#g" \
       -e "s#@DICOM_PORT@#$ORTHANC_DICOM_PORT#g" -e "s#@ORTHANC_USER@#$user#g" \
       -e "s#@ORTHANC_PASSWORD@#$pass#g" -e "s#@DICOMWEB_PLUGIN@#$plugin#g" -e "s#@STABLE_AGE@#$STABLE_AGE#g" \
       -e "s#@DICOM_ALWAYS_ALLOW@#$DICOM_ALWAYS_ALLOW#g" -e "s#@DICOM_CHECK_HOST@#$DICOM_CHECK_HOST#g" \
-      -e "s#@DICOM_MODALITIES@#$DICOM_MODALITIES#g" \
+      -e "s#@DICOM_MODALITIES@#$DICOM_MODALITIES#g" -e "s#@PYTHON_PLUGIN@#$pyplugin#g" \
+      -e "s#@ARRIVALS_PY@#$ROOT/orthanc-config/aperture-arrivals.py#g" \
+      -e "s#@ARRIVALS_LUA@#$ROOT/orthanc-config/aperture-arrivals.lua#g" \
       "$ROOT/orthanc-config/orthanc.json.tmpl" > "$ORTHANC_DIR/orthanc.json"
   if proc_alive "$(pid_in "$ORTHANC_DIR/orthanc.pid" || true)"; then
     log "Orthanc already running on port $ORTHANC_HTTP_PORT"

@@ -114,6 +114,13 @@ export const configSchema = z.object({
   INDEXER_CLAIM_TTL_MS: int(120_000, 1000),
   /** While the feed works through a backlog, deletions are reconciled at most this often (and ≤ 10% of its time). */
   INDEXER_BUSY_SWEEP_MS: int(10_000, 100),
+  // Ingest: C-STORE re-arrivals of archived objects (issue 15, defect 2).
+  /** Address the leading indexer serves Orthanc's C-STORE filter on (orthanc-config/aperture-arrivals.py). */
+  ARRIVAL_HOOK_HOST: z.string().default('127.0.0.1'),
+  /** Its port; 0 = any free port (it is registered with Orthanc, never configured there). */
+  ARRIVAL_HOOK_PORT: int(0, 0),
+  /** URL Orthanc reaches it by, when not http://ARRIVAL_HOOK_HOST:port (another container, say). */
+  ARRIVAL_HOOK_URL: z.string().url().optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;

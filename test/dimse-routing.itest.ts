@@ -1,4 +1,5 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import dcmjs from 'dcmjs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
@@ -7,6 +8,7 @@ import { parsePart10 } from '../src/dicom/parse';
 import { Tag } from '../src/dicom/tags';
 import { getIndexer } from '../src/ingest/change-feed';
 import { QueueName, redisConnection } from '../src/jobs/queues';
+import { multipartBody } from '../src/dicomweb/stow-client';
 import { cstore, syntheticCopies, waitFor } from './helpers/dimse';
 import { orthancDirect, resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
 
@@ -267,5 +269,139 @@ describe('modalities: C-STORE into Orthanc, change-feed indexing, routing and qu
     expect(await instancesIn('lung-study')).toEqual(
       expect.arrayContaining(spine.filter((s) => s.studyUid !== headStudy).map((s) => s.sopUid)),
     );
+  }, 120_000);
+});
+
+/**
+ * Issue 15, defect 2: Orthanc answers AlreadyStored to a C-STORE of an object it holds and logs no change, so these
+ * arrivals reach the gateway only through the incoming C-STORE filter (orthanc-config/aperture-arrivals.py).
+ */
+describe('modalities: C-STORE of objects already archived', () => {
+  let gw: TestGateway;
+  let tmp: string;
+  const ct = samplesUnder(`${SAMPLES}/hierarchy/98892001`);
+  const api = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(`${gw.url}${path}`, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : undefined };
+  };
+  /** SOP Instance UIDs QIDO-RS shows in a project's study. */
+  const qidoInstances = async (project: string, studyUid: string): Promise<string[]> => {
+    const res = await fetch(
+      `${gw.url}/projects/${project}/dicom-web/studies/${studyUid}/instances?limit=1000`,
+      {
+        headers: { accept: 'application/dicom+json' },
+      },
+    );
+    // 404: the project holds nothing of that study.
+    if (res.status === 204 || res.status === 404) return (await res.body?.cancel(), []);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as Array<Record<string, { Value: string[] }>>;
+    return body.map((i) => i['00080018'].Value[0]).sort();
+  };
+  const orthancCopies = async (sopUid: string): Promise<number> => {
+    const orthanc = orthancDirect();
+    try {
+      return (await orthanc.lookup(sopUid)).filter((r) => r.Type === 'Instance').length;
+    } finally {
+      await orthanc.close();
+    }
+  };
+
+  beforeAll(async () => {
+    await resetStack();
+    tmp = mkdtempSync(join(tmpdir(), 'aperture-rearrival-'));
+    gw = await startGateway({ INDEXER_ENABLED: 'true', INDEXER_POLL_MS: '100' });
+    for (const id of ['proj-a', 'proj-b', 'proj-c']) {
+      expect((await api('POST', '/api/projects', { id, name: id })).status).toBe(201);
+      const rule = { kind: 'called_aet', value: id.toUpperCase().replace('-', '') };
+      expect((await api('POST', `/api/projects/${id}/routing`, rule)).status).toBe(201);
+    }
+  }, 120_000);
+  afterAll(async () => {
+    await gw?.close();
+    rmSync(tmp, { recursive: true, force: true });
+  }, 120_000);
+
+  it('re-sending a whole study under a second project AE makes it visible there within 2 s', async () => {
+    const studyUid = ct[0].studyUid;
+    const all = uniq(ct.map((s) => s.sopUid));
+    await cstore([`${SAMPLES}/hierarchy/98892001`], { calledAet: 'PROJA' });
+    await waitFor(
+      'the study in proj-a',
+      async () => (await qidoInstances('proj-a', studyUid)).length === all.length,
+    );
+    expect(await qidoInstances('proj-b', studyUid)).toEqual([]);
+
+    await cstore([`${SAMPLES}/hierarchy/98892001`], { calledAet: 'PROJB', callingAet: 'PACS2' });
+    const seen = await waitFor(
+      'the re-sent study in proj-b',
+      async () => {
+        const got = await qidoInstances('proj-b', studyUid);
+        return got.length === all.length && got;
+      },
+      2000,
+    );
+    expect(seen).toEqual(all);
+    expect(await qidoInstances('proj-a', studyUid)).toEqual(all);
+    expect(await orthancCopies(ct[0].sopUid)).toBe(1);
+  }, 120_000);
+
+  it('an object STOWed into A then C-STOREd under B is visible in both, one copy in Orthanc', async () => {
+    const [copy] = syntheticCopies(ct[0].path, join(tmp, 'stowed'), 1);
+    const bytes = readFileSync(copy.path);
+    const body = multipartBody([bytes]);
+    const res = await fetch(`${gw.url}/projects/proj-a/dicom-web/studies`, {
+      method: 'POST',
+      headers: { 'content-type': body.contentType, accept: 'application/dicom+json' },
+      body: Buffer.concat([...body.chunks()]),
+    });
+    expect(res.status).toBe(200);
+    await res.arrayBuffer();
+    expect(await qidoInstances('proj-a', copy.studyUid)).toEqual([copy.sopInstanceUid]);
+
+    await cstore([copy.path], { calledAet: 'PROJB' });
+    await waitFor(
+      'the object in proj-b',
+      async () => (await qidoInstances('proj-b', copy.studyUid)).length === 1,
+      2000,
+    );
+    expect(await qidoInstances('proj-a', copy.studyUid)).toEqual([copy.sopInstanceUid]);
+    expect(await orthancCopies(copy.sopInstanceUid)).toBe(1);
+  }, 120_000);
+
+  it('a changed data set under an archived SOP Instance UID grants nothing and overwrites nothing', async () => {
+    const [copy] = syntheticCopies(ct[0].path, join(tmp, 'orig'), 1);
+    await cstore([copy.path], { calledAet: 'PROJA' });
+    await waitFor(
+      'the original in proj-a',
+      async () => (await qidoInstances('proj-a', copy.studyUid)).length === 1,
+    );
+    const orthanc = orthancDirect();
+    const archiveId = (await orthanc.lookup(copy.sopInstanceUid)).find((r) => r.Type === 'Instance')!.ID;
+    const md5Before = await orthanc.attachmentMd5(archiveId);
+
+    // Same UIDs and patient, one attribute changed: Orthanc keys it as the same instance.
+    const ab = readFileSync(copy.path);
+    const d = dcmjs.data.DicomMessage.readFile(ab.buffer.slice(ab.byteOffset, ab.byteOffset + ab.byteLength));
+    d.dict['00081030'] = { vr: 'LO', Value: ['changed by a sender'] };
+    const changed = join(tmp, 'changed.dcm');
+    writeFileSync(changed, Buffer.from(d.write()));
+    await cstore([changed], { calledAet: 'PROJC' }).catch(() => undefined); // dcmsend may exit non-zero on a refusal
+
+    // The refusal is synchronous (the filter answers before Orthanc stores), so nothing can show up later.
+    expect(await qidoInstances('proj-c', copy.studyUid)).toEqual([]);
+    expect(await orthanc.attachmentMd5(archiveId)).toBe(md5Before);
+    expect(await orthancCopies(copy.sopInstanceUid)).toBe(1);
+    const linked = await gw.services.db.query(
+      'SELECT project_id FROM project_instances WHERE sop_instance_uid = $1 ORDER BY 1',
+      [copy.sopInstanceUid],
+    );
+    expect(linked.rows).toEqual([{ project_id: 'proj-a' }]);
+    await orthanc.close();
   }, 120_000);
 });

@@ -25,6 +25,7 @@ import {
   type RouteDecision,
   stickyDecision,
 } from '../index-db/routing';
+import { projectExists } from '../index-db/arrivals';
 import type { Logger } from '../logger';
 import type { PacsClient } from '../orthanc/client';
 import { failureMessage } from './failures';
@@ -257,8 +258,8 @@ export async function placeArrival(deps: ArrivalDeps, arrival: ReadArrival): Pro
 }
 
 /** The routing rules' verdict for a new series: the first matching rule, else DEFAULT_PROJECT, else quarantine. */
-async function decideRoute(
-  deps: ArrivalDeps,
+export async function decideRoute(
+  deps: Pick<ArrivalDeps, 'db' | 'config' | 'logger'>,
   route: ArrivalRoute,
   ds: Parameters<typeof firstMatchingRule>[2],
 ): Promise<RouteDecision> {
@@ -266,8 +267,7 @@ async function decideRoute(
   if (rule) return { projectId: rule.project_id, ruleId: rule.id };
   const fallback = deps.config.DEFAULT_PROJECT;
   if (fallback) {
-    const exists = await deps.db.query('SELECT 1 FROM projects WHERE id = $1', [fallback]);
-    if (exists.rows[0]) return { projectId: fallback, ruleId: null };
+    if (await projectExists(deps.db, fallback)) return { projectId: fallback, ruleId: null };
     deps.logger.warn({ project: fallback }, 'DEFAULT_PROJECT does not exist: arrivals go to quarantine');
   }
   return { projectId: null, ruleId: null };

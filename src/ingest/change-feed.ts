@@ -24,7 +24,9 @@ import { NotFoundError, errSummary } from '../errors';
 import { expireClaims, findInstanceByOrthancId, removeInstance } from '../index-db/instances';
 import { closeQueues, enqueueSeriesStable, initQueues, queuesReady } from '../jobs/queues';
 import type { OrthancChange } from '../orthanc/client';
+import type { Archive } from '../orthanc/archive';
 import type { Services } from '../services';
+import { ArrivalHook } from './arrival-hook';
 import {
   type ArrivalDeps,
   type ArrivalOutcome,
@@ -53,7 +55,19 @@ const SWEEP_CHECK_MS = 2000;
 /** What the indexer needs. */
 export interface IndexerDeps extends ArrivalDeps {
   config: Pick<Config, 'DATABASE_URL' | 'INDEXER_POLL_MS' | 'DEFAULT_PROJECT'> &
-    Partial<Pick<Config, 'INDEXER_CLAIM_TTL_MS' | 'INDEXER_BUSY_SWEEP_MS'>>;
+    Partial<
+      Pick<
+        Config,
+        | 'INDEXER_CLAIM_TTL_MS'
+        | 'INDEXER_BUSY_SWEEP_MS'
+        | 'ARRIVAL_HOOK_HOST'
+        | 'ARRIVAL_HOOK_PORT'
+        | 'ARRIVAL_HOOK_URL'
+        | 'STOW_MAX_PART_BYTES'
+      >
+    >;
+  /** The archive; the leader serves its C-STORE filter's re-arrivals (ingest/arrival-hook.ts). */
+  archive: Archive;
   /** Called on StableSeries with the Series Instance UID; default: the derived-work queue. */
   onSeriesStable?: (seriesUid: string) => Promise<unknown>;
 }
@@ -98,6 +112,8 @@ export class ChangeFeedIndexer {
   private lastSweepCheck = 0;
   private lastArchiveCount = -1;
   private changedSinceCheck = true;
+  /** Served while leading: C-STORE arrivals of objects Orthanc already holds, which its change log never shows. */
+  private hook?: ArrivalHook;
 
   constructor(private readonly deps: IndexerDeps) {}
 
@@ -126,12 +142,14 @@ export class ChangeFeedIndexer {
     while (this.running) {
       try {
         if (!this.leading) {
+          await this.closeHook();
           await this.tryLead();
           if (!this.leading) {
             await this.sleep(FOLLOWER_RETRY_MS);
             continue;
           }
         }
+        await this.serveHook();
         const more = await this.pollOnce();
         if (more && this.running) await this.maybeBusySweep();
         if (!more && this.running) {
@@ -184,7 +202,23 @@ export class ChangeFeedIndexer {
     const client = this.lockClient;
     this.lockClient = undefined;
     this.leading = false;
+    await this.closeHook();
     await client?.end().catch(() => undefined);
+  }
+
+  private async serveHook(): Promise<void> {
+    if (!this.hook) {
+      const hook = new ArrivalHook(this.deps);
+      await hook.start();
+      this.hook = hook;
+    }
+    await this.hook.renew();
+  }
+
+  private async closeHook(): Promise<void> {
+    const hook = this.hook;
+    this.hook = undefined;
+    await hook?.close();
   }
 
   private async lockQuery<T extends object>(sql: string, params: unknown[]): Promise<T[]> {
@@ -468,7 +502,7 @@ let ownsQueues = false;
 
 /** Starts the change-feed indexer of this process (follower until it wins the leadership). */
 export function initIndexer(
-  services: Pick<Services, 'db' | 'pacs' | 'config' | 'logger'>,
+  services: Pick<Services, 'db' | 'pacs' | 'archive' | 'config' | 'logger'>,
 ): ChangeFeedIndexer {
   if (indexer) return indexer;
   if (!queuesReady()) {

@@ -1,0 +1,98 @@
+# Aperture: every C-STORE arrival reaches the gateway, including those of objects Orthanc already holds.
+#
+# Orthanc 1.10 answers AlreadyStored to a C-STORE of an instance it holds and logs no change, so the gateway's change
+# feed never sees such an arrival. This filter runs before Orthanc stores anything. For an instance whose SOP Instance
+# UID the archive already holds, it hands the received bytes and the association's AE titles and peer address to the
+# gateway (which parses them within bounds, proves identity on the data set, and links the routed project), and
+# answers the modality with the gateway's verdict: accepted (Orthanc then keeps its copy: AlreadyStored), or refused
+# (a different data set under an archived UID is never stored). New instances are accepted at once: Orthanc stores
+# them and the change feed routes them from the metadata Orthanc keeps.
+#
+# Orthanc's Python API gives the filter the calling AE title but not the called AE title nor the peer address; the
+# Lua ReceivedInstanceFilter (aperture-arrivals.lua) sees them and posts them to /aperture/arrival-origin just
+# before, on the same thread.
+#
+# The gateway's leading indexer registers where to reach it (POST /aperture/arrival-hook), again and again before the
+# registration expires, so a restarted Orthanc or a new leader is found within seconds.
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import orthanc
+
+# DIMSE statuses (PS3.7 Annex C). 0xA700 "Refused: Out of Resources" tells a sender to try again later.
+SUCCESS = 0x0000
+RETRY_LATER = 0xA700
+
+_lock = threading.Lock()
+# Origins posted by the Lua filter, by the thread that handles the association (the thread's Python state, hence a
+# threading.local, does not survive between two calls from Orthanc).
+_origins = {}
+_hook = {'url': None, 'token': None, 'expires': 0.0}
+
+
+def _origin_callback(output, uri, **request):
+    if request['method'] != 'POST':
+        output.SendMethodNotAllowed('POST')
+        return
+    origin = json.loads(request['body'])
+    with _lock:
+        _origins[threading.get_ident()] = origin
+    output.AnswerBuffer('{}', 'application/json')
+
+
+def _hook_callback(output, uri, **request):
+    if request['method'] != 'POST':
+        output.SendMethodNotAllowed('POST')
+        return
+    body = json.loads(request['body'])
+    with _lock:
+        _hook['url'] = str(body['url'])
+        _hook['token'] = str(body['token'])
+        _hook['expires'] = time.monotonic() + float(body.get('ttlSeconds', 30))
+    output.AnswerBuffer('{}', 'application/json')
+
+
+def _already_archived(sop_uid):
+    if not sop_uid:
+        return False
+    found = json.loads(orthanc.RestApiPost('/tools/lookup', sop_uid))
+    return any(r.get('Type') == 'Instance' for r in found)
+
+
+def _filter(instance):
+    with _lock:
+        origin = _origins.pop(threading.get_ident(), None) or {}
+        hook = dict(_hook)
+    try:
+        tags = json.loads(instance.GetInstanceSimplifiedJson())
+        if not _already_archived(tags.get('SOPInstanceUID', '').strip()):
+            return SUCCESS
+    except Exception as e:  # Orthanc parsed it already; a lookup that fails must not lose the arrival.
+        orthanc.LogWarning('aperture: archive lookup failed (%s): asking the sender to retry' % type(e).__name__)
+        return RETRY_LATER
+    if not hook['url'] or hook['expires'] < time.monotonic():
+        orthanc.LogWarning('aperture: no gateway registered for re-arrivals: asking the sender to retry')
+        return RETRY_LATER
+    headers = {
+        'Content-Type': 'application/dicom',
+        'Authorization': 'Bearer ' + hook['token'],
+        'X-Aperture-Called-AET': origin.get('CalledAet', ''),
+        'X-Aperture-Calling-AET': origin.get('RemoteAet', instance.GetInstanceRemoteAet()),
+        'X-Aperture-Remote-IP': origin.get('RemoteIp', ''),
+    }
+    req = urllib.request.Request(hook['url'], data=instance.GetInstanceData(), headers=headers, method='POST')
+    try:
+        with urllib.request.urlopen(req, timeout=60) as res:
+            return int(json.loads(res.read())['status'])
+    except Exception as e:
+        orthanc.LogWarning('aperture: gateway did not answer a re-arrival (%s): asking the sender to retry'
+                           % type(e).__name__)
+        return RETRY_LATER
+
+
+orthanc.RegisterRestCallback('/aperture/arrival-origin', _origin_callback)
+orthanc.RegisterRestCallback('/aperture/arrival-hook', _hook_callback)
+orthanc.RegisterIncomingCStoreInstanceFilter(_filter)

@@ -1,0 +1,133 @@
+/**
+ * A C-STORE arrival of an object the archive already holds (issue 15, defect 2). Orthanc 1.10 would answer it
+ * AlreadyStored and log no change, so its C-STORE filter hands the received bytes here before Orthanc stores
+ * anything, and answers the modality with the DIMSE status decided here.
+ *
+ * Only an identical data set (ingest/identity.ts: group 0002 excluded) links the project the route leads to: a
+ * sender that merely knows a SOP Instance UID must not gain access to the archived object, and must never overwrite
+ * it, so a different data set is refused (Orthanc then stores nothing).
+ */
+import type { Pool } from 'pg';
+import type { Config } from '../config';
+import { findInstance, indexInstance, type InstanceRow } from '../index-db/instances';
+import { quarantineInstance, stickyDecision } from '../index-db/routing';
+import type { Logger } from '../logger';
+import type { Archive } from '../orthanc/archive';
+import { decideRoute } from './arrival';
+import { readObject } from './ingest';
+import type { ArrivalRoute } from './routing';
+import { digestArchived } from './identity';
+
+/** DIMSE statuses of C-STORE answers (PS3.7 Annex C and §9.1.1.1.9). */
+export const DimseStatus = {
+  Success: 0x0000,
+  /** The SOP Instance UID is archived with another data set (the same code STOW-RS uses, 0x0111). */
+  DuplicateSopInstance: 0x0111,
+  /** Transient: the sender should try again later (the archived copy is not indexed yet, the index is down). */
+  RefusedOutOfResources: 0xa700,
+  CannotUnderstand: 0xc000,
+} as const;
+
+/** What deciding a re-arrival needs. */
+export interface RearrivalDeps {
+  db: Pool;
+  archive: Archive;
+  config: Pick<Config, 'DEFAULT_PROJECT'>;
+  logger: Logger;
+}
+
+/** How long a re-arrival waits for the change feed to index the archived copy it repeats. */
+const WAIT_FOR_INDEX_MS = 3000;
+const WAIT_STEP_MS = 100;
+
+/** The verdict on one re-arrival, and what it did. */
+export interface RearrivalVerdict {
+  status: number;
+  /** The project it was linked to, null for quarantine, undefined when refused. */
+  projectId?: string | null;
+}
+
+/**
+ * Decides a C-STORE arrival of an archived SOP Instance UID from the received bytes and the association's route.
+ * Throws only when the index or the archive is unavailable (the caller answers "retry later").
+ */
+export async function handleRearrival(
+  deps: RearrivalDeps,
+  bytes: Buffer,
+  route: ArrivalRoute,
+): Promise<RearrivalVerdict> {
+  const read = readObject(bytes);
+  if (!read.ok) {
+    // Orthanc holds an object under this UID; a copy we cannot read cannot be shown to be the same one.
+    deps.logger.warn(
+      { sopInstanceUid: read.sopInstanceUid, reason: read.reason },
+      'C-STORE re-arrival unreadable: refused',
+    );
+    return { status: DimseStatus.CannotUnderstand };
+  }
+  const { parsed } = read;
+  const row = await waitForIndexed(deps.db, parsed.sopInstanceUid);
+  if (!row) {
+    // The change feed has not indexed the archived copy yet (or could not): the sender tries again later, when the
+    // identity can be judged. Refusing is what keeps the arrival from being dropped.
+    deps.logger.info({ sopInstanceUid: parsed.sopInstanceUid }, 'C-STORE re-arrival before indexing: retry');
+    return { status: DimseStatus.RefusedOutOfResources };
+  }
+  const archivedDataSet = row.dataset_md5 ?? (await archivedDataSetMd5(deps, row, bytes.length));
+  if (archivedDataSet !== read.datasetMd5) {
+    deps.logger.warn(
+      { sopInstanceUid: parsed.sopInstanceUid, calledAet: route.calledAet, callingAet: route.callingAet },
+      'C-STORE of a different data set under an archived SOP Instance UID: refused',
+    );
+    return { status: DimseStatus.DuplicateSopInstance };
+  }
+
+  // Identical: describe the archived file (what the index holds), not the bytes received (their File Meta differs).
+  const obj = {
+    parsed,
+    orthancId: row.orthanc_id,
+    fileSize: Number(row.file_size),
+    md5: row.md5,
+    datasetMd5: read.datasetMd5,
+  };
+  const decision = await stickyDecision(deps.db, parsed.seriesInstanceUid, route, () =>
+    decideRoute(deps, route, parsed.json),
+  );
+  if (decision.projectId) {
+    await indexInstance(deps.db, obj, [decision.projectId], 'route');
+  } else {
+    await quarantineInstance(deps.db, {
+      sopInstanceUid: parsed.sopInstanceUid,
+      studyUid: parsed.studyInstanceUid,
+      seriesUid: parsed.seriesInstanceUid,
+      route,
+      reason: 'no matching routing rule',
+    });
+  }
+  deps.logger.debug(
+    { sopInstanceUid: parsed.sopInstanceUid, projectId: decision.projectId, ruleId: decision.ruleId },
+    'C-STORE re-arrival linked',
+  );
+  return { status: DimseStatus.Success, projectId: decision.projectId };
+}
+
+async function waitForIndexed(db: Pool, sopInstanceUid: string): Promise<InstanceRow | undefined> {
+  const deadline = Date.now() + WAIT_FOR_INDEX_MS;
+  for (;;) {
+    const row = await findInstance(db, sopInstanceUid);
+    if (row || Date.now() >= deadline) return row;
+    await new Promise((r) => setTimeout(r, WAIT_STEP_MS));
+  }
+}
+
+/** Data-set hash of an archived file indexed before the hash was kept; undefined when it cannot be the same. */
+async function archivedDataSetMd5(
+  deps: RearrivalDeps,
+  row: InstanceRow,
+  size: number,
+): Promise<string | undefined> {
+  const max = 2 * size + 1024 * 1024;
+  const file = await deps.archive.openInstance(row.orthanc_id);
+  const digest = await digestArchived(file.body, max);
+  return digest === 'too-large' ? undefined : digest.datasetMd5;
+}
