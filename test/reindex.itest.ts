@@ -68,7 +68,7 @@ describe('reindex from the archive', () => {
     const progress: number[] = [];
     const [summary] = await Promise.all([
       runReindex(
-        { db: gw.services.db, pacs: gw.services.pacs, config: gw.config, logger: gw.services.logger },
+        { db: gw.services.db, archive: gw.services.archive, config: gw.config, logger: gw.services.logger },
         { pageSize: 5, onProgress: (done) => progress.push(done) },
       ),
       (async () => {
@@ -124,7 +124,7 @@ describe('reindex from the archive', () => {
   it('changes nothing when run again', async () => {
     const summary = await runReindex({
       db: gw.services.db,
-      pacs: gw.services.pacs,
+      archive: gw.services.archive,
       config: gw.config,
       logger: gw.services.logger,
     });

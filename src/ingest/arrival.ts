@@ -25,9 +25,9 @@ import {
   type RouteDecision,
   stickyDecision,
 } from '../index-db/routing';
-import { projectExists } from '../index-db/arrivals';
+import { findUnlisted, projectExists, projectsOf } from '../index-db/arrivals';
 import type { Logger } from '../logger';
-import type { PacsClient } from '../orthanc/client';
+import type { Archive, ArrivalOrigin } from '../orthanc/archive';
 import { failureMessage } from './failures';
 import { readObject } from './ingest';
 import { type ArrivalRoute, firstMatchingRule } from './routing';
@@ -35,7 +35,7 @@ import { type ArrivalRoute, firstMatchingRule } from './routing';
 /** What arrival indexing needs. */
 export interface ArrivalDeps {
   db: Pool;
-  pacs: PacsClient;
+  archive: Archive;
   config: Pick<Config, 'DEFAULT_PROJECT'> & Partial<Pick<Config, 'INDEXER_CLAIM_TTL_MS'>>;
   logger: Logger;
 }
@@ -58,14 +58,6 @@ export type ArrivalOutcome =
   /** Stored over REST by a gateway process that has not indexed it yet: its writer will (see deferRest). */
   | { status: 'deferred' };
 
-/** Orthanc's metadata of an instance (`/instances/{id}/metadata?expand`), the parts routing reads. */
-interface InstanceMetadata {
-  CalledAET?: string;
-  RemoteAET?: string;
-  RemoteIP?: string;
-  Origin?: string;
-}
-
 /** Options of indexArrival. */
 export interface ArrivalOptions {
   /**
@@ -82,12 +74,12 @@ export interface ArrivalOptions {
 }
 
 /** The route an object took into the archive; empty strings for objects that did not come by DIMSE. */
-export function routeOf(meta: InstanceMetadata): ArrivalRoute {
+export function routeOf(meta: ArrivalOrigin): ArrivalRoute {
   // indexText: an AE title is whatever bytes the peer sent, and these strings go into text columns.
   return {
-    calledAet: indexText(meta.CalledAET ?? '').trim(),
-    callingAet: indexText(meta.RemoteAET ?? '').trim(),
-    remoteIp: indexText(meta.RemoteIP ?? '').trim(),
+    calledAet: indexText(meta.calledAet ?? '').trim(),
+    callingAet: indexText(meta.callingAet ?? '').trim(),
+    remoteIp: indexText(meta.remoteIp ?? '').trim(),
   };
 }
 
@@ -123,21 +115,19 @@ export async function readArrival(
   orthancId: string,
   opts: ArrivalOptions = {},
 ): Promise<ReadArrival | ArrivalOutcome> {
-  const { db, pacs } = deps;
+  const { db, archive } = deps;
   const known = await findInstanceByOrthancId(db, orthancId);
   if (known && !opts.refresh && (await isPlaced(db, known.sop_instance_uid))) {
     return { status: 'unchanged', sopInstanceUid: known.sop_instance_uid };
   }
-  let meta: InstanceMetadata;
+  let meta: ArrivalOrigin;
   let bytes: Buffer;
   try {
-    meta = await pacs.getJson<InstanceMetadata>(
-      `/instances/${encodeURIComponent(orthancId)}/metadata?expand`,
-    );
-    if (!known && opts.deferRest && meta.Origin === 'RestApi' && (await claimedByWriter(deps, orthancId))) {
+    meta = await archive.arrivalOrigin(orthancId);
+    if (!known && opts.deferRest && meta.origin === 'RestApi' && (await claimedByWriter(deps, orthancId))) {
       return { status: 'deferred' };
     }
-    const file = await pacs.instanceFile(orthancId);
+    const file = await archive.openInstance(orthancId);
     bytes = await buffer(file.body);
   } catch (err) {
     if (err instanceof NotFoundError) return { status: 'gone' };
@@ -149,7 +139,7 @@ export async function readArrival(
     // Our parse failed, so the UIDs come from Orthanc's database (its main DICOM tags), not from the file.
     let ids: ArchivedIdentity;
     try {
-      ids = await archivedIdentity(pacs, orthancId);
+      ids = await archivedIdentity(archive, orthancId);
     } catch (err) {
       if (err instanceof NotFoundError) return { status: 'gone' };
       throw err;
@@ -179,24 +169,22 @@ export async function readArrival(
  * may still index it.
  */
 async function claimedByWriter(deps: ArrivalDeps, orthancId: string): Promise<boolean> {
-  const inst = await deps.pacs.getJson<{ MainDicomTags?: { SOPInstanceUID?: string } }>(
-    `/instances/${encodeURIComponent(orthancId)}`,
-  );
-  const sop = indexText(inst.MainDicomTags?.SOPInstanceUID ?? '').trim();
+  const tags = await deps.archive.instanceTags(orthancId);
+  const sop = indexText(tags.SOPInstanceUID ?? '').trim();
   if (!sop) return false;
   return isClaimed(deps.db, sop, deps.config.INDEXER_CLAIM_TTL_MS ?? CLAIM_TTL_MS);
 }
 
 /** The placing half of indexArrival: refuses a second copy of a UID, refreshes a placed object, or routes a new one. */
 export async function placeArrival(deps: ArrivalDeps, arrival: ReadArrival): Promise<ArrivalOutcome> {
-  const { db, pacs } = deps;
+  const { db, archive } = deps;
   const { orthancId, route, obj } = arrival;
   const { parsed } = obj;
 
   // Orthanc keys instances by Patient ID too, so one SOP Instance UID can sit in the archive twice (a re-send with a
   // corrected Patient ID). The index holds one object per UID: the second copy is refused while the first exists.
   const bySop = await findInstance(db, parsed.sopInstanceUid);
-  if (bySop && bySop.orthanc_id !== orthancId && (await stillArchived(pacs, bySop.orthanc_id))) {
+  if (bySop && bySop.orthanc_id !== orthancId && (await archive.hasInstance(bySop.orthanc_id))) {
     const message = 'a different archived object already holds this SOP Instance UID';
     await recordFailure(db, {
       orthancId,
@@ -216,11 +204,7 @@ export async function placeArrival(deps: ArrivalDeps, arrival: ReadArrival): Pro
     const { row } = await indexInstance(db, obj, [], 'route');
     if (row === 'unchanged') return { status: 'unchanged', sopInstanceUid: parsed.sopInstanceUid };
     // Rewritten: refresh the per-project series and study rows built from it.
-    const memberships = await db.query<{ project_id: string }>(
-      'SELECT project_id FROM project_instances WHERE sop_instance_uid = $1 ORDER BY project_id',
-      [parsed.sopInstanceUid],
-    );
-    const projects = memberships.rows.map((r) => r.project_id);
+    const projects = await projectsOf(db, parsed.sopInstanceUid);
     if (projects.length) await indexInstance(db, obj, projects, 'route');
     return { status: 'updated', sopInstanceUid: parsed.sopInstanceUid };
   }
@@ -281,22 +265,18 @@ export interface ArchivedIdentity {
 }
 
 /**
- * Reads an instance's UIDs from Orthanc's database: the instance's main DICOM tags and those of its parent series
- * and study. Orthanc answers these from its index without opening (or parsing) the file, so it works for objects
- * our parser refuses and is safe for objects that would upset Orthanc's parser. NotFoundError when it is gone.
+ * An instance's UIDs from the archive's database (the instance's and its parent series' and study's), answered
+ * without opening or parsing the file: it works for objects our parser refuses and is safe for objects that would
+ * upset the archive's parser. Cleaned as index text. NotFoundError when it is gone.
  */
-export async function archivedIdentity(pacs: PacsClient, orthancId: string): Promise<ArchivedIdentity> {
-  type Resource = { MainDicomTags?: Record<string, string>; ParentSeries?: string; ParentStudy?: string };
+export async function archivedIdentity(archive: Archive, orthancId: string): Promise<ArchivedIdentity> {
   const uid = (v: string | undefined) => (v === undefined ? undefined : indexText(v).trim() || undefined);
-  const inst = await pacs.getJson<Resource>(`/instances/${encodeURIComponent(orthancId)}`);
-  const out: ArchivedIdentity = { sopInstanceUid: uid(inst.MainDicomTags?.SOPInstanceUID) };
-  if (!inst.ParentSeries) return out;
-  const series = await pacs.getJson<Resource>(`/series/${encodeURIComponent(inst.ParentSeries)}`);
-  out.seriesUid = uid(series.MainDicomTags?.SeriesInstanceUID);
-  if (!series.ParentStudy) return out;
-  const study = await pacs.getJson<Resource>(`/studies/${encodeURIComponent(series.ParentStudy)}`);
-  out.studyUid = uid(study.MainDicomTags?.StudyInstanceUID);
-  return out;
+  const ids = await archive.instanceIdentity(orthancId);
+  return {
+    sopInstanceUid: uid(ids.sopInstanceUid),
+    seriesUid: uid(ids.seriesUid),
+    studyUid: uid(ids.studyUid),
+  };
 }
 
 /**
@@ -322,12 +302,8 @@ export async function setAside(
       };
       route = known.route;
     } else {
-      ids = await archivedIdentity(deps.pacs, orthancId);
-      route = routeOf(
-        await deps.pacs.getJson<InstanceMetadata>(
-          `/instances/${encodeURIComponent(orthancId)}/metadata?expand`,
-        ),
-      );
+      ids = await archivedIdentity(deps.archive, orthancId);
+      route = routeOf(await deps.archive.arrivalOrigin(orthancId));
     }
   } catch (e) {
     if (e instanceof NotFoundError) return { status: 'gone' };
@@ -346,17 +322,6 @@ export async function setAside(
 }
 
 export { failureMessage, isInfrastructureError } from './failures';
-
-/** Whether Orthanc still holds an instance. */
-export async function stillArchived(pacs: PacsClient, orthancId: string): Promise<boolean> {
-  try {
-    await pacs.getJson(`/instances/${encodeURIComponent(orthancId)}`);
-    return true;
-  } catch (err) {
-    if (err instanceof NotFoundError) return false;
-    throw err;
-  }
-}
 
 /** Progress of a stale-row sweep. */
 export interface SweepResult {
@@ -380,55 +345,27 @@ const LIST_PAGE = 1000;
  * objects the paging skipped because the archive changed under it, are never removed.
  */
 export async function sweepDeleted(
-  deps: Pick<ArrivalDeps, 'db' | 'pacs' | 'logger'>,
+  deps: Pick<ArrivalDeps, 'db' | 'archive' | 'logger'>,
   onPage?: (listed: number) => void,
 ): Promise<SweepResult> {
-  const { db, pacs } = deps;
-  const client = await db.connect();
-  let candidates: Array<{ sop_instance_uid: string; orthanc_id: string }>;
-  let failureCandidates: string[];
-  let archived = 0;
-  try {
-    await client.query('BEGIN');
-    const started = (await client.query<{ now: Date }>('SELECT now()')).rows[0].now;
-    await client.query('CREATE TEMP TABLE archived_ids (orthanc_id text PRIMARY KEY) ON COMMIT DROP');
+  const { db, archive } = deps;
+  async function* pages(): AsyncGenerator<string[]> {
     for (let since = 0; ; since += LIST_PAGE) {
-      const ids = await pacs.getJson<string[]>(`/instances?since=${since}&limit=${LIST_PAGE}`);
-      if (ids.length) {
-        await client.query('INSERT INTO archived_ids SELECT unnest($1::text[]) ON CONFLICT DO NOTHING', [
-          ids,
-        ]);
-      }
-      archived += ids.length;
-      onPage?.(archived);
-      if (ids.length < LIST_PAGE) break;
+      const ids = await archive.listInstances(since, LIST_PAGE);
+      yield ids;
+      if (ids.length < LIST_PAGE) return;
     }
-    candidates = (
-      await client.query<{ sop_instance_uid: string; orthanc_id: string }>(
-        `SELECT sop_instance_uid, orthanc_id FROM instances i
-          WHERE i.indexed_at < $1 AND NOT EXISTS (SELECT 1 FROM archived_ids a WHERE a.orthanc_id = i.orthanc_id)`,
-        [started],
-      )
-    ).rows;
-    failureCandidates = (
-      await client.query<{ orthanc_id: string }>(
-        `SELECT orthanc_id FROM index_failures f
-          WHERE f.received_at < $1 AND NOT EXISTS (SELECT 1 FROM archived_ids a WHERE a.orthanc_id = f.orthanc_id)`,
-        [started],
-      )
-    ).rows.map((r) => r.orthanc_id);
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
   }
+  const {
+    archived,
+    instances: candidates,
+    failures: failureCandidates,
+  } = await findUnlisted(db, pages(), onPage);
 
   let removed = 0;
   const missed: string[] = [];
   for (const c of candidates) {
-    if (await stillArchived(pacs, c.orthanc_id)) {
+    if (await archive.hasInstance(c.orthanc_id)) {
       missed.push(c.orthanc_id);
       continue;
     }
@@ -439,7 +376,7 @@ export async function sweepDeleted(
   }
   let failuresCleared = 0;
   for (const id of failureCandidates) {
-    if (await stillArchived(pacs, id)) continue;
+    if (await archive.hasInstance(id)) continue;
     await clearFailure(db, id);
     failuresCleared++;
   }

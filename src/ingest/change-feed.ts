@@ -17,14 +17,21 @@
  *   Orthanc no longer holds: when idle and the index holds more than Orthanc, and while busy on a time budget.
  * - Derived work: on StableSeries the series is queued for thumbnails, whatever way its instances came in.
  */
-import { Client } from 'pg';
+import type { Client } from 'pg';
 import type { Config } from '../config';
 import { FailureReason } from '../dicom/parse';
 import { NotFoundError, errSummary } from '../errors';
+import {
+  connectLockClient,
+  indexedOrFailedCount,
+  readCursor,
+  saveCursor,
+  seriesIndexed,
+  tryLeaderLock,
+} from '../index-db/change-feed';
 import { expireClaims, findInstanceByOrthancId, removeInstance } from '../index-db/instances';
 import { closeQueues, enqueueSeriesStable, initQueues, queuesReady } from '../jobs/queues';
-import type { OrthancChange } from '../orthanc/client';
-import type { Archive } from '../orthanc/archive';
+import type { Archive, ArchiveChange } from '../orthanc/archive';
 import type { Services } from '../services';
 import { ArrivalHook } from './arrival-hook';
 import {
@@ -39,8 +46,7 @@ import {
   sweepDeleted,
 } from './arrival';
 
-/** Advisory lock key held by the leading indexer (any constant; the same in every process). */
-export const INDEXER_LOCK_KEY = 7_123_420;
+export { INDEXER_LOCK_KEY } from '../index-db/change-feed';
 /** The cursor's row in indexer_state. */
 export const CURSOR_NAME = 'orthanc-changes';
 
@@ -66,7 +72,7 @@ export interface IndexerDeps extends ArrivalDeps {
         | 'STOW_MAX_PART_BYTES'
       >
     >;
-  /** The archive; the leader serves its C-STORE filter's re-arrivals (ingest/arrival-hook.ts). */
+  /** The leader also serves the archive's C-STORE filter (re-arrivals, ingest/arrival-hook.ts). */
   archive: Archive;
   /** Called on StableSeries with the Series Instance UID; default: the derived-work queue. */
   onSeriesStable?: (seriesUid: string) => Promise<unknown>;
@@ -103,7 +109,7 @@ export class ChangeFeedIndexer {
    * goes on past them and retries them each step; the stored cursor stays below the first of them, so a crash replays
    * from there (replays of what was done meanwhile change nothing).
    */
-  private readonly waiting = new Map<number, OrthancChange>();
+  private readonly waiting = new Map<number, ArchiveChange>();
   /** Highest sequence number handled in this leadership (the cursor, unless events wait below it). */
   private scannedTo = 0;
   private lastBusySweep = 0;
@@ -167,29 +173,16 @@ export class ChangeFeedIndexer {
 
   private async tryLead(): Promise<void> {
     if (!this.lockClient) {
-      const client = new Client({ connectionString: this.deps.config.DATABASE_URL });
-      const lost = () => {
+      const lost = (client: Client) => {
         if (this.lockClient !== client) return;
         this.lockClient = undefined;
         if (this.leading) this.deps.logger.warn('change feed: lost the leader connection');
         this.leading = false;
         void client.end().catch(() => undefined);
       };
-      client.on('error', lost);
-      client.on('end', lost);
-      this.lockClient = client;
-      try {
-        await client.connect();
-        await client.query("SET application_name = 'aperture-indexer'");
-      } catch (err) {
-        lost();
-        throw err;
-      }
+      this.lockClient = await connectLockClient(this.deps.config.DATABASE_URL, lost);
     }
-    const r = await this.lockClient.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [
-      INDEXER_LOCK_KEY,
-    ]);
-    if (r.rows[0]?.ok) {
+    if (await tryLeaderLock(this.lockClient)) {
       this.leading = true;
       this.waiting.clear();
       this.scannedTo = 0;
@@ -221,43 +214,34 @@ export class ChangeFeedIndexer {
     await hook?.close();
   }
 
-  private async lockQuery<T extends object>(sql: string, params: unknown[]): Promise<T[]> {
+  /** The leader lock's connection: the cursor is only ever read and moved on it, and only while leading. */
+  private leaderClient(): Client {
     if (!this.lockClient || !this.leading) throw new LeadershipLost();
-    return (await this.lockClient.query<T>(sql, params)).rows;
+    return this.lockClient;
   }
 
-  private async readCursor(): Promise<number> {
-    const rows = await this.lockQuery<{ last_change: string }>(
-      `INSERT INTO indexer_state (name) VALUES ($1) ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
-       RETURNING last_change`,
-      [CURSOR_NAME],
-    );
-    return Number(rows[0].last_change);
+  private readCursor(): Promise<number> {
+    return readCursor(this.leaderClient(), CURSOR_NAME);
   }
 
-  /** Moves the cursor forward (never back: a replaying old leader cannot undo the new one's progress). */
-  private async saveCursor(seq: number, reset = false): Promise<void> {
-    await this.lockQuery(
-      `UPDATE indexer_state SET last_change = ${reset ? '$1' : 'GREATEST(last_change, $1)'}, updated_at = now()
-        WHERE name = $2`,
-      [seq, CURSOR_NAME],
-    );
+  private saveCursor(seq: number, reset = false): Promise<void> {
+    return saveCursor(this.leaderClient(), CURSOR_NAME, seq, reset);
   }
 
   /** Processes one page of changes; true when more are waiting. */
   private async pollOnce(): Promise<boolean> {
-    const { pacs, logger } = this.deps;
+    const { archive, logger } = this.deps;
     const cursor = await this.readCursor();
     this.scannedTo = Math.max(this.scannedTo, cursor);
     await this.retryWaiting();
     const from = this.scannedTo;
-    const page = await pacs.changes(from, BATCH);
-    if (page.Changes.length === 0) {
-      if (page.Last < from) {
+    const page = await archive.changes(from, BATCH);
+    if (page.changes.length === 0) {
+      if (page.last < from) {
         // The log restarted below our cursor: Orthanc's database was replaced. Follow the new log from its start;
         // the idle sweep removes what the old archive held and the new one does not.
         logger.warn(
-          { cursor: from, last: page.Last },
+          { cursor: from, last: page.last },
           'change feed: Orthanc change log is behind the cursor; restarting it',
         );
         await this.saveCursor(0, true);
@@ -268,13 +252,13 @@ export class ChangeFeedIndexer {
       }
       return false;
     }
-    const changes = page.Changes;
+    const changes = page.changes;
     let i = 0;
     while (i < changes.length) {
       if (!this.running || !this.leading) return false;
-      if (changes[i].ChangeType === 'NewInstance') {
-        const run: OrthancChange[] = [];
-        while (i < changes.length && changes[i].ChangeType === 'NewInstance' && run.length < CONCURRENCY) {
+      if (changes[i].kind === 'NewInstance') {
+        const run: ArchiveChange[] = [];
+        while (i < changes.length && changes[i].kind === 'NewInstance' && run.length < CONCURRENCY) {
           run.push(changes[i++]);
         }
         // Reads (Orthanc round trips, parsing) overlap; placing follows arrival order, so the first instance of a
@@ -288,7 +272,7 @@ export class ChangeFeedIndexer {
           try {
             if (r.status === 'rejected') throw r.reason;
             if (r.value === 'wait') {
-              this.waiting.set(run[done].Seq, run[done]);
+              this.waiting.set(run[done].seq, run[done]);
               continue;
             }
             if ('status' in r.value) {
@@ -307,7 +291,7 @@ export class ChangeFeedIndexer {
             this.count(await this.setAside(run[done], err, read));
           }
         }
-        if (done > 0) await this.advance(run[done - 1].Seq);
+        if (done > 0) await this.advance(run[done - 1].seq);
         if (done < run.length) {
           if (failure !== undefined) await this.failedEvent(run[done], failure);
           return false;
@@ -319,16 +303,16 @@ export class ChangeFeedIndexer {
           await this.failedEvent(changes[i], err);
           return false;
         }
-        await this.advance(changes[i].Seq);
+        await this.advance(changes[i].seq);
         i++;
       }
     }
-    return !page.Done;
+    return !page.done;
   }
 
   /** Reads the instance of a NewInstance change; 'wait' while a gateway STOW claims it (see ingest_claims). */
-  private async readNew(change: OrthancChange): Promise<ReadArrival | ArrivalOutcome | 'wait'> {
-    const out = await readArrival(this.deps, change.ID, { deferRest: true });
+  private async readNew(change: ArchiveChange): Promise<ReadArrival | ArrivalOutcome | 'wait'> {
+    const out = await readArrival(this.deps, change.archiveId, { deferRest: true });
     return 'status' in out && out.status === 'deferred' ? 'wait' : out;
   }
 
@@ -382,13 +366,13 @@ export class ChangeFeedIndexer {
   }
 
   /** setAside, made unable to stop the feed itself: a record that cannot be written is logged and skipped. */
-  private async setAside(change: OrthancChange, err: unknown, read?: ReadArrival): Promise<ArrivalOutcome> {
+  private async setAside(change: ArchiveChange, err: unknown, read?: ReadArrival): Promise<ArrivalOutcome> {
     try {
-      return await setAside(this.deps, change.ID, err, read);
+      return await setAside(this.deps, change.archiveId, err, read);
     } catch (e) {
       if (isInfrastructureError(e)) throw e;
       this.deps.logger.error(
-        { seq: change.Seq, orthancId: change.ID, err: errSummary(e) },
+        { seq: change.seq, orthancId: change.archiveId, err: errSummary(e) },
         'change feed: could not record an index failure; skipped',
       );
       return { status: 'failed', reason: FailureReason.ProcessingFailure, message: failureMessage(err) };
@@ -404,30 +388,26 @@ export class ChangeFeedIndexer {
     else if (out.status === 'unchanged' || out.status === 'updated') this.stats.unchanged++;
   }
 
-  private async otherChange(change: OrthancChange): Promise<void> {
-    const { db, pacs, logger } = this.deps;
-    if (change.ChangeType === 'StableSeries') {
+  private async otherChange(change: ArchiveChange): Promise<void> {
+    const { db, archive, logger } = this.deps;
+    if (change.kind === 'StableSeries') {
       let seriesUid: string | undefined;
       try {
-        const s = await pacs.getJson<{ MainDicomTags?: { SeriesInstanceUID?: string } }>(
-          `/series/${encodeURIComponent(change.ID)}`,
-        );
-        seriesUid = s.MainDicomTags?.SeriesInstanceUID?.trim();
+        seriesUid = (await archive.seriesInstanceUid(change.archiveId))?.trim();
       } catch (err) {
         if (err instanceof NotFoundError) return; // deleted meanwhile
         throw err;
       }
       if (!seriesUid) return;
-      const indexed = await db.query('SELECT 1 FROM instances WHERE series_uid = $1 LIMIT 1', [seriesUid]);
-      if (!indexed.rows[0]) return;
+      if (!(await seriesIndexed(db, seriesUid))) return;
       const enqueue = this.deps.onSeriesStable ?? enqueueSeriesStable;
       // Derived work must not hold up indexing: a series whose job could not be queued is logged (by the queue).
       await enqueue(seriesUid);
       this.stats.seriesStable++;
       logger.debug({ seriesUid }, 'series stable: derived work queued');
-    } else if (change.ChangeType === 'Deleted') {
-      if (change.ResourceType === 'Instance') {
-        const row = await findInstanceByOrthancId(db, change.ID);
+    } else if (change.kind === 'Deleted') {
+      if (change.level === 'Instance') {
+        const row = await findInstanceByOrthancId(db, change.archiveId);
         if (row && (await removeInstance(db, row.sop_instance_uid))) this.stats.removed++;
       } else {
         // The ids of the instances under a deleted series/study/patient are gone with it: compare instead.
@@ -443,13 +423,13 @@ export class ChangeFeedIndexer {
    * back-off (nothing is lost, the feed waits for its dependencies). Any other failure of an event that is not a new
    * instance (those are set aside where they fail) is logged and skipped: derived work must not stop indexing.
    */
-  private async failedEvent(change: OrthancChange, err: unknown): Promise<void> {
+  private async failedEvent(change: ArchiveChange, err: unknown): Promise<void> {
     if (err instanceof LeadershipLost || isInfrastructureError(err)) throw err;
     this.deps.logger.warn(
-      { seq: change.Seq, change: change.ChangeType, orthancId: change.ID, err: errSummary(err) },
+      { seq: change.seq, change: change.kind, orthancId: change.archiveId, err: errSummary(err) },
       'change feed: event failed, skipped',
     );
-    await this.saveCursor(change.Seq);
+    await this.saveCursor(change.seq);
   }
 
   /**
@@ -461,18 +441,15 @@ export class ChangeFeedIndexer {
     const now = Date.now();
     if (!this.sweepNeeded && now - this.lastSweepCheck < SWEEP_CHECK_MS) return;
     this.lastSweepCheck = now;
-    const { db, pacs } = this.deps;
+    const { db, archive } = this.deps;
     await expireClaims(db, this.deps.config.INDEXER_CLAIM_TTL_MS ?? 120_000);
-    const stats = await pacs.getJson<{ CountInstances: number }>('/statistics');
-    if (!this.sweepNeeded && !this.changedSinceCheck && stats.CountInstances === this.lastArchiveCount)
-      return;
-    const counted = await db.query<{ n: number }>(
-      'SELECT ((SELECT count(*) FROM instances) + (SELECT count(*) FROM index_failures))::int AS n',
-    );
-    const archive = await pacs.getJson<{ CountInstances: number }>('/statistics');
-    this.lastArchiveCount = archive.CountInstances;
+    const before = await archive.countInstances();
+    if (!this.sweepNeeded && !this.changedSinceCheck && before === this.lastArchiveCount) return;
+    const counted = await indexedOrFailedCount(db);
+    const archived = await archive.countInstances();
+    this.lastArchiveCount = archived;
     this.changedSinceCheck = false;
-    if (!this.sweepNeeded && counted.rows[0].n <= archive.CountInstances) return;
+    if (!this.sweepNeeded && counted <= archived) return;
     this.sweepNeeded = false;
     const res = await sweepDeleted(this.deps);
     this.stats.removed += res.removed;
@@ -502,7 +479,7 @@ let ownsQueues = false;
 
 /** Starts the change-feed indexer of this process (follower until it wins the leadership). */
 export function initIndexer(
-  services: Pick<Services, 'db' | 'pacs' | 'archive' | 'config' | 'logger'>,
+  services: Pick<Services, 'db' | 'archive' | 'config' | 'logger'>,
 ): ChangeFeedIndexer {
   if (indexer) return indexer;
   if (!queuesReady()) {

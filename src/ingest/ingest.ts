@@ -11,7 +11,7 @@ import {
   type MembershipSource,
   setDataSetMd5,
 } from '../index-db/instances';
-import { OrthancHttpError, type PacsClient } from '../orthanc/client';
+import { type Archive, isRefusedByArchive, type StoreOutcome } from '../orthanc/archive';
 import { failureMessage, isInfrastructureError } from './failures';
 import { type ArchivedDigest, dataSetMd5, digestArchived } from './identity';
 
@@ -49,7 +49,7 @@ export interface IngestExpectations {
  * on the data set and its transfer syntax (ingest/identity.ts), not on the File Meta or preamble it was wrapped in.
  */
 export async function ingestInstance(
-  deps: { db: Pool; pacs: PacsClient },
+  deps: { db: Pool; archive: Archive },
   bytes: Buffer,
   projects: readonly string[],
   source: MembershipSource,
@@ -83,13 +83,13 @@ export async function ingestInstance(
     if (knownDataSet !== 'gone' && knownDataSet !== datasetMd5) return duplicate(ids);
   }
 
-  let stored;
+  let stored: StoreOutcome;
   try {
     // Claimed before the archive has it, so that the change feed leaves it to this writer (see ingest_claims).
     await claimIngest(deps.db, parsed.sopInstanceUid);
-    stored = await deps.pacs.store(archived ? archived.open() : bytes, bytes.length);
+    stored = await deps.archive.storeInstance(archived ? archived.open() : bytes, bytes.length);
   } catch (err) {
-    if (err instanceof OrthancHttpError && err.upstreamStatus >= 400 && err.upstreamStatus < 500) {
+    if (isRefusedByArchive(err)) {
       // Orthanc could not parse or accept the object itself (e.g. truncated data): this object fails, alone.
       return {
         ok: false,
@@ -108,23 +108,23 @@ export async function ingestInstance(
     }
     throw err;
   }
-  let alreadyStored = stored.Status === 'AlreadyStored';
+  let alreadyStored = stored.status === 'alreadyStored';
   // What the archive holds, which the index must describe: the bytes sent, unless Orthanc kept an earlier copy.
   let archivedFile = { md5, fileSize: bytes.length };
   if (alreadyStored) {
-    const archivedMd5 = await deps.pacs.attachmentMd5(stored.ID);
+    const archivedMd5 = await deps.archive.storedFileMd5(stored.archiveId);
     if (archivedMd5 !== md5) {
       if (
         archivedMd5 &&
         known &&
-        known.orthanc_id === stored.ID &&
+        known.orthanc_id === stored.archiveId &&
         known.md5 === archivedMd5 &&
         known.dataset_md5 === datasetMd5
       ) {
         archivedFile = { md5: archivedMd5, fileSize: Number(known.file_size) };
       } else {
         // Not known to the index (e.g. a C-STORE the change feed has not reached yet): read the archived file back.
-        const digest = await archivedDigest(deps, stored.ID, bytes.length);
+        const digest = await archivedDigest(deps, stored.archiveId, bytes.length);
         if (typeof digest === 'string' || digest.datasetMd5 !== datasetMd5) return duplicate(ids);
         archivedFile = { md5: digest.md5, fileSize: digest.size };
       }
@@ -135,7 +135,7 @@ export async function ingestInstance(
   try {
     await indexInstance(
       deps.db,
-      { parsed, orthancId: stored.ID, ...archivedFile, datasetMd5 },
+      { parsed, orthancId: stored.archiveId, ...archivedFile, datasetMd5 },
       projects,
       source,
     );
@@ -178,7 +178,7 @@ export function readObject(bytes: Buffer): ReadOutcome {
  * archived file cannot hold the same data set as an object of `size` bytes.
  */
 async function indexedDataSetMd5(
-  deps: { db: Pool; pacs: PacsClient },
+  deps: { db: Pool; archive: Archive },
   row: InstanceRow,
   size: number,
 ): Promise<string | 'gone' | 'different'> {
@@ -196,12 +196,12 @@ async function indexedDataSetMd5(
  * change a file's size by far less, so a larger file is another data set and is answered 'different' unread.
  */
 async function archivedDigest(
-  deps: { pacs: PacsClient },
+  deps: { archive: Archive },
   orthancId: string,
   size: number,
 ): Promise<ArchivedDigest | 'gone' | 'different'> {
   try {
-    const file = await deps.pacs.instanceFile(orthancId);
+    const file = await deps.archive.openInstance(orthancId);
     const digest = await digestArchived(file.body, 2 * size + 1024 * 1024);
     return digest === 'too-large' ? 'different' : digest;
   } catch (err) {

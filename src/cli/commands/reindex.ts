@@ -17,6 +17,7 @@ import {
 } from '../../ingest/arrival';
 import { createLogger } from '../../logger';
 import { closePacs, initPacs } from '../../orthanc/client';
+import { initArchive } from '../../orthanc/archive';
 
 /** What a re-index did. */
 export interface ReindexSummary {
@@ -123,10 +124,10 @@ export async function runReindex(deps: ArrivalDeps, opts: ReindexOptions = {}): 
     // 'gone': deleted while we looked; the sweep at the end accounts for its row.
   };
 
-  let total = (await deps.pacs.getJson<{ CountInstances: number }>('/statistics')).CountInstances;
+  let total = await deps.archive.countInstances();
   const deferred: string[] = [];
   for (let since = 0; ; since += pageSize) {
-    const ids = await deps.pacs.getJson<string[]>(`/instances?since=${since}&limit=${pageSize}`);
+    const ids = await deps.archive.listInstances(since, pageSize);
     const reads = await mapLimit(ids, concurrency, (id) =>
       readArrival(deps, id, { refresh: true, deferRest: true }),
     );
@@ -207,7 +208,7 @@ export function register(program: Command): void {
         await migrate(db);
         let started = false;
         const summary = await runReindex(
-          { db, pacs, config, logger },
+          { db, archive: initArchive(pacs), config, logger },
           {
             concurrency: opts.concurrency,
             pageSize: opts.pageSize,
