@@ -1,23 +1,20 @@
 import type { Worker } from 'bullmq';
+import { closeServices, initServices } from './bootstrap';
 import { loadConfig } from './config';
-import { migrate } from './index-db/migrate';
-import { closeDb, initDb } from './index-db/pool';
 import { initThumbnailWorker } from './jobs/thumbnail';
 import { createLogger } from './logger';
-import { closePacs, initPacs } from './orthanc/client';
 
 /**
  * The job worker process: runs the BullMQ workers (thumbnails) against the gateway's database and archive.
- * It serves no HTTP, so it opens only the database and the archive client (no token verification, no audit).
+ * It serves no HTTP and enqueues nothing, so it opens only the database and the archive client (no token
+ * verification, no audit, no producer queues).
  */
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.LOG_LEVEL, 'aperture-worker');
-  const db = initDb(config);
   // The gateway migrates too; the advisory lock makes whichever starts first do it.
-  await migrate(db);
-  const pacs = initPacs(config);
-  const workers: Worker[] = [initThumbnailWorker({ db, pacs, config, logger })];
+  const services = await initServices(config, logger, { http: false, queues: false });
+  const workers: Worker[] = [initThumbnailWorker(services)];
   logger.info({ queues: workers.map((w) => w.name) }, 'worker started');
 
   let stopping = false;
@@ -29,8 +26,7 @@ async function main(): Promise<void> {
     await Promise.all(
       workers.map((w) => w.close().catch((err) => logger.error({ err: String(err) }, 'worker close'))),
     );
-    await closePacs().catch(() => undefined);
-    await closeDb().catch(() => undefined);
+    await closeServices(services);
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));

@@ -76,7 +76,7 @@ async function start(env: Record<string, string>, base?: Gw): Promise<Gw> {
     async close() {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
-      if (!base) await closeServices();
+      if (!base) await closeServices(services);
     },
   };
 }
