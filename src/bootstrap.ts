@@ -134,3 +134,21 @@ function startVerifier(config: Config, logger: Logger): TokenVerifier | undefine
   void verifier.start();
   return verifier;
 }
+
+/**
+ * Runs `stop` once on SIGTERM or SIGINT (a second signal while stopping is ignored), then exits 0: the one
+ * shutdown path of the gateway and the worker. `stop` ends the process's own work; closeServices follows it.
+ */
+export function stopOnSignals(services: CoreServices, stop: () => Promise<void>): void {
+  let stopping = false;
+  const onSignal = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    services.logger.info({ signal }, 'shutting down');
+    await stop().catch((err) => services.logger.error({ err: String(err) }, 'error during shutdown'));
+    await closeServices(services);
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void onSignal('SIGTERM'));
+  process.on('SIGINT', () => void onSignal('SIGINT'));
+}

@@ -1,5 +1,5 @@
 import { createApp } from './app';
-import { closeServices, initServices } from './bootstrap';
+import { initServices, stopOnSignals } from './bootstrap';
 import { loadConfig } from './config';
 import { createHttpServer } from './http/server';
 import { createLogger } from './logger';
@@ -17,18 +17,10 @@ async function main(): Promise<void> {
     logger.info({ port: config.PORT, host: config.HOST }, 'gateway listening');
   });
 
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down');
+  stopOnSignals(services, async () => {
     server.close();
     server.closeIdleConnections();
-    await closeServices(services);
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
+  });
 }
 
 main().catch((err) => {

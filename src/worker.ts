@@ -1,5 +1,5 @@
 import type { Worker } from 'bullmq';
-import { closeServices, initServices } from './bootstrap';
+import { initServices, stopOnSignals } from './bootstrap';
 import { loadConfig } from './config';
 import { initThumbnailWorker } from './jobs/thumbnail';
 import { createLogger } from './logger';
@@ -17,20 +17,12 @@ async function main(): Promise<void> {
   const workers: Worker[] = [initThumbnailWorker(services)];
   logger.info({ queues: workers.map((w) => w.name) }, 'worker started');
 
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'shutting down: finishing active jobs');
+  stopOnSignals(services, async () => {
     // Worker.close waits for active jobs, so none is cut off halfway (they are idempotent anyway).
     await Promise.all(
       workers.map((w) => w.close().catch((err) => logger.error({ err: String(err) }, 'worker close'))),
     );
-    await closeServices(services);
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
+  });
 }
 
 main().catch((err) => {
