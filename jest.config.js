@@ -18,7 +18,7 @@ module.exports = {
     {
       displayName: 'unit',
       testEnvironment: 'node',
-      roots: ['<rootDir>/src'],
+      roots: ['<rootDir>/src', '<rootDir>/tools'],
       testMatch: ['**/*.test.ts'],
       transform,
       transformIgnorePatterns,

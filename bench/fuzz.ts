@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Pool } from 'pg';
-import { freePort } from '../src/devtools/net';
+import { freePort } from '../tools/net';
 import { runFuzz } from '../test/helpers/fuzz-run';
 import {
   benchStackDown,

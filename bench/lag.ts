@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import dcmjs from 'dcmjs';
 import { Pool } from 'pg';
-import { freePort } from '../src/devtools/net';
+import { freePort } from '../tools/net';
 
 const ROOT = join(__dirname, '..');
 const run = promisify(execFile);

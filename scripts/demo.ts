@@ -10,8 +10,8 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { generateInstances } from '../src/dicom/synth';
-import { stowInstances } from '../src/dicomweb/stow-client';
+import { generateInstances } from '../tools/synth';
+import { stowInstances } from '../tools/stow-client';
 import { readEnvFile } from '../bench/lib/stack';
 
 const ROOT = join(__dirname, '..');
@@ -259,7 +259,7 @@ Try:
   curl -s -H "Authorization: Bearer $ALICE" '${GATEWAY}/projects/demo/dicom-web/studies?limit=5' | head -c 600; echo
   curl -s -H "Authorization: Bearer $ALICE" '${GATEWAY}/dicom-web/studies?PatientName=doe*&fuzzymatching=true&includefield=all' | head -c 600; echo
   curl -s -H "Authorization: Bearer $CAROL" ${GATEWAY}/api/projects
-  npm run cli -- synth --patients 2 --stow ${GATEWAY}/projects/demo/dicom-web --token "$BOB"
+  npm run synth -- --patients 2 --stow ${GATEWAY}/projects/demo/dicom-web --token "$BOB"
   dcmsend -aec LUNGSTUDY 127.0.0.1 ${stack.ORTHANC_DICOM_PORT} some-file.dcm
   A fresh token: curl -s ${ISSUER}/protocol/openid-connect/token -d grant_type=password -d client_id=aperture-viewer -d username=alice -d password=alice-demo
 

@@ -5,61 +5,153 @@ import type { Config } from './config';
 import { setRetryAfterSeconds } from './errors';
 import { migrate } from './index-db/migrate';
 import { closeDb, initDb } from './index-db/pool';
+import { closeIndexer, initIndexer } from './ingest/change-feed';
+import { closeQueues, initQueues } from './jobs/queues';
 import type { Logger } from './logger';
 import { closeArchive, initArchive } from './orthanc/archive';
 import { closePacs, initPacs } from './orthanc/client';
-import type { AuditDetail, Services } from './services';
+import type { AuditDetail, AuditedRequest, CoreServices, Services } from './services';
 
-/** Opens the database (migrating it) and the archive client, and wires authentication. */
-export async function initServices(config: Config, logger: Logger): Promise<Services> {
-  setRetryAfterSeconds(config.RETRY_AFTER_S);
-  const db = initDb(config);
-  const applied = await migrate(db);
-  if (applied.length) logger.info({ applied }, 'database migrated');
-  const pacs = initPacs(config);
-  const archive = initArchive(pacs);
-  if (config.AUTH_ENABLED) {
-    if (!config.OIDC_ISSUER)
-      throw new Error('invalid configuration:\n  OIDC_ISSUER: required when AUTH_ENABLED=true');
-    verifier = new TokenVerifier(
-      {
-        issuer: config.OIDC_ISSUER,
-        jwksUrl: config.OIDC_JWKS_URL,
-        audiences: splitList(config.OIDC_AUDIENCE),
-        allowedClients: splitList(config.OIDC_ALLOWED_CLIENTS),
-        algorithms: parseAlgorithms(config.OIDC_ALGORITHMS),
-        clockToleranceS: config.OIDC_CLOCK_TOLERANCE_S,
-        cooldownMs: config.OIDC_JWKS_COOLDOWN_MS,
-        refreshMs: config.OIDC_JWKS_REFRESH_MS,
-      },
-      logger,
-    );
-    // Discovery runs in the background (the issuer may still be starting); requests wait for it briefly, then 503.
-    void verifier.start();
-  } else {
-    logger.warn('AUTH_ENABLED=false: every caller is a global administrator');
-  }
-  const authenticate = createAuthenticator({
-    enabled: config.AUTH_ENABLED,
-    db,
-    logger,
-    verifier,
-    mapping: { globalAdminRole: config.GLOBAL_ADMIN_ROLE },
-  });
-  const trail = initAuditTrail(db, logger, config.AUDIT_QUEUE_MAX);
-  const audit = async (ctx: Parameters<Services['authenticate']>[0], outcome: number, detail?: AuditDetail) =>
-    trail.record(ctx, outcome, detail);
-  return { config, db, pacs, archive, logger, authenticate, audit };
+/** Which parts a process opens besides the index and the archive client. */
+export interface ServiceParts {
+  /** Apply pending migrations first (default true; the advisory lock makes concurrent starters safe). */
+  migrate?: boolean;
+  /** Token verification and the audit trail (default true: a process that answers HTTP needs them). */
+  http?: boolean;
+  /** BullMQ producer queues (default true: STOW and the change feed enqueue derived work). */
+  queues?: boolean;
+  /** The change-feed indexer (default false; the gateway passes INDEXER_ENABLED). Needs the queues. */
+  indexer?: boolean;
 }
 
-let verifier: TokenVerifier | undefined;
+// What initServices opened, newest last, so that closeServices undoes it in reverse order.
+const openedBy = new WeakMap<CoreServices, Array<() => Promise<void> | void>>();
 
-/** Closes what initServices opened, in reverse order. */
-export async function closeServices(): Promise<void> {
-  await closeAuditTrail();
-  verifier?.close();
-  verifier = undefined;
-  closeArchive();
-  await closePacs();
-  await closeDb();
+/**
+ * The one lifecycle of every process (gateway, worker, CLI, tests): opens the database (migrating it), the archive
+ * client and the parts asked for, in dependency order. If a step fails, what was already opened is closed again.
+ */
+export async function initServices(
+  config: Config,
+  logger: Logger,
+  parts?: ServiceParts & { http?: true },
+): Promise<Services>;
+export async function initServices(
+  config: Config,
+  logger: Logger,
+  parts: ServiceParts & { http: false },
+): Promise<CoreServices>;
+export async function initServices(
+  config: Config,
+  logger: Logger,
+  parts: ServiceParts = {},
+): Promise<Services | CoreServices> {
+  const { migrate: doMigrate = true, http = true, queues = true, indexer = false } = parts;
+  const closers: Array<() => Promise<void> | void> = [];
+  try {
+    setRetryAfterSeconds(config.RETRY_AFTER_S);
+    const db = initDb(config);
+    closers.push(closeDb);
+    if (doMigrate) {
+      const applied = await migrate(db);
+      if (applied.length) logger.info({ applied }, 'database migrated');
+    }
+    const pacs = initPacs(config);
+    closers.push(closePacs);
+    const archive = initArchive(pacs);
+    closers.push(closeArchive);
+    const core: CoreServices = { config, db, pacs, archive, logger };
+    if (queues) {
+      initQueues(config, logger);
+      closers.push(closeQueues);
+    }
+    let services: Services | CoreServices = core;
+    if (http) {
+      const verifier = startVerifier(config, logger);
+      if (verifier) closers.push(() => verifier.close());
+      const authenticate = createAuthenticator({
+        enabled: config.AUTH_ENABLED,
+        db,
+        logger,
+        verifier,
+        mapping: { globalAdminRole: config.GLOBAL_ADMIN_ROLE },
+      });
+      const trail = initAuditTrail(db, logger, config.AUDIT_QUEUE_MAX);
+      closers.push(closeAuditTrail);
+      const audit = async (request: AuditedRequest, outcome: number, detail?: AuditDetail) =>
+        trail.record(request, outcome, detail);
+      services = { ...core, authenticate, audit };
+    }
+    if (indexer) {
+      // Every gateway process runs one; leader election lets only one of them index at a time.
+      initIndexer(services);
+      closers.push(closeIndexer);
+    }
+    openedBy.set(services, closers);
+    return services;
+  } catch (err) {
+    await runClosers(closers, logger);
+    throw err;
+  }
+}
+
+/** Closes what initServices opened for `services`, in reverse order; each step runs even if an earlier one failed. */
+export async function closeServices(services: CoreServices): Promise<void> {
+  const closers = openedBy.get(services);
+  openedBy.delete(services);
+  if (closers) await runClosers(closers, services.logger);
+}
+
+async function runClosers(closers: Array<() => Promise<void> | void>, logger: Logger): Promise<void> {
+  for (const close of [...closers].reverse()) {
+    try {
+      await close();
+    } catch (err) {
+      logger.error({ err: String(err) }, 'error during shutdown');
+    }
+  }
+}
+
+/** The token verifier when authentication is on; its discovery runs in the background. */
+function startVerifier(config: Config, logger: Logger): TokenVerifier | undefined {
+  if (!config.AUTH_ENABLED) {
+    logger.warn('AUTH_ENABLED=false: every caller is a global administrator');
+    return undefined;
+  }
+  if (!config.OIDC_ISSUER)
+    throw new Error('invalid configuration:\n  OIDC_ISSUER: required when AUTH_ENABLED=true');
+  const verifier = new TokenVerifier(
+    {
+      issuer: config.OIDC_ISSUER,
+      jwksUrl: config.OIDC_JWKS_URL,
+      audiences: splitList(config.OIDC_AUDIENCE),
+      allowedClients: splitList(config.OIDC_ALLOWED_CLIENTS),
+      algorithms: parseAlgorithms(config.OIDC_ALGORITHMS),
+      clockToleranceS: config.OIDC_CLOCK_TOLERANCE_S,
+      cooldownMs: config.OIDC_JWKS_COOLDOWN_MS,
+      refreshMs: config.OIDC_JWKS_REFRESH_MS,
+    },
+    logger,
+  );
+  // Discovery runs in the background (the issuer may still be starting); requests wait for it briefly, then 503.
+  void verifier.start();
+  return verifier;
+}
+
+/**
+ * Runs `stop` once on SIGTERM or SIGINT (a second signal while stopping is ignored), then exits 0: the one
+ * shutdown path of the gateway and the worker. `stop` ends the process's own work; closeServices follows it.
+ */
+export function stopOnSignals(services: CoreServices, stop: () => Promise<void>): void {
+  let stopping = false;
+  const onSignal = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    services.logger.info({ signal }, 'shutting down');
+    await stop().catch((err) => services.logger.error({ err: String(err) }, 'error during shutdown'));
+    await closeServices(services);
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void onSignal('SIGTERM'));
+  process.on('SIGINT', () => void onSignal('SIGINT'));
 }

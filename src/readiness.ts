@@ -1,4 +1,5 @@
 import type { Dependency } from './errors';
+import { pingDb } from './index-db/pool';
 import { pingQueues, queuesReady } from './jobs/queues';
 import type { Services } from './services';
 
@@ -37,7 +38,7 @@ export async function checkReadiness(
   timeoutMs: number,
 ): Promise<Readiness> {
   const checks: Array<[Dependency, Promise<boolean>]> = [
-    ['database', answersWithin(() => services.db.query('SELECT 1'), timeoutMs)],
+    ['database', answersWithin(() => pingDb(services.db), timeoutMs)],
     [
       'archive',
       answersWithin(() => services.pacs.getJson('/system', AbortSignal.timeout(timeoutMs)), timeoutMs),

@@ -1,7 +1,7 @@
 import { type OidcIssuer, startOidcIssuer } from '../src/devtools/oidc-issuer';
 import { bearer, passwordToken } from './helpers/auth';
 import { resetStack, startGateway, type TestGateway } from './helpers/gateway';
-import { freePort } from '../src/devtools/net';
+import { freePort } from '../tools/net';
 
 jest.setTimeout(120_000);
 

@@ -16,7 +16,7 @@ import pino from 'pino';
 import { createApp } from '../src/app';
 import { closeServices, initServices } from '../src/bootstrap';
 import { loadConfig } from '../src/config';
-import { freePort } from '../src/devtools/net';
+import { freePort } from '../tools/net';
 import { startOidcIssuer, type OidcIssuer } from '../src/devtools/oidc-issuer';
 import { parsePart10 } from '../src/dicom/parse';
 import { createHttpServer } from '../src/http/server';
@@ -76,7 +76,7 @@ async function start(env: Record<string, string>, base?: Gw): Promise<Gw> {
     async close() {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
-      if (!base) await closeServices();
+      if (!base) await closeServices(services);
     },
   };
 }

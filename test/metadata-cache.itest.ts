@@ -1,7 +1,7 @@
 import http from 'node:http';
 import zlib from 'node:zlib';
-import { generateInstances, type SyntheticInstance } from '../src/dicom/synth';
-import { stowInstances } from '../src/dicomweb/stow-client';
+import { generateInstances, type SyntheticInstance } from '../tools/synth';
+import { stowInstances } from '../tools/stow-client';
 import { removeInstance } from '../src/index-db/instances';
 import { ensureProject } from '../src/index-db/projects';
 import { resetStack, startGateway, type TestGateway } from './helpers/gateway';

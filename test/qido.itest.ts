@@ -4,6 +4,7 @@ import { api } from 'dicomweb-client';
 import type { ReadScope } from '../src/auth/access';
 import { parseQidoQuery } from '../src/dicom/matching';
 import { ensureProject } from '../src/index-db/projects';
+import { projectQidoResults } from '../src/dicom/qido-projector';
 import { type QidoLevel, searchQido } from '../src/index-db/qido';
 import { ingestInstance } from '../src/ingest/ingest';
 import { resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
@@ -369,14 +370,8 @@ describe('share-link scopes, applied inside SQL', () => {
     path: { studyUid?: string } = {},
   ) => {
     const query = parseQidoQuery(new URLSearchParams(qs), { defaultLimit: 100, maxLimit: 100 });
-    const answer = await searchQido(gw.services.db, {
-      level,
-      query,
-      scopes,
-      root: 'https://x/dicom-web',
-      ...path,
-    });
-    return answer.results;
+    const found = await searchQido(gw.services.db, { level, query, scopes, ...path });
+    return projectQidoResults({ level, root: 'https://x/dicom-web', ...path }, found);
   };
   const oneSeries: ReadScope[] = [{ projectId: 'alpha', studyUid: S_MRA, seriesUid: SE_MRA_ANGIO }];
 

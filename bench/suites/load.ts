@@ -1,6 +1,6 @@
 import { startOidcIssuer } from '../../src/devtools/oidc-issuer';
-import { generateInstances, type SyntheticInstance } from '../../src/dicom/synth';
-import { stowInstances } from '../../src/dicomweb/stow-client';
+import { generateInstances, type SyntheticInstance } from '../../tools/synth';
+import { stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
 import { cpuMsOf, createProject, orthancAuth, rssOf, type StackEnv, startGatewayProcess } from '../lib/stack';
 import { msSince, round, summarise } from '../lib/stats';

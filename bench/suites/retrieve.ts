@@ -1,6 +1,6 @@
 import dcmjs from 'dcmjs';
-import { generateInstances } from '../../src/dicom/synth';
-import { stowInstances } from '../../src/dicomweb/stow-client';
+import { generateInstances } from '../../tools/synth';
+import { stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
 import { createProject, orthancAuth, type StackEnv, startGatewayProcess } from '../lib/stack';
 import { msSince, percentile, round, summarise, timedPool } from '../lib/stats';

@@ -3,15 +3,10 @@ import type { Context } from 'koa';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { requireGlobalAdmin } from '../auth/access';
-import {
-  type AuditFilter,
-  type AuditRow,
-  getAuditTrail,
-  iterateAuditEvents,
-  listAuditEvents,
-} from '../auth/audit';
+import { getAuditTrail } from '../auth/audit';
 import { noteAudit, principalOf, requireExistingProjectRole } from '../dicomweb/context';
 import { BadRequestError } from '../errors';
+import { type AuditFilter, type AuditRow, iterateAuditEvents, listAuditEvents } from '../index-db/audit';
 import type { Services } from '../services';
 
 const isoDate = z

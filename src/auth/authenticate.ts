@@ -1,4 +1,3 @@
-import type { Context } from 'koa';
 import type { Pool } from 'pg';
 import type { Logger } from '../logger';
 import { type Principal, UNAUTHENTICATED_ADMIN } from './access';
@@ -6,6 +5,7 @@ import { type ClaimsMapping, principalFromClaims } from './claims';
 import { looksLikeShareToken, principalForShareToken } from './share-links';
 import { bearerChallenge, invalidToken, type TokenVerifier } from './tokens';
 import { UnauthorizedError } from '../errors';
+import type { RequestHead } from '../services';
 
 /** `/share/{token}/dicom-web/...`: viewers that cannot send headers carry the share token in the path. */
 export const SHARE_PATH = /^\/share\/([^/]+)\/dicom-web(?:\/|$)/;
@@ -30,7 +30,7 @@ export interface AuthenticatorDeps {
  * Verified JWTs are cached briefly (keyed by the token itself) so that a viewer's hundred frame requests cost
  * one signature check; share tokens are looked up every time so that revocation takes effect at once.
  */
-export function createAuthenticator(deps: AuthenticatorDeps): (ctx: Context) => Promise<Principal> {
+export function createAuthenticator(deps: AuthenticatorDeps): (request: RequestHead) => Promise<Principal> {
   if (!deps.enabled) return async () => UNAUTHENTICATED_ADMIN;
   const { verifier } = deps;
   if (!verifier) throw new Error('authentication is enabled but no token verifier is configured');
@@ -62,8 +62,8 @@ export function createAuthenticator(deps: AuthenticatorDeps): (ctx: Context) => 
     return principal;
   };
 
-  return async (ctx: Context): Promise<Principal> => {
-    const shareInPath = SHARE_PATH.exec(ctx.path);
+  return async (request: RequestHead): Promise<Principal> => {
+    const shareInPath = SHARE_PATH.exec(request.path);
     if (shareInPath) {
       let token: string;
       try {
@@ -73,7 +73,7 @@ export function createAuthenticator(deps: AuthenticatorDeps): (ctx: Context) => 
       }
       return fromShareToken(token);
     }
-    const header = ctx.get('authorization');
+    const header = request.get('authorization');
     if (!header) throw new UnauthorizedError('authentication required', bearerChallenge());
     const m = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)\s*$/i.exec(header);
     if (!m) {

@@ -1,6 +1,15 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import { NotFoundError } from '../errors';
+import {
+  findActiveShareLink,
+  insertShareLink,
+  listShareLinkRows,
+  projectHasStudy,
+  revokeShareLinkRow,
+  type ShareLinkRow,
+  studyOfProjectSeries,
+} from '../index-db/share-links';
 import type { Principal, ReadScope } from './access';
 
 /**
@@ -27,18 +36,6 @@ export interface ShareLink {
   status: 'active' | 'expired' | 'revoked';
 }
 
-interface ShareRow {
-  id: string;
-  project_id: string;
-  study_uid: string | null;
-  series_uid: string | null;
-  created_by: string;
-  created_at: Date;
-  expires_at: Date;
-  revoked_at: Date | null;
-  description: string;
-}
-
 /** True when a string has the shape of a share token (cheap check before hashing and a lookup). */
 export function looksLikeShareToken(s: string): boolean {
   return s.startsWith(SHARE_TOKEN_PREFIX);
@@ -54,7 +51,7 @@ export function hashShareToken(token: string): Buffer {
   return createHash('sha256').update(token, 'utf8').digest();
 }
 
-function toShareLink(r: ShareRow, now = Date.now()): ShareLink {
+function toShareLink(r: ShareLinkRow, now = Date.now()): ShareLink {
   return {
     id: r.id,
     projectId: r.project_id,
@@ -82,20 +79,12 @@ export interface ShareTarget {
  */
 export async function resolveShareTarget(db: Pool, t: ShareTarget): Promise<ShareTarget> {
   if (t.seriesUid) {
-    const r = await db.query<{ study_uid: string }>(
-      'SELECT study_uid FROM project_series WHERE project_id = $1 AND series_uid = $2',
-      [t.projectId, t.seriesUid],
-    );
-    const row = r.rows[0];
-    if (!row || (t.studyUid && row.study_uid !== t.studyUid)) throw new NotFoundError('series not found');
-    return { projectId: t.projectId, studyUid: row.study_uid, seriesUid: t.seriesUid };
+    const studyUid = await studyOfProjectSeries(db, t.projectId, t.seriesUid);
+    if (!studyUid || (t.studyUid && studyUid !== t.studyUid)) throw new NotFoundError('series not found');
+    return { projectId: t.projectId, studyUid, seriesUid: t.seriesUid };
   }
   if (t.studyUid) {
-    const r = await db.query('SELECT 1 FROM project_studies WHERE project_id = $1 AND study_uid = $2', [
-      t.projectId,
-      t.studyUid,
-    ]);
-    if (r.rowCount === 0) throw new NotFoundError('study not found');
+    if (!(await projectHasStudy(db, t.projectId, t.studyUid))) throw new NotFoundError('study not found');
     return { projectId: t.projectId, studyUid: t.studyUid };
   }
   return { projectId: t.projectId };
@@ -108,45 +97,30 @@ export async function createShareLink(
 ): Promise<{ link: ShareLink; token: string }> {
   const target = await resolveShareTarget(db, input);
   const token = newShareToken();
-  const r = await db.query<ShareRow>(
-    `INSERT INTO share_links (id, token_hash, project_id, study_uid, series_uid, created_by, expires_at, description)
-     VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), $8)
-     RETURNING id, project_id, study_uid, series_uid, created_by, created_at, expires_at, revoked_at, description`,
-    [
-      randomUUID(),
-      hashShareToken(token),
-      target.projectId,
-      target.studyUid ?? null,
-      target.seriesUid ?? null,
-      input.createdBy,
-      input.expiresInS,
-      input.description ?? '',
-    ],
-  );
-  return { link: toShareLink(r.rows[0]), token };
+  const row = await insertShareLink(db, {
+    id: randomUUID(),
+    tokenHash: hashShareToken(token),
+    projectId: target.projectId,
+    studyUid: target.studyUid ?? null,
+    seriesUid: target.seriesUid ?? null,
+    createdBy: input.createdBy,
+    expiresInS: input.expiresInS,
+    description: input.description ?? '',
+  });
+  return { link: toShareLink(row), token };
 }
 
 /** The project's share links, newest first (tokens are not stored, so never listed). */
 export async function listShareLinks(db: Pool, projectId: string): Promise<ShareLink[]> {
-  const r = await db.query<ShareRow>(
-    `SELECT id, project_id, study_uid, series_uid, created_by, created_at, expires_at, revoked_at, description
-       FROM share_links WHERE project_id = $1 ORDER BY created_at DESC, id`,
-    [projectId],
-  );
-  return r.rows.map((row) => toShareLink(row));
+  return (await listShareLinkRows(db, projectId)).map((row) => toShareLink(row));
 }
 
 /** Revokes a share link of the project; idempotent. 404 when the project has no such link. */
 export async function revokeShareLink(db: Pool, projectId: string, id: string): Promise<ShareLink> {
   if (!UUID_SHAPE.test(id)) throw new NotFoundError('share link not found');
-  const r = await db.query<ShareRow>(
-    `UPDATE share_links SET revoked_at = COALESCE(revoked_at, now())
-      WHERE project_id = $1 AND id = $2
-      RETURNING id, project_id, study_uid, series_uid, created_by, created_at, expires_at, revoked_at, description`,
-    [projectId, id],
-  );
-  if (!r.rows[0]) throw new NotFoundError('share link not found');
-  return toShareLink(r.rows[0]);
+  const row = await revokeShareLinkRow(db, projectId, id);
+  if (!row) throw new NotFoundError('share link not found');
+  return toShareLink(row);
 }
 
 /**
@@ -155,17 +129,7 @@ export async function revokeShareLink(db: Pool, projectId: string, id: string): 
  */
 export async function principalForShareToken(db: Pool, token: string): Promise<Principal | undefined> {
   if (!SHARE_TOKEN_SHAPE.test(token)) return undefined;
-  const r = await db.query<{
-    id: string;
-    project_id: string;
-    study_uid: string | null;
-    series_uid: string | null;
-  }>(
-    `SELECT id, project_id, study_uid, series_uid FROM share_links
-      WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()`,
-    [hashShareToken(token)],
-  );
-  const row = r.rows[0];
+  const row = await findActiveShareLink(db, hashShareToken(token));
   if (!row) return undefined;
   const scope: ReadScope = { projectId: row.project_id };
   if (row.study_uid) scope.studyUid = row.study_uid;

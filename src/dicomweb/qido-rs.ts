@@ -5,6 +5,7 @@
 import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { isUid, parseQidoQuery } from '../dicom/matching';
+import { projectQidoResults } from '../dicom/qido-projector';
 import { dicomJsonToXml } from '../dicom/xml';
 import { BadRequestError, NotAcceptableError, NotFoundError, warning299 } from '../errors';
 import { isVisible, type QidoLevel, searchQido } from '../index-db/qido';
@@ -77,14 +78,12 @@ async function search(ctx: Context, services: Services, level: QidoLevel, action
   noteAudit(ctx, { action, projectId: ctx.params.project, studyUid, seriesUid, detail: { keys } });
   const scopes = await requestReadScopes(ctx, services);
 
-  const answer = await searchQido(services.db, {
-    level,
-    studyUid,
-    seriesUid,
-    query,
-    scopes,
-    root: dicomwebRoot(ctx, services.config),
-  });
+  const found = await searchQido(services.db, { level, studyUid, seriesUid, query, scopes });
+  const root = dicomwebRoot(ctx, services.config);
+  const answer = {
+    results: projectQidoResults({ level, studyUid, seriesUid, root }, found),
+    warnings: found.warnings,
+  };
   // A search below a study or series the caller cannot see answers like one that does not exist.
   if (
     answer.results.length === 0 &&

@@ -25,12 +25,6 @@ export function initDb(
   return pool;
 }
 
-/** The shared pool; initDb must have run. */
-export function getDb(): Pool {
-  if (!pool) throw new Error('database not initialised');
-  return pool;
-}
-
 /** Closes the shared pool. */
 export async function closeDb(): Promise<void> {
   const p = pool;
@@ -55,4 +49,9 @@ export async function withTransaction<T>(db: Pool, fn: (client: PoolClient) => P
   } finally {
     client.release();
   }
+}
+
+/** A round trip to the database (for /readyz); rejects when it is unreachable. */
+export async function pingDb(db: Queryable): Promise<void> {
+  await db.query('SELECT 1');
 }

@@ -12,10 +12,8 @@
  */
 import type { Pool } from 'pg';
 import type { ReadScope } from '../auth/access';
-import type { DicomJson, DicomJsonElement } from '../dicom/json';
 import {
   type AttributeInfo,
-  attributeByTag,
   fuzzyWordRegex,
   isPrivateTag,
   type MatchKey,
@@ -23,9 +21,19 @@ import {
   type QidoQuery,
   wildcardToLike,
 } from '../dicom/matching';
-import { SERIES_LEVEL_TAGS, STUDY_LEVEL_TAGS, Tag } from '../dicom/tags';
+import {
+  attributeLevel,
+  COMPUTED_SERIES,
+  COMPUTED_STUDY,
+  INSTANCE_RETURN,
+  LEVEL_RANK as RANK,
+  type QidoLevel,
+  type WantedAttributes as Wanted,
+} from '../dicom/qido-attributes';
+import type { QidoFound, QidoRow as Row } from '../dicom/qido-projector';
+import { Tag } from '../dicom/tags';
 
-export type QidoLevel = 'study' | 'series' | 'instance';
+export type { QidoLevel } from '../dicom/qido-attributes';
 
 /** One QIDO-RS search: the level, the UIDs of the target resource path, the query and the caller's scopes. */
 export interface QidoSearch {
@@ -34,101 +42,12 @@ export interface QidoSearch {
   seriesUid?: string;
   query: QidoQuery;
   scopes: readonly ReadScope[];
-  /** Absolute DICOMweb root the request came through; RetrieveURLs are built on it. */
-  root: string;
 }
 
-/** Results in DICOM JSON, whether more matched than were returned, and warnings for the client. */
-export interface QidoAnswer {
-  results: DicomJson[];
+/** The rows found (src/dicom/qido-projector.ts turns them into DICOM JSON), whether more matched, and warnings. */
+export interface QidoRows extends QidoFound {
   more: boolean;
   warnings: string[];
-}
-
-const RANK: Record<QidoLevel, number> = { study: 0, series: 1, instance: 2 };
-
-/** Attributes the index computes rather than copies (PS3.18 Table 6.7.1-2 / 2a). */
-const COMPUTED_STUDY: ReadonlySet<string> = new Set([
-  Tag.ModalitiesInStudy,
-  Tag.SOPClassesInStudy,
-  Tag.NumberOfStudyRelatedSeries,
-  Tag.NumberOfStudyRelatedInstances,
-]);
-const COMPUTED_SERIES: ReadonlySet<string> = new Set([Tag.NumberOfSeriesRelatedInstances]);
-const STUDY_TAGS: ReadonlySet<string> = new Set(STUDY_LEVEL_TAGS);
-const SERIES_TAGS: ReadonlySet<string> = new Set(SERIES_LEVEL_TAGS);
-
-/** Default return attributes per level: PS3.18 Table 6.7.1-2 (study), 6.7.1-2a (series, instance). */
-const STUDY_RETURN = [
-  Tag.SpecificCharacterSet,
-  Tag.StudyDate,
-  Tag.StudyTime,
-  Tag.AccessionNumber,
-  Tag.InstanceAvailability,
-  Tag.ModalitiesInStudy,
-  Tag.ReferringPhysicianName,
-  Tag.TimezoneOffsetFromUTC,
-  Tag.StudyDescription, // not required, but every study browser shows it
-  Tag.RetrieveURL,
-  Tag.PatientName,
-  Tag.PatientID,
-  Tag.PatientBirthDate,
-  Tag.PatientSex,
-  Tag.StudyInstanceUID,
-  Tag.StudyID,
-  Tag.NumberOfStudyRelatedSeries,
-  Tag.NumberOfStudyRelatedInstances,
-];
-const SERIES_RETURN = [
-  Tag.SpecificCharacterSet,
-  Tag.Modality,
-  Tag.TimezoneOffsetFromUTC,
-  Tag.SeriesDescription,
-  Tag.RetrieveURL,
-  Tag.StudyInstanceUID,
-  Tag.SeriesInstanceUID,
-  Tag.SeriesNumber,
-  Tag.NumberOfSeriesRelatedInstances,
-  Tag.PerformedProcedureStepStartDate,
-  Tag.PerformedProcedureStepStartTime,
-  Tag.RequestAttributesSequence,
-];
-const INSTANCE_RETURN = [
-  Tag.SpecificCharacterSet,
-  Tag.SOPClassUID,
-  Tag.SOPInstanceUID,
-  Tag.InstanceAvailability,
-  Tag.TimezoneOffsetFromUTC,
-  Tag.RetrieveURL,
-  Tag.StudyInstanceUID,
-  Tag.SeriesInstanceUID,
-  Tag.InstanceNumber,
-  Tag.Rows,
-  Tag.Columns,
-  Tag.BitsAllocated,
-  Tag.NumberOfFrames,
-];
-/** Type 2 return attributes: present, empty when the object has no value. */
-const PRESENT_EVEN_IF_EMPTY: ReadonlySet<string> = new Set([
-  Tag.StudyDate,
-  Tag.StudyTime,
-  Tag.AccessionNumber,
-  Tag.ReferringPhysicianName,
-  Tag.PatientName,
-  Tag.PatientID,
-  Tag.PatientBirthDate,
-  Tag.PatientSex,
-  Tag.StudyID,
-  Tag.Modality,
-  Tag.SeriesNumber,
-  Tag.InstanceNumber,
-]);
-
-/** The level whose data holds an attribute. */
-export function attributeLevel(tag: string): QidoLevel {
-  if (COMPUTED_STUDY.has(tag) || STUDY_TAGS.has(tag)) return 'study';
-  if (COMPUTED_SERIES.has(tag) || SERIES_TAGS.has(tag)) return 'series';
-  return 'instance';
 }
 
 type ColumnKind = 'text' | 'pn' | 'int' | 'date' | 'time' | 'array';
@@ -386,14 +305,6 @@ interface Filter {
   sql: string;
 }
 
-/** What one search returns per level: attributes wanted, beyond each level's defaults. */
-interface Wanted {
-  all: boolean;
-  study: Set<string>;
-  series: Set<string>;
-  instance: Set<string>;
-}
-
 /** Turns the matching keys into SQL conditions; unsupported keys are listed for the Warning header. */
 function buildFilters(
   search: QidoSearch,
@@ -576,20 +487,6 @@ function realias(sql: string, renames: Record<string, string>): string {
   return sql.replace(/\b(ps|se)\./g, (m, a: string) => (renames[a] ? `${renames[a]}.` : m));
 }
 
-interface Row {
-  study_uid: string;
-  series_uid?: string;
-  sop_instance_uid?: string;
-  study_json?: DicomJson;
-  series_json?: DicomJson;
-  instance_json?: DicomJson;
-  agg_modalities?: string[] | null;
-  agg_sop_classes?: string[] | null;
-  agg_num_series?: number | null;
-  agg_num_instances?: number | null;
-  agg_series_instances?: number | null;
-}
-
 /** Builds the statement for a search (exported for tests and EXPLAIN). */
 export function buildQidoStatement(search: QidoSearch): {
   text: string;
@@ -724,10 +621,13 @@ export function buildQidoStatement(search: QidoSearch): {
   return { text, values: p.values, unsupported, unavailable, wanted, withStudy, withSeries };
 }
 
-/** Runs a QIDO-RS search against the index. */
-export async function searchQido(db: Pool, search: QidoSearch): Promise<QidoAnswer> {
+/** Runs a QIDO-RS search against the index; the caller projects the rows into DICOM JSON. */
+export async function searchQido(db: Pool, search: QidoSearch): Promise<QidoRows> {
   const warnings = [...search.query.warnings];
-  if (search.scopes.length === 0) return { results: [], more: false, warnings };
+  if (search.scopes.length === 0) {
+    const wanted: Wanted = { all: false, study: new Set(), series: new Set(), instance: new Set() };
+    return { rows: [], more: false, warnings, wanted, withStudy: false, withSeries: false };
+  }
   const st = buildQidoStatement(search);
   if (st.unsupported.length) {
     warnings.push(
@@ -748,7 +648,8 @@ export async function searchQido(db: Pool, search: QidoSearch): Promise<QidoAnsw
         `request more with offset=${search.query.offset + search.query.limit}`,
     );
   }
-  return { results: rows.map(resultProjector(search, st)), more, warnings };
+  const { wanted, withStudy, withSeries } = st;
+  return { rows, more, warnings, wanted, withStudy, withSeries };
 }
 
 /** True when the caller's scopes show this study (and series, if given): a search below an invisible one is a 404. */
@@ -767,111 +668,4 @@ export async function isVisible(
       `AND ${scopeCondition(scopes, 'ps', 'studies', p)} LIMIT 1`;
   const r = await db.query(text, p.values);
   return (r.rowCount ?? 0) > 0;
-}
-
-/** Which attributes one level contributes to each result: decided once per search, applied to every row. */
-interface LevelShape {
-  all: boolean;
-  tags: string[];
-  has: ReadonlySet<string>;
-  /** Attributes sent empty when the object lacks them: [tag, VR]. */
-  empty: Array<[string, string]>;
-}
-
-function levelShape(all: boolean, defaults: readonly string[], extra: ReadonlySet<string>): LevelShape {
-  const tags = [...new Set([...defaults, ...extra])];
-  const empty = tags
-    .filter((t) => !COMPUTED_STUDY.has(t) && !COMPUTED_SERIES.has(t))
-    .filter((t) => PRESENT_EVEN_IF_EMPTY.has(t) || !DEFAULT_TAGS.has(t))
-    .map((t): [string, string] => [t, attributeByTag(t).vr]);
-  return { all, tags, has: new Set(tags), empty };
-}
-
-/** Builds the function that turns a result row into its DICOM JSON answer (PS3.18 §10.6.3.3). */
-function resultProjector(
-  search: QidoSearch,
-  { wanted, withStudy, withSeries }: { wanted: Wanted; withStudy: boolean; withSeries: boolean },
-): (row: Row) => DicomJson {
-  const { level, root } = search;
-  const study = withStudy
-    ? levelShape(wanted.all, level === 'study' || !search.studyUid ? STUDY_RETURN : [], wanted.study)
-    : undefined;
-  const series = withSeries
-    ? levelShape(wanted.all, level === 'series' || !search.seriesUid ? SERIES_RETURN : [], wanted.series)
-    : undefined;
-  const instance =
-    level === 'instance' ? levelShape(wanted.all, INSTANCE_RETURN, wanted.instance) : undefined;
-
-  return (row) => {
-    const out: DicomJson = {};
-    if (study && row.study_json) {
-      copy(out, row.study_json, study, false);
-      const put = (tag: string, el: DicomJsonElement) => {
-        if (study.all || study.has.has(tag)) out[tag] = el;
-      };
-      put(Tag.ModalitiesInStudy, values('CS', [...(row.agg_modalities ?? [])].sort()));
-      if (row.agg_sop_classes) put(Tag.SOPClassesInStudy, values('UI', [...row.agg_sop_classes].sort()));
-      put(Tag.NumberOfStudyRelatedSeries, values('IS', [row.agg_num_series ?? 0]));
-      put(Tag.NumberOfStudyRelatedInstances, values('IS', [row.agg_num_instances ?? 0]));
-    }
-    if (series && row.series_json) {
-      copy(out, row.series_json, series, false);
-      if (series.all || series.has.has(Tag.NumberOfSeriesRelatedInstances)) {
-        out[Tag.NumberOfSeriesRelatedInstances] = values('IS', [row.agg_series_instances ?? 0]);
-      }
-    }
-    let url = `${root}/studies/${row.study_uid}`;
-    if (level !== 'study') url += `/series/${row.series_uid}`;
-    if (instance && row.instance_json) {
-      url += `/instances/${row.sop_instance_uid}`;
-      copy(out, row.instance_json, instance, true);
-      absolutiseBulkData(out, url);
-    }
-    out[Tag.StudyInstanceUID] = values('UI', [row.study_uid]);
-    if (level !== 'study') out[Tag.SeriesInstanceUID] = values('UI', [row.series_uid]);
-    out[Tag.RetrieveURL] = values('UR', [url]);
-    if (level !== 'series') out[Tag.InstanceAvailability] = values('CS', ['ONLINE']);
-    // DICOM JSON is UTF-8 whatever the stored objects used (PS3.18 F.2).
-    if (out[Tag.SpecificCharacterSet]) out[Tag.SpecificCharacterSet] = values('CS', ['ISO_IR 192']);
-    const sorted: DicomJson = {};
-    for (const tag of Object.keys(out).sort()) sorted[tag] = out[tag];
-    return sorted;
-  };
-}
-
-function values(vr: string, v: unknown[]): DicomJsonElement {
-  return v.length ? { vr, Value: v } : { vr };
-}
-
-function copy(out: DicomJson, ds: DicomJson, shape: LevelShape, keepBulk: boolean): void {
-  // Study and series JSON come from some instance; its bulk data belongs to that instance, not to this result.
-  const usable = (el: DicomJsonElement | undefined) =>
-    el !== undefined && (keepBulk || el.BulkDataURI === undefined);
-  if (shape.all) {
-    for (const tag of Object.keys(ds)) if (usable(ds[tag])) out[tag] = ds[tag];
-  } else {
-    for (const tag of shape.tags) if (usable(ds[tag])) out[tag] = ds[tag];
-  }
-  for (const [tag, vr] of shape.empty) if (!out[tag]) out[tag] = { vr };
-}
-
-/** Defaults that are left out rather than sent empty when an object lacks them (Type 3 / conditional). */
-const DEFAULT_TAGS: ReadonlySet<string> = new Set([...STUDY_RETURN, ...SERIES_RETURN, ...INSTANCE_RETURN]);
-
-/** Relative BulkDataURIs (tag paths) of the index become absolute URLs under the instance's bulk resource. */
-function absolutiseBulkData(ds: DicomJson, instanceUrl: string): void {
-  for (const [tag, el] of Object.entries(ds)) {
-    if (el.BulkDataURI !== undefined && !/^[a-z]+:/i.test(el.BulkDataURI)) {
-      ds[tag] = { ...el, BulkDataURI: `${instanceUrl}/bulk/${el.BulkDataURI}` };
-    } else if (el.vr === 'SQ' && el.Value) {
-      ds[tag] = {
-        ...el,
-        Value: el.Value.map((item) => {
-          const copy = { ...(item as DicomJson) };
-          absolutiseBulkData(copy, instanceUrl);
-          return copy;
-        }),
-      };
-    }
-  }
 }

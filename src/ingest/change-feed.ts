@@ -30,7 +30,7 @@ import {
   tryLeaderLock,
 } from '../index-db/change-feed';
 import { expireClaims, findInstanceByOrthancId, removeInstance } from '../index-db/instances';
-import { closeQueues, enqueueSeriesStable, initQueues, queuesReady } from '../jobs/queues';
+import { enqueueSeriesStable } from '../jobs/queues';
 import type { Archive, ArchiveChange } from '../orthanc/archive';
 import type { Services } from '../services';
 import { ArrivalHook } from './arrival-hook';
@@ -475,17 +475,12 @@ class LeadershipLost extends Error {
 }
 
 let indexer: ChangeFeedIndexer | undefined;
-let ownsQueues = false;
 
-/** Starts the change-feed indexer of this process (follower until it wins the leadership). */
+/** Starts the change-feed indexer of this process (follower until it wins the leadership); initServices opens the queues it feeds. */
 export function initIndexer(
   services: Pick<Services, 'db' | 'archive' | 'config' | 'logger'>,
 ): ChangeFeedIndexer {
   if (indexer) return indexer;
-  if (!queuesReady()) {
-    initQueues(services.config, services.logger);
-    ownsQueues = true;
-  }
   indexer = new ChangeFeedIndexer(services);
   indexer.start();
   return indexer;
@@ -496,13 +491,9 @@ export function getIndexer(): ChangeFeedIndexer | undefined {
   return indexer;
 }
 
-/** Stops the indexer (releasing the leadership) and what it opened. */
+/** Stops the indexer (releasing the leadership). */
 export async function closeIndexer(): Promise<void> {
   const i = indexer;
   indexer = undefined;
   await i?.stop();
-  if (ownsQueues) {
-    ownsQueues = false;
-    await closeQueues();
-  }
 }

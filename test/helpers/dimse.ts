@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import dcmjs from 'dcmjs';
-export { freePort } from '../../src/devtools/net';
+export { freePort } from '../../tools/net';
 
 const run = promisify(execFile);
 const ROOT = join(__dirname, '../..');

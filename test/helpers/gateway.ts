@@ -4,7 +4,7 @@ import { Pool } from 'pg';
 import { createApp } from '../../src/app';
 import { closeServices, initServices } from '../../src/bootstrap';
 import { type Config, loadConfig } from '../../src/config';
-import { closeIndexer, initIndexer } from '../../src/ingest/change-feed';
+import { closeIndexer } from '../../src/ingest/change-feed';
 import { createLogger } from '../../src/logger';
 import { OrthancClient } from '../../src/orthanc/client';
 import type { Services } from '../../src/services';
@@ -27,8 +27,7 @@ export async function startGateway(overrides: Record<string, string> = {}): Prom
     ...overrides,
   });
   const logger = createLogger(process.env.LOG_LEVEL ?? 'silent');
-  const services = await initServices(config, logger);
-  if (config.INDEXER_ENABLED) initIndexer(services);
+  const services = await initServices(config, logger, { indexer: config.INDEXER_ENABLED });
   const server: Server = createApp(services).listen(0, '127.0.0.1');
   await new Promise<void>((r) => server.once('listening', () => r()));
   const { port } = server.address() as AddressInfo;
@@ -39,8 +38,9 @@ export async function startGateway(overrides: Record<string, string> = {}): Prom
     async close() {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
+      // Tests also start the indexer on a running gateway (initIndexer(gw.services)); stop it with the gateway.
       await closeIndexer();
-      await closeServices();
+      await closeServices(services);
     },
   };
 }

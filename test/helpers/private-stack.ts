@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { freePort } from '../../src/devtools/net';
+import { freePort } from '../../tools/net';
 
 const run = promisify(execFile);
 const STACK = join(__dirname, '../../scripts/stack.sh');

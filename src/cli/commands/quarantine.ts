@@ -1,7 +1,5 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../../config';
-import { migrate } from '../../index-db/migrate';
-import { closeDb, initDb } from '../../index-db/pool';
+import { withServices } from '../services';
 import {
   assignQuarantined,
   listFailures,
@@ -21,9 +19,7 @@ export function register(program: Command): void {
     .option('-l, --limit <n>', 'studies to show', (v) => Number.parseInt(v, 10), 100)
     .option('--json', 'print JSON')
     .action(async (opts: { limit: number; json?: boolean }) => {
-      const db = initDb(loadConfig());
-      try {
-        await migrate(db);
+      await withServices(async ({ db }) => {
         const { total, studies } = await listQuarantine(db, { limit: opts.limit, offset: 0 });
         if (opts.json) console.log(JSON.stringify({ total, studies }, null, 2));
         else if (total === 0) console.log('quarantine is empty');
@@ -41,9 +37,7 @@ export function register(program: Command): void {
           );
           if (total > studies.length) console.log(`${total - studies.length} more studies (use --limit)`);
         }
-      } finally {
-        await closeDb();
-      }
+      });
     });
 
   quarantine
@@ -65,14 +59,10 @@ export function register(program: Command): void {
                 .map((s) => s.trim())
                 .filter(Boolean),
             };
-      const db = initDb(loadConfig());
-      try {
-        await migrate(db);
+      await withServices(async ({ db }) => {
         const r = await assignQuarantined(db, selector, project);
         console.log(`assigned ${r.assigned} instances (${r.series} series) to ${project}`);
-      } finally {
-        await closeDb();
-      }
+      });
     });
 
   quarantine
@@ -81,9 +71,7 @@ export function register(program: Command): void {
     .option('-l, --limit <n>', 'rows to show', (v) => Number.parseInt(v, 10), 100)
     .option('--json', 'print JSON')
     .action(async (opts: { limit: number; json?: boolean }) => {
-      const db = initDb(loadConfig());
-      try {
-        await migrate(db);
+      await withServices(async ({ db }) => {
         const { total, failures } = await listFailures(db, { limit: opts.limit, offset: 0 });
         if (opts.json) console.log(JSON.stringify({ total, failures }, null, 2));
         else if (total === 0) console.log('no refused objects');
@@ -99,8 +87,6 @@ export function register(program: Command): void {
             })),
           );
         }
-      } finally {
-        await closeDb();
-      }
+      });
     });
 }

@@ -1,7 +1,5 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../../config';
-import { migrate } from '../../index-db/migrate';
-import { closeDb, initDb } from '../../index-db/pool';
+import { withServices } from '../services';
 import { getProject } from '../../index-db/projects';
 import { deleteRule, listRules, saveRule } from '../../index-db/routing';
 import { ruleInputSchema } from '../../ingest/routing';
@@ -21,9 +19,7 @@ export function register(program: Command): void {
     .option('-p, --project <id>', 'only this project')
     .option('--json', 'print JSON')
     .action(async (opts: { project?: string; json?: boolean }) => {
-      const db = initDb(loadConfig());
-      try {
-        await migrate(db);
+      await withServices(async ({ db }) => {
         const rows = await listRules(db, opts.project);
         if (opts.json) console.log(JSON.stringify(rows, null, 2));
         else if (rows.length === 0)
@@ -44,9 +40,7 @@ export function register(program: Command): void {
             })),
           );
         }
-      } finally {
-        await closeDb();
-      }
+      });
     });
 
   routing
@@ -92,9 +86,7 @@ export function register(program: Command): void {
             parsed.error.issues.map((i) => `${i.path.join('.') || 'rule'}: ${i.message}`).join('; '),
           );
         }
-        const db = initDb(loadConfig());
-        try {
-          await migrate(db);
+        await withServices(async ({ db }) => {
           if (!(await getProject(db, project))) throw new Error(`no project '${project}'`);
           // The CLI acts as a global administrator: overlaps are reported, not refused.
           const row = await saveRule(db, project, parsed.data, { globalAdmin: true });
@@ -105,9 +97,7 @@ export function register(program: Command): void {
             console.log(`  shadowed by earlier rules of other projects: ${row.shadowed_by.join(', ')}`);
           if (row.shadows.length > 0)
             console.log(`  takes arrivals from rules of other projects: ${row.shadows.join(', ')}`);
-        } finally {
-          await closeDb();
-        }
+        });
       },
     );
 
@@ -115,13 +105,9 @@ export function register(program: Command): void {
     .command('remove <project> <id>')
     .description('remove a rule of a project')
     .action(async (project: string, id: string) => {
-      const db = initDb(loadConfig());
-      try {
-        await migrate(db);
+      await withServices(async ({ db }) => {
         await deleteRule(db, project, id);
         console.log(`removed rule ${id}`);
-      } finally {
-        await closeDb();
-      }
+      });
     });
 }

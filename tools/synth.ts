@@ -6,8 +6,8 @@
  */
 import { createHash } from 'node:crypto';
 import dcmjs from 'dcmjs';
-import { BadRequestError } from '../errors';
-import { LONG_VRS } from './structure';
+import { BadRequestError } from '../src/errors';
+import { LONG_VRS } from '../src/dicom/structure';
 
 // Jest runs modules in a vm context where every global lookup (Math.sqrt...) goes through an interceptor and
 // costs ~50x more; module-level bindings keep the per-pixel loops fast under test too.

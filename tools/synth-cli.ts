@@ -1,4 +1,5 @@
-import { InvalidArgumentError, Option, type Command } from 'commander';
+#!/usr/bin/env node
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -8,8 +9,8 @@ import {
   SYNTH_MODALITIES,
   type SynthModality,
   type SynthOptions,
-} from '../../dicom/synth';
-import { stowInstances, type StowRequestResult } from '../../dicomweb/stow-client';
+} from './synth';
+import { stowInstances, type StowRequestResult } from './stow-client';
 
 interface SynthCliOptions {
   patients: number;
@@ -35,7 +36,6 @@ interface SynthCliOptions {
 /** `synth`: generates a synthetic data set and writes it to a folder or stores it with STOW-RS. */
 export function register(program: Command): void {
   program
-    .command('synth')
     .description(
       'generate synthetic CT/MR/CR studies (deterministic for a seed) into a folder or via STOW-RS',
     )
@@ -210,4 +210,14 @@ function redacted(url: string): string {
   } catch {
     return '(invalid URL)';
   }
+}
+
+// Tooling, not product: run with `npm run synth -- ...` (it lives outside src/ so the production build leaves it out).
+if (require.main === module) {
+  const program = new Command('synth');
+  register(program);
+  program.parseAsync(process.argv).catch((err: unknown) => {
+    console.error(err instanceof Error ? err.message : err);
+    process.exit(1);
+  });
 }

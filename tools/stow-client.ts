@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { request, type Dispatcher } from 'undici';
-import { BadRequestError } from '../errors';
+import { BadRequestError } from '../src/errors';
 
 /** One object to store: a Part-10 buffer, with its study when batching by study. */
 export type StowItem = Buffer | { buffer: Buffer; studyInstanceUid?: string };

@@ -1,8 +1,8 @@
 import { Readable } from 'node:stream';
 import { MockAgent } from 'undici';
-import { generateInstances, type SyntheticInstance } from '../dicom/synth';
-import { BadRequestError } from '../errors';
-import { parseMultipartRelated, readPartBody } from './multipart';
+import { generateInstances, type SyntheticInstance } from './synth';
+import { BadRequestError } from '../src/errors';
+import { parseMultipartRelated, readPartBody } from '../src/dicomweb/multipart';
 import { multipartBody, stowInstances, type StowRequestResult } from './stow-client';
 
 const ORIGIN = 'http://gateway.test';

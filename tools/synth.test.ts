@@ -1,5 +1,5 @@
 import dcmjs from 'dcmjs';
-import { BadRequestError } from '../errors';
+import { BadRequestError } from '../src/errors';
 import {
   countSynthInstances,
   EXPLICIT_VR_LITTLE_ENDIAN,
