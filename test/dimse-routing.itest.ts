@@ -8,7 +8,7 @@ import { parsePart10 } from '../src/dicom/parse';
 import { Tag } from '../src/dicom/tags';
 import { getIndexer } from '../src/ingest/change-feed';
 import { QueueName, redisConnection } from '../src/jobs/queues';
-import { multipartBody } from '../src/dicomweb/stow-client';
+import { multipartBody } from '../tools/stow-client';
 import { cstore, syntheticCopies, waitFor } from './helpers/dimse';
 import { orthancDirect, resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
 
