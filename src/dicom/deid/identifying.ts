@@ -106,30 +106,38 @@ function found(haystack: string, needle: string, kind: IdentifyingKind): boolean
   return ` ${haystack} `.includes(` ${needle} `);
 }
 
-function foundUid(raw: string, uid: string): boolean {
-  return new RegExp(`(?<![0-9.])${escapeRe(uid)}(?![0-9]|\\.[0-9])`).test(raw);
-}
-
 /**
  * Removes every identifying value from a descriptor (the clean action on text): its normalised occurrences are
  * replaced by asterisks; the rest of the text is kept as written.
  */
 export function redactText(text: string, identifying: readonly IdentifyingValue[]): string {
   let out = text;
+  for (const re of redactionPatterns(identifying)) out = out.replace(re, '*');
+  return out;
+}
+
+const patternCache = new WeakMap<readonly IdentifyingValue[], RegExp[]>();
+
+/** One pattern per needle: its words separated by any non-alphanumeric run, in any case; compiled once per object. */
+function redactionPatterns(identifying: readonly IdentifyingValue[]): RegExp[] {
+  let patterns = patternCache.get(identifying);
+  if (patterns) return patterns;
+  patterns = [];
   for (const v of identifying) {
     if (v.kind === 'uid') {
-      if (foundUid(out, v.value)) out = out.replace(new RegExp(escapeRe(v.value), 'g'), '*');
+      patterns.push(new RegExp(`(?<![0-9.])${escapeRe(v.value)}(?![0-9]|\\.[0-9])`, 'g'));
       continue;
     }
     for (const n of needles(v)) {
-      // Build a pattern that matches the needle's words separated by any non-alphanumeric run, in any case.
       const words = n.split(' ').map(escapeRe);
-      const re = new RegExp(`(?<![\\p{L}\\p{N}])${words.join('[^\\p{L}\\p{N}]+')}(?![\\p{L}\\p{N}])`, 'giu');
-      out = out.replace(re, '*');
-      if (v.kind === 'date' && /^\d{8}$/.test(n)) out = out.replace(new RegExp(`(?<![0-9])${n}`, 'g'), '*');
+      patterns.push(
+        new RegExp(`(?<![\\p{L}\\p{N}])${words.join('[^\\p{L}\\p{N}]+')}(?![\\p{L}\\p{N}])`, 'giu'),
+      );
+      if (v.kind === 'date' && /^\d{8}$/.test(n)) patterns.push(new RegExp(`(?<![0-9])${n}`, 'g'));
     }
   }
-  return out;
+  patternCache.set(identifying, patterns);
+  return patterns;
 }
 
 export interface LeakHit {
