@@ -111,9 +111,43 @@ function found(haystack: string, needle: string, kind: IdentifyingKind): boolean
  * replaced by asterisks; the rest of the text is kept as written.
  */
 export function redactText(text: string, identifying: readonly IdentifyingValue[]): string {
-  let out = text;
-  for (const re of redactionPatterns(identifying)) out = out.replace(re, '*');
-  return out;
+  const patterns = redactionPatterns(identifying);
+  if (!patterns.length) return text;
+  // Matching runs on an accent-folded, upper-cased copy (as the needles are), mapped back to the original span.
+  const { folded, origin } = foldWithMap(text);
+  const spans: Array<[number, number]> = [];
+  for (const re of patterns) {
+    re.lastIndex = 0;
+    for (const m of folded.matchAll(re)) {
+      spans.push([origin[m.index], origin[m.index + m[0].length - 1] + 1]);
+    }
+  }
+  if (!spans.length) return text;
+  spans.sort((a, b) => a[0] - b[0] || b[1] - a[1]);
+  let out = '';
+  let at = 0;
+  for (const [start, end] of spans) {
+    if (end <= at) continue;
+    out += text.slice(at, Math.max(at, start)) + (start >= at ? '*' : '');
+    at = end;
+  }
+  return out + text.slice(at);
+}
+
+/** Each character folded like normalise() does (without collapsing separators), with its index in the original. */
+function foldWithMap(text: string): { folded: string; origin: number[] } {
+  let folded = '';
+  const origin: number[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const f = text[i]
+      .normalize('NFKD')
+      .replace(/\p{M}+/gu, '')
+      .toUpperCase();
+    for (let k = 0; k < f.length; k++) origin.push(i);
+    folded += f;
+  }
+  origin.push(text.length);
+  return { folded, origin };
 }
 
 const patternCache = new WeakMap<readonly IdentifyingValue[], RegExp[]>();
