@@ -203,6 +203,7 @@ describe('deidentify: keys, UIDs and dates', () => {
     expect(rawString(findElement(out, 0x0008002a)!)).toBe('20001026101112');
     expect(rawString(findElement(out, 0x00280303)!)).toBe('MODIFIED');
     expect(leakCheck(r.bytes, r.identifying).hits).toEqual([]);
+    expect(() => deidentify(part10(ds), BASIC_PROFILE, { ...keys, dateOffsetDays: 1.5 })).toThrow(RangeError);
   });
 
   it('records Patient Identity Removed, the method, CID 7050 codes of the options used and the temporal status', () => {
