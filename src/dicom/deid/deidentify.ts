@@ -165,17 +165,21 @@ export function deidentify(part10: Buffer, options: DeidOptions, keys: DeidKeys)
   }
 
   const cs = charsetOf(findElement(ds, TAG.specificCharacterSet)?.value);
-  // Two passes: cleaning a descriptor must know every identifying value of the object, wherever it comes.
-  const first: Run = { options, keys, uidMap: new Map(), identifying: [], kept: new Set(), redactWith: [] };
-  processDataset(ds, first, cs, 'keep', '', true);
-  const run: Run = {
-    options,
-    keys,
-    uidMap: new Map(),
-    identifying: [],
-    kept: new Set(),
-    redactWith: dedupe(first.identifying),
-  };
+  // Two passes when something may be cleaned (C on text): cleaning a descriptor must know every identifying value
+  // of the object, wherever it comes. Only these options turn a text row into C.
+  const mayClean =
+    options.cleanDescriptors ||
+    options.cleanStructuredContent ||
+    options.cleanGraphics ||
+    options.retainDeviceIdentity ||
+    options.retainPatientCharacteristics;
+  let redactWith: IdentifyingValue[] = [];
+  if (mayClean) {
+    const first: Run = { options, keys, uidMap: new Map(), identifying: [], kept: new Set(), redactWith: [] };
+    processDataset(ds, first, cs, 'keep', '', true);
+    redactWith = dedupe(first.identifying);
+  }
+  const run: Run = { options, keys, uidMap: new Map(), identifying: [], kept: new Set(), redactWith };
   const out = processDataset(ds, run, cs, 'keep', '', true);
   addDeidentificationAttributes(out, options);
   out.sort((a, b) => a.tag - b.tag);
