@@ -287,7 +287,7 @@ function processDataset(
         usedCreators.add(creatorTag);
         noteKept(e, run, cs);
       } else {
-        collect(e, 'private', run, cs, elementPath);
+        collect(e, 'private', run, cs);
       }
       continue;
     }
@@ -352,10 +352,10 @@ function apply(
   if (e.items) {
     switch (action) {
       case 'X':
-        collect(e, row?.name ?? '', run, cs, path);
+        collect(e, row?.name ?? '', run, cs);
         return undefined;
       case 'Z':
-        collect(e, row?.name ?? '', run, cs, path);
+        collect(e, row?.name ?? '', run, cs);
         return { tag: e.tag, vr: 'SQ', items: [] };
       default: {
         const childMode: Mode = action === 'D' ? 'dummy' : action === 'C' ? 'clean' : mode;
@@ -372,11 +372,11 @@ function apply(
     return action === 'X' ? undefined : e;
   }
   if (e.tag === TAG.patientName && action !== 'K') {
-    collect(e, row?.name ?? '', run, cs, path);
+    collect(e, row?.name ?? '', run, cs);
     return { tag: e.tag, vr: 'PN', value: stringBytes(run.keys.patientName, 'PN') };
   }
   if (e.tag === TAG.patientId && action !== 'K') {
-    collect(e, row?.name ?? '', run, cs, path);
+    collect(e, row?.name ?? '', run, cs);
     return { tag: e.tag, vr: 'LO', value: stringBytes(run.keys.patientId, 'LO') };
   }
   switch (action) {
@@ -384,22 +384,22 @@ function apply(
       noteKept(e, run, cs);
       return e;
     case 'X':
-      collect(e, row?.name ?? '', run, cs, path);
+      collect(e, row?.name ?? '', run, cs);
       return undefined;
     case 'Z':
-      collect(e, row?.name ?? '', run, cs, path);
+      collect(e, row?.name ?? '', run, cs);
       return { tag: e.tag, vr: e.vr, value: Buffer.alloc(0) };
     case 'D':
-      collect(e, row?.name ?? '', run, cs, path);
+      collect(e, row?.name ?? '', run, cs);
       return { tag: e.tag, vr: e.vr, value: dummyValue(e, run) };
     case 'U':
       if (e.vr !== 'UI' && e.vr !== 'UN') {
-        collect(e, row?.name ?? '', run, cs, path);
+        collect(e, row?.name ?? '', run, cs);
         return { tag: e.tag, vr: e.vr, value: dummyValue(e, run) };
       }
       return { tag: e.tag, vr: 'UI', value: mapUids(e, run) };
     case 'C':
-      return clean(e, row, run, cs, mode, path);
+      return clean(e, row, run, cs);
   }
 }
 
@@ -478,27 +478,20 @@ function dummyValue(e: Element, run: Run): Buffer {
 }
 
 /** C: dates shifted (Modified Dates), text cleaned of the source's identifying values, anything else dummied. */
-function clean(
-  e: Element,
-  row: ProfileRow | undefined,
-  run: Run,
-  cs: Charset,
-  mode: Mode,
-  path: string,
-): Element | undefined {
+function clean(e: Element, row: ProfileRow | undefined, run: Run, cs: Charset): Element | undefined {
   if (e.vr === 'DA' || e.vr === 'DT' || e.vr === 'TM') {
     if (!run.options.retainLongitudinalModifiedDates) {
-      collect(e, row?.name ?? '', run, cs, path);
+      collect(e, row?.name ?? '', run, cs);
       return { tag: e.tag, vr: e.vr, value: dummyValue(e, run) };
     }
-    collect(e, row?.name ?? '', run, cs, path);
+    collect(e, row?.name ?? '', run, cs);
     return { tag: e.tag, vr: e.vr, value: shiftDates(e, run.keys.dateOffsetDays) };
   }
   if (STRING_VRS.has(e.vr) && e.vr !== 'UI') {
     const text = decodeText(e.value ?? Buffer.alloc(0), cs, e.vr === 'PN');
     if (e.vr === 'PN') {
       // A person's name is identifying whatever it is: cleaning a name can only remove it.
-      collect(e, row?.name ?? '', run, cs, path);
+      collect(e, row?.name ?? '', run, cs);
       return { tag: e.tag, vr: e.vr, value: stringBytes(DUMMY_TEXT, 'PN') };
     }
     const cleaned = redactText(text, run.redactWith);
@@ -509,19 +502,17 @@ function clean(
     const encoded = encodeText(cleaned, cs) ?? Buffer.from(DUMMY_TEXT, 'latin1');
     return { tag: e.tag, vr: e.vr, value: stringBytes(encoded.toString('latin1'), e.vr) };
   }
-  void mode;
-  collect(e, row?.name ?? '', run, cs, path);
+  collect(e, row?.name ?? '', run, cs);
   return { tag: e.tag, vr: e.vr, value: dummyValue(e, run) };
 }
 
 /** Records what an element removed or replaced said, for the clean actions and the leak check. */
-function collect(e: Element, rowName: string, run: Run, cs: Charset, path: string): void {
+function collect(e: Element, rowName: string, run: Run, cs: Charset): void {
   if (e.items) {
-    e.items.forEach((item, i) => {
+    e.items.forEach((item) => {
       const own = findElement(item, TAG.specificCharacterSet);
       const ics = own ? charsetOf(own.value, cs) : cs;
-      for (const child of item)
-        collect(child, rowForTag(child.tag)?.name ?? '', run, ics, `${path}[${i}].${hexTag(child.tag)}`);
+      for (const child of item) collect(child, rowForTag(child.tag)?.name ?? '', run, ics);
     });
     return;
   }
@@ -552,7 +543,6 @@ function collect(e: Element, rowName: string, run: Run, cs: Charset, path: strin
     const value = v.trim();
     if (value) run.identifying.push({ kind, value });
   }
-  void path;
 }
 
 function noteKept(e: Element, run: Run, cs: Charset): void {
