@@ -45,6 +45,7 @@ export async function initServices(config: Config, logger: Logger): Promise<Serv
     logger,
     verifier,
     mapping: { globalAdminRole: config.GLOBAL_ADMIN_ROLE },
+    membershipCacheMs: config.MEMBERSHIP_CACHE_MS,
   });
   const trail = initAuditTrail(db, logger, config.AUDIT_QUEUE_MAX);
   const audit = async (ctx: Parameters<Services['authenticate']>[0], outcome: number, detail?: AuditDetail) =>

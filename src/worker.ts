@@ -2,7 +2,10 @@ import type { Worker } from 'bullmq';
 import { loadConfig } from './config';
 import { migrate } from './index-db/migrate';
 import { closeDb, initDb } from './index-db/pool';
+import { deidentifier } from './cohorts/deidentifier';
+import { initCohortWorker } from './jobs/cohort';
 import { initThumbnailWorker } from './jobs/thumbnail';
+import { initArchive } from './orthanc/archive';
 import { createLogger } from './logger';
 import { closePacs, initPacs } from './orthanc/client';
 
@@ -17,7 +20,11 @@ async function main(): Promise<void> {
   // The gateway migrates too; the advisory lock makes whichever starts first do it.
   await migrate(db);
   const pacs = initPacs(config);
-  const workers: Worker[] = [initThumbnailWorker({ db, pacs, config, logger })];
+  const archive = initArchive(pacs);
+  const workers: Worker[] = [
+    initThumbnailWorker({ db, pacs, config, logger }),
+    initCohortWorker({ db, pacs, archive, deid: deidentifier, config, logger }),
+  ];
   logger.info({ queues: workers.map((w) => w.name) }, 'worker started');
 
   let stopping = false;
