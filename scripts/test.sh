@@ -13,6 +13,11 @@ fi
 pkgdir="$(mktemp -d -t aperture-pkg-XXXX)"
 STACK_DIR="$pkgdir" WITH_BROWSER=1 bash scripts/stack.sh packages
 rm -rf "$pkgdir"
+# The de-identifier's sample test (test/deid-samples.itest.ts) also reads the test files of Debian's python3-pydicom.
+if [[ ! -d /usr/lib/python3/dist-packages/pydicom/data/test_files ]]; then
+  [[ $(id -u) -eq 0 ]] || { echo "missing Debian package python3-pydicom (sudo apt-get install python3-pydicom)" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-pydicom
+fi
 npx tsc -p tsconfig.json --noEmit
 npx jest --selectProjects unit "$@"
 npx jest --selectProjects integration --runInBand "$@"

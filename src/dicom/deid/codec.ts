@@ -184,7 +184,7 @@ function readDataset(
     if (len === UNDEFINED) {
       if (tag === PIXEL_DATA || ((vr === 'OB' || vr === 'OW') && !wasUn)) {
         const stop = fragmentsEnd(ctx, vstart);
-        ds.push({ tag, vr: 'OB', encapsulated: Buffer.from(data.subarray(vstart, stop)) });
+        ds.push({ tag, vr: 'OB', encapsulated: data.subarray(vstart, stop) });
         p = stop;
         continue;
       }
@@ -213,8 +213,12 @@ function readDataset(
         // Not a well-formed sequence after all: kept as opaque bytes (removed unless something keeps it).
       }
     }
-    const value = Buffer.from(data.subarray(vstart, vend));
-    if (!little && BYTE_UNIT[vr]) swapInPlace(value, BYTE_UNIT[vr]);
+    // Views into the source, not copies (pixel data is most of the bytes); Big Endian values are swapped in a copy.
+    let value = data.subarray(vstart, vend);
+    if (!little && BYTE_UNIT[vr]) {
+      value = Buffer.from(value);
+      swapInPlace(value, BYTE_UNIT[vr]);
+    }
     if (tag === 0x00280103 && value.length >= 2) pixelRepresentation = value.readUInt16LE(0);
     ds.push({ tag, vr: wasUn && vr === 'SQ' ? 'UN' : vr, value, wasUn });
     p = vend;
@@ -288,17 +292,20 @@ export function writePart10(meta: Dataset, dataset: Dataset): Buffer {
 
 function header(out: Buffer[], tag: number, vr: string, len: number): void {
   const long = LONG_VRS.has(vr);
-  const h = Buffer.alloc(long ? 12 : 8);
+  // allocUnsafe draws from Node's pool (headers are tiny and many); every byte is written below.
+  const h = Buffer.allocUnsafe(long ? 12 : 8);
   h.writeUInt16LE(tag >>> 16, 0);
   h.writeUInt16LE(tag & 0xffff, 2);
   h.write(vr, 4, 'latin1');
-  if (long) h.writeUInt32LE(len >>> 0, 8);
-  else h.writeUInt16LE(len, 6);
+  if (long) {
+    h.writeUInt16LE(0, 6);
+    h.writeUInt32LE(len >>> 0, 8);
+  } else h.writeUInt16LE(len, 6);
   out.push(h);
 }
 
 function marker(out: Buffer[], tag: number, len: number): void {
-  const h = Buffer.alloc(8);
+  const h = Buffer.allocUnsafe(8);
   h.writeUInt16LE(tag >>> 16, 0);
   h.writeUInt16LE(tag & 0xffff, 2);
   h.writeUInt32LE(len >>> 0, 4);

@@ -128,6 +128,9 @@ interface Run {
 /** De-identifies one Part-10 object under the Basic Profile and the options; or says why it is withheld. */
 export function deidentify(part10: Buffer, options: DeidOptions, keys: DeidKeys): DeidResult | DeidWithheld {
   checkOptions(options);
+  // A fractional offset would shift DA and DT differently; the caller's key is a whole number of days by contract.
+  if (!Number.isInteger(keys.dateOffsetDays))
+    throw new RangeError('dateOffsetDays must be a whole number of days');
   let parsed;
   try {
     parsed = readPart10(part10);

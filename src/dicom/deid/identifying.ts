@@ -106,30 +106,72 @@ function found(haystack: string, needle: string, kind: IdentifyingKind): boolean
   return ` ${haystack} `.includes(` ${needle} `);
 }
 
-function foundUid(raw: string, uid: string): boolean {
-  return new RegExp(`(?<![0-9.])${escapeRe(uid)}(?![0-9]|\\.[0-9])`).test(raw);
-}
-
 /**
  * Removes every identifying value from a descriptor (the clean action on text): its normalised occurrences are
  * replaced by asterisks; the rest of the text is kept as written.
  */
 export function redactText(text: string, identifying: readonly IdentifyingValue[]): string {
-  let out = text;
+  const patterns = redactionPatterns(identifying);
+  if (!patterns.length) return text;
+  // Matching runs on an accent-folded, upper-cased copy (as the needles are), mapped back to the original span.
+  const { folded, origin } = foldWithMap(text);
+  const spans: Array<[number, number]> = [];
+  for (const re of patterns) {
+    re.lastIndex = 0;
+    for (const m of folded.matchAll(re)) {
+      spans.push([origin[m.index], origin[m.index + m[0].length - 1] + 1]);
+    }
+  }
+  if (!spans.length) return text;
+  spans.sort((a, b) => a[0] - b[0] || b[1] - a[1]);
+  let out = '';
+  let at = 0;
+  for (const [start, end] of spans) {
+    if (end <= at) continue;
+    out += text.slice(at, Math.max(at, start)) + (start >= at ? '*' : '');
+    at = end;
+  }
+  return out + text.slice(at);
+}
+
+/** Each character folded like normalise() does (without collapsing separators), with its index in the original. */
+function foldWithMap(text: string): { folded: string; origin: number[] } {
+  let folded = '';
+  const origin: number[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const f = text[i]
+      .normalize('NFKD')
+      .replace(/\p{M}+/gu, '')
+      .toUpperCase();
+    for (let k = 0; k < f.length; k++) origin.push(i);
+    folded += f;
+  }
+  origin.push(text.length);
+  return { folded, origin };
+}
+
+const patternCache = new WeakMap<readonly IdentifyingValue[], RegExp[]>();
+
+/** One pattern per needle: its words separated by any non-alphanumeric run, in any case; compiled once per object. */
+function redactionPatterns(identifying: readonly IdentifyingValue[]): RegExp[] {
+  let patterns = patternCache.get(identifying);
+  if (patterns) return patterns;
+  patterns = [];
   for (const v of identifying) {
     if (v.kind === 'uid') {
-      if (foundUid(out, v.value)) out = out.replace(new RegExp(escapeRe(v.value), 'g'), '*');
+      patterns.push(new RegExp(`(?<![0-9.])${escapeRe(v.value)}(?![0-9]|\\.[0-9])`, 'g'));
       continue;
     }
     for (const n of needles(v)) {
-      // Build a pattern that matches the needle's words separated by any non-alphanumeric run, in any case.
       const words = n.split(' ').map(escapeRe);
-      const re = new RegExp(`(?<![\\p{L}\\p{N}])${words.join('[^\\p{L}\\p{N}]+')}(?![\\p{L}\\p{N}])`, 'giu');
-      out = out.replace(re, '*');
-      if (v.kind === 'date' && /^\d{8}$/.test(n)) out = out.replace(new RegExp(`(?<![0-9])${n}`, 'g'), '*');
+      patterns.push(
+        new RegExp(`(?<![\\p{L}\\p{N}])${words.join('[^\\p{L}\\p{N}]+')}(?![\\p{L}\\p{N}])`, 'giu'),
+      );
+      if (v.kind === 'date' && /^\d{8}$/.test(n)) patterns.push(new RegExp(`(?<![0-9])${n}`, 'g'));
     }
   }
-  return out;
+  patternCache.set(identifying, patterns);
+  return patterns;
 }
 
 export interface LeakHit {
