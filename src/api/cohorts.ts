@@ -227,10 +227,16 @@ export function cohortsRouter(services: Services, deid: Pick<Deidentifier, 'prof
       ctx.status = 206;
       ctx.set('Content-Range', `bytes ${range[0]}-${range[1]}/${zip.size}`);
       ctx.length = range[1] - range[0] + 1;
-      ctx.body = zip.size === 0 ? '' : zip.open(range[0], range[1]);
+      ctx.body = zip.open(range[0], range[1]);
       return;
     }
     ctx.status = 200;
+    // HEAD answers the size without opening the archive's first entry in Orthanc.
+    if (ctx.method === 'HEAD') {
+      ctx.body = '';
+      ctx.length = zip.size;
+      return;
+    }
     ctx.length = zip.size;
     ctx.body = zip.open(0, zip.size - 1);
   });
