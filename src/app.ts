@@ -3,7 +3,10 @@ import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
 import { randomUUID } from 'node:crypto';
 import { auditRouter } from './api/audit';
+import { cohortsRouter } from './api/cohorts';
+import { deidentifier } from './cohorts/deidentifier';
 import { jobsRouter } from './api/jobs';
+import { membershipsRouter } from './api/memberships';
 import { projectsRouter } from './api/projects';
 import { routingRouter } from './api/routing';
 import { sharesRouter } from './api/shares';
@@ -136,6 +139,10 @@ export function createApp(services: Services): Koa {
   root.use(audit.routes(), audit.allowedMethods());
   const jobs = jobsRouter(services);
   root.use(jobs.routes(), jobs.allowedMethods());
+  const cohorts = cohortsRouter(services, deidentifier);
+  root.use(cohorts.routes(), cohorts.allowedMethods());
+  const members = membershipsRouter(services);
+  root.use(members.routes(), members.allowedMethods());
 
   // Outside the routers: they answer OPTIONS and 405 from the shared route table before any mounted middleware runs.
   app.use(readOnlyRootMethods);

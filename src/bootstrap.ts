@@ -75,6 +75,7 @@ export async function initServices(
         logger,
         verifier,
         mapping: { globalAdminRole: config.GLOBAL_ADMIN_ROLE },
+        membershipCacheMs: config.MEMBERSHIP_CACHE_MS,
       });
       const trail = initAuditTrail(db, logger, config.AUDIT_QUEUE_MAX);
       closers.push(closeAuditTrail);

@@ -121,6 +121,15 @@ export const configSchema = z.object({
   ARRIVAL_HOOK_PORT: int(0, 0),
   /** URL Orthanc reaches it by, when not http://ARRIVAL_HOOK_HOST:port (another container, say). */
   ARRIVAL_HOOK_URL: z.string().url().optional(),
+  // Research cohorts and project memberships (issue 10).
+  /** Roles granted by memberships kept in Aperture are reused per subject this long at most (ms); 0 = every request. */
+  MEMBERSHIP_CACHE_MS: int(2000, 0),
+  /** Instances a cohort worker de-identifies at once. */
+  COHORT_CONCURRENCY: int(4, 1),
+  /** Most source instances one cohort may hold (400 beyond). */
+  COHORT_MAX_INSTANCES: int(100_000, 1),
+  /** Largest source object a cohort reads into memory to de-identify it (bytes); larger ones fail as too_large. */
+  COHORT_MAX_OBJECT_BYTES: int(512 * 1024 * 1024, 1024),
 });
 
 export type Config = z.infer<typeof configSchema>;

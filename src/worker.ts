@@ -1,20 +1,25 @@
 import type { Worker } from 'bullmq';
 import { initServices, stopOnSignals } from './bootstrap';
 import { loadConfig } from './config';
+import { deidentifier } from './cohorts/deidentifier';
+import { initCohortWorker } from './jobs/cohort';
 import { initThumbnailWorker } from './jobs/thumbnail';
 import { createLogger } from './logger';
 
 /**
- * The job worker process: runs the BullMQ workers (thumbnails) against the gateway's database and archive.
- * It serves no HTTP and enqueues nothing, so it opens only the database and the archive client (no token
- * verification, no audit, no producer queues).
+ * The job worker process: runs the BullMQ workers (thumbnails, cohorts) against the gateway's database and
+ * archive. It serves no HTTP (no token verification, no audit trail); it opens the producer queues because a
+ * cohort's output goes through the ingest path, which enqueues derived work.
  */
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.LOG_LEVEL, 'aperture-worker');
   // The gateway migrates too; the advisory lock makes whichever starts first do it.
-  const services = await initServices(config, logger, { http: false, queues: false });
-  const workers: Worker[] = [initThumbnailWorker(services)];
+  const services = await initServices(config, logger, { http: false });
+  const workers: Worker[] = [
+    initThumbnailWorker(services),
+    initCohortWorker({ ...services, deid: deidentifier }),
+  ];
   logger.info({ queues: workers.map((w) => w.name) }, 'worker started');
 
   stopOnSignals(services, async () => {

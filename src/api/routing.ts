@@ -15,6 +15,7 @@ import {
   saveRule,
 } from '../index-db/routing';
 import { ruleInputSchema } from '../ingest/routing';
+import { refuseIntoResearchProject } from '../cohorts/guard';
 import type { Services } from '../services';
 import { readJsonBody } from './body';
 
@@ -79,6 +80,7 @@ export function routingRouter(services: Services): Router {
   router.post('/api/projects/:project/routing', async (ctx) => {
     const projectId = await projectAdmin(ctx);
     const input = parseBody(ruleInputSchema, await readJsonBody(ctx));
+    await refuseIntoResearchProject(db, projectId);
     const row = await saveRule(db, projectId, input, { globalAdmin: principalOf(ctx).globalAdmin });
     noteAudit(ctx, { action: 'routing.create', projectId, detail: { ruleId: row.id, kind: row.kind } });
     ctx.status = 201;
@@ -128,6 +130,7 @@ export function routingRouter(services: Services): Router {
       : input.seriesUid
         ? { seriesUid: input.seriesUid }
         : { sopInstanceUids: input.sopInstanceUids! };
+    await refuseIntoResearchProject(db, input.project);
     const result = await assignQuarantined(db, selector, input.project);
     noteAudit(ctx, {
       action: 'quarantine.assign',

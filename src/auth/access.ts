@@ -30,6 +30,24 @@ export interface Principal {
   shareScopes?: readonly ReadScope[];
   /** The OAuth client the token was issued to (`azp`), for the audit trail. */
   clientId?: string;
+  /** Users: the Keycloak username (`preferred_username`), matched by memberships granted by name; never audited. */
+  username?: string;
+}
+
+/** The principal with roles added (memberships kept in Aperture): the union with what its token grants. */
+export function withGrantedRoles(
+  p: Principal,
+  grants: ReadonlyArray<{ project_id: string; role: Role }>,
+): Principal {
+  if (grants.length === 0) return p;
+  const projects = new Map<string, Set<Role>>();
+  for (const [id, roles] of p.projects) projects.set(id, new Set(roles));
+  for (const g of grants) {
+    let roles = projects.get(g.project_id);
+    if (!roles) projects.set(g.project_id, (roles = new Set()));
+    roles.add(g.role);
+  }
+  return { ...p, projects };
 }
 
 /** True when the principal holds `role` (or a higher one) in the project. */

@@ -1,6 +1,7 @@
 import type { Pool } from 'pg';
 import type { Logger } from '../logger';
-import { type Principal, UNAUTHENTICATED_ADMIN } from './access';
+import { membershipGeneration, rolesOfSubject } from '../index-db/memberships';
+import { type Principal, UNAUTHENTICATED_ADMIN, withGrantedRoles } from './access';
 import { type ClaimsMapping, principalFromClaims } from './claims';
 import { looksLikeShareToken, principalForShareToken } from './share-links';
 import { bearerChallenge, invalidToken, type TokenVerifier } from './tokens';
@@ -21,7 +22,15 @@ export interface AuthenticatorDeps {
   logger: Logger;
   verifier?: TokenVerifier;
   mapping: ClaimsMapping;
+  /** How long the roles of memberships kept in Aperture are reused per subject (ms); 0 reads them every request. */
+  membershipCacheMs?: number;
 }
+
+/**
+ * Memberships read for a subject are reused this briefly, so a viewer's burst of requests costs one query while a
+ * grant or revocation made in any gateway process takes effect within the bound.
+ */
+const MEMBERSHIP_CACHE_MAX = 10_000;
 
 /**
  * Builds `services.authenticate`: request → Principal, or UnauthorizedError with an RFC 6750 challenge.
@@ -35,6 +44,28 @@ export function createAuthenticator(deps: AuthenticatorDeps): (request: RequestH
   const { verifier } = deps;
   if (!verifier) throw new Error('authentication is enabled but no token verifier is configured');
   const cache = new Map<string, { principal: Principal; until: number }>();
+  const membershipTtl = deps.membershipCacheMs ?? 2000;
+  const grantsCache = new Map<
+    string,
+    { grants: Promise<Awaited<ReturnType<typeof rolesOfSubject>>>; until: number; generation: number }
+  >();
+
+  // The JWT cache holds what the token says; memberships are added on every request so they never outlive their bound.
+  const withMemberships = async (p: Principal): Promise<Principal> => {
+    if (p.kind !== 'user' && p.kind !== 'service') return p;
+    const key = `${p.kind}\u0000${p.id}\u0000${p.username ?? ''}`;
+    const now = Date.now();
+    let hit = grantsCache.get(key);
+    const gen = membershipGeneration();
+    if (!hit || hit.until <= now || hit.generation !== gen) {
+      if (grantsCache.size >= MEMBERSHIP_CACHE_MAX) grantsCache.clear();
+      const grants = rolesOfSubject(deps.db, p.id, p.username);
+      hit = { grants, until: now + membershipTtl, generation: gen };
+      grantsCache.set(key, hit);
+      grants.catch(() => grantsCache.delete(key));
+    }
+    return withGrantedRoles(p, await hit.grants);
+  };
 
   const fromShareToken = async (token: string): Promise<Principal> => {
     const p = await principalForShareToken(deps.db, token);
@@ -82,6 +113,6 @@ export function createAuthenticator(deps: AuthenticatorDeps): (request: RequestH
       throw invalidToken('malformed Authorization header');
     }
     const token = m[1];
-    return looksLikeShareToken(token) ? fromShareToken(token) : fromJwt(token);
+    return looksLikeShareToken(token) ? fromShareToken(token) : withMemberships(await fromJwt(token));
   };
 }

@@ -54,5 +54,7 @@ export function principalFromClaims(claims: AccessClaims, mapping: ClaimsMapping
     globalAdmin,
     projects: projectRolesFromGroups(claims.groups),
     clientId: azp,
+    username:
+      !isService && typeof claims.preferred_username === 'string' ? claims.preferred_username : undefined,
   };
 }

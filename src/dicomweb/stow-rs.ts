@@ -27,6 +27,7 @@ import { allProjectIds } from '../index-db/projects';
 import { ingestInstance, type IngestOutcome, readObject } from '../ingest/ingest';
 import { enqueueSeriesStable } from '../jobs/queues';
 import type { Services } from '../services';
+import { refuseIntoResearchProject } from '../cohorts/guard';
 import { dicomwebRoot, noteAudit, requireExistingProjectRole } from './context';
 import {
   describeOffers,
@@ -84,6 +85,7 @@ export async function handleStoreInstances(ctx: Context, services: Services): Pr
     );
   }
   const projectId = await requireExistingProjectRole(ctx, services, 'contributor');
+  await refuseIntoResearchProject(services.db, projectId);
   const studyUid = ctx.params.study as string | undefined;
   if (studyUid !== undefined && !isPlausibleUid(studyUid)) {
     throw new BadRequestError('the Study Instance UID in the URL is not a valid UID');

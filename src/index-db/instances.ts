@@ -6,7 +6,7 @@ import { foldName, normaliseDate, normaliseTime } from '../dicom/text';
 import { withTransaction } from './pool';
 
 /** Where an instance came from into a project. */
-export type MembershipSource = 'stow' | 'route' | 'share' | 'assign';
+export type MembershipSource = 'stow' | 'route' | 'share' | 'assign' | 'cohort';
 
 /** An archived object as the index knows it. */
 export interface InstanceRow {

@@ -11,12 +11,32 @@ import type { Logger } from '../logger';
 /** Queue names, one per job kind. */
 export const QueueName = {
   thumbnails: 'thumbnails',
+  cohorts: 'cohorts',
 } as const;
 export type QueueNameValue = (typeof QueueName)[keyof typeof QueueName];
 
 /** Job data of the thumbnail job: which series to make a thumbnail for. */
 export interface ThumbnailJobData {
   seriesUid: string;
+}
+
+/** Job data of the cohort job: the cohort id only (its instances and keys are in PostgreSQL). */
+export interface CohortJobData {
+  cohortId: string;
+}
+
+/**
+ * Queues a run of a cohort. Deduplicated per cohort like thumbnails: while a run waits nothing more is added, while
+ * one runs one more is kept, so a retry during a run is not lost. Redis down answers DependencyUnavailableError.
+ */
+export async function enqueueCohort(cohortId: string): Promise<void> {
+  const data: CohortJobData = { cohortId };
+  await withinQueueDeadline(
+    getQueue(QueueName.cohorts).add('cohort', data, {
+      deduplication: { id: `cohort-${cohortId}`, keepLastIfActive: true },
+    }),
+    ENQUEUE_TIMEOUT_MS,
+  );
 }
 
 /**

@@ -1,0 +1,156 @@
+/**
+ * Per-instance execution of a cohort: read the source object, de-identify it, leak-check the output, store it
+ * through the gateway's own ingest path into the research project only, and record the outcome on the instance's
+ * row. Every step is idempotent: output UIDs, pseudonyms and date offsets are functions of the research project's
+ * secret, so a worker killed after storing but before recording re-stores the identical object (the archive and
+ * the index answer "already stored") and then records it; nothing is duplicated and nothing skipped.
+ */
+import type { Pool } from 'pg';
+import type { Config } from '../config';
+import { NotFoundError, UnrecoverableInputError } from '../errors';
+import {
+  type CohortRow,
+  finishInstance,
+  getCohort,
+  type PendingInstance,
+  pendingInstances,
+  setCohortState,
+} from '../index-db/cohorts';
+import { ensurePseudonym, researchSecret } from '../index-db/pseudonyms';
+import { ingestInstance } from '../ingest/ingest';
+import type { Logger } from '../logger';
+import type { Archive } from '../orthanc/archive';
+import type { PacsClient } from '../orthanc/client';
+import type { Deidentifier, DeidOptions } from './deid-port';
+import { derivePseudonym, patientKey } from './keys';
+
+/** What running a cohort needs. */
+export interface CohortDeps {
+  db: Pool;
+  pacs: PacsClient;
+  archive: Archive;
+  deid: Deidentifier;
+  config: Pick<Config, 'COHORT_CONCURRENCY' | 'COHORT_MAX_OBJECT_BYTES'>;
+  logger?: Logger;
+}
+
+/** The outcome of one instance, as recorded. */
+export type InstanceOutcome = 'done' | 'withheld' | 'failed';
+
+/** Processes one pending source instance of a cohort and records what happened. Throws only for outages. */
+export async function execCohortInstance(
+  deps: CohortDeps,
+  cohort: Pick<CohortRow, 'id' | 'source_project_id' | 'research_project_id' | 'options'>,
+  secret: Buffer,
+  row: PendingInstance,
+): Promise<InstanceOutcome> {
+  const fail = async (reason: string, pseudonym?: string): Promise<InstanceOutcome> => {
+    await finishInstance(deps.db, cohort.id, row.source_sop_uid, { state: 'failed', reason, pseudonym });
+    return 'failed';
+  };
+  if (!row.orthanc_id) return fail('source_not_indexed');
+  if (row.file_size !== null && row.file_size > deps.config.COHORT_MAX_OBJECT_BYTES) return fail('too_large');
+  let source: Buffer;
+  try {
+    source = await deps.archive.readInstanceFile(row.orthanc_id, deps.config.COHORT_MAX_OBJECT_BYTES);
+  } catch (err) {
+    if (err instanceof NotFoundError) return fail('source_not_archived');
+    if (err instanceof UnrecoverableInputError) return fail('too_large');
+    throw err;
+  }
+
+  const key = patientKey(row.patient_id, row.patient_name);
+  const derived = derivePseudonym(secret, cohort.source_project_id, key);
+  const { pseudonym, date_offset_days } = await ensurePseudonym(deps.db, {
+    projectId: cohort.research_project_id,
+    sourceProjectId: cohort.source_project_id,
+    patientKey: key,
+    ...derived,
+  });
+
+  let result;
+  try {
+    result = deps.deid.deidentify(source, cohort.options as DeidOptions, {
+      uidSecret: secret,
+      patientName: pseudonym,
+      patientId: pseudonym,
+      dateOffsetDays: date_offset_days,
+    });
+  } catch {
+    // The de-identifier refuses what it cannot read; its message may quote the object, so only a code is kept.
+    return fail('deid_error', pseudonym);
+  }
+  if ('withheld' in result) {
+    await finishInstance(deps.db, cohort.id, row.source_sop_uid, {
+      state: 'withheld',
+      reason: result.withheld,
+      pseudonym,
+    });
+    return 'withheld';
+  }
+
+  const leaks = deps.deid.leakCheck(result.bytes, result.identifying);
+  if (leaks.hits.length > 0) {
+    // Tag paths and kinds only: the leaked value itself is PHI.
+    deps.logger?.warn(
+      { cohort: cohort.id, sop: row.source_sop_uid, hits: leaks.hits.slice(0, 20) },
+      'cohort: leak check failed, instance not stored',
+    );
+    return fail('leak_check', pseudonym);
+  }
+
+  const stored = await ingestInstance(
+    { db: deps.db, pacs: deps.pacs },
+    result.bytes,
+    [cohort.research_project_id],
+    'cohort',
+  );
+  if (!stored.ok) return fail(`store_${stored.reason.toString(16).padStart(4, '0')}`, pseudonym);
+  await finishInstance(deps.db, cohort.id, row.source_sop_uid, {
+    state: 'done',
+    pseudonym,
+    output: result.outputUids,
+    bytes: result.bytes.length,
+  });
+  return 'done';
+}
+
+/** Pending rows fetched per round; a cancel is noticed between rounds. */
+const BATCH = 32;
+
+/** What one run of a cohort did. */
+export interface CohortRunOutcome {
+  state: 'done' | 'cancelled';
+  processed: Record<InstanceOutcome, number>;
+}
+
+/**
+ * Runs every pending instance of a cohort, COHORT_CONCURRENCY at a time, and marks the cohort done. Safe to run
+ * again at any point (after a crash, or after retry put failed rows back to pending).
+ */
+export async function runCohort(deps: CohortDeps, cohortId: string): Promise<CohortRunOutcome | undefined> {
+  const cohort = await getCohort(deps.db, cohortId);
+  if (!cohort) return undefined;
+  const processed: Record<InstanceOutcome, number> = { done: 0, withheld: 0, failed: 0 };
+  if (cohort.state === 'cancelled') return { state: 'cancelled', processed };
+  await setCohortState(deps.db, cohortId, 'running');
+  const secret = await researchSecret(deps.db, cohort.research_project_id);
+  let after = '';
+  for (;;) {
+    const current = await getCohort(deps.db, cohortId);
+    if (!current || current.state === 'cancelled') return { state: 'cancelled', processed };
+    const rows = await pendingInstances(deps.db, cohortId, after, BATCH);
+    if (rows.length === 0) break;
+    after = rows[rows.length - 1].source_sop_uid;
+    let next = 0;
+    const lanes = Array.from({ length: Math.min(deps.config.COHORT_CONCURRENCY, rows.length) }, async () => {
+      while (next < rows.length) {
+        const row = rows[next++];
+        processed[await execCohortInstance(deps, cohort, secret, row)]++;
+      }
+    });
+    await Promise.all(lanes);
+  }
+  await setCohortState(deps.db, cohortId, 'done');
+  return { state: 'done', processed };
+}
