@@ -1,4 +1,5 @@
 import { createApp } from './app';
+import { closeAuditExporter, initAuditExporter } from './audit-export/exporter';
 import { closeServices, initServices } from './bootstrap';
 import { loadConfig } from './config';
 import { closeIndexer, initIndexer } from './ingest/change-feed';
@@ -16,6 +17,8 @@ async function main(): Promise<void> {
   const app = createApp(services);
   // Every gateway process runs one; leader election lets only one of them index at a time.
   if (config.INDEXER_ENABLED) initIndexer(services);
+  // Forwards the audit trail to syslog / Splunk HEC when configured (reads the table, never holds a request).
+  await initAuditExporter(services.db, logger, config);
   // Head size, header/request/socket timeouts and parser errors are set there (src/http/server.ts).
   const server = createHttpServer(app, config, logger);
   server.listen(config.PORT, config.HOST, () => {
@@ -29,6 +32,9 @@ async function main(): Promise<void> {
     logger.info({ signal }, 'shutting down');
     server.close();
     server.closeIdleConnections();
+    await closeAuditExporter().catch((err) =>
+      logger.error({ err: String(err) }, 'error stopping the audit export'),
+    );
     await closeIndexer().catch((err) => logger.error({ err: String(err) }, 'error stopping the indexer'));
     await closeQueues().catch((err) => logger.error({ err: String(err) }, 'error closing the job queues'));
     await closeServices().catch((err) => logger.error({ err: String(err) }, 'error during shutdown'));
