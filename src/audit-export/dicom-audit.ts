@@ -67,6 +67,15 @@ function classify(row: AuditRow): { event: Coded; action: 'C' | 'R' | 'U' | 'D' 
       action: a.endsWith('.create') ? 'C' : a.endsWith('.delete') || a.endsWith('.revoke') ? 'D' : 'U',
     };
   }
+  // A request refused before its handler named an action: the DICOMweb route says what was asked.
+  const route = row.route ?? '';
+  if (/\/(dicom-web|wado)(\/|$)/.test(route)) {
+    if (m === 'POST') return { event: EVENT.transferred, action: 'C' };
+    if (m === 'DELETE') return { event: EVENT.accessed, action: 'D' };
+    if (/\/(studies|series|instances)$/.test(route)) return { event: EVENT.query, action: 'E' };
+    if (/\/(metadata|rendered|thumbnail)$/.test(route)) return { event: EVENT.accessed, action: 'R' };
+    return { event: EVENT.transferred, action: 'R' };
+  }
   if (m === 'DELETE') return { event: EVENT.accessed, action: 'D' };
   return { event: EVENT.applicationActivity, action: m === 'GET' || m === 'HEAD' ? 'R' : 'E' };
 }
@@ -88,7 +97,6 @@ export function toAuditMessage(row: AuditRow, source: AuditSource): string {
     `<EventIdentification EventActionCode="${action}" EventDateTime="${at}" EventOutcomeIndicator="${outcomeIndicator(row.outcome)}">`,
     code('EventID', event),
     login ? code('EventTypeCode', TYPE_LOGIN) : '',
-    row.outcome >= 400 ? `<EventOutcomeDescription>HTTP ${row.outcome}</EventOutcomeDescription>` : '',
     '</EventIdentification>',
   );
   const ip = row.client_ip?.replace(/^::ffff:/, '') ?? '';

@@ -48,7 +48,12 @@ export interface PacsClient {
 }
 
 /** Receives the time to response headers of each archive call (src/http/metrics.ts); never throws. */
-export type UpstreamObserver = (method: string, path: string, seconds: number, status: number | 'error') => void;
+export type UpstreamObserver = (
+  method: string,
+  path: string,
+  seconds: number,
+  status: number | 'error',
+) => void;
 let upstreamObserver: UpstreamObserver | undefined;
 /** Sets (or, with undefined, clears) the observer of archive calls. */
 export function observeUpstream(observer: UpstreamObserver | undefined): void {
