@@ -172,6 +172,10 @@ describe('Prometheus /metrics', () => {
     expect(sum(http, 'aperture_http_request_duration_seconds_sum', { route, status: '404' })).toBeGreaterThan(
       0,
     );
+    // Every answer names its request: the caller's id when it sent one, a fresh one otherwise.
+    const named = await fetch(`${gw.url}/healthz`, { headers: { 'x-request-id': 'req-metrics-17' } });
+    expect(named.headers.get('x-request-id')).toBe('req-metrics-17');
+    expect((await fetch(`${gw.url}/healthz`)).headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
     const allLabelValues = [...after.values()].flatMap((f) =>
       f.samples.flatMap((s) => Object.values(s.labels)),
     );
