@@ -200,10 +200,7 @@ export class GatewayMetrics {
       const started = process.hrtime.bigint();
       let thrownStatus: number | undefined;
       const res = ctx.res;
-      let done = false;
       const observe = () => {
-        if (done) return;
-        done = true;
         const route = (ctx as unknown as { _matchedRoute?: unknown })._matchedRoute;
         this.httpDuration.observe(
           {
@@ -215,7 +212,10 @@ export class GatewayMetrics {
         );
       };
       // Streamed answers (WADO, ZIP) are written after every middleware has returned: time them to the last byte.
-      res.once('finish', observe);
+      // 'close' alone: Node emits it after 'finish' and on an aborted answer. The response already carries ten
+      // 'close' listeners (Koa and the other middleware); a leak warning per request for an eleventh would cost
+      // more than the histogram, and one bounded listener per response is no leak, so the limit is raised by one.
+      res.setMaxListeners(res.getMaxListeners() + 1);
       res.once('close', observe);
       try {
         await next();
