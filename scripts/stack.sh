@@ -78,6 +78,9 @@ ensure_packages() {
   command -v dcmsend >/dev/null || missing+=(dcmtk)
   command -v dciodvfy >/dev/null || missing+=(dicom3tools)
   command -v curl >/dev/null || missing+=(curl)
+  # The compose stack's reverse-proxy configuration is checked with `haproxy -c` on a test certificate (test/deploy.itest.ts).
+  command -v haproxy >/dev/null || missing+=(haproxy)
+  command -v openssl >/dev/null || missing+=(openssl)
   # Tests also drive the OHIF viewer in Debian's Chromium (scripts/test.sh asks for it).
   if [[ "${WITH_BROWSER:-0}" == 1 ]]; then command -v chromium >/dev/null || missing+=(chromium); fi
   [[ ${#missing[@]} -eq 0 ]] && return 0

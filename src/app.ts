@@ -15,6 +15,7 @@ import { wadoUriRouter } from './dicomweb/wado-uri';
 import { AppError, asDependencyError, errorMiddleware, loggablePath, retryAfterS } from './errors';
 import { checkReadiness } from './readiness';
 
+import { metricsMiddleware } from './http/metrics';
 import { rateLimit } from './http/rate-limit';
 import { securityHeaders } from './http/security-headers';
 import { boundedTokens } from './http/token-size';
@@ -47,6 +48,9 @@ export function createApp(services: Services): Koa {
       logger.debug({ req: id, method: ctx.method, path, status: ctx.status, ms }, 'request');
     }
   });
+
+  // Before authentication: /metrics has its own bearer token (METRICS_TOKEN); every other request is timed.
+  app.use(metricsMiddleware(services));
 
   // Browser viewers served from other origins (OHIF): CORS preflights are answered here, before authentication.
   const corsOrigins = services.config.CORS_ORIGINS.split(',')

@@ -130,6 +130,28 @@ export const configSchema = z.object({
   COHORT_MAX_INSTANCES: int(100_000, 1),
   /** Largest source object a cohort reads into memory to de-identify it (bytes); larger ones fail as too_large. */
   COHORT_MAX_OBJECT_BYTES: int(512 * 1024 * 1024, 1024),
+
+  // -- Operations (issue 17): Prometheus metrics (src/http/metrics.ts) and audit export (src/audit-export/) --
+  /** Collects Prometheus metrics and serves them at /metrics; false = no instrumentation at all. */
+  METRICS_ENABLED: bool.default(true),
+  /** Bearer token /metrics requires; empty = /metrics answers only clients on the loopback interface. */
+  METRICS_TOKEN: z.string().default(''),
+  /** Audit trail forwarded as DICOM audit messages over syslog (RFC 5424): `tcp://host:port` or `tls://host:port`. */
+  AUDIT_SYSLOG_URL: z.string().default(''),
+  /** PEM file of the CA that signed the syslog server's certificate (tls://); empty = the system's CAs. */
+  AUDIT_SYSLOG_CA_FILE: z.string().default(''),
+  /** Splunk HTTP Event Collector endpoint (e.g. https://splunk:8088/services/collector/event); empty = off. */
+  AUDIT_HEC_URL: z.string().default(''),
+  /** Splunk HEC token (sent as `Authorization: Splunk <token>`). */
+  AUDIT_HEC_TOKEN: z.string().default(''),
+  /** AuditSourceID of the exported messages (PS3.15 A.5.2.1); empty = the host name. */
+  AUDIT_SOURCE_ID: z.string().default(''),
+  /** Audit events read and sent per batch; the backlog waits in PostgreSQL, not in memory. */
+  AUDIT_EXPORT_BATCH: int(200, 1),
+  /** How often the exporter looks for new audit events. */
+  AUDIT_EXPORT_INTERVAL_MS: int(1000, 50),
+  /** Longest back-off between retries while a destination is down. */
+  AUDIT_EXPORT_MAX_BACKOFF_MS: int(60_000, 100),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -1,4 +1,5 @@
 import { createApp } from './app';
+import { closeAuditExporter, initAuditExporter } from './audit-export/exporter';
 import { initServices, stopOnSignals } from './bootstrap';
 import { loadConfig } from './config';
 import { createHttpServer } from './http/server';
@@ -11,6 +12,8 @@ async function main(): Promise<void> {
   // Producer queues only (STOW and the change feed enqueue derived work); the jobs run in src/worker.ts.
   const services = await initServices(config, logger, { indexer: config.INDEXER_ENABLED });
   const app = createApp(services);
+  // Forwards the audit trail to syslog / Splunk HEC when configured (reads the table, never holds a request).
+  await initAuditExporter(services.db, logger, config);
   // Head size, header/request/socket timeouts and parser errors are set there (src/http/server.ts).
   const server = createHttpServer(app, config, logger);
   server.listen(config.PORT, config.HOST, () => {
@@ -20,6 +23,9 @@ async function main(): Promise<void> {
   stopOnSignals(services, async () => {
     server.close();
     server.closeIdleConnections();
+    await closeAuditExporter().catch((err) =>
+      logger.error({ err: String(err) }, 'error stopping the audit export'),
+    );
   });
 }
 

@@ -106,6 +106,11 @@ export class AuditTrail {
     }
   }
 
+  /** Events waiting to be written, and events dropped so far because the queue was full (for /metrics). */
+  get stats(): { pending: number; dropped: number } {
+    return { pending: this.queue.length, dropped: this.dropped };
+  }
+
   /** Writes everything queued so far (waits for writes in progress). */
   async flush(): Promise<void> {
     if (this.timer) {

@@ -47,6 +47,19 @@ export interface PacsClient {
   close(): Promise<void>;
 }
 
+/** Receives the time to response headers of each archive call (src/http/metrics.ts); never throws. */
+export type UpstreamObserver = (
+  method: string,
+  path: string,
+  seconds: number,
+  status: number | 'error',
+) => void;
+let upstreamObserver: UpstreamObserver | undefined;
+/** Sets (or, with undefined, clears) the observer of archive calls. */
+export function observeUpstream(observer: UpstreamObserver | undefined): void {
+  upstreamObserver = observer;
+}
+
 /** Orthanc REST client on undici with a keep-alive connection pool. */
 export class OrthancClient implements PacsClient {
   private readonly agent: Agent;
@@ -94,12 +107,32 @@ export class OrthancClient implements PacsClient {
         body: opts.body,
         signal: opts.signal,
       });
+    const observer = upstreamObserver;
+    if (observer) {
+      const started = process.hrtime.bigint();
+      const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+      return this.send(method, send, opts.signal).then(
+        (res) => (observer(method, path, seconds(), res.statusCode), res),
+        (err: unknown) => {
+          observer(method, path, seconds(), 'error');
+          throw err;
+        },
+      );
+    }
+    return this.send(method, send, opts.signal);
+  }
+
+  private async send(
+    method: Dispatcher.HttpMethod,
+    send: () => Promise<Dispatcher.ResponseData>,
+    signal?: AbortSignal,
+  ): Promise<Dispatcher.ResponseData> {
     try {
       return await send();
     } catch (err) {
       // A kept-alive connection that Orthanc closed just as it was reused fails before any answer byte. A read is
       // safe to send again, once, on a fresh connection; anything else is reported as it is.
-      if ((method === 'GET' || method === 'HEAD') && !opts.signal?.aborted && isStaleConnection(err)) {
+      if ((method === 'GET' || method === 'HEAD') && !signal?.aborted && isStaleConnection(err)) {
         try {
           return await send();
         } catch (err2) {

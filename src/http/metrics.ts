@@ -1,0 +1,258 @@
+import type { Context, Next } from 'koa';
+import { timingSafeEqual } from 'node:crypto';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { getAuditExporter } from '../audit-export/exporter';
+import { getAuditTrail } from '../auth/audit';
+import { AppError, ForbiddenError, UnauthorizedError } from '../errors';
+import { readIndexerCursor } from '../index-db/ops-metrics';
+import { CURSOR_NAME } from '../ingest/change-feed';
+import { QueueName, getQueue, queuesReady } from '../jobs/queues';
+import { observeUpstream } from '../orthanc/client';
+import type { Services } from '../services';
+
+/**
+ * Prometheus metrics of one gateway process, served at /metrics in the text exposition format.
+ *
+ * Labels carry route templates (`/projects/:project/dicom-web/studies/:study`), methods and status codes, never a
+ * UID, a query string or anything a caller typed: label values are a fixed, small set, and hold no PHI.
+ *
+ * Who may read it: with METRICS_TOKEN set, callers presenting `Authorization: Bearer <token>`; without it, only
+ * clients connected over the loopback interface (the socket's address, never X-Forwarded-For). The reverse proxy
+ * and the Ingress also refuse /metrics from outside.
+ */
+
+const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+const UPSTREAM_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+/** Each dependency read of a scrape gives up after this long, so that a scrape never hangs on a dependency. */
+const COLLECT_TIMEOUT_MS = 1000;
+
+/** Path of Orthanc's REST API with its identifiers replaced, so that it is fit to be a label. */
+export function upstreamPathTemplate(path: string): string {
+  return path
+    .split('?')[0]
+    .split('/')
+    .map((seg) => {
+      if (/^[0-9a-f]{8}(-[0-9a-f]{8}){4}$/.test(seg)) return ':id';
+      if (/^\d+$/.test(seg)) return ':n';
+      if (/^[0-9.]+$/.test(seg) && seg.includes('.')) return ':uid';
+      if (seg.length > 40) return ':x';
+      return seg;
+    })
+    .join('/');
+}
+
+function within<T>(op: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  op.catch(() => undefined);
+  return Promise.race([
+    op,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('timeout')), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** Orthanc's change dates are `YYYYMMDDTHHMMSS`, in the archive's local time (UTC in the images deploy/ uses). */
+function orthancDate(s: string): number | undefined {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})$/.exec(s);
+  return m ? Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6]) : undefined;
+}
+
+/** The process's metrics and the middleware that records requests and serves /metrics. */
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  private readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
+  private readonly upstreamDuration: Histogram<'method' | 'path' | 'status'>;
+
+  constructor(private readonly services: Services) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'aperture_process_' });
+    this.httpDuration = new Histogram({
+      name: 'aperture_http_request_duration_seconds',
+      help: 'Time from request to the last byte of the answer, by route template, method and status',
+      labelNames: ['method', 'route', 'status'],
+      buckets: HTTP_BUCKETS,
+      registers,
+    });
+    this.upstreamDuration = new Histogram({
+      name: 'aperture_orthanc_request_duration_seconds',
+      help: "Time to Orthanc's response headers, by method, REST path template and status (error = no answer)",
+      labelNames: ['method', 'path', 'status'],
+      buckets: UPSTREAM_BUCKETS,
+      registers,
+    });
+    const { db, pacs } = services;
+    new Gauge({
+      name: 'aperture_db_pool_connections',
+      help: 'PostgreSQL pool connections by state (waiting = callers queued for a connection)',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        this.set({ state: 'total' }, db.totalCount);
+        this.set({ state: 'idle' }, db.idleCount);
+        this.set({ state: 'waiting' }, db.waitingCount);
+      },
+    });
+    new Gauge({
+      name: 'aperture_queue_jobs',
+      help: 'BullMQ jobs by queue and state (failed = jobs that used up their attempts and are kept)',
+      labelNames: ['queue', 'state'],
+      registers,
+      async collect() {
+        if (!queuesReady()) return;
+        for (const name of Object.values(QueueName)) {
+          try {
+            const counts = await within(
+              getQueue(name).getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed'),
+              COLLECT_TIMEOUT_MS,
+            );
+            for (const [state, n] of Object.entries(counts)) this.set({ queue: name, state }, n);
+          } catch {
+            // Redis down: the series go stale rather than the scrape failing; /readyz says why.
+          }
+        }
+      },
+    });
+    const lagSeconds = new Gauge({
+      name: 'aperture_indexer_lag_seconds',
+      help: 'Age of the oldest archive change the change-feed indexer has not handled yet (0 = up to date)',
+      registers,
+    });
+    new Gauge({
+      name: 'aperture_indexer_cursor',
+      help: 'Orthanc change sequence number the change-feed indexer has handled up to (shared by all gateways)',
+      registers,
+      async collect() {
+        try {
+          const cursor = await within(readIndexerCursor(db, CURSOR_NAME), COLLECT_TIMEOUT_MS);
+          if (cursor === null) return;
+          this.set(cursor);
+          const next = await within(pacs.changes(cursor, 1), COLLECT_TIMEOUT_MS);
+          const at = next.Changes[0] ? orthancDate(next.Changes[0].Date) : undefined;
+          lagSeconds.set(at === undefined ? 0 : Math.max(0, (Date.now() - at) / 1000));
+        } catch {
+          // Index or archive down: stale series, and /readyz reports it.
+        }
+      },
+    });
+    new Gauge({
+      name: 'aperture_audit_queue_events',
+      help: 'Audit events waiting in memory to be written to the audit trail',
+      registers,
+      collect() {
+        this.set(getAuditTrail()?.stats.pending ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'aperture_audit_dropped_events',
+      help: 'Audit events dropped because the in-memory queue was full while PostgreSQL was down (since start)',
+      registers,
+      collect() {
+        this.set(getAuditTrail()?.stats.dropped ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'aperture_audit_export_backlog_events',
+      help: 'Audit trail events not yet forwarded, per destination (syslog, hec)',
+      labelNames: ['destination'],
+      registers,
+      async collect() {
+        const exporter = getAuditExporter();
+        if (!exporter) return;
+        try {
+          const backlog = await within(exporter.backlog(), COLLECT_TIMEOUT_MS);
+          for (const [destination, n] of Object.entries(backlog)) this.set({ destination }, n);
+        } catch {
+          // Index down: stale series.
+        }
+      },
+    });
+    new Counter({
+      name: 'aperture_audit_export_failures_total',
+      help: 'Failed attempts to forward a batch of audit messages, per destination (each is retried)',
+      labelNames: ['destination'],
+      registers,
+      collect() {
+        const exporter = getAuditExporter();
+        if (!exporter) return;
+        this.reset();
+        for (const [destination, n] of Object.entries(exporter.failures)) this.inc({ destination }, n);
+      },
+    });
+    observeUpstream((method, path, seconds, status) => {
+      this.upstreamDuration.observe(
+        { method, path: upstreamPathTemplate(path), status: String(status) },
+        seconds,
+      );
+    });
+  }
+
+  /** Stops observing the archive client (the registry is dropped with this object). */
+  close(): void {
+    observeUpstream(undefined);
+  }
+
+  /** Koa middleware: serves /metrics, and times every other request until its answer has been sent. */
+  middleware(): (ctx: Context, next: Next) => Promise<void> {
+    const token = this.services.config.METRICS_TOKEN;
+    return async (ctx, next) => {
+      if (ctx.path === '/metrics') return this.serve(ctx, token);
+      const started = process.hrtime.bigint();
+      let thrownStatus: number | undefined;
+      const res = ctx.res;
+      const observe = () => {
+        const route = (ctx as unknown as { _matchedRoute?: unknown })._matchedRoute;
+        this.httpDuration.observe(
+          {
+            method: ctx.method,
+            route: typeof route === 'string' ? route : '(unmatched)',
+            status: String(res.headersSent ? res.statusCode : (thrownStatus ?? ctx.status)),
+          },
+          Number(process.hrtime.bigint() - started) / 1e9,
+        );
+      };
+      // Streamed answers (WADO, ZIP) are written after every middleware has returned: time them to the last byte.
+      // 'close' alone: Node emits it after 'finish' and on an aborted answer. The response already carries ten
+      // 'close' listeners (Koa and the other middleware); a leak warning per request for an eleventh would cost
+      // more than the histogram, and one bounded listener per response is no leak, so the limit is raised by one.
+      res.setMaxListeners(res.getMaxListeners() + 1);
+      res.once('close', observe);
+      try {
+        await next();
+      } catch (err) {
+        thrownStatus = (err as { status?: number }).status ?? 500;
+        throw err;
+      }
+    };
+  }
+
+  private async serve(ctx: Context, token: string): Promise<void> {
+    if (ctx.method !== 'GET' && ctx.method !== 'HEAD') {
+      throw new AppError(405, 'method_not_allowed', 'metrics are read with GET', { Allow: 'GET, HEAD' });
+    }
+    if (token) {
+      const given = Buffer.from(/^Bearer (.+)$/i.exec(ctx.get('authorization'))?.[1] ?? '');
+      const want = Buffer.from(token);
+      if (given.length !== want.length || !timingSafeEqual(given, want)) {
+        throw new UnauthorizedError('metrics need the bearer token set in METRICS_TOKEN');
+      }
+    } else if (!isLoopback(ctx.socket.remoteAddress)) {
+      // The socket's address, not ctx.ip: X-Forwarded-For must not make a remote caller look local.
+      throw new ForbiddenError('metrics are served to loopback clients only unless METRICS_TOKEN is set');
+    }
+    ctx.set('Content-Type', this.registry.contentType);
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = await this.registry.metrics();
+  }
+}
+
+function isLoopback(addr: string | undefined): boolean {
+  return !!addr && (addr === '::1' || addr.startsWith('127.') || addr.startsWith('::ffff:127.'));
+}
+
+/** Metrics middleware for createApp; a pass-through when METRICS_ENABLED is false. */
+export function metricsMiddleware(services: Services): (ctx: Context, next: Next) => Promise<void> {
+  if (!services.config.METRICS_ENABLED) return (_ctx, next) => next();
+  const m = new GatewayMetrics(services);
+  return m.middleware();
+}
