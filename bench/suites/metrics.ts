@@ -1,5 +1,5 @@
-import { generateInstances } from '../../src/dicom/synth';
-import { stowInstances } from '../../src/dicomweb/stow-client';
+import { generateInstances } from '../../tools/synth';
+import { stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
 import { createProject, type StackEnv, startGatewayProcess } from '../lib/stack';
 import { msSince, round, timedPool } from '../lib/stats';

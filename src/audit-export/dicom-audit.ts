@@ -1,4 +1,4 @@
-import type { AuditRow } from '../auth/audit';
+import type { AuditRow } from '../index-db/audit';
 
 /**
  * The audit trail's rows as DICOM Audit Messages (PS3.15 Annex A.5, the IHE ATNA format): event, requesting user,

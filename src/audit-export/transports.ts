@@ -3,7 +3,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { connect as tlsConnect } from 'node:tls';
 import { request } from 'undici';
-import type { AuditRow } from '../auth/audit';
+import type { AuditRow } from '../index-db/audit';
 
 /** Where audit messages go: a batch is sent whole, or the call throws and the batch is sent again later. */
 export interface AuditDestination {

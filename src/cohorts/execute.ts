@@ -100,7 +100,7 @@ export async function execCohortInstance(
   }
 
   const stored = await ingestInstance(
-    { db: deps.db, pacs: deps.pacs },
+    { db: deps.db, archive: deps.archive },
     result.bytes,
     [cohort.research_project_id],
     'cohort',

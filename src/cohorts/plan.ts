@@ -8,6 +8,7 @@ import type { Pool } from 'pg';
 import type { Principal } from '../auth/access';
 import { hasRole } from '../auth/access';
 import { parseQidoQuery } from '../dicom/matching';
+import { projectQidoResults } from '../dicom/qido-projector';
 import { BadRequestError, ConflictError, NotFoundError } from '../errors';
 import {
   createResearchProject,
@@ -139,12 +140,13 @@ async function studiesMatching(
         maxLimit: limits.qidoMaxLimit,
       },
     );
-    const answer = await searchQido(db, { level: 'study', query, scopes: [{ projectId }], root: '' });
-    for (const r of answer.results) {
+    const answer = await searchQido(db, { level: 'study', query, scopes: [{ projectId }] });
+    const results = projectQidoResults({ level: 'study', root: '' }, answer);
+    for (const r of results) {
       const uid = (r[STUDY_INSTANCE_UID]?.Value as unknown[] | undefined)?.[0];
       if (typeof uid === 'string') out.push(uid);
     }
-    if (!answer.more || answer.results.length === 0) break;
+    if (!answer.more || results.length === 0) break;
     if (out.length > limits.maxInstances) break;
   }
   return [...new Set(out)].sort();

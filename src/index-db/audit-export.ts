@@ -1,5 +1,5 @@
 import type { Pool, PoolClient } from 'pg';
-import type { AuditRow } from '../auth/audit';
+import type { AuditRow } from './audit';
 
 const COLUMNS = `id, at, principal, principal_kind, action, project_id, study_uid, series_uid, sop_instance_uid,
   outcome, bytes, client_ip, method, route, detail`;
