@@ -114,6 +114,13 @@ export const configSchema = z.object({
   INDEXER_CLAIM_TTL_MS: int(120_000, 1000),
   /** While the feed works through a backlog, deletions are reconciled at most this often (and ≤ 10% of its time). */
   INDEXER_BUSY_SWEEP_MS: int(10_000, 100),
+  // Web application (issue 13).
+  /** Issuer URL the browser logs in at, when it differs from OIDC_ISSUER (an internal name the browser cannot reach). */
+  WEB_OIDC_ISSUER: z.string().url().optional(),
+  /** The realm's public client the web application logs in with (authorization code + PKCE). */
+  WEB_OIDC_CLIENT_ID: z.string().min(1).default('aperture-viewer'),
+  /** Folder of the built web application (vite build output); default dist/web of the checkout. */
+  WEB_DIST_DIR: z.string().optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -1,4 +1,4 @@
-import { startOidcIssuer } from '../../src/devtools/oidc-issuer';
+import { startOidcIssuer } from '../../tools/oidc-issuer/issuer';
 import { generateInstances, type SyntheticInstance } from '../../src/dicom/synth';
 import { stowInstances } from '../../src/dicomweb/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';

@@ -1,0 +1,84 @@
+import type { User } from 'oidc-client-ts';
+import { useEffect, useState } from 'react';
+import { login, logout, onUserChange, type WebConfig } from './auth';
+import { ProjectsPage } from './pages/Projects';
+import { StudiesPage } from './pages/Studies';
+import { StudyPage } from './pages/Study';
+
+/**
+ * Routes live in the hash and hold only project ids and UIDs: search filters (patient names) stay in page state, so
+ * nothing identifying lands in the browser history, the address bar or a Referer.
+ */
+type Route =
+  | { page: 'projects' }
+  | { page: 'studies'; project?: string }
+  | { page: 'study'; project?: string; study: string }
+  | { page: 'unknown' };
+
+function parseRoute(hash: string): Route {
+  const parts = hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+  if (parts.length === 0) return { page: 'projects' };
+  if (parts[0] === 'studies' && parts.length === 1) return { page: 'studies' };
+  if (parts[0] === 'studies' && parts.length === 2) return { page: 'study', study: parts[1] };
+  if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'studies')
+    return { page: 'studies', project: parts[1] };
+  if (parts[0] === 'p' && parts.length === 4 && parts[2] === 'studies') {
+    return { page: 'study', project: parts[1], study: parts[3] };
+  }
+  return { page: 'unknown' };
+}
+
+export function App({ config, initialUser }: { config: WebConfig; initialUser: User | null }) {
+  const [user, setUser] = useState<User | null>(initialUser);
+  const [route, setRoute] = useState<Route>(() => parseRoute(location.hash));
+  useEffect(() => onUserChange(setUser), []);
+  useEffect(() => {
+    const onHash = () => setRoute(parseRoute(location.hash));
+    window.addEventListener('hashchange', onHash);
+    return () => window.removeEventListener('hashchange', onHash);
+  }, []);
+
+  if (config.authEnabled && !user) {
+    return (
+      <main className="signin">
+        <h1>Aperture</h1>
+        <p>Research imaging archive. Sign in with your institution account to see your projects.</p>
+        <button id="sign-in" onClick={() => void login()}>
+          Sign in
+        </button>
+      </main>
+    );
+  }
+  const name = String(user?.profile.preferred_username ?? '');
+  return (
+    <>
+      <header>
+        <a href="#/" className="brand">
+          Aperture
+        </a>
+        <nav>
+          <a href="#/">Projects</a>
+          <a href="#/studies">All studies</a>
+        </nav>
+        {config.authEnabled && (
+          <span className="who">
+            Signed in as <strong id="username">{name}</strong>{' '}
+            <button id="sign-out" onClick={() => void logout()}>
+              Sign out
+            </button>
+          </span>
+        )}
+      </header>
+      <main>
+        {route.page === 'projects' && <ProjectsPage />}
+        {route.page === 'studies' && <StudiesPage key={route.project ?? ''} project={route.project} />}
+        {route.page === 'study' && <StudyPage project={route.project} study={route.study} />}
+        {route.page === 'unknown' && (
+          <div className="error" role="alert">
+            <strong>This page does not exist.</strong> <a href="#/">Go to your projects.</a>
+          </div>
+        )}
+      </main>
+    </>
+  );
+}
