@@ -4,8 +4,19 @@
  * studies, and meets errors in words. Each user gets a fresh browser context (a private window).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import dcmjs from 'dcmjs';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { type DicomJson } from '../src/dicom/json';
 import { ensureProject } from '../src/index-db/projects';
@@ -342,4 +353,69 @@ describe('web application in Chromium (login, projects, study browser)', () => {
     const api = await fetch(`${gw.url}/`, { headers: { accept: 'application/json' } });
     expect(api.headers.get('content-type')).toMatch(/^application\/json/);
   });
+
+  it('uploads a folder of 300 files (nested, 3 malformed, 1 not DICOM) by STOW-RS and shows each outcome in words', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'aperture-upload-'));
+    const ctx = await privateWindow();
+    try {
+      // 296 distinct instances: copies of a real CT with new SOP Instance UIDs, spread over nested folders.
+      const source = readFileSync(join(SAMPLES, 'ct/CT_small.dcm'));
+      for (let i = 0; i < 296; i++) {
+        const sub = join(dir, `exam-${i % 4}`, `series-${i % 3}`);
+        mkdirSync(sub, { recursive: true });
+        const ab = source.buffer.slice(source.byteOffset, source.byteOffset + source.byteLength);
+        const dd = dcmjs.data.DicomMessage.readFile(ab);
+        const uid = `2.25.${BigInt(0x5eed0000 + i) * 1000003n}`;
+        dd.dict['00080018'].Value = [uid];
+        dd.meta['00020003'].Value = [uid];
+        writeFileSync(join(sub, `img-${i}.dcm`), Buffer.from(dd.write()));
+      }
+      const malformed = ['MR_truncated.dcm', 'rtplan_truncated.dcm', 'Issue111_no-sop-class.dcm'];
+      mkdirSync(join(dir, 'broken'));
+      for (const m of malformed)
+        writeFileSync(join(dir, 'broken', m), readFileSync(join(SAMPLES, 'malformed', m)));
+      writeFileSync(join(dir, 'notes.txt'), 'scanner export notes, not DICOM\n');
+      expect(filesUnder(dir)).toHaveLength(300);
+
+      const page = await signIn(ctx, 'bob');
+      await page.click('tr[data-project="demo"] a[data-action=upload]');
+      await page.setInputFiles('#pick-folder', dir);
+      await page.waitForSelector('#upload-summary', { timeout: 120_000 });
+      const counts = await page.$$eval('#upload-summary [data-count]', (els) =>
+        Object.fromEntries(els.map((e) => [e.getAttribute('data-count'), e.textContent])),
+      );
+      expect(counts).toEqual({ stored: '296', already: '0', failed: '3', skipped: '1' });
+      const rows = await page.$$eval('#upload-results tbody tr', (trs) =>
+        trs.map((t) => ({
+          file: t.getAttribute('data-file') ?? '',
+          outcome: t.getAttribute('data-outcome'),
+          why: t.querySelectorAll('td')[2]?.textContent ?? '',
+        })),
+      );
+      const failed = rows.filter((r) => r.outcome === 'failed');
+      expect(failed.map((r) => r.file.split('/').pop()).sort()).toEqual([...malformed].sort());
+      // In words, from the Failure Reason code: never a raw code alone, a stack or JSON.
+      for (const f of failed)
+        expect(f.why).toMatch(/^(The file cannot be read as DICOM|Required identifiers)/);
+      expect(rows.filter((r) => r.outcome === 'skipped').map((r) => r.file.split('/').pop())).toEqual([
+        'notes.txt',
+      ]);
+      expect(await page.textContent('#upload-progress')).toContain('299 of 299 files');
+      // The index agrees: 296 new instances in the project.
+      const n = await gw.services.db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM instances i WHERE i.sop_instance_uid LIKE '2.25.%'",
+      );
+      expect(n.rows[0].n).toBe(296);
+
+      // Retrying the failed files sends them again; they fail again for the same reasons, the rest is untouched.
+      await page.click('#retry-failed');
+      await page.waitForSelector('#retry-failed');
+      expect(
+        await page.$$eval('#upload-summary [data-count]', (els) => els.map((e) => e.textContent)),
+      ).toEqual(['296', '0', '3', '1']);
+    } finally {
+      await ctx.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
 });

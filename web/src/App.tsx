@@ -4,6 +4,7 @@ import { login, logout, onUserChange, type WebConfig } from './auth';
 import { ProjectsPage } from './pages/Projects';
 import { StudiesPage } from './pages/Studies';
 import { StudyPage } from './pages/Study';
+import { UploadPage } from './pages/Upload';
 
 /**
  * Routes live in the hash and hold only project ids and UIDs: search filters (patient names) stay in page state, so
@@ -13,6 +14,7 @@ type Route =
   | { page: 'projects' }
   | { page: 'studies'; project?: string }
   | { page: 'study'; project?: string; study: string }
+  | { page: 'upload'; project: string }
   | { page: 'unknown' };
 
 function parseRoute(hash: string): Route {
@@ -22,6 +24,8 @@ function parseRoute(hash: string): Route {
   if (parts[0] === 'studies' && parts.length === 2) return { page: 'study', study: parts[1] };
   if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'studies')
     return { page: 'studies', project: parts[1] };
+  if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'upload')
+    return { page: 'upload', project: parts[1] };
   if (parts[0] === 'p' && parts.length === 4 && parts[2] === 'studies') {
     return { page: 'study', project: parts[1], study: parts[3] };
   }
@@ -73,6 +77,7 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
         {route.page === 'projects' && <ProjectsPage />}
         {route.page === 'studies' && <StudiesPage key={route.project ?? ''} project={route.project} />}
         {route.page === 'study' && <StudyPage project={route.project} study={route.study} />}
+        {route.page === 'upload' && <UploadPage key={route.project} project={route.project} />}
         {route.page === 'unknown' && (
           <div className="error" role="alert">
             <strong>This page does not exist.</strong> <a href="#/">Go to your projects.</a>

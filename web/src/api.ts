@@ -68,6 +68,22 @@ export async function explain(res: Response): Promise<UserFacingError> {
   }
 }
 
+/** Like gatewayFetch, but hands back refusals too (STOW-RS answers 400/409 with a per-file body). */
+export async function gatewayFetchAny(path: string, init: RequestInit = {}): Promise<Response> {
+  const token = await accessToken();
+  const headers = new Headers(init.headers);
+  if (token) headers.set('Authorization', `Bearer ${token}`);
+  try {
+    return await fetch(path, { ...init, headers });
+  } catch {
+    throw new UserFacingError(
+      0,
+      'The archive cannot be reached.',
+      'Check your network connection and try again.',
+    );
+  }
+}
+
 /** A fetch to the gateway with the user's token in the Authorization header (never in the URL). */
 export async function gatewayFetch(path: string, init: RequestInit = {}): Promise<Response> {
   const token = await accessToken();

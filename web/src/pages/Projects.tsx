@@ -1,6 +1,9 @@
 import { getJson, type Project } from '../api';
 import { ErrorPanel, useLoad } from '../components';
 
+/** Roles that may store into a project (each role includes the ones below it). */
+const STORE_ROLES = new Set(['contributor', 'curator', 'admin']);
+
 /** The projects the user can read, with their sizes and the user's role in each. */
 export function ProjectsPage() {
   const { data, error, loading } = useLoad(() => getJson<Project[]>('/api/projects'), []);
@@ -24,6 +27,7 @@ export function ProjectsPage() {
               <th className="num">Series</th>
               <th className="num">Instances</th>
               <th>Your role</th>
+              <th />
             </tr>
           </thead>
           <tbody>
@@ -39,6 +43,13 @@ export function ProjectsPage() {
                 <td className="num">{p.num_series}</td>
                 <td className="num">{p.num_instances}</td>
                 <td data-col="role">{p.roles.join(', ')}</td>
+                <td>
+                  {p.roles.some((r) => STORE_ROLES.has(r)) && (
+                    <a href={`#/p/${encodeURIComponent(p.id)}/upload`} data-action="upload">
+                      Upload
+                    </a>
+                  )}
+                </td>
               </tr>
             ))}
           </tbody>
