@@ -115,7 +115,33 @@ async function main(): Promise<void> {
     await page.setInputFiles('#pick-folder', upload);
     await page.waitForSelector('#upload-summary');
     await shot('09-upload-result');
+    await page.goto(`${gw.url}/#/p/lung-study/shares/${ct.parsed.studyInstanceUid}`);
+    await page.waitForSelector('#create-share');
+    await page.click('#create-share');
+    await page.waitForSelector('#share-created');
+    await page.waitForSelector('#shares tbody tr');
+    await shot('10-shares');
+    const shareUrl = await page.inputValue('#share-url');
+    const privateWindow = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const shared = await privateWindow.newPage();
+    await shared.goto(shareUrl);
+    await shared.waitForSelector('#studies tbody tr');
+    await shot('11-shared-view', shared);
+    await privateWindow.close();
     await ctx.close();
+    // The global administrator's audit trail of everything above.
+    const admin = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const adminPage = await admin.newPage();
+    await adminPage.goto(`${gw.url}/`);
+    await adminPage.click('#sign-in');
+    await adminPage.fill('#username', 'carol');
+    await adminPage.fill('#password', 'carol-demo');
+    await adminPage.click('#kc-login');
+    await adminPage.waitForSelector('#projects');
+    await adminPage.goto(`${gw.url}/#/audit`);
+    await adminPage.waitForSelector('#audit tbody tr');
+    await shot('12-audit', adminPage);
+    await admin.close();
   } finally {
     await browser.close();
     await gw.close();

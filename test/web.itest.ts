@@ -354,6 +354,92 @@ describe('web application in Chromium (login, projects, study browser)', () => {
     expect(api.headers.get('content-type')).toMatch(/^application\/json/);
   });
 
+  it('creates a share link for a study, copies it, opens it in a private window, lists and revokes it', async () => {
+    const owner = await privateWindow();
+    await owner.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: gw.url });
+    const stranger = await privateWindow();
+    try {
+      const page = await signIn(owner, 'alice');
+      await page.goto(`${gw.url}/#/p/lung-study/studies/${lungStudy}`);
+      await page.click('#share-study');
+      expect(await page.inputValue('input[name=studyUid]')).toBe(lungStudy);
+      await page.selectOption('select[name=expiresIn]', '1d');
+      await page.click('#create-share');
+      const url = await page.inputValue('#share-url');
+      expect(url).toMatch(new RegExp(`^${gw.url}/#/share/[^/]+$`));
+      await page.click('#copy-share');
+      await page.waitForSelector('#copy-share:text("Copied")');
+      expect(await page.evaluate('navigator.clipboard.readText()')).toBe(url);
+      const row = page.locator('#shares tbody tr[data-status=active]');
+      expect(await row.count()).toBe(1);
+      expect(await row.textContent()).toContain(`study ${lungStudy}`);
+
+      // Someone without an account opens it: the study and its series, nothing else.
+      const shared = await stranger.newPage();
+      await shared.goto(url);
+      await shared.waitForSelector('#studies tbody tr');
+      expect(
+        await shared.$$eval('#studies tbody tr', (r) => r.map((x) => x.getAttribute('data-study'))),
+      ).toEqual([lungStudy]);
+      await shared.click(`tr[data-study="${lungStudy}"] a`);
+      await shared.waitForSelector('#series tbody tr');
+      expect(await shared.$$eval('#series [data-col=instances]', (c) => c.map((x) => x.textContent))).toEqual(
+        ['1'],
+      );
+
+      // Revoked: the list says so, and the link stops working at once, explained in words.
+      await row.locator('button[data-action=revoke]').click();
+      await page.waitForSelector('#shares tbody tr[data-status=revoked]');
+      await shared.goto(url);
+      await shared.reload();
+      const alert = await shared.waitForSelector('[role=alert]');
+      expect(await alert.textContent()).toContain('This share link has expired, was revoked');
+    } finally {
+      await owner.close();
+      await stranger.close();
+    }
+  });
+
+  it('reads the audit trail of what the test just did, filtered, and exports it as CSV', async () => {
+    const ctx = await privateWindow();
+    try {
+      const page = await signIn(ctx, 'dave');
+      await page.goto(`${gw.url}/#/p/lung-study/studies/${lungStudy}`);
+      await page.waitForSelector('#series tbody tr');
+      await page.goto(`${gw.url}/#/`);
+      await page.click('tr[data-project="lung-study"] a[data-action=audit]');
+      await page.waitForSelector('#audit-filters');
+      await page.fill('input[name=study]', lungStudy);
+      // Audit events are written in batches: ask again until this visit shows up.
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        await page.click('#audit-search');
+        await page.waitForSelector('#audit tbody tr, #no-events');
+        if ((await page.locator('#audit tbody tr').count()) > 0) break;
+        if (Date.now() > deadline) throw new Error('the study visit never reached the audit trail');
+        await page.waitForTimeout(500);
+      }
+      const rows = await page.$$eval('#audit tbody tr', (trs) =>
+        trs.map((t) => ({
+          action: t.querySelector('[data-col=action]')?.textContent ?? '',
+          outcome: t.querySelector('[data-col=outcome]')?.textContent ?? '',
+          text: t.textContent ?? '',
+        })),
+      );
+      for (const r of rows) expect(r.text).toContain(lungStudy);
+      expect(rows.some((r) => r.outcome === '200')).toBe(true);
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click('#audit-csv')]);
+      const csv = readFileSync(await download.path(), 'utf8')
+        .split(/\r?\n/)
+        .filter(Boolean);
+      expect(csv[0]).toMatch(/^id,at,principal,/);
+      expect(csv.length - 1).toBeGreaterThanOrEqual(rows.length);
+      for (const line of csv.slice(1)) expect(line).toContain(lungStudy);
+    } finally {
+      await ctx.close();
+    }
+  });
+
   it('uploads a folder of 300 files (nested, 3 malformed, 1 not DICOM) by STOW-RS and shows each outcome in words', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'aperture-upload-'));
     const ctx = await privateWindow();

@@ -4,6 +4,8 @@ import { login, logout, onUserChange, type WebConfig } from './auth';
 import { ProjectsPage } from './pages/Projects';
 import { StudiesPage } from './pages/Studies';
 import { StudyPage } from './pages/Study';
+import { AuditPage } from './pages/Audit';
+import { SharesPage } from './pages/Shares';
 import { UploadPage } from './pages/Upload';
 
 /**
@@ -15,6 +17,9 @@ type Route =
   | { page: 'studies'; project?: string }
   | { page: 'study'; project?: string; study: string }
   | { page: 'upload'; project: string }
+  | { page: 'shares'; project: string; study?: string }
+  | { page: 'audit'; project?: string }
+  | { page: 'shared'; token: string; study?: string }
   | { page: 'unknown' };
 
 function parseRoute(hash: string): Route {
@@ -24,12 +29,28 @@ function parseRoute(hash: string): Route {
   if (parts[0] === 'studies' && parts.length === 2) return { page: 'study', study: parts[1] };
   if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'studies')
     return { page: 'studies', project: parts[1] };
+  if (parts[0] === 'audit' && parts.length === 1) return { page: 'audit' };
+  if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'audit')
+    return { page: 'audit', project: parts[1] };
+  if (parts[0] === 'share' && parts.length === 2) return { page: 'shared', token: parts[1] };
+  if (parts[0] === 'share' && parts.length === 4 && parts[2] === 'studies') {
+    return { page: 'shared', token: parts[1], study: parts[3] };
+  }
+  if (parts[0] === 'p' && parts[2] === 'shares' && parts.length <= 4) {
+    return { page: 'shares', project: parts[1], study: parts[3] };
+  }
   if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'upload')
     return { page: 'upload', project: parts[1] };
   if (parts[0] === 'p' && parts.length === 4 && parts[2] === 'studies') {
     return { page: 'study', project: parts[1], study: parts[3] };
   }
   return { page: 'unknown' };
+}
+
+/** The realm role the gateway treats as global administrator (shown links only; the API decides). */
+function isGlobalAdmin(user: User | null): boolean {
+  const roles = (user?.profile as { realm_access?: { roles?: unknown } } | undefined)?.realm_access?.roles;
+  return Array.isArray(roles) && roles.includes('aperture-admin');
 }
 
 export function App({ config, initialUser }: { config: WebConfig; initialUser: User | null }) {
@@ -42,6 +63,26 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
     return () => window.removeEventListener('hashchange', onHash);
   }, []);
 
+  if (route.page === 'shared') {
+    // A share link needs no account: it opens read-only what it covers, in any (private) window.
+    return (
+      <>
+        <header>
+          <span className="brand">Aperture</span>
+          <nav>
+            <a href={`#/share/${route.token}`}>Shared studies</a>
+          </nav>
+        </header>
+        <main>
+          {route.study ? (
+            <StudyPage share={route.token} study={route.study} />
+          ) : (
+            <StudiesPage key={route.token} share={route.token} />
+          )}
+        </main>
+      </>
+    );
+  }
   if (config.authEnabled && !user) {
     return (
       <main className="signin">
@@ -63,6 +104,7 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
         <nav>
           <a href="#/">Projects</a>
           <a href="#/studies">All studies</a>
+          {isGlobalAdmin(user) && <a href="#/audit">Audit trail</a>}
         </nav>
         {config.authEnabled && (
           <span className="who">
@@ -77,6 +119,10 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
         {route.page === 'projects' && <ProjectsPage />}
         {route.page === 'studies' && <StudiesPage key={route.project ?? ''} project={route.project} />}
         {route.page === 'study' && <StudyPage project={route.project} study={route.study} />}
+        {route.page === 'audit' && <AuditPage key={route.project ?? ''} project={route.project} />}
+        {route.page === 'shares' && (
+          <SharesPage key={route.project} project={route.project} study={route.study} />
+        )}
         {route.page === 'upload' && <UploadPage key={route.project} project={route.project} />}
         {route.page === 'unknown' && (
           <div className="error" role="alert">

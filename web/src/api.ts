@@ -70,7 +70,7 @@ export async function explain(res: Response): Promise<UserFacingError> {
 
 /** Like gatewayFetch, but hands back refusals too (STOW-RS answers 400/409 with a per-file body). */
 export async function gatewayFetchAny(path: string, init: RequestInit = {}): Promise<Response> {
-  const token = await accessToken();
+  const token = path.startsWith('/share/') ? undefined : await accessToken();
   const headers = new Headers(init.headers);
   if (token) headers.set('Authorization', `Bearer ${token}`);
   try {
@@ -86,7 +86,8 @@ export async function gatewayFetchAny(path: string, init: RequestInit = {}): Pro
 
 /** A fetch to the gateway with the user's token in the Authorization header (never in the URL). */
 export async function gatewayFetch(path: string, init: RequestInit = {}): Promise<Response> {
-  const token = await accessToken();
+  // A share link is its own credential: the user's token is not sent along with it.
+  const token = path.startsWith('/share/') ? undefined : await accessToken();
   const headers = new Headers(init.headers);
   if (token) headers.set('Authorization', `Bearer ${token}`);
   let res: Response;
@@ -144,6 +145,11 @@ export function dicomDate(s: string): string {
   return /^\d{8}$/.test(s) ? `${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}` : s;
 }
 
+/** The DICOMweb root of a share link (read-only; the token is the credential, no login). */
+export function shareRoot(token: string): string {
+  return `/share/${encodeURIComponent(token)}/dicom-web`;
+}
+
 /** The DICOMweb root of a project, or the union of the caller's projects. */
 export function dicomwebRoot(project: string | undefined): string {
   return project ? `/projects/${encodeURIComponent(project)}/dicom-web` : '/dicom-web';
@@ -169,3 +175,15 @@ export const Tags = {
   PatientSex: '00100040',
   ReferringPhysicianName: '00080090',
 } as const;
+
+/** A refusal met through a share link reads as the link's end, not as a login problem. */
+export function shareError(err: unknown): unknown {
+  if (err instanceof UserFacingError && [401, 403, 404].includes(err.status)) {
+    return new UserFacingError(
+      err.status,
+      'This share link has expired, was revoked, or does not cover this item.',
+      'Ask the person who shared it for a new link.',
+    );
+  }
+  return err;
+}

@@ -4,6 +4,9 @@ import { ErrorPanel, useLoad } from '../components';
 /** Roles that may store into a project (each role includes the ones below it). */
 const STORE_ROLES = new Set(['contributor', 'curator', 'admin']);
 
+/** Roles that may create share links. */
+const SHARE_ROLES = new Set(['curator', 'admin']);
+
 /** The projects the user can read, with their sizes and the user's role in each. */
 export function ProjectsPage() {
   const { data, error, loading } = useLoad(() => getJson<Project[]>('/api/projects'), []);
@@ -47,6 +50,16 @@ export function ProjectsPage() {
                   {p.roles.some((r) => STORE_ROLES.has(r)) && (
                     <a href={`#/p/${encodeURIComponent(p.id)}/upload`} data-action="upload">
                       Upload
+                    </a>
+                  )}{' '}
+                  {p.roles.some((r) => SHARE_ROLES.has(r)) && (
+                    <a href={`#/p/${encodeURIComponent(p.id)}/shares`} data-action="shares">
+                      Share links
+                    </a>
+                  )}{' '}
+                  {p.roles.includes('admin') && (
+                    <a href={`#/p/${encodeURIComponent(p.id)}/audit`} data-action="audit">
+                      Audit trail
                     </a>
                   )}
                 </td>

@@ -1,5 +1,15 @@
 import { useState, type FormEvent } from 'react';
-import { dicomDate, dicomwebRoot, getJson, tagText, tagValues, Tags, type DicomJson } from '../api';
+import {
+  dicomDate,
+  dicomwebRoot,
+  shareError,
+  shareRoot,
+  getJson,
+  tagText,
+  tagValues,
+  Tags,
+  type DicomJson,
+} from '../api';
 import { ErrorPanel, Thumbnail, useLoad } from '../components';
 
 const PAGE_SIZE = 25;
@@ -36,11 +46,11 @@ export function qidoQuery(f: Filters, offset: number): URLSearchParams {
 }
 
 /** Studies of one project, or of every project the user can read; filters are kept in state, never in the URL. */
-export function StudiesPage({ project }: { project?: string }) {
+export function StudiesPage({ project, share }: { project?: string; share?: string }) {
   const [draft, setDraft] = useState<Filters>(EMPTY);
   const [filters, setFilters] = useState<Filters>(EMPTY);
   const [offset, setOffset] = useState(0);
-  const root = dicomwebRoot(project);
+  const root = share ? shareRoot(share) : dicomwebRoot(project);
   const { data, error, loading } = useLoad(
     () =>
       getJson<DicomJson[]>(
@@ -66,10 +76,16 @@ export function StudiesPage({ project }: { project?: string }) {
     </label>
   );
   const studyLink = (uid: string) =>
-    project ? `#/p/${encodeURIComponent(project)}/studies/${uid}` : `#/studies/${uid}`;
+    share
+      ? `#/share/${share}/studies/${uid}`
+      : project
+        ? `#/p/${encodeURIComponent(project)}/studies/${uid}`
+        : `#/studies/${uid}`;
   return (
     <section>
-      <h1>{project ? `Studies in ${project}` : 'Studies in all your projects'}</h1>
+      <h1>
+        {share ? 'Shared with you' : project ? `Studies in ${project}` : 'Studies in all your projects'}
+      </h1>
       <form className="filters" onSubmit={submit} id="study-filters">
         {field('name', 'Patient name')}
         {field('id', 'Patient ID')}
@@ -92,7 +108,7 @@ export function StudiesPage({ project }: { project?: string }) {
           Clear
         </button>
       </form>
-      {error !== undefined && <ErrorPanel error={error} />}
+      {error !== undefined && <ErrorPanel error={share ? shareError(error) : error} />}
       {loading && <p className="muted">Loading…</p>}
       {data && data.length === 0 && <p id="no-studies">No study matches these filters.</p>}
       {data && data.length > 0 && (

@@ -2,6 +2,8 @@ import { useState } from 'react';
 import {
   dicomDate,
   dicomwebRoot,
+  shareError,
+  shareRoot,
   gatewayFetch,
   getJson,
   tagText,
@@ -12,8 +14,8 @@ import {
 import { ErrorPanel, Thumbnail, useLoad } from '../components';
 
 /** One study: its key attributes, its series with previews and instance counts, and a ZIP download. */
-export function StudyPage({ project, study }: { project?: string; study: string }) {
-  const root = dicomwebRoot(project);
+export function StudyPage({ project, study, share }: { project?: string; study: string; share?: string }) {
+  const root = share ? shareRoot(share) : dicomwebRoot(project);
   const base = `${root}/studies/${encodeURIComponent(study)}`;
   const { data, error, loading } = useLoad(async () => {
     const q = new URLSearchParams({ StudyInstanceUID: study });
@@ -51,7 +53,7 @@ export function StudyPage({ project, study }: { project?: string; study: string 
     }
   };
 
-  if (error !== undefined) return <ErrorPanel error={error} />;
+  if (error !== undefined) return <ErrorPanel error={share ? shareError(error) : error} />;
   if (loading || !data) return <p className="muted">Loading…</p>;
   if (!data.attrs) {
     return (
@@ -91,7 +93,12 @@ export function StudyPage({ project, study }: { project?: string; study: string 
       <p>
         <button id="download-zip" onClick={() => void download()} disabled={downloading}>
           {downloading ? 'Preparing the ZIP…' : 'Download as ZIP'}
-        </button>
+        </button>{' '}
+        {project && !share && (
+          <a href={`#/p/${encodeURIComponent(project)}/shares/${study}`} id="share-study">
+            Share this study
+          </a>
+        )}
       </p>
       {downloadError !== undefined && <ErrorPanel error={downloadError} />}
       <h2>Series</h2>
