@@ -20,6 +20,7 @@ import dcmjs from 'dcmjs';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { type DicomJson } from '../src/dicom/json';
 import { ensureProject } from '../src/index-db/projects';
+import { quarantineInstance } from '../src/index-db/routing';
 import { ingestInstance } from '../src/ingest/ingest';
 import { type OidcIssuer, startOidcIssuer } from '../tools/oidc-issuer/issuer';
 import { resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
@@ -435,6 +436,39 @@ describe('web application in Chromium (login, projects, study browser)', () => {
       expect(csv[0]).toMatch(/^id,at,principal,/);
       expect(csv.length - 1).toBeGreaterThanOrEqual(rows.length);
       for (const line of csv.slice(1)) expect(line).toContain(lungStudy);
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  it('a global administrator assigns a quarantined study to a project', async () => {
+    // An arrival no routing rule claimed: indexed, in no project, waiting in the quarantine.
+    const mr = await ingestInstance(gw.services, readFileSync(join(SAMPLES, 'mr/MR_small.dcm')), [], 'stow');
+    if (!mr.ok) throw new Error(`ingest failed: ${mr.message}`);
+    const { studyInstanceUid: studyUid, seriesInstanceUid: seriesUid, sopInstanceUid } = mr.parsed;
+    await quarantineInstance(gw.services.db, {
+      sopInstanceUid,
+      studyUid,
+      seriesUid,
+      route: { calledAet: 'APERTURE', callingAet: 'MODALITY1', remoteIp: '127.0.0.1' },
+      reason: 'no routing rule matched',
+    });
+    const ctx = await privateWindow();
+    try {
+      const page = await signIn(ctx, 'carol');
+      await page.click('a[href="#/quarantine"]');
+      const row = page.locator(`#quarantine tr[data-study="${studyUid}"]`);
+      await row.waitFor();
+      expect(await row.textContent()).toContain('MODALITY1');
+      await row.locator('select[name=project]').selectOption('demo');
+      await row.locator('button[data-action=assign]').click();
+      expect(await page.textContent('#assign-done')).toBe(
+        `Assigned 1 instances of study ${studyUid} to demo.`,
+      );
+      await row.waitFor({ state: 'detached' });
+      // The study is now in the project for its readers.
+      await page.goto(`${gw.url}/#/p/demo/studies/${studyUid}`);
+      await page.waitForSelector('#series tbody tr');
     } finally {
       await ctx.close();
     }

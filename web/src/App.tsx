@@ -5,6 +5,7 @@ import { ProjectsPage } from './pages/Projects';
 import { StudiesPage } from './pages/Studies';
 import { StudyPage } from './pages/Study';
 import { AuditPage } from './pages/Audit';
+import { QuarantinePage } from './pages/Quarantine';
 import { SharesPage } from './pages/Shares';
 import { UploadPage } from './pages/Upload';
 
@@ -19,6 +20,7 @@ type Route =
   | { page: 'upload'; project: string }
   | { page: 'shares'; project: string; study?: string }
   | { page: 'audit'; project?: string }
+  | { page: 'quarantine' }
   | { page: 'shared'; token: string; study?: string }
   | { page: 'unknown' };
 
@@ -29,6 +31,7 @@ function parseRoute(hash: string): Route {
   if (parts[0] === 'studies' && parts.length === 2) return { page: 'study', study: parts[1] };
   if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'studies')
     return { page: 'studies', project: parts[1] };
+  if (parts[0] === 'quarantine' && parts.length === 1) return { page: 'quarantine' };
   if (parts[0] === 'audit' && parts.length === 1) return { page: 'audit' };
   if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'audit')
     return { page: 'audit', project: parts[1] };
@@ -47,10 +50,19 @@ function parseRoute(hash: string): Route {
   return { page: 'unknown' };
 }
 
-/** The realm role the gateway treats as global administrator (shown links only; the API decides). */
+/**
+ * Whether the access token carries the realm role the gateway treats as global administrator. Only decides which
+ * links to show: the API decides what is allowed. (The ID token has no roles; the access token's payload does.)
+ */
 function isGlobalAdmin(user: User | null): boolean {
-  const roles = (user?.profile as { realm_access?: { roles?: unknown } } | undefined)?.realm_access?.roles;
-  return Array.isArray(roles) && roles.includes('aperture-admin');
+  try {
+    const part = user?.access_token.split('.')[1] ?? '';
+    const json = atob(part.replace(/-/g, '+').replace(/_/g, '/'));
+    const roles = (JSON.parse(json) as { realm_access?: { roles?: unknown } }).realm_access?.roles;
+    return Array.isArray(roles) && roles.includes('aperture-admin');
+  } catch {
+    return false;
+  }
 }
 
 export function App({ config, initialUser }: { config: WebConfig; initialUser: User | null }) {
@@ -104,6 +116,7 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
         <nav>
           <a href="#/">Projects</a>
           <a href="#/studies">All studies</a>
+          {isGlobalAdmin(user) && <a href="#/quarantine">Quarantine</a>}
           {isGlobalAdmin(user) && <a href="#/audit">Audit trail</a>}
         </nav>
         {config.authEnabled && (
@@ -119,6 +132,7 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
         {route.page === 'projects' && <ProjectsPage />}
         {route.page === 'studies' && <StudiesPage key={route.project ?? ''} project={route.project} />}
         {route.page === 'study' && <StudyPage project={route.project} study={route.study} />}
+        {route.page === 'quarantine' && <QuarantinePage />}
         {route.page === 'audit' && <AuditPage key={route.project ?? ''} project={route.project} />}
         {route.page === 'shares' && (
           <SharesPage key={route.project} project={route.project} study={route.study} />
