@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Page } from 'playwright-core';
 import { ensureProject } from '../src/index-db/projects';
+import { quarantineInstance } from '../src/index-db/routing';
 import { ingestInstance } from '../src/ingest/ingest';
 import { startPrivateStack } from '../test/helpers/private-stack';
 import { startOidcIssuer } from '../tools/oidc-issuer/issuer';
@@ -138,6 +139,24 @@ async function main(): Promise<void> {
     await adminPage.fill('#password', 'carol-demo');
     await adminPage.click('#kc-login');
     await adminPage.waitForSelector('#projects');
+    const arrival = await ingestInstance(
+      gw.services,
+      readFileSync(join(SAMPLES, 'ct/CT2_JLSN_jpegls-near.dcm')),
+      [],
+      'stow',
+    );
+    if (arrival.ok) {
+      await quarantineInstance(gw.services.db, {
+        sopInstanceUid: arrival.parsed.sopInstanceUid,
+        studyUid: arrival.parsed.studyInstanceUid,
+        seriesUid: arrival.parsed.seriesInstanceUid,
+        route: { calledAet: 'APERTURE', callingAet: 'MODALITY1', remoteIp: '127.0.0.1' },
+        reason: 'no routing rule matched',
+      });
+    }
+    await adminPage.goto(`${gw.url}/#/quarantine`);
+    await adminPage.waitForSelector('#quarantine tbody tr');
+    await shot('13-quarantine', adminPage);
     await adminPage.goto(`${gw.url}/#/audit`);
     await adminPage.waitForSelector('#audit tbody tr');
     await shot('12-audit', adminPage);
