@@ -8,4 +8,6 @@ if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json
   npm install --no-audit --no-fund
 fi
 bash scripts/stack.sh up >/dev/null
+# The web application the gateway serves at / (issue 13).
+npm run --silent build:web >/dev/null
 exec node node_modules/tsx/dist/cli.mjs scripts/demo.ts "$@"

@@ -191,7 +191,7 @@ async function main(): Promise<void> {
 
   start(
     'issuer',
-    'src/devtools/oidc-issuer.ts',
+    'tools/oidc-issuer/issuer.ts',
     ['--port', String(ISSUER_PORT), '--token-lifetime', '3600'],
     {},
   );

@@ -19,6 +19,7 @@ import { metricsMiddleware } from './http/metrics';
 import { rateLimit } from './http/rate-limit';
 import { securityHeaders } from './http/security-headers';
 import { boundedTokens } from './http/token-size';
+import { webApp } from './http/web-app';
 import type { AuditDetail, Services } from './services';
 
 /** Paths answered without authentication. */
@@ -68,6 +69,8 @@ export function createApp(services: Services): Koa {
       }),
     );
   }
+
+  app.use(webApp(services.config));
 
   // services.authenticate is read per request: tests and the bootstrap may set it after the app is built.
   const authenticate = boundedTokens(

@@ -152,6 +152,13 @@ export const configSchema = z.object({
   AUDIT_EXPORT_INTERVAL_MS: int(1000, 50),
   /** Longest back-off between retries while a destination is down. */
   AUDIT_EXPORT_MAX_BACKOFF_MS: int(60_000, 100),
+  // Web application (issue 13).
+  /** Issuer URL the browser logs in at, when it differs from OIDC_ISSUER (an internal name the browser cannot reach). */
+  WEB_OIDC_ISSUER: z.string().url().optional(),
+  /** The realm's public client the web application logs in with (authorization code + PKCE). */
+  WEB_OIDC_CLIENT_ID: z.string().min(1).default('aperture-viewer'),
+  /** Folder of the built web application (vite build output); default dist/web of the checkout. */
+  WEB_DIST_DIR: z.string().optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -1,4 +1,4 @@
-import { type OidcIssuer, startOidcIssuer } from '../src/devtools/oidc-issuer';
+import { type OidcIssuer, startOidcIssuer } from '../tools/oidc-issuer/issuer';
 import { bearer, passwordToken } from './helpers/auth';
 import { resetStack, startGateway, type TestGateway } from './helpers/gateway';
 import { freePort } from '../tools/net';

@@ -17,7 +17,7 @@ import { createApp } from '../src/app';
 import { closeServices, initServices } from '../src/bootstrap';
 import { loadConfig } from '../src/config';
 import { freePort } from '../tools/net';
-import { startOidcIssuer, type OidcIssuer } from '../src/devtools/oidc-issuer';
+import { startOidcIssuer, type OidcIssuer } from '../tools/oidc-issuer/issuer';
 import { parsePart10 } from '../src/dicom/parse';
 import { createHttpServer } from '../src/http/server';
 import { ensureProject } from '../src/index-db/projects';

@@ -1,6 +1,6 @@
 import { generateInstances } from '../../tools/synth';
 import { stowInstances } from '../../tools/stow-client';
-import { startOidcIssuer } from '../../src/devtools/oidc-issuer';
+import { startOidcIssuer } from '../../tools/oidc-issuer/issuer';
 import type { BenchRow, SuiteResult } from '../lib/report';
 import { createProject, type StackEnv, startGatewayProcess } from '../lib/stack';
 import { msSince, round, timedPool } from '../lib/stats';

@@ -1,4 +1,4 @@
-import { startOidcIssuer } from '../../src/devtools/oidc-issuer';
+import { startOidcIssuer } from '../../tools/oidc-issuer/issuer';
 import { generateInstances, type SyntheticInstance } from '../../tools/synth';
 import { stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';

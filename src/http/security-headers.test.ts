@@ -1,6 +1,6 @@
 import Koa from 'koa';
 import type { AddressInfo } from 'node:net';
-import { securityHeaders, setDownloadName } from './security-headers';
+import { securityHeaders, setDownloadName, webAppPolicy } from './security-headers';
 
 async function serve(app: Koa, path: string, headers: Record<string, string> = {}) {
   const server = app.listen(0, '127.0.0.1');
@@ -59,5 +59,17 @@ describe('security headers', () => {
   it('names downloads as attachments with UID characters only', async () => {
     const res = await serve(app(), '/file');
     expect(res.headers.get('content-disposition')).toBe('attachment; filename="1.2.3__evil_.dcm"');
+  });
+
+  it('gives the web application scripts from itself only, connections to the issuer, and no framing', () => {
+    const policy = webAppPolicy('http://issuer.example:8180');
+    const d = Object.fromEntries(policy.split('; ').map((x) => [x.split(' ')[0], x.split(' ').slice(1)]));
+    expect(d['default-src']).toEqual(["'none'"]);
+    expect(d['script-src']).toEqual(["'self'"]);
+    expect(d['connect-src']).toEqual(["'self'", 'http://issuer.example:8180']);
+    expect(d['frame-ancestors']).toEqual(["'none'"]);
+    expect(d['base-uri']).toEqual(["'none'"]);
+    expect(policy).not.toContain('unsafe');
+    expect(webAppPolicy(undefined)).toContain("connect-src 'self';");
   });
 });

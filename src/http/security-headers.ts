@@ -54,3 +54,23 @@ export function setDownloadName(ctx: Context, name: string): void {
   const safe = name.replace(/[^0-9A-Za-z._-]/g, '_').slice(0, 200) || 'download';
   ctx.set('Content-Disposition', `attachment; filename="${safe}"`);
 }
+
+/**
+ * The policy of the web application's pages (issue 13): scripts and styles only from the gateway itself (the build
+ * emits no inline code), images from blob: (thumbnails fetched with the user's token), connections to the gateway
+ * and the OIDC issuer only, no framing, no plugins, no <base> rewriting, forms only to the issuer's login.
+ */
+export function webAppPolicy(issuerOrigin: string | undefined): string {
+  const issuer = issuerOrigin ? ` ${issuerOrigin}` : '';
+  return [
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' blob: data:",
+    `connect-src 'self'${issuer}`,
+    `form-action 'self'${issuer}`,
+    "base-uri 'none'",
+    "object-src 'none'",
+    "frame-ancestors 'none'",
+  ].join('; ');
+}

@@ -1,5 +1,5 @@
 import { decodeJwt, generateKeyPair, type JWTPayload, SignJWT } from 'jose';
-import { type OidcIssuer, startOidcIssuer } from '../../src/devtools/oidc-issuer';
+import { type OidcIssuer, startOidcIssuer } from '../../tools/oidc-issuer/issuer';
 import { startGateway, type TestGateway } from './gateway';
 
 /** An in-process Keycloak-compatible issuer and a gateway that trusts it. */

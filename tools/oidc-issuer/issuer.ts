@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import {
   createLocalJWKSet,
+  decodeJwt,
   exportJWK,
   exportSPKI,
   generateKeyPair,
@@ -30,7 +31,11 @@ import {
  * resource_access, scope, email_verified, preferred_username, name, email, and `groups` (group mapper, full paths).
  * Refresh tokens are HS512 with a private secret, as in Keycloak; the gateway must refuse them.
  *
- * Not implemented: the browser login (authorization code + PKCE) flow; use a real Keycloak for OHIF logins.
+ *   GET  /realms/{realm}/protocol/openid-connect/auth        browser login page, authorization code + PKCE (S256)
+ *   POST /realms/{realm}/protocol/openid-connect/auth        the login form's answer: code to the redirect URI
+ *   GET  /realms/{realm}/protocol/openid-connect/logout      ends the browser session and its refresh tokens
+ * The browser flow keeps an SSO session in a cookie, as Keycloak does, so that `prompt=none` answers without a form
+ * while the session lives and `login_required` once it has ended.
  * Keys live in memory and are generated at start; `rotateKeys()` (or POST /realms/{realm}/aperture-dev/rotate-keys
  * when started with --dev-hooks) adds a new signing key and keeps the old one published, as Keycloak does.
  */
@@ -64,6 +69,9 @@ interface RealmClient {
   directAccessGrantsEnabled?: boolean;
   serviceAccountsEnabled?: boolean;
   webOrigins?: string[];
+  redirectUris?: string[];
+  standardFlowEnabled?: boolean;
+  attributes?: Record<string, string>;
   protocolMappers?: ProtocolMapper[];
 }
 
@@ -97,7 +105,25 @@ export interface IssuerOptions {
   tokenLifetimeS?: number;
   /** Exposes POST /realms/{realm}/aperture-dev/rotate-keys. */
   devHooks?: boolean;
+  /** Origins accepted as redirect URIs and CORS origins besides the realm's (tests run gateways on free ports). */
+  allowedOrigins?: string[];
 }
+
+/** A pending authorization code: single use, short-lived, bound to its client, redirect URI and PKCE challenge. */
+interface PendingCode {
+  clientId: string;
+  redirectUri: string;
+  username: string;
+  scope: string;
+  sid: string;
+  nonce?: string;
+  codeChallenge?: string;
+  expiresAt: number;
+}
+
+/** Authorization codes live this long (Keycloak: 60 s). */
+const CODE_LIFETIME_MS = 60_000;
+const SESSION_COOKIE = 'APERTURE_ISSUER_SESSION';
 
 interface SigningKey {
   kid: string;
@@ -138,11 +164,22 @@ export class OidcIssuer {
   readonly realm: RealmExport;
   private keys: SigningKey[] = [];
   private readonly refreshSecret = randomBytes(32);
+  private readonly codes = new Map<string, PendingCode>();
+  /** Browser sessions: cookie value -> session id and user; ended sessions also refuse their refresh tokens. */
+  private readonly sessions = new Map<string, { sid: string; username: string }>();
+  private readonly endedSessions = new Set<string>();
+  private readonly extraOrigins = new Set<string>();
   private server?: Server;
   private baseUrl = '';
 
   constructor(private readonly opts: IssuerOptions = {}) {
     this.realm = opts.realm ?? loadRealm(opts.realmFile);
+    for (const o of opts.allowedOrigins ?? []) this.allowOrigin(o);
+  }
+
+  /** Accepts redirect URIs and CORS requests from this origin too (a gateway started after the issuer). */
+  allowOrigin(origin: string): void {
+    this.extraOrigins.add(new URL(origin).origin);
   }
 
   /** Generates the first key and listens. */
@@ -359,17 +396,215 @@ export class OidcIssuer {
         'tokens-not-before': 0,
       });
     }
-    if (rest === '/protocol/openid-connect/auth') {
-      throw new OAuthError(
-        501,
-        'unsupported_response_type',
-        'the local issuer has no browser login; use Keycloak',
-      );
+    if (rest === '/protocol/openid-connect/auth' && req.method === 'GET') {
+      return this.authorize(req, res, url.searchParams);
     }
+    if (rest === '/protocol/openid-connect/auth' && req.method === 'POST') {
+      return this.login(req, res);
+    }
+    if (rest === '/protocol/openid-connect/logout') return this.logout(req, res, url.searchParams);
     if (this.opts.devHooks && req.method === 'POST' && rest === '/aperture-dev/rotate-keys') {
       return this.json(res, 200, { kid: await this.rotateKeys() });
     }
     throw new OAuthError(404, 'not_found', 'Unable to find matching target resource method');
+  }
+
+  /** The authorization request's parameters, checked as Keycloak checks them; throws a page-worthy error. */
+  private authRequest(q: URLSearchParams): { client: RealmClient; redirectUri: string } {
+    const client = this.findClient(q.get('client_id') ?? '');
+    if (!client || client.enabled === false || client.bearerOnly) {
+      throw new OAuthError(400, 'invalid_request', 'Client not found.');
+    }
+    const redirectUri = q.get('redirect_uri') ?? '';
+    if (!this.redirectAllowed(client, redirectUri)) {
+      throw new OAuthError(400, 'invalid_request', 'Invalid parameter: redirect_uri');
+    }
+    return { client, redirectUri };
+  }
+
+  /** Keycloak's redirect URI rule (exact, or a prefix ending in `*`), plus the extra origins' own paths. */
+  private redirectAllowed(client: RealmClient, uri: string): boolean {
+    let parsed: URL;
+    try {
+      parsed = new URL(uri);
+    } catch {
+      return false;
+    }
+    if (parsed.hash) return false;
+    if (this.extraOrigins.has(parsed.origin)) return true;
+    return (client.redirectUris ?? []).some((r) =>
+      r.endsWith('*') ? uri.startsWith(r.slice(0, -1)) : uri === r,
+    );
+  }
+
+  private sessionOf(req: IncomingMessage): { sid: string; username: string } | undefined {
+    const cookie = (req.headers.cookie ?? '')
+      .split(';')
+      .map((c) => c.trim())
+      .find((c) => c.startsWith(`${SESSION_COOKIE}=`));
+    return cookie ? this.sessions.get(cookie.slice(SESSION_COOKIE.length + 1)) : undefined;
+  }
+
+  /** GET /auth: the login page, or a code at once when the browser already has a session. */
+  private authorize(req: IncomingMessage, res: ServerResponse, q: URLSearchParams): void {
+    let checked: { client: RealmClient; redirectUri: string };
+    try {
+      checked = this.authRequest(q);
+    } catch (err) {
+      return this.page(res, 400, 'Cannot sign in', `<p>${escapeHtml((err as Error).message)}</p>`);
+    }
+    const { client, redirectUri } = checked;
+    const back = (params: Record<string, string>) => this.redirectBack(res, redirectUri, q, params);
+    if (q.get('response_type') !== 'code') return back({ error: 'unsupported_response_type' });
+    if (!client.standardFlowEnabled) {
+      return back({
+        error: 'unauthorized_client',
+        error_description: 'Client is not allowed to initiate browser login',
+      });
+    }
+    const method = q.get('code_challenge_method');
+    const challenge = q.get('code_challenge') ?? undefined;
+    const pkceRequired = client.attributes?.['pkce.code.challenge.method'];
+    if (
+      (challenge || pkceRequired) &&
+      (method !== 'S256' || !challenge || !/^[A-Za-z0-9_-]{43}$/.test(challenge))
+    ) {
+      return back({
+        error: 'invalid_request',
+        error_description: 'Missing parameter: code_challenge_method',
+      });
+    }
+    const session = this.sessionOf(req);
+    const prompt = q.get('prompt') ?? '';
+    if (session && prompt !== 'login') return this.issueCode(res, q, redirectUri, session);
+    if (prompt === 'none') return back({ error: 'login_required' });
+    return this.loginPage(res, q, '');
+  }
+
+  /** POST /auth: the login form; the original request travels in hidden fields and is checked again. */
+  private async login(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const form = await this.readForm(req);
+    const q = new URLSearchParams(form.get('request') ?? '');
+    let redirectUri: string;
+    try {
+      ({ redirectUri } = this.authRequest(q));
+    } catch (err) {
+      return this.page(res, 400, 'Cannot sign in', `<p>${escapeHtml((err as Error).message)}</p>`);
+    }
+    const user = this.findUser(form.get('username') ?? '');
+    const stored = user?.credentials?.find((c) => c.type === 'password')?.value;
+    if (!user || user.enabled === false || !stored || !sameSecret(form.get('password') ?? '', stored)) {
+      return this.loginPage(res, q, 'Invalid username or password.', 401);
+    }
+    const cookie = randomBytes(24).toString('base64url');
+    const session = { sid: randomUUID(), username: user.username };
+    this.sessions.set(cookie, session);
+    res.setHeader(
+      'Set-Cookie',
+      `${SESSION_COOKIE}=${cookie}; Path=/realms/${this.realm.realm}; HttpOnly; SameSite=Lax`,
+    );
+    this.issueCode(res, q, redirectUri, session);
+  }
+
+  private issueCode(
+    res: ServerResponse,
+    q: URLSearchParams,
+    redirectUri: string,
+    session: { sid: string; username: string },
+  ): void {
+    const code = randomBytes(32).toString('base64url');
+    const now = Date.now();
+    for (const [k, v] of this.codes) if (v.expiresAt < now) this.codes.delete(k);
+    this.codes.set(code, {
+      clientId: q.get('client_id') ?? '',
+      redirectUri,
+      username: session.username,
+      scope: q.get('scope') ?? 'openid',
+      sid: session.sid,
+      nonce: q.get('nonce') ?? undefined,
+      codeChallenge: q.get('code_challenge') ?? undefined,
+      expiresAt: now + CODE_LIFETIME_MS,
+    });
+    this.redirectBack(res, redirectUri, q, { code, session_state: session.sid });
+  }
+
+  private redirectBack(
+    res: ServerResponse,
+    redirectUri: string,
+    q: URLSearchParams,
+    params: Record<string, string>,
+  ): void {
+    const target = new URL(redirectUri);
+    const state = q.get('state');
+    for (const [k, v] of Object.entries({ ...params, ...(state ? { state } : {}), iss: this.issuer })) {
+      target.searchParams.set(k, v);
+    }
+    res.writeHead(302, { Location: target.toString(), 'Cache-Control': 'no-store' }).end();
+  }
+
+  /** GET /logout: ends the browser session (its refresh tokens stop working) and returns to the application. */
+  private logout(req: IncomingMessage, res: ServerResponse, q: URLSearchParams): void {
+    const cookieSession = this.sessionOf(req);
+    for (const [k, v] of this.sessions) {
+      if (v === cookieSession) {
+        this.sessions.delete(k);
+        this.endedSessions.add(v.sid);
+      }
+    }
+    res.setHeader(
+      'Set-Cookie',
+      `${SESSION_COOKIE}=; Path=/realms/${this.realm.realm}; Max-Age=0; HttpOnly; SameSite=Lax`,
+    );
+    const back = q.get('post_logout_redirect_uri');
+    const client = this.findClient(q.get('client_id') ?? this.hintedClient(q.get('id_token_hint')) ?? '');
+    if (back && client && this.redirectAllowed(client, back)) {
+      res.writeHead(302, { Location: back, 'Cache-Control': 'no-store' }).end();
+      return;
+    }
+    this.page(res, 200, 'Signed out', '<p>You are signed out.</p>');
+  }
+
+  /**
+   * The client an ID token hint names (Keycloak accepts it in place of client_id). Read without verification: it only
+   * picks whose redirect URIs the post-logout redirect is checked against, and a forged hint gains nothing.
+   */
+  private hintedClient(idToken: string | null): string | undefined {
+    if (!idToken) return undefined;
+    try {
+      const azp = decodeJwt(idToken).azp;
+      return typeof azp === 'string' ? azp : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private loginPage(res: ServerResponse, q: URLSearchParams, error: string, status = 200): void {
+    const body = `
+<form method="post" action="${escapeHtml(`${this.issuer}/protocol/openid-connect/auth`)}">
+  ${error ? `<p class="error" role="alert">${escapeHtml(error)}</p>` : ''}
+  <input type="hidden" name="request" value="${escapeHtml(q.toString())}">
+  <label>Username <input name="username" id="username" autocomplete="username" required autofocus></label>
+  <label>Password <input name="password" id="password" type="password" autocomplete="current-password" required></label>
+  <button type="submit" id="kc-login">Sign in</button>
+</form>`;
+    this.page(res, status, `Sign in to ${this.realm.realm}`, body);
+  }
+
+  /** An HTML page without scripts; the policy forbids any, and framing (clickjacking of the password form). No form-action: Chromium applies it to the redirect back to the application too. */
+  private page(res: ServerResponse, status: number, title: string, body: string): void {
+    const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:22rem;margin:4rem auto}label{display:block;margin:.8rem 0}
+input{display:block;width:100%;padding:.4rem}button{padding:.5rem 1.2rem}.error{color:#b00020}</style></head>
+<body><h1>${escapeHtml(title)}</h1>${body}</body></html>`;
+    res.writeHead(status, {
+      'Content-Type': 'text/html; charset=utf-8',
+      'Content-Length': Buffer.byteLength(html),
+      'Content-Security-Policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+      'X-Frame-Options': 'DENY',
+      'Referrer-Policy': 'no-referrer',
+      'Cache-Control': 'no-store',
+    });
+    res.end(html);
   }
 
   private discovery() {
@@ -382,7 +617,7 @@ export class OidcIssuer {
       userinfo_endpoint: `${oidc}/userinfo`,
       end_session_endpoint: `${oidc}/logout`,
       jwks_uri: `${oidc}/certs`,
-      grant_types_supported: ['password', 'client_credentials', 'refresh_token'],
+      grant_types_supported: ['authorization_code', 'password', 'client_credentials', 'refresh_token'],
       response_types_supported: ['code'],
       subject_types_supported: ['public', 'pairwise'],
       id_token_signing_alg_values_supported: ['RS256'],
@@ -495,7 +730,31 @@ export class OidcIssuer {
       const user = this.realm.users?.find((u) => (u.id ?? uuidFor(u.username)) === claims.sub);
       if (!user || user.enabled === false)
         throw new OAuthError(400, 'invalid_grant', 'Invalid refresh token');
+      if (claims.sid && this.endedSessions.has(String(claims.sid))) {
+        throw new OAuthError(400, 'invalid_grant', 'Session not active');
+      }
       return this.tokenResponse(user, client, String(claims.scope ?? ''), String(claims.sid), true);
+    }
+    if (grant === 'authorization_code') {
+      const code = this.codes.get(form.get('code') ?? '');
+      // Single use whatever the outcome, as RFC 6749 §4.1.2 asks.
+      if (code) this.codes.delete(form.get('code') ?? '');
+      if (!code || code.expiresAt < Date.now() || code.clientId !== client.clientId) {
+        throw new OAuthError(400, 'invalid_grant', 'Code not valid');
+      }
+      if (form.get('redirect_uri') !== code.redirectUri) {
+        throw new OAuthError(400, 'invalid_grant', 'Incorrect redirect_uri');
+      }
+      if (code.codeChallenge) {
+        const verifier = form.get('code_verifier') ?? '';
+        const computed = createHash('sha256').update(verifier).digest('base64url');
+        if (!/^[A-Za-z0-9._~-]{43,128}$/.test(verifier) || !sameSecret(computed, code.codeChallenge)) {
+          throw new OAuthError(400, 'invalid_grant', 'PKCE verification failed: Code mismatch');
+        }
+      }
+      const user = this.findUser(code.username);
+      if (!user || user.enabled === false) throw new OAuthError(400, 'invalid_grant', 'Code not valid');
+      return this.tokenResponse(user, client, code.scope, code.sid, true, code.nonce);
     }
     throw new OAuthError(400, 'unsupported_grant_type', 'Unsupported grant_type');
   }
@@ -506,6 +765,7 @@ export class OidcIssuer {
     scope: string | undefined,
     sid: string | undefined,
     withRefresh: boolean,
+    nonce?: string,
   ): Promise<Record<string, unknown>> {
     const claims = this.accessClaims(user, client, scope, sid);
     const out: Record<string, unknown> = {
@@ -544,6 +804,7 @@ export class OidcIssuer {
         typ: 'ID',
         azp: client.clientId,
         ...(sid ? { sid } : {}),
+        ...(nonce ? { nonce } : {}),
         preferred_username: claims.preferred_username,
         email_verified: claims.email_verified,
       });
@@ -580,7 +841,9 @@ export class OidcIssuer {
   private cors(req: IncomingMessage, res: ServerResponse): void {
     const origin = req.headers.origin;
     if (!origin) return;
-    const allowed = (this.realm.clients ?? []).some((c) => (c.webOrigins ?? []).includes(origin));
+    const allowed =
+      this.extraOrigins.has(origin) ||
+      (this.realm.clients ?? []).some((c) => (c.webOrigins ?? []).includes(origin));
     if (!allowed) return;
     res.setHeader('Access-Control-Allow-Origin', origin);
     res.setHeader('Access-Control-Allow-Credentials', 'true');
@@ -594,6 +857,10 @@ export class OidcIssuer {
     res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
     res.end(text);
   }
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
 /** Keycloak's scope claim: the default client scopes, plus `openid` when asked for. */
@@ -636,6 +903,10 @@ async function cli(argv: string[]): Promise<void> {
     .option('--token-lifetime <seconds>', "access token lifetime (default: the realm's accessTokenLifespan)")
     .option('--print-tokens', 'print a ready-to-use access token for each demo user and service account')
     .option('--dev-hooks', 'expose POST /realms/{realm}/aperture-dev/rotate-keys')
+    .option(
+      '--allow-origin <origins...>',
+      'extra origins for redirect URIs and CORS (a web app on another port)',
+    )
     .parse(argv);
   const o = program.opts<{
     port: string;
@@ -645,6 +916,7 @@ async function cli(argv: string[]): Promise<void> {
     tokenLifetime?: string;
     printTokens?: boolean;
     devHooks?: boolean;
+    allowOrigin?: string[];
   }>();
   const issuer = await startOidcIssuer({
     port: Number(o.port),
@@ -653,6 +925,7 @@ async function cli(argv: string[]): Promise<void> {
     publicUrl: o.publicUrl,
     tokenLifetimeS: o.tokenLifetime ? Number(o.tokenLifetime) : undefined,
     devHooks: o.devHooks,
+    allowedOrigins: o.allowOrigin,
   });
   const tokenUrl = `${issuer.issuer}/protocol/openid-connect/token`;
   const lines = [

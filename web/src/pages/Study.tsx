@@ -1,0 +1,138 @@
+import { useState } from 'react';
+import {
+  dicomDate,
+  dicomwebRoot,
+  shareError,
+  shareRoot,
+  gatewayFetch,
+  getJson,
+  tagText,
+  Tags,
+  UserFacingError,
+  type DicomJson,
+} from '../api';
+import { ErrorPanel, Thumbnail, useLoad } from '../components';
+
+/** One study: its key attributes, its series with previews and instance counts, and a ZIP download. */
+export function StudyPage({ project, study, share }: { project?: string; study: string; share?: string }) {
+  const root = share ? shareRoot(share) : dicomwebRoot(project);
+  const base = `${root}/studies/${encodeURIComponent(study)}`;
+  const { data, error, loading } = useLoad(async () => {
+    const q = new URLSearchParams({ StudyInstanceUID: study });
+    q.set(
+      'includefield',
+      `${Tags.NumberOfStudyRelatedSeries},${Tags.NumberOfStudyRelatedInstances},${Tags.ReferringPhysicianName}`,
+    );
+    const [found, series] = await Promise.all([
+      getJson<DicomJson[]>(`${root}/studies?${q.toString()}`, 'application/dicom+json'),
+      getJson<DicomJson[]>(
+        `${base}/series?includefield=${Tags.NumberOfSeriesRelatedInstances}`,
+        'application/dicom+json',
+      ),
+    ]);
+    return { attrs: found[0], series };
+  }, [root, study]);
+  const [downloading, setDownloading] = useState(false);
+  const [downloadError, setDownloadError] = useState<unknown>();
+
+  const download = async () => {
+    setDownloading(true);
+    setDownloadError(undefined);
+    try {
+      const res = await gatewayFetch(base, { headers: { Accept: 'application/zip' } });
+      const url = URL.createObjectURL(await res.blob());
+      const a = document.createElement('a');
+      a.href = url;
+      a.download = `${study}.zip`;
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    } catch (err) {
+      setDownloadError(err);
+    } finally {
+      setDownloading(false);
+    }
+  };
+
+  if (error !== undefined) return <ErrorPanel error={share ? shareError(error) : error} />;
+  if (loading || !data) return <p className="muted">Loading…</p>;
+  if (!data.attrs) {
+    return (
+      <ErrorPanel
+        error={
+          new UserFacingError(
+            404,
+            'Not found.',
+            'This study does not exist, or it is not in a project you can see. Check the link or ask for access.',
+          )
+        }
+      />
+    );
+  }
+  const a = data.attrs;
+  const row = (label: string, value: string) => (
+    <tr>
+      <th>{label}</th>
+      <td>{value}</td>
+    </tr>
+  );
+  return (
+    <section>
+      <h1>{tagText(a, Tags.StudyDescription) || 'Study'}</h1>
+      <table className="attrs" id="study-attributes">
+        <tbody>
+          {row('Patient', tagText(a, Tags.PatientName))}
+          {row('Patient ID', tagText(a, Tags.PatientID))}
+          {row('Study date', dicomDate(tagText(a, Tags.StudyDate)))}
+          {row('Accession', tagText(a, Tags.AccessionNumber))}
+          {row('Referring physician', tagText(a, Tags.ReferringPhysicianName))}
+          {row('Series', tagText(a, Tags.NumberOfStudyRelatedSeries))}
+          {row('Instances', tagText(a, Tags.NumberOfStudyRelatedInstances))}
+          {row('Study Instance UID', study)}
+        </tbody>
+      </table>
+      <p>
+        <button id="download-zip" onClick={() => void download()} disabled={downloading}>
+          {downloading ? 'Preparing the ZIP…' : 'Download as ZIP'}
+        </button>{' '}
+        {project && !share && (
+          <a href={`#/p/${encodeURIComponent(project)}/shares/${study}`} id="share-study">
+            Share this study
+          </a>
+        )}
+      </p>
+      {downloadError !== undefined && <ErrorPanel error={downloadError} />}
+      <h2>Series</h2>
+      <table id="series">
+        <thead>
+          <tr>
+            <th />
+            <th className="num">Number</th>
+            <th>Modality</th>
+            <th>Description</th>
+            <th>Body part</th>
+            <th className="num">Instances</th>
+          </tr>
+        </thead>
+        <tbody>
+          {data.series.map((s) => {
+            const uid = tagText(s, Tags.SeriesInstanceUID);
+            return (
+              <tr key={uid} data-series={uid}>
+                <td>
+                  <Thumbnail path={`${base}/series/${uid}/thumbnail`} label="Series preview" />
+                </td>
+                <td className="num">{tagText(s, Tags.SeriesNumber)}</td>
+                <td>{tagText(s, Tags.Modality)}</td>
+                <td>{tagText(s, Tags.SeriesDescription)}</td>
+                <td>{tagText(s, Tags.BodyPartExamined)}</td>
+                <td className="num" data-col="instances">
+                  {tagText(s, Tags.NumberOfSeriesRelatedInstances)}
+                </td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+    </section>
+  );
+}
