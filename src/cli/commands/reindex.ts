@@ -16,6 +16,7 @@ import {
   sweepDeleted,
 } from '../../ingest/arrival';
 import { createLogger } from '../../logger';
+import { OrthancArchive } from '../../orthanc/archive';
 import { closePacs, initPacs } from '../../orthanc/client';
 
 /** What a re-index did. */
@@ -123,10 +124,12 @@ export async function runReindex(deps: ArrivalDeps, opts: ReindexOptions = {}): 
     // 'gone': deleted while we looked; the sweep at the end accounts for its row.
   };
 
-  let total = (await deps.pacs.getJson<{ CountInstances: number }>('/statistics')).CountInstances;
+  // The archive in DICOM verbs over the same client (ingest's deps still carry the client itself).
+  const archive = new OrthancArchive(deps.pacs);
+  let total = await archive.countInstances();
   const deferred: string[] = [];
   for (let since = 0; ; since += pageSize) {
-    const ids = await deps.pacs.getJson<string[]>(`/instances?since=${since}&limit=${pageSize}`);
+    const ids = await archive.listInstances(since, pageSize);
     const reads = await mapLimit(ids, concurrency, (id) =>
       readArrival(deps, id, { refresh: true, deferRest: true }),
     );
