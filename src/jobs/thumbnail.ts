@@ -14,6 +14,7 @@ import {
   seriesRepresentative,
 } from '../index-db/thumbnails';
 import type { Logger } from '../logger';
+import { isUid } from '../dicom/uid';
 import { type Archive, OrthancArchive } from '../orthanc/archive';
 import type { PacsClient } from '../orthanc/client';
 import { renderThumbnail as renderFrameThumbnail, THUMBNAIL_QUALITY } from '../retrieve/render';
@@ -61,7 +62,7 @@ export async function execThumbnailJob(
   deps: ThumbnailDeps,
 ): Promise<ThumbnailOutcome> {
   const { seriesUid } = job.data;
-  if (typeof seriesUid !== 'string' || !/^[0-9.]{1,64}$/.test(seriesUid)) {
+  if (!isUid(seriesUid)) {
     throw new UnrecoverableError('job data has no valid series UID');
   }
   const row = await seriesRepresentative(deps.db, null, seriesUid);
