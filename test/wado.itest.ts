@@ -11,6 +11,7 @@ import { parsePart10 } from '../src/dicom/parse';
 import { removeInstance } from '../src/index-db/instances';
 import { ensureProject } from '../src/index-db/projects';
 import { ingestInstance } from '../src/ingest/ingest';
+import { OrthancArchive } from '../src/orthanc/archive';
 import { OrthancClient } from '../src/orthanc/client';
 import type { Services } from '../src/services';
 import { asArchived } from './helpers/dicom-fuzz';
@@ -315,7 +316,7 @@ describe('WADO-RS retrieval through the gateway', () => {
         [sop],
       );
       await removeInstance(gw.services.db, sop);
-      if (row.rows[0]) await gw.services.pacs.delete(`/instances/${row.rows[0].orthanc_id}`);
+      if (row.rows[0]) await gw.services.archive.deleteInstance(row.rows[0].orthanc_id);
     }
 
     /**
@@ -801,7 +802,11 @@ describe('WADO-RS retrieval through the gateway', () => {
 
       it('answers 503 + Retry-After when the archive is unreachable and 504 when it does not answer in time, never hanging', async () => {
         const unreachable = new OrthancClient({ ...gw.config, ORTHANC_URL: 'http://127.0.0.1:1' });
-        const closed = await serve({ ...gw.services, pacs: unreachable });
+        const closed = await serve({
+          ...gw.services,
+          pacs: unreachable,
+          archive: new OrthancArchive(unreachable),
+        });
         const silent: Server = createServer(() => undefined).listen(0, '127.0.0.1');
         await new Promise((r) => silent.once('listening', r));
         const port = (silent.address() as { port: number }).port;
@@ -810,7 +815,7 @@ describe('WADO-RS retrieval through the gateway', () => {
           ORTHANC_URL: `http://127.0.0.1:${port}`,
           ORTHANC_TIMEOUT_MS: 500,
         });
-        const slow = await serve({ ...gw.services, pacs: mute });
+        const slow = await serve({ ...gw.services, pacs: mute, archive: new OrthancArchive(mute) });
         try {
           const down = await get(`${closed.url}/dicom-web${wadoPath(s[CT])}`);
           expect([down.status, Number(down.headers.get('retry-after')) > 0]).toEqual([503, true]);

@@ -1,10 +1,11 @@
 import Router from '@koa/router';
+import { isUid, UID_RULE } from '../dicom/uid';
 import type { Context } from 'koa';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { requireGlobalAdmin } from '../auth/access';
 import { getAuditTrail } from '../auth/audit';
-import { noteAudit, principalOf, requireExistingProjectRole } from '../dicomweb/context';
+import { noteAudit, principalOf, requireExistingProjectRole } from '../http/context';
 import { BadRequestError } from '../errors';
 import { type AuditFilter, type AuditRow, iterateAuditEvents, listAuditEvents } from '../index-db/audit';
 import type { Services } from '../services';
@@ -19,11 +20,7 @@ const query = z.object({
   to: isoDate.optional(),
   principal: z.string().max(200).optional(),
   action: z.string().max(100).optional(),
-  study: z
-    .string()
-    .max(64)
-    .regex(/^[0-9]+(\.[0-9]+)*$/, 'a DICOM UID')
-    .optional(),
+  study: z.string().max(64).refine(isUid, UID_RULE).optional(),
   outcome: z
     .string()
     .regex(/^([1-5]\d\d|[1-5]xx)$/i, 'an HTTP status or a class like 4xx')

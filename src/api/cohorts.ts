@@ -9,7 +9,7 @@ import { isPseudonym } from '../cohorts/keys';
 import { type CohortRequest, planCohort } from '../cohorts/plan';
 import { patientMappingCsv, uidMappingCsv } from '../cohorts/provenance';
 import { withdrawSubject } from '../cohorts/withdraw';
-import { noteAudit, principalOf, requireExistingProjectRole } from '../dicomweb/context';
+import { noteAudit, principalOf, requireExistingProjectRole } from '../http/context';
 import { AppError, BadRequestError, NotFoundError } from '../errors';
 import {
   cohortHasSubject,

@@ -1,6 +1,6 @@
 import Router from '@koa/router';
 import { requireGlobalAdmin } from '../auth/access';
-import { noteAudit, principalOf } from '../dicomweb/context';
+import { noteAudit, principalOf } from '../http/context';
 import { AppError } from '../errors';
 import { queueCounts, queuesReady } from '../jobs/queues';
 import type { Services } from '../services';

@@ -1,7 +1,7 @@
 import Router from '@koa/router';
 import { z } from 'zod';
 import { ROLES } from '../auth/access';
-import { noteAudit, principalOf, requireExistingProjectRole } from '../dicomweb/context';
+import { noteAudit, principalOf, requireExistingProjectRole } from '../http/context';
 import { BadRequestError, NotFoundError } from '../errors';
 import { deleteMember, listMembers, putMember, type SubjectKind } from '../index-db/memberships';
 import type { Services } from '../services';

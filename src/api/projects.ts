@@ -1,7 +1,7 @@
 import Router from '@koa/router';
 import { z } from 'zod';
 import { hasRole, requireGlobalAdmin, requireRole } from '../auth/access';
-import { principalOf, noteAudit } from '../dicomweb/context';
+import { principalOf, noteAudit } from '../http/context';
 import { BadRequestError, NotFoundError } from '../errors';
 import { createProject, getProject, listProjects } from '../index-db/projects';
 import type { Services } from '../services';

@@ -1,8 +1,9 @@
 import Router from '@koa/router';
+import { isUid, UID_RULE } from '../dicom/uid';
 import type { Context } from 'koa';
 import { z } from 'zod';
 import { requireGlobalAdmin } from '../auth/access';
-import { noteAudit, principalOf, requireExistingProjectRole } from '../dicomweb/context';
+import { noteAudit, principalOf, requireExistingProjectRole } from '../http/context';
 import { BadRequestError } from '../errors';
 import {
   assignQuarantined,
@@ -19,10 +20,7 @@ import { refuseIntoResearchProject } from '../cohorts/guard';
 import type { Services } from '../services';
 import { readJsonBody } from './body';
 
-const uid = z
-  .string()
-  .max(64)
-  .regex(/^[0-9]+(\.[0-9]+)*$/, 'a DICOM UID');
+const uid = z.string().max(64).refine(isUid, UID_RULE);
 
 const assignInput = z
   .object({

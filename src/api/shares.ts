@@ -1,16 +1,14 @@
 import Router from '@koa/router';
+import { isUid, UID_RULE } from '../dicom/uid';
 import { z } from 'zod';
 import { createShareLink, listShareLinks, revokeShareLink } from '../auth/share-links';
-import { noteAudit, principalOf, publicBaseUrl, requireExistingProjectRole } from '../dicomweb/context';
+import { noteAudit, principalOf, publicBaseUrl, requireExistingProjectRole } from '../http/context';
 import { BadRequestError, NotFoundError } from '../errors';
 import { getProject } from '../index-db/projects';
 import type { Services } from '../services';
 import { readJsonBody } from './body';
 
-const uid = z
-  .string()
-  .max(64)
-  .regex(/^[0-9]+(\.[0-9]+)*$/, 'a DICOM UID');
+const uid = z.string().max(64).refine(isUid, UID_RULE);
 
 /** `3600`, `"3600"`, `"90s"`, `"30m"`, `"12h"`, `"7d"` → seconds. */
 const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {

@@ -5,6 +5,7 @@
  * Pure module: no HTTP, no SQL. Errors are BadRequestErrors whose message names the offending parameter
  * (never its value: query values may be patient names).
  */
+import { isUid } from './uid';
 import dcmjs from 'dcmjs';
 import { BadRequestError } from '../errors';
 import { foldName } from './text';
@@ -364,10 +365,8 @@ function textMatcher(param: string, value: string, allowList: boolean): Matcher 
   return { type: 'single', value };
 }
 
-/** UIDs: digits and dots, at most 64 characters (PS3.5 §9.1; leading zeros are tolerated, real data has them). */
-export function isUid(v: string): boolean {
-  return v.length > 0 && v.length <= 64 && /^\d+(\.\d+)*$/.test(v);
-}
+/** UIDs are checked by the one rule of dicom/uid.ts. */
+export { isUid };
 
 function parseTemporal(param: string, vr: 'DA' | 'TM' | 'DT', value: string): Matcher {
   const dash = vr === 'DT' ? findDtRangeDash(value) : value.indexOf('-');

@@ -12,6 +12,7 @@ import {
   walkPart10,
 } from './structure';
 import { Tag } from './tags';
+import { hasNativePixelData } from './transfer-syntax';
 
 // dcmjs logs through loglevel loggers created at load time (they keep their own level), and a few paths call
 // console directly; both print raw bytes of the object. The gateway reports per object instead.
@@ -157,13 +158,6 @@ function quietly<T>(f: () => T): T {
   }
 }
 
-/** Transfer syntaxes whose Pixel Data is stored native (uncompressed) once read. */
-const NATIVE_SYNTAXES = new Set([
-  '1.2.840.10008.1.2',
-  '1.2.840.10008.1.2.1',
-  '1.2.840.10008.1.2.2',
-  '1.2.840.10008.1.2.1.99',
-]);
 /** Sanity limit on declared image size: far above any real modality, far below what could exhaust memory. */
 export const MAX_DECLARED_PIXEL_BYTES = 4 * 1024 ** 3;
 
@@ -197,7 +191,8 @@ function checkPixelSanity(tsuid: string, dict: Record<string, { vr: string; Valu
       'declared image size exceeds the sanity limit',
     );
   }
-  if (!NATIVE_SYNTAXES.has(tsuid)) return;
+  // Encapsulated Pixel Data (1.2.840.10008.1.2.1.98 included) is fragments, not one value of the declared size.
+  if (!hasNativePixelData(tsuid)) return;
   const got = (pixel.Value ?? []).reduce<number>((n, v) => n + byteLen(v), 0);
   if (got < expected) {
     throw new DicomParseError(

@@ -8,6 +8,7 @@
  * explicit stack (depth 100,000 must not blow ours), and refused unless it is whole, within bounds and says
  * unambiguously which instance it is.
  */
+import { isStrictUid, isUid } from './uid';
 import { inflateRawSync } from 'node:zlib';
 import dcmjs from 'dcmjs';
 
@@ -42,20 +43,9 @@ export class DicomParseError extends Error {
   }
 }
 
-/**
- * The one UID syntax check of the gateway (PS3.5 §9.1): digits in non-empty dot-separated components, at most
- * 64 characters. Leading zeros inside a component are tolerated because real archives hold such UIDs.
- */
-export function isPlausibleUid(s: string | undefined): s is string {
-  return typeof s === 'string' && s.length > 0 && s.length <= 64 && /^[0-9]+(\.[0-9]+)*$/.test(s);
-}
-
-const STRICT_UID_RE = /^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$/;
-
-/** True when s is a UID as PS3.5 §9.1 writes them: isPlausibleUid and no leading zeros in a component. */
-export function isValidUid(s: string | undefined): s is string {
-  return isPlausibleUid(s) && STRICT_UID_RE.test(s);
-}
+/** The UID checks live in dicom/uid.ts; these names are kept for the parser's callers. */
+export const isPlausibleUid = isUid;
+export const isValidUid = isStrictUid;
 
 /** Bounds of the structural walk. */
 export interface StructureLimits {

@@ -11,6 +11,13 @@
  * it also breaks ties by the client's order, while we break them by the server's preference.
  */
 
+import {
+  frameMediaTypeOf,
+  isUncompressedTransferSyntax,
+  TRANSFER_SYNTAXES,
+  TransferSyntax,
+} from '../dicom/transfer-syntax';
+
 export const MediaType = {
   dicom: 'application/dicom',
   dicomJson: 'application/dicom+json',
@@ -35,76 +42,15 @@ export const MediaType = {
   textPlain: 'text/plain',
 } as const;
 
-export const TransferSyntax = {
-  implicitVrLittleEndian: '1.2.840.10008.1.2',
-  explicitVrLittleEndian: '1.2.840.10008.1.2.1',
-  encapsulatedUncompressed: '1.2.840.10008.1.2.1.98',
-  deflatedExplicitVrLittleEndian: '1.2.840.10008.1.2.1.99',
-  explicitVrBigEndian: '1.2.840.10008.1.2.2',
-  jpegBaseline: '1.2.840.10008.1.2.4.50',
-  jpegExtended: '1.2.840.10008.1.2.4.51',
-  jpegLosslessP14: '1.2.840.10008.1.2.4.57',
-  jpegLosslessSv1: '1.2.840.10008.1.2.4.70',
-  jpegLsLossless: '1.2.840.10008.1.2.4.80',
-  jpegLsNearLossless: '1.2.840.10008.1.2.4.81',
-  jpeg2000Lossless: '1.2.840.10008.1.2.4.90',
-  jpeg2000: '1.2.840.10008.1.2.4.91',
-  jpeg2000Part2Lossless: '1.2.840.10008.1.2.4.92',
-  jpeg2000Part2: '1.2.840.10008.1.2.4.93',
-  htj2kLossless: '1.2.840.10008.1.2.4.201',
-  htj2kLosslessRpcl: '1.2.840.10008.1.2.4.202',
-  htj2k: '1.2.840.10008.1.2.4.203',
-  rleLossless: '1.2.840.10008.1.2.5',
-} as const;
-
-/** Uncompressed (native) encodings: their frames travel as application/octet-stream (PS3.18 Table 8.7.3-4). */
-const NATIVE_TRANSFER_SYNTAXES: ReadonlySet<string> = new Set([
-  TransferSyntax.implicitVrLittleEndian,
-  TransferSyntax.explicitVrLittleEndian,
-  TransferSyntax.encapsulatedUncompressed,
-  TransferSyntax.deflatedExplicitVrLittleEndian,
-  TransferSyntax.explicitVrBigEndian,
-]);
+export { TransferSyntax };
 
 /**
- * Transfer syntax UID → media type of a single compressed frame / bulk data item (PS3.18 Table 8.7.3-5).
- * Video transfer syntaxes map to the video media type of the whole stream.
+ * Transfer syntax UID → media type of a single compressed frame / bulk data item (PS3.18 Table 8.7.3-5), from the
+ * one transfer-syntax table. Video transfer syntaxes map to the video media type of the whole stream.
  */
-export const FRAME_MEDIA_TYPE_BY_TRANSFER_SYNTAX: Readonly<Record<string, string>> = {
-  '1.2.840.10008.1.2.4.50': MediaType.jpeg,
-  '1.2.840.10008.1.2.4.51': MediaType.jpeg,
-  '1.2.840.10008.1.2.4.57': MediaType.jpeg,
-  '1.2.840.10008.1.2.4.70': MediaType.jpeg,
-  '1.2.840.10008.1.2.4.80': MediaType.jls,
-  '1.2.840.10008.1.2.4.81': MediaType.jls,
-  '1.2.840.10008.1.2.4.90': MediaType.jp2,
-  '1.2.840.10008.1.2.4.91': MediaType.jp2,
-  '1.2.840.10008.1.2.4.92': MediaType.jpx,
-  '1.2.840.10008.1.2.4.93': MediaType.jpx,
-  '1.2.840.10008.1.2.4.201': MediaType.jphc,
-  '1.2.840.10008.1.2.4.202': MediaType.jphc,
-  '1.2.840.10008.1.2.4.203': MediaType.jphc,
-  '1.2.840.10008.1.2.4.110': MediaType.jxl,
-  '1.2.840.10008.1.2.4.111': MediaType.jxl,
-  '1.2.840.10008.1.2.4.112': MediaType.jxl,
-  '1.2.840.10008.1.2.5': MediaType.dicomRle,
-  '1.2.840.10008.1.2.4.100': MediaType.mpeg,
-  '1.2.840.10008.1.2.4.100.1': MediaType.mpeg,
-  '1.2.840.10008.1.2.4.101': MediaType.mpeg,
-  '1.2.840.10008.1.2.4.101.1': MediaType.mpeg,
-  '1.2.840.10008.1.2.4.102': MediaType.mp4,
-  '1.2.840.10008.1.2.4.102.1': MediaType.mp4,
-  '1.2.840.10008.1.2.4.103': MediaType.mp4,
-  '1.2.840.10008.1.2.4.103.1': MediaType.mp4,
-  '1.2.840.10008.1.2.4.104': MediaType.mp4,
-  '1.2.840.10008.1.2.4.104.1': MediaType.mp4,
-  '1.2.840.10008.1.2.4.105': MediaType.mp4,
-  '1.2.840.10008.1.2.4.105.1': MediaType.mp4,
-  '1.2.840.10008.1.2.4.106': MediaType.mp4,
-  '1.2.840.10008.1.2.4.106.1': MediaType.mp4,
-  '1.2.840.10008.1.2.4.107': MediaType.h265,
-  '1.2.840.10008.1.2.4.108': MediaType.h265,
-};
+export const FRAME_MEDIA_TYPE_BY_TRANSFER_SYNTAX: Readonly<Record<string, string>> = Object.fromEntries(
+  TRANSFER_SYNTAXES.filter((t) => t.frameMediaType).map((t) => [t.uid, t.frameMediaType!]),
+);
 
 /**
  * Default transfer syntax per bulk data media type when the client names none (the "D" rows of PS3.18
@@ -127,14 +73,13 @@ export const DEFAULT_TRANSFER_SYNTAX_BY_MEDIA_TYPE: Readonly<Record<string, stri
 
 /** Media type of one frame (or bulk data item) stored in `transferSyntaxUid`, or undefined if unknown. */
 export function frameMediaTypeForTransferSyntax(transferSyntaxUid: string): string | undefined {
-  const uid = transferSyntaxUid.trim().replace(/\0+$/, '');
-  if (NATIVE_TRANSFER_SYNTAXES.has(uid)) return MediaType.octetStream;
-  return FRAME_MEDIA_TYPE_BY_TRANSFER_SYNTAX[uid];
+  if (isUncompressedTransferSyntax(transferSyntaxUid)) return MediaType.octetStream;
+  return frameMediaTypeOf(transferSyntaxUid);
 }
 
 /** True when frames in this transfer syntax are uncompressed octets (PS3.18 Table 8.7.3-4). */
 export function isNativeTransferSyntax(transferSyntaxUid: string): boolean {
-  return NATIVE_TRANSFER_SYNTAXES.has(transferSyntaxUid.trim().replace(/\0+$/, ''));
+  return isUncompressedTransferSyntax(transferSyntaxUid);
 }
 
 /** A parsed media type: lower-cased `type/subtype`, parameter names lower-cased, values unquoted. */

@@ -2,7 +2,6 @@
  * QIDO-RS, the Search Transaction (PS3.18 §10.6), at both DICOMweb roots: `/projects/{project}/dicom-web`
  * (one project) and `/dicom-web` (the union of the caller's readable projects). Answered from the index only.
  */
-import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { isUid, parseQidoQuery } from '../dicom/matching';
 import { projectQidoResults } from '../dicom/qido-projector';
@@ -10,7 +9,7 @@ import { dicomJsonToXml } from '../dicom/xml';
 import { BadRequestError, NotAcceptableError, NotFoundError, warning299 } from '../errors';
 import { isVisible, type QidoLevel, searchQido } from '../index-db/qido';
 import type { Services } from '../services';
-import { dicomwebRoot, noteAudit, requestReadScopes } from './context';
+import { dicomwebRoot, noteAudit, requestReadScopes } from '../http/context';
 import { describeOffers, MediaType, type MediaTypeOffer, negotiateMediaType } from './media-types';
 import { multipartRelatedStream } from './multipart';
 
@@ -42,16 +41,6 @@ export async function handleSearchForSeries(ctx: Context, services: Services): P
  */
 export async function handleSearchForInstances(ctx: Context, services: Services): Promise<void> {
   await search(ctx, services, 'instance', 'qido.instances');
-}
-
-/** Registers the six QIDO-RS resources on the DICOMweb router (mounted at every root). */
-export function registerQidoRoutes(router: Router, services: Services): void {
-  router.get('/studies', (ctx) => handleSearchForStudies(ctx, services));
-  router.get('/studies/:study/series', (ctx) => handleSearchForSeries(ctx, services));
-  router.get('/series', (ctx) => handleSearchForSeries(ctx, services));
-  router.get('/studies/:study/series/:series/instances', (ctx) => handleSearchForInstances(ctx, services));
-  router.get('/studies/:study/instances', (ctx) => handleSearchForInstances(ctx, services));
-  router.get('/instances', (ctx) => handleSearchForInstances(ctx, services));
 }
 
 async function search(ctx: Context, services: Services, level: QidoLevel, action: string): Promise<void> {

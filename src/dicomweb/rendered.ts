@@ -1,4 +1,3 @@
-import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { parseRenderParams, type RenderedMediaType, type RenderParams } from '../dicom/render';
 import { BadRequestError, NotAcceptableError, NotFoundError, warning299 } from '../errors';
@@ -10,19 +9,18 @@ import {
   seriesRepresentative,
   studyRepresentativeSeries,
 } from '../index-db/thumbnails';
-import { renderThumbnail, THUMBNAIL_QUALITY } from '../jobs/thumbnail';
-import { renderArchivedFrame } from '../orthanc/frames';
+import { renderArchivedFrame, renderThumbnail, THUMBNAIL_QUALITY } from '../retrieve/render';
+import { abortOnClose } from '../http/stream';
+import { requireUid } from '../dicom/uid';
+import { negotiateMediaType } from './media-types';
 import type { Services } from '../services';
-import { noteAudit, requestReadScopes } from './context';
+import { noteAudit, requestReadScopes } from '../http/context';
 
-const UID = /^[0-9]+(\.[0-9]+)*$/;
 /** Largest square thumbnail kept in the cache; larger ones are rendered each time. */
 const MAX_CACHED_THUMBNAIL = 512;
 
 function uid(value: string | undefined, what: string): string {
-  if (!value || value.length > 64 || !UID.test(value))
-    throw new BadRequestError(`${what} is not a valid UID`);
-  return value;
+  return requireUid(value, what);
 }
 
 /** Rendered resources answer one frame: a single positive frame number. */
@@ -42,26 +40,17 @@ export function selectRenderedMediaType(
   acceptHeader: string | undefined,
   acceptQuery: string | undefined,
 ): RenderedMediaType {
-  const offers: RenderedMediaType[] = ['image/jpeg', 'image/png'];
-  let anyRange = false;
-  for (const source of [acceptQuery, acceptHeader]) {
-    let best: { type: RenderedMediaType; q: number } | undefined;
-    for (const range of (source ?? '').split(',')) {
-      const [type, ...params] = range.split(';').map((s) => s.trim().toLowerCase());
-      if (!type) continue;
-      anyRange = true;
-      const qParam = params.find((p) => p.startsWith('q='));
-      const q = qParam ? Number(qParam.slice(2)) : 1;
-      if (!Number.isFinite(q) || q <= 0) continue;
-      for (const offer of offers) {
-        const matches = type === offer || type === '*/*' || type === 'image/*';
-        if (matches && (!best || q > best.q)) best = { type: offer, q };
-      }
-    }
-    if (best) return best.type;
+  const offers = [{ mediaType: 'image/jpeg' }, { mediaType: 'image/png' }];
+  const refused = () => new NotAcceptableError('rendered resources are available as image/jpeg or image/png');
+  if (acceptQuery?.trim()) {
+    const fromQuery = negotiateMediaType(offers, acceptQuery);
+    if (fromQuery) return fromQuery.mediaType as RenderedMediaType;
+    // The client said what it wants; none of it can be made, and no header widens the choice.
+    if (!acceptHeader?.trim()) throw refused();
   }
-  if (!anyRange) return 'image/jpeg';
-  throw new NotAcceptableError('rendered resources are available as image/jpeg or image/png');
+  const chosen = negotiateMediaType(offers, acceptHeader ?? '');
+  if (!chosen) throw refused();
+  return chosen.mediaType as RenderedMediaType;
 }
 
 /** Caps concurrent renders in this process: each holds a decoded frame in memory and keeps a core busy. */
@@ -99,15 +88,6 @@ export function renderLimits(config: Services['config']): { maxPixels: number; m
   return { maxPixels: config.RENDER_MAX_PIXELS, maxOutputPixels: config.RENDER_MAX_OUTPUT_PIXELS };
 }
 
-/** Aborts archive requests when the client goes away mid-render. */
-export function abortOnClose(ctx: Context): AbortSignal {
-  const controller = new AbortController();
-  ctx.req.once('close', () => {
-    if (!ctx.res.writableEnded) controller.abort();
-  });
-  return controller.signal;
-}
-
 function warnIgnored(ctx: Context, params: RenderParams): void {
   for (const name of params.ignored)
     ctx.append('Warning', warning299(`the ${name} parameter is not supported and was ignored`));
@@ -122,9 +102,37 @@ export function sendImage(ctx: Context, bytes: Buffer, contentType: string): voi
   ctx.body = bytes;
 }
 
-/** Registers Retrieve Rendered (PS3.18 §10.4, rendered resources) and thumbnail resources (§10.4.1.1.4). */
-export function registerRenderedRoutes(router: Router, services: Services): void {
-  const { config, db, pacs, logger } = services;
+/** The rendered and thumbnail handlers of one set of services (they share its render limiter). */
+interface RenderedHandlers {
+  rendered(ctx: Context): Promise<void>;
+  thumbnail(ctx: Context): Promise<void>;
+}
+const handlers = new WeakMap<Services, RenderedHandlers>();
+
+/**
+ * PS3.18 §10.4 Retrieve Rendered, instance and frame resources (§8.3.5 rendering parameters): one frame as
+ * image/jpeg or image/png.
+ */
+export function handleRetrieveRenderedInstance(ctx: Context, services: Services): Promise<void> {
+  return renderedHandlers(services).rendered(ctx);
+}
+
+/** PS3.18 §10.4.1.1.4 Retrieve Thumbnail of a study, series, instance or frame. */
+export function handleRetrieveThumbnail(ctx: Context, services: Services): Promise<void> {
+  return renderedHandlers(services).thumbnail(ctx);
+}
+
+function renderedHandlers(services: Services): RenderedHandlers {
+  let h = handlers.get(services);
+  if (!h) {
+    h = makeRenderedHandlers(services);
+    handlers.set(services, h);
+  }
+  return h;
+}
+
+function makeRenderedHandlers(services: Services): RenderedHandlers {
+  const { config, db, archive, logger } = services;
   const limiter = { run: <T>(fn: () => Promise<T>) => runRender(services, fn) };
   const limits = renderLimits(config);
 
@@ -158,7 +166,7 @@ export function registerRenderedRoutes(router: Router, services: Services): void
     }
     const bytes = await limiter.run(() =>
       renderArchivedFrame(
-        pacs,
+        archive,
         row,
         {
           frameNumber: frame,
@@ -231,7 +239,7 @@ export function registerRenderedRoutes(router: Router, services: Services): void
         return sendImage(ctx, cached.bytes, cached.contentType);
       }
       const bytes = await limiter.run(() =>
-        renderThumbnail({ pacs, config }, target, size, abortOnClose(ctx)),
+        renderThumbnail(archive, target, size, limits, abortOnClose(ctx)),
       );
       await putThumbnail(db, {
         sopInstanceUid: target.sopInstanceUid,
@@ -249,7 +257,7 @@ export function registerRenderedRoutes(router: Router, services: Services): void
     const viewport = vp ?? { vw: config.THUMBNAIL_SIZE, vh: config.THUMBNAIL_SIZE };
     const bytes = await limiter.run(() =>
       renderArchivedFrame(
-        pacs,
+        archive,
         target,
         {
           frameNumber: frame,
@@ -268,13 +276,7 @@ export function registerRenderedRoutes(router: Router, services: Services): void
     sendImage(ctx, bytes, mediaType);
   }
 
-  const instance = '/studies/:study/series/:series/instances/:instance';
-  router.get(`${instance}/rendered`, handleRetrieveRenderedInstance);
-  router.get(`${instance}/frames/:frames/rendered`, handleRetrieveRenderedInstance);
-  router.get('/studies/:study/thumbnail', handleRetrieveThumbnail);
-  router.get('/studies/:study/series/:series/thumbnail', handleRetrieveThumbnail);
-  router.get(`${instance}/thumbnail`, handleRetrieveThumbnail);
-  router.get(`${instance}/frames/:frames/thumbnail`, handleRetrieveThumbnail);
+  return { rendered: handleRetrieveRenderedInstance, thumbnail: handleRetrieveThumbnail };
 }
 
 function queryString(v: string | string[] | undefined): string | undefined {

@@ -1,4 +1,3 @@
-import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { FailureReason, isPlausibleUid } from '../dicom/parse';
 import {
@@ -28,7 +27,7 @@ import { ingestInstance, type IngestOutcome, readObject } from '../ingest/ingest
 import { enqueueSeriesStable } from '../jobs/queues';
 import type { Services } from '../services';
 import { refuseIntoResearchProject } from '../cohorts/guard';
-import { dicomwebRoot, noteAudit, requireExistingProjectRole } from './context';
+import { dicomwebRoot, noteAudit, requireExistingProjectRole } from '../http/context';
 import {
   describeOffers,
   MediaType,
@@ -61,13 +60,6 @@ const RESPONSE_OFFERS: readonly MediaTypeOffer[] = [
   { mediaType: MediaType.dicomXml },
   { mediaType: MediaType.json },
 ];
-
-/** Registers the Store Transaction (PS3.18 §10.5) on both of its resources. */
-export function registerStowRoutes(router: Router, services: Services): void {
-  const handler = (ctx: Context) => handleStoreInstances(ctx, services);
-  router.post('/studies', handler);
-  router.post('/studies/:study', handler);
-}
 
 /**
  * PS3.18 §10.5 Store Instances: `POST .../studies[/{StudyInstanceUID}]` with a multipart/related body of
@@ -342,7 +334,7 @@ function toResult(
 /** True when the archive answers its status within `ms`. */
 async function archiveAnswers(services: Services, ms: number): Promise<boolean> {
   try {
-    await services.pacs.getJson('/system', AbortSignal.timeout(ms));
+    await services.archive.ping(AbortSignal.timeout(ms));
     return true;
   } catch {
     return false;

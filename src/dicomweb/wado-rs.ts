@@ -6,32 +6,16 @@
  * one being opened); metadata is served from the index without touching the archive. Every archive request is tied
  * to the client: when the client goes away, the archive request is aborted at once.
  */
-import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { createHash } from 'node:crypto';
-import { PassThrough, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
-import { ZipFile } from 'yazl';
-import {
-  extractNativeFrames,
-  nativeFrameBytes,
-  parseBulkDataPath,
-  parseFrameList,
-  sliceStream,
-  type BulkDataPath,
-} from '../dicom/bulk';
+import { parseBulkDataPath, parseFrameList, sliceStream } from '../dicom/bulk';
 import type { DicomJson } from '../dicom/json';
 import { setDownloadName } from '../http/security-headers';
-import { isPlausibleUid } from '../dicom/parse';
+import { requireUid } from '../dicom/uid';
 import { dicomJsonToXml } from '../dicom/xml';
-import {
-  AppError,
-  BadRequestError,
-  NotAcceptableError,
-  NotFoundError,
-  errSummary,
-  loggablePath,
-} from '../errors';
+import { AppError, BadRequestError, NotAcceptableError, NotFoundError } from '../errors';
 import {
   findBulkElement,
   listRetrievableInstances,
@@ -40,9 +24,18 @@ import {
   type InstanceSelector,
   type RetrievableInstance,
 } from '../index-db/wado';
-import type { ArchiveStream, PacsClient } from '../orthanc/client';
+import { abortOnClose, respondWithStream } from '../http/stream';
+import { type FramePlan, frameParts, openBulkValue } from '../retrieve/frames';
+import {
+  AS_STORED,
+  instanceParts,
+  instanceSyntaxes,
+  openInstanceAs,
+  zipOfInstances,
+} from '../retrieve/instances';
+import { primed } from '../retrieve/parts';
 import type { AuditDetail, Services } from '../services';
-import { dicomwebRoot, noteAudit, requestReadScopes } from './context';
+import { dicomwebRoot, noteAudit, requestReadScopes } from '../http/context';
 import {
   MediaType,
   TransferSyntax,
@@ -56,47 +49,14 @@ import {
 import { metadataCacheFor } from './metadata-cache';
 import { multipartRelatedStream, type OutgoingPart } from './multipart';
 
-/** Stands for "each instance in the transfer syntax it is stored in" in offers (`transfer-syntax=*` or none). */
-export const AS_STORED = '*';
-const ELE = TransferSyntax.explicitVrLittleEndian;
+export { AS_STORED, requireUid, respondWithStream };
 
-/**
- * Transfer syntaxes the archive (Orthanc 1.10 with DCMTK, no GDCM plugin) can decode, hence transcode to Explicit VR
- * Little Endian. JPEG 2000, HTJ2K, JPEG XL and video are served only as stored.
- */
-export const DECODABLE_SYNTAXES: ReadonlySet<string> = new Set([
-  TransferSyntax.implicitVrLittleEndian,
-  TransferSyntax.explicitVrLittleEndian,
-  TransferSyntax.explicitVrBigEndian,
-  TransferSyntax.deflatedExplicitVrLittleEndian,
-  TransferSyntax.jpegBaseline,
-  TransferSyntax.jpegExtended,
-  TransferSyntax.jpegLosslessP14,
-  TransferSyntax.jpegLosslessSv1,
-  TransferSyntax.jpegLsLossless,
-  TransferSyntax.jpegLsNearLossless,
-  TransferSyntax.rleLossless,
-]);
+const ELE = TransferSyntax.explicitVrLittleEndian;
 
 /** Bumped whenever the metadata representation changes, so that cached ETags stop matching. */
 const METADATA_FORMAT_VERSION = 'm1';
 
 type Level = 'study' | 'series' | 'instance';
-
-/** Registers the WADO-RS resources on a DICOMweb router (mounted at each root). */
-export function registerWadoRoutes(router: Router, services: Services): void {
-  const s = '/studies/:study';
-  const x = `${s}/series/:series`;
-  const i = `${x}/instances/:instance`;
-  router.get(s, (ctx) => handleRetrieveStudy(ctx, services));
-  router.get(x, (ctx) => handleRetrieveSeries(ctx, services));
-  router.get(i, (ctx) => handleRetrieveInstance(ctx, services));
-  router.get(`${s}/metadata`, (ctx) => handleRetrieveMetadata(ctx, services, 'study'));
-  router.get(`${x}/metadata`, (ctx) => handleRetrieveMetadata(ctx, services, 'series'));
-  router.get(`${i}/metadata`, (ctx) => handleRetrieveMetadata(ctx, services, 'instance'));
-  router.get(`${i}/frames/:frames`, (ctx) => handleRetrieveFrames(ctx, services));
-  router.get(`${i}/bulk/*path`, (ctx) => handleRetrieveBulkData(ctx, services));
-}
 
 /** PS3.18 §10.4.1 Retrieve Study: every instance of the study the caller can see, as DICOM or a ZIP archive. */
 export async function handleRetrieveStudy(ctx: Context, services: Services): Promise<void> {
@@ -114,29 +74,11 @@ export async function handleRetrieveInstance(ctx: Context, services: Services): 
 // ---------------------------------------------------------------------------------------------------------------
 // Request plumbing shared by the handlers (and WADO-URI)
 
-/** Reads a UID path or query parameter; a malformed one is a 400 (an unknown one is a 404 later). */
-export function requireUid(value: unknown, what: string): string {
-  if (typeof value !== 'string' || !isPlausibleUid(value)) throw new BadRequestError(`malformed ${what}`);
-  return value;
-}
-
 function selectorOf(ctx: Context, level: Level): InstanceSelector {
   const sel: InstanceSelector = { studyUid: requireUid(ctx.params.study, 'Study Instance UID') };
   if (level !== 'study') sel.seriesUid = requireUid(ctx.params.series, 'Series Instance UID');
   if (level === 'instance') sel.sopInstanceUid = requireUid(ctx.params.instance, 'SOP Instance UID');
   return sel;
-}
-
-/**
- * An AbortSignal that fires when the client goes away before the answer is complete, so that archive requests
- * still being opened are cancelled (streams already flowing are destroyed with the response body).
- */
-export function clientSignal(ctx: Context): AbortSignal {
-  const ac = new AbortController();
-  ctx.res.once('close', () => {
-    if (!ctx.res.writableFinished) ac.abort();
-  });
-  return ac.signal;
 }
 
 /** Records what the request touched; the byte count grows while the body streams (see respondWithStream). */
@@ -150,104 +92,6 @@ function auditRetrieve(ctx: Context, action: string, sel: InstanceSelector): Aud
     bytes: 0,
   });
   return ctx.state.audit as AuditDetail;
-}
-
-/**
- * Sends a stream as the response body. A failure after the headers went out cannot become an error status:
- * the connection is cut so the client sees a truncated answer instead of a complete-looking one, and the source
- * is destroyed when the client goes away.
- */
-export function respondWithStream(
-  ctx: Context,
-  services: Services,
-  source: Readable,
-  contentType: string,
-  opts: { length?: number; audit?: AuditDetail } = {},
-): void {
-  const out = new PassThrough({ highWaterMark: 256 * 1024 });
-  let bytes = 0;
-  source.on('data', (chunk: Buffer) => {
-    bytes += chunk.length;
-    if (opts.audit) opts.audit.bytes = bytes;
-    if (!out.write(chunk)) source.pause();
-  });
-  out.on('drain', () => source.resume());
-  source.once('end', () => out.end());
-  source.once('error', (err) => {
-    if (!(err instanceof AppError) || err.status >= 500) {
-      services.logger.warn({ err: errSummary(err), path: loggablePath(ctx.path) }, 'retrieve stream failed');
-    }
-    ctx.res.destroy();
-    out.destroy();
-  });
-  out.once('close', () => {
-    if (!source.destroyed) source.destroy();
-  });
-  ctx.type = contentType;
-  if (opts.length !== undefined) ctx.length = opts.length;
-  ctx.body = out;
-}
-
-/**
- * Awaits the first item of a generator before anything is sent, so that failures opening the first part (archive
- * down, object missing) still answer with a status, then yields it and the rest.
- */
-export async function primed<T>(
-  gen: AsyncGenerator<T, void, undefined>,
-): Promise<AsyncGenerator<T, void, undefined>> {
-  const first = await gen.next();
-  async function* rest(): AsyncGenerator<T, void, undefined> {
-    try {
-      if (first.done) return;
-      yield first.value;
-      yield* gen;
-    } finally {
-      await gen.return(undefined);
-    }
-  }
-  return rest();
-}
-
-function destroyPart(part: OutgoingPart | undefined): void {
-  const body = part?.body as (NodeJS.ReadableStream & { destroy?: () => void }) | undefined;
-  if (body && !Buffer.isBuffer(body)) body.destroy?.();
-}
-
-/**
- * How many archive requests run ahead of the part being sent. Each Orthanc request costs a round trip (and a
- * scheduling slot on a busy host): opening the next few while one streams keeps the pipe full over a series of
- * small objects. Bodies opened ahead are held by backpressure (socket buffers), not read into memory.
- */
-export const OPEN_AHEAD = 3;
-
-/**
- * Opens parts ahead of the one being sent (see OPEN_AHEAD), yielding them in order. Anything opened but not sent
- * (client gone, failure) is destroyed.
- */
-async function* openAhead<T>(
-  items: readonly T[],
-  open: (item: T) => Promise<OutgoingPart>,
-  depth = OPEN_AHEAD,
-): AsyncGenerator<OutgoingPart> {
-  const pending: Array<Promise<OutgoingPart>> = [];
-  let next = 0;
-  const fill = () => {
-    while (next < items.length && pending.length <= depth) {
-      const p = open(items[next++]);
-      p.catch(() => undefined); // rethrown when its turn comes, or dropped in finally
-      pending.push(p);
-    }
-  };
-  try {
-    fill();
-    while (pending.length) {
-      const part = await pending.shift()!;
-      fill();
-      yield part;
-    }
-  } finally {
-    for (const p of pending) void p.then(destroyPart, () => undefined);
-  }
 }
 
 function notAcceptable(available: string[]): NotAcceptableError {
@@ -285,44 +129,13 @@ function describe(offers: MediaTypeOffer[], stored: readonly string[]): string[]
 // ---------------------------------------------------------------------------------------------------------------
 // Retrieve study / series / instance (PS3.18 §10.4.1.1.1-3)
 
-/** Transfer syntaxes a set of instances can be sent in: as stored, the one they share, and ELE when decodable. */
-function instanceSyntaxes(instances: readonly RetrievableInstance[]): string[] {
-  const stored = [...new Set(instances.map((i) => i.transfer_syntax))];
-  const list = [AS_STORED];
-  if (stored.length === 1) list.push(stored[0]);
-  if (!list.includes(ELE) && instances.every((i) => DECODABLE_SYNTAXES.has(i.transfer_syntax)))
-    list.push(ELE);
-  return list;
-}
-
-/** Opens one instance from the archive in the wanted transfer syntax (transcoding through Orthanc when needed). */
-export async function openInstance(
-  pacs: PacsClient,
-  inst: RetrievableInstance,
-  transferSyntax: string,
-  signal: AbortSignal,
-): Promise<ArchiveStream & { transferSyntax: string }> {
-  if (transferSyntax === AS_STORED || transferSyntax === inst.transfer_syntax) {
-    const file = await pacs.instanceFile(inst.orthanc_id, signal);
-    return { ...file, transferSyntax: inst.transfer_syntax };
-  }
-  // Orthanc 1.10 has no /file?transcode=; /modify with Transcode answers the transcoded file without storing it.
-  // Keeping the SOP Instance UID (which needs Force) makes it the same instance in another encoding.
-  const file = await pacs.postStream(
-    `/instances/${encodeURIComponent(inst.orthanc_id)}/modify`,
-    { Transcode: transferSyntax, Force: true, Keep: ['SOPInstanceUID'] },
-    signal,
-  );
-  return { ...file, transferSyntax };
-}
-
 async function retrieve(ctx: Context, services: Services, level: Level): Promise<void> {
   const sel = selectorOf(ctx, level);
   const scopes = await requestReadScopes(ctx, services);
   const instances = await listRetrievableInstances(services.db, scopes, sel);
   if (instances.length === 0) throw new NotFoundError(`${level} not found`);
 
-  const syntaxes = instanceSyntaxes(instances);
+  const syntaxes = instanceSyntaxes(services.archive, instances);
   const offers: MediaTypeOffer[] = [
     {
       mediaType: MediaType.multipartRelated,
@@ -340,17 +153,19 @@ async function retrieve(ctx: Context, services: Services, level: Level): Promise
   if (!chosen) throw notAcceptable(describe(offers, [...new Set(instances.map((i) => i.transfer_syntax))]));
 
   const audit = auditRetrieve(ctx, `wado.${level}`, sel);
-  const signal = clientSignal(ctx);
+  const signal = abortOnClose(ctx);
   const ts = chosen.transferSyntax ?? AS_STORED;
 
   if (chosen.mediaType === MediaType.zip) {
-    await respondWithZip(ctx, services, instances, signal, audit);
+    const zip = await zipOfInstances(services.archive, instances, signal);
+    setDownloadName(ctx, `${instances[0].study_uid}.zip`);
+    respondWithStream(ctx, services, zip, MediaType.zip, { audit });
     return;
   }
   // Downloads are attachments named by UID only, so that a browser never renders them (CVE-2019-11687).
   const uid = sel.sopInstanceUid ?? sel.seriesUid ?? sel.studyUid;
   if (chosen.mediaType === MediaType.dicom) {
-    const file = await openInstance(services.pacs, instances[0], ts, signal);
+    const file = await openInstanceAs(services.archive, instances[0], ts, signal);
     setDownloadName(ctx, `${uid}.dcm`);
     respondWithStream(
       ctx,
@@ -365,58 +180,17 @@ async function retrieve(ctx: Context, services: Services, level: Level): Promise
     return;
   }
   const parts = await primed(
-    openAhead(instances, async (inst): Promise<OutgoingPart> => {
-      const file = await openInstance(services.pacs, inst, ts, signal);
-      return {
-        contentType: formatMediaType(MediaType.dicom, { 'transfer-syntax': file.transferSyntax }),
-        headers:
-          file.contentLength !== undefined ? { 'Content-Length': String(file.contentLength) } : undefined,
-        body: file.body,
-      };
-    }),
+    instanceParts(
+      services.archive,
+      instances,
+      ts,
+      (t) => formatMediaType(MediaType.dicom, { 'transfer-syntax': t }),
+      signal,
+    ),
   );
   const mp = multipartRelatedStream(parts);
   setDownloadName(ctx, `${uid}.multipart`);
   respondWithStream(ctx, services, mp.stream, mp.contentType(MediaType.dicom), { audit });
-}
-
-/**
- * A ZIP archive with one entry per instance, named `{study}/{series}/{sop}.dcm`, stored rather than deflated (pixel
- * data rarely deflates well, and storing keeps the archive streaming at full speed). Each instance is requested
- * from the archive only when its turn comes, so memory and archive connections stay flat whatever the study size.
- * yazl rather than archiver: archiver 8 is an ES module, which Jest's CommonJS runtime cannot load.
- */
-async function respondWithZip(
-  ctx: Context,
-  services: Services,
-  instances: readonly RetrievableInstance[],
-  signal: AbortSignal,
-  audit: AuditDetail,
-): Promise<void> {
-  // The first instance is opened before answering, so that an archive failure still becomes a status.
-  const first = await services.pacs.instanceFile(instances[0].orthanc_id, signal);
-  const zip = new ZipFile();
-  const output = zip.outputStream as Readable;
-  let current: Readable | undefined = first.body;
-  instances.forEach((inst, k) => {
-    const name = `${inst.study_uid}/${inst.series_uid}/${inst.sop_instance_uid}.dcm`;
-    zip.addReadStreamLazy(name, { compress: false }, (cb) => {
-      const opened = k === 0 ? Promise.resolve(first) : services.pacs.instanceFile(inst.orthanc_id, signal);
-      opened.then(
-        (file) => {
-          current = file.body;
-          cb(null, file.body);
-        },
-        (err: unknown) => cb(err, undefined as unknown as NodeJS.ReadableStream),
-      );
-    });
-  });
-  zip.on('error', (err: Error) => output.destroy(err));
-  // Client gone (or a failure): the entry being read must not keep its archive request open.
-  output.once('close', () => current?.destroy());
-  zip.end();
-  setDownloadName(ctx, `${instances[0].study_uid}.zip`);
-  respondWithStream(ctx, services, output, MediaType.zip, { audit });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -562,13 +336,13 @@ async function* xmlParts(
 // ---------------------------------------------------------------------------------------------------------------
 // Frames (PS3.18 §10.4.1.1.6) and bulk data (§10.4.1.1.5)
 
-interface FramePlan {
-  /** Media type of each part. */
+/** A frame plan with the part's media type, which the multipart envelope names too. */
+interface NegotiatedFramePlan extends FramePlan {
   partType: string;
-  /** Transfer syntax the frames are sent in (goes into each part's Content-Type). */
-  transferSyntax: string;
-  /** True when the archive must decode the frames (compressed stored, uncompressed wanted). */
-  decode: boolean;
+}
+
+function framePlan(partType: string, transferSyntax: string, decode: boolean): NegotiatedFramePlan {
+  return { partType, contentType: formatMediaType(partType, { 'transfer-syntax': transferSyntax }), decode };
 }
 
 /**
@@ -576,7 +350,7 @@ interface FramePlan {
  * archive when stored compressed and decodable), the stored bytes under the compressed media type, or the stored
  * bytes as application/octet-stream when the client accepts any transfer syntax (what OHIF asks for).
  */
-function planFrames(ctx: Context, inst: RetrievableInstance): FramePlan {
+function planFrames(ctx: Context, services: Services, inst: RetrievableInstance): NegotiatedFramePlan {
   const stored = inst.transfer_syntax;
   const offers: MediaTypeOffer[] = [];
   if (isNativeTransferSyntax(stored)) {
@@ -588,7 +362,7 @@ function planFrames(ctx: Context, inst: RetrievableInstance): FramePlan {
       transferSyntaxes: syntaxes,
     });
   } else {
-    const decodable = DECODABLE_SYNTAXES.has(stored);
+    const decodable = services.archive.capabilities().decodable.has(stored);
     const compressedType = frameMediaTypeForTransferSyntax(stored);
     const octet: MediaTypeOffer = {
       mediaType: MediaType.multipartRelated,
@@ -618,80 +392,13 @@ function planFrames(ctx: Context, inst: RetrievableInstance): FramePlan {
           ? withOctet
           : withoutOctet;
       if (!pick) throw notAcceptable(describe([...offers, octet], [stored]));
-      return { partType: pick.partType!, transferSyntax: stored, decode: false };
+      return framePlan(pick.partType!, stored, false);
     }
   }
   const chosen = negotiate(ctx, offers);
   if (!chosen) throw notAcceptable(describe(offers, [stored]));
   const ts = chosen.transferSyntax ?? stored;
-  return {
-    partType: chosen.partType!,
-    transferSyntax: ts,
-    decode: !isNativeTransferSyntax(stored) && ts === ELE,
-  };
-}
-
-/** The frames of one instance as parts, opened one ahead from the archive, or decoded through a transcode. */
-function frameParts(
-  pacs: PacsClient,
-  inst: RetrievableInstance,
-  frames: readonly number[],
-  plan: FramePlan,
-  signal: AbortSignal,
-  framesUrl?: string,
-): AsyncGenerator<OutgoingPart> {
-  const contentType = formatMediaType(plan.partType, { 'transfer-syntax': plan.transferSyntax });
-  if (!plan.decode) {
-    return openAhead(frames, async (f) => {
-      const raw = await pacs.getStream(
-        `/instances/${encodeURIComponent(inst.orthanc_id)}/frames/${f - 1}/raw`,
-        signal,
-      );
-      return { contentType, headers: frameLocation(framesUrl, f), body: raw.body };
-    });
-  }
-  const frameBytes = nativeFrameBytes(
-    inst.rows ?? 0,
-    inst.columns ?? 0,
-    inst.samples_per_pixel ?? 1,
-    inst.bits_allocated ?? 0,
-  );
-  if (!frameBytes)
-    throw new NotAcceptableError('the frames of this instance cannot be decoded to whole bytes');
-  return decodedFrameParts(pacs, inst, frames, frameBytes, contentType, signal, framesUrl);
-}
-
-/**
- * PS3.18 §8.6.1.2: each part names the resource it is, so a client can tell frames apart whatever their order.
- * Bulk data answered as frames has no frames URL of its own to give.
- */
-function frameLocation(framesUrl: string | undefined, frame: number): Record<string, string> | undefined {
-  return framesUrl === undefined ? undefined : { 'Content-Location': `${framesUrl}/${frame}` };
-}
-
-/**
- * Decoded frames: the archive transcodes the instance to Explicit VR LE and the wanted frames are read out of that
- * stream one at a time. Frames asked out of order start a new pass, so only one frame is ever held.
- */
-async function* decodedFrameParts(
-  pacs: PacsClient,
-  inst: RetrievableInstance,
-  frames: readonly number[],
-  frameBytes: number,
-  contentType: string,
-  signal: AbortSignal,
-  framesUrl: string | undefined,
-): AsyncGenerator<OutgoingPart> {
-  let k = 0;
-  while (k < frames.length) {
-    let end = k + 1;
-    while (end < frames.length && frames[end] > frames[end - 1]) end++;
-    const file = await openInstance(pacs, inst, ELE, signal);
-    for await (const { frame, data } of extractNativeFrames(file.body, frameBytes, frames.slice(k, end))) {
-      yield { contentType, headers: frameLocation(framesUrl, frame), body: data };
-    }
-    k = end;
-  }
+  return framePlan(chosen.partType!, ts, !isNativeTransferSyntax(stored) && ts === ELE);
 }
 
 /** PS3.18 §10.4.1.1.6 Retrieve Frames: `.../frames/1,3,5` as multipart/related, one part per frame, in the order asked. */
@@ -706,13 +413,15 @@ export async function handleRetrieveFrames(ctx: Context, services: Services): Pr
   const beyond = frames.find((f) => f > count);
   if (beyond !== undefined)
     throw new NotFoundError(`frame ${beyond} does not exist (the instance has ${count})`);
-  const plan = planFrames(ctx, inst);
+  const plan = planFrames(ctx, services, inst);
   const audit = auditRetrieve(ctx, 'wado.frames', sel);
-  const signal = clientSignal(ctx);
+  const signal = abortOnClose(ctx);
   const framesUrl =
     `${dicomwebRoot(ctx, services.config)}/studies/${encodeURIComponent(sel.studyUid)}` +
     `/series/${encodeURIComponent(sel.seriesUid!)}/instances/${encodeURIComponent(sel.sopInstanceUid!)}/frames`;
-  const parts = await primed(frameParts(services.pacs, inst, frames, plan, signal, framesUrl));
+  const parts = await primed(
+    frameParts(services.archive, inst, frames, plan, signal, (f) => `${framesUrl}/${f}`),
+  );
   const mp = multipartRelatedStream(parts);
   setDownloadName(ctx, `${sel.sopInstanceUid}.frames`);
   respondWithStream(ctx, services, mp.stream, mp.contentType(plan.partType), { audit });
@@ -754,14 +463,14 @@ export async function handleRetrieveBulkData(ctx: Context, services: Services): 
   const found = await findBulkElement(services.db, scopes, sel, path.jsonPath, path.relative);
   if (!found) throw new NotFoundError('bulk data not found');
   const { instance: inst } = found;
-  const signal = clientSignal(ctx);
+  const signal = abortOnClose(ctx);
 
   if (path.relative === '7FE00010' && !isNativeTransferSyntax(inst.transfer_syntax)) {
     // Encapsulated Pixel Data has no single value: it is its frames.
-    const plan = planFrames(ctx, inst);
+    const plan = planFrames(ctx, services, inst);
     const audit = auditRetrieve(ctx, 'wado.bulk', sel);
     const all = Array.from({ length: inst.number_of_frames ?? 1 }, (_, k) => k + 1);
-    const parts = await primed(frameParts(services.pacs, inst, all, plan, signal));
+    const parts = await primed(frameParts(services.archive, inst, all, plan, signal));
     const mp = multipartRelatedStream(parts);
     setDownloadName(ctx, `${sel.sopInstanceUid}.bin`);
     respondWithStream(ctx, services, mp.stream, mp.contentType(plan.partType), { audit });
@@ -775,7 +484,7 @@ export async function handleRetrieveBulkData(ctx: Context, services: Services): 
   const chosen = negotiate(ctx, offers);
   if (!chosen) throw notAcceptable(describe(offers, []));
   const audit = auditRetrieve(ctx, 'wado.bulk', sel);
-  const value = await openBulkValue(services.pacs, inst, path, signal);
+  const value = await openBulkValue(services.archive, inst, path, signal);
   const total = value.contentLength;
   const range = total !== undefined ? parseRange(ctx.get('range')) : undefined;
   let body: Readable = value.body;
@@ -811,16 +520,4 @@ export async function handleRetrieveBulkData(ctx: Context, services: Services): 
     })(),
   );
   respondWithStream(ctx, services, mp.stream, mp.contentType(MediaType.octetStream), { audit });
-}
-
-/** One bulk data value from the archive: raw bytes of the element (native Pixel Data as one value). */
-async function openBulkValue(
-  pacs: PacsClient,
-  inst: RetrievableInstance,
-  path: BulkDataPath,
-  signal: AbortSignal,
-): Promise<ArchiveStream> {
-  const base = `/instances/${encodeURIComponent(inst.orthanc_id)}/content/${path.contentPath}`;
-  // Orthanc lists Pixel Data as fragments; native Pixel Data is its "fragment" 0, whole and in little endian.
-  return pacs.getStream(path.relative === '7FE00010' ? `${base}/0` : base, signal);
 }

@@ -11,19 +11,14 @@ import { BadRequestError, NotAcceptableError, NotFoundError, warning299 } from '
 import { setDownloadName } from '../http/security-headers';
 import { findRenderableInstance } from '../index-db/thumbnails';
 import { listRetrievableInstances } from '../index-db/wado';
-import { renderArchivedFrame } from '../orthanc/frames';
+import { requireUid } from '../dicom/uid';
+import { abortOnClose, respondWithStream } from '../http/stream';
+import { AS_STORED, openInstanceAs } from '../retrieve/instances';
+import { renderArchivedFrame } from '../retrieve/render';
 import type { AuditDetail, Services } from '../services';
-import { noteAudit, requestReadScopes } from './context';
+import { noteAudit, requestReadScopes } from '../http/context';
 import { MediaType, TransferSyntax, formatMediaType, parseAccept } from './media-types';
-import { abortOnClose, renderLimits, runRender, sendImage } from './rendered';
-import {
-  AS_STORED,
-  DECODABLE_SYNTAXES,
-  clientSignal,
-  openInstance,
-  requireUid,
-  respondWithStream,
-} from './wado-rs';
+import { renderLimits, runRender, sendImage } from './rendered';
 
 /** The WADO-URI router, mounted at `/wado` and `/projects/{project}/wado`. */
 export function wadoUriRouter(services: Services): Router {
@@ -210,9 +205,13 @@ export async function handleWadoUriRetrieve(ctx: Context, services: Services): P
   const wantedTs = param(ctx, 'transferSyntax');
   let ts = AS_STORED;
   if (wantedTs !== undefined && wantedTs !== inst.transfer_syntax) {
-    if (wantedTs !== TransferSyntax.explicitVrLittleEndian || !DECODABLE_SYNTAXES.has(inst.transfer_syntax)) {
+    if (
+      wantedTs !== TransferSyntax.explicitVrLittleEndian ||
+      !services.archive.capabilities().decodable.has(inst.transfer_syntax)
+    ) {
       const available = [inst.transfer_syntax];
-      if (DECODABLE_SYNTAXES.has(inst.transfer_syntax)) available.push(TransferSyntax.explicitVrLittleEndian);
+      if (services.archive.capabilities().decodable.has(inst.transfer_syntax))
+        available.push(TransferSyntax.explicitVrLittleEndian);
       throw new NotAcceptableError(
         `transferSyntax not available; available: ${[...new Set(available)].join(', ')}`,
       );
@@ -229,7 +228,7 @@ export async function handleWadoUriRetrieve(ctx: Context, services: Services): P
     bytes: 0,
   });
   const audit = ctx.state.audit as AuditDetail;
-  const file = await openInstance(services.pacs, inst, ts, clientSignal(ctx));
+  const file = await openInstanceAs(services.archive, inst, ts, abortOnClose(ctx));
   // Never inline: a browser must save the object, not render a polyglot preamble (CVE-2019-11687).
   setDownloadName(ctx, `${sopInstanceUid}.dcm`);
   respondWithStream(
@@ -273,7 +272,7 @@ async function respondRendered(
   if (render.rows !== undefined) viewport.vh = render.rows;
   const bytes = await runRender(services, () =>
     renderArchivedFrame(
-      services.pacs,
+      services.archive,
       row,
       {
         frameNumber: render.frameNumber ?? 1,

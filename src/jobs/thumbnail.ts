@@ -14,43 +14,35 @@ import {
   seriesRepresentative,
 } from '../index-db/thumbnails';
 import type { Logger } from '../logger';
-import { renderArchivedFrame } from '../orthanc/frames';
+import { isUid } from '../dicom/uid';
+import { type Archive, OrthancArchive } from '../orthanc/archive';
 import type { PacsClient } from '../orthanc/client';
+import { renderThumbnail as renderFrameThumbnail, THUMBNAIL_QUALITY } from '../retrieve/render';
 import { QueueName, redisConnection, type ThumbnailJobData } from './queues';
 
 /** What the thumbnail job needs. */
 export interface ThumbnailDeps {
   db: Pool;
   pacs: PacsClient;
+  /** The archive; built over `pacs` when absent. */
+  archive?: Archive;
   config: Pick<Config, 'THUMBNAIL_SIZE' | 'RENDER_MAX_PIXELS' | 'RENDER_MAX_OUTPUT_PIXELS'>;
   logger?: Logger;
 }
 
-/** JPEG quality of cached thumbnails: small files, artefacts invisible at 128 px. */
-export const THUMBNAIL_QUALITY = 80;
+export { THUMBNAIL_QUALITY };
 
-/**
- * Renders the thumbnail of an instance as cached: frame 1, JPEG, fitting a `size` square, never enlarged.
- * The job renders THUMBNAIL_SIZE; the thumbnail resource also caches the square sizes viewers ask for.
- */
+/** Renders the thumbnail of an instance as cached (see retrieve/render). */
 export async function renderThumbnail(
-  deps: Pick<ThumbnailDeps, 'pacs' | 'config'>,
+  deps: Pick<ThumbnailDeps, 'pacs' | 'archive' | 'config'>,
   row: RenderableRow,
   size: number,
   signal?: AbortSignal,
 ): Promise<Buffer> {
-  return renderArchivedFrame(
-    deps.pacs,
+  return renderFrameThumbnail(
+    deps.archive ?? new OrthancArchive(deps.pacs),
     row,
-    {
-      frameNumber: 1,
-      encode: {
-        mediaType: 'image/jpeg',
-        quality: THUMBNAIL_QUALITY,
-        viewport: { vw: size, vh: size },
-        withoutEnlargement: true,
-      },
-    },
+    size,
     { maxPixels: deps.config.RENDER_MAX_PIXELS, maxOutputPixels: deps.config.RENDER_MAX_OUTPUT_PIXELS },
     signal,
   );
@@ -70,7 +62,7 @@ export async function execThumbnailJob(
   deps: ThumbnailDeps,
 ): Promise<ThumbnailOutcome> {
   const { seriesUid } = job.data;
-  if (typeof seriesUid !== 'string' || !/^[0-9.]{1,64}$/.test(seriesUid)) {
+  if (!isUid(seriesUid)) {
     throw new UnrecoverableError('job data has no valid series UID');
   }
   const row = await seriesRepresentative(deps.db, null, seriesUid);

@@ -165,7 +165,7 @@ const TS = {
  * Orthanc 1.10 with DCMTK and without the GDCM plugin: JPEG 2000, HTJ2K, JPEG XL and video are served as stored
  * only. Its transcoder writes the native syntaxes and the DCMTK encoders it links.
  */
-const ORTHANC_CAPABILITIES: ArchiveCapabilities = {
+export const ORTHANC_CAPABILITIES: ArchiveCapabilities = {
   decodable: new Set(Object.values(TS)),
   transcodeTargets: new Set([TS.implicitLE, TS.explicitLE, TS.explicitBE]),
 };

@@ -1,17 +1,17 @@
 /**
- * Fetching one frame's pixels from the archive for rendering, and rendering it.
+ * Rendering one frame of an archived instance (rendered resources, WADO-URI images, thumbnails), through the one
+ * frame fetch of the archive interface.
  *
- * Which Orthanc resource is used, and why:
- * - native transfer syntaxes: `/instances/{id}/frames/{n}/raw`, the frame's own bytes; the gateway applies the
- *   whole pipeline itself (masking, sign, rescale, window, MONOCHROME1, planar configuration, palette, YBR).
- * - compressed syntaxes: `/instances/{id}/frames/{n}/numpy?rescale=false`, Orthanc's decoder output (DCMTK in
- *   Orthanc 1.10: JPEG baseline/extended/lossless, JPEG-LS, RLE; JPEG 2000 only with the GDCM plugin) as a
- *   NumPy array of stored values, so the gateway ships no codecs yet still applies its own presentation.
- *   `/rendered`, `/preview` and `/image-uint16` were not used: they window and clip (losing signed and
- *   rescaled values) or apply Orthanc's own window choice, which would make two pipelines disagree.
+ * What is fetched, and why:
+ * - uncompressed syntaxes: the frame's own bytes (`openFrame`); the gateway applies the whole pipeline itself
+ *   (masking, sign, rescale, window, MONOCHROME1, planar configuration, palette, YBR).
+ * - compressed syntaxes: the archive's decoder output as stored values (`openDecodedFrame`, Orthanc's NumPy array
+ *   without rescale), so the gateway ships no codecs yet still applies its own presentation. Orthanc's own
+ *   rendered/preview resources window and clip (losing signed and rescaled values) or pick their own window,
+ *   which would make two pipelines disagree.
  * - palette colour with RLE: Orthanc 1.10 decodes no palette images at all ("Not implemented"), so the raw RLE
- *   fragment is decoded here (PS3.5 Annex G is a few lines) and the palette read from `/content/0028-120x`.
- * Other syntaxes Orthanc cannot decode answer 422 with the transfer syntax named, never a retry loop.
+ *   fragment is decoded here (PS3.5 Annex G is a few lines) and the palette read as bulk data.
+ * Syntaxes the archive cannot decode answer 422 with the transfer syntax named, never a retry loop.
  */
 import type { Readable } from 'node:stream';
 import {
@@ -34,8 +34,9 @@ import {
   type WindowSpec,
 } from '../dicom/render';
 import type { DicomJson } from '../dicom/json';
+import { isUncompressedTransferSyntax, TransferSyntax } from '../dicom/transfer-syntax';
 import { NotFoundError, UnrecoverableInputError } from '../errors';
-import { OrthancHttpError, type PacsClient } from './client';
+import { type Archive, type ArchiveStream, decodeFailure } from '../orthanc/archive';
 
 /** An archived instance as rendering needs it (a row of the index). */
 export interface RenderSource {
@@ -51,16 +52,7 @@ export interface RenderLimits {
   maxOutputPixels: number;
 }
 
-const NATIVE = new Set([
-  '1.2.840.10008.1.2',
-  '1.2.840.10008.1.2.1',
-  '1.2.840.10008.1.2.1.99',
-  '1.2.840.10008.1.2.1.98',
-  '1.2.840.10008.1.2.2',
-]);
-const RLE = '1.2.840.10008.1.2.5';
-/** Orthanc's error code for "not implemented", as its JSON error bodies report it. */
-const ORTHANC_NOT_IMPLEMENTED = 2;
+const RLE = TransferSyntax.rleLossless;
 
 /** Reads a stream into memory, refusing more than `max` bytes (a frame is bounded; a runaway answer is not). */
 async function readCapped(stream: Readable, max: number): Promise<Buffer> {
@@ -77,57 +69,35 @@ async function readCapped(stream: Readable, max: number): Promise<Buffer> {
   return Buffer.concat(chunks, total);
 }
 
-function orthancErrorStatus(err: OrthancHttpError): number | undefined {
+/** Reads an archive resource, bounded, turning "cannot decode" answers into a clear 422. */
+async function fetchBytes(open: () => Promise<ArchiveStream>, max: number, ts: string): Promise<Buffer> {
   try {
-    return (JSON.parse(err.upstreamBody) as { OrthancStatus?: number }).OrthancStatus;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Fetches a resource of the archive, turning "cannot decode" answers into a clear 422. */
-async function fetchBytes(
-  pacs: PacsClient,
-  path: string,
-  max: number,
-  ts: string,
-  signal?: AbortSignal,
-): Promise<Buffer> {
-  try {
-    const res = await pacs.getStream(path, signal);
-    return await readCapped(res.body, max);
+    return await readCapped((await open()).body, max);
   } catch (err) {
-    if (err instanceof OrthancHttpError) {
-      const notImplemented =
-        err.upstreamStatus === 415 || orthancErrorStatus(err) === ORTHANC_NOT_IMPLEMENTED;
-      if (notImplemented)
-        throw new UnrecoverableInputError(`the archive cannot decode transfer syntax ${ts}`);
-      if (err.upstreamStatus === 400)
-        throw new UnrecoverableInputError('the archive could not decode this frame');
-    }
-    throw err;
+    throw decodeFailure(err, ts);
   }
 }
 
 /** Loads and decodes one frame (1-based) of an archived instance. */
 export async function loadStoredFrame(
-  pacs: PacsClient,
+  archive: Archive,
   src: RenderSource,
   px: PixelDescription,
   frameNumber: number,
   signal?: AbortSignal,
 ): Promise<StoredFrame> {
   const ts = src.transferSyntax.trim();
-  const base = `/instances/${encodeURIComponent(src.orthancId)}/frames/${frameNumber - 1}`;
   const native = nativeFrameBytes(px);
-  if (NATIVE.has(ts)) {
+  if (isUncompressedTransferSyntax(ts)) {
     // Orthanc answers native frames in little endian whatever the stored syntax (Big Endian objects included).
-    const bytes = await fetchBytes(pacs, `${base}/raw`, native + 64, ts, signal);
+    const raw = () => archive.openFrame(src.orthancId, frameNumber, signal);
+    const bytes = await fetchBytes(raw, native + 64, ts);
     return decodeNativeFrame(bytes, px);
   }
   if (ts === RLE && px.photometric === 'PALETTE COLOR') {
     // RLE worst case grows each 128-byte run by one byte, plus the 64-byte header.
-    const bytes = await fetchBytes(pacs, `${base}/raw`, native + Math.ceil(native / 64) + 1024, ts, signal);
+    const raw = () => archive.openFrame(src.orthancId, frameNumber, signal);
+    const bytes = await fetchBytes(raw, native + Math.ceil(native / 64) + 1024, ts);
     return decodeNativeFrame(decodeRleFrame(bytes, px), px);
   }
   if (px.photometric === 'PALETTE COLOR') {
@@ -137,13 +107,17 @@ export async function loadStoredFrame(
   }
   // Decoded values: at most 8 bytes per sample (float64), plus the .npy header.
   const max = px.rows * px.columns * px.samplesPerPixel * 8 + 4096;
-  const npy = await fetchBytes(pacs, `${base}/numpy?rescale=false`, max, ts, signal);
+  const npy = await fetchBytes(
+    () => archive.openDecodedFrame(src.orthancId, frameNumber, ts, signal),
+    max,
+    ts,
+  );
   return frameFromNpy(parseNpy(npy), px);
 }
 
 /** Reads the Palette Color Lookup Tables (descriptors from the index, data inline or from the archive). */
 export async function loadPalette(
-  pacs: PacsClient,
+  archive: Archive,
   src: RenderSource,
   signal?: AbortSignal,
 ): Promise<PaletteLut> {
@@ -161,11 +135,9 @@ export async function loadPalette(
     else if (el?.BulkDataURI) {
       const tag = `${dataTag.slice(0, 4)}-${dataTag.slice(4)}`;
       data = await fetchBytes(
-        pacs,
-        `/instances/${encodeURIComponent(src.orthancId)}/content/${tag}`,
+        () => archive.openBulkData(src.orthancId, tag, { signal }),
         65536 * 2 + 16,
         src.transferSyntax,
-        signal,
       );
     } else throw new UnrecoverableInputError('palette colour image without palette data');
     return paletteChannel(descriptor, data);
@@ -189,7 +161,7 @@ export interface RenderRequest {
  * fetches and decodes the frame, applies the presentation pipeline and encodes.
  */
 export async function renderArchivedFrame(
-  pacs: PacsClient,
+  archive: Archive,
   src: RenderSource,
   req: RenderRequest,
   limits: RenderLimits,
@@ -202,11 +174,42 @@ export async function renderArchivedFrame(
   if (px.rows * px.columns * px.samplesPerPixel > limits.maxPixels) {
     throw new UnrecoverableInputError(`the image is too large to render (${px.rows} x ${px.columns})`);
   }
-  const frame = await loadStoredFrame(pacs, src, px, req.frameNumber, signal);
-  const palette = frame.kind === 'palette' ? await loadPalette(pacs, src, signal) : undefined;
+  const frame = await loadStoredFrame(archive, src, px, req.frameNumber, signal);
+  const palette = frame.kind === 'palette' ? await loadPalette(archive, src, signal) : undefined;
   const image: DisplayImage = toDisplayImage(frame, px, framePresentation(src.dicomJson, req.frameNumber), {
     window: req.window,
     palette,
   });
   return encodeImage(image, { ...req.encode, maxOutputPixels: limits.maxOutputPixels });
+}
+
+/** JPEG quality of cached thumbnails: small files, artefacts invisible at 128 px. */
+export const THUMBNAIL_QUALITY = 80;
+
+/**
+ * Renders the thumbnail of an instance as cached: frame 1, JPEG, fitting a `size` square, never enlarged.
+ * The thumbnail job renders THUMBNAIL_SIZE; the thumbnail resource also caches the square sizes viewers ask for.
+ */
+export async function renderThumbnail(
+  archive: Archive,
+  src: RenderSource,
+  size: number,
+  limits: RenderLimits,
+  signal?: AbortSignal,
+): Promise<Buffer> {
+  return renderArchivedFrame(
+    archive,
+    src,
+    {
+      frameNumber: 1,
+      encode: {
+        mediaType: 'image/jpeg',
+        quality: THUMBNAIL_QUALITY,
+        viewport: { vw: size, vh: size },
+        withoutEnlargement: true,
+      },
+    },
+    limits,
+    signal,
+  );
 }

@@ -1,11 +1,12 @@
 import { Readable } from 'node:stream';
 import type { DicomJson } from '../dicom/json';
 import { NotFoundError, UnrecoverableInputError } from '../errors';
-import { OrthancHttpError, type PacsClient } from './client';
-import { type RenderSource, renderArchivedFrame } from './frames';
+import { type Archive, OrthancArchive } from '../orthanc/archive';
+import { OrthancHttpError, type PacsClient } from '../orthanc/client';
+import { type RenderSource, renderArchivedFrame } from './render';
 
 /** An archive stand-in that answers GETs from a table and records the paths asked for. */
-function fakeArchive(answers: Record<string, Buffer | Error>): { pacs: PacsClient; asked: string[] } {
+function fakeArchive(answers: Record<string, Buffer | Error>): { pacs: Archive; asked: string[] } {
   const asked: string[] = [];
   const pacs = {
     async getStream(path: string) {
@@ -20,7 +21,7 @@ function fakeArchive(answers: Record<string, Buffer | Error>): { pacs: PacsClien
       };
     },
   } as unknown as PacsClient;
-  return { pacs, asked };
+  return { pacs: new OrthancArchive(pacs), asked };
 }
 
 function source(ts: string, over: Partial<Record<string, number | string>> = {}): RenderSource {
