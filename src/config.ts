@@ -114,6 +114,14 @@ export const configSchema = z.object({
   INDEXER_CLAIM_TTL_MS: int(120_000, 1000),
   /** While the feed works through a backlog, deletions are reconciled at most this often (and ≤ 10% of its time). */
   INDEXER_BUSY_SWEEP_MS: int(10_000, 100),
+
+  // In-process codecs (issue 11): the decode thread pool and its bounds.
+  /** Decode threads; 0 = all cores but one. */
+  CODEC_THREADS: int(0, 0),
+  /** Frames waiting for a decode thread at most; beyond, requests answer 503 with Retry-After. */
+  CODEC_QUEUE: int(64, 0),
+  /** Largest decoded frame (rows x columns x samples x bytes per sample), checked before decoding. */
+  CODEC_MAX_FRAME_BYTES: int(256 * 1024 ** 2, 1),
 });
 
 export type Config = z.infer<typeof configSchema>;
