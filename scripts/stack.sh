@@ -73,6 +73,8 @@ ensure_packages() {
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v dcmsend >/dev/null || missing+=(dcmtk)
   command -v dciodvfy >/dev/null || missing+=(dicom3tools)
+  # The decoder reference test (test/decode-reference.itest.ts) checks JPEG 2000 and HTJ2K against OpenJPEG's tool.
+  command -v opj_decompress >/dev/null || missing+=(libopenjp2-tools)
   command -v curl >/dev/null || missing+=(curl)
   # Tests also drive the OHIF viewer in Debian's Chromium (scripts/test.sh asks for it).
   if [[ "${WITH_BROWSER:-0}" == 1 ]]; then command -v chromium >/dev/null || missing+=(chromium); fi

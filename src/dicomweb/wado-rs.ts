@@ -13,15 +13,16 @@ import { PassThrough, Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import { ZipFile } from 'yazl';
 import {
-  extractNativeFrames,
   nativeFrameBytes,
   parseBulkDataPath,
   parseFrameList,
   sliceStream,
   type BulkDataPath,
 } from '../dicom/bulk';
+import { type CodecPool, codecPoolFor, isDecodableSyntax } from '../codecs';
 import type { DicomJson } from '../dicom/json';
 import { setDownloadName } from '../http/security-headers';
+import { fetchStoredFrame } from '../orthanc/frames';
 import { isPlausibleUid } from '../dicom/parse';
 import { dicomJsonToXml } from '../dicom/xml';
 import {
@@ -588,7 +589,8 @@ function planFrames(ctx: Context, inst: RetrievableInstance): FramePlan {
       transferSyntaxes: syntaxes,
     });
   } else {
-    const decodable = DECODABLE_SYNTAXES.has(stored);
+    // Frames decode in-process (src/codecs), so JPEG 2000 and HTJ2K frames are offered uncompressed too.
+    const decodable = isDecodableSyntax(stored);
     const compressedType = frameMediaTypeForTransferSyntax(stored);
     const octet: MediaTypeOffer = {
       mediaType: MediaType.multipartRelated,
@@ -634,6 +636,7 @@ function planFrames(ctx: Context, inst: RetrievableInstance): FramePlan {
 /** The frames of one instance as parts, opened one ahead from the archive, or decoded through a transcode. */
 function frameParts(
   pacs: PacsClient,
+  codecs: CodecPool,
   inst: RetrievableInstance,
   frames: readonly number[],
   plan: FramePlan,
@@ -658,7 +661,7 @@ function frameParts(
   );
   if (!frameBytes)
     throw new NotAcceptableError('the frames of this instance cannot be decoded to whole bytes');
-  return decodedFrameParts(pacs, inst, frames, frameBytes, contentType, signal, framesUrl);
+  return decodedFrameParts(pacs, codecs, inst, frames, contentType, signal, framesUrl);
 }
 
 /**
@@ -670,27 +673,41 @@ function frameLocation(framesUrl: string | undefined, frame: number): Record<str
 }
 
 /**
- * Decoded frames: the archive transcodes the instance to Explicit VR LE and the wanted frames are read out of that
- * stream one at a time. Frames asked out of order start a new pass, so only one frame is ever held.
+ * Decoded frames: only the frames asked for are fetched, as stored, and decoded on the decode thread pool, one at a
+ * time (at most one decoded frame is held). The archive is never asked to transcode.
  */
 async function* decodedFrameParts(
   pacs: PacsClient,
+  codecs: CodecPool,
   inst: RetrievableInstance,
   frames: readonly number[],
-  frameBytes: number,
   contentType: string,
   signal: AbortSignal,
   framesUrl: string | undefined,
 ): AsyncGenerator<OutgoingPart> {
-  let k = 0;
-  while (k < frames.length) {
-    let end = k + 1;
-    while (end < frames.length && frames[end] > frames[end - 1]) end++;
-    const file = await openInstance(pacs, inst, ELE, signal);
-    for await (const { frame, data } of extractNativeFrames(file.body, frameBytes, frames.slice(k, end))) {
-      yield { contentType, headers: frameLocation(framesUrl, frame), body: data };
-    }
-    k = end;
+  // The codecs read the geometry only; the index row has no Bits Stored, sign or photometric, which they do not need.
+  const px = {
+    rows: inst.rows ?? 0,
+    columns: inst.columns ?? 0,
+    samplesPerPixel: inst.samples_per_pixel ?? 1,
+    bitsAllocated: inst.bits_allocated ?? 0,
+    bitsStored: inst.bits_allocated ?? 0,
+    highBit: (inst.bits_allocated ?? 0) - 1,
+    signed: false,
+    photometric: '',
+    planarConfiguration: 0,
+    numberOfFrames: inst.number_of_frames ?? 1,
+  };
+  codecs.checkSize(px);
+  const src = { orthancId: inst.orthanc_id, transferSyntax: inst.transfer_syntax };
+  for (const f of frames) {
+    const stored = await fetchStoredFrame(pacs, src, px, f, signal);
+    const decoded = await codecs.decodeFrame(stored, inst.transfer_syntax, px, signal);
+    yield {
+      contentType,
+      headers: frameLocation(framesUrl, f),
+      body: Buffer.from(decoded.pixels.buffer, decoded.pixels.byteOffset, decoded.pixels.byteLength),
+    };
   }
 }
 
@@ -712,7 +729,9 @@ export async function handleRetrieveFrames(ctx: Context, services: Services): Pr
   const framesUrl =
     `${dicomwebRoot(ctx, services.config)}/studies/${encodeURIComponent(sel.studyUid)}` +
     `/series/${encodeURIComponent(sel.seriesUid!)}/instances/${encodeURIComponent(sel.sopInstanceUid!)}/frames`;
-  const parts = await primed(frameParts(services.pacs, inst, frames, plan, signal, framesUrl));
+  const parts = await primed(
+    frameParts(services.pacs, codecPoolFor(services.config), inst, frames, plan, signal, framesUrl),
+  );
   const mp = multipartRelatedStream(parts);
   setDownloadName(ctx, `${sel.sopInstanceUid}.frames`);
   respondWithStream(ctx, services, mp.stream, mp.contentType(plan.partType), { audit });
@@ -761,7 +780,9 @@ export async function handleRetrieveBulkData(ctx: Context, services: Services): 
     const plan = planFrames(ctx, inst);
     const audit = auditRetrieve(ctx, 'wado.bulk', sel);
     const all = Array.from({ length: inst.number_of_frames ?? 1 }, (_, k) => k + 1);
-    const parts = await primed(frameParts(services.pacs, inst, all, plan, signal));
+    const parts = await primed(
+      frameParts(services.pacs, codecPoolFor(services.config), inst, all, plan, signal),
+    );
     const mp = multipartRelatedStream(parts);
     setDownloadName(ctx, `${sel.sopInstanceUid}.bin`);
     respondWithStream(ctx, services, mp.stream, mp.contentType(plan.partType), { audit });

@@ -14,6 +14,7 @@ import {
   seriesRepresentative,
 } from '../index-db/thumbnails';
 import type { Logger } from '../logger';
+import { codecPoolFor } from '../codecs';
 import { renderArchivedFrame } from '../orthanc/frames';
 import type { PacsClient } from '../orthanc/client';
 import { QueueName, redisConnection, type ThumbnailJobData } from './queues';
@@ -22,7 +23,15 @@ import { QueueName, redisConnection, type ThumbnailJobData } from './queues';
 export interface ThumbnailDeps {
   db: Pool;
   pacs: PacsClient;
-  config: Pick<Config, 'THUMBNAIL_SIZE' | 'RENDER_MAX_PIXELS' | 'RENDER_MAX_OUTPUT_PIXELS'>;
+  config: Pick<
+    Config,
+    | 'THUMBNAIL_SIZE'
+    | 'RENDER_MAX_PIXELS'
+    | 'RENDER_MAX_OUTPUT_PIXELS'
+    | 'CODEC_THREADS'
+    | 'CODEC_QUEUE'
+    | 'CODEC_MAX_FRAME_BYTES'
+  >;
   logger?: Logger;
 }
 
@@ -51,7 +60,12 @@ export async function renderThumbnail(
         withoutEnlargement: true,
       },
     },
-    { maxPixels: deps.config.RENDER_MAX_PIXELS, maxOutputPixels: deps.config.RENDER_MAX_OUTPUT_PIXELS },
+    {
+      maxPixels: deps.config.RENDER_MAX_PIXELS,
+      maxOutputPixels: deps.config.RENDER_MAX_OUTPUT_PIXELS,
+      // Compressed frames decode on this process's thread pool, never on the job's event loop.
+      codecs: codecPoolFor(deps.config),
+    },
     signal,
   );
 }

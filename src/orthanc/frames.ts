@@ -1,32 +1,25 @@
 /**
  * Fetching one frame's pixels from the archive for rendering, and rendering it.
  *
- * Which Orthanc resource is used, and why:
- * - native transfer syntaxes: `/instances/{id}/frames/{n}/raw`, the frame's own bytes; the gateway applies the
- *   whole pipeline itself (masking, sign, rescale, window, MONOCHROME1, planar configuration, palette, YBR).
- * - compressed syntaxes: `/instances/{id}/frames/{n}/numpy?rescale=false`, Orthanc's decoder output (DCMTK in
- *   Orthanc 1.10: JPEG baseline/extended/lossless, JPEG-LS, RLE; JPEG 2000 only with the GDCM plugin) as a
- *   NumPy array of stored values, so the gateway ships no codecs yet still applies its own presentation.
- *   `/rendered`, `/preview` and `/image-uint16` were not used: they window and clip (losing signed and
- *   rescaled values) or apply Orthanc's own window choice, which would make two pipelines disagree.
- * - palette colour with RLE: Orthanc 1.10 decodes no palette images at all ("Not implemented"), so the raw RLE
- *   fragment is decoded here (PS3.5 Annex G is a few lines) and the palette read from `/content/0028-120x`.
- * Other syntaxes Orthanc cannot decode answer 422 with the transfer syntax named, never a retry loop.
+ * The archive is never asked to decode. Native frames come from `/instances/{id}/frames/{n}/raw` (little endian
+ * whatever the stored byte order, deflate already inflated by its parser); compressed frames come from the same
+ * resource as the stored codestream (fragments concatenated) and are decoded in-process on the decode thread pool
+ * (src/codecs), so JPEG 2000, HTJ2K and palette colour work although Orthanc 1.10 decodes none of them. The gateway
+ * then applies the whole presentation pipeline itself (masking, sign, rescale, window, MONOCHROME1, palette, YBR).
+ * Syntaxes without a decoder answer 422 with the transfer syntax named, never a retry loop.
  */
 import type { Readable } from 'node:stream';
+import type { CodecPool } from '../codecs';
 import {
   decodeNativeFrame,
-  decodeRleFrame,
   type DisplayImage,
   describePixels,
   encodeImage,
   type EncodeOptions,
-  frameFromNpy,
   framePresentation,
   nativeFrameBytes,
   type PaletteLut,
   paletteChannel,
-  parseNpy,
   PixelTag,
   type PixelDescription,
   type StoredFrame,
@@ -45,10 +38,11 @@ export interface RenderSource {
   dicomJson: DicomJson;
 }
 
-/** Guards against absurd images: decoded source size and output size, in pixels. */
+/** Guards against absurd images (decoded source size and output size, in pixels) and the decoders to use. */
 export interface RenderLimits {
   maxPixels: number;
   maxOutputPixels: number;
+  codecs: CodecPool;
 }
 
 const NATIVE = new Set([
@@ -58,7 +52,6 @@ const NATIVE = new Set([
   '1.2.840.10008.1.2.1.98',
   '1.2.840.10008.1.2.2',
 ]);
-const RLE = '1.2.840.10008.1.2.5';
 /** Orthanc's error code for "not implemented", as its JSON error bodies report it. */
 const ORTHANC_NOT_IMPLEMENTED = 2;
 
@@ -109,36 +102,47 @@ async function fetchBytes(
   }
 }
 
+/**
+ * The stored bytes of one compressed frame, bounded: a codestream may exceed the decoded size a little (lossless
+ * coding of noise, RLE's worst case of one byte per 128), never by half.
+ */
+export async function fetchStoredFrame(
+  pacs: PacsClient,
+  src: Pick<RenderSource, 'orthancId' | 'transferSyntax'>,
+  px: PixelDescription,
+  frameNumber: number,
+  signal?: AbortSignal,
+): Promise<Buffer> {
+  const path = `/instances/${encodeURIComponent(src.orthancId)}/frames/${frameNumber - 1}/raw`;
+  const native = nativeFrameBytes(px);
+  return fetchBytes(pacs, path, native + Math.ceil(native / 2) + 65536, src.transferSyntax.trim(), signal);
+}
+
 /** Loads and decodes one frame (1-based) of an archived instance. */
 export async function loadStoredFrame(
   pacs: PacsClient,
   src: RenderSource,
   px: PixelDescription,
   frameNumber: number,
+  codecs: CodecPool,
   signal?: AbortSignal,
 ): Promise<StoredFrame> {
   const ts = src.transferSyntax.trim();
-  const base = `/instances/${encodeURIComponent(src.orthancId)}/frames/${frameNumber - 1}`;
-  const native = nativeFrameBytes(px);
   if (NATIVE.has(ts)) {
     // Orthanc answers native frames in little endian whatever the stored syntax (Big Endian objects included).
-    const bytes = await fetchBytes(pacs, `${base}/raw`, native + 64, ts, signal);
+    const path = `/instances/${encodeURIComponent(src.orthancId)}/frames/${frameNumber - 1}/raw`;
+    const bytes = await fetchBytes(pacs, path, nativeFrameBytes(px) + 64, ts, signal);
     return decodeNativeFrame(bytes, px);
   }
-  if (ts === RLE && px.photometric === 'PALETTE COLOR') {
-    // RLE worst case grows each 128-byte run by one byte, plus the 64-byte header.
-    const bytes = await fetchBytes(pacs, `${base}/raw`, native + Math.ceil(native / 64) + 1024, ts, signal);
-    return decodeNativeFrame(decodeRleFrame(bytes, px), px);
-  }
-  if (px.photometric === 'PALETTE COLOR') {
-    throw new UnrecoverableInputError(
-      `the archive cannot decode palette colour images in transfer syntax ${ts}`,
-    );
-  }
-  // Decoded values: at most 8 bytes per sample (float64), plus the .npy header.
-  const max = px.rows * px.columns * px.samplesPerPixel * 8 + 4096;
-  const npy = await fetchBytes(pacs, `${base}/numpy?rescale=false`, max, ts, signal);
-  return frameFromNpy(parseNpy(npy), px);
+  codecs.checkSize(px);
+  const stored = await fetchStoredFrame(pacs, src, px, frameNumber, signal);
+  const decoded = await codecs.decodeFrame(stored, ts, px, signal);
+  // Decoders answer pixel-interleaved samples, colour-transformed to RGB where the codestream says so.
+  return decodeNativeFrame(decoded.pixels, {
+    ...px,
+    photometric: decoded.photometric,
+    planarConfiguration: 0,
+  });
 }
 
 /** Reads the Palette Color Lookup Tables (descriptors from the index, data inline or from the archive). */
@@ -195,6 +199,8 @@ export async function renderArchivedFrame(
   limits: RenderLimits,
   signal?: AbortSignal,
 ): Promise<Buffer> {
+  // Reports, structure sets, waveforms: there is no image resource to render (404), not a broken image (422).
+  if (!src.dicomJson[PixelTag.PixelData]) throw new NotFoundError('the instance has no image to render');
   const px = describePixels(src.dicomJson);
   if (req.frameNumber < 1 || req.frameNumber > px.numberOfFrames) {
     throw new NotFoundError(`frame ${req.frameNumber} does not exist in this instance`);
@@ -202,7 +208,7 @@ export async function renderArchivedFrame(
   if (px.rows * px.columns * px.samplesPerPixel > limits.maxPixels) {
     throw new UnrecoverableInputError(`the image is too large to render (${px.rows} x ${px.columns})`);
   }
-  const frame = await loadStoredFrame(pacs, src, px, req.frameNumber, signal);
+  const frame = await loadStoredFrame(pacs, src, px, req.frameNumber, limits.codecs, signal);
   const palette = frame.kind === 'palette' ? await loadPalette(pacs, src, signal) : undefined;
   const image: DisplayImage = toDisplayImage(frame, px, framePresentation(src.dicomJson, req.frameNumber), {
     window: req.window,
