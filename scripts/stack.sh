@@ -77,6 +77,8 @@ ensure_packages() {
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v dcmsend >/dev/null || missing+=(dcmtk)
   command -v dciodvfy >/dev/null || missing+=(dicom3tools)
+  # The decoder reference test (test/decode-reference.itest.ts) checks JPEG 2000 and HTJ2K against OpenJPEG's tool.
+  command -v opj_decompress >/dev/null || missing+=(libopenjp2-tools)
   command -v curl >/dev/null || missing+=(curl)
   # The compose stack's reverse-proxy configuration is checked with `haproxy -c` on a test certificate (test/deploy.itest.ts).
   command -v haproxy >/dev/null || missing+=(haproxy)

@@ -159,6 +159,14 @@ export const configSchema = z.object({
   WEB_OIDC_CLIENT_ID: z.string().min(1).default('aperture-viewer'),
   /** Folder of the built web application (vite build output); default dist/web of the checkout. */
   WEB_DIST_DIR: z.string().optional(),
+
+  // In-process codecs (issue 11): the decode thread pool and its bounds.
+  /** Decode threads; 0 = all cores but one. */
+  CODEC_THREADS: int(0, 0),
+  /** Frames waiting for a decode thread at most; beyond, requests answer 503 with Retry-After. */
+  CODEC_QUEUE: int(64, 0),
+  /** Largest decoded frame (rows x columns x samples x bytes per sample), checked before decoding. */
+  CODEC_MAX_FRAME_BYTES: int(256 * 1024 ** 2, 1),
 });
 
 export type Config = z.infer<typeof configSchema>;

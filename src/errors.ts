@@ -142,6 +142,16 @@ export function asDependencyError(err: unknown): DependencyUnavailableError | un
   return undefined;
 }
 
+/**
+ * A bounded in-process resource (the decode thread pool, issue 11) has a full queue: 503 with Retry-After, so
+ * clients back off instead of the gateway building an unbounded backlog.
+ */
+export class ServiceBusyError extends AppError {
+  constructor(message: string, retryAfter = 1) {
+    super(503, 'busy', message, { 'Retry-After': String(retryAfter) });
+  }
+}
+
 /** Input that can never succeed: jobs must not retry it. */
 export class UnrecoverableInputError extends AppError {
   constructor(message: string) {

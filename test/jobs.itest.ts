@@ -78,19 +78,15 @@ describe('thumbnail job and queue', () => {
     expect(res.headers.get('x-thumbnail-cache')).toBe('hit');
   });
 
-  it('gives up at once on a series the index does not know, and on an image the archive cannot decode', async () => {
+  it('gives up at once on a series the index does not know, and renders a JPEG 2000 image', async () => {
     await expect(execThumbnailJob({ data: { seriesUid: '1.2.3.999' } }, deps)).rejects.toThrow(
       UnrecoverableError,
     );
     await expect(execThumbnailJob({ data: { seriesUid: 'not a uid' } }, deps)).rejects.toThrow(
       UnrecoverableError,
     );
-    const j2k = execThumbnailJob({ data: { seriesUid: series.j2k } }, deps);
-    // Orthanc with the GDCM plugin decodes JPEG 2000; the stock Debian Orthanc 1.10 does not.
-    await j2k.then(
-      (outcome) => expect(outcome.status).toBe('rendered'),
-      (err) => expect(err).toBeInstanceOf(UnrecoverableError),
-    );
+    // JPEG 2000 is decoded in-process (src/codecs), whatever plugins the archive has.
+    expect((await execThumbnailJob({ data: { seriesUid: series.j2k } }, deps)).status).toBe('rendered');
   });
 
   it('has nothing to do for a series without images (a report)', async () => {

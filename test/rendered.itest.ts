@@ -254,12 +254,36 @@ describe('Retrieve Rendered and thumbnails (PS3.18 §10.4, §8.3.5)', () => {
     expect(viaQuery.res.headers.get('content-type')).toBe('image/png');
   });
 
-  it('answers 422 with the transfer syntax named when the archive cannot decode it (JPEG 2000 without GDCM)', async () => {
-    const { res, body } = await get(`${j2k.path}/rendered`);
-    // Orthanc with the GDCM plugin decodes it; the stock Debian Orthanc 1.10 does not.
-    if (res.status === 200) return expect(res.headers.get('content-type')).toBe('image/jpeg');
-    expect(res.status).toBe(422);
-    expect(JSON.parse(body.toString()).errors[0].message).toContain('1.2.840.10008.1.2.4.91');
+  it('renders JPEG 2000, HTJ2K-free lossless J2K and JPEG-LS in-process: lossless ones exactly like the native MR', async () => {
+    // Orthanc 1.10 without GDCM decodes no JPEG 2000; these come from the gateway's own decoders.
+    const lossy = await get(`${j2k.path}/rendered`, 'image/png');
+    expect(lossy.res.status).toBe(200);
+    const lossyPixels = await pixels(lossy.body);
+    expect([lossyPixels.width, lossyPixels.height]).toEqual([512, 512]);
+    expect(stddev(lossyPixels.data)).toBeGreaterThan(10);
+
+    const native = await pixels((await get(`${mr.path}/rendered`, 'image/png')).body);
+    for (const file of [
+      'mr/MR_small_jp2klossless.dcm',
+      'mr/MR_small_jpeg_ls_lossless.dcm',
+      'mr/MR_small_RLE.dcm',
+    ]) {
+      // The MR_small files share one SOP Instance UID: each is stored as its own instance.
+      const copy = await store(gw, variant(sample(file), {}), ['alpha']);
+      const res = await get(`${copy.path}/rendered`, 'image/png');
+      expect(res.res.status).toBe(200);
+      expect(maxAbsDiff((await pixels(res.body)).data, native.data)).toBe(0);
+    }
+  });
+
+  it('answers 404 or 406 for rendering objects without pixels (SR, RT Structure Set), never 500', async () => {
+    for (const file of ['rt-sr-seg/test-SR_comprehensive.dcm', 'rt-sr-seg/LCTSC-RTSTRUCT.dcm']) {
+      const obj = await store(gw, sample(file), ['alpha']);
+      for (const resource of ['rendered', 'thumbnail']) {
+        const { res } = await get(`${obj.path}/${resource}`);
+        expect([404, 406]).toContain(res.status);
+      }
+    }
   });
 
   it('keeps rendering inside the project: another project, or an unknown instance, is a 404', async () => {

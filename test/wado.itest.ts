@@ -565,19 +565,23 @@ describe('WADO-RS retrieval through the gateway', () => {
         );
       });
 
-      it('answers 404 for a frame beyond the last, 400 for a malformed list, 406 when it cannot decode', async () => {
+      it('answers 404 for a frame beyond the last, 400 for a malformed list; decodes JPEG 2000 in-process', async () => {
         const us = s[US30];
         expect((await get(`${alphaRoot}${wadoPath(us)}/frames/31`)).status).toBe(404);
         expect((await get(`${alphaRoot}${wadoPath(us)}/frames/0`)).status).toBe(400);
         expect((await get(`${alphaRoot}${wadoPath(us)}/frames/1,,2`)).status).toBe(400);
         expect((await get(`${alphaRoot}${wadoPath(s[CT])}/frames/2`)).status).toBe(404);
         expect((await get(`${alphaRoot}${wadoPath(s[ECG])}/frames/1`)).status).toBe(404);
-        // JPEG 2000 cannot be decoded by the archive: uncompressed frames are not available, image/jp2 is.
+        // The archive cannot decode JPEG 2000; the gateway's own decoder does (src/codecs): 512 x 512 x 16 bits.
         const j2k = await get(`${alphaRoot}${wadoPath(s[J2K])}/frames/1`, {
           accept: 'multipart/related; type="application/octet-stream"',
         });
-        expect(j2k.status).toBe(406);
-        expect(j2k.text()).toContain('image/jp2');
+        expect(j2k.status).toBe(200);
+        const [decoded] = multipartParts(j2k.headers.get('content-type')!, j2k.body);
+        expect(decoded.headers['content-type']).toBe(
+          'application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1',
+        );
+        expect(decoded.body.length).toBe(512 * 512 * 2);
         const jp2 = await get(`${alphaRoot}${wadoPath(s[J2K])}/frames/1`, {
           accept: 'multipart/related; type="image/jp2"',
         });

@@ -1,17 +1,16 @@
 import sharp from 'sharp';
+import { decodeRle } from '../codecs/rle';
 import { BadRequestError, UnrecoverableInputError } from '../errors';
 import type { DicomJson } from './json';
 import {
   applyWindow,
   decodeNativeFrame,
-  decodeRleFrame,
   defaultWindow,
   describePixels,
   encodeImage,
   type FramePresentation,
   framePresentation,
   paletteChannel,
-  parseNpy,
   parseRenderParams,
   type PixelDescription,
   toDisplayImage,
@@ -226,7 +225,7 @@ describe('presentation', () => {
   });
 });
 
-describe('RLE and NumPy inputs', () => {
+describe('RLE input', () => {
   it('decodes an RLE frame of 16-bit samples (most significant byte segment first)', () => {
     const px = mono16();
     // Two segments: high bytes [0x01 x4] as a replicate run, low bytes [1,2,3,4] as a literal run.
@@ -236,23 +235,8 @@ describe('RLE and NumPy inputs', () => {
     header.writeUInt32LE(2, 0);
     header.writeUInt32LE(64, 4);
     header.writeUInt32LE(64 + high.length, 8);
-    const native = decodeRleFrame(Buffer.concat([header, high, low]), px);
+    const native = decodeRle(Buffer.concat([header, high, low]), px);
     expect(gray(decodeNativeFrame(native, px))).toEqual([0x0101, 0x0102, 0x0103, 0x0104]);
-  });
-
-  it('parses a NumPy array of signed 16-bit values', () => {
-    const header = "{'descr': '<i2', 'fortran_order': False, 'shape': (1, 3, 1), }";
-    const padded = header.padEnd(64 - 10 - 1, ' ') + '\n';
-    const data = le16([0xffff, 5, 0x8000]);
-    const buf = Buffer.concat([
-      Buffer.from('\x93NUMPY', 'latin1'),
-      Buffer.from([1, 0, padded.length, 0]),
-      Buffer.from(padded, 'latin1'),
-      data,
-    ]);
-    const npy = parseNpy(buf.subarray(0)); // odd offsets are realigned internally
-    expect(npy.shape).toEqual([1, 3, 1]);
-    expect(Array.from(npy.data)).toEqual([-1, 5, -32768]);
   });
 });
 
@@ -324,6 +308,11 @@ describe('encoding', () => {
     // Region x 50..150 flipped: dark half (x 50..99) ends up on the right.
     expect(px[10 * info.width * info.channels + 5 * info.channels]).toBeGreaterThan(200);
     expect(px[10 * info.width * info.channels + 95 * info.channels]).toBeLessThan(50);
+  });
+
+  it('encodes WebP', async () => {
+    const out = await encodeImage(img, { mediaType: 'image/webp', maxOutputPixels: 1e6 });
+    expect(await sharp(out).metadata()).toMatchObject({ format: 'webp', width: 200, height: 100 });
   });
 
   it('refuses a viewport larger than the output limit', async () => {

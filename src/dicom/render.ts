@@ -3,8 +3,8 @@
  * grayscale and colour pipelines of PS3.4 Annex N: stored values → Modality LUT (rescale) → VOI LUT (window) →
  * presentation (MONOCHROME1 inversion) → 8-bit image, or palette / YBR → RGB for colour.
  *
- * Pure module: no network, no database. The caller fetches the frame (raw native bytes, an RLE fragment, or the
- * archive's decoded pixels as a .npy array for other compressed syntaxes) and hands it here.
+ * Pure module: no network, no database. The caller fetches the frame (raw native bytes, or a compressed frame
+ * decoded to native bytes by src/codecs) and hands it here.
  */
 import sharp from 'sharp';
 import { BadRequestError, UnrecoverableInputError } from '../errors';
@@ -361,123 +361,6 @@ export function decodeNativeFrame(bytes: Uint8Array, px: PixelDescription): Stor
   return { kind: 'gray', rows, columns, values: maskStored(words, n, px) };
 }
 
-/** A parsed NumPy .npy array (format versions 1-3, C order). */
-export interface NpyArray {
-  dtype: string;
-  shape: number[];
-  data: ArrayLike<number>;
-}
-
-const NPY_TYPES: Record<string, { size: number; view: (b: ArrayBuffer) => ArrayLike<number> }> = {
-  u1: { size: 1, view: (b) => new Uint8Array(b) },
-  i1: { size: 1, view: (b) => new Int8Array(b) },
-  u2: { size: 2, view: (b) => new Uint16Array(b) },
-  i2: { size: 2, view: (b) => new Int16Array(b) },
-  u4: { size: 4, view: (b) => new Uint32Array(b) },
-  i4: { size: 4, view: (b) => new Int32Array(b) },
-  f4: { size: 4, view: (b) => new Float32Array(b) },
-  f8: { size: 8, view: (b) => new Float64Array(b) },
-};
-
-/** Parses a little-endian NumPy .npy buffer, as Orthanc's `/frames/{n}/numpy` answers with decoded pixels. */
-export function parseNpy(buf: Uint8Array): NpyArray {
-  const magic = Buffer.from(buf.subarray(0, 6)).toString('latin1');
-  if (magic !== '\x93NUMPY' || buf.length < 10)
-    throw new UnrecoverableInputError('decoded frame is not a NumPy array');
-  const major = buf[6];
-  const headerLen =
-    major === 1 ? buf[8] | (buf[9] << 8) : Buffer.from(buf.buffer, buf.byteOffset).readUInt32LE(8);
-  const headerStart = major === 1 ? 10 : 12;
-  const header = Buffer.from(buf.subarray(headerStart, headerStart + headerLen)).toString('latin1');
-  const descr = /'descr'\s*:\s*'([<>|=])([a-z]\d)'/.exec(header);
-  const shapeMatch = /'shape'\s*:\s*\(([^)]*)\)/.exec(header);
-  if (!descr || !shapeMatch || /'fortran_order'\s*:\s*True/.test(header)) {
-    throw new UnrecoverableInputError('decoded frame has an unsupported NumPy layout');
-  }
-  const type = NPY_TYPES[descr[2]];
-  if (!type || (descr[1] === '>' && type.size > 1)) {
-    throw new UnrecoverableInputError(`decoded frame has an unsupported NumPy type ${descr[1]}${descr[2]}`);
-  }
-  const shape = shapeMatch[1]
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean)
-    .map(Number);
-  const count = shape.reduce((a, b) => a * b, 1);
-  const start = headerStart + headerLen;
-  if (buf.length - start < count * type.size)
-    throw new UnrecoverableInputError('decoded frame is shorter than its shape');
-  return { dtype: descr[2], shape, data: type.view(aligned(buf, start, count * type.size)) };
-}
-
-/**
- * Turns the archive's decoded pixels (a .npy of shape rows × columns × samples) into a stored frame.
- * The archive has already converted YBR to RGB and expanded compressed data to sample values.
- */
-export function frameFromNpy(npy: NpyArray, px: PixelDescription): StoredFrame {
-  const [rows, columns, samples = 1] = npy.shape;
-  if (rows !== px.rows || columns !== px.columns) {
-    throw new UnrecoverableInputError('decoded frame size differs from the declared size');
-  }
-  if (samples === 3) {
-    let data: Uint8Array;
-    if (npy.dtype === 'u1') data = npy.data as Uint8Array;
-    else {
-      const down = Math.max(0, px.bitsStored - 8);
-      data = new Uint8Array(rows * columns * 3);
-      for (let i = 0; i < data.length; i++) data[i] = clamp8(npy.data[i] / 2 ** down);
-    }
-    return { kind: 'rgb', rows, columns, data };
-  }
-  if (samples !== 1) throw new UnrecoverableInputError(`decoded frame has ${samples} samples per pixel`);
-  return { kind: 'gray', rows, columns, values: npy.data };
-}
-
-/**
- * Decodes one RLE Lossless frame (PS3.5 Annex G) into native little-endian bytes with interleaved samples,
- * ready for decodeNativeFrame. Used for palette colour images, which the archive does not decode.
- */
-export function decodeRleFrame(frame: Uint8Array, px: PixelDescription): Uint8Array {
-  if (frame.length < 64) throw new UnrecoverableInputError('RLE frame is shorter than its header');
-  const view = Buffer.from(frame.buffer, frame.byteOffset, frame.length);
-  const segments = view.readUInt32LE(0);
-  const bytesPerSample = px.bitsAllocated / 8;
-  if (
-    !Number.isInteger(bytesPerSample) ||
-    segments !== px.samplesPerPixel * bytesPerSample ||
-    segments > 15
-  ) {
-    throw new UnrecoverableInputError('RLE frame has an unexpected number of segments');
-  }
-  const n = px.rows * px.columns;
-  const out = new Uint8Array(n * px.samplesPerPixel * bytesPerSample);
-  for (let s = 0; s < segments; s++) {
-    const start = view.readUInt32LE(4 + 4 * s);
-    const end = s + 1 < segments ? view.readUInt32LE(8 + 4 * s) : frame.length;
-    if (start < 64 || end > frame.length || end < start)
-      throw new UnrecoverableInputError('RLE segment offsets are invalid');
-    // Segments hold one byte of one sample each, most significant byte first; samples are interleaved on output.
-    const sample = Math.floor(s / bytesPerSample);
-    const byteInSample = bytesPerSample - 1 - (s % bytesPerSample);
-    const stride = px.samplesPerPixel * bytesPerSample;
-    let o = sample * bytesPerSample + byteInSample;
-    let written = 0;
-    let i = start;
-    while (i < end && written < n) {
-      const header = (frame[i++] << 24) >> 24;
-      if (header >= 0) {
-        for (let k = 0; k <= header && i < end && written < n; k++, written++, o += stride)
-          out[o] = frame[i++];
-      } else if (header !== -128) {
-        const value = frame[i++];
-        for (let k = 0; k <= -header && written < n; k++, written++, o += stride) out[o] = value;
-      }
-    }
-    if (written < n) throw new UnrecoverableInputError('RLE segment ends before the frame is complete');
-  }
-  return out;
-}
-
 /** Builds one palette channel from its descriptor (entries, first mapped value, bits) and LUT data bytes. */
 export function paletteChannel(descriptor: number[], data: Uint8Array): PaletteChannel {
   const entries = descriptor[0] === 0 ? 65536 : descriptor[0];
@@ -601,7 +484,7 @@ export function toDisplayImage(
  * Rendered media types this gateway produces (PS3.18 Table 8.7.4-1, single-frame image rows). GIF is offered by
  * WADO-URI only, where PS3.18 §9 lists it for single-frame images.
  */
-export type RenderedMediaType = 'image/jpeg' | 'image/png' | 'image/gif';
+export type RenderedMediaType = 'image/jpeg' | 'image/png' | 'image/gif' | 'image/webp';
 
 /** The `viewport` parameter (PS3.18 §8.3.5.1.3): output size vw × vh, optional source region sx, sy, sw, sh. */
 export interface Viewport {
@@ -760,6 +643,7 @@ export async function encodeImage(img: DisplayImage, opts: EncodeOptions): Promi
   }
 
   if (opts.mediaType === 'image/png') return pipeline.png({ compressionLevel: 6 }).toBuffer();
+  if (opts.mediaType === 'image/webp') return pipeline.webp({ quality: opts.quality ?? 90 }).toBuffer();
   // GIF holds 256 colours: grey images keep every level, colour images are quantised (no dithering, so flat
   // regions stay flat).
   if (opts.mediaType === 'image/gif') return pipeline.gif({ dither: 0 }).toBuffer();

@@ -14,6 +14,7 @@ import { parseBulkDataPath, parseFrameList, sliceStream } from '../dicom/bulk';
 import type { DicomJson } from '../dicom/json';
 import { setDownloadName } from '../http/security-headers';
 import { requireUid } from '../dicom/uid';
+import { codecPoolFor, isDecodableSyntax } from '../codecs';
 import { dicomJsonToXml } from '../dicom/xml';
 import { AppError, BadRequestError, NotAcceptableError, NotFoundError } from '../errors';
 import {
@@ -362,7 +363,8 @@ function planFrames(ctx: Context, services: Services, inst: RetrievableInstance)
       transferSyntaxes: syntaxes,
     });
   } else {
-    const decodable = services.archive.capabilities().decodable.has(stored);
+    // Frames decode in-process (src/codecs), so JPEG 2000 and HTJ2K frames are offered uncompressed too.
+    const decodable = isDecodableSyntax(stored);
     const compressedType = frameMediaTypeForTransferSyntax(stored);
     const octet: MediaTypeOffer = {
       mediaType: MediaType.multipartRelated,
@@ -420,7 +422,15 @@ export async function handleRetrieveFrames(ctx: Context, services: Services): Pr
     `${dicomwebRoot(ctx, services.config)}/studies/${encodeURIComponent(sel.studyUid)}` +
     `/series/${encodeURIComponent(sel.seriesUid!)}/instances/${encodeURIComponent(sel.sopInstanceUid!)}/frames`;
   const parts = await primed(
-    frameParts(services.archive, inst, frames, plan, signal, (f) => `${framesUrl}/${f}`),
+    frameParts(
+      services.archive,
+      codecPoolFor(services.config),
+      inst,
+      frames,
+      plan,
+      signal,
+      (f) => `${framesUrl}/${f}`,
+    ),
   );
   const mp = multipartRelatedStream(parts);
   setDownloadName(ctx, `${sel.sopInstanceUid}.frames`);
@@ -470,7 +480,9 @@ export async function handleRetrieveBulkData(ctx: Context, services: Services): 
     const plan = planFrames(ctx, services, inst);
     const audit = auditRetrieve(ctx, 'wado.bulk', sel);
     const all = Array.from({ length: inst.number_of_frames ?? 1 }, (_, k) => k + 1);
-    const parts = await primed(frameParts(services.archive, inst, all, plan, signal));
+    const parts = await primed(
+      frameParts(services.archive, codecPoolFor(services.config), inst, all, plan, signal),
+    );
     const mp = multipartRelatedStream(parts);
     setDownloadName(ctx, `${sel.sopInstanceUid}.bin`);
     respondWithStream(ctx, services, mp.stream, mp.contentType(plan.partType), { audit });

@@ -14,6 +14,7 @@ import {
   seriesRepresentative,
 } from '../index-db/thumbnails';
 import type { Logger } from '../logger';
+import { codecPoolFor } from '../codecs';
 import { isUid } from '../dicom/uid';
 import { type Archive, OrthancArchive } from '../orthanc/archive';
 import type { PacsClient } from '../orthanc/client';
@@ -26,7 +27,15 @@ export interface ThumbnailDeps {
   pacs: PacsClient;
   /** The archive; built over `pacs` when absent. */
   archive?: Archive;
-  config: Pick<Config, 'THUMBNAIL_SIZE' | 'RENDER_MAX_PIXELS' | 'RENDER_MAX_OUTPUT_PIXELS'>;
+  config: Pick<
+    Config,
+    | 'THUMBNAIL_SIZE'
+    | 'RENDER_MAX_PIXELS'
+    | 'RENDER_MAX_OUTPUT_PIXELS'
+    | 'CODEC_THREADS'
+    | 'CODEC_QUEUE'
+    | 'CODEC_MAX_FRAME_BYTES'
+  >;
   logger?: Logger;
 }
 
@@ -43,7 +52,12 @@ export async function renderThumbnail(
     deps.archive ?? new OrthancArchive(deps.pacs),
     row,
     size,
-    { maxPixels: deps.config.RENDER_MAX_PIXELS, maxOutputPixels: deps.config.RENDER_MAX_OUTPUT_PIXELS },
+    {
+      maxPixels: deps.config.RENDER_MAX_PIXELS,
+      maxOutputPixels: deps.config.RENDER_MAX_OUTPUT_PIXELS,
+      // Compressed frames decode on this process's thread pool, never on the job's event loop.
+      codecs: codecPoolFor(deps.config),
+    },
     signal,
   );
 }

@@ -1,21 +1,21 @@
 /**
  * Retrieving frames (PS3.18 §10.4.1.1.6) and bulk data (§10.4.1.1.5) out of the archive: stored frame bytes through
- * the archive's one frame fetch, or frames decoded by a transcode to Explicit VR Little Endian and read out of that
- * stream one at a time. No HTTP here.
+ * the archive's one frame fetch, or, for Explicit VR Little Endian out of a compressed syntax, the stored frames
+ * decoded in-process on the decode thread pool (src/codecs), one at a time. No HTTP here.
  */
-import { extractNativeFrames, nativeFrameBytes, type BulkDataPath } from '../dicom/bulk';
-import { TransferSyntax } from '../dicom/transfer-syntax';
+import type { CodecPool } from '../codecs';
+import { nativeFrameBytes, type BulkDataPath } from '../dicom/bulk';
 import { NotAcceptableError } from '../errors';
 import type { RetrievableInstance } from '../index-db/wado';
 import type { Archive, ArchiveStream } from '../orthanc/archive';
-import { openInstanceAs } from './instances';
 import { openAhead, type RetrievedPart } from './parts';
+import { fetchStoredFrame } from './render';
 
 /** How the frames of one instance are sent. */
 export interface FramePlan {
   /** Content-Type of each part (media type with its transfer-syntax parameter). */
   contentType: string;
-  /** True when the archive must decode the frames (stored compressed, uncompressed wanted). */
+  /** True when the frames must be decoded (stored compressed, uncompressed wanted). */
   decode: boolean;
 }
 
@@ -25,6 +25,7 @@ export interface FramePlan {
  */
 export function frameParts(
   archive: Archive,
+  codecs: CodecPool,
   inst: RetrievableInstance,
   frames: readonly number[],
   plan: FramePlan,
@@ -46,31 +47,45 @@ export function frameParts(
   );
   if (!frameBytes)
     throw new NotAcceptableError('the frames of this instance cannot be decoded to whole bytes');
-  return decodedFrameParts(archive, inst, frames, frameBytes, plan.contentType, headers, signal);
+  return decodedFrameParts(archive, codecs, inst, frames, plan.contentType, headers, signal);
 }
 
 /**
- * Decoded frames: the archive transcodes the instance to Explicit VR LE and the wanted frames are read out of that
- * stream one at a time. Frames asked out of order start a new pass, so only one frame is ever held.
+ * Decoded frames: only the frames asked for are fetched, as stored, and decoded on the decode thread pool, one at a
+ * time (at most one decoded frame is held). The archive is never asked to transcode.
  */
 async function* decodedFrameParts(
   archive: Archive,
+  codecs: CodecPool,
   inst: RetrievableInstance,
   frames: readonly number[],
-  frameBytes: number,
   contentType: string,
   headers: (frame: number) => Record<string, string> | undefined,
   signal?: AbortSignal,
 ): AsyncGenerator<RetrievedPart> {
-  let k = 0;
-  while (k < frames.length) {
-    let end = k + 1;
-    while (end < frames.length && frames[end] > frames[end - 1]) end++;
-    const file = await openInstanceAs(archive, inst, TransferSyntax.explicitVrLittleEndian, signal);
-    for await (const { frame, data } of extractNativeFrames(file.body, frameBytes, frames.slice(k, end))) {
-      yield { contentType, headers: headers(frame), body: data };
-    }
-    k = end;
+  // The codecs read the geometry only; the index row has no Bits Stored, sign or photometric, which they do not need.
+  const px = {
+    rows: inst.rows ?? 0,
+    columns: inst.columns ?? 0,
+    samplesPerPixel: inst.samples_per_pixel ?? 1,
+    bitsAllocated: inst.bits_allocated ?? 0,
+    bitsStored: inst.bits_allocated ?? 0,
+    highBit: (inst.bits_allocated ?? 0) - 1,
+    signed: false,
+    photometric: '',
+    planarConfiguration: 0,
+    numberOfFrames: inst.number_of_frames ?? 1,
+  };
+  codecs.checkSize(px);
+  const src = { orthancId: inst.orthanc_id, transferSyntax: inst.transfer_syntax };
+  for (const f of frames) {
+    const stored = await fetchStoredFrame(archive, src, px, f, signal);
+    const decoded = await codecs.decodeFrame(stored, inst.transfer_syntax, px, signal);
+    yield {
+      contentType,
+      headers: headers(f),
+      body: Buffer.from(decoded.pixels.buffer, decoded.pixels.byteOffset, decoded.pixels.byteLength),
+    };
   }
 }
 

@@ -1,9 +1,10 @@
 import { Readable } from 'node:stream';
 import type { DicomJson } from '../dicom/json';
 import { NotFoundError, UnrecoverableInputError } from '../errors';
+import { CodecPool, encodeRle } from '../codecs';
 import { type Archive, OrthancArchive } from '../orthanc/archive';
 import { OrthancHttpError, type PacsClient } from '../orthanc/client';
-import { type RenderSource, renderArchivedFrame } from './render';
+import { type RenderLimits, type RenderSource, renderArchivedFrame } from './render';
 
 /** An archive stand-in that answers GETs from a table and records the paths asked for. */
 function fakeArchive(answers: Record<string, Buffer | Error>): { pacs: Archive; asked: string[] } {
@@ -41,7 +42,13 @@ function source(ts: string, over: Partial<Record<string, number | string>> = {})
   return { sopInstanceUid: '1.2.3', orthancId: 'abc', transferSyntax: ts, dicomJson: ds };
 }
 
-const limits = { maxPixels: 1000, maxOutputPixels: 1000 };
+let codecs: CodecPool;
+let limits: RenderLimits;
+beforeAll(() => {
+  codecs = new CodecPool({ threads: 1, queue: 4, maxFrameBytes: 1 << 20 });
+  limits = { maxPixels: 1000, maxOutputPixels: 1000, codecs };
+});
+afterAll(() => codecs.close());
 const png = { frameNumber: 2, encode: { mediaType: 'image/png' as const } };
 
 describe('rendering an archived frame', () => {
@@ -52,18 +59,26 @@ describe('rendering an archived frame', () => {
     expect(asked).toEqual(['/instances/abc/frames/1/raw']);
   });
 
-  it('asks the archive to decode compressed frames to stored values (numpy, no rescale)', async () => {
-    const { pacs, asked } = fakeArchive({
-      '/numpy': new OrthancHttpError(500, 'resource', '{"OrthancStatus": 2}'),
-    });
-    await expect(renderArchivedFrame(pacs, source('1.2.840.10008.1.2.4.91'), png, limits)).rejects.toThrow(
-      /cannot decode transfer syntax 1\.2\.840\.10008\.1\.2\.4\.91/,
+  it('fetches compressed frames as stored bytes and decodes them in-process, never asking the archive to', async () => {
+    const px = { rows: 4, columns: 4, samplesPerPixel: 1, bitsAllocated: 8 };
+    const pixels = Uint8Array.from({ length: 16 }, (_, i) => i * 16);
+    const { pacs, asked } = fakeArchive({ '/frames/1/raw': Buffer.from(encodeRle(pixels, px)) });
+    const out = await renderArchivedFrame(pacs, source('1.2.840.10008.1.2.5'), png, limits);
+    expect(out.subarray(1, 4).toString()).toBe('PNG');
+    expect(asked).toEqual(['/instances/abc/frames/1/raw']);
+  });
+
+  it('answers 422 naming the problem for a codestream the decoder refuses', async () => {
+    const { pacs } = fakeArchive({ '/frames/1/raw': Buffer.from('not a JPEG 2000 codestream') });
+    const err = await renderArchivedFrame(pacs, source('1.2.840.10008.1.2.4.91'), png, limits).catch(
+      (e: unknown) => e,
     );
-    expect(asked).toEqual(['/instances/abc/frames/1/numpy?rescale=false']);
+    expect(err).toBeInstanceOf(UnrecoverableInputError);
+    expect((err as Error).message).toMatch(/JPEG 2000/);
   });
 
   it('keeps other archive failures retryable (not unrecoverable)', async () => {
-    const { pacs } = fakeArchive({ '/numpy': new OrthancHttpError(503, 'resource', '') });
+    const { pacs } = fakeArchive({ '/raw': new OrthancHttpError(503, 'resource', '') });
     const err = await renderArchivedFrame(pacs, source('1.2.840.10008.1.2.4.50'), png, limits).catch(
       (e: unknown) => e,
     );

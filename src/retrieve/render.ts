@@ -2,31 +2,25 @@
  * Rendering one frame of an archived instance (rendered resources, WADO-URI images, thumbnails), through the one
  * frame fetch of the archive interface.
  *
- * What is fetched, and why:
- * - uncompressed syntaxes: the frame's own bytes (`openFrame`); the gateway applies the whole pipeline itself
- *   (masking, sign, rescale, window, MONOCHROME1, planar configuration, palette, YBR).
- * - compressed syntaxes: the archive's decoder output as stored values (`openDecodedFrame`, Orthanc's NumPy array
- *   without rescale), so the gateway ships no codecs yet still applies its own presentation. Orthanc's own
- *   rendered/preview resources window and clip (losing signed and rescaled values) or pick their own window,
- *   which would make two pipelines disagree.
- * - palette colour with RLE: Orthanc 1.10 decodes no palette images at all ("Not implemented"), so the raw RLE
- *   fragment is decoded here (PS3.5 Annex G is a few lines) and the palette read as bulk data.
- * Syntaxes the archive cannot decode answer 422 with the transfer syntax named, never a retry loop.
+ * The archive is never asked to decode. Native frames come from the archive's stored frame (`openFrame`) (little endian
+ * whatever the stored byte order, deflate already inflated by its parser); compressed frames come from the
+ * same resource as the stored codestream (fragments concatenated) and are decoded in-process on the decode thread pool
+ * (src/codecs), so JPEG 2000, HTJ2K and palette colour work although Orthanc 1.10 decodes none of them. The gateway
+ * then applies the whole presentation pipeline itself (masking, sign, rescale, window, MONOCHROME1, palette, YBR).
+ * Syntaxes without a decoder answer 422 with the transfer syntax named, never a retry loop.
  */
 import type { Readable } from 'node:stream';
+import type { CodecPool } from '../codecs';
 import {
   decodeNativeFrame,
-  decodeRleFrame,
   type DisplayImage,
   describePixels,
   encodeImage,
   type EncodeOptions,
-  frameFromNpy,
   framePresentation,
   nativeFrameBytes,
   type PaletteLut,
   paletteChannel,
-  parseNpy,
   PixelTag,
   type PixelDescription,
   type StoredFrame,
@@ -34,7 +28,7 @@ import {
   type WindowSpec,
 } from '../dicom/render';
 import type { DicomJson } from '../dicom/json';
-import { isUncompressedTransferSyntax, TransferSyntax } from '../dicom/transfer-syntax';
+import { isUncompressedTransferSyntax } from '../dicom/transfer-syntax';
 import { NotFoundError, UnrecoverableInputError } from '../errors';
 import { type Archive, type ArchiveStream, decodeFailure } from '../orthanc/archive';
 
@@ -46,13 +40,13 @@ export interface RenderSource {
   dicomJson: DicomJson;
 }
 
-/** Guards against absurd images: decoded source size and output size, in pixels. */
+/** Guards against absurd images (decoded source size and output size, in pixels) and the decoders to use. */
 export interface RenderLimits {
   maxPixels: number;
   maxOutputPixels: number;
+  codecs: CodecPool;
 }
 
-const RLE = TransferSyntax.rleLossless;
 
 /** Reads a stream into memory, refusing more than `max` bytes (a frame is bounded; a runaway answer is not). */
 async function readCapped(stream: Readable, max: number): Promise<Buffer> {
@@ -78,41 +72,49 @@ async function fetchBytes(open: () => Promise<ArchiveStream>, max: number, ts: s
   }
 }
 
+/**
+ * The stored bytes of one compressed frame, bounded: a codestream may exceed the decoded size a little (lossless
+ * coding of noise, RLE's worst case of one byte per 128), never by half.
+ */
+export async function fetchStoredFrame(
+  archive: Archive,
+  src: Pick<RenderSource, 'orthancId' | 'transferSyntax'>,
+  px: PixelDescription,
+  frameNumber: number,
+  signal?: AbortSignal,
+): Promise<Buffer> {
+  const native = nativeFrameBytes(px);
+  return fetchBytes(
+    () => archive.openFrame(src.orthancId, frameNumber, signal),
+    native + Math.ceil(native / 2) + 65536,
+    src.transferSyntax.trim(),
+  );
+}
+
 /** Loads and decodes one frame (1-based) of an archived instance. */
 export async function loadStoredFrame(
   archive: Archive,
   src: RenderSource,
   px: PixelDescription,
   frameNumber: number,
+  codecs: CodecPool,
   signal?: AbortSignal,
 ): Promise<StoredFrame> {
   const ts = src.transferSyntax.trim();
-  const native = nativeFrameBytes(px);
   if (isUncompressedTransferSyntax(ts)) {
     // Orthanc answers native frames in little endian whatever the stored syntax (Big Endian objects included).
-    const raw = () => archive.openFrame(src.orthancId, frameNumber, signal);
-    const bytes = await fetchBytes(raw, native + 64, ts);
+    const bytes = await fetchBytes(() => archive.openFrame(src.orthancId, frameNumber, signal), nativeFrameBytes(px) + 64, ts);
     return decodeNativeFrame(bytes, px);
   }
-  if (ts === RLE && px.photometric === 'PALETTE COLOR') {
-    // RLE worst case grows each 128-byte run by one byte, plus the 64-byte header.
-    const raw = () => archive.openFrame(src.orthancId, frameNumber, signal);
-    const bytes = await fetchBytes(raw, native + Math.ceil(native / 64) + 1024, ts);
-    return decodeNativeFrame(decodeRleFrame(bytes, px), px);
-  }
-  if (px.photometric === 'PALETTE COLOR') {
-    throw new UnrecoverableInputError(
-      `the archive cannot decode palette colour images in transfer syntax ${ts}`,
-    );
-  }
-  // Decoded values: at most 8 bytes per sample (float64), plus the .npy header.
-  const max = px.rows * px.columns * px.samplesPerPixel * 8 + 4096;
-  const npy = await fetchBytes(
-    () => archive.openDecodedFrame(src.orthancId, frameNumber, ts, signal),
-    max,
-    ts,
-  );
-  return frameFromNpy(parseNpy(npy), px);
+  codecs.checkSize(px);
+  const stored = await fetchStoredFrame(archive, src, px, frameNumber, signal);
+  const decoded = await codecs.decodeFrame(stored, ts, px, signal);
+  // Decoders answer pixel-interleaved samples, colour-transformed to RGB where the codestream says so.
+  return decodeNativeFrame(decoded.pixels, {
+    ...px,
+    photometric: decoded.photometric,
+    planarConfiguration: 0,
+  });
 }
 
 /** Reads the Palette Color Lookup Tables (descriptors from the index, data inline or from the archive). */
@@ -167,6 +169,8 @@ export async function renderArchivedFrame(
   limits: RenderLimits,
   signal?: AbortSignal,
 ): Promise<Buffer> {
+  // Reports, structure sets, waveforms: there is no image resource to render (404), not a broken image (422).
+  if (!src.dicomJson[PixelTag.PixelData]) throw new NotFoundError('the instance has no image to render');
   const px = describePixels(src.dicomJson);
   if (req.frameNumber < 1 || req.frameNumber > px.numberOfFrames) {
     throw new NotFoundError(`frame ${req.frameNumber} does not exist in this instance`);
@@ -174,7 +178,7 @@ export async function renderArchivedFrame(
   if (px.rows * px.columns * px.samplesPerPixel > limits.maxPixels) {
     throw new UnrecoverableInputError(`the image is too large to render (${px.rows} x ${px.columns})`);
   }
-  const frame = await loadStoredFrame(archive, src, px, req.frameNumber, signal);
+  const frame = await loadStoredFrame(archive, src, px, req.frameNumber, limits.codecs, signal);
   const palette = frame.kind === 'palette' ? await loadPalette(archive, src, signal) : undefined;
   const image: DisplayImage = toDisplayImage(frame, px, framePresentation(src.dicomJson, req.frameNumber), {
     window: req.window,

@@ -1,0 +1,169 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { generateInstances } from '../../src/dicom/synth';
+import { stowInstances } from '../../src/dicomweb/stow-client';
+import type { BenchRow, SuiteResult } from '../lib/report';
+import { createProject, orthancAuth, type StackEnv, startGatewayProcess } from '../lib/stack';
+import { msSince, summarise, timedPool } from '../lib/stats';
+
+const N = Number(process.env.BENCH_RENDER_N ?? 48);
+const SAMPLES = process.env.APERTURE_SAMPLES_DIR ?? join(__dirname, '../../../shared/dicom-samples');
+
+/** Requests per second over `total` requests with `clients` in flight, and each request's latency. */
+async function rate(urls: string[], total: number, clients: number, headers: Record<string, string>) {
+  const t = process.hrtime.bigint();
+  const ms = await timedPool(total, clients, async (i) => {
+    const res = await fetch(urls[i % urls.length], { headers });
+    if (!res.ok) throw new Error(`HTTP ${res.status} for ${urls[i % urls.length]}`);
+    await res.arrayBuffer();
+  });
+  return { perSecond: total / (msSince(t) / 1000), latency: summarise(ms) };
+}
+
+/**
+ * Thumbnails and rendered frames, decoded in-process, vs Orthanc's `/instances/{id}/rendered` on the same instances
+ * in the same run; and how long the gateway takes to answer /healthz while 8 clients render (its event-loop delay
+ * as a client sees it: decoding runs on the thread pool, so this should stay near an idle gateway's figure).
+ */
+export async function run(stack: StackEnv): Promise<SuiteResult> {
+  const gw = await startGatewayProcess(stack, 18085, { AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false' });
+  const auth = { authorization: orthancAuth(stack) };
+  const rows: BenchRow[] = [];
+  try {
+    await createProject(gw.url, 'bench', 'Benchmark');
+    const root = `${gw.url}/projects/bench/dicom-web`;
+    const ct = [
+      ...generateInstances({
+        patients: 1,
+        instancesPerSeries: 4,
+        rows: 512,
+        cols: 512,
+        modalities: ['CT'],
+        seed: 'render-ct',
+      }),
+    ];
+    const cr = [
+      ...generateInstances({
+        patients: 1,
+        instancesPerSeries: 1,
+        rows: 1024,
+        cols: 1024,
+        modalities: ['CR'],
+        seed: 'render-cr',
+      }),
+    ];
+    const j2kFile = readFileSync(join(SAMPLES, 'cr/RG3_J2KI_jpeg2000.dcm'));
+    const stored = await stowInstances([...ct.map((s) => s.buffer), ...cr.map((s) => s.buffer), j2kFile], {
+      baseUrl: root,
+      batch: 4,
+      keepResults: true,
+    });
+    if (stored.failed) throw new Error('could not store the benchmark objects');
+    const qido = async (sop: string) =>
+      (
+        (await (await fetch(`${root}/instances?SOPInstanceUID=${sop}`)).json()) as Array<
+          Record<string, { Value: string[] }>
+        >
+      )[0];
+    const lookup = async (sop: string) =>
+      (
+        (await (
+          await fetch(`${stack.ORTHANC_URL}/tools/lookup`, { method: 'POST', headers: auth, body: sop })
+        ).json()) as Array<{ ID: string }>
+      )[0].ID;
+    const objects: Array<{ label: string; sops: string[] }> = [
+      { label: 'CT 512x512 16-bit, native', sops: ct.map((s) => s.sopInstanceUid) },
+      { label: 'CR 1024x1024 16-bit, native (synth maximum)', sops: cr.map((s) => s.sopInstanceUid) },
+    ];
+    const j2kMeta = (await (
+      await fetch(`${root}/instances?Modality=CR&includefield=00080018`)
+    ).json()) as Array<Record<string, { Value: string[] }>>;
+    const j2kSops = j2kMeta
+      .map((m) => m['00080018'].Value[0])
+      .filter((s) => !cr.some((c) => c.sopInstanceUid === s));
+    if (j2kSops.length) objects.push({ label: 'CR RG3 1760x1760 JPEG 2000 (lossy)', sops: j2kSops });
+
+    for (const { label, sops } of objects) {
+      const paths: string[] = [];
+      const orthanc: string[] = [];
+      for (const sop of sops) {
+        const m = await qido(sop);
+        paths.push(
+          `${root}/studies/${m['0020000D'].Value[0]}/series/${m['0020000E'].Value[0]}/instances/${sop}`,
+        );
+        orthanc.push(`${stack.ORTHANC_URL}/instances/${await lookup(sop)}`);
+      }
+      // quality=80 keeps the thumbnail out of the cache: every request renders.
+      const thumbs = paths.map((p) => `${p}/thumbnail?viewport=128,128&quality=80`);
+      const orthancThumbs = orthanc.map((o) => `${o}/rendered?width=128&height=128&quality=80`);
+      await rate(thumbs, 4, 2, {});
+      const g = await rate(thumbs, N, 8, {});
+      const o = await rate(orthancThumbs, N, 8, auth).catch(() => undefined);
+      rows.push({
+        metric: `thumbnails/s, ${label}, 8 clients`,
+        unit: 'req/s',
+        gateway: g.perSecond,
+        orthanc: o?.perSecond,
+        ratio: o ? g.perSecond / o.perSecond : undefined,
+        ratioMeaning: 'gateway / Orthanc /rendered',
+        target: '≥ 2',
+        met: o ? g.perSecond / o.perSecond >= 2 : undefined,
+        note: o ? undefined : 'Orthanc 1.10 without GDCM cannot decode JPEG 2000',
+      });
+      const gl = await rate(
+        paths.map((p) => `${p}/rendered`),
+        Math.min(N, 24),
+        1,
+        {},
+      );
+      const ol = await rate(
+        orthanc.map((u) => `${u}/rendered`),
+        Math.min(N, 24),
+        1,
+        auth,
+      ).catch(() => undefined);
+      rows.push({
+        metric: `rendered frame latency, ${label} (p95; p50 ${gl.latency.p50} / Orthanc ${ol?.latency.p50 ?? '-'} ms)`,
+        unit: 'ms',
+        gateway: gl.latency.p95,
+        orthanc: ol?.latency.p95,
+        ratio: ol ? gl.latency.p95 / ol.latency.p95 : undefined,
+        ratioMeaning: 'gateway / Orthanc',
+      });
+    }
+
+    // /healthz latency, idle and while 8 clients render the large CR.
+    const health = async () => {
+      const ms: number[] = [];
+      for (let i = 0; i < 40; i++) {
+        const t = process.hrtime.bigint();
+        await (await fetch(`${gw.url}/healthz`)).arrayBuffer();
+        ms.push(msSince(t));
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      return summarise(ms);
+    };
+    const idle = await health();
+    const crPath = (await qido(cr[0].sopInstanceUid)) as Record<string, { Value: string[] }>;
+    const crUrl = `${root}/studies/${crPath['0020000D'].Value[0]}/series/${crPath['0020000E'].Value[0]}/instances/${cr[0].sopInstanceUid}/rendered`;
+    const load = rate([crUrl], N, 8, {});
+    const busy = await health();
+    await load;
+    rows.push({
+      metric: `gateway /healthz latency while 8 clients render the 1024x1024 CR (p95; idle p95 ${idle.p95} ms)`,
+      unit: 'ms',
+      gateway: busy.p95,
+      note: `p50 ${busy.p50} ms busy, ${idle.p50} ms idle`,
+    });
+  } finally {
+    await gw.stop();
+  }
+  return {
+    suite: 'Rendering and thumbnails (in-process decoding)',
+    setup:
+      `Synthetic 512x512 CT (4) and 1024x1024 CR (the synthesiser's largest) stored through STOW-RS, plus the RG3 JPEG 2000 CR sample; ${N} ` +
+      'thumbnail requests (viewport 128, quality 80 so the cache is bypassed) with 8 clients against the gateway and ' +
+      "against Orthanc's /instances/{id}/rendered?width=128&height=128; sequential /rendered latency.",
+    rows,
+  };
+}

@@ -1,0 +1,162 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import dcmjs from 'dcmjs';
+import { ServiceBusyError, UnrecoverableInputError } from '../errors';
+import { CodecPool } from './pool';
+import { CodecSyntax, type CodecPixels, decodedFrameBytes } from './syntaxes';
+
+const SAMPLES = process.env.APERTURE_SAMPLES_DIR ?? join(__dirname, '../../../shared/dicom-samples');
+
+/** Frame 1 of a sample, read with dcmjs (an independent parser), and its pixel description. */
+function sample(file: string): { ts: string; frame: Uint8Array; px: CodecPixels } {
+  const buf = readFileSync(join(SAMPLES, file));
+  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length);
+  const d = dcmjs.data.DicomMessage.readFile(ab);
+  const ts = String(d.meta['00020010'].Value?.[0]);
+  const v = (tag: string) => d.dict[tag]?.Value?.[0] as number | string | undefined;
+  const frames = Number(v('00280008') ?? 1);
+  const fragments = (d.dict['7FE00010'].Value as ArrayBuffer[]).map((f) => new Uint8Array(f));
+  // A single frame spans all fragments; the multi-frame samples used here hold one fragment per frame.
+  const parts = frames === 1 ? fragments : fragments.slice(0, 1);
+  const frame = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    frame.set(p, o);
+    o += p.length;
+  }
+  return {
+    ts,
+    frame: ts.startsWith('1.2.840.10008.1.2.4') || ts === CodecSyntax.rleLossless ? frame : fragments[0],
+    px: {
+      rows: Number(v('00280010')),
+      columns: Number(v('00280011')),
+      samplesPerPixel: Number(v('00280002') ?? 1),
+      bitsAllocated: Number(v('00280100')),
+      bitsStored: Number(v('00280101')),
+      signed: Number(v('00280103')) === 1,
+      photometric: String(v('00280004')).trim(),
+      planarConfiguration: Number(v('00280006') ?? 0),
+    },
+  };
+}
+
+const MB = 1024 ** 2;
+let pool: CodecPool;
+beforeAll(() => {
+  pool = new CodecPool({ threads: 2, queue: 16, maxFrameBytes: 64 * MB });
+});
+afterAll(() => pool.close());
+
+describe('decodeFrame on the decode threads', () => {
+  it.each([
+    ['ct/CT-MONO2-16-chest_jpeg-lossless-sv1.dcm'],
+    ['ct/CT1_J2KI_jpeg2000.dcm'],
+    ['ct/CT2_JLSN_jpegls-near.dcm'],
+    ['cr/RG3_J2KI_jpeg2000.dcm'],
+    ['mr/MR-MONO2-12-shoulder_jpeg-lossless-p14.dcm'],
+    ['sc/SC_rgb_dcmtk_jpeg-baseline-ybr.dcm'],
+    ['sc/SC_rgb_jpeg_gdcm_jpeg-lossless-sv1.dcm'],
+    ['sc/SC_rgb_rle_2frame.dcm'],
+    ['us/US-Philips-3EAF5680_jpeg-baseline.dcm'],
+    ['us/US1_J2KR_jpeg2000-lossless.dcm'],
+    ['us/examples_ybr_color_multiframe-jpeg.dcm'],
+    ['us/OBXXXX1A_rle_2frame_palette.dcm'],
+    ['fragments/HTJ2KLossless_08_RGB_no-patient-study.dcm'],
+  ])('%s decodes to the declared size', async (file) => {
+    const { ts, frame, px } = sample(file);
+    const out = await pool.decodeFrame(frame, ts, px);
+    expect(out.pixels.length).toBe(decodedFrameBytes(px));
+    // Not a blank image: a decoder that silently fails answers zeros.
+    expect(out.pixels.some((b) => b !== 0)).toBe(true);
+    if (px.samplesPerPixel === 3 && /JPEG-BASELINE|J2K|HTJ2K/i.test(file))
+      expect(out.photometric).toBe('RGB');
+  });
+
+  it('the lossless encodings of MR_small decode to the same stored values as the native file', async () => {
+    const native = sample('mr/MR_small.dcm');
+    for (const file of [
+      'mr/MR_small_RLE.dcm',
+      'mr/MR_small_jp2klossless.dcm',
+      'mr/MR_small_jpeg_ls_lossless.dcm',
+    ]) {
+      const { ts, frame, px } = sample(file);
+      const out = await pool.decodeFrame(frame, ts, px);
+      expect(
+        Buffer.from(out.pixels).equals(Buffer.from(native.frame.subarray(0, decodedFrameBytes(px)))),
+      ).toBe(true);
+    }
+  });
+
+  it('a corrupt JPEG 2000 codestream is a 422, not a crash, and the pool keeps working', async () => {
+    const bad = sample('malformed/JPEG2000-embedded-sequence-delimiter.dcm');
+    await expect(pool.decodeFrame(bad.frame, bad.ts, bad.px)).rejects.toBeInstanceOf(UnrecoverableInputError);
+    const good = sample('ct/CT1_J2KI_jpeg2000.dcm');
+    await expect(pool.decodeFrame(good.frame, good.ts, good.px)).resolves.toBeDefined();
+  });
+
+  it('a codestream whose size differs from the data set is refused before decoding', async () => {
+    const { ts, frame, px } = sample('ct/CT2_JLSN_jpegls-near.dcm');
+    await expect(pool.decodeFrame(frame, ts, { ...px, rows: 256 })).rejects.toThrow(/512 x 512/);
+  });
+
+  it('12-bit JPEG extended is refused with the reason', async () => {
+    const { ts, frame, px } = sample('mr/MR1_JPLY_jpeg-extended-12bit.dcm');
+    await expect(pool.decodeFrame(frame, ts, px)).rejects.toThrow(/12-bit JPEG/);
+  });
+
+  it('a frame larger than the decode limit is refused before it reaches a thread', async () => {
+    const small = new CodecPool({ threads: 1, queue: 1, maxFrameBytes: MB });
+    try {
+      const { ts, frame, px } = sample('mr/MR-MONO2-12-shoulder_jpeg-lossless-p14.dcm');
+      await expect(small.decodeFrame(frame, ts, px)).rejects.toBeInstanceOf(UnrecoverableInputError);
+      expect(small.stats.threads).toBe(0);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('a full queue answers 503 with Retry-After instead of queueing without bound', async () => {
+    const tiny = new CodecPool({ threads: 1, queue: 1, maxFrameBytes: 64 * MB });
+    try {
+      const { ts, frame, px } = sample('cr/RG3_J2KI_jpeg2000.dcm');
+      const results = await Promise.allSettled(
+        Array.from({ length: 6 }, () => tiny.decodeFrame(frame, ts, px)),
+      );
+      const busy = results
+        .filter((r) => r.status === 'rejected')
+        .map((r) => (r as PromiseRejectedResult).reason);
+      expect(busy.length).toBeGreaterThan(0);
+      for (const err of busy) {
+        expect(err).toBeInstanceOf(ServiceBusyError);
+        expect((err as ServiceBusyError).status).toBe(503);
+        expect((err as ServiceBusyError).headers['Retry-After']).toBeDefined();
+      }
+      expect(results.some((r) => r.status === 'fulfilled')).toBe(true);
+    } finally {
+      await tiny.close();
+    }
+  });
+});
+
+describe('encodeFrame (pixel cleaning)', () => {
+  it.each([
+    ['mr/MR_small_RLE.dcm', CodecSyntax.rleLossless],
+    ['mr/MR_small_jp2klossless.dcm', CodecSyntax.jpeg2000Lossless],
+    ['mr/MR_small_jpeg_ls_lossless.dcm', CodecSyntax.jpegLsLossless],
+    ['ct/CT1_J2KI_jpeg2000.dcm', CodecSyntax.jpegLsLossless],
+    ['sc/SC_rgb_rle_2frame.dcm', CodecSyntax.rleLossless],
+    ['us/US-Philips-3EAF5680_jpeg-baseline.dcm', CodecSyntax.jpegLsLossless],
+  ])('%s: blacked-out pixels re-encode losslessly (to %s)', async (file, target) => {
+    const { ts, frame, px } = sample(file);
+    const decoded = await pool.decodeFrame(frame, ts, px);
+    const cleaned = decoded.pixels.slice();
+    cleaned.fill(0, 0, Math.floor(cleaned.length / 4)); // the burned-in region
+    const encoded = await pool.encodeFrame(cleaned, ts, { ...px, photometric: decoded.photometric });
+    expect(encoded.transferSyntaxUid).toBe(target);
+    const again = await pool.decodeFrame(encoded.frame, encoded.transferSyntaxUid, {
+      ...px,
+      photometric: decoded.photometric,
+    });
+    expect(Buffer.from(again.pixels).equals(Buffer.from(cleaned))).toBe(true);
+  });
+});

@@ -1,0 +1,80 @@
+/**
+ * Transfer syntaxes the in-process codecs handle, and what their decoded output looks like.
+ * Kept free of Koa, sharp and the WebAssembly modules so that both the HTTP process and the decode threads load it.
+ */
+
+export const CodecSyntax = {
+  jpegBaseline: '1.2.840.10008.1.2.4.50',
+  jpegExtended: '1.2.840.10008.1.2.4.51',
+  jpegLosslessP14: '1.2.840.10008.1.2.4.57',
+  jpegLosslessSv1: '1.2.840.10008.1.2.4.70',
+  jpegLsLossless: '1.2.840.10008.1.2.4.80',
+  jpegLsNearLossless: '1.2.840.10008.1.2.4.81',
+  jpeg2000Lossless: '1.2.840.10008.1.2.4.90',
+  jpeg2000: '1.2.840.10008.1.2.4.91',
+  jpeg2000Part2Lossless: '1.2.840.10008.1.2.4.92',
+  jpeg2000Part2: '1.2.840.10008.1.2.4.93',
+  htj2kLossless: '1.2.840.10008.1.2.4.201',
+  htj2kLosslessRpcl: '1.2.840.10008.1.2.4.202',
+  htj2k: '1.2.840.10008.1.2.4.203',
+  rleLossless: '1.2.840.10008.1.2.5',
+} as const;
+
+/** Which library decodes a syntax. */
+export type CodecFamily = 'jpeg-dct' | 'jpeg-lossless' | 'jpeg-ls' | 'j2k' | 'htj2k' | 'rle';
+
+const FAMILY: Record<string, CodecFamily> = {
+  [CodecSyntax.jpegBaseline]: 'jpeg-dct',
+  [CodecSyntax.jpegExtended]: 'jpeg-dct',
+  [CodecSyntax.jpegLosslessP14]: 'jpeg-lossless',
+  [CodecSyntax.jpegLosslessSv1]: 'jpeg-lossless',
+  [CodecSyntax.jpegLsLossless]: 'jpeg-ls',
+  [CodecSyntax.jpegLsNearLossless]: 'jpeg-ls',
+  [CodecSyntax.jpeg2000Lossless]: 'j2k',
+  [CodecSyntax.jpeg2000]: 'j2k',
+  [CodecSyntax.jpeg2000Part2Lossless]: 'j2k',
+  [CodecSyntax.jpeg2000Part2]: 'j2k',
+  [CodecSyntax.htj2kLossless]: 'htj2k',
+  [CodecSyntax.htj2kLosslessRpcl]: 'htj2k',
+  [CodecSyntax.htj2k]: 'htj2k',
+  [CodecSyntax.rleLossless]: 'rle',
+};
+
+/** The codec family of a compressed transfer syntax, or undefined when no in-process decoder exists. */
+export function codecFamily(transferSyntaxUid: string): CodecFamily | undefined {
+  return FAMILY[transferSyntaxUid.trim()];
+}
+
+/** True when frames stored in this syntax can be decoded in-process. */
+export function isDecodableSyntax(transferSyntaxUid: string): boolean {
+  return codecFamily(transferSyntaxUid) !== undefined;
+}
+
+/** The part of the Image Pixel module a codec needs (PixelDescription of dicom/render satisfies it). */
+export interface CodecPixels {
+  rows: number;
+  columns: number;
+  samplesPerPixel: number;
+  bitsAllocated: number;
+  bitsStored: number;
+  signed: boolean;
+  photometric: string;
+  planarConfiguration: number;
+}
+
+/** A decoded frame: native little-endian sample words of Bits Allocated, pixel-interleaved. */
+export interface DecodedFrame {
+  pixels: Uint8Array;
+  /**
+   * Photometric interpretation of `pixels`. Decoders that undo a colour transform (JPEG baseline YCbCr, JPEG 2000
+   * ICT/RCT) answer RGB although the data set says YBR_FULL_422, YBR_ICT or YBR_RCT (PS3.5 §8.2).
+   */
+  photometric: string;
+}
+
+/** Bytes one decoded frame occupies: rows × columns × samples × whole bytes of Bits Allocated. */
+export function decodedFrameBytes(
+  px: Pick<CodecPixels, 'rows' | 'columns' | 'samplesPerPixel' | 'bitsAllocated'>,
+): number {
+  return px.rows * px.columns * px.samplesPerPixel * Math.ceil(px.bitsAllocated / 8);
+}
