@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { generateInstances } from '../../src/dicom/synth';
-import { stowInstances } from '../../src/dicomweb/stow-client';
+import { generateInstances } from '../../tools/synth';
+import { stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
 import { createProject, orthancAuth, type StackEnv, startGatewayProcess } from '../lib/stack';
 import { msSince, summarise, timedPool } from '../lib/stats';

@@ -10,7 +10,12 @@ import {
   studyRepresentativeSeries,
 } from '../index-db/thumbnails';
 import { codecPoolFor } from '../codecs';
-import { type RenderLimits, renderArchivedFrame, renderThumbnail, THUMBNAIL_QUALITY } from '../retrieve/render';
+import {
+  type RenderLimits,
+  renderArchivedFrame,
+  renderThumbnail,
+  THUMBNAIL_QUALITY,
+} from '../retrieve/render';
 import { abortOnClose } from '../http/stream';
 import { requireUid } from '../dicom/uid';
 import { negotiateMediaType } from './media-types';

@@ -348,10 +348,10 @@ function framePlan(partType: string, transferSyntax: string, decode: boolean): N
 
 /**
  * What frames of an instance can be sent as (PS3.18 Tables 8.7.3-4/5): uncompressed octets by default (decoded by the
- * archive when stored compressed and decodable), the stored bytes under the compressed media type, or the stored
+ * gateway's codecs when stored compressed and decodable), the stored bytes under the compressed media type, or the stored
  * bytes as application/octet-stream when the client accepts any transfer syntax (what OHIF asks for).
  */
-function planFrames(ctx: Context, services: Services, inst: RetrievableInstance): NegotiatedFramePlan {
+function planFrames(ctx: Context, inst: RetrievableInstance): NegotiatedFramePlan {
   const stored = inst.transfer_syntax;
   const offers: MediaTypeOffer[] = [];
   if (isNativeTransferSyntax(stored)) {
@@ -415,7 +415,7 @@ export async function handleRetrieveFrames(ctx: Context, services: Services): Pr
   const beyond = frames.find((f) => f > count);
   if (beyond !== undefined)
     throw new NotFoundError(`frame ${beyond} does not exist (the instance has ${count})`);
-  const plan = planFrames(ctx, services, inst);
+  const plan = planFrames(ctx, inst);
   const audit = auditRetrieve(ctx, 'wado.frames', sel);
   const signal = abortOnClose(ctx);
   const framesUrl =
@@ -477,7 +477,7 @@ export async function handleRetrieveBulkData(ctx: Context, services: Services): 
 
   if (path.relative === '7FE00010' && !isNativeTransferSyntax(inst.transfer_syntax)) {
     // Encapsulated Pixel Data has no single value: it is its frames.
-    const plan = planFrames(ctx, services, inst);
+    const plan = planFrames(ctx, inst);
     const audit = auditRetrieve(ctx, 'wado.bulk', sel);
     const all = Array.from({ length: inst.number_of_frames ?? 1 }, (_, k) => k + 1);
     const parts = await primed(

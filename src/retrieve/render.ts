@@ -47,7 +47,6 @@ export interface RenderLimits {
   codecs: CodecPool;
 }
 
-
 /** Reads a stream into memory, refusing more than `max` bytes (a frame is bounded; a runaway answer is not). */
 async function readCapped(stream: Readable, max: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -103,7 +102,11 @@ export async function loadStoredFrame(
   const ts = src.transferSyntax.trim();
   if (isUncompressedTransferSyntax(ts)) {
     // Orthanc answers native frames in little endian whatever the stored syntax (Big Endian objects included).
-    const bytes = await fetchBytes(() => archive.openFrame(src.orthancId, frameNumber, signal), nativeFrameBytes(px) + 64, ts);
+    const bytes = await fetchBytes(
+      () => archive.openFrame(src.orthancId, frameNumber, signal),
+      nativeFrameBytes(px) + 64,
+      ts,
+    );
     return decodeNativeFrame(bytes, px);
   }
   codecs.checkSize(px);
