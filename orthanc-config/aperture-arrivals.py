@@ -8,9 +8,11 @@
 # (a different data set under an archived UID is never stored). New instances are accepted at once: Orthanc stores
 # them and the change feed routes them from the metadata Orthanc keeps.
 #
-# Orthanc's Python API gives the filter the calling AE title but not the called AE title nor the peer address; the
-# Lua ReceivedInstanceFilter (aperture-arrivals.lua) sees them and posts them to /aperture/arrival-origin just
-# before, on the same thread.
+# Orthanc's Python API gives the filter the calling AE title but not the called AE title nor the peer address, so a
+# re-arrival is routed by its calling AE title (and content rules). Orthanc 1.10's Lua filters do see the called AE
+# title, but ReceivedInstanceFilter also runs for every REST store, and handing the tags of a malformed object to Lua
+# brought Orthanc down under the gateway's STOW fuzz test; its C-STORE-only twin, ReceivedCStoreInstanceFilter,
+# drops every instance it accepts in 1.10.1 (answers Success, stores nothing). Neither is used.
 #
 # The gateway's leading indexer registers where to reach it (POST /aperture/arrival-hook), again and again before the
 # registration expires, so a restarted Orthanc or a new leader is found within seconds.
@@ -27,20 +29,7 @@ SUCCESS = 0x0000
 RETRY_LATER = 0xA700
 
 _lock = threading.Lock()
-# Origins posted by the Lua filter, by the thread that handles the association (the thread's Python state, hence a
-# threading.local, does not survive between two calls from Orthanc).
-_origins = {}
 _hook = {'url': None, 'token': None, 'expires': 0.0}
-
-
-def _origin_callback(output, uri, **request):
-    if request['method'] != 'POST':
-        output.SendMethodNotAllowed('POST')
-        return
-    origin = json.loads(request['body'])
-    with _lock:
-        _origins[threading.get_ident()] = origin
-    output.AnswerBuffer('{}', 'application/json')
 
 
 def _hook_callback(output, uri, **request):
@@ -64,7 +53,6 @@ def _already_archived(sop_uid):
 
 def _filter(instance):
     with _lock:
-        origin = _origins.pop(threading.get_ident(), None) or {}
         hook = dict(_hook)
     try:
         tags = json.loads(instance.GetInstanceSimplifiedJson())
@@ -79,9 +67,7 @@ def _filter(instance):
     headers = {
         'Content-Type': 'application/dicom',
         'Authorization': 'Bearer ' + hook['token'],
-        'X-Aperture-Called-AET': origin.get('CalledAet', ''),
-        'X-Aperture-Calling-AET': origin.get('RemoteAet', instance.GetInstanceRemoteAet()),
-        'X-Aperture-Remote-IP': origin.get('RemoteIp', ''),
+        'X-Aperture-Calling-AET': instance.GetInstanceRemoteAet(),
     }
     req = urllib.request.Request(hook['url'], data=instance.GetInstanceData(), headers=headers, method='POST')
     try:
@@ -93,6 +79,5 @@ def _filter(instance):
         return RETRY_LATER
 
 
-orthanc.RegisterRestCallback('/aperture/arrival-origin', _origin_callback)
 orthanc.RegisterRestCallback('/aperture/arrival-hook', _hook_callback)
 orthanc.RegisterIncomingCStoreInstanceFilter(_filter)

@@ -231,7 +231,6 @@ start_orthanc() {
       -e "s#@DICOM_ALWAYS_ALLOW@#$DICOM_ALWAYS_ALLOW#g" -e "s#@DICOM_CHECK_HOST@#$DICOM_CHECK_HOST#g" \
       -e "s#@DICOM_MODALITIES@#$DICOM_MODALITIES#g" -e "s#@PYTHON_PLUGIN@#$pyplugin#g" \
       -e "s#@ARRIVALS_PY@#$ROOT/orthanc-config/aperture-arrivals.py#g" \
-      -e "s#@ARRIVALS_LUA@#$ROOT/orthanc-config/aperture-arrivals.lua#g" \
       "$ROOT/orthanc-config/orthanc.json.tmpl" > "$ORTHANC_DIR/orthanc.json"
   if proc_alive "$(pid_in "$ORTHANC_DIR/orthanc.pid" || true)"; then
     log "Orthanc already running on port $ORTHANC_HTTP_PORT"

@@ -160,6 +160,13 @@ describe('walkPart10 bounds', () => {
     expect(reasonOf(() => walkPart10(corrupt))).toBe(FailureReason.CannotUnderstand);
   });
 
+  it('refuses a Transfer Syntax UID it does not know with 0xC122 (a digit moved: Orthanc 1.10 went down on it)', () => {
+    const moved = part10(syntheticUids(8), [], { transferSyntax: '1.2.840.1.008.1.2.1' });
+    expect(reasonOf(() => walkPart10(moved))).toBe(FailureReason.TransferSyntaxNotSupported);
+    const video = part10(syntheticUids(8), [], { transferSyntax: '1.2.840.10008.1.2.4.102' });
+    expect(reasonOf(() => walkPart10(video))).toBe('accepted');
+  });
+
   it('refuses lengths past the end, odd lengths, VR-inconsistent lengths, invalid VRs and stray delimiters', () => {
     const base = syntheticUids(7);
     const cases: Record<string, Buffer> = {

@@ -8,6 +8,7 @@
  * explicit stack (depth 100,000 must not blow ours), and refused unless it is whole, within bounds and says
  * unambiguously which instance it is.
  */
+import { transferSyntaxInfo } from './transfer-syntax';
 import { isStrictUid, isUid } from './uid';
 import { inflateRawSync } from 'node:zlib';
 import dcmjs from 'dcmjs';
@@ -256,6 +257,10 @@ function walk(buf: Uint8Array, limits: StructureLimits, seen: Partial<Part10Stru
   }
   if (tsRaw === undefined || tsRaw === '') fail('File Meta Information has no Transfer Syntax UID');
   if (!isPlausibleUid(tsRaw)) fail('invalid Transfer Syntax UID', FailureReason.DataSetDoesNotMatchSopClass);
+  // A syntax the gateway does not know cannot be walked, so it is not passed on for the archive to guess at
+  // (Orthanc 1.10 went down on a STOW whose Transfer Syntax UID had one digit moved, found by the fuzz test).
+  if (!transferSyntaxInfo(tsRaw))
+    fail(`transfer syntax ${tsRaw} is not supported`, FailureReason.TransferSyntaxNotSupported);
   const ts = tsRaw;
 
   let data = buf;
