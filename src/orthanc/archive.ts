@@ -8,6 +8,7 @@
  * or DependencyUnavailableError (503) for an archive that fails or is down, never a raw network error.
  */
 import type { Readable } from 'node:stream';
+import { TransferSyntax } from '../dicom/transfer-syntax';
 import { NotFoundError, UnrecoverableInputError } from '../errors';
 import { OrthancHttpError, type ArchiveStream, type OrthancChange, type PacsClient } from './client';
 
@@ -147,27 +148,27 @@ export function isRefusedByArchive(err: unknown): boolean {
   return err instanceof OrthancHttpError && err.upstreamStatus >= 400 && err.upstreamStatus < 500;
 }
 
-const TS = {
-  implicitLE: '1.2.840.10008.1.2',
-  explicitLE: '1.2.840.10008.1.2.1',
-  deflated: '1.2.840.10008.1.2.1.99',
-  explicitBE: '1.2.840.10008.1.2.2',
-  jpegBaseline: '1.2.840.10008.1.2.4.50',
-  jpegExtended: '1.2.840.10008.1.2.4.51',
-  jpegLosslessP14: '1.2.840.10008.1.2.4.57',
-  jpegLosslessSv1: '1.2.840.10008.1.2.4.70',
-  jpegLsLossless: '1.2.840.10008.1.2.4.80',
-  jpegLsNearLossless: '1.2.840.10008.1.2.4.81',
-  rle: '1.2.840.10008.1.2.5',
-} as const;
+const TS = TransferSyntax;
 
 /**
  * Orthanc 1.10 with DCMTK and without the GDCM plugin: JPEG 2000, HTJ2K, JPEG XL and video are served as stored
  * only. Its transcoder writes the native syntaxes and the DCMTK encoders it links.
  */
 export const ORTHANC_CAPABILITIES: ArchiveCapabilities = {
-  decodable: new Set(Object.values(TS)),
-  transcodeTargets: new Set([TS.implicitLE, TS.explicitLE, TS.explicitBE]),
+  decodable: new Set([
+    TS.implicitVrLittleEndian,
+    TS.explicitVrLittleEndian,
+    TS.deflatedExplicitVrLittleEndian,
+    TS.explicitVrBigEndian,
+    TS.jpegBaseline,
+    TS.jpegExtended,
+    TS.jpegLosslessP14,
+    TS.jpegLosslessSv1,
+    TS.jpegLsLossless,
+    TS.jpegLsNearLossless,
+    TS.rleLossless,
+  ]),
+  transcodeTargets: new Set([TS.implicitVrLittleEndian, TS.explicitVrLittleEndian, TS.explicitVrBigEndian]),
 };
 
 /** Orthanc's error code for "not implemented", as its JSON error bodies report it. */
