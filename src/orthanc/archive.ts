@@ -182,15 +182,19 @@ function orthancErrorStatus(err: OrthancHttpError): number | undefined {
   }
 }
 
-/** Reads a stream into memory, refusing more than `max` bytes. */
-export async function readCapped(stream: Readable, max: number, what = 'the object'): Promise<Buffer> {
+/** Reads a stream into memory, refusing more than `max` bytes with a 422 that says `tooMuch`. */
+export async function readCapped(
+  stream: Readable,
+  max: number,
+  tooMuch = `the archive answered more than ${max} bytes for the object`,
+): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of stream) {
     total += (chunk as Buffer).length;
     if (total > max) {
       stream.destroy();
-      throw new UnrecoverableInputError(`the archive answered more than ${max} bytes for ${what}`);
+      throw new UnrecoverableInputError(tooMuch);
     }
     chunks.push(chunk as Buffer);
   }
@@ -233,7 +237,11 @@ export class OrthancArchive implements Archive {
       file.body.destroy();
       throw new UnrecoverableInputError(`the archived object is larger than ${maxBytes} bytes`);
     }
-    return readCapped(file.body, maxBytes, 'the archived object');
+    return readCapped(
+      file.body,
+      maxBytes,
+      `the archive answered more than ${maxBytes} bytes for the archived object`,
+    );
   }
 
   openInstance(

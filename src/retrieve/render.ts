@@ -9,7 +9,6 @@
  * then applies the whole presentation pipeline itself (masking, sign, rescale, window, MONOCHROME1, palette, YBR).
  * Syntaxes without a decoder answer 422 with the transfer syntax named, never a retry loop.
  */
-import type { Readable } from 'node:stream';
 import type { CodecPool } from '../codecs';
 import {
   decodeNativeFrame,
@@ -30,7 +29,7 @@ import {
 import type { DicomJson } from '../dicom/json';
 import { isUncompressedTransferSyntax } from '../dicom/transfer-syntax';
 import { NotFoundError, UnrecoverableInputError } from '../errors';
-import { type Archive, type ArchiveStream, decodeFailure } from '../orthanc/archive';
+import { type Archive, type ArchiveStream, decodeFailure, readCapped } from '../orthanc/archive';
 
 /** An archived instance as rendering needs it (a row of the index). */
 export interface RenderSource {
@@ -47,25 +46,15 @@ export interface RenderLimits {
   codecs: CodecPool;
 }
 
-/** Reads a stream into memory, refusing more than `max` bytes (a frame is bounded; a runaway answer is not). */
-async function readCapped(stream: Readable, max: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of stream) {
-    total += (chunk as Buffer).length;
-    if (total > max) {
-      stream.destroy();
-      throw new UnrecoverableInputError('the archive answered more frame data than the image declares');
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks, total);
-}
-
 /** Reads an archive resource, bounded, turning "cannot decode" answers into a clear 422. */
 async function fetchBytes(open: () => Promise<ArchiveStream>, max: number, ts: string): Promise<Buffer> {
   try {
-    return await readCapped((await open()).body, max);
+    // A frame is bounded by what the image declares; a runaway answer is not.
+    return await readCapped(
+      (await open()).body,
+      max,
+      'the archive answered more frame data than the image declares',
+    );
   } catch (err) {
     throw decodeFailure(err, ts);
   }
