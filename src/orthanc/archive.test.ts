@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { NotFoundError, UnrecoverableInputError } from '../errors';
-import { isRefusedByArchive, OrthancArchive } from './archive';
+import { decodeFailure, isRefusedByArchive, OrthancArchive } from './archive';
 import { OrthancClient } from './client';
 
 type Handler = (req: IncomingMessage, body: string, res: ServerResponse) => void;
@@ -117,10 +117,11 @@ describe('OrthancArchive', () => {
 
   it('names the transfer syntax when the archive cannot decode a frame', async () => {
     p = await peer((_req, _body, res) => json(res, 500, { OrthancStatus: 2 }));
-    await expect(p.archive.openDecodedFrame('x', 1, '1.2.840.10008.1.2.4.90')).rejects.toThrow(
+    const refused: unknown = await p.archive.openFrame('x', 1).catch((err: unknown) => err);
+    expect(decodeFailure(refused, '1.2.840.10008.1.2.4.90')).toEqual(
       new UnrecoverableInputError('the archive cannot decode transfer syntax 1.2.840.10008.1.2.4.90'),
     );
-    expect(p.seen).toEqual(['GET /instances/x/frames/0/numpy?rescale=false']);
+    expect(p.seen).toEqual(['GET /instances/x/frames/0/raw']);
   });
 
   it('reads native pixel data as fragment 0 and other bulk data by content path', async () => {

@@ -98,16 +98,6 @@ export interface Archive {
     signal?: AbortSignal,
   ): AsyncGenerator<{ frame: number; stream: ArchiveStream }>;
   /**
-   * One frame decoded by the archive to stored values, as a NumPy `.npy` array (no rescale). Failure to decode
-   * is UnrecoverableInputError naming `storedSyntax`. Rendering uses it until in-process decoders replace it.
-   */
-  openDecodedFrame(
-    archiveId: string,
-    frameNumber: number,
-    storedSyntax: string,
-    signal?: AbortSignal,
-  ): Promise<ArchiveStream>;
-  /**
    * The raw value of one element, addressed by its content path (`0028-1201` or `0040-0275/0/0008-1150`).
    * `pixelData`: native Pixel Data as one little-endian value.
    */
@@ -287,22 +277,6 @@ export class OrthancArchive implements Archive {
       }
     } finally {
       if (next) void next.then((s) => s.body.destroy()).catch(() => undefined);
-    }
-  }
-
-  async openDecodedFrame(
-    archiveId: string,
-    frameNumber: number,
-    storedSyntax: string,
-    signal?: AbortSignal,
-  ): Promise<ArchiveStream> {
-    try {
-      return await this.pacs.getStream(
-        `/instances/${id(archiveId)}/frames/${frameNumber - 1}/numpy?rescale=false`,
-        signal,
-      );
-    } catch (err) {
-      throw decodeFailure(err, storedSyntax);
     }
   }
 
