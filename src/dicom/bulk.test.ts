@@ -3,6 +3,7 @@ import {
   FrameExtractionError,
   extractNativeFrames,
   nativeFrameBytes,
+  nativeFrameSpan,
   parseBulkDataPath,
   parseFrameList,
   sliceStream,
@@ -128,9 +129,17 @@ describe('bulk data paths, frame lists and ranges', () => {
   });
 
   it('computes native frame sizes, refusing bit-packed frames that do not end on a byte', () => {
-    expect(nativeFrameBytes(240, 320, 3, 8)).toBe(230400);
-    expect(nativeFrameBytes(256, 256, 1, 1)).toBe(8192);
-    expect(nativeFrameBytes(3, 3, 1, 1)).toBeUndefined();
+    const g = (rows: number, columns: number, samplesPerPixel: number, bitsAllocated: number) => ({
+      rows,
+      columns,
+      samplesPerPixel,
+      bitsAllocated,
+    });
+    expect(nativeFrameBytes(g(240, 320, 3, 8))).toBe(230400);
+    expect(nativeFrameBytes(g(256, 256, 1, 1))).toBe(8192);
+    expect(nativeFrameBytes(g(3, 3, 1, 1))).toBeUndefined();
+    expect(nativeFrameSpan(g(3, 3, 1, 1))).toBe(2);
+    expect(nativeFrameSpan(g(240, 320, 3, 8))).toBe(230400);
   });
 
   it('slices a byte range out of a stream and stops reading after it', async () => {

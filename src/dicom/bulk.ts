@@ -56,14 +56,28 @@ export function parseFrameList(s: string): number[] | undefined {
   return frames;
 }
 
-/** Bytes of one native frame, or undefined when the image attributes do not allow byte-aligned frames. */
-export function nativeFrameBytes(
-  rows: number,
-  columns: number,
-  samplesPerPixel: number,
-  bitsAllocated: number,
-) {
-  const bits = rows * columns * samplesPerPixel * bitsAllocated;
+/** The Image Pixel attributes that size one native frame. */
+export interface FrameGeometry {
+  rows: number;
+  columns: number;
+  samplesPerPixel: number;
+  bitsAllocated: number;
+}
+
+/**
+ * Bytes that hold one native frame. Frames of bit-packed (1-bit) images need not end on a byte (PS3.5 §8.1.1):
+ * the last byte is then partly used, which is what a single frame the archive hands out occupies.
+ */
+export function nativeFrameSpan(g: FrameGeometry): number {
+  return Math.ceil((g.rows * g.columns * g.samplesPerPixel * g.bitsAllocated) / 8);
+}
+
+/**
+ * Bytes of one native frame, or undefined when the attributes do not give frames that end on a byte: only then
+ * can frames be cut out of Pixel Data by byte offsets.
+ */
+export function nativeFrameBytes(g: FrameGeometry): number | undefined {
+  const bits = g.rows * g.columns * g.samplesPerPixel * g.bitsAllocated;
   if (!Number.isSafeInteger(bits) || bits <= 0 || bits % 8 !== 0) return undefined;
   return bits / 8;
 }

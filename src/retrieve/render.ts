@@ -17,16 +17,16 @@ import {
   encodeImage,
   type EncodeOptions,
   framePresentation,
-  nativeFrameBytes,
   type PaletteLut,
   paletteChannel,
-  PixelTag,
   type PixelDescription,
   type StoredFrame,
   toDisplayImage,
   type WindowSpec,
 } from '../dicom/render';
+import { nativeFrameSpan } from '../dicom/bulk';
 import type { DicomJson } from '../dicom/json';
+import { Tag } from '../dicom/tags';
 import { isUncompressedTransferSyntax } from '../dicom/transfer-syntax';
 import { NotFoundError, UnrecoverableInputError } from '../errors';
 import { type Archive, type ArchiveStream, decodeFailure, readCapped } from '../orthanc/archive';
@@ -71,7 +71,7 @@ export async function fetchStoredFrame(
   frameNumber: number,
   signal?: AbortSignal,
 ): Promise<Buffer> {
-  const native = nativeFrameBytes(px);
+  const native = nativeFrameSpan(px);
   return fetchBytes(
     () => archive.openFrame(src.orthancId, frameNumber, signal),
     native + Math.ceil(native / 2) + 65536,
@@ -93,7 +93,7 @@ export async function loadStoredFrame(
     // Orthanc answers native frames in little endian whatever the stored syntax (Big Endian objects included).
     const bytes = await fetchBytes(
       () => archive.openFrame(src.orthancId, frameNumber, signal),
-      nativeFrameBytes(px) + 64,
+      nativeFrameSpan(px) + 64,
       ts,
     );
     return decodeNativeFrame(bytes, px);
@@ -137,9 +137,9 @@ export async function loadPalette(
     return paletteChannel(descriptor, data);
   };
   return {
-    red: await channel(PixelTag.RedPaletteDescriptor, PixelTag.RedPaletteData),
-    green: await channel(PixelTag.GreenPaletteDescriptor, PixelTag.GreenPaletteData),
-    blue: await channel(PixelTag.BluePaletteDescriptor, PixelTag.BluePaletteData),
+    red: await channel(Tag.RedPaletteDescriptor, Tag.RedPaletteData),
+    green: await channel(Tag.GreenPaletteDescriptor, Tag.GreenPaletteData),
+    blue: await channel(Tag.BluePaletteDescriptor, Tag.BluePaletteData),
   };
 }
 
@@ -162,7 +162,7 @@ export async function renderArchivedFrame(
   signal?: AbortSignal,
 ): Promise<Buffer> {
   // Reports, structure sets, waveforms: there is no image resource to render (404), not a broken image (422).
-  if (!src.dicomJson[PixelTag.PixelData]) throw new NotFoundError('the instance has no image to render');
+  if (!src.dicomJson[Tag.PixelData]) throw new NotFoundError('the instance has no image to render');
   const px = describePixels(src.dicomJson);
   if (req.frameNumber < 1 || req.frameNumber > px.numberOfFrames) {
     throw new NotFoundError(`frame ${req.frameNumber} does not exist in this instance`);
