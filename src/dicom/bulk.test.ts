@@ -1,5 +1,7 @@
 import { Readable } from 'node:stream';
 import {
+  absoluteBulkDataUris,
+  absoluteBulkDataUrisInText,
   FrameExtractionError,
   extractNativeFrames,
   nativeFrameBytes,
@@ -147,5 +149,32 @@ describe('bulk data paths, frame lists and ranges', () => {
     const got = Buffer.concat(await collect(sliceStream(source, 3, 9)));
     expect(got.toString()).toBe('3456789');
     expect(source.destroyed).toBe(true);
+  });
+
+  it('turns the index relative BulkDataURIs into absolute URLs, keys only', () => {
+    const json =
+      '{"00091001": {"vr": "LO", "Value": ["\\"BulkDataURI\\": \\"x"]}, "7FE00010": {"vr": "OW", "BulkDataURI": "7FE00010"}}';
+    const out = JSON.parse(
+      absoluteBulkDataUrisInText(json, 'https://gw/dicom-web/studies/1/series/2/instances/3/bulk/'),
+    );
+    expect(out['7FE00010'].BulkDataURI).toBe(
+      'https://gw/dicom-web/studies/1/series/2/instances/3/bulk/7FE00010',
+    );
+    expect(out['00091001'].Value).toEqual(['"BulkDataURI": "x']);
+  });
+
+  it('makes BulkDataURIs absolute in a parsed data set as in the index text, nested items included', () => {
+    const prefix = 'https://gw/dicom-web/studies/1/series/2/instances/3/bulk/';
+    const json =
+      '{"7FE00010": {"vr": "OW", "BulkDataURI": "7FE00010"}, "00400275": {"vr": "SQ", "Value": [{"00420011": {"vr": "OB", "BulkDataURI": "00400275/0/00420011"}}]}}';
+    const ds = JSON.parse(json);
+    const item = ds['00400275'].Value[0];
+    absoluteBulkDataUris(ds, prefix);
+    expect(ds).toEqual(JSON.parse(absoluteBulkDataUrisInText(json, prefix)));
+    expect(ds['00400275'].Value[0]['00420011'].BulkDataURI).toBe(`${prefix}00400275/0/00420011`);
+    expect(item['00420011'].BulkDataURI).toBe('00400275/0/00420011');
+    const absolute = { '7FE00010': { vr: 'OW', BulkDataURI: 'https://elsewhere/x' } };
+    absoluteBulkDataUris(absolute, prefix);
+    expect(absolute['7FE00010'].BulkDataURI).toBe('https://elsewhere/x');
   });
 });

@@ -5,6 +5,7 @@
  * Pure module: streams in, bytes out; no HTTP, no database.
  */
 import type { Readable } from 'node:stream';
+import type { DicomJson } from './json';
 
 const TAG = '[0-9A-Fa-f]{8}';
 const BULK_PATH_RE = new RegExp(`^${TAG}(/\\d{1,6}/${TAG})*$`);
@@ -43,6 +44,39 @@ export function parseBulkDataPath(path: string): BulkDataPath | undefined {
     contentPath: content.join('/'),
     isPixelData: segs.length === 1 && /^7FE000(08|09|10)$/.test(segs[0]),
   };
+}
+
+/**
+ * Makes the index's relative BulkDataURIs of a DICOM JSON data set absolute under `prefix` (the instance's URL and
+ * `/bulk/`), in nested items too; URIs that already carry a scheme are kept. Elements are replaced, not changed,
+ * so values shared with the index row stay as they were.
+ */
+export function absoluteBulkDataUris(ds: DicomJson, prefix: string): void {
+  for (const [tag, el] of Object.entries(ds)) {
+    if (el.BulkDataURI !== undefined && !/^[a-z]+:/i.test(el.BulkDataURI)) {
+      ds[tag] = { ...el, BulkDataURI: `${prefix}${el.BulkDataURI}` };
+    } else if (el.vr === 'SQ' && el.Value) {
+      ds[tag] = {
+        ...el,
+        Value: el.Value.map((item) => {
+          const copy = { ...(item as DicomJson) };
+          absoluteBulkDataUris(copy, prefix);
+          return copy;
+        }),
+      };
+    }
+  }
+}
+
+/**
+ * absoluteBulkDataUris on the index's JSON text (PostgreSQL's jsonb output, which the index only ever holds with
+ * relative URIs), so that metadata streams without parsing each instance.
+ */
+export function absoluteBulkDataUrisInText(json: string, prefix: string): string {
+  // In JSON text a string value can never contain an unescaped quote, so this key pattern only matches keys.
+  return json.includes('"BulkDataURI"')
+    ? json.replaceAll('"BulkDataURI": "', `"BulkDataURI": "${prefix}`)
+    : json;
 }
 
 /**
