@@ -108,11 +108,10 @@ describe('extracting native frames from a transcoded Part-10 stream', () => {
 });
 
 describe('bulk data paths, frame lists and ranges', () => {
-  it('maps a relative BulkDataURI to the DICOM JSON path and to Orthanc content paths', () => {
+  it('maps a relative BulkDataURI to the DICOM JSON path', () => {
     expect(parseBulkDataPath('00540016/0/00181078')).toEqual({
       relative: '00540016/0/00181078',
       jsonPath: ['00540016', 'Value', '0', '00181078'],
-      contentPath: '0054-0016/0/0018-1078',
       isPixelData: false,
     });
     expect(parseBulkDataPath('7fe00010')).toMatchObject({ relative: '7FE00010', isPixelData: true });

@@ -16,8 +16,6 @@ export interface BulkDataPath {
   relative: string;
   /** Where the element sits in the DICOM JSON model: ['00540016', 'Value', '0', '00181078']. */
   jsonPath: string[];
-  /** The same path in Orthanc's `/instances/{id}/content/...` spelling: `0054-0016/0/0018-1078`. */
-  contentPath: string;
   /** True for top-level (7FE0,0010), (7FE0,0008) or (7FE0,0009): served as frames, not as one value. */
   isPixelData: boolean;
 }
@@ -27,21 +25,17 @@ export function parseBulkDataPath(path: string): BulkDataPath | undefined {
   if (!BULK_PATH_RE.test(path)) return undefined;
   const segs = path.toUpperCase().split('/');
   const jsonPath: string[] = [];
-  const content: string[] = [];
   segs.forEach((s, i) => {
     if (i % 2 === 0) {
       jsonPath.push(s);
-      content.push(`${s.slice(0, 4)}-${s.slice(4)}`.toLowerCase());
     } else {
       const index = String(Number.parseInt(s, 10));
       jsonPath.push('Value', index);
-      content.push(index);
     }
   });
   return {
     relative: segs.join('/'),
     jsonPath,
-    contentPath: content.join('/'),
     isPixelData: segs.length === 1 && /^7FE000(08|09|10)$/.test(segs[0]),
   };
 }

@@ -129,9 +129,14 @@ describe('OrthancArchive', () => {
       res.writeHead(200, { 'content-type': 'application/octet-stream' });
       res.end('v');
     });
-    await text((await p.archive.openBulkData('x', '7fe0-0010', { pixelData: true })).body);
-    await text((await p.archive.openBulkData('x', '0028-1201')).body);
-    expect(p.seen).toEqual(['GET /instances/x/content/7fe0-0010/0', 'GET /instances/x/content/0028-1201']);
+    await text((await p.archive.openBulkData('x', '7FE00010', { pixelData: true })).body);
+    await text((await p.archive.openBulkData('x', '00281201')).body);
+    await text((await p.archive.openBulkData('x', '00400275/0/00081150')).body);
+    expect(p.seen).toEqual([
+      'GET /instances/x/content/7fe0-0010/0',
+      'GET /instances/x/content/0028-1201',
+      'GET /instances/x/content/0040-0275/0/0008-1150',
+    ]);
   });
 
   it('refuses an archived file larger than the caller allows', async () => {

@@ -98,12 +98,12 @@ export interface Archive {
     signal?: AbortSignal,
   ): AsyncGenerator<{ frame: number; stream: ArchiveStream }>;
   /**
-   * The raw value of one element, addressed by its content path (`0028-1201` or `0040-0275/0/0008-1150`).
-   * `pixelData`: native Pixel Data as one little-endian value.
+   * The raw value of one element, addressed as a relative BulkDataURI (`00281201`, `00400275/0/00081150`: tags and
+   * item indexes). `pixelData`: native Pixel Data as one little-endian value.
    */
   openBulkData(
     archiveId: string,
-    contentPath: string,
+    bulkPath: string,
     opts?: { pixelData?: boolean; signal?: AbortSignal },
   ): Promise<ArchiveStream>;
   /** The change log after `since`, at most `limit` events. */
@@ -282,9 +282,14 @@ export class OrthancArchive implements Archive {
 
   openBulkData(
     archiveId: string,
-    contentPath: string,
+    bulkPath: string,
     opts: { pixelData?: boolean; signal?: AbortSignal } = {},
   ): Promise<ArchiveStream> {
+    // Orthanc's content path spells tags `gggg-eeee`: 00400275/0/00081150 → 0040-0275/0/0008-1150.
+    const contentPath = bulkPath
+      .split('/')
+      .map((s, i) => (i % 2 === 0 ? `${s.slice(0, 4)}-${s.slice(4)}`.toLowerCase() : s))
+      .join('/');
     const base = `/instances/${id(archiveId)}/content/${contentPath}`;
     // Orthanc lists Pixel Data as fragments; native Pixel Data is its "fragment" 0, whole and in little endian.
     return this.pacs.getStream(opts.pixelData ? `${base}/0` : base, opts.signal);

@@ -96,7 +96,7 @@ export function openBulkValue(
   path: BulkDataPath,
   signal?: AbortSignal,
 ): Promise<ArchiveStream> {
-  return archive.openBulkData(inst.orthanc_id, path.contentPath, {
+  return archive.openBulkData(inst.orthanc_id, path.relative, {
     pixelData: path.relative === '7FE00010',
     signal,
   });

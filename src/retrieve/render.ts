@@ -127,9 +127,8 @@ export async function loadPalette(
     let data: Buffer;
     if (el?.InlineBinary) data = Buffer.from(el.InlineBinary, 'base64');
     else if (el?.BulkDataURI) {
-      const tag = `${dataTag.slice(0, 4)}-${dataTag.slice(4)}`;
       data = await fetchBytes(
-        () => archive.openBulkData(src.orthancId, tag, { signal }),
+        () => archive.openBulkData(src.orthancId, dataTag, { signal }),
         65536 * 2 + 16,
         src.transferSyntax,
       );
