@@ -9,13 +9,13 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { CodecPool } from '../src/codecs';
+import { nativeFrameSpan } from '../src/dicom/bulk';
 import type { DicomJson } from '../src/dicom/json';
 import {
   decodeNativeFrame,
   describePixels,
   type DisplayImage,
   framePresentation,
-  nativeFrameBytes,
   paletteChannel,
   type PaletteLut,
   type StoredFrame,
@@ -79,7 +79,7 @@ async function tile(pool: CodecPool, file: string): Promise<Buffer | undefined> 
   try {
     let frame: StoredFrame;
     if (NATIVE.has(ts)) {
-      const bytes = fragments[0].slice(0, nativeFrameBytes(px));
+      const bytes = fragments[0].slice(0, nativeFrameSpan(px));
       if (ts === '1.2.840.10008.1.2.2' && px.bitsAllocated === 16)
         for (let k = 0; k + 1 < bytes.length; k += 2) [bytes[k], bytes[k + 1]] = [bytes[k + 1], bytes[k]];
       frame = decodeNativeFrame(bytes, px);

@@ -29,20 +29,17 @@ async function answersWithin(op: () => Promise<unknown>, ms: number): Promise<bo
 }
 
 /**
- * Checks every dependency at once, each within `timeoutMs`: the index (SELECT 1), the archive (Orthanc's /system)
+ * Checks every dependency at once, each within `timeoutMs`: the index (SELECT 1), the archive (its ping)
  * and, where this process produces jobs, the queue (Redis PING). A load balancer takes the process out of rotation
  * while one is down, and the answer says which.
  */
 export async function checkReadiness(
-  services: Pick<Services, 'db' | 'pacs'>,
+  services: Pick<Services, 'db' | 'archive'>,
   timeoutMs: number,
 ): Promise<Readiness> {
   const checks: Array<[Dependency, Promise<boolean>]> = [
     ['database', answersWithin(() => pingDb(services.db), timeoutMs)],
-    [
-      'archive',
-      answersWithin(() => services.pacs.getJson('/system', AbortSignal.timeout(timeoutMs)), timeoutMs),
-    ],
+    ['archive', answersWithin(() => services.archive.ping(AbortSignal.timeout(timeoutMs)), timeoutMs)],
   ];
   if (queuesReady())
     checks.push(['queue', answersWithin(() => pingQueues(timeoutMs).then(okOrThrow), timeoutMs)]);

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { CodecPool } from '../src/codecs';
+import { nativeFrameSpan } from '../src/dicom/bulk';
 import type { DicomJson } from '../src/dicom/json';
 import {
   decodeNativeFrame,
@@ -20,7 +21,6 @@ import {
   describePixels,
   type DisplayImage,
   framePresentation,
-  nativeFrameBytes,
   paletteChannel,
   type PaletteLut,
   type StoredFrame,
@@ -90,7 +90,7 @@ function imageSamples(): Sample[] {
 function frameOf(s: Sample): { number: number; bytes: Uint8Array } {
   const px = describePixels(s.dict);
   if (NATIVE.has(s.ts)) {
-    const size = nativeFrameBytes(px);
+    const size = nativeFrameSpan(px);
     const all = s.fragments[0];
     const number = s.frames > 1 && px.bitsAllocated >= 8 ? s.frames : 1;
     const bytes = all.slice((number - 1) * size, number * size);

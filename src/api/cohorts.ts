@@ -9,6 +9,7 @@ import { isPseudonym } from '../cohorts/keys';
 import { type CohortRequest, planCohort } from '../cohorts/plan';
 import { patientMappingCsv, uidMappingCsv } from '../cohorts/provenance';
 import { withdrawSubject } from '../cohorts/withdraw';
+import { isUid, UID_MAX_LENGTH, UID_RULE } from '../dicom/uid';
 import { noteAudit, principalOf, requireExistingProjectRole } from '../http/context';
 import { AppError, BadRequestError, NotFoundError } from '../errors';
 import {
@@ -24,10 +25,7 @@ import { enqueueCohort } from '../jobs/queues';
 import type { Services } from '../services';
 import { readJsonBody } from './body';
 
-const UID = z
-  .string()
-  .regex(/^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$/, 'not a UID')
-  .max(64);
+const UID = z.string().max(UID_MAX_LENGTH).refine(isUid, UID_RULE);
 const PROJECT_ID = z
   .string()
   .min(1)

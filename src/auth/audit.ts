@@ -1,5 +1,6 @@
 import type { Pool } from 'pg';
 import { errSummary } from '../errors';
+import { isUid } from '../dicom/uid';
 import { type AuditEvent, insertAuditEvents } from '../index-db/audit';
 import type { Logger } from '../logger';
 import type { AuditDetail, AuditedRequest } from '../services';
@@ -21,7 +22,6 @@ import type { AuditDetail, AuditedRequest } from '../services';
 
 const AUDIT_BATCH = 500;
 const AUDIT_FLUSH_MS = 200;
-const UID = /^[0-9]+(\.[0-9]+)*$/;
 const PROJECT_ID = /^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$/;
 
 // Route parameter names the DICOMweb and API routers use for each level; the first present wins.
@@ -35,12 +35,12 @@ const PARAM_NAMES = {
 function pick(
   params: Record<string, string> | undefined,
   names: readonly string[],
-  shape: RegExp,
+  hasShape: (v: string) => boolean,
 ): string | null {
   if (!params) return null;
   for (const n of names) {
     const v = params[n];
-    if (typeof v === 'string' && v.length <= 64 && shape.test(v)) return v;
+    if (typeof v === 'string' && hasShape(v)) return v;
   }
   return null;
 }
@@ -167,10 +167,13 @@ export class AuditTrail {
       principal: principal?.id ?? 'anonymous',
       principalKind: principal?.kind ?? 'anonymous',
       action: detail?.action ?? 'request',
-      projectId: detail?.projectId ?? pick(routeParams, PARAM_NAMES.project, PROJECT_ID) ?? shareProject,
-      studyUid: detail?.studyUid ?? pick(routeParams, PARAM_NAMES.study, UID),
-      seriesUid: detail?.seriesUid ?? pick(routeParams, PARAM_NAMES.series, UID),
-      sopInstanceUid: detail?.sopInstanceUid ?? pick(routeParams, PARAM_NAMES.instance, UID),
+      projectId:
+        detail?.projectId ??
+        pick(routeParams, PARAM_NAMES.project, (v) => PROJECT_ID.test(v)) ??
+        shareProject,
+      studyUid: detail?.studyUid ?? pick(routeParams, PARAM_NAMES.study, isUid),
+      seriesUid: detail?.seriesUid ?? pick(routeParams, PARAM_NAMES.series, isUid),
+      sopInstanceUid: detail?.sopInstanceUid ?? pick(routeParams, PARAM_NAMES.instance, isUid),
       outcome,
       bytes: 0,
       clientIp: ctx.ip || null,

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import dcmjs from 'dcmjs';
 import { ServiceBusyError, UnrecoverableInputError } from '../errors';
 import { CodecPool } from './pool';
-import { CodecSyntax, type CodecPixels, decodedFrameBytes } from './syntaxes';
+import { TransferSyntax } from '../dicom/transfer-syntax';
+import { type CodecPixels, decodedFrameBytes } from './syntaxes';
 
 const SAMPLES = process.env.APERTURE_SAMPLES_DIR ?? join(__dirname, '../../../shared/dicom-samples');
 
@@ -26,7 +27,7 @@ function sample(file: string): { ts: string; frame: Uint8Array; px: CodecPixels 
   }
   return {
     ts,
-    frame: ts.startsWith('1.2.840.10008.1.2.4') || ts === CodecSyntax.rleLossless ? frame : fragments[0],
+    frame: ts.startsWith('1.2.840.10008.1.2.4') || ts === TransferSyntax.rleLossless ? frame : fragments[0],
     px: {
       rows: Number(v('00280010')),
       columns: Number(v('00280011')),
@@ -140,12 +141,12 @@ describe('decodeFrame on the decode threads', () => {
 
 describe('encodeFrame (pixel cleaning)', () => {
   it.each([
-    ['mr/MR_small_RLE.dcm', CodecSyntax.rleLossless],
-    ['mr/MR_small_jp2klossless.dcm', CodecSyntax.jpeg2000Lossless],
-    ['mr/MR_small_jpeg_ls_lossless.dcm', CodecSyntax.jpegLsLossless],
-    ['ct/CT1_J2KI_jpeg2000.dcm', CodecSyntax.jpegLsLossless],
-    ['sc/SC_rgb_rle_2frame.dcm', CodecSyntax.rleLossless],
-    ['us/US-Philips-3EAF5680_jpeg-baseline.dcm', CodecSyntax.jpegLsLossless],
+    ['mr/MR_small_RLE.dcm', TransferSyntax.rleLossless],
+    ['mr/MR_small_jp2klossless.dcm', TransferSyntax.jpeg2000Lossless],
+    ['mr/MR_small_jpeg_ls_lossless.dcm', TransferSyntax.jpegLsLossless],
+    ['ct/CT1_J2KI_jpeg2000.dcm', TransferSyntax.jpegLsLossless],
+    ['sc/SC_rgb_rle_2frame.dcm', TransferSyntax.rleLossless],
+    ['us/US-Philips-3EAF5680_jpeg-baseline.dcm', TransferSyntax.jpegLsLossless],
   ])('%s: blacked-out pixels re-encode losslessly (to %s)', async (file, target) => {
     const { ts, frame, px } = sample(file);
     const decoded = await pool.decodeFrame(frame, ts, px);

@@ -7,7 +7,8 @@
  */
 import { CodecInputError } from './errors';
 import { encodeRle } from './rle';
-import { CodecSyntax, type CodecPixels, decodedFrameBytes } from './syntaxes';
+import { TransferSyntax } from '../dicom/transfer-syntax';
+import { type CodecPixels, decodedFrameBytes } from './syntaxes';
 import { wasm } from './wasm';
 
 /** A re-encoded frame and the transfer syntax to declare for it. */
@@ -20,13 +21,13 @@ export interface EncodedFrame {
 export function reencodeTarget(transferSyntaxUid: string): string {
   const ts = transferSyntaxUid.trim();
   if (
-    ts === CodecSyntax.rleLossless ||
-    ts === CodecSyntax.jpeg2000Lossless ||
-    ts === CodecSyntax.jpegLsLossless
+    ts === TransferSyntax.rleLossless ||
+    ts === TransferSyntax.jpeg2000Lossless ||
+    ts === TransferSyntax.jpegLsLossless
   ) {
     return ts;
   }
-  return CodecSyntax.jpegLsLossless;
+  return TransferSyntax.jpegLsLossless;
 }
 
 function frameInfo(px: CodecPixels) {
@@ -51,8 +52,9 @@ export function encodeFrameSync(native: Uint8Array, sourceSyntax: string, px: Co
   }
   const target = reencodeTarget(sourceSyntax);
   const bytes = native.subarray(0, decodedFrameBytes(px));
-  if (target === CodecSyntax.rleLossless) return { frame: encodeRle(bytes, px), transferSyntaxUid: target };
-  if (target === CodecSyntax.jpeg2000Lossless) {
+  if (target === TransferSyntax.rleLossless)
+    return { frame: encodeRle(bytes, px), transferSyntaxUid: target };
+  if (target === TransferSyntax.jpeg2000Lossless) {
     const enc = new (wasm().openjpeg.J2KEncoder)();
     try {
       enc.getDecodedBuffer(frameInfo(px)).set(bytes);

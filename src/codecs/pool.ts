@@ -120,25 +120,15 @@ export class CodecPool {
 
 /** Only the fields a codec reads cross the thread boundary. */
 function plain(px: CodecPixels): CodecPixels {
-  const {
-    rows,
-    columns,
-    samplesPerPixel,
-    bitsAllocated,
-    bitsStored,
-    signed,
-    photometric,
-    planarConfiguration,
-  } = px;
   return {
-    rows,
-    columns,
-    samplesPerPixel,
-    bitsAllocated,
-    bitsStored,
-    signed,
-    photometric,
-    planarConfiguration,
+    rows: px.rows,
+    columns: px.columns,
+    samplesPerPixel: px.samplesPerPixel,
+    bitsAllocated: px.bitsAllocated,
+    bitsStored: px.bitsStored,
+    signed: px.signed,
+    photometric: px.photometric,
+    planarConfiguration: px.planarConfiguration,
   };
 }
 

@@ -3,41 +3,26 @@
  * Kept free of Koa, sharp and the WebAssembly modules so that both the HTTP process and the decode threads load it.
  */
 
-export const CodecSyntax = {
-  jpegBaseline: '1.2.840.10008.1.2.4.50',
-  jpegExtended: '1.2.840.10008.1.2.4.51',
-  jpegLosslessP14: '1.2.840.10008.1.2.4.57',
-  jpegLosslessSv1: '1.2.840.10008.1.2.4.70',
-  jpegLsLossless: '1.2.840.10008.1.2.4.80',
-  jpegLsNearLossless: '1.2.840.10008.1.2.4.81',
-  jpeg2000Lossless: '1.2.840.10008.1.2.4.90',
-  jpeg2000: '1.2.840.10008.1.2.4.91',
-  jpeg2000Part2Lossless: '1.2.840.10008.1.2.4.92',
-  jpeg2000Part2: '1.2.840.10008.1.2.4.93',
-  htj2kLossless: '1.2.840.10008.1.2.4.201',
-  htj2kLosslessRpcl: '1.2.840.10008.1.2.4.202',
-  htj2k: '1.2.840.10008.1.2.4.203',
-  rleLossless: '1.2.840.10008.1.2.5',
-} as const;
+import { TransferSyntax } from '../dicom/transfer-syntax';
 
 /** Which library decodes a syntax. */
 export type CodecFamily = 'jpeg-dct' | 'jpeg-lossless' | 'jpeg-ls' | 'j2k' | 'htj2k' | 'rle';
 
 const FAMILY: Record<string, CodecFamily> = {
-  [CodecSyntax.jpegBaseline]: 'jpeg-dct',
-  [CodecSyntax.jpegExtended]: 'jpeg-dct',
-  [CodecSyntax.jpegLosslessP14]: 'jpeg-lossless',
-  [CodecSyntax.jpegLosslessSv1]: 'jpeg-lossless',
-  [CodecSyntax.jpegLsLossless]: 'jpeg-ls',
-  [CodecSyntax.jpegLsNearLossless]: 'jpeg-ls',
-  [CodecSyntax.jpeg2000Lossless]: 'j2k',
-  [CodecSyntax.jpeg2000]: 'j2k',
-  [CodecSyntax.jpeg2000Part2Lossless]: 'j2k',
-  [CodecSyntax.jpeg2000Part2]: 'j2k',
-  [CodecSyntax.htj2kLossless]: 'htj2k',
-  [CodecSyntax.htj2kLosslessRpcl]: 'htj2k',
-  [CodecSyntax.htj2k]: 'htj2k',
-  [CodecSyntax.rleLossless]: 'rle',
+  [TransferSyntax.jpegBaseline]: 'jpeg-dct',
+  [TransferSyntax.jpegExtended]: 'jpeg-dct',
+  [TransferSyntax.jpegLosslessP14]: 'jpeg-lossless',
+  [TransferSyntax.jpegLosslessSv1]: 'jpeg-lossless',
+  [TransferSyntax.jpegLsLossless]: 'jpeg-ls',
+  [TransferSyntax.jpegLsNearLossless]: 'jpeg-ls',
+  [TransferSyntax.jpeg2000Lossless]: 'j2k',
+  [TransferSyntax.jpeg2000]: 'j2k',
+  [TransferSyntax.jpeg2000Part2Lossless]: 'j2k',
+  [TransferSyntax.jpeg2000Part2]: 'j2k',
+  [TransferSyntax.htj2kLossless]: 'htj2k',
+  [TransferSyntax.htj2kLosslessRpcl]: 'htj2k',
+  [TransferSyntax.htj2k]: 'htj2k',
+  [TransferSyntax.rleLossless]: 'rle',
 };
 
 /** The codec family of a compressed transfer syntax, or undefined when no in-process decoder exists. */

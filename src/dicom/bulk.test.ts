@@ -1,8 +1,11 @@
 import { Readable } from 'node:stream';
 import {
+  absoluteBulkDataUris,
+  absoluteBulkDataUrisInText,
   FrameExtractionError,
   extractNativeFrames,
   nativeFrameBytes,
+  nativeFrameSpan,
   parseBulkDataPath,
   parseFrameList,
   sliceStream,
@@ -105,11 +108,10 @@ describe('extracting native frames from a transcoded Part-10 stream', () => {
 });
 
 describe('bulk data paths, frame lists and ranges', () => {
-  it('maps a relative BulkDataURI to the DICOM JSON path and to Orthanc content paths', () => {
+  it('maps a relative BulkDataURI to the DICOM JSON path', () => {
     expect(parseBulkDataPath('00540016/0/00181078')).toEqual({
       relative: '00540016/0/00181078',
       jsonPath: ['00540016', 'Value', '0', '00181078'],
-      contentPath: '0054-0016/0/0018-1078',
       isPixelData: false,
     });
     expect(parseBulkDataPath('7fe00010')).toMatchObject({ relative: '7FE00010', isPixelData: true });
@@ -128,9 +130,17 @@ describe('bulk data paths, frame lists and ranges', () => {
   });
 
   it('computes native frame sizes, refusing bit-packed frames that do not end on a byte', () => {
-    expect(nativeFrameBytes(240, 320, 3, 8)).toBe(230400);
-    expect(nativeFrameBytes(256, 256, 1, 1)).toBe(8192);
-    expect(nativeFrameBytes(3, 3, 1, 1)).toBeUndefined();
+    const g = (rows: number, columns: number, samplesPerPixel: number, bitsAllocated: number) => ({
+      rows,
+      columns,
+      samplesPerPixel,
+      bitsAllocated,
+    });
+    expect(nativeFrameBytes(g(240, 320, 3, 8))).toBe(230400);
+    expect(nativeFrameBytes(g(256, 256, 1, 1))).toBe(8192);
+    expect(nativeFrameBytes(g(3, 3, 1, 1))).toBeUndefined();
+    expect(nativeFrameSpan(g(3, 3, 1, 1))).toBe(2);
+    expect(nativeFrameSpan(g(240, 320, 3, 8))).toBe(230400);
   });
 
   it('slices a byte range out of a stream and stops reading after it', async () => {
@@ -138,5 +148,32 @@ describe('bulk data paths, frame lists and ranges', () => {
     const got = Buffer.concat(await collect(sliceStream(source, 3, 9)));
     expect(got.toString()).toBe('3456789');
     expect(source.destroyed).toBe(true);
+  });
+
+  it('turns the index relative BulkDataURIs into absolute URLs, keys only', () => {
+    const json =
+      '{"00091001": {"vr": "LO", "Value": ["\\"BulkDataURI\\": \\"x"]}, "7FE00010": {"vr": "OW", "BulkDataURI": "7FE00010"}}';
+    const out = JSON.parse(
+      absoluteBulkDataUrisInText(json, 'https://gw/dicom-web/studies/1/series/2/instances/3/bulk/'),
+    );
+    expect(out['7FE00010'].BulkDataURI).toBe(
+      'https://gw/dicom-web/studies/1/series/2/instances/3/bulk/7FE00010',
+    );
+    expect(out['00091001'].Value).toEqual(['"BulkDataURI": "x']);
+  });
+
+  it('makes BulkDataURIs absolute in a parsed data set as in the index text, nested items included', () => {
+    const prefix = 'https://gw/dicom-web/studies/1/series/2/instances/3/bulk/';
+    const json =
+      '{"7FE00010": {"vr": "OW", "BulkDataURI": "7FE00010"}, "00400275": {"vr": "SQ", "Value": [{"00420011": {"vr": "OB", "BulkDataURI": "00400275/0/00420011"}}]}}';
+    const ds = JSON.parse(json);
+    const item = ds['00400275'].Value[0];
+    absoluteBulkDataUris(ds, prefix);
+    expect(ds).toEqual(JSON.parse(absoluteBulkDataUrisInText(json, prefix)));
+    expect(ds['00400275'].Value[0]['00420011'].BulkDataURI).toBe(`${prefix}00400275/0/00420011`);
+    expect(item['00420011'].BulkDataURI).toBe('00400275/0/00420011');
+    const absolute = { '7FE00010': { vr: 'OW', BulkDataURI: 'https://elsewhere/x' } };
+    absoluteBulkDataUris(absolute, prefix);
+    expect(absolute['7FE00010'].BulkDataURI).toBe('https://elsewhere/x');
   });
 });

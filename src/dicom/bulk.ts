@@ -5,6 +5,7 @@
  * Pure module: streams in, bytes out; no HTTP, no database.
  */
 import type { Readable } from 'node:stream';
+import type { DicomJson } from './json';
 
 const TAG = '[0-9A-Fa-f]{8}';
 const BULK_PATH_RE = new RegExp(`^${TAG}(/\\d{1,6}/${TAG})*$`);
@@ -15,8 +16,6 @@ export interface BulkDataPath {
   relative: string;
   /** Where the element sits in the DICOM JSON model: ['00540016', 'Value', '0', '00181078']. */
   jsonPath: string[];
-  /** The same path in Orthanc's `/instances/{id}/content/...` spelling: `0054-0016/0/0018-1078`. */
-  contentPath: string;
   /** True for top-level (7FE0,0010), (7FE0,0008) or (7FE0,0009): served as frames, not as one value. */
   isPixelData: boolean;
 }
@@ -26,23 +25,52 @@ export function parseBulkDataPath(path: string): BulkDataPath | undefined {
   if (!BULK_PATH_RE.test(path)) return undefined;
   const segs = path.toUpperCase().split('/');
   const jsonPath: string[] = [];
-  const content: string[] = [];
   segs.forEach((s, i) => {
     if (i % 2 === 0) {
       jsonPath.push(s);
-      content.push(`${s.slice(0, 4)}-${s.slice(4)}`.toLowerCase());
     } else {
       const index = String(Number.parseInt(s, 10));
       jsonPath.push('Value', index);
-      content.push(index);
     }
   });
   return {
     relative: segs.join('/'),
     jsonPath,
-    contentPath: content.join('/'),
     isPixelData: segs.length === 1 && /^7FE000(08|09|10)$/.test(segs[0]),
   };
+}
+
+/**
+ * Makes the index's relative BulkDataURIs of a DICOM JSON data set absolute under `prefix` (the instance's URL and
+ * `/bulk/`), in nested items too; URIs that already carry a scheme are kept. Elements are replaced, not changed,
+ * so values shared with the index row stay as they were.
+ */
+export function absoluteBulkDataUris(ds: DicomJson, prefix: string): void {
+  for (const [tag, el] of Object.entries(ds)) {
+    if (el.BulkDataURI !== undefined && !/^[a-z]+:/i.test(el.BulkDataURI)) {
+      ds[tag] = { ...el, BulkDataURI: `${prefix}${el.BulkDataURI}` };
+    } else if (el.vr === 'SQ' && el.Value) {
+      ds[tag] = {
+        ...el,
+        Value: el.Value.map((item) => {
+          const copy = { ...(item as DicomJson) };
+          absoluteBulkDataUris(copy, prefix);
+          return copy;
+        }),
+      };
+    }
+  }
+}
+
+/**
+ * absoluteBulkDataUris on the index's JSON text (PostgreSQL's jsonb output, which the index only ever holds with
+ * relative URIs), so that metadata streams without parsing each instance.
+ */
+export function absoluteBulkDataUrisInText(json: string, prefix: string): string {
+  // In JSON text a string value can never contain an unescaped quote, so this key pattern only matches keys.
+  return json.includes('"BulkDataURI"')
+    ? json.replaceAll('"BulkDataURI": "', `"BulkDataURI": "${prefix}`)
+    : json;
 }
 
 /**
@@ -56,14 +84,28 @@ export function parseFrameList(s: string): number[] | undefined {
   return frames;
 }
 
-/** Bytes of one native frame, or undefined when the image attributes do not allow byte-aligned frames. */
-export function nativeFrameBytes(
-  rows: number,
-  columns: number,
-  samplesPerPixel: number,
-  bitsAllocated: number,
-) {
-  const bits = rows * columns * samplesPerPixel * bitsAllocated;
+/** The Image Pixel attributes that size one native frame. */
+export interface FrameGeometry {
+  rows: number;
+  columns: number;
+  samplesPerPixel: number;
+  bitsAllocated: number;
+}
+
+/**
+ * Bytes that hold one native frame. Frames of bit-packed (1-bit) images need not end on a byte (PS3.5 §8.1.1):
+ * the last byte is then partly used, which is what a single frame the archive hands out occupies.
+ */
+export function nativeFrameSpan(g: FrameGeometry): number {
+  return Math.ceil((g.rows * g.columns * g.samplesPerPixel * g.bitsAllocated) / 8);
+}
+
+/**
+ * Bytes of one native frame, or undefined when the attributes do not give frames that end on a byte: only then
+ * can frames be cut out of Pixel Data by byte offsets.
+ */
+export function nativeFrameBytes(g: FrameGeometry): number | undefined {
+  const bits = g.rows * g.columns * g.samplesPerPixel * g.bitsAllocated;
   if (!Number.isSafeInteger(bits) || bits <= 0 || bits % 8 !== 0) return undefined;
   return bits / 8;
 }

@@ -81,7 +81,7 @@ function dcmjsLabel(firstTerm: string): string | undefined {
 const inverseCache = new Map<string, Map<string, number>>();
 
 /** Character → byte for every single byte the decoder maps to exactly one character (bytes it cannot decode alone are absent). */
-function singleByteInverse(label: string): Map<string, number> {
+export function singleByteInverse(label: string): Map<string, number> {
   let inv = inverseCache.get(label);
   if (inv) return inv;
   inv = new Map();

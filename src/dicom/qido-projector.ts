@@ -3,6 +3,7 @@
  * per level, adds the computed ones, sends Type 2 attributes empty, builds RetrieveURL and absolute BulkDataURIs.
  * Pure: the rows come from src/index-db/qido.ts.
  */
+import { absoluteBulkDataUris } from './bulk';
 import type { DicomJson, DicomJsonElement } from './json';
 import { attributeByTag } from './matching';
 import {
@@ -111,7 +112,7 @@ function resultProjector(
     if (instance && row.instance_json) {
       url += `/instances/${row.sop_instance_uid}`;
       copy(out, row.instance_json, instance, true);
-      absolutiseBulkData(out, url);
+      absoluteBulkDataUris(out, `${url}/bulk/`);
     }
     out[Tag.StudyInstanceUID] = values('UI', [row.study_uid]);
     if (level !== 'study') out[Tag.SeriesInstanceUID] = values('UI', [row.series_uid]);
@@ -139,22 +140,4 @@ function copy(out: DicomJson, ds: DicomJson, shape: LevelShape, keepBulk: boolea
     for (const tag of shape.tags) if (usable(ds[tag])) out[tag] = ds[tag];
   }
   for (const [tag, vr] of shape.empty) if (!out[tag]) out[tag] = { vr };
-}
-
-/** Relative BulkDataURIs (tag paths) of the index become absolute URLs under the instance's bulk resource. */
-function absolutiseBulkData(ds: DicomJson, instanceUrl: string): void {
-  for (const [tag, el] of Object.entries(ds)) {
-    if (el.BulkDataURI !== undefined && !/^[a-z]+:/i.test(el.BulkDataURI)) {
-      ds[tag] = { ...el, BulkDataURI: `${instanceUrl}/bulk/${el.BulkDataURI}` };
-    } else if (el.vr === 'SQ' && el.Value) {
-      ds[tag] = {
-        ...el,
-        Value: el.Value.map((item) => {
-          const copy = { ...(item as DicomJson) };
-          absolutiseBulkData(copy, instanceUrl);
-          return copy;
-        }),
-      };
-    }
-  }
 }

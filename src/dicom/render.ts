@@ -8,37 +8,9 @@
  */
 import sharp from 'sharp';
 import { BadRequestError, UnrecoverableInputError } from '../errors';
+import { nativeFrameSpan } from './bulk';
 import { type DicomJson, type DicomJsonElement, getInt, getString } from './json';
-
-/** Tags of the Image Pixel, Modality LUT, VOI LUT and Multi-frame Functional Groups modules read here. */
-export const PixelTag = {
-  SamplesPerPixel: '00280002',
-  PhotometricInterpretation: '00280004',
-  PlanarConfiguration: '00280006',
-  NumberOfFrames: '00280008',
-  Rows: '00280010',
-  Columns: '00280011',
-  BitsAllocated: '00280100',
-  BitsStored: '00280101',
-  HighBit: '00280102',
-  PixelRepresentation: '00280103',
-  WindowCenter: '00281050',
-  WindowWidth: '00281051',
-  RescaleIntercept: '00281052',
-  RescaleSlope: '00281053',
-  VOILUTFunction: '00281056',
-  RedPaletteDescriptor: '00281101',
-  GreenPaletteDescriptor: '00281102',
-  BluePaletteDescriptor: '00281103',
-  RedPaletteData: '00281201',
-  GreenPaletteData: '00281202',
-  BluePaletteData: '00281203',
-  SharedFunctionalGroups: '52009229',
-  PerFrameFunctionalGroups: '52009230',
-  FrameVOILUTSequence: '00289132',
-  PixelValueTransformationSequence: '00289145',
-  PixelData: '7FE00010',
-} as const;
+import { Tag } from './tags';
 
 /** How the stored pixels of an instance are laid out (Image Pixel module, PS3.3 C.7.6.3). */
 export interface PixelDescription {
@@ -123,30 +95,30 @@ function numbers(el: DicomJsonElement | undefined): number[] {
  * Throws UnrecoverableInputError (no PHI in the message) when it cannot be rendered at all.
  */
 export function describePixels(ds: DicomJson): PixelDescription {
-  if (!ds[PixelTag.PixelData]) throw new UnrecoverableInputError('the instance has no pixel data to render');
-  const rows = getInt(ds, PixelTag.Rows);
-  const columns = getInt(ds, PixelTag.Columns);
-  const bitsAllocated = getInt(ds, PixelTag.BitsAllocated);
+  if (!ds[Tag.PixelData]) throw new UnrecoverableInputError('the instance has no pixel data to render');
+  const rows = getInt(ds, Tag.Rows);
+  const columns = getInt(ds, Tag.Columns);
+  const bitsAllocated = getInt(ds, Tag.BitsAllocated);
   if (!rows || !columns || !bitsAllocated || rows > MAX_DIMENSION || columns > MAX_DIMENSION) {
     throw new UnrecoverableInputError('the instance declares no usable image size');
   }
   if (![1, 8, 16, 32].includes(bitsAllocated)) {
     throw new UnrecoverableInputError(`cannot render Bits Allocated ${bitsAllocated}`);
   }
-  const samplesPerPixel = getInt(ds, PixelTag.SamplesPerPixel) ?? 1;
+  const samplesPerPixel = getInt(ds, Tag.SamplesPerPixel) ?? 1;
   if (samplesPerPixel !== 1 && samplesPerPixel !== 3) {
     throw new UnrecoverableInputError(`cannot render Samples per Pixel ${samplesPerPixel}`);
   }
   const photometric = (
-    getString(ds, PixelTag.PhotometricInterpretation) ?? (samplesPerPixel === 3 ? 'RGB' : 'MONOCHROME2')
+    getString(ds, Tag.PhotometricInterpretation) ?? (samplesPerPixel === 3 ? 'RGB' : 'MONOCHROME2')
   )
     .trim()
     .toUpperCase();
-  let bitsStored = getInt(ds, PixelTag.BitsStored) ?? bitsAllocated;
+  let bitsStored = getInt(ds, Tag.BitsStored) ?? bitsAllocated;
   if (bitsStored < 1 || bitsStored > bitsAllocated) bitsStored = bitsAllocated;
-  let highBit = getInt(ds, PixelTag.HighBit) ?? bitsStored - 1;
+  let highBit = getInt(ds, Tag.HighBit) ?? bitsStored - 1;
   if (highBit < bitsStored - 1 || highBit >= bitsAllocated) highBit = bitsStored - 1;
-  const frames = getInt(ds, PixelTag.NumberOfFrames);
+  const frames = getInt(ds, Tag.NumberOfFrames);
   return {
     rows,
     columns,
@@ -154,17 +126,11 @@ export function describePixels(ds: DicomJson): PixelDescription {
     bitsAllocated,
     bitsStored,
     highBit,
-    signed: getInt(ds, PixelTag.PixelRepresentation) === 1,
+    signed: getInt(ds, Tag.PixelRepresentation) === 1,
     photometric,
-    planarConfiguration: getInt(ds, PixelTag.PlanarConfiguration) === 1 ? 1 : 0,
+    planarConfiguration: getInt(ds, Tag.PlanarConfiguration) === 1 ? 1 : 0,
     numberOfFrames: frames && frames > 0 ? frames : 1,
   };
-}
-
-/** Number of bytes one native (uncompressed) frame occupies. */
-export function nativeFrameBytes(px: PixelDescription): number {
-  const bits = px.rows * px.columns * px.samplesPerPixel * px.bitsAllocated;
-  return Math.ceil(bits / 8);
 }
 
 /** Maps a data set's VOI LUT Function (0028,1056) to the query parameter's keyword. */
@@ -180,9 +146,9 @@ function voiFunctionOf(value: string | undefined): VoiFunction {
 }
 
 function windowsOf(ds: DicomJson): WindowSpec[] {
-  const centers = numbers(ds[PixelTag.WindowCenter]);
-  const widths = numbers(ds[PixelTag.WindowWidth]);
-  const fn = voiFunctionOf(getString(ds, PixelTag.VOILUTFunction));
+  const centers = numbers(ds[Tag.WindowCenter]);
+  const widths = numbers(ds[Tag.WindowWidth]);
+  const fn = voiFunctionOf(getString(ds, Tag.VOILUTFunction));
   const out: WindowSpec[] = [];
   for (let i = 0; i < Math.min(centers.length, widths.length); i++) {
     if (widths[i] > 0) out.push({ center: centers[i], width: widths[i], fn });
@@ -200,26 +166,26 @@ function firstItem(ds: DicomJson | undefined, tag: string): DicomJson | undefine
  * Functional Groups (Pixel Value Transformation, Frame VOI LUT); classic objects at the top level.
  */
 export function framePresentation(ds: DicomJson, frameNumber = 1): FramePresentation {
-  const perFrameItems = ds[PixelTag.PerFrameFunctionalGroups]?.Value as DicomJson[] | undefined;
+  const perFrameItems = ds[Tag.PerFrameFunctionalGroups]?.Value as DicomJson[] | undefined;
   const perFrame = perFrameItems?.[frameNumber - 1];
-  const shared = firstItem(ds, PixelTag.SharedFunctionalGroups);
+  const shared = firstItem(ds, Tag.SharedFunctionalGroups);
   const sources = [perFrame, shared].filter((s): s is DicomJson => !!s);
 
   let slope: number | undefined;
   let intercept: number | undefined;
   let windows: WindowSpec[] = [];
   for (const group of sources) {
-    const pvt = firstItem(group, PixelTag.PixelValueTransformationSequence);
+    const pvt = firstItem(group, Tag.PixelValueTransformationSequence);
     if (pvt && slope === undefined) {
-      slope = firstNumber(pvt[PixelTag.RescaleSlope]);
-      intercept = firstNumber(pvt[PixelTag.RescaleIntercept]);
+      slope = firstNumber(pvt[Tag.RescaleSlope]);
+      intercept = firstNumber(pvt[Tag.RescaleIntercept]);
     }
-    const voi = firstItem(group, PixelTag.FrameVOILUTSequence);
+    const voi = firstItem(group, Tag.FrameVOILUTSequence);
     if (voi && windows.length === 0) windows = windowsOf(voi);
   }
   if (slope === undefined) {
-    slope = firstNumber(ds[PixelTag.RescaleSlope]);
-    intercept = firstNumber(ds[PixelTag.RescaleIntercept]);
+    slope = firstNumber(ds[Tag.RescaleSlope]);
+    intercept = firstNumber(ds[Tag.RescaleIntercept]);
   }
   if (windows.length === 0) windows = windowsOf(ds);
   return {
@@ -345,7 +311,7 @@ function colourToRgb(bytes: Uint8Array, px: PixelDescription): Uint8Array {
  * even of Explicit VR Big Endian objects (it keeps pixel data in host byte order once parsed).
  */
 export function decodeNativeFrame(bytes: Uint8Array, px: PixelDescription): StoredFrame {
-  const expected = nativeFrameBytes(px);
+  const expected = nativeFrameSpan(px);
   if (bytes.length < expected) {
     throw new UnrecoverableInputError(
       `frame data holds ${bytes.length} bytes where ${expected} are declared`,

@@ -8,7 +8,7 @@
  * explicit stack (depth 100,000 must not blow ours), and refused unless it is whole, within bounds and says
  * unambiguously which instance it is.
  */
-import { transferSyntaxInfo } from './transfer-syntax';
+import { TransferSyntax, transferSyntaxInfo } from './transfer-syntax';
 import { isStrictUid, isUid } from './uid';
 import { inflateRawSync } from 'node:zlib';
 import dcmjs from 'dcmjs';
@@ -95,9 +95,10 @@ export interface Part10Structure {
 }
 
 // Encoding constants shared with the data-set hash (ingest/identity.ts).
-export const TS_IMPLICIT_LE = '1.2.840.10008.1.2';
-export const TS_EXPLICIT_BE = '1.2.840.10008.1.2.2';
-export const TS_DEFLATED = '1.2.840.10008.1.2.1.99';
+export const TS_IMPLICIT_LE = TransferSyntax.implicitVrLittleEndian;
+export const TS_EXPLICIT_LE = TransferSyntax.explicitVrLittleEndian;
+export const TS_EXPLICIT_BE = TransferSyntax.explicitVrBigEndian;
+export const TS_DEFLATED = TransferSyntax.deflatedExplicitVrLittleEndian;
 
 export const ITEM = 0xfffee000;
 export const ITEM_DELIM = 0xfffee00d;
@@ -143,8 +144,11 @@ const VR_UNIT: Record<string, number> = {
 
 let dictionary: Map<number, string> | undefined;
 
-/** The data dictionary's VR per tag (dcmjs's PS3.6 table), for Implicit VR data sets. */
-function dictionaryVr(tag: number): string | undefined {
+/**
+ * The data dictionary's VR per tag (dcmjs's PS3.6 table), for Implicit VR data sets; undefined for private and
+ * unknown tags. Repeating groups (curves, overlays) are listed under their first group.
+ */
+export function dictionaryVr(tag: number): string | undefined {
   if (!dictionary) {
     dictionary = new Map();
     for (const e of Object.values(dcmjs.data.DicomMetaDictionary.nameMap)) {
@@ -153,9 +157,7 @@ function dictionaryVr(tag: number): string | undefined {
     }
   }
   const group = tag >>> 16;
-  if ((tag & 0xffff) === 0) return 'UL';
   if (group & 1) return undefined;
-  // Repeating groups (curves, overlays) are listed under their first group.
   if ((group & 0xff00) === 0x5000 || (group & 0xff00) === 0x6000) {
     return dictionary.get((((group & 0xff00) << 16) | (tag & 0xffff)) >>> 0);
   }
@@ -400,7 +402,8 @@ function walk(buf: Uint8Array, limits: StructureLimits, seen: Partial<Part10Stru
         hdr = 8;
       }
     } else {
-      vr = dictionaryVr(tag) ?? 'UN';
+      // Group lengths (gggg,0000) are UL in every group, private ones included (PS3.5 §7.2).
+      vr = (tag & 0xffff) === 0 ? 'UL' : (dictionaryVr(tag) ?? 'UN');
       len = dview.getUint32(p + 4, tlittle);
       hdr = 8;
     }

@@ -24,6 +24,10 @@ export const TransferSyntax = {
   htj2kLossless: '1.2.840.10008.1.2.4.201',
   htj2kLosslessRpcl: '1.2.840.10008.1.2.4.202',
   htj2k: '1.2.840.10008.1.2.4.203',
+  jpegXlLossless: '1.2.840.10008.1.2.4.110',
+  mpeg2MainProfile: '1.2.840.10008.1.2.4.100',
+  mpeg4HighProfile: '1.2.840.10008.1.2.4.102',
+  hevcMainProfile: '1.2.840.10008.1.2.4.107',
   rleLossless: '1.2.840.10008.1.2.5',
 } as const;
 
@@ -108,7 +112,7 @@ const TABLE: readonly TransferSyntaxInfo[] = [
     frameMediaType: 'image/jphc',
   }),
   row(TransferSyntax.htj2k, 'High-Throughput JPEG 2000', { lossy: true, frameMediaType: 'image/jphc' }),
-  row('1.2.840.10008.1.2.4.110', 'JPEG XL Lossless', { frameMediaType: 'image/jxl' }),
+  row(TransferSyntax.jpegXlLossless, 'JPEG XL Lossless', { frameMediaType: 'image/jxl' }),
   row('1.2.840.10008.1.2.4.111', 'JPEG XL JPEG Recompression', { lossy: true, frameMediaType: 'image/jxl' }),
   row('1.2.840.10008.1.2.4.112', 'JPEG XL', { lossy: true, frameMediaType: 'image/jxl' }),
   row(TransferSyntax.rleLossless, 'RLE Lossless', { frameMediaType: 'image/dicom-rle' }),

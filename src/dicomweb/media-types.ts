@@ -65,10 +65,10 @@ export const DEFAULT_TRANSFER_SYNTAX_BY_MEDIA_TYPE: Readonly<Record<string, stri
   [MediaType.jp2]: TransferSyntax.jpeg2000Lossless,
   [MediaType.jpx]: TransferSyntax.jpeg2000Part2Lossless,
   [MediaType.jphc]: TransferSyntax.htj2kLossless,
-  [MediaType.jxl]: '1.2.840.10008.1.2.4.110',
-  [MediaType.mpeg]: '1.2.840.10008.1.2.4.100',
-  [MediaType.mp4]: '1.2.840.10008.1.2.4.102',
-  [MediaType.h265]: '1.2.840.10008.1.2.4.107',
+  [MediaType.jxl]: TransferSyntax.jpegXlLossless,
+  [MediaType.mpeg]: TransferSyntax.mpeg2MainProfile,
+  [MediaType.mp4]: TransferSyntax.mpeg4HighProfile,
+  [MediaType.h265]: TransferSyntax.hevcMainProfile,
 };
 
 /** Media type of one frame (or bulk data item) stored in `transferSyntaxUid`, or undefined if unknown. */

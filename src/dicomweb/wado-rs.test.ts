@@ -1,18 +1,6 @@
-import { absoluteBulkDataUris, boundedFrameList, parseRange } from './wado-rs';
+import { boundedFrameList, parseRange } from './wado-rs';
 
 describe('WADO-RS helpers', () => {
-  it('turns the index relative BulkDataURIs into absolute URLs, keys only', () => {
-    const json =
-      '{"00091001": {"vr": "LO", "Value": ["\\"BulkDataURI\\": \\"x"]}, "7FE00010": {"vr": "OW", "BulkDataURI": "7FE00010"}}';
-    const out = JSON.parse(
-      absoluteBulkDataUris(json, 'https://gw/dicom-web/studies/1/series/2/instances/3/bulk/'),
-    );
-    expect(out['7FE00010'].BulkDataURI).toBe(
-      'https://gw/dicom-web/studies/1/series/2/instances/3/bulk/7FE00010',
-    );
-    expect(out['00091001'].Value).toEqual(['"BulkDataURI": "x']);
-  });
-
   it('reads single byte ranges and ignores what it cannot serve', () => {
     expect(parseRange('bytes=0-99')).toEqual({ start: 0, end: 99 });
     expect(parseRange('bytes=100-')).toEqual({ start: 100, end: undefined });

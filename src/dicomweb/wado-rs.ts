@@ -10,7 +10,7 @@ import type { Context } from 'koa';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import zlib from 'node:zlib';
-import { parseBulkDataPath, parseFrameList, sliceStream } from '../dicom/bulk';
+import { absoluteBulkDataUrisInText, parseBulkDataPath, parseFrameList, sliceStream } from '../dicom/bulk';
 import type { DicomJson } from '../dicom/json';
 import { setDownloadName } from '../http/security-headers';
 import { requireUid } from '../dicom/uid';
@@ -197,14 +197,6 @@ async function retrieve(ctx: Context, services: Services, level: Level): Promise
 // ---------------------------------------------------------------------------------------------------------------
 // Metadata (PS3.18 §10.4.1.1.4), from the index
 
-/** Rewrites the index's relative BulkDataURIs of one instance's JSON text to absolute URLs under the request's root. */
-export function absoluteBulkDataUris(json: string, prefix: string): string {
-  // In JSON text a string value can never contain an unescaped quote, so this key pattern only matches keys.
-  return json.includes('"BulkDataURI"')
-    ? json.replaceAll('"BulkDataURI": "', `"BulkDataURI": "${prefix}`)
-    : json;
-}
-
 function instanceBase(
   root: string,
   row: { study_uid: string; series_uid: string; sop_instance_uid: string },
@@ -311,7 +303,7 @@ async function* jsonArray(
   let batch = '[';
   let first = true;
   for await (const row of rows) {
-    batch += (first ? '' : ',') + absoluteBulkDataUris(row.json, `${instanceBase(root, row)}/bulk/`);
+    batch += (first ? '' : ',') + absoluteBulkDataUrisInText(row.json, `${instanceBase(root, row)}/bulk/`);
     first = false;
     if (batch.length >= 64 * 1024) {
       yield batch;
@@ -326,7 +318,9 @@ async function* xmlParts(
   root: string,
 ): AsyncGenerator<OutgoingPart> {
   for await (const row of rows) {
-    const ds = JSON.parse(absoluteBulkDataUris(row.json, `${instanceBase(root, row)}/bulk/`)) as DicomJson;
+    const ds = JSON.parse(
+      absoluteBulkDataUrisInText(row.json, `${instanceBase(root, row)}/bulk/`),
+    ) as DicomJson;
     yield {
       contentType: `${MediaType.dicomXml}; charset=utf-8`,
       body: Buffer.from(dicomJsonToXml(ds), 'utf8'),

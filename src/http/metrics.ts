@@ -3,6 +3,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { getAuditExporter } from '../audit-export/exporter';
 import { getAuditTrail } from '../auth/audit';
+import { isUid } from '../dicom/uid';
 import { AppError, ForbiddenError, UnauthorizedError } from '../errors';
 import { readIndexerCursor } from '../index-db/ops-metrics';
 import { CURSOR_NAME } from '../ingest/change-feed';
@@ -34,7 +35,7 @@ export function upstreamPathTemplate(path: string): string {
     .map((seg) => {
       if (/^[0-9a-f]{8}(-[0-9a-f]{8}){4}$/.test(seg)) return ':id';
       if (/^\d+$/.test(seg)) return ':n';
-      if (/^[0-9.]+$/.test(seg) && seg.includes('.')) return ':uid';
+      if (isUid(seg) && seg.includes('.')) return ':uid';
       if (seg.length > 40) return ':x';
       return seg;
     })

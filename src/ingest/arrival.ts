@@ -209,21 +209,7 @@ export async function placeArrival(deps: ArrivalDeps, arrival: ReadArrival): Pro
     return { status: 'updated', sopInstanceUid: parsed.sopInstanceUid };
   }
 
-  const decision = await stickyDecision(db, parsed.seriesInstanceUid, route, () =>
-    decideRoute(deps, route, parsed.json),
-  );
-  if (decision.projectId) {
-    await indexInstance(db, obj, [decision.projectId], 'route');
-  } else {
-    await indexInstance(db, obj, [], 'route');
-    await quarantineInstance(db, {
-      sopInstanceUid: parsed.sopInstanceUid,
-      studyUid: parsed.studyInstanceUid,
-      seriesUid: parsed.seriesInstanceUid,
-      route,
-      reason: 'no matching routing rule',
-    });
-  }
+  const decision = await routeInstance(deps, obj, route, { indexUnrouted: true });
   deps.logger.debug(
     {
       orthancId,
@@ -239,6 +225,36 @@ export async function placeArrival(deps: ArrivalDeps, arrival: ReadArrival): Pro
     seriesUid: parsed.seriesInstanceUid,
     projectId: decision.projectId,
   };
+}
+
+/**
+ * Files an object under the project its route decides (sticky per series and route), or in quarantine when none
+ * does. `indexUnrouted`: give a quarantined object its index row too (a re-arrival's archived copy has one).
+ */
+export async function routeInstance(
+  deps: Pick<ArrivalDeps, 'db' | 'config' | 'logger'>,
+  obj: ArchivedObject,
+  route: ArrivalRoute,
+  opts: { indexUnrouted: boolean },
+): Promise<RouteDecision> {
+  const { db } = deps;
+  const { parsed } = obj;
+  const decision = await stickyDecision(db, parsed.seriesInstanceUid, route, () =>
+    decideRoute(deps, route, parsed.json),
+  );
+  if (decision.projectId) {
+    await indexInstance(db, obj, [decision.projectId], 'route');
+  } else {
+    if (opts.indexUnrouted) await indexInstance(db, obj, [], 'route');
+    await quarantineInstance(db, {
+      sopInstanceUid: parsed.sopInstanceUid,
+      studyUid: parsed.studyInstanceUid,
+      seriesUid: parsed.seriesInstanceUid,
+      route,
+      reason: 'no matching routing rule',
+    });
+  }
+  return decision;
 }
 
 /** The routing rules' verdict for a new series: the first matching rule, else DEFAULT_PROJECT, else quarantine. */

@@ -9,11 +9,10 @@
  */
 import type { Pool } from 'pg';
 import type { Config } from '../config';
-import { findInstance, indexInstance, type InstanceRow } from '../index-db/instances';
-import { quarantineInstance, stickyDecision } from '../index-db/routing';
+import { findInstance, type InstanceRow } from '../index-db/instances';
 import type { Logger } from '../logger';
 import type { Archive } from '../orthanc/archive';
-import { decideRoute } from './arrival';
+import { routeInstance } from './arrival';
 import { readObject } from './ingest';
 import type { ArrivalRoute } from './routing';
 import { digestArchived } from './identity';
@@ -90,20 +89,7 @@ export async function handleRearrival(
     md5: row.md5,
     datasetMd5: read.datasetMd5,
   };
-  const decision = await stickyDecision(deps.db, parsed.seriesInstanceUid, route, () =>
-    decideRoute(deps, route, parsed.json),
-  );
-  if (decision.projectId) {
-    await indexInstance(deps.db, obj, [decision.projectId], 'route');
-  } else {
-    await quarantineInstance(deps.db, {
-      sopInstanceUid: parsed.sopInstanceUid,
-      studyUid: parsed.studyInstanceUid,
-      seriesUid: parsed.seriesInstanceUid,
-      route,
-      reason: 'no matching routing rule',
-    });
-  }
+  const decision = await routeInstance(deps, obj, route, { indexUnrouted: false });
   deps.logger.debug(
     { sopInstanceUid: parsed.sopInstanceUid, projectId: decision.projectId, ruleId: decision.ruleId },
     'C-STORE re-arrival linked',

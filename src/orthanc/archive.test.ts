@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { NotFoundError, UnrecoverableInputError } from '../errors';
-import { isRefusedByArchive, OrthancArchive } from './archive';
+import { decodeFailure, isRefusedByArchive, OrthancArchive } from './archive';
 import { OrthancClient } from './client';
 
 type Handler = (req: IncomingMessage, body: string, res: ServerResponse) => void;
@@ -117,10 +117,11 @@ describe('OrthancArchive', () => {
 
   it('names the transfer syntax when the archive cannot decode a frame', async () => {
     p = await peer((_req, _body, res) => json(res, 500, { OrthancStatus: 2 }));
-    await expect(p.archive.openDecodedFrame('x', 1, '1.2.840.10008.1.2.4.90')).rejects.toThrow(
+    const refused: unknown = await p.archive.openFrame('x', 1).catch((err: unknown) => err);
+    expect(decodeFailure(refused, '1.2.840.10008.1.2.4.90')).toEqual(
       new UnrecoverableInputError('the archive cannot decode transfer syntax 1.2.840.10008.1.2.4.90'),
     );
-    expect(p.seen).toEqual(['GET /instances/x/frames/0/numpy?rescale=false']);
+    expect(p.seen).toEqual(['GET /instances/x/frames/0/raw']);
   });
 
   it('reads native pixel data as fragment 0 and other bulk data by content path', async () => {
@@ -128,9 +129,14 @@ describe('OrthancArchive', () => {
       res.writeHead(200, { 'content-type': 'application/octet-stream' });
       res.end('v');
     });
-    await text((await p.archive.openBulkData('x', '7fe0-0010', { pixelData: true })).body);
-    await text((await p.archive.openBulkData('x', '0028-1201')).body);
-    expect(p.seen).toEqual(['GET /instances/x/content/7fe0-0010/0', 'GET /instances/x/content/0028-1201']);
+    await text((await p.archive.openBulkData('x', '7FE00010', { pixelData: true })).body);
+    await text((await p.archive.openBulkData('x', '00281201')).body);
+    await text((await p.archive.openBulkData('x', '00400275/0/00081150')).body);
+    expect(p.seen).toEqual([
+      'GET /instances/x/content/7fe0-0010/0',
+      'GET /instances/x/content/0028-1201',
+      'GET /instances/x/content/0040-0275/0/0008-1150',
+    ]);
   });
 
   it('refuses an archived file larger than the caller allows', async () => {

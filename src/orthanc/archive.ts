@@ -8,6 +8,7 @@
  * or DependencyUnavailableError (503) for an archive that fails or is down, never a raw network error.
  */
 import type { Readable } from 'node:stream';
+import { TransferSyntax } from '../dicom/transfer-syntax';
 import { NotFoundError, UnrecoverableInputError } from '../errors';
 import { OrthancHttpError, type ArchiveStream, type OrthancChange, type PacsClient } from './client';
 
@@ -97,22 +98,12 @@ export interface Archive {
     signal?: AbortSignal,
   ): AsyncGenerator<{ frame: number; stream: ArchiveStream }>;
   /**
-   * One frame decoded by the archive to stored values, as a NumPy `.npy` array (no rescale). Failure to decode
-   * is UnrecoverableInputError naming `storedSyntax`. Rendering uses it until in-process decoders replace it.
-   */
-  openDecodedFrame(
-    archiveId: string,
-    frameNumber: number,
-    storedSyntax: string,
-    signal?: AbortSignal,
-  ): Promise<ArchiveStream>;
-  /**
-   * The raw value of one element, addressed by its content path (`0028-1201` or `0040-0275/0/0008-1150`).
-   * `pixelData`: native Pixel Data as one little-endian value.
+   * The raw value of one element, addressed as a relative BulkDataURI (`00281201`, `00400275/0/00081150`: tags and
+   * item indexes). `pixelData`: native Pixel Data as one little-endian value.
    */
   openBulkData(
     archiveId: string,
-    contentPath: string,
+    bulkPath: string,
     opts?: { pixelData?: boolean; signal?: AbortSignal },
   ): Promise<ArchiveStream>;
   /** The change log after `since`, at most `limit` events. */
@@ -147,27 +138,27 @@ export function isRefusedByArchive(err: unknown): boolean {
   return err instanceof OrthancHttpError && err.upstreamStatus >= 400 && err.upstreamStatus < 500;
 }
 
-const TS = {
-  implicitLE: '1.2.840.10008.1.2',
-  explicitLE: '1.2.840.10008.1.2.1',
-  deflated: '1.2.840.10008.1.2.1.99',
-  explicitBE: '1.2.840.10008.1.2.2',
-  jpegBaseline: '1.2.840.10008.1.2.4.50',
-  jpegExtended: '1.2.840.10008.1.2.4.51',
-  jpegLosslessP14: '1.2.840.10008.1.2.4.57',
-  jpegLosslessSv1: '1.2.840.10008.1.2.4.70',
-  jpegLsLossless: '1.2.840.10008.1.2.4.80',
-  jpegLsNearLossless: '1.2.840.10008.1.2.4.81',
-  rle: '1.2.840.10008.1.2.5',
-} as const;
+const TS = TransferSyntax;
 
 /**
  * Orthanc 1.10 with DCMTK and without the GDCM plugin: JPEG 2000, HTJ2K, JPEG XL and video are served as stored
  * only. Its transcoder writes the native syntaxes and the DCMTK encoders it links.
  */
 export const ORTHANC_CAPABILITIES: ArchiveCapabilities = {
-  decodable: new Set(Object.values(TS)),
-  transcodeTargets: new Set([TS.implicitLE, TS.explicitLE, TS.explicitBE]),
+  decodable: new Set([
+    TS.implicitVrLittleEndian,
+    TS.explicitVrLittleEndian,
+    TS.deflatedExplicitVrLittleEndian,
+    TS.explicitVrBigEndian,
+    TS.jpegBaseline,
+    TS.jpegExtended,
+    TS.jpegLosslessP14,
+    TS.jpegLosslessSv1,
+    TS.jpegLsLossless,
+    TS.jpegLsNearLossless,
+    TS.rleLossless,
+  ]),
+  transcodeTargets: new Set([TS.implicitVrLittleEndian, TS.explicitVrLittleEndian, TS.explicitVrBigEndian]),
 };
 
 /** Orthanc's error code for "not implemented", as its JSON error bodies report it. */
@@ -181,15 +172,19 @@ function orthancErrorStatus(err: OrthancHttpError): number | undefined {
   }
 }
 
-/** Reads a stream into memory, refusing more than `max` bytes. */
-export async function readCapped(stream: Readable, max: number, what = 'the object'): Promise<Buffer> {
+/** Reads a stream into memory, refusing more than `max` bytes with a 422 that says `tooMuch`. */
+export async function readCapped(
+  stream: Readable,
+  max: number,
+  tooMuch = `the archive answered more than ${max} bytes for the object`,
+): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of stream) {
     total += (chunk as Buffer).length;
     if (total > max) {
       stream.destroy();
-      throw new UnrecoverableInputError(`the archive answered more than ${max} bytes for ${what}`);
+      throw new UnrecoverableInputError(tooMuch);
     }
     chunks.push(chunk as Buffer);
   }
@@ -232,7 +227,11 @@ export class OrthancArchive implements Archive {
       file.body.destroy();
       throw new UnrecoverableInputError(`the archived object is larger than ${maxBytes} bytes`);
     }
-    return readCapped(file.body, maxBytes, 'the archived object');
+    return readCapped(
+      file.body,
+      maxBytes,
+      `the archive answered more than ${maxBytes} bytes for the archived object`,
+    );
   }
 
   openInstance(
@@ -281,27 +280,16 @@ export class OrthancArchive implements Archive {
     }
   }
 
-  async openDecodedFrame(
-    archiveId: string,
-    frameNumber: number,
-    storedSyntax: string,
-    signal?: AbortSignal,
-  ): Promise<ArchiveStream> {
-    try {
-      return await this.pacs.getStream(
-        `/instances/${id(archiveId)}/frames/${frameNumber - 1}/numpy?rescale=false`,
-        signal,
-      );
-    } catch (err) {
-      throw decodeFailure(err, storedSyntax);
-    }
-  }
-
   openBulkData(
     archiveId: string,
-    contentPath: string,
+    bulkPath: string,
     opts: { pixelData?: boolean; signal?: AbortSignal } = {},
   ): Promise<ArchiveStream> {
+    // Orthanc's content path spells tags `gggg-eeee`: 00400275/0/00081150 → 0040-0275/0/0008-1150.
+    const contentPath = bulkPath
+      .split('/')
+      .map((s, i) => (i % 2 === 0 ? `${s.slice(0, 4)}-${s.slice(4)}`.toLowerCase() : s))
+      .join('/');
     const base = `/instances/${id(archiveId)}/content/${contentPath}`;
     // Orthanc lists Pixel Data as fragments; native Pixel Data is its "fragment" 0, whole and in little endian.
     return this.pacs.getStream(opts.pixelData ? `${base}/0` : base, opts.signal);

@@ -39,12 +39,12 @@ export function frameParts(
       return { contentType: plan.contentType, headers: headers(f), body: raw.body };
     });
   }
-  const frameBytes = nativeFrameBytes(
-    inst.rows ?? 0,
-    inst.columns ?? 0,
-    inst.samples_per_pixel ?? 1,
-    inst.bits_allocated ?? 0,
-  );
+  const frameBytes = nativeFrameBytes({
+    rows: inst.rows ?? 0,
+    columns: inst.columns ?? 0,
+    samplesPerPixel: inst.samples_per_pixel ?? 1,
+    bitsAllocated: inst.bits_allocated ?? 0,
+  });
   if (!frameBytes)
     throw new NotAcceptableError('the frames of this instance cannot be decoded to whole bytes');
   return decodedFrameParts(archive, codecs, inst, frames, plan.contentType, headers, signal);
@@ -96,7 +96,7 @@ export function openBulkValue(
   path: BulkDataPath,
   signal?: AbortSignal,
 ): Promise<ArchiveStream> {
-  return archive.openBulkData(inst.orthanc_id, path.contentPath, {
+  return archive.openBulkData(inst.orthanc_id, path.relative, {
     pixelData: path.relative === '7FE00010',
     signal,
   });

@@ -9,7 +9,6 @@
  * then applies the whole presentation pipeline itself (masking, sign, rescale, window, MONOCHROME1, palette, YBR).
  * Syntaxes without a decoder answer 422 with the transfer syntax named, never a retry loop.
  */
-import type { Readable } from 'node:stream';
 import type { CodecPool } from '../codecs';
 import {
   decodeNativeFrame,
@@ -18,19 +17,19 @@ import {
   encodeImage,
   type EncodeOptions,
   framePresentation,
-  nativeFrameBytes,
   type PaletteLut,
   paletteChannel,
-  PixelTag,
   type PixelDescription,
   type StoredFrame,
   toDisplayImage,
   type WindowSpec,
 } from '../dicom/render';
+import { nativeFrameSpan } from '../dicom/bulk';
 import type { DicomJson } from '../dicom/json';
+import { Tag } from '../dicom/tags';
 import { isUncompressedTransferSyntax } from '../dicom/transfer-syntax';
 import { NotFoundError, UnrecoverableInputError } from '../errors';
-import { type Archive, type ArchiveStream, decodeFailure } from '../orthanc/archive';
+import { type Archive, type ArchiveStream, decodeFailure, readCapped } from '../orthanc/archive';
 
 /** An archived instance as rendering needs it (a row of the index). */
 export interface RenderSource {
@@ -47,25 +46,15 @@ export interface RenderLimits {
   codecs: CodecPool;
 }
 
-/** Reads a stream into memory, refusing more than `max` bytes (a frame is bounded; a runaway answer is not). */
-async function readCapped(stream: Readable, max: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of stream) {
-    total += (chunk as Buffer).length;
-    if (total > max) {
-      stream.destroy();
-      throw new UnrecoverableInputError('the archive answered more frame data than the image declares');
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks, total);
-}
-
 /** Reads an archive resource, bounded, turning "cannot decode" answers into a clear 422. */
 async function fetchBytes(open: () => Promise<ArchiveStream>, max: number, ts: string): Promise<Buffer> {
   try {
-    return await readCapped((await open()).body, max);
+    // A frame is bounded by what the image declares; a runaway answer is not.
+    return await readCapped(
+      (await open()).body,
+      max,
+      'the archive answered more frame data than the image declares',
+    );
   } catch (err) {
     throw decodeFailure(err, ts);
   }
@@ -82,7 +71,7 @@ export async function fetchStoredFrame(
   frameNumber: number,
   signal?: AbortSignal,
 ): Promise<Buffer> {
-  const native = nativeFrameBytes(px);
+  const native = nativeFrameSpan(px);
   return fetchBytes(
     () => archive.openFrame(src.orthancId, frameNumber, signal),
     native + Math.ceil(native / 2) + 65536,
@@ -104,7 +93,7 @@ export async function loadStoredFrame(
     // Orthanc answers native frames in little endian whatever the stored syntax (Big Endian objects included).
     const bytes = await fetchBytes(
       () => archive.openFrame(src.orthancId, frameNumber, signal),
-      nativeFrameBytes(px) + 64,
+      nativeFrameSpan(px) + 64,
       ts,
     );
     return decodeNativeFrame(bytes, px);
@@ -138,9 +127,8 @@ export async function loadPalette(
     let data: Buffer;
     if (el?.InlineBinary) data = Buffer.from(el.InlineBinary, 'base64');
     else if (el?.BulkDataURI) {
-      const tag = `${dataTag.slice(0, 4)}-${dataTag.slice(4)}`;
       data = await fetchBytes(
-        () => archive.openBulkData(src.orthancId, tag, { signal }),
+        () => archive.openBulkData(src.orthancId, dataTag, { signal }),
         65536 * 2 + 16,
         src.transferSyntax,
       );
@@ -148,9 +136,9 @@ export async function loadPalette(
     return paletteChannel(descriptor, data);
   };
   return {
-    red: await channel(PixelTag.RedPaletteDescriptor, PixelTag.RedPaletteData),
-    green: await channel(PixelTag.GreenPaletteDescriptor, PixelTag.GreenPaletteData),
-    blue: await channel(PixelTag.BluePaletteDescriptor, PixelTag.BluePaletteData),
+    red: await channel(Tag.RedPaletteDescriptor, Tag.RedPaletteData),
+    green: await channel(Tag.GreenPaletteDescriptor, Tag.GreenPaletteData),
+    blue: await channel(Tag.BluePaletteDescriptor, Tag.BluePaletteData),
   };
 }
 
@@ -173,7 +161,7 @@ export async function renderArchivedFrame(
   signal?: AbortSignal,
 ): Promise<Buffer> {
   // Reports, structure sets, waveforms: there is no image resource to render (404), not a broken image (422).
-  if (!src.dicomJson[PixelTag.PixelData]) throw new NotFoundError('the instance has no image to render');
+  if (!src.dicomJson[Tag.PixelData]) throw new NotFoundError('the instance has no image to render');
   const px = describePixels(src.dicomJson);
   if (req.frameNumber < 1 || req.frameNumber > px.numberOfFrames) {
     throw new NotFoundError(`frame ${req.frameNumber} does not exist in this instance`);

@@ -11,9 +11,9 @@
  * Explicit VR Little Endian (or the source's encapsulated transfer syntax, whose data set encoding is the same).
  */
 import { inflateRawSync } from 'node:zlib';
-import dcmjs from 'dcmjs';
 import {
   DEFAULT_STRUCTURE_LIMITS,
+  dictionaryVr,
   ITEM,
   ITEM_DELIM,
   LONG_VRS,
@@ -21,12 +21,15 @@ import {
   type StructureLimits,
   TS_DEFLATED,
   TS_EXPLICIT_BE,
+  TS_EXPLICIT_LE,
   TS_IMPLICIT_LE,
   UNDEFINED,
   walkPart10,
 } from '../structure';
 
-export const TS_EXPLICIT_LE = '1.2.840.10008.1.2.1';
+// The de-identifier's callers reach these through this module.
+export { dictionaryVr, TS_EXPLICIT_LE };
+
 export const PIXEL_DATA = 0x7fe00010;
 
 /** One data element. Exactly one of value, items, encapsulated is set. */
@@ -53,25 +56,6 @@ export interface ParsedObject {
 const BYTE_UNIT: Record<string, number> = {
   AT: 2, FL: 4, FD: 8, SL: 4, SS: 2, UL: 4, US: 2, SV: 8, UV: 8, OD: 8, OF: 4, OL: 4, OV: 8, OW: 2,
 }; // prettier-ignore
-
-let dictionary: Map<number, string> | undefined;
-
-/** The data dictionary's VR per tag (dcmjs's PS3.6 table); repeating groups under their first group. */
-export function dictionaryVr(tag: number): string | undefined {
-  if (!dictionary) {
-    dictionary = new Map();
-    for (const e of Object.values(dcmjs.data.DicomMetaDictionary.nameMap)) {
-      const m = /^\(([0-9A-F]{4}),([0-9A-F]{4})\)$/i.exec(e.tag);
-      if (m) dictionary.set(parseInt(m[1] + m[2], 16) >>> 0, e.vr);
-    }
-  }
-  const group = tag >>> 16;
-  if (group & 1) return undefined;
-  if ((group & 0xff00) === 0x5000 || (group & 0xff00) === 0x6000) {
-    return dictionary.get((((group & 0xff00) << 16) | (tag & 0xffff)) >>> 0);
-  }
-  return dictionary.get(tag);
-}
 
 /** dcmjs's pseudo-VRs (US or SS, OB or OW, …) resolved to one real VR. */
 function realVr(vr: string | undefined, pixelRepresentation: number): string {

@@ -3,7 +3,7 @@
  * check, and encoding of cleaned values back into the same character set.
  */
 import { TextDecoder } from 'node:util';
-import { decodeIso2022, usesCodeExtensions } from '../charset';
+import { charsetTerms, decodeIso2022, singleByteInverse, usesCodeExtensions } from '../charset';
 
 /** Single-byte and multi-byte defined terms of (0008,0005) without code extensions → WHATWG labels. */
 const LABELS: Record<string, string> = {
@@ -33,11 +33,7 @@ export interface Charset {
 
 export function charsetOf(value: Buffer | undefined, inherited?: Charset): Charset {
   if (!value) return inherited ?? { terms: [''] };
-  const terms = value
-    .toString('latin1')
-    .split('\\')
-    .map((t) => t.replace(/[\0 ]+$/g, '').trim());
-  return { terms };
+  return { terms: charsetTerms(value.toString('latin1').split('\\')) };
 }
 
 const decoders = new Map<string, TextDecoder>();
@@ -66,21 +62,6 @@ export function decodeText(bytes: Uint8Array, cs: Charset, personName = false): 
     }
   }
   return s.replace(/[\0 ]+$/, '');
-}
-
-const inverses = new Map<string, Map<string, number>>();
-
-function singleByteInverse(label: string): Map<string, number> {
-  let inv = inverses.get(label);
-  if (inv) return inv;
-  inv = new Map();
-  const dec = new TextDecoder(label);
-  for (let b = 0; b < 256; b++) {
-    const s = dec.decode(Uint8Array.of(b));
-    if (s.length === 1 && s !== '\ufffd' && !inv.has(s)) inv.set(s, b);
-  }
-  inverses.set(label, inv);
-  return inv;
 }
 
 /**
