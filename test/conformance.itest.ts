@@ -407,6 +407,20 @@ describe('deviation 1: Explicit VR Little Endian unless transfer-syntax=* (PS3.1
     expect(obj.body.equals(Buffer.concat(chunks))).toBe(true);
   });
 
+  it('falls back to the archive for a listed syntax the codecs cannot decode for this object (12-bit JPEG)', async () => {
+    const file = `${SAMPLES}/mr/MR1_JPLY_jpeg-extended-12bit.dcm`;
+    const out = await ingestInstance(gw.services, readFileSync(file), ['alpha'], 'stow');
+    expect(out.ok).toBe(true);
+    const p = parsePart10(readFileSync(file));
+    const a = await get(instanceUrl(p));
+    expect(a.status).toBe(200);
+    const obj = onlyObject(a);
+    expect(obj.contentType).toBe(`application/dicom; transfer-syntax=${ELE}`);
+    const dump = dcmdump(obj.body);
+    expect(dump.ok ? '' : dump.text.slice(0, 2000)).toBe('');
+    expect(pixelsOf(obj.body).ts).toBe(ELE);
+  });
+
   it('still answers the stored syntax when it is asked for by name', async () => {
     const a = await get(instanceUrl(jpeg), {
       headers: {
