@@ -123,43 +123,61 @@ interface StoredHeader {
 }
 
 /**
- * Reads the stored file up to its top-level Pixel Data, walking element by element as bytes arrive (each element
- * is walked once it is whole), then stops reading: the encapsulated pixels themselves are not needed.
+ * Reads the stored file up to its top-level Pixel Data, then stops reading: the encapsulated pixels themselves are not
+ * needed. Bytes collect in a buffer that doubles as it fills, and the walk (which resumes after the last whole
+ * top-level element) is retried only when the bytes held have doubled, so that a long header costs linear time.
  */
 async function readHeader(file: ArchiveStream): Promise<StoredHeader> {
-  let buf = Buffer.alloc(0);
+  let buf = Buffer.alloc(256 * 1024);
+  let size = 0;
+  let retryAt = 0;
   const meta: TopElement[] = [];
   const dataset: TopElement[] = [];
   let pos = 132;
   let inMeta = true;
+  const walk = (): StoredHeader | undefined => {
+    if (size < 132) return undefined;
+    if (buf.toString('latin1', 128, 132) !== 'DICM') {
+      throw new UnrecoverableInputError('the stored object is not a DICOM Part 10 file');
+    }
+    const c = new Cursor(buf.subarray(0, size));
+    for (;;) {
+      if (!c.has(pos, 4)) return undefined;
+      const tag = c.tag(pos);
+      if (inMeta && tag >>> 16 !== 0x0002) inMeta = false;
+      if (!inMeta && tag === PIXEL_DATA) {
+        if (!c.has(pos, 12)) return undefined;
+        if (c.b.readUInt32LE(pos + 8) !== UNDEFINED) {
+          throw new UnrecoverableInputError('the stored Pixel Data is not encapsulated');
+        }
+        return { buf: buf.subarray(0, pos), meta, dataset };
+      }
+      const end = elementEnd(c, pos, true, 0);
+      if (end === NEED_MORE) return undefined;
+      (inMeta ? meta : dataset).push({ tag, start: pos, end });
+      pos = end;
+    }
+  };
   try {
     for await (const chunk of file.body) {
-      buf = Buffer.concat([buf, chunk as Buffer]);
-      if (buf.length > MAX_HEADER_BYTES) {
+      const bytes = chunk as Buffer;
+      if (size + bytes.length > buf.length) {
+        const grown = Buffer.alloc(Math.max(buf.length * 2, size + bytes.length));
+        buf.copy(grown, 0, 0, size);
+        buf = grown;
+      }
+      bytes.copy(buf, size);
+      size += bytes.length;
+      if (size < retryAt && size < MAX_HEADER_BYTES) continue;
+      const header = walk();
+      if (header) return header;
+      if (size >= MAX_HEADER_BYTES) {
         throw new UnrecoverableInputError('the data set before Pixel Data is too large to rewrite');
       }
-      if (buf.length < 132) continue;
-      if (buf.toString('latin1', 128, 132) !== 'DICM') {
-        throw new UnrecoverableInputError('the stored object is not a DICOM Part 10 file');
-      }
-      const c = new Cursor(buf);
-      for (;;) {
-        if (!c.has(pos, 4)) break;
-        const tag = c.tag(pos);
-        if (inMeta && tag >>> 16 !== 0x0002) inMeta = false;
-        if (!inMeta && tag === PIXEL_DATA) {
-          if (!c.has(pos, 12)) break;
-          if (c.b.readUInt32LE(pos + 8) !== UNDEFINED) {
-            throw new UnrecoverableInputError('the stored Pixel Data is not encapsulated');
-          }
-          return { buf: buf.subarray(0, pos), meta, dataset };
-        }
-        const end = elementEnd(c, pos, true, 0);
-        if (end === NEED_MORE) break;
-        (inMeta ? meta : dataset).push({ tag, start: pos, end });
-        pos = end;
-      }
+      retryAt = Math.min(size * 2, MAX_HEADER_BYTES);
     }
+    const header = walk();
+    if (header) return header;
   } finally {
     file.body.destroy();
   }
