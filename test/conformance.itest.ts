@@ -374,6 +374,36 @@ describe('deviation 1: Explicit VR Little Endian unless transfer-syntax=* (PS3.1
     expect(got.pixels.subarray(29 * frame).equals(last)).toBe(true);
   });
 
+  it.each([
+    ['RLE, palette colour, 2 frames', 'us/OBXXXX1A_rle_2frame_palette.dcm', 2, false],
+    ['RLE, RGB, 2 frames', 'sc/SC_rgb_rle_2frame.dcm', 2, true],
+    ['JPEG Lossless SV1, 16-bit', 'ct/CT-MONO2-16-chest_jpeg-lossless-sv1.dcm', 1, true],
+    ['JPEG Lossless P14, 12-bit', 'mr/MR-MONO2-12-shoulder_jpeg-lossless-p14.dcm', 1, true],
+    ['JPEG-LS near-lossless', 'ct/CT2_JLSN_jpegls-near.dcm', 1, true],
+  ])(
+    'rewrites %s to Explicit VR LE holding the frames Retrieve Frames decodes',
+    async (_, file, frames, load) => {
+      const bytes = readFileSync(`${SAMPLES}/${file}`);
+      if (load) {
+        const out = await ingestInstance(gw.services, bytes, ['alpha'], 'stow');
+        expect(out.ok).toBe(true);
+      }
+      const p = parsePart10(bytes);
+      const a = await get(instanceUrl(p));
+      expect(a.status).toBe(200);
+      const obj = onlyObject(a);
+      expect(obj.contentType).toBe(`application/dicom; transfer-syntax=${ELE}`);
+      const dump = dcmdump(obj.body);
+      expect(dump.ok ? '' : dump.text.slice(0, 2000)).toBe('');
+      const got = pixelsOf(obj.body);
+      expect(got.ts).toBe(ELE);
+      const list = Array.from({ length: frames }, (_, k) => k + 1).join(',');
+      const expected = await decodedFrames(p, list);
+      expect(expected.length).toBeGreaterThan(0);
+      expect(got.pixels.equals(expected)).toBe(true);
+    },
+  );
+
   it('answers each instance of a series in Explicit VR LE by default', async () => {
     const a = await get(seriesUrl(jpeg));
     expect(a.status).toBe(200);
