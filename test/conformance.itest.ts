@@ -1,13 +1,18 @@
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import dcmjs from 'dcmjs';
 import { parsePart10 } from '../src/dicom/parse';
 import { ensureProject } from '../src/index-db/projects';
 import { ingestInstance } from '../src/ingest/ingest';
 import { resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
 
 /*
- * PS3.18 conformance deviations 3 to 7 of issue 12, as an outside DICOMweb client sees them: private attributes
+ * PS3.18 conformance deviations 1 and 3 to 7 of issue 12, as an outside DICOMweb client sees them: private attributes
  * as return and matching keys, Content-Location on frame parts, UIDs in failed SOP items, the methods the
- * read-only root allows, and unknown query parameters ignored with a warning.
+ * read-only root allows, unknown query parameters ignored with a warning, and (last, on samples of its own so that the
+ * counts above hold) Explicit VR Little Endian as the default transfer syntax of instance retrieval.
  */
 
 jest.setTimeout(300_000);
@@ -244,3 +249,215 @@ function multipartParts(
   }
   return out;
 }
+
+describe('deviation 1: Explicit VR Little Endian unless transfer-syntax=* (PS3.18 §8.7.3)', () => {
+  const ELE = '1.2.840.10008.1.2.1';
+  const JPEG = `${SAMPLES}/sc/SC_rgb_dcmtk_jpeg-baseline-ybr.dcm`; // JPEG Baseline, YBR_FULL, 100x100
+  const J2K = `${SAMPLES}/mr/MR_small_jp2klossless.dcm`; // JPEG 2000 Lossless; the same pixels as MR_small.dcm
+  const MULTI = `${SAMPLES}/us/examples_ybr_color_multiframe-jpeg.dcm`; // JPEG Baseline, 30 frames
+  const jpeg = parsePart10(readFileSync(JPEG));
+  const j2k = parsePart10(readFileSync(J2K));
+  const multi = parsePart10(readFileSync(MULTI));
+  const seriesUrl = (p: typeof jpeg) =>
+    `/dicom-web/studies/${p.studyInstanceUid}/series/${p.seriesInstanceUid}`;
+  const instanceUrl = (p: typeof jpeg) => `${seriesUrl(p)}/instances/${p.sopInstanceUid}`;
+
+  beforeAll(async () => {
+    for (const f of [JPEG, J2K, MULTI]) {
+      const out = await ingestInstance(gw.services, readFileSync(f), ['alpha'], 'stow');
+      if (!out.ok) throw new Error(`could not load ${f}: ${out.message}`);
+    }
+  });
+
+  /** The one part of a multipart answer, or the body of a single-part one. */
+  function onlyObject(a: Awaited<ReturnType<typeof get>>): { contentType: string; body: Buffer } {
+    const ct = a.headers.get('content-type') ?? '';
+    if (!ct.startsWith('multipart/related')) return { contentType: ct, body: a.body };
+    const parts = multipartParts(ct, a.body);
+    expect(parts).toHaveLength(1);
+    return { contentType: parts[0].headers['content-type'], body: parts[0].body };
+  }
+
+  /** What DCMTK's dcmdump reads in a file: its transfer syntax and photometric, or the failure. */
+  function dcmdump(body: Buffer): { ok: boolean; text: string } {
+    const dir = mkdtempSync(path.join(tmpdir(), 'conf-'));
+    try {
+      const file = path.join(dir, 'x.dcm');
+      writeFileSync(file, body);
+      const r = spawnSync('dcmdump', ['-E', file], { encoding: 'latin1' });
+      return { ok: r.status === 0 && !/^E:/m.test(r.stderr), text: r.stdout + r.stderr };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  function pixelsOf(body: Buffer): { ts: string; photometric: string; planar?: number; pixels: Buffer } {
+    const ab = body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength);
+    const d = dcmjs.data.DicomMessage.readFile(ab as ArrayBuffer);
+    const px = d.dict['7FE00010'].Value as ArrayBuffer[];
+    return {
+      ts: String(d.meta['00020010'].Value?.[0]),
+      photometric: String(d.dict['00280004'].Value?.[0]),
+      planar: d.dict['00280006']?.Value?.[0] as number | undefined,
+      pixels: Buffer.concat(px.map((b) => Buffer.from(b))),
+    };
+  }
+
+  /** The in-process decode of the given frames, as Retrieve Frames serves it by default. */
+  async function decodedFrames(p: typeof jpeg, frames: string): Promise<Buffer> {
+    const a = await get(`${instanceUrl(p)}/frames/${frames}`);
+    expect(a.status).toBe(200);
+    const parts = multipartParts(a.headers.get('content-type') ?? '', a.body);
+    for (const part of parts) expect(part.headers['content-type']).toContain(`transfer-syntax=${ELE}`);
+    return Buffer.concat(parts.map((part) => part.body));
+  }
+
+  it.each([
+    ['no Accept', undefined],
+    ['multipart/related alone', 'multipart/related'],
+    ['type="application/dicom" without transfer-syntax', 'multipart/related; type="application/dicom"'],
+    ['application/dicom (single part)', 'application/dicom'],
+    ['*/*', '*/*'],
+  ])(
+    'answers a JPEG Baseline instance in Explicit VR LE for %s, decoded as Retrieve Frames decodes',
+    async (_, accept) => {
+      const a = await get(instanceUrl(jpeg), accept ? { headers: { accept } } : {});
+      expect(a.status).toBe(200);
+      const obj = onlyObject(a);
+      expect(obj.contentType).toBe(`application/dicom; transfer-syntax=${ELE}`);
+      const dump = dcmdump(obj.body);
+      expect(dump.ok ? '' : dump.text.slice(0, 2000)).toBe('');
+      expect(/\(0002,0010\) UI =LittleEndianExplicit/.test(dump.text)).toBe(true);
+      const got = pixelsOf(obj.body);
+      expect(got.ts).toBe(ELE);
+      // The decoder undoes the YCbCr transform, so the rewritten data set must say RGB, pixel-interleaved.
+      expect(got.photometric).toBe('RGB');
+      expect(got.planar ?? 0).toBe(0);
+      expect(got.pixels.length).toBe(100 * 100 * 3);
+      expect(got.pixels.equals(await decodedFrames(jpeg, '1'))).toBe(true);
+    },
+  );
+
+  it('answers a JPEG 2000 instance (which the archive cannot decode) in Explicit VR LE with the lossless pixels', async () => {
+    const a = await get(instanceUrl(j2k));
+    expect(a.status).toBe(200);
+    const obj = onlyObject(a);
+    expect(obj.contentType).toBe(`application/dicom; transfer-syntax=${ELE}`);
+    const dump = dcmdump(obj.body);
+    expect(dump.ok ? '' : dump.text.slice(0, 2000)).toBe('');
+    const got = pixelsOf(obj.body);
+    expect(got.ts).toBe(ELE);
+    expect(got.pixels.equals(await decodedFrames(j2k, '1'))).toBe(true);
+    // Lossless: the very pixels of the native original of the same instance.
+    expect(got.pixels.equals(pixelsOf(readFileSync(`${SAMPLES}/mr/MR_small.dcm`)).pixels)).toBe(true);
+    // Everything but the pixels and the File Meta is the stored data set.
+    const d = dcmjs.data.DicomMessage.readFile(obj.body.buffer.slice(obj.body.byteOffset) as ArrayBuffer);
+    expect(d.dict['00080018'].Value).toEqual([j2k.sopInstanceUid]);
+    expect(d.meta['00020003'].Value).toEqual([j2k.sopInstanceUid]);
+  });
+
+  it('decodes every frame of a multi-frame instance in order', async () => {
+    const a = await get(instanceUrl(multi), {
+      headers: { accept: 'multipart/related; type="application/dicom"' },
+    });
+    expect(a.status).toBe(200);
+    const obj = onlyObject(a);
+    expect(obj.contentType).toBe(`application/dicom; transfer-syntax=${ELE}`);
+    expect(a.headers.get('content-type')).toMatch(/^multipart\/related/);
+    const dump = dcmdump(obj.body);
+    expect(dump.ok ? '' : dump.text.slice(0, 2000)).toBe('');
+    const got = pixelsOf(obj.body);
+    const frame = 240 * 320 * 3;
+    expect(got.pixels.length).toBe(30 * frame);
+    const [first, last] = [await decodedFrames(multi, '1'), await decodedFrames(multi, '30')];
+    expect(got.pixels.subarray(0, frame).equals(first)).toBe(true);
+    expect(got.pixels.subarray(29 * frame).equals(last)).toBe(true);
+  });
+
+  it.each([
+    ['RLE, palette colour, 2 frames', 'us/OBXXXX1A_rle_2frame_palette.dcm', 2, false],
+    ['RLE, RGB, 2 frames', 'sc/SC_rgb_rle_2frame.dcm', 2, true],
+    ['JPEG Lossless SV1, 16-bit', 'ct/CT-MONO2-16-chest_jpeg-lossless-sv1.dcm', 1, true],
+    ['JPEG Lossless P14, 12-bit', 'mr/MR-MONO2-12-shoulder_jpeg-lossless-p14.dcm', 1, true],
+    ['JPEG-LS near-lossless', 'ct/CT2_JLSN_jpegls-near.dcm', 1, true],
+  ])(
+    'rewrites %s to Explicit VR LE holding the frames Retrieve Frames decodes',
+    async (_, file, frames, load) => {
+      const bytes = readFileSync(`${SAMPLES}/${file}`);
+      if (load) {
+        const out = await ingestInstance(gw.services, bytes, ['alpha'], 'stow');
+        expect(out.ok).toBe(true);
+      }
+      const p = parsePart10(bytes);
+      const a = await get(instanceUrl(p));
+      expect(a.status).toBe(200);
+      const obj = onlyObject(a);
+      expect(obj.contentType).toBe(`application/dicom; transfer-syntax=${ELE}`);
+      const dump = dcmdump(obj.body);
+      expect(dump.ok ? '' : dump.text.slice(0, 2000)).toBe('');
+      const got = pixelsOf(obj.body);
+      expect(got.ts).toBe(ELE);
+      const list = Array.from({ length: frames }, (_, k) => k + 1).join(',');
+      const expected = await decodedFrames(p, list);
+      expect(expected.length).toBeGreaterThan(0);
+      expect(got.pixels.equals(expected)).toBe(true);
+    },
+  );
+
+  it('answers each instance of a series in Explicit VR LE by default', async () => {
+    const a = await get(seriesUrl(jpeg));
+    expect(a.status).toBe(200);
+    const parts = multipartParts(a.headers.get('content-type') ?? '', a.body);
+    expect(parts.length).toBeGreaterThan(0);
+    for (const part of parts) {
+      expect(part.headers['content-type']).toBe(`application/dicom; transfer-syntax=${ELE}`);
+      expect(pixelsOf(part.body).ts).toBe(ELE);
+    }
+  });
+
+  it.each([
+    ['JPEG Baseline', JPEG, '1.2.840.10008.1.2.4.50'],
+    ['JPEG 2000 Lossless', J2K, '1.2.840.10008.1.2.4.90'],
+  ])('answers the stored bytes of a %s instance for transfer-syntax=*', async (_, file, stored) => {
+    const p = parsePart10(readFileSync(file));
+    const a = await get(instanceUrl(p), {
+      headers: { accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' },
+    });
+    expect(a.status).toBe(200);
+    const obj = onlyObject(a);
+    expect(obj.contentType).toBe(`application/dicom; transfer-syntax=${stored}`);
+    const [inst] = await gw.services.db
+      .query<{ orthanc_id: string }>('SELECT orthanc_id FROM instances WHERE sop_instance_uid = $1', [
+        p.sopInstanceUid,
+      ])
+      .then((r) => r.rows);
+    const archived = await gw.services.archive.openInstance(inst.orthanc_id);
+    const chunks: Buffer[] = [];
+    for await (const c of archived.body) chunks.push(c as Buffer);
+    expect(obj.body.equals(Buffer.concat(chunks))).toBe(true);
+  });
+
+  it('falls back to the archive for a listed syntax the codecs cannot decode for this object (12-bit JPEG)', async () => {
+    const file = `${SAMPLES}/mr/MR1_JPLY_jpeg-extended-12bit.dcm`;
+    const out = await ingestInstance(gw.services, readFileSync(file), ['alpha'], 'stow');
+    expect(out.ok).toBe(true);
+    const p = parsePart10(readFileSync(file));
+    const a = await get(instanceUrl(p));
+    expect(a.status).toBe(200);
+    const obj = onlyObject(a);
+    expect(obj.contentType).toBe(`application/dicom; transfer-syntax=${ELE}`);
+    const dump = dcmdump(obj.body);
+    expect(dump.ok ? '' : dump.text.slice(0, 2000)).toBe('');
+    expect(pixelsOf(obj.body).ts).toBe(ELE);
+  });
+
+  it('still answers the stored syntax when it is asked for by name', async () => {
+    const a = await get(instanceUrl(jpeg), {
+      headers: {
+        accept: 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50',
+      },
+    });
+    expect(a.status).toBe(200);
+    expect(onlyObject(a).contentType).toBe('application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50');
+  });
+});

@@ -143,3 +143,82 @@ describe('a private attribute named by includefield, against the plugin (issue 1
     expect(ours['00091001']).toEqual(metadata['00091001']);
   });
 });
+
+/*
+ * The other issue 12 cases where the plugin follows PS3.18, compared on the same objects. Where it does not, the
+ * test says so and holds the gateway to the standard instead.
+ */
+describe('unknown parameters, frame Content-Location and failed SOP items, against the plugin (issue 12)', () => {
+  const plugin = `${orthanc.url}/dicom-web`;
+  const headers = { authorization: orthanc.auth };
+
+  it('ignores an unknown query parameter as the plugin does, finding what the search without it finds', async () => {
+    const gateway = `${gw.url}/projects/solo/dicom-web`;
+    const res = await fetch(`${gateway}/studies?FooBarKey=1`, {
+      headers: { accept: 'application/dicom+json' },
+    });
+    expect(res.headers.get('warning')).toMatch(/^299 .*FooBarKey/);
+    const ours = await uids(gateway, '/studies?FooBarKey=1&PatientID=98890234');
+    expect(ours.length).toBeGreaterThan(0);
+    expect(ours).toEqual(await uids(gateway, '/studies?PatientID=98890234'));
+    expect(ours).toEqual(await uids(plugin, '/studies?FooBarKey=1&PatientID=98890234', headers));
+  });
+
+  it('names each frame part by the same URL as the plugin, under its own root (PS3.18 §8.6.1.2)', async () => {
+    const [row] = (await (
+      await fetch(`${gw.url}/dicom-web/instances?SOPInstanceUID=${SOP_CT_180}`, {
+        headers: { accept: 'application/dicom+json' },
+      })
+    ).json()) as DicomJson[];
+    const path = `/studies/${S_CT_HEAD}/series/${String(row['0020000E'].Value?.[0])}/instances/${SOP_CT_180}/frames/1`;
+    const locations = async (root: string, h: Record<string, string> = {}) => {
+      const res = await fetch(`${root}${path}`, {
+        headers: { accept: 'multipart/related; type="application/octet-stream"', ...h },
+      });
+      expect(res.status).toBe(200);
+      const body = Buffer.from(await res.arrayBuffer()).toString('latin1');
+      return [...body.matchAll(/^content-location:\s*(\S+)\r$/gim)].map((m) => m[1]);
+    };
+    const ours = await locations(`${gw.url}/dicom-web`);
+    const theirs = await locations(plugin, headers);
+    expect(ours).toEqual([`${gw.url}/dicom-web${path}`]);
+    expect(theirs).toHaveLength(1);
+    // The plugin names its own host (its public root), so only the resource path under the root is compared.
+    expect(new URL(ours[0]).pathname.replace(/^\/dicom-web/, '')).toBe(
+      new URL(theirs[0]).pathname.replace(/^\/dicom-web/, ''),
+    );
+  });
+
+  it('names the SOP Class and Instance of a refused object in its Failed SOP item, as the plugin does', async () => {
+    const file = readFileSync(`${SAMPLES}/malformed/Issue196_only-sop-uids.dcm`); // no Study/Series Instance UID
+    const boundary = 'issue12boundary';
+    const body = Buffer.concat([
+      Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`),
+      file,
+      Buffer.from(`\r\n--${boundary}--\r\n`),
+    ]);
+    const stow = async (root: string, h: Record<string, string> = {}) => {
+      const res = await fetch(`${root}/studies`, {
+        method: 'POST',
+        headers: {
+          'content-type': `multipart/related; type="application/dicom"; boundary=${boundary}`,
+          accept: 'application/dicom+json',
+          ...h,
+        },
+        body,
+      });
+      const json = (await res.json()) as DicomJson;
+      const seq = json['00081198'] as unknown as { Value?: DicomJson[] } | undefined;
+      return { status: res.status, failed: seq?.Value ?? [] };
+    };
+    const ours = await stow(`${gw.url}/projects/solo/dicom-web`);
+    const theirs = await stow(plugin, headers);
+    expect(ours.failed).toHaveLength(1);
+    expect(theirs.failed).toHaveLength(1);
+    for (const tag of ['00081150', '00081155']) {
+      expect(ours.failed[0][tag]?.Value).toHaveLength(1);
+      expect(ours.failed[0][tag]).toEqual(theirs.failed[0][tag]);
+    }
+    expect(ours.failed[0]['00081197']?.Value).toHaveLength(1);
+  });
+});

@@ -3,6 +3,7 @@
  * transfer-syntax table, the archive's capabilities and the UID rule. `npm run conformance` writes it to
  * docs/conformance-statement.md; a unit test fails when the committed file drifts from what this produces.
  */
+import { isDecodableSyntax } from '../codecs';
 import { TRANSFER_SYNTAXES } from '../dicom/transfer-syntax';
 import { UID_RULE } from '../dicom/uid';
 import { ORTHANC_CAPABILITIES } from '../orthanc/archive';
@@ -80,20 +81,27 @@ export function conformanceStatement(): string {
   line('## 3 Transfer syntaxes');
   line();
   line(
-    'Objects are stored as received. "Decodable" syntaxes can be transcoded by the archive to Explicit VR Little',
+    'Objects are stored as received. Instances, frames and bulk pixel data are sent in Explicit VR Little Endian',
   );
   line(
-    'Endian (the default of PS3.18 §8.7.3 when a client names no transfer syntax) and their frames decoded; the',
+    'when a client names no transfer syntax (PS3.18 §8.7.3): compressed syntaxes the gateway decodes are decoded',
   );
-  line('others are served as stored only (`transfer-syntax=*` or the stored UID).');
+  line(
+    'in-process, native ones are transcoded by the archive. The stored syntax is sent for `transfer-syntax=*` or',
+  );
+  line(
+    'its UID. An object that neither can decode is answered 406 naming what is available, never in another syntax.',
+  );
   line();
-  line('| UID | name | encapsulated | lossy | frame media type | decodable by the archive |');
-  line('|---|---|---|---|---|---|');
+  line(
+    '| UID | name | encapsulated | lossy | frame media type | decodable by the archive | decoded by the gateway |',
+  );
+  line('|---|---|---|---|---|---|---|');
   for (const t of TRANSFER_SYNTAXES) {
     line(
       `| ${t.uid} | ${t.name} | ${t.encapsulated ? 'yes' : 'no'} | ${t.lossy ? 'yes' : 'no'} | ${
         t.frameMediaType ?? (t.compressed ? '' : 'application/octet-stream')
-      } | ${ORTHANC_CAPABILITIES.decodable.has(t.uid) ? 'yes' : 'no'} |`,
+      } | ${ORTHANC_CAPABILITIES.decodable.has(t.uid) ? 'yes' : 'no'} | ${isDecodableSyntax(t.uid) ? 'yes' : 'no'} |`,
     );
   }
   line();

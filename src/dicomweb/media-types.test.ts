@@ -127,6 +127,29 @@ describe('negotiateMediaType', () => {
     );
   });
 
+  it('matches no request naming no transfer syntax when the declared default cannot be produced', () => {
+    // What WADO-RS instance retrieval declares for an object nothing can decode: ELE stays the default, unlisted.
+    const offers = [
+      {
+        ...INSTANCE_OFFERS[0],
+        transferSyntaxes: ['*', JPEG_LOSSLESS],
+        defaultTransferSyntax: EXPLICIT_LE,
+      },
+    ];
+    expect(negotiateMediaType(offers, 'multipart/related; type="application/dicom"')).toBeNull();
+    expect(negotiateMediaType(offers, 'multipart/related')).toBeNull();
+    expect(
+      negotiateMediaType(offers, 'multipart/related; type="application/dicom"; transfer-syntax=*')
+        ?.transferSyntax,
+    ).toBe('*');
+    expect(
+      negotiateMediaType(
+        offers,
+        `multipart/related; type="application/dicom"; transfer-syntax=${JPEG_LOSSLESS}`,
+      )?.transferSyntax,
+    ).toBe(JPEG_LOSSLESS);
+  });
+
   it('sends a named transfer syntax the resource can produce', () => {
     const result = negotiateMediaType(
       INSTANCE_OFFERS,

@@ -212,7 +212,8 @@ export interface MediaTypeOffer {
   transferSyntaxes?: readonly string[];
   /**
    * Transfer syntax used when the client names none. Defaults to the PS3.18 default for `partType ??
-   * mediaType` when the offer lists it, else the first of `transferSyntaxes`.
+   * mediaType` when the offer lists it, else the first of `transferSyntaxes`. Declared but not listed: the default
+   * cannot be produced, and only requests naming a listed syntax (or `*`) match.
    */
   defaultTransferSyntax?: string;
 }
@@ -320,8 +321,8 @@ function selectBest(offers: readonly MediaTypeOffer[], entries: AcceptEntry[]): 
   for (const offer of offers) {
     const candidates: Array<string | undefined> =
       offer.transferSyntaxes && offer.transferSyntaxes.length > 0 ? [...offer.transferSyntaxes] : [undefined];
-    const dflt = defaultTransferSyntaxOf(offer);
-    if (dflt !== undefined && !candidates.includes(dflt)) candidates.unshift(dflt);
+    // A declared default that is not listed is one the resource cannot produce: it is no candidate, so a request
+    // naming no transfer syntax matches nothing rather than getting something else (PS3.18 §8.7.3.5.2).
     for (const transferSyntax of candidates) {
       let matched: AcceptEntry | undefined;
       let matchedScore = -1;

@@ -137,21 +137,27 @@ async function retrieve(ctx: Context, services: Services, level: Level): Promise
   if (instances.length === 0) throw new NotFoundError(`${level} not found`);
 
   const syntaxes = instanceSyntaxes(services.archive, instances);
+  // PS3.18 §8.7.3: no transfer-syntax parameter means Explicit VR Little Endian, transcoded if need be; the stored
+  // syntax only for `transfer-syntax=*` or by name. When ELE cannot be produced, the default is not offered at all.
   const offers: MediaTypeOffer[] = [
     {
       mediaType: MediaType.multipartRelated,
       partType: MediaType.dicom,
       transferSyntaxes: syntaxes,
-      defaultTransferSyntax: AS_STORED,
+      defaultTransferSyntax: ELE,
     },
   ];
   if (level === 'instance') {
-    offers.push({ mediaType: MediaType.dicom, transferSyntaxes: syntaxes, defaultTransferSyntax: AS_STORED });
+    offers.push({ mediaType: MediaType.dicom, transferSyntaxes: syntaxes, defaultTransferSyntax: ELE });
   } else {
     offers.push({ mediaType: MediaType.zip });
   }
+  const storedSyntaxes = [...new Set(instances.map((i) => i.transfer_syntax))];
   const chosen = negotiate(ctx, offers);
-  if (!chosen) throw notAcceptable(describe(offers, [...new Set(instances.map((i) => i.transfer_syntax))]));
+  // Without an Accept header the negotiator answers the default, which without a decoder cannot be sent.
+  if (!chosen || (chosen.transferSyntax !== undefined && !syntaxes.includes(chosen.transferSyntax))) {
+    throw notAcceptable(describe(offers, storedSyntaxes));
+  }
 
   const audit = auditRetrieve(ctx, `wado.${level}`, sel);
   const signal = abortOnClose(ctx);
@@ -166,7 +172,13 @@ async function retrieve(ctx: Context, services: Services, level: Level): Promise
   // Downloads are attachments named by UID only, so that a browser never renders them (CVE-2019-11687).
   const uid = sel.sopInstanceUid ?? sel.seriesUid ?? sel.studyUid;
   if (chosen.mediaType === MediaType.dicom) {
-    const file = await openInstanceAs(services.archive, instances[0], ts, signal);
+    const file = await openInstanceAs(
+      services.archive,
+      instances[0],
+      ts,
+      signal,
+      codecPoolFor(services.config),
+    );
     setDownloadName(ctx, `${uid}.dcm`);
     respondWithStream(
       ctx,
@@ -187,6 +199,7 @@ async function retrieve(ctx: Context, services: Services, level: Level): Promise
       ts,
       (t) => formatMediaType(MediaType.dicom, { 'transfer-syntax': t }),
       signal,
+      codecPoolFor(services.config),
     ),
   );
   const mp = multipartRelatedStream(parts);

@@ -1,36 +1,78 @@
 /**
- * Retrieving whole instances (PS3.18 §10.4.1.1.1-3, WADO-URI §9): as stored or transcoded by the archive, one by
+ * Retrieving whole instances (PS3.18 §10.4.1.1.1-3, WADO-URI §9): as stored, transcoded by the archive or decoded
+ * in-process (transcode.ts), one by
  * one as parts, or as a ZIP archive. No HTTP here: WADO-RS, WADO-URI and jobs call it alike.
  */
 import type { Readable } from 'node:stream';
 import { ZipFile } from 'yazl';
-import { TransferSyntax } from '../dicom/transfer-syntax';
+import { isDecodableSyntax, type CodecPool } from '../codecs';
+import { isUncompressedTransferSyntax, TransferSyntax } from '../dicom/transfer-syntax';
+import { UnrecoverableInputError } from '../errors';
 import type { RetrievableInstance } from '../index-db/wado';
 import type { Archive, ArchiveStream } from '../orthanc/archive';
 import { openAhead, type RetrievedPart } from './parts';
+import { openDecodedInstance } from './transcode';
 
 /** Stands for "each instance in the transfer syntax it is stored in" (`transfer-syntax=*`). */
 export const AS_STORED = '*';
 const ELE = TransferSyntax.explicitVrLittleEndian;
 
-/** Transfer syntaxes a set of instances can be sent in: as stored, the one they share, and ELE when decodable. */
+/**
+ * True when an instance stored compressed is sent as ELE by decoding its frames in-process rather than by the
+ * archive's transcoder: always when the codecs know the syntax, so that an instance and its Retrieve Frames answer
+ * hold the same decoded pixels (and JPEG 2000 and HTJ2K, which the archive cannot decode, work at all).
+ */
+function decodesInProcess(transferSyntax: string): boolean {
+  return !isUncompressedTransferSyntax(transferSyntax) && isDecodableSyntax(transferSyntax);
+}
+
+/**
+ * Transfer syntaxes a set of instances can be sent in: as stored, the one they share, and ELE when each can be
+ * decoded (by the archive, or in-process).
+ */
 export function instanceSyntaxes(archive: Archive, instances: readonly RetrievableInstance[]): string[] {
   const decodable = archive.capabilities().decodable;
   const stored = [...new Set(instances.map((i) => i.transfer_syntax))];
   const list = [AS_STORED];
   if (stored.length === 1) list.push(stored[0]);
-  if (!list.includes(ELE) && instances.every((i) => decodable.has(i.transfer_syntax))) list.push(ELE);
+  const toEle = (ts: string) => decodable.has(ts) || decodesInProcess(ts);
+  if (!list.includes(ELE) && instances.every((i) => toEle(i.transfer_syntax))) list.push(ELE);
   return list;
 }
 
-/** Opens one instance in the wanted transfer syntax (AS_STORED: as stored), transcoded by the archive when needed. */
+/**
+ * Opens one instance in the wanted transfer syntax (AS_STORED: as stored), transcoded by the archive when needed or,
+ * given the codec pool, decoded in-process from a compressed syntax to ELE (see decodesInProcess). A syntax the
+ * codecs list but cannot decode for this object (12-bit JPEG) falls back to the archive when the archive decodes it.
+ */
 export async function openInstanceAs(
   archive: Archive,
-  inst: Pick<RetrievableInstance, 'orthanc_id' | 'transfer_syntax'>,
+  inst: Pick<
+    RetrievableInstance,
+    | 'orthanc_id'
+    | 'transfer_syntax'
+    | 'rows'
+    | 'columns'
+    | 'samples_per_pixel'
+    | 'bits_allocated'
+    | 'number_of_frames'
+  >,
   transferSyntax: string,
   signal?: AbortSignal,
+  codecs?: CodecPool,
 ): Promise<ArchiveStream & { transferSyntax: string }> {
   const asStored = transferSyntax === AS_STORED || transferSyntax === inst.transfer_syntax;
+  if (!asStored && codecs && transferSyntax === ELE && decodesInProcess(inst.transfer_syntax)) {
+    try {
+      return await openDecodedInstance(archive, codecs, inst, signal);
+    } catch (err) {
+      if (
+        !(err instanceof UnrecoverableInputError) ||
+        !archive.capabilities().decodable.has(inst.transfer_syntax)
+      )
+        throw err;
+    }
+  }
   const file = await archive.openInstance(inst.orthanc_id, {
     transferSyntax: asStored ? undefined : transferSyntax,
     signal,
@@ -45,9 +87,10 @@ export function instanceParts(
   transferSyntax: string,
   partType: (transferSyntax: string) => string,
   signal?: AbortSignal,
+  codecs?: CodecPool,
 ): AsyncGenerator<RetrievedPart> {
   return openAhead(instances, async (inst): Promise<RetrievedPart> => {
-    const file = await openInstanceAs(archive, inst, transferSyntax, signal);
+    const file = await openInstanceAs(archive, inst, transferSyntax, signal, codecs);
     return {
       contentType: partType(file.transferSyntax),
       headers:
