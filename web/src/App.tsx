@@ -131,7 +131,9 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
       <main>
         {route.page === 'projects' && <ProjectsPage />}
         {route.page === 'studies' && <StudiesPage key={route.project ?? ''} project={route.project} />}
-        {route.page === 'study' && <StudyPage project={route.project} study={route.study} />}
+        {route.page === 'study' && (
+          <StudyPage project={route.project} study={route.study} viewer={config.viewer} />
+        )}
         {route.page === 'quarantine' && <QuarantinePage />}
         {route.page === 'audit' && <AuditPage key={route.project ?? ''} project={route.project} />}
         {route.page === 'shares' && (
