@@ -6,6 +6,7 @@ import { StudiesPage } from './pages/Studies';
 import { StudyPage } from './pages/Study';
 import { AuditPage } from './pages/Audit';
 import { QuarantinePage } from './pages/Quarantine';
+import { RoutingPage } from './pages/Routing';
 import { SharesPage } from './pages/Shares';
 import { UploadPage } from './pages/Upload';
 
@@ -21,6 +22,7 @@ type Route =
   | { page: 'shares'; project: string; study?: string }
   | { page: 'audit'; project?: string }
   | { page: 'quarantine' }
+  | { page: 'routing'; project: string }
   | { page: 'shared'; token: string; study?: string }
   | { page: 'unknown' };
 
@@ -35,6 +37,8 @@ function parseRoute(hash: string): Route {
   if (parts[0] === 'audit' && parts.length === 1) return { page: 'audit' };
   if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'audit')
     return { page: 'audit', project: parts[1] };
+  if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'routing')
+    return { page: 'routing', project: parts[1] };
   if (parts[0] === 'share' && parts.length === 2) return { page: 'shared', token: parts[1] };
   if (parts[0] === 'share' && parts.length === 4 && parts[2] === 'studies') {
     return { page: 'shared', token: parts[1], study: parts[3] };
@@ -135,6 +139,7 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
           <StudyPage project={route.project} study={route.study} viewer={config.viewer} />
         )}
         {route.page === 'quarantine' && <QuarantinePage />}
+        {route.page === 'routing' && <RoutingPage key={route.project} project={route.project} />}
         {route.page === 'audit' && <AuditPage key={route.project ?? ''} project={route.project} />}
         {route.page === 'shares' && (
           <SharesPage key={route.project} project={route.project} study={route.study} />

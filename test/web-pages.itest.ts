@@ -1,13 +1,16 @@
 /**
- * The OHIF viewer served by the gateway under /viewer, opened from the web application's study page (issue 13): the
- * person logs in once at the issuer, clicks "Open in the viewer", and OHIF draws the CT with the same session's token
- * (no second login, no token in the URL), under its own content security policy.
+ * The web application's viewer and administration pages (issue 13), in Chromium against the real stack. The OHIF
+ * viewer served by the gateway under /viewer is opened from a study page: the person logs in once at the issuer,
+ * clicks "Open in the viewer", and OHIF draws the CT with the same session's token (no second login, no token in the
+ * URL), under its own content security policy. Routing rules added and switched in the browser are the ones the
+ * indexer's routing decision (decideRoute) then applies.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { ensureOhifDist } from '../scripts/viewer';
+import { decideRoute } from '../src/ingest/arrival';
 import { ensureProject } from '../src/index-db/projects';
 import { ingestInstance } from '../src/ingest/ingest';
 import { type OidcIssuer, startOidcIssuer } from '../tools/oidc-issuer/issuer';
@@ -39,7 +42,7 @@ const canvasStats = (): { distinct: number; nonBlack: number } => {
   return best;
 };
 
-describe('OHIF viewer under /viewer, opened from the web application (Chromium)', () => {
+describe('web application: viewer and administration pages (Chromium)', () => {
   let issuer: OidcIssuer;
   let gw: TestGateway;
   let browser: Browser;
@@ -84,6 +87,17 @@ describe('OHIF viewer under /viewer, opened from the web application (Chromium)'
     });
   }, 15 * 60_000);
 
+  /** Logs in through the issuer's login form, as a person would. */
+  async function signIn(page: Page, user: string): Promise<void> {
+    await page.goto(`${gw.url}/`);
+    await page.click('#sign-in');
+    await page.waitForURL((u) => u.href.startsWith(issuer.url));
+    await page.fill('#username', user);
+    await page.fill('#password', `${user}-demo`);
+    await page.click('#kc-login');
+    await page.waitForSelector('#projects');
+  }
+
   afterAll(async () => {
     await browser?.close();
     await gw?.close();
@@ -113,13 +127,7 @@ describe('OHIF viewer under /viewer, opened from the web application (Chromium)'
             if (!auth.startsWith('Bearer ')) problems.push(`no token on ${u.pathname}`);
           }
         });
-        await page.goto(`${gw.url}/`);
-        await page.click('#sign-in');
-        await page.waitForURL((u) => u.href.startsWith(issuer.url));
-        await page.fill('#username', 'dave');
-        await page.fill('#password', 'dave-demo');
-        await page.click('#kc-login');
-        await page.waitForSelector('#projects');
+        await signIn(page, 'dave');
         await page.goto(`${gw.url}/#/p/lung-study/studies/${study}`);
         await page.click('#open-viewer');
         await page.waitForURL((u) => u.pathname === '/viewer/viewer');
@@ -159,4 +167,69 @@ describe('OHIF viewer under /viewer, opened from the web application (Chromium)'
     // A path the build does not have falls through to the API (which wants a token), never the viewer page.
     expect((await fetch(`${gw.url}/viewer/nothing-here.js`)).status).toBe(401);
   });
+  it(
+    'a project admin adds, orders and disables routing rules in the browser, and arrivals follow them',
+    async () => {
+      const ctx = await browser.newContext({ viewport: { width: 1300, height: 850 } });
+      const route = { calledAet: 'CT_ROOM_7', callingAet: 'MODALITY1', remoteIp: '10.1.2.3' };
+      try {
+        const page = await ctx.newPage();
+        await signIn(page, 'dave');
+        await page.click('tr[data-project="lung-study"] a[data-action=routing]');
+        await page.waitForSelector('#no-rules');
+        // Before: nothing claims an arrival at CT_ROOM_7 (no DEFAULT_PROJECT: quarantine).
+        expect((await decideRoute(gw.services, route, {})).projectId).toBeNull();
+
+        await page.selectOption('#add-rule select[name=kind]', 'called_aet');
+        await page.fill('#add-rule input[name=value]', 'CT_ROOM_7');
+        await page.click('#add-rule-submit');
+        await page.waitForSelector('#rules tbody tr');
+        await page.selectOption('#add-rule select[name=kind]', 'attribute');
+        await page.fill('#add-rule input[name=attribute]', 'Modality');
+        await page.selectOption('#add-rule select[name=match]', 'prefix');
+        await page.fill('#add-rule input[name=value]', 'CT');
+        await page.click('#add-rule-submit');
+        await page.locator('#rules tbody tr').nth(1).waitFor();
+        const listed = () =>
+          page.$$eval('#rules tbody tr', (rows) =>
+            rows.map((r) =>
+              ['kind', 'match', 'value', 'state']
+                .map((c) => r.querySelector(`[data-col=${c}]`)?.textContent)
+                .join('|'),
+            ),
+          );
+        expect(await listed()).toEqual([
+          'Called AE title|equals|CT_ROOM_7|enabled',
+          'DICOM attribute Modality|prefix|CT|enabled',
+        ]);
+        // The rule the browser added is the one the indexer applies.
+        expect((await decideRoute(gw.services, route, {})).projectId).toBe('lung-study');
+
+        // Reorder: the attribute rule moves up, and the API stores that order.
+        await page.click('#rules tbody tr:nth-child(2) button[data-action=up]');
+        await page.locator('#rules tbody tr:first-child [data-col=value]', { hasText: /^CT$/ }).waitFor();
+        const stored = await gw.services.db.query<{ value: string }>(
+          `SELECT value FROM routing_rules WHERE project_id = 'lung-study' ORDER BY position, id`,
+        );
+        expect(stored.rows.map((r) => r.value)).toEqual(['CT', 'CT_ROOM_7']);
+
+        // Disable the AE title rule: arrivals at CT_ROOM_7 are no longer claimed.
+        await page.click('#rules tbody tr:nth-child(2) button[data-action=toggle]');
+        await page.waitForSelector('#rules tbody tr:nth-child(2) [data-col=state]:text("disabled")');
+        expect((await decideRoute(gw.services, route, {})).projectId).toBeNull();
+
+        // A bad rule is refused in words, and nothing is stored.
+        await page.selectOption('#add-rule select[name=kind]', 'called_aet');
+        await page.selectOption('#add-rule select[name=match]', 'regex');
+        await page.fill('#add-rule input[name=value]', '([unclosed');
+        await page.click('#add-rule-submit');
+        await page.waitForSelector('.error');
+        expect(await page.textContent('.error')).toMatch(/regular expression/);
+        expect(await page.$$eval('#rules tbody tr', (rows) => rows.length)).toBe(2);
+      } finally {
+        await ctx.close();
+      }
+    },
+    3 * 60_000,
+  );
 });
