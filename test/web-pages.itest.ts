@@ -232,4 +232,45 @@ describe('web application: viewer and administration pages (Chromium)', () => {
     },
     3 * 60_000,
   );
+
+  it(
+    'a global admin creates a project in the browser; a taken id is refused in words; others see no such link',
+    async () => {
+      const ctx = await browser.newContext({ viewport: { width: 1300, height: 850 } });
+      try {
+        const page = await ctx.newPage();
+        await signIn(page, 'carol');
+        await page.click('a[href="#/new-project"]');
+        await page.fill('#new-project input[name=id]', 'trial-7');
+        await page.fill('#new-project input[name=name]', 'Trial seven');
+        await page.click('#create-project');
+        await page.waitForSelector('#projects tr[data-project="trial-7"]');
+        expect(await page.textContent('#projects tr[data-project="trial-7"]')).toContain('Trial seven');
+        const row = await gw.services.db.query<{ name: string }>(
+          `SELECT name FROM projects WHERE id = 'trial-7'`,
+        );
+        expect(row.rows).toEqual([{ name: 'Trial seven' }]);
+
+        await page.click('a[href="#/new-project"]');
+        await page.fill('#new-project input[name=id]', 'lung-study');
+        await page.fill('#new-project input[name=name]', 'Again');
+        await page.click('#create-project');
+        await page.waitForSelector('.error');
+        expect(await page.textContent('.error')).toMatch(/already exists/);
+        expect(page.url()).toBe(`${gw.url}/#/new-project`);
+      } finally {
+        await ctx.close();
+      }
+      // dave administers a project but is no global admin: no link.
+      const other = await browser.newContext();
+      try {
+        const page = await other.newPage();
+        await signIn(page, 'dave');
+        expect(await page.$('a[href="#/new-project"]')).toBeNull();
+      } finally {
+        await other.close();
+      }
+    },
+    3 * 60_000,
+  );
 });

@@ -5,6 +5,7 @@ import { ProjectsPage } from './pages/Projects';
 import { StudiesPage } from './pages/Studies';
 import { StudyPage } from './pages/Study';
 import { AuditPage } from './pages/Audit';
+import { NewProjectPage } from './pages/NewProject';
 import { QuarantinePage } from './pages/Quarantine';
 import { RoutingPage } from './pages/Routing';
 import { SharesPage } from './pages/Shares';
@@ -22,6 +23,7 @@ type Route =
   | { page: 'shares'; project: string; study?: string }
   | { page: 'audit'; project?: string }
   | { page: 'quarantine' }
+  | { page: 'new-project' }
   | { page: 'routing'; project: string }
   | { page: 'shared'; token: string; study?: string }
   | { page: 'unknown' };
@@ -34,6 +36,7 @@ function parseRoute(hash: string): Route {
   if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'studies')
     return { page: 'studies', project: parts[1] };
   if (parts[0] === 'quarantine' && parts.length === 1) return { page: 'quarantine' };
+  if (parts[0] === 'new-project' && parts.length === 1) return { page: 'new-project' };
   if (parts[0] === 'audit' && parts.length === 1) return { page: 'audit' };
   if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'audit')
     return { page: 'audit', project: parts[1] };
@@ -120,6 +123,7 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
         <nav>
           <a href="#/">Projects</a>
           <a href="#/studies">All studies</a>
+          {isGlobalAdmin(user) && <a href="#/new-project">New project</a>}
           {isGlobalAdmin(user) && <a href="#/quarantine">Quarantine</a>}
           {isGlobalAdmin(user) && <a href="#/audit">Audit trail</a>}
         </nav>
@@ -139,6 +143,7 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
           <StudyPage project={route.project} study={route.study} viewer={config.viewer} />
         )}
         {route.page === 'quarantine' && <QuarantinePage />}
+        {route.page === 'new-project' && <NewProjectPage />}
         {route.page === 'routing' && <RoutingPage key={route.project} project={route.project} />}
         {route.page === 'audit' && <AuditPage key={route.project ?? ''} project={route.project} />}
         {route.page === 'shares' && (
