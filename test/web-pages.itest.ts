@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { ensureOhifDist } from '../scripts/viewer';
 import { decideRoute } from '../src/ingest/arrival';
+import { getQueue, QueueName, queueCounts } from '../src/jobs/queues';
 import { ensureProject } from '../src/index-db/projects';
 import { ingestInstance } from '../src/ingest/ingest';
 import { type OidcIssuer, startOidcIssuer } from '../tools/oidc-issuer/issuer';
@@ -273,4 +274,35 @@ describe('web application: viewer and administration pages (Chromium)', () => {
     },
     3 * 60_000,
   );
+
+  it('a global admin reads the background job counts per queue', async () => {
+    // A job held back for an hour: the page must show it as delayed in the thumbnail queue.
+    const held = await getQueue(QueueName.thumbnails).add(
+      'web-pages-probe',
+      { seriesUid: '1.2.3.4' },
+      { delay: 3_600_000 },
+    );
+    const ctx = await browser.newContext({ viewport: { width: 1300, height: 850 } });
+    try {
+      const page = await ctx.newPage();
+      await signIn(page, 'carol');
+      await page.click('a[href="#/jobs"]');
+      await page.waitForSelector('#jobs tbody tr');
+      const shown = await page.$$eval('#jobs tbody tr', (rows) =>
+        rows.map((r) => ({
+          queue: r.getAttribute('data-queue'),
+          delayed: Number(r.querySelector('[data-col=delayed]')?.textContent),
+          failed: Number(r.querySelector('[data-col=failed]')?.textContent),
+        })),
+      );
+      const counts = await queueCounts();
+      expect(shown).toEqual(
+        Object.keys(counts).map((q) => ({ queue: q, delayed: counts[q].delayed, failed: counts[q].failed })),
+      );
+      expect(shown.find((r) => r.queue === 'thumbnails')?.delayed).toBeGreaterThanOrEqual(1);
+    } finally {
+      await ctx.close();
+      await held.remove();
+    }
+  });
 });

@@ -5,6 +5,7 @@ import { ProjectsPage } from './pages/Projects';
 import { StudiesPage } from './pages/Studies';
 import { StudyPage } from './pages/Study';
 import { AuditPage } from './pages/Audit';
+import { JobsPage } from './pages/Jobs';
 import { NewProjectPage } from './pages/NewProject';
 import { QuarantinePage } from './pages/Quarantine';
 import { RoutingPage } from './pages/Routing';
@@ -24,6 +25,7 @@ type Route =
   | { page: 'audit'; project?: string }
   | { page: 'quarantine' }
   | { page: 'new-project' }
+  | { page: 'jobs' }
   | { page: 'routing'; project: string }
   | { page: 'shared'; token: string; study?: string }
   | { page: 'unknown' };
@@ -37,6 +39,7 @@ function parseRoute(hash: string): Route {
     return { page: 'studies', project: parts[1] };
   if (parts[0] === 'quarantine' && parts.length === 1) return { page: 'quarantine' };
   if (parts[0] === 'new-project' && parts.length === 1) return { page: 'new-project' };
+  if (parts[0] === 'jobs' && parts.length === 1) return { page: 'jobs' };
   if (parts[0] === 'audit' && parts.length === 1) return { page: 'audit' };
   if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'audit')
     return { page: 'audit', project: parts[1] };
@@ -125,6 +128,7 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
           <a href="#/studies">All studies</a>
           {isGlobalAdmin(user) && <a href="#/new-project">New project</a>}
           {isGlobalAdmin(user) && <a href="#/quarantine">Quarantine</a>}
+          {isGlobalAdmin(user) && <a href="#/jobs">Jobs</a>}
           {isGlobalAdmin(user) && <a href="#/audit">Audit trail</a>}
         </nav>
         {config.authEnabled && (
@@ -144,6 +148,7 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
         )}
         {route.page === 'quarantine' && <QuarantinePage />}
         {route.page === 'new-project' && <NewProjectPage />}
+        {route.page === 'jobs' && <JobsPage />}
         {route.page === 'routing' && <RoutingPage key={route.project} project={route.project} />}
         {route.page === 'audit' && <AuditPage key={route.project ?? ''} project={route.project} />}
         {route.page === 'shares' && (
