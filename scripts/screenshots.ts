@@ -180,6 +180,9 @@ async function main(): Promise<void> {
     await adminPage.fill('#new-project input[name=id]', 'trial-7');
     await adminPage.fill('#new-project input[name=name]', 'Trial seven');
     await shot('15-new-project', adminPage);
+    await adminPage.goto(`${gw.url}/#/jobs`);
+    await adminPage.waitForSelector('#jobs tbody tr');
+    await shot('17-jobs', adminPage);
     await adminPage.goto(`${gw.url}/#/p/lung-study/studies/${ct.parsed.studyInstanceUid}`);
     await adminPage.click('#open-viewer');
     await adminPage.waitForSelector('canvas');
