@@ -13,6 +13,7 @@ import { quarantineInstance } from '../src/index-db/routing';
 import { ingestInstance } from '../src/ingest/ingest';
 import { startPrivateStack } from '../test/helpers/private-stack';
 import { startOidcIssuer } from '../tools/oidc-issuer/issuer';
+import { ensureOhifDist } from './viewer';
 
 const ROOT = join(__dirname, '..');
 const OUT = join(ROOT, 'docs/screenshots');
@@ -42,7 +43,11 @@ async function main(): Promise<void> {
   // Loaded after the environment points at the private stack: the helper reads it.
   const { startGateway } = await import('../test/helpers/gateway');
   const issuer = await startOidcIssuer();
-  const gw = await startGateway({ AUTH_ENABLED: 'true', OIDC_ISSUER: issuer.issuer });
+  const gw = await startGateway({
+    AUTH_ENABLED: 'true',
+    OIDC_ISSUER: issuer.issuer,
+    VIEWER_DIST_DIR: ensureOhifDist(),
+  });
   issuer.allowOrigin(gw.url);
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -160,6 +165,31 @@ async function main(): Promise<void> {
     await adminPage.goto(`${gw.url}/#/audit`);
     await adminPage.waitForSelector('#audit tbody tr');
     await shot('12-audit', adminPage);
+    await adminPage.goto(`${gw.url}/#/p/lung-study/routing`);
+    await adminPage.waitForSelector('#add-rule');
+    await adminPage.fill('#add-rule input[name=value]', 'CT_ROOM_7');
+    await adminPage.click('#add-rule-submit');
+    await adminPage.selectOption('#add-rule select[name=kind]', 'attribute');
+    await adminPage.fill('#add-rule input[name=attribute]', 'InstitutionName');
+    await adminPage.selectOption('#add-rule select[name=match]', 'prefix');
+    await adminPage.fill('#add-rule input[name=value]', 'Lung');
+    await adminPage.click('#add-rule-submit');
+    await adminPage.locator('#rules tbody tr').nth(1).waitFor();
+    await shot('14-routing', adminPage);
+    await adminPage.goto(`${gw.url}/#/new-project`);
+    await adminPage.fill('#new-project input[name=id]', 'trial-7');
+    await adminPage.fill('#new-project input[name=name]', 'Trial seven');
+    await shot('15-new-project', adminPage);
+    await adminPage.goto(`${gw.url}/#/jobs`);
+    await adminPage.waitForSelector('#jobs tbody tr');
+    await shot('17-jobs', adminPage);
+    await adminPage.goto(`${gw.url}/#/p/lung-study/studies/${ct.parsed.studyInstanceUid}`);
+    await adminPage.click('#open-viewer');
+    await adminPage.waitForSelector('canvas');
+    // OHIF keeps fetching (thumbnails, prefetch): give it time to draw rather than waiting for an idle network.
+    await adminPage.waitForTimeout(8000);
+    await adminPage.screenshot({ path: join(OUT, '16-viewer.png') });
+    console.log('docs/screenshots/16-viewer.png');
     await admin.close();
   } finally {
     await browser.close();

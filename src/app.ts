@@ -19,6 +19,7 @@ import { metricsMiddleware } from './http/metrics';
 import { rateLimit } from './http/rate-limit';
 import { securityHeaders } from './http/security-headers';
 import { boundedTokens } from './http/token-size';
+import { viewer } from './http/viewer';
 import { webApp } from './http/web-app';
 import type { AuditDetail, Services } from './services';
 
@@ -71,6 +72,7 @@ export function createApp(services: Services): Koa {
   }
 
   app.use(webApp(services.config));
+  app.use(viewer(services.config));
 
   // services.authenticate is read per request: tests and the bootstrap may set it after the app is built.
   const authenticate = boundedTokens(

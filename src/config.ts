@@ -167,6 +167,10 @@ export const configSchema = z.object({
   CODEC_QUEUE: int(64, 0),
   /** Largest decoded frame (rows x columns x samples x bytes per sample), checked before decoding. */
   CODEC_MAX_FRAME_BYTES: int(256 * 1024 ** 2, 1),
+
+  // Viewer (issue 13): the published OHIF build served under /viewer.
+  /** OHIF's dist/ folder; default .stack/ohif-3.13.2/package/dist (fetched by scripts/viewer.ts). Missing: no viewer. */
+  VIEWER_DIST_DIR: z.string().optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;

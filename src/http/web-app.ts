@@ -8,6 +8,7 @@ import { createReadStream, existsSync, readdirSync, readFileSync } from 'node:fs
 import { extname, join } from 'node:path';
 import type { Config } from '../config';
 import { webAppPolicy } from './security-headers';
+import { viewerDist } from './viewer';
 
 const TYPES: Record<string, string> = {
   '.js': 'text/javascript; charset=utf-8',
@@ -42,6 +43,7 @@ export function webApp(config: Config) {
     authEnabled: config.AUTH_ENABLED,
     issuer: config.AUTH_ENABLED ? issuer : undefined,
     clientId: config.WEB_OIDC_CLIENT_ID,
+    viewer: viewerDist(config) !== undefined,
   });
 
   return async (ctx: Context, next: Next): Promise<void> => {

@@ -5,7 +5,10 @@ import { ProjectsPage } from './pages/Projects';
 import { StudiesPage } from './pages/Studies';
 import { StudyPage } from './pages/Study';
 import { AuditPage } from './pages/Audit';
+import { JobsPage } from './pages/Jobs';
+import { NewProjectPage } from './pages/NewProject';
 import { QuarantinePage } from './pages/Quarantine';
+import { RoutingPage } from './pages/Routing';
 import { SharesPage } from './pages/Shares';
 import { UploadPage } from './pages/Upload';
 
@@ -21,6 +24,9 @@ type Route =
   | { page: 'shares'; project: string; study?: string }
   | { page: 'audit'; project?: string }
   | { page: 'quarantine' }
+  | { page: 'new-project' }
+  | { page: 'jobs' }
+  | { page: 'routing'; project: string }
   | { page: 'shared'; token: string; study?: string }
   | { page: 'unknown' };
 
@@ -32,9 +38,13 @@ function parseRoute(hash: string): Route {
   if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'studies')
     return { page: 'studies', project: parts[1] };
   if (parts[0] === 'quarantine' && parts.length === 1) return { page: 'quarantine' };
+  if (parts[0] === 'new-project' && parts.length === 1) return { page: 'new-project' };
+  if (parts[0] === 'jobs' && parts.length === 1) return { page: 'jobs' };
   if (parts[0] === 'audit' && parts.length === 1) return { page: 'audit' };
   if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'audit')
     return { page: 'audit', project: parts[1] };
+  if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'routing')
+    return { page: 'routing', project: parts[1] };
   if (parts[0] === 'share' && parts.length === 2) return { page: 'shared', token: parts[1] };
   if (parts[0] === 'share' && parts.length === 4 && parts[2] === 'studies') {
     return { page: 'shared', token: parts[1], study: parts[3] };
@@ -116,7 +126,9 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
         <nav>
           <a href="#/">Projects</a>
           <a href="#/studies">All studies</a>
+          {isGlobalAdmin(user) && <a href="#/new-project">New project</a>}
           {isGlobalAdmin(user) && <a href="#/quarantine">Quarantine</a>}
+          {isGlobalAdmin(user) && <a href="#/jobs">Jobs</a>}
           {isGlobalAdmin(user) && <a href="#/audit">Audit trail</a>}
         </nav>
         {config.authEnabled && (
@@ -131,8 +143,13 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
       <main>
         {route.page === 'projects' && <ProjectsPage />}
         {route.page === 'studies' && <StudiesPage key={route.project ?? ''} project={route.project} />}
-        {route.page === 'study' && <StudyPage project={route.project} study={route.study} />}
+        {route.page === 'study' && (
+          <StudyPage project={route.project} study={route.study} viewer={config.viewer} />
+        )}
         {route.page === 'quarantine' && <QuarantinePage />}
+        {route.page === 'new-project' && <NewProjectPage />}
+        {route.page === 'jobs' && <JobsPage />}
+        {route.page === 'routing' && <RoutingPage key={route.project} project={route.project} />}
         {route.page === 'audit' && <AuditPage key={route.project ?? ''} project={route.project} />}
         {route.page === 'shares' && (
           <SharesPage key={route.project} project={route.project} study={route.study} />

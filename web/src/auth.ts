@@ -5,6 +5,8 @@ export interface WebConfig {
   authEnabled: boolean;
   issuer?: string;
   clientId: string;
+  /** Whether the gateway serves the OHIF viewer under /viewer. */
+  viewer?: boolean;
 }
 
 let manager: UserManager | undefined;

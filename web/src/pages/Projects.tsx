@@ -61,6 +61,11 @@ export function ProjectsPage() {
                     <a href={`#/p/${encodeURIComponent(p.id)}/audit`} data-action="audit">
                       Audit trail
                     </a>
+                  )}{' '}
+                  {p.roles.includes('admin') && (
+                    <a href={`#/p/${encodeURIComponent(p.id)}/routing`} data-action="routing">
+                      Routing rules
+                    </a>
                   )}
                 </td>
               </tr>

@@ -14,7 +14,17 @@ import {
 import { ErrorPanel, Thumbnail, useLoad } from '../components';
 
 /** One study: its key attributes, its series with previews and instance counts, and a ZIP download. */
-export function StudyPage({ project, study, share }: { project?: string; study: string; share?: string }) {
+export function StudyPage({
+  project,
+  study,
+  share,
+  viewer,
+}: {
+  project?: string;
+  study: string;
+  share?: string;
+  viewer?: boolean;
+}) {
   const root = share ? shareRoot(share) : dicomwebRoot(project);
   const base = `${root}/studies/${encodeURIComponent(study)}`;
   const { data, error, loading } = useLoad(async () => {
@@ -94,6 +104,17 @@ export function StudyPage({ project, study, share }: { project?: string; study: 
         <button id="download-zip" onClick={() => void download()} disabled={downloading}>
           {downloading ? 'Preparing the ZIP…' : 'Download as ZIP'}
         </button>{' '}
+        {project && !share && viewer && (
+          <>
+            {/* Same tab: the viewer reads this tab's session (sessionStorage) for its token. */}
+            <a
+              href={`/viewer/viewer?StudyInstanceUIDs=${encodeURIComponent(study)}&project=${encodeURIComponent(project)}`}
+              id="open-viewer"
+            >
+              Open in the viewer
+            </a>{' '}
+          </>
+        )}
         {project && !share && (
           <a href={`#/p/${encodeURIComponent(project)}/shares/${study}`} id="share-study">
             Share this study

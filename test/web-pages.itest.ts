@@ -1,0 +1,308 @@
+/**
+ * The web application's viewer and administration pages (issue 13), in Chromium against the real stack. The OHIF
+ * viewer served by the gateway under /viewer is opened from a study page: the person logs in once at the issuer,
+ * clicks "Open in the viewer", and OHIF draws the CT with the same session's token (no second login, no token in the
+ * URL), under its own content security policy. Routing rules added and switched in the browser are the ones the
+ * indexer's routing decision (decideRoute) then applies.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { ensureOhifDist } from '../scripts/viewer';
+import { decideRoute } from '../src/ingest/arrival';
+import { getQueue, QueueName, queueCounts } from '../src/jobs/queues';
+import { ensureProject } from '../src/index-db/projects';
+import { ingestInstance } from '../src/ingest/ingest';
+import { type OidcIssuer, startOidcIssuer } from '../tools/oidc-issuer/issuer';
+import { resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const ROOT = join(__dirname, '..');
+
+/** Distinct colours (every 4th pixel) and non-black samples of the richest canvas; a blank viewport has one or two. */
+const canvasStats = (): { distinct: number; nonBlack: number } => {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const d = (globalThis as any).document;
+  let best = { distinct: 0, nonBlack: 0 };
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  for (const canvas of Array.from(d.querySelectorAll('canvas')) as any[]) {
+    if (canvas.width < 64 || canvas.height < 64) continue;
+    const ctx = canvas.getContext('2d', { willReadFrequently: true });
+    if (!ctx) continue;
+    const { data } = ctx.getImageData(0, 0, canvas.width, canvas.height);
+    const seen = new Set<number>();
+    let nonBlack = 0;
+    for (let i = 0; i < data.length; i += 16) {
+      const v = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2];
+      seen.add(v);
+      if (v !== 0) nonBlack++;
+    }
+    if (seen.size > best.distinct) best = { distinct: seen.size, nonBlack };
+  }
+  return best;
+};
+
+describe('web application: viewer and administration pages (Chromium)', () => {
+  let issuer: OidcIssuer;
+  let gw: TestGateway;
+  let browser: Browser;
+  let study = '';
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM} (set CHROMIUM_PATH)`);
+    execFileSync(
+      join(ROOT, 'node_modules/.bin/vite'),
+      ['build', '--config', 'web/vite.config.mts', '--logLevel', 'error'],
+      { cwd: ROOT, stdio: 'inherit' },
+    );
+    const dist = ensureOhifDist();
+    await resetStack();
+    issuer = await startOidcIssuer({ tokenLifetimeS: 600 });
+    gw = await startGateway({
+      AUTH_ENABLED: 'true',
+      OIDC_ISSUER: issuer.issuer,
+      WEB_DIST_DIR: join(ROOT, 'dist/web'),
+      VIEWER_DIST_DIR: dist,
+    });
+    issuer.allowOrigin(gw.url);
+    await ensureProject(gw.services.db, { id: 'lung-study', name: 'Lung study' });
+    const ct = await ingestInstance(
+      gw.services,
+      readFileSync(join(SAMPLES, 'ct/CT_small.dcm')),
+      ['lung-study'],
+      'stow',
+    );
+    if (!ct.ok) throw new Error(`ingest failed: ${ct.message}`);
+    study = ct.parsed.studyInstanceUid;
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+      ],
+    });
+  }, 15 * 60_000);
+
+  /** Logs in through the issuer's login form, as a person would. */
+  async function signIn(page: Page, user: string): Promise<void> {
+    await page.goto(`${gw.url}/`);
+    await page.click('#sign-in');
+    await page.waitForURL((u) => u.href.startsWith(issuer.url));
+    await page.fill('#username', user);
+    await page.fill('#password', `${user}-demo`);
+    await page.click('#kc-login');
+    await page.waitForSelector('#projects');
+  }
+
+  afterAll(async () => {
+    await browser?.close();
+    await gw?.close();
+    await issuer?.close();
+  });
+
+  it(
+    'dave opens the study in OHIF from the study page and sees the CT drawn with his session',
+    async () => {
+      const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+      const problems: string[] = [];
+      const gatewayAnswers: string[] = [];
+      try {
+        const page: Page = await ctx.newPage();
+        page.on('console', (m) => {
+          if (/Content Security Policy|Refused to/i.test(m.text())) problems.push(m.text());
+          if (process.env.DEBUG_VIEWER) console.log(`console ${m.type()}: ${m.text().slice(0, 300)}`);
+        });
+        page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+        page.on('response', (r) => {
+          const u = new URL(r.url());
+          if (process.env.DEBUG_VIEWER && r.status() >= 400) console.log(`${r.status()} ${u.pathname}`);
+          if (u.origin === gw.url && u.pathname.includes('/dicom-web/'))
+            gatewayAnswers.push(`${r.status()} ${u.pathname}`);
+          if (u.origin === gw.url && u.pathname.includes('/dicom-web/') && r.status() === 200) {
+            const auth = r.request().headers().authorization ?? '';
+            if (!auth.startsWith('Bearer ')) problems.push(`no token on ${u.pathname}`);
+          }
+        });
+        await signIn(page, 'dave');
+        await page.goto(`${gw.url}/#/p/lung-study/studies/${study}`);
+        await page.click('#open-viewer');
+        await page.waitForURL((u) => u.pathname === '/viewer/viewer');
+        // The token travels in a header only, never in the address bar.
+        expect(page.url()).not.toMatch(/token|eyJ/);
+        let stats = await page.evaluate(canvasStats);
+        const deadline = Date.now() + 120_000;
+        while (stats.distinct < 16 && Date.now() < deadline) {
+          await page.waitForTimeout(1000);
+          stats = await page.evaluate(canvasStats);
+        }
+        if (process.env.DEBUG_VIEWER) await page.screenshot({ path: '/tmp/aperture-web-viewer.png' });
+        expect(problems).toEqual([]);
+        expect(stats.distinct).toBeGreaterThanOrEqual(16);
+        expect(stats.nonBlack).toBeGreaterThan(100);
+        // The pixels came from the project's DICOMweb root, with the user's token, under the viewer's policy.
+        expect(gatewayAnswers.some((a) => a.startsWith('200 /projects/lung-study/dicom-web/studies/'))).toBe(
+          true,
+        );
+        expect(gatewayAnswers.filter((a) => !a.startsWith('200') && !a.includes('/thumbnail'))).toEqual([]);
+        expect(problems).toEqual([]);
+      } finally {
+        await ctx.close();
+      }
+    },
+    5 * 60_000,
+  );
+
+  it('the viewer page carries its own policy: wasm allowed, no eval, no framing', async () => {
+    const res = await fetch(`${gw.url}/viewer/viewer?StudyInstanceUIDs=${study}`);
+    expect(res.status).toBe(200);
+    const csp = res.headers.get('content-security-policy') ?? '';
+    expect(csp).toContain("'wasm-unsafe-eval'");
+    expect(csp).not.toContain("'unsafe-eval'");
+    expect(csp).toContain("frame-ancestors 'none'");
+    expect(await res.text()).toContain('src="/viewer/app-config.js"');
+    // A path the build does not have falls through to the API (which wants a token), never the viewer page.
+    expect((await fetch(`${gw.url}/viewer/nothing-here.js`)).status).toBe(401);
+  });
+  it(
+    'a project admin adds, orders and disables routing rules in the browser, and arrivals follow them',
+    async () => {
+      const ctx = await browser.newContext({ viewport: { width: 1300, height: 850 } });
+      const route = { calledAet: 'CT_ROOM_7', callingAet: 'MODALITY1', remoteIp: '10.1.2.3' };
+      try {
+        const page = await ctx.newPage();
+        await signIn(page, 'dave');
+        await page.click('tr[data-project="lung-study"] a[data-action=routing]');
+        await page.waitForSelector('#no-rules');
+        // Before: nothing claims an arrival at CT_ROOM_7 (no DEFAULT_PROJECT: quarantine).
+        expect((await decideRoute(gw.services, route, {})).projectId).toBeNull();
+
+        await page.selectOption('#add-rule select[name=kind]', 'called_aet');
+        await page.fill('#add-rule input[name=value]', 'CT_ROOM_7');
+        await page.click('#add-rule-submit');
+        await page.waitForSelector('#rules tbody tr');
+        await page.selectOption('#add-rule select[name=kind]', 'attribute');
+        await page.fill('#add-rule input[name=attribute]', 'Modality');
+        await page.selectOption('#add-rule select[name=match]', 'prefix');
+        await page.fill('#add-rule input[name=value]', 'CT');
+        await page.click('#add-rule-submit');
+        await page.locator('#rules tbody tr').nth(1).waitFor();
+        const listed = () =>
+          page.$$eval('#rules tbody tr', (rows) =>
+            rows.map((r) =>
+              ['kind', 'match', 'value', 'state']
+                .map((c) => r.querySelector(`[data-col=${c}]`)?.textContent)
+                .join('|'),
+            ),
+          );
+        expect(await listed()).toEqual([
+          'Called AE title|equals|CT_ROOM_7|enabled',
+          'DICOM attribute Modality|prefix|CT|enabled',
+        ]);
+        // The rule the browser added is the one the indexer applies.
+        expect((await decideRoute(gw.services, route, {})).projectId).toBe('lung-study');
+
+        // Reorder: the attribute rule moves up, and the API stores that order.
+        await page.click('#rules tbody tr:nth-child(2) button[data-action=up]');
+        await page.locator('#rules tbody tr:first-child [data-col=value]', { hasText: /^CT$/ }).waitFor();
+        const stored = await gw.services.db.query<{ value: string }>(
+          `SELECT value FROM routing_rules WHERE project_id = 'lung-study' ORDER BY position, id`,
+        );
+        expect(stored.rows.map((r) => r.value)).toEqual(['CT', 'CT_ROOM_7']);
+
+        // Disable the AE title rule: arrivals at CT_ROOM_7 are no longer claimed.
+        await page.click('#rules tbody tr:nth-child(2) button[data-action=toggle]');
+        await page.waitForSelector('#rules tbody tr:nth-child(2) [data-col=state]:text("disabled")');
+        expect((await decideRoute(gw.services, route, {})).projectId).toBeNull();
+
+        // A bad rule is refused in words, and nothing is stored.
+        await page.selectOption('#add-rule select[name=kind]', 'called_aet');
+        await page.selectOption('#add-rule select[name=match]', 'regex');
+        await page.fill('#add-rule input[name=value]', '([unclosed');
+        await page.click('#add-rule-submit');
+        await page.waitForSelector('.error');
+        expect(await page.textContent('.error')).toMatch(/regular expression/);
+        expect(await page.$$eval('#rules tbody tr', (rows) => rows.length)).toBe(2);
+      } finally {
+        await ctx.close();
+      }
+    },
+    3 * 60_000,
+  );
+
+  it(
+    'a global admin creates a project in the browser; a taken id is refused in words; others see no such link',
+    async () => {
+      const ctx = await browser.newContext({ viewport: { width: 1300, height: 850 } });
+      try {
+        const page = await ctx.newPage();
+        await signIn(page, 'carol');
+        await page.click('a[href="#/new-project"]');
+        await page.fill('#new-project input[name=id]', 'trial-7');
+        await page.fill('#new-project input[name=name]', 'Trial seven');
+        await page.click('#create-project');
+        await page.waitForSelector('#projects tr[data-project="trial-7"]');
+        expect(await page.textContent('#projects tr[data-project="trial-7"]')).toContain('Trial seven');
+        const row = await gw.services.db.query<{ name: string }>(
+          `SELECT name FROM projects WHERE id = 'trial-7'`,
+        );
+        expect(row.rows).toEqual([{ name: 'Trial seven' }]);
+
+        await page.click('a[href="#/new-project"]');
+        await page.fill('#new-project input[name=id]', 'lung-study');
+        await page.fill('#new-project input[name=name]', 'Again');
+        await page.click('#create-project');
+        await page.waitForSelector('.error');
+        expect(await page.textContent('.error')).toMatch(/already exists/);
+        expect(page.url()).toBe(`${gw.url}/#/new-project`);
+      } finally {
+        await ctx.close();
+      }
+      // dave administers a project but is no global admin: no link.
+      const other = await browser.newContext();
+      try {
+        const page = await other.newPage();
+        await signIn(page, 'dave');
+        expect(await page.$('a[href="#/new-project"]')).toBeNull();
+      } finally {
+        await other.close();
+      }
+    },
+    3 * 60_000,
+  );
+
+  it('a global admin reads the background job counts per queue', async () => {
+    // A job held back for an hour: the page must show it as delayed in the thumbnail queue.
+    const held = await getQueue(QueueName.thumbnails).add(
+      'web-pages-probe',
+      { seriesUid: '1.2.3.4' },
+      { delay: 3_600_000 },
+    );
+    const ctx = await browser.newContext({ viewport: { width: 1300, height: 850 } });
+    try {
+      const page = await ctx.newPage();
+      await signIn(page, 'carol');
+      await page.click('a[href="#/jobs"]');
+      await page.waitForSelector('#jobs tbody tr');
+      const shown = await page.$$eval('#jobs tbody tr', (rows) =>
+        rows.map((r) => ({
+          queue: r.getAttribute('data-queue'),
+          delayed: Number(r.querySelector('[data-col=delayed]')?.textContent),
+          failed: Number(r.querySelector('[data-col=failed]')?.textContent),
+        })),
+      );
+      const counts = await queueCounts();
+      expect(shown).toEqual(
+        Object.keys(counts).map((q) => ({ queue: q, delayed: counts[q].delayed, failed: counts[q].failed })),
+      );
+      expect(shown.find((r) => r.queue === 'thumbnails')?.delayed).toBeGreaterThanOrEqual(1);
+    } finally {
+      await ctx.close();
+      await held.remove();
+    }
+  });
+});
