@@ -248,7 +248,7 @@ export async function openDecodedInstance(
     planarConfiguration: 0,
     numberOfFrames: inst.number_of_frames ?? 1,
   };
-  const frameBytes = nativeFrameBytes(px.rows, px.columns, px.samplesPerPixel, px.bitsAllocated);
+  const frameBytes = nativeFrameBytes(px);
   if (!frameBytes)
     throw new NotAcceptableError('the frames of this instance cannot be decoded to whole bytes');
   const frames = Math.max(1, px.numberOfFrames);
