@@ -263,7 +263,8 @@ Try:
   dcmsend -aec LUNGSTUDY 127.0.0.1 ${stack.ORTHANC_DICOM_PORT} some-file.dcm
   A fresh token: curl -s ${ISSUER}/protocol/openid-connect/token -d grant_type=password -d client_id=aperture-viewer -d username=alice -d password=alice-demo
 
-Viewer: npx tsx scripts/viewer.ts serves the OHIF viewer on http://127.0.0.1:${VIEWER_PORT} against this gateway (see README).
+Web application: ${GATEWAY}/ (log in as a demo user; studies open in OHIF under ${GATEWAY}/viewer/).
+Standalone viewer: npx tsx scripts/viewer.ts serves OHIF on http://127.0.0.1:${VIEWER_PORT} against this gateway (see README).
 Ctrl-C stops the gateway, worker and issuer.
 `);
   process.on('SIGINT', () => void stopAll(0));
