@@ -15,6 +15,7 @@ import { createReadStream, existsSync, mkdirSync, readdirSync, renameSync, rmSyn
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { extname, join, normalize, resolve, sep } from 'node:path';
+import { ohifConfig } from '../src/http/viewer';
 
 /** The OHIF release the check was written against; the config shape below follows its app-config.js. */
 export const OHIF_VERSION = '3.13.2';
@@ -48,45 +49,7 @@ export function ensureOhifDist(version = OHIF_VERSION): string {
 /** OHIF's runtime configuration with one DICOMweb data source: the gateway root given. */
 export function appConfig(dicomwebRoot: string): string {
   const root = JSON.stringify(dicomwebRoot.replace(/\/+$/, ''));
-  return `window.config = {
-  routerBasename: null,
-  extensions: [],
-  modes: [],
-  customizationService: {},
-  showStudyList: true,
-  maxNumberOfWebWorkers: 2,
-  showWarningMessageForCrossOrigin: false,
-  showCPUFallbackMessage: false,
-  showLoadingIndicator: true,
-  strictZSpacingForVolumeViewport: true,
-  defaultDataSourceName: 'aperture',
-  investigationalUseDialog: { option: 'never' },
-  dataSources: [
-    {
-      namespace: '@ohif/extension-default.dataSourcesModule.dicomweb',
-      sourceName: 'aperture',
-      configuration: {
-        friendlyName: 'Aperture gateway',
-        name: 'aperture',
-        qidoRoot: ${root},
-        wadoRoot: ${root},
-        wadoUriRoot: ${root},
-        qidoSupportsIncludeField: true,
-        imageRendering: 'wadors',
-        thumbnailRendering: 'thumbnail',
-        thumbnailRequestStrategy: 'fetch',
-        enableStudyLazyLoad: true,
-        supportsFuzzyMatching: true,
-        supportsWildcard: true,
-        staticWado: false,
-        singlepart: 'bulkdata,video',
-        bulkDataURI: { enabled: true },
-        omitQuotationForMultipartRequest: true,
-      },
-    },
-  ],
-};
-`;
+  return `window.config = ${ohifConfig('null', root)};\n`;
 }
 
 const TYPES: Record<string, string> = {

@@ -45,6 +45,51 @@ function filesUnder(dir: string): string[] {
 }
 
 /**
+ * OHIF's runtime configuration object as JavaScript source, with one DICOMweb data source (the gateway): `basename` and
+ * `root` are JavaScript expressions. Shared by the gateway's /viewer and the standalone viewer (scripts/viewer.ts).
+ */
+export function ohifConfig(basename: string, root: string): string {
+  return `{
+  routerBasename: ${basename},
+  extensions: [],
+  modes: [],
+  customizationService: {},
+  showStudyList: true,
+  maxNumberOfWebWorkers: 2,
+  showWarningMessageForCrossOrigin: false,
+  showCPUFallbackMessage: false,
+  showLoadingIndicator: true,
+  strictZSpacingForVolumeViewport: true,
+  defaultDataSourceName: 'aperture',
+  investigationalUseDialog: { option: 'never' },
+  dataSources: [
+    {
+      namespace: '@ohif/extension-default.dataSourcesModule.dicomweb',
+      sourceName: 'aperture',
+      configuration: {
+        friendlyName: 'Aperture gateway',
+        name: 'aperture',
+        qidoRoot: ${root},
+        wadoRoot: ${root},
+        wadoUriRoot: ${root},
+        qidoSupportsIncludeField: true,
+        imageRendering: 'wadors',
+        thumbnailRendering: 'thumbnail',
+        thumbnailRequestStrategy: 'fetch',
+        enableStudyLazyLoad: true,
+        supportsFuzzyMatching: true,
+        supportsWildcard: true,
+        staticWado: false,
+        singlepart: 'bulkdata,video',
+        bulkDataURI: { enabled: true },
+        omitQuotationForMultipartRequest: true,
+      },
+    },
+  ],
+}`;
+}
+
+/**
  * OHIF's configuration, evaluated in the page: a function (OHIF 3 calls it with its services) so that the
  * Authorization header is read from the web app's oidc-client-ts session at each request, picking up refreshed
  * tokens. The project id (not PHI) is kept in sessionStorage because OHIF's own navigation drops unknown parameters.
@@ -79,44 +124,7 @@ export const APP_CONFIG = `(() => {
       });
     };
     setTimeout(install, 0);
-    return {
-      routerBasename: '${BASE}',
-      extensions: [],
-      modes: [],
-      customizationService: {},
-      showStudyList: true,
-      maxNumberOfWebWorkers: 2,
-      showWarningMessageForCrossOrigin: false,
-      showCPUFallbackMessage: false,
-      showLoadingIndicator: true,
-      strictZSpacingForVolumeViewport: true,
-      defaultDataSourceName: 'aperture',
-      investigationalUseDialog: { option: 'never' },
-      dataSources: [
-        {
-          namespace: '@ohif/extension-default.dataSourcesModule.dicomweb',
-          sourceName: 'aperture',
-          configuration: {
-            friendlyName: 'Aperture gateway',
-            name: 'aperture',
-            qidoRoot: root,
-            wadoRoot: root,
-            wadoUriRoot: root,
-            qidoSupportsIncludeField: true,
-            imageRendering: 'wadors',
-            thumbnailRendering: 'thumbnail',
-            thumbnailRequestStrategy: 'fetch',
-            enableStudyLazyLoad: true,
-            supportsFuzzyMatching: true,
-            supportsWildcard: true,
-            staticWado: false,
-            singlepart: 'bulkdata,video',
-            bulkDataURI: { enabled: true },
-            omitQuotationForMultipartRequest: true,
-          },
-        },
-      ],
-    };
+    return ${ohifConfig(`'${BASE}'`, 'root')};
   };
 })();
 `;
