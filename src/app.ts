@@ -19,9 +19,17 @@ import { metricsMiddleware } from './http/metrics';
 import { rateLimit } from './http/rate-limit';
 import { securityHeaders } from './http/security-headers';
 import { boundedTokens } from './http/token-size';
+import { isDraining } from './http/drain';
 import { viewer } from './http/viewer';
 import { webApp } from './http/web-app';
+import { runWithLogContext } from './logger';
 import type { AuditDetail, Services } from './services';
+
+/** A caller's X-Request-Id is kept when it is a plain token (it goes into every log line); otherwise a new one. */
+const REQUEST_ID = /^[A-Za-z0-9._:@-]{1,128}$/;
+export function requestIdOf(given: string): string {
+  return REQUEST_ID.test(given) ? given : randomUUID();
+}
 
 /** Paths answered without authentication. */
 const PUBLIC_PATHS = new Set(['/', '/healthz', '/readyz']);
@@ -34,21 +42,29 @@ export function createApp(services: Services): Koa {
   const app = new Koa({ proxy: services.config.TRUST_PROXY });
   const { logger } = services;
 
-  // Outermost, so that every answer carries them, refusals included.
-  app.use(securityHeaders({ hstsMaxAgeS: services.config.HSTS_MAX_AGE_S }));
-  app.use(errorMiddleware(logger));
+  // Outermost: the request id is set before anything can log or refuse, so every log line written for this request
+  // (the error middleware's included) and every answer carry it.
   app.use(async (ctx: Context, next: Next) => {
     const started = process.hrtime.bigint();
-    const id = ctx.get('x-request-id') || randomUUID();
+    const id = requestIdOf(ctx.get('x-request-id'));
     ctx.set('X-Request-Id', id);
     try {
-      await next();
+      await runWithLogContext({ req: id }, next);
     } finally {
       // Path only: query strings can carry patient names.
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       const path = loggablePath(ctx.path);
       logger.debug({ req: id, method: ctx.method, path, status: ctx.status, ms }, 'request');
     }
+  });
+  // So that every answer carries them, refusals included.
+  app.use(securityHeaders({ hstsMaxAgeS: services.config.HSTS_MAX_AGE_S }));
+  app.use(errorMiddleware(logger));
+  // While the process drains for shutdown, keep-alive connections are closed after each answer, so that clients
+  // and load balancers open their next request elsewhere.
+  app.use(async (ctx: Context, next: Next) => {
+    if (isDraining()) ctx.set('Connection', 'close');
+    await next();
   });
 
   // Before authentication: /metrics has its own bearer token (METRICS_TOKEN); every other request is timed.
@@ -117,6 +133,13 @@ export function createApp(services: Services): Koa {
     ctx.body = { status: 'ok' };
   });
   root.get('/readyz', async (ctx) => {
+    if (isDraining()) {
+      // Shutting down: out of rotation now, while requests in flight are still being answered.
+      ctx.status = 503;
+      ctx.set('Retry-After', String(retryAfterS()));
+      ctx.body = { status: 'draining', checks: {} };
+      return;
+    }
     const { ready, checks } = await checkReadiness(services, services.config.READINESS_TIMEOUT_MS);
     ctx.status = ready ? 200 : 503;
     if (!ready) ctx.set('Retry-After', String(retryAfterS()));

@@ -99,6 +99,11 @@ export const configSchema = z.object({
   HTTP_BODY_IDLE_TIMEOUT_MS: int(30_000, 100),
   /** A connection with no traffic either way for this long is closed (slow readers and writers alike). */
   HTTP_SOCKET_TIMEOUT_MS: int(120_000, 1000),
+  // ops: graceful shutdown (src/http/drain.ts). On SIGTERM /readyz answers 503 "draining" for SHUTDOWN_GRACE_MS while
+  // requests are still served (set it above the load balancer's health-check interval x fall count), then the gateway
+  // stops accepting and waits up to SHUTDOWN_TIMEOUT_MS for the requests in flight.
+  SHUTDOWN_GRACE_MS: int(0, 0),
+  SHUTDOWN_TIMEOUT_MS: int(25_000, 100),
   /** Most frame numbers in one Retrieve Frames request (400 beyond). */
   WADO_MAX_FRAMES: int(1000, 1),
   /** Requests per second each principal (token subject, share link, or client address) may sustain; 0 = no limit. */

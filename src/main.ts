@@ -2,6 +2,7 @@ import { createApp } from './app';
 import { closeAuditExporter, initAuditExporter } from './audit-export/exporter';
 import { initServices, stopOnSignals } from './bootstrap';
 import { loadConfig } from './config';
+import { drainServer } from './http/drain';
 import { createHttpServer } from './http/server';
 import { createLogger } from './logger';
 
@@ -21,8 +22,12 @@ async function main(): Promise<void> {
   });
 
   stopOnSignals(services, async () => {
-    server.close();
-    server.closeIdleConnections();
+    // Out of rotation, then stop accepting, then wait for the requests in flight; the services close after this.
+    await drainServer(
+      server,
+      { graceMs: config.SHUTDOWN_GRACE_MS, timeoutMs: config.SHUTDOWN_TIMEOUT_MS },
+      logger,
+    );
     await closeAuditExporter().catch((err) =>
       logger.error({ err: String(err) }, 'error stopping the audit export'),
     );

@@ -6,7 +6,7 @@
 import { type Job, UnrecoverableError, Worker } from 'bullmq';
 import { type CohortDeps, type CohortRunOutcome, runCohort } from '../cohorts/execute';
 import type { Config } from '../config';
-import { type CohortJobData, QueueName, redisConnection } from './queues';
+import { type CohortJobData, QueueName, redisConnection, withJobLogContext } from './queues';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -32,13 +32,17 @@ export async function execCohortJob(
 /** Starts the BullMQ worker of the cohort queue. */
 export function initCohortWorker(deps: CohortDeps & { config: Pick<Config, 'REDIS_URL'> }): Worker {
   const connection = redisConnection(deps.config, true);
-  const worker = new Worker<CohortJobData>(QueueName.cohorts, (job) => execCohortJob(job, deps), {
-    connection,
-    // Parallelism is inside a cohort (COHORT_CONCURRENCY); one cohort at a time per worker process.
-    concurrency: 1,
-    lockDuration: LOCK_DURATION_MS,
-    stalledInterval: LOCK_DURATION_MS / 2,
-  });
+  const worker = new Worker<CohortJobData>(
+    QueueName.cohorts,
+    withJobLogContext(QueueName.cohorts, (job) => execCohortJob(job, deps)),
+    {
+      connection,
+      // Parallelism is inside a cohort (COHORT_CONCURRENCY); one cohort at a time per worker process.
+      concurrency: 1,
+      lockDuration: LOCK_DURATION_MS,
+      stalledInterval: LOCK_DURATION_MS / 2,
+    },
+  );
   // BullMQ leaves a connection it was given open; close it with the worker.
   worker.on('closed', () => connection.disconnect());
   worker.on('failed', (job, err) =>

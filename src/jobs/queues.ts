@@ -2,11 +2,19 @@
  * The BullMQ queues on Redis: background work runs in worker processes (src/worker.ts), never in the HTTP
  * process. Job data carries identifiers only (UIDs), never PHI.
  */
-import { type JobsOptions, Queue } from 'bullmq';
+import { type Job, type JobsOptions, Queue } from 'bullmq';
 import IORedis, { type RedisOptions } from 'ioredis';
 import type { Config } from '../config';
 import { AppError, DependencyUnavailableError } from '../errors';
-import type { Logger } from '../logger';
+import { type Logger, runWithLogContext } from '../logger';
+
+/** A job processor whose every log line (however deep) carries `job: "<queue>:<id>"`. */
+export function withJobLogContext<D, R>(
+  queue: string,
+  processor: (job: Job<D>) => Promise<R>,
+): (job: Job<D>) => Promise<R> {
+  return (job) => runWithLogContext({ job: `${queue}:${job.id}` }, () => processor(job));
+}
 
 /** Queue names, one per job kind. */
 export const QueueName = {

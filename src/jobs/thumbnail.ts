@@ -19,7 +19,7 @@ import { isUid } from '../dicom/uid';
 import { type Archive, OrthancArchive } from '../orthanc/archive';
 import type { PacsClient } from '../orthanc/client';
 import { renderThumbnail as renderFrameThumbnail, THUMBNAIL_QUALITY } from '../retrieve/render';
-import { QueueName, redisConnection, type ThumbnailJobData } from './queues';
+import { QueueName, redisConnection, type ThumbnailJobData, withJobLogContext } from './queues';
 
 /** What the thumbnail job needs. */
 export interface ThumbnailDeps {
@@ -117,7 +117,7 @@ export function initThumbnailWorker(
   const connection = redisConnection(deps.config, true);
   const worker = new Worker<ThumbnailJobData, ThumbnailOutcome>(
     QueueName.thumbnails,
-    (job) => execThumbnailJob(job, deps),
+    withJobLogContext(QueueName.thumbnails, (job) => execThumbnailJob(job, deps)),
     { connection, concurrency: deps.config.THUMBNAIL_CONCURRENCY },
   );
   // BullMQ leaves a connection it was given open; close it with the worker.

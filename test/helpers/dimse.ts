@@ -123,6 +123,8 @@ export interface GatewayChild {
   child: ChildProcess;
   /** Parsed log lines so far. */
   logs: Array<Record<string, unknown>>;
+  /** Lines of stdout that were not JSON (every log line should be), at most 20 kept, each cut to 200 characters. */
+  nonJsonLines: string[];
   /** Log lines with this message. */
   lines(msg: string): Array<Record<string, unknown>>;
   exited: Promise<void>;
@@ -148,6 +150,7 @@ export async function spawnGateway(port: number, env: Record<string, string> = {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Array<Record<string, unknown>> = [];
+  const nonJsonLines: string[] = [];
   let buf = '';
   child.stdout!.on('data', (chunk: Buffer) => {
     buf += chunk.toString('utf8');
@@ -158,7 +161,7 @@ export async function spawnGateway(port: number, env: Record<string, string> = {
       try {
         logs.push(JSON.parse(line) as Record<string, unknown>);
       } catch {
-        /* not a log line */
+        if (line.trim() && nonJsonLines.length < 20) nonJsonLines.push(line.slice(0, 200));
       }
     }
   });
@@ -182,6 +185,7 @@ export async function spawnGateway(port: number, env: Record<string, string> = {
     pid: child.pid!,
     child,
     logs,
+    nonJsonLines,
     lines: (msg) => logs.filter((l) => l.msg === msg),
     exited,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
