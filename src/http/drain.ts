@@ -15,11 +15,6 @@ export function isDraining(): boolean {
   return draining;
 }
 
-/** Resets the flag (tests build several apps in one process). */
-export function resetDraining(): void {
-  draining = false;
-}
-
 /** Runs the drain sequence on `server`; resolves when every request in flight has been answered or the time is up. */
 export async function drainServer(
   server: Server,
