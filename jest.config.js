@@ -32,6 +32,7 @@ module.exports = {
       transformIgnorePatterns,
       globalSetup: '<rootDir>/test/helpers/global-setup.ts',
       globalTeardown: '<rootDir>/test/helpers/global-teardown.ts',
+      setupFiles: ['<rootDir>/test/helpers/worker-stack.ts'],
       setupFilesAfterEnv: ['<rootDir>/test/helpers/timeout.ts'],
     },
   ],

@@ -20,4 +20,5 @@ if [[ ! -d /usr/lib/python3/dist-packages/pydicom/data/test_files ]]; then
 fi
 npx tsc -p tsconfig.json --noEmit
 npx jest --selectProjects unit "$@"
-npx jest --selectProjects integration --runInBand "$@"
+# Two workers by default, each with its own stack (test/helpers/global-setup.ts): most of a test waits on servers.
+npx jest --selectProjects integration --maxWorkers="${APERTURE_TEST_WORKERS:-2}" "$@"

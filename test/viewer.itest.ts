@@ -7,7 +7,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type BrowserContext, chromium, type Page } from 'playwright-core';
-import { ensureOhifDist, serveViewer, type ViewerServer } from '../scripts/viewer';
+import { serveViewer, type ViewerServer } from '../scripts/viewer';
+import { ohifDist } from './helpers/once';
 import { ensureProject } from '../src/index-db/projects';
 import { ingestInstance } from '../src/ingest/ingest';
 import { resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
@@ -66,7 +67,7 @@ describeIfChromium('OHIF viewer against the gateway (headless Chromium)', () => 
   beforeAll(async () => {
     if (!haveChromium)
       throw new Error(`no Chromium at ${CHROMIUM}: npm test installs it as root (set CHROMIUM_PATH)`);
-    const dist = ensureOhifDist();
+    const dist = await ohifDist();
     viewer = await serveViewer(dist);
     await resetStack();
     gw = await startGateway({ CORS_ORIGINS: viewer.url });

@@ -5,11 +5,10 @@
  * URL), under its own content security policy. Routing rules added and switched in the browser are the ones the
  * indexer's routing decision (decideRoute) then applies.
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
-import { ensureOhifDist } from '../scripts/viewer';
+import { builtWebApp, ohifDist } from './helpers/once';
 import { decideRoute } from '../src/ingest/arrival';
 import { getQueue, QueueName, queueCounts } from '../src/jobs/queues';
 import { ensureProject } from '../src/index-db/projects';
@@ -18,7 +17,6 @@ import { type OidcIssuer, startOidcIssuer } from '../tools/oidc-issuer/issuer';
 import { resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const ROOT = join(__dirname, '..');
 
 /** Distinct colours (every 4th pixel) and non-black samples of the richest canvas; a blank viewport has one or two. */
 const canvasStats = (): { distinct: number; nonBlack: number } => {
@@ -51,18 +49,15 @@ describe('web application: viewer and administration pages (Chromium)', () => {
 
   beforeAll(async () => {
     if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM} (set CHROMIUM_PATH)`);
-    execFileSync(
-      join(ROOT, 'node_modules/.bin/vite'),
-      ['build', '--config', 'web/vite.config.mts', '--logLevel', 'error'],
-      { cwd: ROOT, stdio: 'inherit' },
-    );
-    const dist = ensureOhifDist();
+    // What `npm run build` serves (built once per test run) and the published OHIF viewer.
+    const webDist = await builtWebApp();
+    const dist = await ohifDist();
     await resetStack();
     issuer = await startOidcIssuer({ tokenLifetimeS: 600 });
     gw = await startGateway({
       AUTH_ENABLED: 'true',
       OIDC_ISSUER: issuer.issuer,
-      WEB_DIST_DIR: join(ROOT, 'dist/web'),
+      WEB_DIST_DIR: webDist,
       VIEWER_DIST_DIR: dist,
     });
     issuer.allowOrigin(gw.url);

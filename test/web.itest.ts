@@ -3,7 +3,6 @@
  * in at the local issuer's login page with authorization code + PKCE (as against Keycloak), browses its projects and
  * studies, and meets errors in words. Each user gets a fresh browser context (a private window).
  */
-import { execFileSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -24,10 +23,10 @@ import { quarantineInstance } from '../src/index-db/routing';
 import { ingestInstance } from '../src/ingest/ingest';
 import { type OidcIssuer, startOidcIssuer } from '../tools/oidc-issuer/issuer';
 import { resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
+import { builtWebApp } from './helpers/once';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const ROOT = join(__dirname, '..');
-const WEB_DIST = join(ROOT, 'dist/web');
+
 /** Long enough to log in, short enough that oidc-client-ts refreshes it (60 s before expiry) within the test. */
 const TOKEN_LIFETIME_S = 75;
 
@@ -66,18 +65,11 @@ describe('web application in Chromium (login, projects, study browser)', () => {
 
   beforeAll(async () => {
     if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM} (set CHROMIUM_PATH)`);
-    // The test serves what `npm run build` serves: the production build of web/.
-    execFileSync(
-      join(ROOT, 'node_modules/.bin/vite'),
-      ['build', '--config', 'web/vite.config.mts', '--logLevel', 'error'],
-      {
-        cwd: ROOT,
-        stdio: 'inherit',
-      },
-    );
+    // The test serves what `npm run build` serves: the production build of web/ (built once per test run).
+    const webDist = await builtWebApp();
     await resetStack();
     issuer = await startOidcIssuer({ tokenLifetimeS: TOKEN_LIFETIME_S });
-    gw = await startGateway({ AUTH_ENABLED: 'true', OIDC_ISSUER: issuer.issuer, WEB_DIST_DIR: WEB_DIST });
+    gw = await startGateway({ AUTH_ENABLED: 'true', OIDC_ISSUER: issuer.issuer, WEB_DIST_DIR: webDist });
     issuer.allowOrigin(gw.url);
     await ensureProject(gw.services.db, { id: 'demo', name: 'Demo project' });
     await ensureProject(gw.services.db, { id: 'lung-study', name: 'Lung study' });
