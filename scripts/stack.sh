@@ -32,6 +32,10 @@ REDIS_PORT="${REDIS_PORT:-${SAVED_REDIS_PORT:-56379}}"
 ORTHANC_HTTP_PORT="${ORTHANC_HTTP_PORT:-${SAVED_ORTHANC_HTTP_PORT:-58042}}"
 ORTHANC_DICOM_PORT="${ORTHANC_DICOM_PORT:-${SAVED_ORTHANC_DICOM_PORT:-54242}}"
 STABLE_AGE="${ORTHANC_STABLE_AGE:-${SAVED_STABLE_AGE:-5}}"
+# Orthanc's index: postgresql (default of `up`) or sqlite (default of `orthanc`, which starts no PostgreSQL).
+if [[ "${1:-up}" == orthanc ]]; then ORTHANC_INDEX="${ORTHANC_INDEX:-${SAVED_ORTHANC_INDEX:-sqlite}}"; fi
+ORTHANC_INDEX="${ORTHANC_INDEX:-${SAVED_ORTHANC_INDEX:-postgresql}}"
+[[ "$ORTHANC_INDEX" == postgresql || "$ORTHANC_INDEX" == sqlite ]] || { echo "[stack] error: ORTHANC_INDEX is postgresql or sqlite" >&2; exit 1; }
 
 PG_DATA="$STACK_DIR/pg"
 PG_SOCK="$STACK_DIR/run"
@@ -67,6 +71,13 @@ dicomweb_plugin() { orthanc_plugin libOrthancDicomWeb.so; }
 # Debian's orthanc-python: runs orthanc-config/aperture-arrivals.py, the C-STORE filter that hands re-arrivals of
 # archived objects to the gateway (Orthanc 1.10 logs no change for them).
 python_plugin() { orthanc_plugin libOrthancPython.so; }
+# Debian's orthanc-postgresql: Orthanc's index in its own database (`orthanc`) of the stack's PostgreSQL cluster, as
+# production runs it (the SQLite index slows down past a few tens of thousands of instances), and so that one
+# pg_basebackup or one streaming replica holds the Aperture index and Orthanc's index at the same point in time
+# (docs/two-sites.md). The files stay on disk (StorageDirectory). ORTHANC_INDEX=sqlite keeps the SQLite index; it is
+# the default for `stack.sh orthanc`, an Orthanc alone without the stack's PostgreSQL.
+pg_index_plugin() { orthanc_plugin libOrthancPostgreSQLIndex.so; }
+ORTHANC_DB=orthanc
 
 ensure_packages() {
   local missing=()
@@ -74,6 +85,7 @@ ensure_packages() {
   command -v Orthanc >/dev/null || missing+=(orthanc)
   dicomweb_plugin >/dev/null || missing+=(orthanc-dicomweb)
   python_plugin >/dev/null || missing+=(orthanc-python)
+  pg_index_plugin >/dev/null || missing+=(orthanc-postgresql)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v dcmsend >/dev/null || missing+=(dcmtk)
   command -v dciodvfy >/dev/null || missing+=(dicom3tools)
@@ -133,7 +145,8 @@ wait_for() { # wait_for <seconds> <description> <command...>
 start_postgres() {
   local bin; bin="$(pg_bindir)"
   mkdir -p "$PG_SOCK"
-  if [[ $(id -u) -eq 0 ]]; then chown postgres "$PG_SOCK"; fi
+  # The log folder too: a data folder made elsewhere (a restore, a standby's base backup) skips initdb below.
+  if [[ $(id -u) -eq 0 ]]; then chown postgres "$PG_SOCK" "$LOG_DIR"; fi
   if [[ ! -s "$PG_DATA/PG_VERSION" ]]; then
     log "initialising PostgreSQL cluster in $PG_DATA"
     rm -rf "$PG_DATA"; mkdir -p "$PG_DATA"
@@ -164,6 +177,11 @@ start_postgres() {
   fi
   if ! "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1; then
     "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -qc "CREATE DATABASE $PG_DB" >/dev/null
+  fi
+  # Orthanc's index, next to Aperture's in the same cluster (a standby has it already, and is read-only).
+  if [[ "$("$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc "SELECT pg_is_in_recovery()")" == f ]] \
+    && ! "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$ORTHANC_DB'" | grep -q 1; then
+    "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -qc "CREATE DATABASE $ORTHANC_DB" >/dev/null
   fi
 }
 
@@ -220,16 +238,22 @@ dicom_allow_list() {
 
 start_orthanc() {
   mkdir -p "$ORTHANC_DIR/storage"
-  local creds user pass plugin pyplugin
+  local creds user pass plugin pyplugin index_plugin=""
   creds="$(orthanc_credentials)"; user="${creds%%:*}"; pass="${creds#*:}"
   plugin="$(dicomweb_plugin)"
   pyplugin="$(python_plugin)" || die "Orthanc's Python plugin is missing (Debian package orthanc-python)"
+  if [[ "$ORTHANC_INDEX" == postgresql ]]; then
+    index_plugin="$(pg_index_plugin)" || die "Orthanc's PostgreSQL plugin is missing (Debian package orthanc-postgresql)"
+    index_plugin=", \"$index_plugin\""
+  fi
   dicom_allow_list
   sed -e "s#@STORAGE_DIR@#$ORTHANC_DIR/storage#g" -e "s#@HTTP_PORT@#$ORTHANC_HTTP_PORT#g" \
       -e "s#@DICOM_PORT@#$ORTHANC_DICOM_PORT#g" -e "s#@ORTHANC_USER@#$user#g" \
       -e "s#@ORTHANC_PASSWORD@#$pass#g" -e "s#@DICOMWEB_PLUGIN@#$plugin#g" -e "s#@STABLE_AGE@#$STABLE_AGE#g" \
       -e "s#@DICOM_ALWAYS_ALLOW@#$DICOM_ALWAYS_ALLOW#g" -e "s#@DICOM_CHECK_HOST@#$DICOM_CHECK_HOST#g" \
       -e "s#@DICOM_MODALITIES@#$DICOM_MODALITIES#g" -e "s#@PYTHON_PLUGIN@#$pyplugin#g" \
+      -e "s#@INDEX_PLUGIN@#$index_plugin#g" -e "s#@PG_PORT@#$PG_PORT#g" -e "s#@PG_USER@#$PG_USER#g" \
+      -e "s#@ORTHANC_DB@#$ORTHANC_DB#g" \
       -e "s#@ARRIVALS_PY@#$ROOT/orthanc-config/aperture-arrivals.py#g" \
       "$ROOT/orthanc-config/orthanc.json.tmpl" > "$ORTHANC_DIR/orthanc.json"
   if proc_alive "$(pid_in "$ORTHANC_DIR/orthanc.pid" || true)"; then
@@ -264,6 +288,7 @@ REDIS_PORT=$REDIS_PORT
 ORTHANC_HTTP_PORT=$ORTHANC_HTTP_PORT
 ORTHANC_DICOM_PORT=$ORTHANC_DICOM_PORT
 STABLE_AGE=$STABLE_AGE
+ORTHANC_INDEX=$ORTHANC_INDEX
 EOF
 }
 
