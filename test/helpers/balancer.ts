@@ -4,10 +4,114 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../tools/net';
 import { waitFor } from './dimse';
+
+export interface Haproxy {
+  /** Per server of each backend: sessions it has taken so far (HAProxy's `stot`). */
+  sessions(): Promise<Record<string, number>>;
+  stop(): Promise<void>;
+}
+
+/** The defaults every test balancer shares. */
+const DEFAULTS = [
+  'defaults',
+  '  timeout connect 2s',
+  '  timeout client 60s',
+  '  timeout server 60s',
+  // A health check slower than this counts as failed; a loaded machine answers /readyz in well under it.
+  '  timeout check 2s',
+  '  option redispatch',
+  '  retries 3',
+];
+
+/** Starts HAProxy with `sections` (frontends and backends) after the shared defaults and a stats socket. */
+export async function startHaproxy(sections: string[]): Promise<Haproxy> {
+  const dir = mkdtempSync(join(tmpdir(), 'aperture-lb-'));
+  const sock = join(dir, 'stats.sock');
+  const cfgPath = join(dir, 'haproxy.cfg');
+  writeFileSync(
+    cfgPath,
+    [
+      'global',
+      '  maxconn 512',
+      `  stats socket ${sock} mode 600 level admin`,
+      ...DEFAULTS,
+      ...sections,
+      '',
+    ].join('\n'),
+  );
+  const child: ChildProcess = spawn('haproxy', ['-db', '-f', cfgPath], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  await waitFor(
+    'HAProxy to start',
+    async () => {
+      if (child.exitCode !== null) throw new Error(`haproxy exited: ${stderr}`);
+      return (await stat(sock).catch(() => '')).length > 0;
+    },
+    30_000,
+    100,
+  );
+  return {
+    async sessions() {
+      const csv = await stat(sock);
+      const [head, ...rows] = csv.replace(/^# /, '').trim().split('\n');
+      const cols = head.split(',');
+      const out: Record<string, number> = {};
+      for (const row of rows) {
+        const v = row.split(',');
+        const [px, sv] = [v[cols.indexOf('pxname')], v[cols.indexOf('svname')]];
+        if (sv !== 'FRONTEND' && sv !== 'BACKEND') out[`${px}/${sv}`] = Number(v[cols.indexOf('stot')]);
+      }
+      return out;
+    },
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function stat(sock: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = createConnection(sock);
+    let out = '';
+    c.on('data', (d) => (out += d.toString()));
+    c.on('end', () => resolve(out));
+    c.on('error', reject);
+    c.write('show stat\n');
+  });
+}
+
+/** Lines of an HTTP backend of gateways checked on /readyz, answering with X-Served-By. */
+export function gatewayBackend(
+  name: string,
+  backends: Record<string, string>,
+  checkIntervalMs = 250,
+): string[] {
+  return [
+    `backend ${name}`,
+    '  mode http',
+    '  balance roundrobin',
+    // A request the backend closed or refused before any answer byte is sent to the other backend.
+    '  retry-on conn-failure empty-response',
+    '  option httpchk GET /readyz',
+    '  http-check expect status 200',
+    '  http-response set-header X-Served-By %s',
+    ...Object.entries(backends).map(([server, url]) => {
+      const { hostname, port } = new URL(url);
+      return `  server ${server} ${hostname}:${port} check inter ${checkIntervalMs}ms fall 2 rise 1`;
+    }),
+  ];
+}
 
 export interface Balancer {
   url: string;
@@ -15,56 +119,25 @@ export interface Balancer {
 }
 
 /** Starts HAProxy on a free loopback port over `backends` (name → base URL); resolves once every backend is up. */
-export async function startBalancer(
-  backends: Record<string, string>,
-  checkIntervalMs = 250,
-): Promise<Balancer> {
-  const dir = mkdtempSync(join(tmpdir(), 'aperture-lb-'));
+export async function startBalancer(backends: Record<string, string>): Promise<Balancer> {
   const port = await freePort();
-  const servers = Object.entries(backends).map(([name, url]) => {
-    const { hostname, port: p } = new URL(url);
-    return `  server ${name} ${hostname}:${p} check inter ${checkIntervalMs}ms fall 2 rise 1`;
-  });
-  const cfg = [
-    'global',
-    '  maxconn 512',
-    'defaults',
-    '  mode http',
-    '  timeout connect 2s',
-    '  timeout client 60s',
-    '  timeout server 60s',
-    // A health check slower than this counts as failed; a loaded machine answers /readyz in well under it.
-    '  timeout check 2s',
-    '  option redispatch',
-    '  retries 3',
-    // A request the backend closed or refused before any answer byte is sent to the other backend.
-    '  retry-on conn-failure empty-response',
+  const proxy = await startHaproxy([
     'frontend gateways',
+    '  mode http',
     `  bind 127.0.0.1:${port}`,
     '  default_backend gateways',
-    'backend gateways',
-    '  balance roundrobin',
-    '  option httpchk GET /readyz',
-    '  http-check expect status 200',
-    '  http-response set-header X-Served-By %s',
-    ...servers,
-    '',
-  ].join('\n');
-  const cfgPath = join(dir, 'haproxy.cfg');
-  writeFileSync(cfgPath, cfg);
-  const child: ChildProcess = spawn('haproxy', ['-db', '-f', cfgPath], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    ...gatewayBackend('gateways', backends),
+  ]);
   const url = `http://127.0.0.1:${port}`;
-  const names = Object.keys(backends);
-  // Up when each backend has answered at least one proxied request.
+  await waitForEvery(url, Object.keys(backends));
+  return { url, stop: () => proxy.stop() };
+}
+
+/** Resolves once each named backend has answered a proxied /healthz. */
+export async function waitForEvery(url: string, names: string[]): Promise<void> {
   await waitFor(
     'HAProxy to route to every gateway',
     async () => {
-      if (child.exitCode !== null) throw new Error(`haproxy exited: ${stderr}`);
       const seen = new Set<string>();
       for (let i = 0; i < names.length * 3; i++) {
         const res = await fetch(`${url}/healthz`).catch(() => undefined);
@@ -76,12 +149,4 @@ export async function startBalancer(
     30_000,
     200,
   );
-  return {
-    url,
-    async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await exited;
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
 }

@@ -21,9 +21,9 @@ export function newUid(): string {
 /** Sends files or folders to the test Orthanc's DICOM port with dcmsend (one association), as a modality would. */
 export async function cstore(
   paths: string[],
-  opts: { calledAet: string; callingAet?: string; extra?: string[] },
+  opts: { calledAet: string; callingAet?: string; extra?: string[]; port?: string },
 ): Promise<void> {
-  const port = process.env.ORTHANC_DICOM_PORT;
+  const port = opts.port ?? process.env.ORTHANC_DICOM_PORT;
   if (!port) throw new Error('ORTHANC_DICOM_PORT is not set (global setup starts the stack)');
   await run(
     'dcmsend',
