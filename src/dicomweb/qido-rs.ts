@@ -7,7 +7,8 @@ import { isUid, parseQidoQuery } from '../dicom/matching';
 import { projectQidoResults } from '../dicom/qido-projector';
 import { dicomJsonToXml } from '../dicom/xml';
 import { BadRequestError, NotAcceptableError, NotFoundError, warning299 } from '../errors';
-import { isVisible, type QidoLevel, searchQido } from '../index-db/qido';
+import { isVisible, type QidoLevel, searchQido, searchQidoJson } from '../index-db/qido';
+import type { DicomJson } from '../dicom/json';
 import type { Services } from '../services';
 import { dicomwebRoot, noteAudit, requestReadScopes } from '../http/context';
 import { describeOffers, MediaType, type MediaTypeOffer, negotiateMediaType } from './media-types';
@@ -67,12 +68,20 @@ async function search(ctx: Context, services: Services, level: QidoLevel, action
   noteAudit(ctx, { action, projectId: ctx.params.project, studyUid, seriesUid, detail: { keys } });
   const scopes = await requestReadScopes(ctx, services);
 
-  const found = await searchQido(services.db, { level, studyUid, seriesUid, query, scopes });
+  const search = { level, studyUid, seriesUid, query, scopes };
   const root = dicomwebRoot(ctx, services.config);
-  const answer = {
-    results: projectQidoResults({ level, studyUid, seriesUid, root }, found),
-    warnings: found.warnings,
-  };
+  const xml = chosen.offer.partType === MediaType.dicomXml || chosen.offer.mediaType === MediaType.dicomXml;
+  // JSON answers come out of PostgreSQL as finished text (searchQidoJson); XML needs the objects.
+  let answer: { results: DicomJson[] | string[]; warnings: string[] };
+  if (xml) {
+    const found = await searchQido(services.db, search);
+    answer = {
+      results: projectQidoResults({ level, studyUid, seriesUid, root }, found),
+      warnings: found.warnings,
+    };
+  } else {
+    answer = await searchQidoJson(services.db, search, root);
+  }
   // A search below a study or series the caller cannot see answers like one that does not exist.
   if (
     answer.results.length === 0 &&
@@ -88,8 +97,8 @@ async function search(ctx: Context, services: Services, level: QidoLevel, action
   // Zero matches are 200 with an empty array: CP-2473 replaces the 204 of PS3.18 §8.3.4.4.1, which RFC 9110 forbids
   // to carry the (empty) payload; clients (dicomweb-client, OHIF) accept both.
   ctx.status = 200;
-  if (chosen.offer.partType === MediaType.dicomXml || chosen.offer.mediaType === MediaType.dicomXml) {
-    const documents = dicomJsonToXml(answer.results);
+  if (xml) {
+    const documents = dicomJsonToXml(answer.results as DicomJson[]);
     const mp = multipartRelatedStream(
       (async function* () {
         for (const doc of documents)
@@ -102,7 +111,7 @@ async function search(ctx: Context, services: Services, level: QidoLevel, action
   }
   ctx.type =
     chosen.offer.mediaType === MediaType.json ? 'application/json; charset=utf-8' : MediaType.dicomJson;
-  ctx.body = JSON.stringify(answer.results);
+  ctx.body = `[${(answer.results as string[]).join(',')}]`;
 }
 
 function pathUid(value: string | undefined, name: string): string | undefined {
