@@ -277,7 +277,8 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       const t = process.hrtime.bigint();
       const res = await fetch(url, { headers });
       const body = (await res.json()) as unknown[];
-      if (!res.ok || body.length !== nStudy) throw new Error(`study metadata: HTTP ${res.status}, ${body.length}`);
+      if (!res.ok || body.length !== nStudy)
+        throw new Error(`study metadata: HTTP ${res.status}, ${body.length}`);
       return msSince(t);
     };
     const studyGwUrl = `${root}/studies/${st}/metadata`;
@@ -294,7 +295,11 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       target: '≤ 150 ms',
       met: coldStudyGw <= 150,
     });
-    const warmStudyGw = await ttfbFull(studyGwUrl, { accept: 'application/dicom+json' }, STUDY_META_WARM_REPS);
+    const warmStudyGw = await ttfbFull(
+      studyGwUrl,
+      { accept: 'application/dicom+json' },
+      STUDY_META_WARM_REPS,
+    );
     const warmStudyPl = await ttfbFull(studyPlUrl, auth, STUDY_META_WARM_REPS);
     rows.push({
       metric: `study metadata, ${nStudy} instances, warm (p95 of ${STUDY_META_WARM_REPS})`,

@@ -30,12 +30,7 @@ import {
   type QidoLevel,
   type WantedAttributes as Wanted,
 } from '../dicom/qido-attributes';
-import {
-  type LevelShape,
-  type QidoFound,
-  type QidoRow as Row,
-  resultShapes,
-} from '../dicom/qido-projector';
+import { type LevelShape, type QidoFound, type QidoRow as Row, resultShapes } from '../dicom/qido-projector';
 import { absoluteBulkDataUrisInText } from '../dicom/bulk';
 import { Tag } from '../dicom/tags';
 
@@ -734,7 +729,8 @@ export function buildQidoJsonStatement(
   const fixed = [sqlOne(Tag.StudyInstanceUID, 'UI', 'r.study_uid')];
   if (level !== 'study') fixed.push(sqlOne(Tag.SeriesInstanceUID, 'UI', 'r.series_uid'));
   fixed.push(sqlOne(Tag.RetrieveURL, 'UR', url));
-  if (level !== 'series') fixed.push(`'{"${Tag.InstanceAvailability}": {"vr": "CS", "Value": ["ONLINE"]}}'::jsonb`);
+  if (level !== 'series')
+    fixed.push(`'{"${Tag.InstanceAvailability}": {"vr": "CS", "Value": ["ONLINE"]}}'::jsonb`);
   const all = [...empties, ...layers, ...fixed].join(' || ');
   // DICOM JSON is UTF-8 whatever the stored objects used (PS3.18 F.2).
   const charset = `'{"${Tag.SpecificCharacterSet}": {"vr": "CS", "Value": ["ISO_IR 192"]}}'::jsonb`;
