@@ -5,7 +5,7 @@ import type { ReadScope } from '../src/auth/access';
 import { parseQidoQuery } from '../src/dicom/matching';
 import { ensureProject } from '../src/index-db/projects';
 import { projectQidoResults } from '../src/dicom/qido-projector';
-import { type QidoLevel, searchQido, searchQidoJson } from '../src/index-db/qido';
+import { type QidoLevel, searchQido } from '../src/index-db/qido';
 import { ingestInstance } from '../src/ingest/ingest';
 import { resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
 
@@ -398,39 +398,6 @@ describe('share-link scopes, applied inside SQL', () => {
     expect(col(await search('study', 'limit=1&offset=1', scopes), T.StudyInstanceUID)).toEqual([S_CR]);
     expect(await search('instance', '', scopes)).toHaveLength(10);
     expect(await search('instance', 'Modality=CR', scopes)).toHaveLength(3);
-  });
-});
-
-describe('JSON answers rendered by PostgreSQL', () => {
-  // The JSON path (searchQidoJson) renders results in SQL; the XML path and cohorts project rows in JavaScript.
-  // Both must give the same answers: every level, path, includefield form, matching key and read-scope shape.
-  const alphaBeta: ReadScope[] = [{ projectId: 'alpha' }, { projectId: 'beta' }];
-  const cases: Array<[QidoLevel, string, ReadScope[], { studyUid?: string; seriesUid?: string }]> = [
-    ['study', '', [{ projectId: 'alpha' }], {}],
-    ['study', '', alphaBeta, {}],
-    ['study', 'includefield=all', alphaBeta, {}],
-    ['study', 'includefield=SOPClassesInStudy&includefield=00101010&PatientName=doe*', alphaBeta, {}],
-    ['study', 'ModalitiesInStudy=MR&limit=2&offset=1', [{ projectId: 'alpha' }], {}],
-    ['study', 'includefield=all', [{ projectId: 'alpha', studyUid: S_MRA, seriesUid: SE_MRA_ANGIO }], {}],
-    ['series', '', alphaBeta, {}],
-    ['series', 'includefield=all', alphaBeta, { studyUid: S_BRAIN }],
-    ['series', 'Modality=CR&includefield=StudyDescription', [{ projectId: 'beta' }], {}],
-    ['instance', '', alphaBeta, {}],
-    ['instance', 'includefield=all', alphaBeta, { studyUid: S_MRA, seriesUid: SE_MRA_ANGIO }],
-    ['instance', 'includefield=all', [{ projectId: 'alpha' }], {}],
-    ['instance', 'includefield=00280010&Modality=CR', alphaBeta, { studyUid: S_CR }],
-    ['instance', '', [{ projectId: 'beta', studyUid: S_CR }, ...alphaBeta.slice(0, 1)], { studyUid: S_CR }],
-  ];
-  it.each(cases)('%s search "%s" gives the same answer as the projector', async (level, qs, scopes, path) => {
-    const root = 'https://x/projects/p/dicom-web';
-    const query = parseQidoQuery(new URLSearchParams(qs), { defaultLimit: 100, maxLimit: 100 });
-    const found = await searchQido(gw.services.db, { level, query, scopes, ...path });
-    const projected = projectQidoResults({ level, root, ...path }, found);
-    const rendered = await searchQidoJson(gw.services.db, { level, query, scopes, ...path }, root);
-    expect(projected.length).toBeGreaterThan(0);
-    expect(rendered.results.map((t) => JSON.parse(t) as DicomJson)).toEqual(projected);
-    expect(rendered.warnings).toEqual(found.warnings);
-    expect(rendered.more).toBe(found.more);
   });
 });
 

@@ -52,7 +52,7 @@ export interface QidoFound {
 }
 
 /** Which attributes one level contributes to each result: decided once per search, applied to every row. */
-export interface LevelShape {
+interface LevelShape {
   all: boolean;
   tags: string[];
   has: ReadonlySet<string>;
@@ -74,37 +74,20 @@ export function projectQidoResults(request: QidoResultRequest, found: QidoFound)
   return found.rows.map(resultProjector(request, found));
 }
 
-/** What each level contributes to a search's results (also used by the index's rendering in SQL, index-db/qido). */
-export interface ResultShapes {
-  study?: LevelShape;
-  series?: LevelShape;
-  instance?: LevelShape;
-}
-
-/** The shapes of a search's results: which levels, which attributes, which are sent empty. */
-export function resultShapes(
-  search: Omit<QidoResultRequest, 'root'>,
-  { wanted, withStudy, withSeries }: Omit<QidoFound, 'rows'>,
-): ResultShapes {
-  const { level } = search;
-  return {
-    study: withStudy
-      ? levelShape(wanted.all, level === 'study' || !search.studyUid ? STUDY_RETURN : [], wanted.study)
-      : undefined,
-    series: withSeries
-      ? levelShape(wanted.all, level === 'series' || !search.seriesUid ? SERIES_RETURN : [], wanted.series)
-      : undefined,
-    instance: level === 'instance' ? levelShape(wanted.all, INSTANCE_RETURN, wanted.instance) : undefined,
-  };
-}
-
 /** Builds the function that turns a result row into its DICOM JSON answer. */
 function resultProjector(
   search: QidoResultRequest,
   { wanted, withStudy, withSeries }: Omit<QidoFound, 'rows'>,
 ): (row: QidoRow) => DicomJson {
   const { level, root } = search;
-  const { study, series, instance } = resultShapes(search, { wanted, withStudy, withSeries });
+  const study = withStudy
+    ? levelShape(wanted.all, level === 'study' || !search.studyUid ? STUDY_RETURN : [], wanted.study)
+    : undefined;
+  const series = withSeries
+    ? levelShape(wanted.all, level === 'series' || !search.seriesUid ? SERIES_RETURN : [], wanted.series)
+    : undefined;
+  const instance =
+    level === 'instance' ? levelShape(wanted.all, INSTANCE_RETURN, wanted.instance) : undefined;
 
   return (row) => {
     const out: DicomJson = {};

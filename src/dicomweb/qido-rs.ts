@@ -7,8 +7,7 @@ import { isUid, parseQidoQuery } from '../dicom/matching';
 import { projectQidoResults } from '../dicom/qido-projector';
 import { dicomJsonToXml } from '../dicom/xml';
 import { BadRequestError, NotAcceptableError, NotFoundError, warning299 } from '../errors';
-import { isVisible, type QidoLevel, searchQido, searchQidoJson } from '../index-db/qido';
-import type { DicomJson } from '../dicom/json';
+import { isVisible, type QidoLevel, searchQido } from '../index-db/qido';
 import type { Services } from '../services';
 import { dicomwebRoot, noteAudit, requestReadScopes } from '../http/context';
 import { describeOffers, MediaType, type MediaTypeOffer, negotiateMediaType } from './media-types';
@@ -68,20 +67,12 @@ async function search(ctx: Context, services: Services, level: QidoLevel, action
   noteAudit(ctx, { action, projectId: ctx.params.project, studyUid, seriesUid, detail: { keys } });
   const scopes = await requestReadScopes(ctx, services);
 
-  const search = { level, studyUid, seriesUid, query, scopes };
+  const found = await searchQido(services.db, { level, studyUid, seriesUid, query, scopes });
   const root = dicomwebRoot(ctx, services.config);
-  const xml = chosen.offer.partType === MediaType.dicomXml || chosen.offer.mediaType === MediaType.dicomXml;
-  // JSON answers come out of PostgreSQL as finished text (searchQidoJson); XML needs the objects.
-  let answer: { results: DicomJson[] | string[]; warnings: string[] };
-  if (xml) {
-    const found = await searchQido(services.db, search);
-    answer = {
-      results: projectQidoResults({ level, studyUid, seriesUid, root }, found),
-      warnings: found.warnings,
-    };
-  } else {
-    answer = await searchQidoJson(services.db, search, root);
-  }
+  const answer = {
+    results: projectQidoResults({ level, studyUid, seriesUid, root }, found),
+    warnings: found.warnings,
+  };
   // A search below a study or series the caller cannot see answers like one that does not exist.
   if (
     answer.results.length === 0 &&
@@ -97,8 +88,8 @@ async function search(ctx: Context, services: Services, level: QidoLevel, action
   // Zero matches are 200 with an empty array: CP-2473 replaces the 204 of PS3.18 §8.3.4.4.1, which RFC 9110 forbids
   // to carry the (empty) payload; clients (dicomweb-client, OHIF) accept both.
   ctx.status = 200;
-  if (xml) {
-    const documents = dicomJsonToXml(answer.results as DicomJson[]);
+  if (chosen.offer.partType === MediaType.dicomXml || chosen.offer.mediaType === MediaType.dicomXml) {
+    const documents = dicomJsonToXml(answer.results);
     const mp = multipartRelatedStream(
       (async function* () {
         for (const doc of documents)
@@ -111,7 +102,7 @@ async function search(ctx: Context, services: Services, level: QidoLevel, action
   }
   ctx.type =
     chosen.offer.mediaType === MediaType.json ? 'application/json; charset=utf-8' : MediaType.dicomJson;
-  ctx.body = `[${(answer.results as string[]).join(',')}]`;
+  ctx.body = JSON.stringify(answer.results);
 }
 
 function pathUid(value: string | undefined, name: string): string | undefined {

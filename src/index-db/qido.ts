@@ -30,8 +30,7 @@ import {
   type QidoLevel,
   type WantedAttributes as Wanted,
 } from '../dicom/qido-attributes';
-import { type LevelShape, type QidoFound, type QidoRow as Row, resultShapes } from '../dicom/qido-projector';
-import { absoluteBulkDataUrisInText } from '../dicom/bulk';
+import type { QidoFound, QidoRow as Row } from '../dicom/qido-projector';
 import { Tag } from '../dicom/tags';
 
 export type { QidoLevel } from '../dicom/qido-attributes';
@@ -536,8 +535,7 @@ export function buildQidoStatement(search: QidoSearch): {
       : '';
     const aggs = studyAggregates('page', 'page.study_uid', scopes, withSopClasses, p);
     text =
-      `SELECT page.study_uid, page.study_json, ${aggs.select}, ` +
-      `row_number() OVER (ORDER BY ${STUDY_ORDER('page')}) AS qido_ord ` +
+      `SELECT page.study_uid, page.study_json, ${aggs.select} ` +
       `FROM (SELECT ps.* FROM project_studies ps WHERE ${scopeCondition(scopes, 'ps', 'studies', p)}${filter}` +
       `${firstOnly} ORDER BY ${STUDY_ORDER('ps')} LIMIT ${lim} OFFSET ${off}) page${aggs.join} ` +
       `ORDER BY ${STUDY_ORDER('page')}`;
@@ -560,8 +558,7 @@ export function buildQidoStatement(search: QidoSearch): {
       : noStudyAggregates;
     text =
       `SELECT page.study_uid, page.series_uid, page.series_json, ps2.study_json, ` +
-      `${seriesInstanceCount('page', 'page.series_uid', scopes, p)}, ${aggs.select}, ` +
-      `row_number() OVER (ORDER BY ${order('page')}) AS qido_ord ` +
+      `${seriesInstanceCount('page', 'page.series_uid', scopes, p)}, ${aggs.select} ` +
       `FROM (SELECT se.* FROM project_series se${studyJoin('se', 'ps')} ` +
       `WHERE ${scopeCondition(scopes, 'se', 'series', p)}${path}${filter}${firstOnly} ` +
       `ORDER BY ${order('se')} LIMIT ${lim} OFFSET ${off}) page ` +
@@ -608,8 +605,7 @@ export function buildQidoStatement(search: QidoSearch): {
       : 'NULL::int AS agg_series_instances';
     text =
       `SELECT i.study_uid, i.series_uid, i.sop_instance_uid, ${instanceJson} AS instance_json, ` +
-      `se2.series_json, ps2.study_json, ${seriesCount}, ${aggs.select}, ` +
-      `row_number() OVER (ORDER BY ${order('page')}) AS qido_ord ` +
+      `se2.series_json, ps2.study_json, ${seriesCount}, ${aggs.select} ` +
       `FROM (${inner} ORDER BY ${order('i')} LIMIT ${lim} OFFSET ${off}) page ` +
       `JOIN instances i ON i.sop_instance_uid = page.sop_instance_uid ` +
       // Attributes of the series and study come from one project that shows the instance.
@@ -633,151 +629,6 @@ export async function searchQido(db: Pool, search: QidoSearch): Promise<QidoRows
     return { rows: [], more: false, warnings, wanted, withStudy: false, withSeries: false };
   }
   const st = buildQidoStatement(search);
-  warnings.push(...statementWarnings(search, st));
-  const r = await db.query<Row>(st.text, st.values);
-  const more = r.rows.length > search.query.limit;
-  const rows = more ? r.rows.slice(0, search.query.limit) : r.rows;
-  if (more) warnings.push(limitWarning(search));
-  const { wanted, withStudy, withSeries } = st;
-  return { rows, more, warnings, wanted, withStudy, withSeries };
-}
-
-/** A search's results as finished DICOM JSON text, one per result, in order (see searchQidoJson). */
-export interface QidoJsonRows {
-  results: string[];
-  more: boolean;
-  warnings: string[];
-}
-
-/** SQL for one element `{"vr": vr, "Value": [v...]}`, or `{"vr": vr}` when `arr` (a SQL array) is empty or NULL. */
-const sqlValues = (vr: string, arr: string) =>
-  `CASE WHEN coalesce(cardinality(${arr}), 0) = 0 THEN '{"vr": "${vr}"}'::jsonb ` +
-  `ELSE jsonb_build_object('vr', '${vr}', 'Value', to_jsonb(${arr})) END`;
-const sqlOne = (tag: string, vr: string, value: string) =>
-  `jsonb_build_object('${tag}', jsonb_build_object('vr', '${vr}', 'Value', jsonb_build_array(${value})))`;
-/** The same order as JavaScript's default sort for the ASCII values (codes and UIDs) these arrays hold. */
-const sqlSorted = (arr: string) => `ARRAY(SELECT v FROM unnest(${arr}) v ORDER BY v COLLATE "C")`;
-
-/** SQL picking a level's attributes out of its stored DICOM JSON `j`, as resultProjector's copy() does. */
-function sqlPick(j: string, shape: LevelShape, keepBulk: boolean, p: Params): string {
-  if (shape.all && keepBulk) return j;
-  const conds: string[] = [];
-  if (!shape.all) conds.push(`e.key = ANY(${p.add(shape.tags)}::text[])`);
-  if (!keepBulk) conds.push(`NOT (e.value ? 'BulkDataURI')`);
-  return `(SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb) FROM jsonb_each(${j}) e WHERE ${conds.join(' AND ')})`;
-}
-
-/**
- * QIDO-RS results rendered by PostgreSQL: the statement of buildQidoStatement wrapped so that each row comes back
- * as the finished DICOM JSON text resultProjector (src/dicom/qido-projector.ts) would build from it, by the same
- * shapes (resultShapes): the same attributes, Type 2 ones sent empty, computed ones, RetrieveURL, BulkDataURIs
- * made absolute. Under load, parsing each row's jsonb into objects, projecting them and serialising the answer
- * again cost the gateway most of a search's CPU time; this way the rows pass through as text.
- */
-export function buildQidoJsonStatement(
-  search: QidoSearch,
-  root: string,
-): ReturnType<typeof buildQidoStatement> {
-  const st = buildQidoStatement(search);
-  const p = new Params();
-  p.values.push(...st.values);
-  const { study, series, instance } = resultShapes(search, st);
-  const { level } = search;
-  const empties: string[] = [];
-  const layers: string[] = [];
-  const emptyOf = (shape: LevelShape, j: string) => {
-    if (shape.empty.length === 0) return;
-    const obj = Object.fromEntries(shape.empty.map(([tag, vr]) => [tag, { vr }]));
-    empties.push(`CASE WHEN ${j} IS NULL THEN '{}'::jsonb ELSE ${p.add(JSON.stringify(obj))}::jsonb END`);
-  };
-  const wants = (shape: LevelShape, tag: string) => shape.all || shape.has.has(tag);
-  if (study) {
-    emptyOf(study, 'r.study_json');
-    const parts = [sqlPick('r.study_json', study, false, p)];
-    if (wants(study, Tag.ModalitiesInStudy)) {
-      parts.push(
-        `jsonb_build_object('${Tag.ModalitiesInStudy}', ${sqlValues('CS', sqlSorted("coalesce(r.agg_modalities, '{}')"))})`,
-      );
-    }
-    if (wants(study, Tag.SOPClassesInStudy)) {
-      parts.push(
-        `CASE WHEN r.agg_sop_classes IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('${Tag.SOPClassesInStudy}', ` +
-          `${sqlValues('UI', sqlSorted('r.agg_sop_classes'))}) END`,
-      );
-    }
-    if (wants(study, Tag.NumberOfStudyRelatedSeries))
-      parts.push(sqlOne(Tag.NumberOfStudyRelatedSeries, 'IS', 'coalesce(r.agg_num_series, 0)'));
-    if (wants(study, Tag.NumberOfStudyRelatedInstances))
-      parts.push(sqlOne(Tag.NumberOfStudyRelatedInstances, 'IS', 'coalesce(r.agg_num_instances, 0)'));
-    layers.push(`CASE WHEN r.study_json IS NULL THEN '{}'::jsonb ELSE ${parts.join(' || ')} END`);
-  }
-  if (series) {
-    emptyOf(series, 'r.series_json');
-    const parts = [sqlPick('r.series_json', series, false, p)];
-    if (wants(series, Tag.NumberOfSeriesRelatedInstances))
-      parts.push(sqlOne(Tag.NumberOfSeriesRelatedInstances, 'IS', 'coalesce(r.agg_series_instances, 0)'));
-    layers.push(`CASE WHEN r.series_json IS NULL THEN '{}'::jsonb ELSE ${parts.join(' || ')} END`);
-  }
-  const rootParam = p.add(root);
-  let url = `${rootParam}::text || '/studies/' || r.study_uid`;
-  if (level !== 'study') url += ` || '/series/' || r.series_uid`;
-  if (instance) {
-    emptyOf(instance, 'r.instance_json');
-    layers.push(`coalesce(${sqlPick('r.instance_json', instance, true, p)}, '{}'::jsonb)`);
-    url = `CASE WHEN r.instance_json IS NULL THEN ${url} ELSE ${url} || '/instances/' || r.sop_instance_uid END`;
-  }
-  const fixed = [sqlOne(Tag.StudyInstanceUID, 'UI', 'r.study_uid')];
-  if (level !== 'study') fixed.push(sqlOne(Tag.SeriesInstanceUID, 'UI', 'r.series_uid'));
-  fixed.push(sqlOne(Tag.RetrieveURL, 'UR', url));
-  if (level !== 'series')
-    fixed.push(`'{"${Tag.InstanceAvailability}": {"vr": "CS", "Value": ["ONLINE"]}}'::jsonb`);
-  const all = [...empties, ...layers, ...fixed].join(' || ');
-  // DICOM JSON is UTF-8 whatever the stored objects used (PS3.18 F.2).
-  const charset = `'{"${Tag.SpecificCharacterSet}": {"vr": "CS", "Value": ["ISO_IR 192"]}}'::jsonb`;
-  const text =
-    `SELECT r.study_uid, ${level === 'study' ? 'NULL::text' : 'r.series_uid'} AS series_uid, ` +
-    `${level === 'instance' ? 'r.sop_instance_uid' : 'NULL::text'} AS sop_instance_uid, ` +
-    `${level === 'instance' ? 'r.instance_json IS NOT NULL' : 'false'} AS with_instance, ` +
-    `(CASE WHEN o.x ? '${Tag.SpecificCharacterSet}' THEN o.x || ${charset} ELSE o.x END)::text AS json ` +
-    `FROM (${st.text}) r CROSS JOIN LATERAL (SELECT ${all} AS x) o ORDER BY r.qido_ord`;
-  return { ...st, text, values: p.values };
-}
-
-/**
- * Runs a QIDO-RS search and answers its results as DICOM JSON text (one string per result), rendered in SQL by
- * buildQidoJsonStatement; `root` is the absolute DICOMweb root RetrieveURLs and BulkDataURIs are built on.
- */
-export async function searchQidoJson(db: Pool, search: QidoSearch, root: string): Promise<QidoJsonRows> {
-  const warnings = [...search.query.warnings];
-  if (search.scopes.length === 0) return { results: [], more: false, warnings };
-  const st = buildQidoJsonStatement(search, root);
-  warnings.push(...statementWarnings(search, st));
-  const r = await db.query<{
-    study_uid: string;
-    series_uid: string | null;
-    sop_instance_uid: string | null;
-    with_instance: boolean;
-    json: string;
-  }>(st.text, st.values);
-  const more = r.rows.length > search.query.limit;
-  const rows = more ? r.rows.slice(0, search.query.limit) : r.rows;
-  if (more) warnings.push(limitWarning(search));
-  const results = rows.map((row) =>
-    row.with_instance
-      ? absoluteBulkDataUrisInText(
-          row.json,
-          `${root}/studies/${row.study_uid}/series/${row.series_uid}/instances/${row.sop_instance_uid}/bulk/`,
-        )
-      : row.json,
-  );
-  return { results, more, warnings };
-}
-
-function statementWarnings(
-  search: QidoSearch,
-  st: { unsupported: string[]; unavailable: string[] },
-): string[] {
-  const warnings: string[] = [];
   if (st.unsupported.length) {
     warnings.push(
       `the following attributes are not supported as matching keys and were ignored: ${st.unsupported.join(', ')}`,
@@ -788,14 +639,17 @@ function statementWarnings(
       `the following includefield attributes are not available at ${search.level} level: ${st.unavailable.join(', ')}`,
     );
   }
-  return warnings;
-}
-
-function limitWarning(search: QidoSearch): string {
-  return (
-    `the number of results exceeded the limit of ${search.query.limit}; ` +
-    `request more with offset=${search.query.offset + search.query.limit}`
-  );
+  const r = await db.query<Row>(st.text, st.values);
+  const more = r.rows.length > search.query.limit;
+  const rows = more ? r.rows.slice(0, search.query.limit) : r.rows;
+  if (more) {
+    warnings.push(
+      `the number of results exceeded the limit of ${search.query.limit}; ` +
+        `request more with offset=${search.query.offset + search.query.limit}`,
+    );
+  }
+  const { wanted, withStudy, withSeries } = st;
+  return { rows, more, warnings, wanted, withStudy, withSeries };
 }
 
 /** True when the caller's scopes show this study (and series, if given): a search below an invisible one is a 404. */
