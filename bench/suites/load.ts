@@ -1,6 +1,6 @@
 import { startOidcIssuer } from '../../tools/oidc-issuer/issuer';
 import { generateInstances, type SyntheticInstance } from '../../tools/synth';
-import { stowInstances } from '../../tools/stow-client';
+import { type StowRequestResult, stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
 import { cpuMsOf, createProject, orthancAuth, rssOf, type StackEnv, startGatewayProcess } from '../lib/stack';
 import { msSince, round, summarise } from '../lib/stats';
@@ -223,6 +223,12 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     // SERIES_INSTANCES 128x128 instances for series-level queries, metadata and retrieval.
     const corpus: Corpus = { studyUids: [], patientIds: [], series: [], instances: [] };
     const patients = new Set<string>();
+    // Why a store request failed (status and the start of its answer), for the error below: a few are enough.
+    const failures: string[] = [];
+    const noteFailure = (r: StowRequestResult) => {
+      if (r.status !== 200 && failures.length < 5)
+        failures.push(`HTTP ${r.status} ${r.error ?? JSON.stringify(r.body).slice(0, 300)}`);
+    };
     const bulk = await stowInstances(
       noting(
         generateInstances({
@@ -239,7 +245,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
           patients.add(i.patientId);
         },
       ),
-      { baseUrl: loaderRoot, batch: 25, concurrency: 4, keepResults: false },
+      { baseUrl: loaderRoot, batch: 25, concurrency: 4, keepResults: false, onResult: noteFailure },
     );
     const seen = new Set<string>();
     const rich = await stowInstances(
@@ -266,11 +272,11 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
           patients.add(i.patientId);
         },
       ),
-      { baseUrl: loaderRoot, batch: 25, concurrency: 4, keepResults: false },
+      { baseUrl: loaderRoot, batch: 25, concurrency: 4, keepResults: false, onResult: noteFailure },
     );
     corpus.patientIds = [...patients];
     if (bulk.failed || rich.failed || bulk.partial || rich.partial)
-      throw new Error('could not store the load data set');
+      throw new Error(`could not store the load data set: ${failures.join('; ')}`);
     await loader.stop();
 
     gw = await startGatewayProcess(
