@@ -75,7 +75,8 @@ function runView(r: RunRow) {
 
 /** People and services only: share links and run tokens have no business with the registry. */
 function requirePerson(p: Principal): void {
-  if (p.kind === 'share' || p.kind === 'run') throw new UnauthorizedError('this needs a user or service token');
+  if (p.kind === 'share' || p.kind === 'run')
+    throw new UnauthorizedError('this needs a user or service token');
 }
 
 /**
@@ -107,7 +108,8 @@ export function pipelinesRouter(services: Services): Router {
     try {
       descriptor = validateDescriptor(body);
     } catch (err) {
-      if (err instanceof DescriptorError) throw new BadRequestError(`invalid Boutiques descriptor: ${err.message}`);
+      if (err instanceof DescriptorError)
+        throw new BadRequestError(`invalid Boutiques descriptor: ${err.message}`);
       throw err;
     }
     const name = pipelineName(descriptor.name);
@@ -123,7 +125,10 @@ export function pipelinesRouter(services: Services): Router {
     noteAudit(ctx, { action: 'pipeline.read', detail: { pipeline: ctx.params.name } });
     const rows = NAME.test(ctx.params.name) ? await listPipelineVersions(db, ctx.params.name) : [];
     if (!rows.length) throw new NotFoundError('pipeline not found');
-    ctx.body = { name: rows[0].name, versions: rows.map((r) => ({ version: r.version, createdAt: r.created_at })) };
+    ctx.body = {
+      name: rows[0].name,
+      versions: rows.map((r) => ({ version: r.version, createdAt: r.created_at })),
+    };
   });
 
   router.get('/api/pipelines/:name/versions/:version', async (ctx) => {
@@ -135,7 +140,12 @@ export function pipelinesRouter(services: Services): Router {
         ? await getPipeline(db, ctx.params.name, version)
         : undefined;
     if (!row) throw new NotFoundError('pipeline version not found');
-    ctx.body = { name: row.name, version: row.version, createdAt: row.created_at, descriptor: row.descriptor };
+    ctx.body = {
+      name: row.name,
+      version: row.version,
+      createdAt: row.created_at,
+      descriptor: row.descriptor,
+    };
   });
 
   const runs = '/api/projects/:project/runs';
@@ -158,7 +168,9 @@ export function pipelinesRouter(services: Services): Router {
     if (held.length !== series.length) throw new NotFoundError('series not found');
     const instances = held.reduce((n, s) => n + s.num_instances, 0);
     if (instances > config.PIPELINE_MAX_INPUT_INSTANCES)
-      throw new BadRequestError(`the series hold ${instances} instances, at most ${config.PIPELINE_MAX_INPUT_INSTANCES}`);
+      throw new BadRequestError(
+        `the series hold ${instances} instances, at most ${config.PIPELINE_MAX_INPUT_INSTANCES}`,
+      );
     let params;
     try {
       params = validateParams(validateDescriptor(pipeline.descriptor), input.params);
@@ -204,7 +216,10 @@ export function pipelinesRouter(services: Services): Router {
     const projectId = await requireExistingProjectRole(ctx, services, 'reader');
     noteAudit(ctx, { action: 'run.read', projectId, detail: { run: ctx.params.id } });
     const run = await runOf(projectId, ctx.params.id);
-    ctx.body = { ...runView(run), artefacts: (await listArtefacts(db, run.id)).map(({ run_id: _r, ...a }) => a) };
+    ctx.body = {
+      ...runView(run),
+      artefacts: (await listArtefacts(db, run.id)).map(({ run_id: _r, ...a }) => a),
+    };
   });
 
   router.post(`${runs}/:id/cancel`, async (ctx) => {
@@ -232,7 +247,11 @@ export function pipelinesRouter(services: Services): Router {
   router.get(`${runs}/:id/artefacts/:name`, async (ctx) => {
     requirePerson(principalOf(ctx));
     const projectId = await requireExistingProjectRole(ctx, services, 'reader');
-    noteAudit(ctx, { action: 'run.artefact', projectId, detail: { run: ctx.params.id, artefact: ctx.params.name } });
+    noteAudit(ctx, {
+      action: 'run.artefact',
+      projectId,
+      detail: { run: ctx.params.id, artefact: ctx.params.name },
+    });
     const run = await runOf(projectId, ctx.params.id);
     const row = await getArtefact(db, run.id, ctx.params.name);
     const body = row ? await artefacts.open(run.id, row.name) : undefined;

@@ -125,7 +125,15 @@ export async function insertRun(
   const res = await db.query<RunRow>(
     `INSERT INTO pipeline_runs (id, project_id, pipeline_name, pipeline_version, params, input_series, state, created_by)
      VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7) RETURNING ${RUN_COLUMNS}`,
-    [r.id, r.projectId, r.pipelineName, r.pipelineVersion, JSON.stringify(r.params), r.inputSeries, r.createdBy],
+    [
+      r.id,
+      r.projectId,
+      r.pipelineName,
+      r.pipelineVersion,
+      JSON.stringify(r.params),
+      r.inputSeries,
+      r.createdBy,
+    ],
   );
   return res.rows[0];
 }
@@ -163,11 +171,17 @@ export async function startRunAttempt(db: Queryable, id: string): Promise<RunRow
 }
 
 /** Records the phase and progress (0-100) of a running run. */
-export async function setRunProgress(db: Queryable, id: string, phase: string, progress: number): Promise<void> {
-  await db.query(
-    `UPDATE pipeline_runs SET phase = $2, progress = $3 WHERE id = $1 AND state = 'running'`,
-    [id, phase, Math.max(0, Math.min(100, Math.round(progress)))],
-  );
+export async function setRunProgress(
+  db: Queryable,
+  id: string,
+  phase: string,
+  progress: number,
+): Promise<void> {
+  await db.query(`UPDATE pipeline_runs SET phase = $2, progress = $3 WHERE id = $1 AND state = 'running'`, [
+    id,
+    phase,
+    Math.max(0, Math.min(100, Math.round(progress))),
+  ]);
 }
 
 /** True when someone asked to cancel the run. */
@@ -183,7 +197,12 @@ export async function runCancelRequested(db: Queryable, id: string): Promise<boo
 export async function finishRun(
   db: Queryable,
   id: string,
-  f: { state: 'succeeded' | 'failed' | 'cancelled'; error?: string; exitCode?: number | null; outputSeries?: string[] },
+  f: {
+    state: 'succeeded' | 'failed' | 'cancelled';
+    error?: string;
+    exitCode?: number | null;
+    outputSeries?: string[];
+  },
 ): Promise<void> {
   await db.query(
     `UPDATE pipeline_runs SET state = $2, error = $3, exit_code = $4, output_series = $5, finished_at = now(),
@@ -197,7 +216,11 @@ export async function finishRun(
  * Asks a run to stop: a queued run is cancelled at once, a running one when its worker next looks (within a
  * second). Returns the run afterwards, or undefined when it is not the project's.
  */
-export async function requestRunCancel(db: Queryable, id: string, projectId: string): Promise<RunRow | undefined> {
+export async function requestRunCancel(
+  db: Queryable,
+  id: string,
+  projectId: string,
+): Promise<RunRow | undefined> {
   const r = await db.query<RunRow>(
     `UPDATE pipeline_runs SET cancel_requested = true,
        state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
@@ -248,6 +271,10 @@ export async function listArtefacts(db: Queryable, runId: string): Promise<Artef
 }
 
 /** One artefact of a run. */
-export async function getArtefact(db: Queryable, runId: string, name: string): Promise<ArtefactRow | undefined> {
+export async function getArtefact(
+  db: Queryable,
+  runId: string,
+  name: string,
+): Promise<ArtefactRow | undefined> {
   return (await listArtefacts(db, runId)).find((a) => a.name === name);
 }

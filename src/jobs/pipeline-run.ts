@@ -26,7 +26,8 @@ export async function execPipelineRunJob(
   deps: RunnerDeps,
 ): Promise<RunOutcome> {
   const { runId } = job.data;
-  if (typeof runId !== 'string' || !UUID.test(runId)) throw new UnrecoverableError('job data has no valid run id');
+  if (typeof runId !== 'string' || !UUID.test(runId))
+    throw new UnrecoverableError('job data has no valid run id');
   return executeRun(
     { ...deps, onProgress: (phase, progress) => job.updateProgress?.({ phase, progress }) },
     runId,
@@ -58,9 +59,10 @@ export function initPipelineRunWorker(deps: { db: Pool; logger?: Logger; config:
     deps.logger?.warn({ job: job?.id, run: job?.data.runId, err: err.message }, 'pipeline run job failed');
     // Out of retries (gateway or database down throughout): the run is failed, visibly, and can be retried.
     if (job && job.attemptsMade >= (job.opts.attempts ?? 1) && UUID.test(job.data.runId))
-      void finishRun(deps.db, job.data.runId, { state: 'failed', error: 'the run could not complete (outage)' }).catch(
-        () => undefined,
-      );
+      void finishRun(deps.db, job.data.runId, {
+        state: 'failed',
+        error: 'the run could not complete (outage)',
+      }).catch(() => undefined);
   });
   worker.on('error', (err) => deps.logger?.warn({ err: err.message }, 'pipeline worker error'));
   return worker;

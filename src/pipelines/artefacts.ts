@@ -26,7 +26,8 @@ const NAME = /^[A-Za-z0-9._-][A-Za-z0-9._ -]{0,200}$/;
 
 function checked(runId: string, name?: string): void {
   if (!RUN_ID.test(runId)) throw new Error('invalid run id');
-  if (name !== undefined && (!NAME.test(name) || name.includes('..'))) throw new Error('invalid artefact name');
+  if (name !== undefined && (!NAME.test(name) || name.includes('..')))
+    throw new Error('invalid artefact name');
 }
 
 /** The artefact store on a local folder: `<root>/<runId>/<name>`, written to a temporary name and renamed. */

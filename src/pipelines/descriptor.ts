@@ -75,7 +75,9 @@ let validator: ReturnType<Ajv['compile']> | undefined;
 
 function schemaValidator(): ReturnType<Ajv['compile']> {
   if (!validator) {
-    const schema = JSON.parse(readFileSync(join(__dirname, 'schema', 'descriptor.schema.json'), 'utf8')) as object;
+    const schema = JSON.parse(
+      readFileSync(join(__dirname, 'schema', 'descriptor.schema.json'), 'utf8'),
+    ) as object;
     // strict: false because the Boutiques schema uses `$id` on nested properties and draft-07 keywords freely.
     validator = new Ajv({ allErrors: true, strict: false }).compile(schema);
   }
@@ -109,7 +111,8 @@ export function validateDescriptor(value: unknown): BoutiquesDescriptor {
   else if (files[0].list) problems.push(`the File input '${files[0].id}' cannot be a list`);
   for (const i of d.inputs) {
     if (i.type === 'Flag' && i.list) problems.push(`Flag input '${i.id}' cannot be a list`);
-    if (i.type === 'Flag' && !i['command-line-flag']) problems.push(`Flag input '${i.id}' needs a command-line-flag`);
+    if (i.type === 'Flag' && !i['command-line-flag'])
+      problems.push(`Flag input '${i.id}' needs a command-line-flag`);
   }
   for (const o of d['output-files'] ?? []) {
     const t = o['path-template'];
@@ -125,7 +128,8 @@ export type RunParams = Record<string, string | number | boolean | Array<string 
 
 function checkScalar(input: BoutiquesInput, v: unknown, where: string, problems: string[]): void {
   if (input.type === 'Number') {
-    if (typeof v !== 'number' || !Number.isFinite(v)) return void problems.push(`${where}: a number is needed`);
+    if (typeof v !== 'number' || !Number.isFinite(v))
+      return void problems.push(`${where}: a number is needed`);
     if (input.integer && !Number.isInteger(v)) problems.push(`${where}: an integer is needed`);
     if (input.minimum !== undefined && (input['exclusive-minimum'] ? v <= input.minimum : v < input.minimum))
       problems.push(`${where}: must be ${input['exclusive-minimum'] ? '>' : '>='} ${input.minimum}`);
@@ -137,7 +141,9 @@ function checkScalar(input: BoutiquesInput, v: unknown, where: string, problems:
     if (/[\0\r\n]/.test(v)) problems.push(`${where}: control characters are not allowed`);
   }
   if (input['value-choices'] && !input['value-choices'].includes(v as string | number))
-    problems.push(`${where}: must be one of ${input['value-choices'].map((c) => JSON.stringify(c)).join(', ')}`);
+    problems.push(
+      `${where}: must be one of ${input['value-choices'].map((c) => JSON.stringify(c)).join(', ')}`,
+    );
 }
 
 /**
@@ -147,7 +153,8 @@ function checkScalar(input: BoutiquesInput, v: unknown, where: string, problems:
 export function validateParams(d: BoutiquesDescriptor, given: unknown): RunParams {
   const problems: string[] = [];
   if (given === undefined || given === null) given = {};
-  if (typeof given !== 'object' || Array.isArray(given)) throw new DescriptorError(['params: an object is needed']);
+  if (typeof given !== 'object' || Array.isArray(given))
+    throw new DescriptorError(['params: an object is needed']);
   const values = given as Record<string, unknown>;
   const byId = new Map(d.inputs.map((i) => [i.id, i]));
   for (const k of Object.keys(values)) {
@@ -190,7 +197,10 @@ export function shellQuote(s: string): string {
   return /^[A-Za-z0-9_./:=+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-function withFlag(x: { 'command-line-flag'?: string; 'command-line-flag-separator'?: string }, value: string): string {
+function withFlag(
+  x: { 'command-line-flag'?: string; 'command-line-flag-separator'?: string },
+  value: string,
+): string {
   const flag = x['command-line-flag'];
   if (!flag) return value;
   return `${flag}${x['command-line-flag-separator'] ?? ' '}${value}`;

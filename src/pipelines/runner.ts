@@ -125,7 +125,9 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
       throw new RunFailure('an input series is no longer in the project');
     const total = series.reduce((n, s) => n + s.num_instances, 0);
     if (total > config.PIPELINE_MAX_INPUT_INSTANCES)
-      throw new RunFailure(`the inputs hold ${total} instances, more than ${config.PIPELINE_MAX_INPUT_INSTANCES}`);
+      throw new RunFailure(
+        `the inputs hold ${total} instances, more than ${config.PIPELINE_MAX_INPUT_INSTANCES}`,
+      );
 
     const token = await mintRunToken(
       config.PIPELINE_RUN_TOKEN_SECRET,
@@ -189,7 +191,9 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     }
     if (result.timedOut) throw new RunFailure(`the tool ran longer than ${config.PIPELINE_TIMEOUT_S} s`);
     if (result.exitCode !== 0) {
-      const how = result.signal ? `was killed by ${result.signal} (limits: CPU, memory)` : `exited ${result.exitCode}`;
+      const how = result.signal
+        ? `was killed by ${result.signal} (limits: CPU, memory)`
+        : `exited ${result.exitCode}`;
       const err = new RunFailure(`the tool ${how}`);
       (err as RunFailure & { exitCode?: number | null }).exitCode = result.exitCode;
       throw err;
@@ -216,7 +220,9 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
         throw new RunFailure(`output ${relative(outDir, f)} is not a valid DICOM object`);
       }
       if (inputs.has(parsed.seriesInstanceUid))
-        throw new RunFailure(`output ${relative(outDir, f)} is in an input series: results must be a new series`);
+        throw new RunFailure(
+          `output ${relative(outDir, f)} is in an input series: results must be a new series`,
+        );
       if (!referencesSources(parsed.json as Json, inputs))
         throw new RunFailure(
           `output ${relative(outDir, f)} references none of its sources (Referenced Series or Source Image Sequence)`,

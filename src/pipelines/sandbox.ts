@@ -52,7 +52,9 @@ class BoundedLog {
   }
   value(): Buffer {
     const b = Buffer.concat(this.chunks);
-    return this.truncated ? Buffer.concat([b, Buffer.from('\n[aperture: log cut at the configured limit]\n')]) : b;
+    return this.truncated
+      ? Buffer.concat([b, Buffer.from('\n[aperture: log cut at the configured limit]\n')])
+      : b;
   }
 }
 
@@ -179,8 +181,7 @@ export function runSandboxed(opts: {
       ? setInterval(() => {
           if (polling) return;
           polling = true;
-          opts
-            .shouldCancel!()
+          opts.shouldCancel!()
             .then((yes) => {
               if (yes) {
                 cancelled = true;
