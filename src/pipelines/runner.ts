@@ -63,7 +63,7 @@ export function workRoot(config: Pick<Config, 'PIPELINE_WORK_DIR'>): string {
 }
 
 /** A failure of the run itself (the tool, its outputs): final, not retried by the queue. */
-class RunFailure extends Error {}
+export class RunFailure extends Error {}
 
 async function walk(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -200,35 +200,7 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     }
 
     await progress('collecting', 80);
-    const files = await walk(outDir);
-    let bytes = 0;
-    for (const f of files) bytes += (await stat(f)).size;
-    if (bytes > config.PIPELINE_MAX_OUTPUT_BYTES)
-      throw new RunFailure(`the outputs hold ${bytes} bytes, more than ${config.PIPELINE_MAX_OUTPUT_BYTES}`);
-    const inputs = new Set(run.input_series);
-    const dicom: string[] = [];
-    const other: string[] = [];
-    for (const f of files) {
-      if (!(await isPart10(f))) {
-        other.push(f);
-        continue;
-      }
-      let parsed;
-      try {
-        parsed = parsePart10(await readFile(f));
-      } catch {
-        throw new RunFailure(`output ${relative(outDir, f)} is not a valid DICOM object`);
-      }
-      if (inputs.has(parsed.seriesInstanceUid))
-        throw new RunFailure(
-          `output ${relative(outDir, f)} is in an input series: results must be a new series`,
-        );
-      if (!referencesSources(parsed.json as Json, inputs))
-        throw new RunFailure(
-          `output ${relative(outDir, f)} references none of its sources (Referenced Series or Source Image Sequence)`,
-        );
-      dicom.push(f);
-    }
+    const { dicom, other } = await collectOutputs(outDir, run.input_series, config.PIPELINE_MAX_OUTPUT_BYTES);
 
     let outputSeries: string[] = [];
     if (dicom.length) {
@@ -263,6 +235,45 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Sorts what a tool left in its working folder: DICOM objects (checked: valid, in a new series, referencing an
+ * input series) to store back, and other files to keep as artefacts. Throws RunFailure for outputs that must not
+ * be stored, before anything is.
+ */
+export async function collectOutputs(
+  outDir: string,
+  inputSeries: readonly string[],
+  maxBytes: number,
+): Promise<{ dicom: string[]; other: string[] }> {
+  const files = await walk(outDir);
+  let bytes = 0;
+  for (const f of files) bytes += (await stat(f)).size;
+  if (bytes > maxBytes) throw new RunFailure(`the outputs hold ${bytes} bytes, more than ${maxBytes}`);
+  const inputs = new Set(inputSeries);
+  const dicom: string[] = [];
+  const other: string[] = [];
+  for (const f of files) {
+    if (!(await isPart10(f))) {
+      other.push(f);
+      continue;
+    }
+    let parsed;
+    try {
+      parsed = parsePart10(await readFile(f));
+    } catch {
+      throw new RunFailure(`output ${relative(outDir, f)} is not a valid DICOM object`);
+    }
+    if (inputs.has(parsed.seriesInstanceUid))
+      throw new RunFailure(`output ${relative(outDir, f)} is in an input series: results must be a new series`);
+    if (!referencesSources(parsed.json as Json, inputs))
+      throw new RunFailure(
+        `output ${relative(outDir, f)} references none of its sources (Referenced Series or Source Image Sequence)`,
+      );
+    dicom.push(f);
+  }
+  return { dicom, other };
 }
 
 async function saveLog(deps: RunnerDeps, runId: string, name: string, body: Buffer): Promise<void> {
