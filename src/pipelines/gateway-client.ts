@@ -33,11 +33,25 @@ function root(t: GatewayTarget): string {
   return `${t.baseUrl.replace(/\/+$/, '')}/projects/${encodeURIComponent(t.projectId)}/dicom-web`;
 }
 
-async function call(t: GatewayTarget, url: string, init: RequestInit): Promise<Response> {
+/** Another endpoint and credentials for the same call (the benchmark points it at Orthanc's DICOMweb plugin). */
+export interface EndpointOverride {
+  url: string;
+  authorization: string;
+}
+
+async function call(
+  t: GatewayTarget,
+  url: string,
+  init: RequestInit,
+  override?: EndpointOverride,
+): Promise<Response> {
   try {
-    return await fetch(url, {
+    return await fetch(override?.url ?? url, {
       ...init,
-      headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${t.token}` },
+      headers: {
+        ...(init.headers as Record<string, string>),
+        authorization: override?.authorization ?? `Bearer ${t.token}`,
+      },
       signal: AbortSignal.timeout(t.timeoutMs),
     });
   } catch (err) {
@@ -55,12 +69,16 @@ export async function fetchSeries(
   dir: string,
   limits: { maxInstances: number; maxPartBytes: number },
   onInstance?: () => void,
+  override?: EndpointOverride,
 ): Promise<number> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const url = `${root(t)}/studies/${series.studyUid}/series/${series.seriesUid}`;
-  const res = await call(t, url, {
-    headers: { accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' },
-  });
+  const res = await call(
+    t,
+    url,
+    { headers: { accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' } },
+    override,
+  );
   if (res.status !== 200 || !res.body) {
     await res.body?.cancel();
     throw new GatewayCallError(`WADO-RS of series ${series.seriesUid} answered ${res.status}`, res.status);
@@ -92,20 +110,29 @@ export interface StoreOutcome {
  * Stores the files by one STOW-RS request into the run's project. Any failed instance fails the whole store
  * (status 202/409): the caller then fails the run rather than leave a part-result unnoticed.
  */
-export async function storeFiles(t: GatewayTarget, files: readonly string[]): Promise<StoreOutcome> {
+export async function storeFiles(
+  t: GatewayTarget,
+  files: readonly string[],
+  override?: EndpointOverride,
+): Promise<StoreOutcome> {
   async function* parts() {
     for (const f of files) yield { contentType: 'application/dicom', body: createReadStream(f) };
   }
   const mp = multipartRelatedStream(parts());
-  const res = await call(t, `${root(t)}/studies`, {
-    method: 'POST',
-    headers: {
-      'content-type': mp.contentType('application/dicom'),
-      accept: 'application/dicom+json',
-    },
-    body: Readable.toWeb(mp.stream) as unknown as RequestInit['body'],
-    duplex: 'half',
-  } as RequestInit);
+  const res = await call(
+    t,
+    `${root(t)}/studies`,
+    {
+      method: 'POST',
+      headers: {
+        'content-type': mp.contentType('application/dicom'),
+        accept: 'application/dicom+json',
+      },
+      body: Readable.toWeb(mp.stream) as unknown as RequestInit['body'],
+      duplex: 'half',
+    } as RequestInit,
+    override,
+  );
   const text = await res.text();
   let json: Record<string, { Value?: Array<Record<string, { Value?: string[] }>> }> = {};
   try {
