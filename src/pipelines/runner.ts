@@ -153,15 +153,32 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     await progress('materialising', 0);
     let fetched = 0;
     for (const [n, s] of series.entries()) {
-      await fetchSeries(
-        target,
-        { studyUid: s.study_uid, seriesUid: s.series_uid },
-        join(inDir, String(n + 1).padStart(2, '0')),
-        { maxInstances: config.PIPELINE_MAX_INPUT_INSTANCES, maxPartBytes: config.STOW_MAX_PART_BYTES },
-        () => {
-          fetched += 1;
-        },
-      );
+      const seriesDir = join(inDir, String(n + 1).padStart(2, '0'));
+      // One more try for a transfer cut short (a keep-alive connection closed under it); refusals are final.
+      for (let attempt = 1; ; attempt++) {
+        let got = 0;
+        try {
+          await fetchSeries(
+            target,
+            { studyUid: s.study_uid, seriesUid: s.series_uid },
+            seriesDir,
+            { maxInstances: config.PIPELINE_MAX_INPUT_INSTANCES, maxPartBytes: config.STOW_MAX_PART_BYTES },
+            () => {
+              got += 1;
+            },
+          );
+          fetched += got;
+          break;
+        } catch (err) {
+          if (attempt >= 2 || (err instanceof GatewayCallError && err.status >= 400 && err.status < 500))
+            throw err;
+          deps.logger?.warn(
+            { run: runId, series: s.series_uid, err: (err as Error).message },
+            'input fetch retried',
+          );
+          await rm(seriesDir, { recursive: true, force: true });
+        }
+      }
       await progress('materialising', Math.round((30 * fetched) / Math.max(1, total)));
     }
 
@@ -266,7 +283,9 @@ export async function collectOutputs(
       throw new RunFailure(`output ${relative(outDir, f)} is not a valid DICOM object`);
     }
     if (inputs.has(parsed.seriesInstanceUid))
-      throw new RunFailure(`output ${relative(outDir, f)} is in an input series: results must be a new series`);
+      throw new RunFailure(
+        `output ${relative(outDir, f)} is in an input series: results must be a new series`,
+      );
     if (!referencesSources(parsed.json as Json, inputs))
       throw new RunFailure(
         `output ${relative(outDir, f)} references none of its sources (Referenced Series or Source Image Sequence)`,
