@@ -17,11 +17,11 @@ import { insertPipelineVersion, insertRun, getRun } from '../../src/index-db/pip
 import { createLogger } from '../../src/logger';
 import { FsArtefactStore } from '../../src/pipelines/artefacts';
 import { validateDescriptor } from '../../src/pipelines/descriptor';
-import { fetchSeries, storeFiles } from '../../src/pipelines/gateway-client';
+import { fetchSeries } from '../../src/pipelines/gateway-client';
 import { executeRun } from '../../src/pipelines/runner';
 import { runSandboxed } from '../../src/pipelines/sandbox';
 import { generateInstances } from '../../tools/synth';
-import { stowInstances } from '../../tools/stow-client';
+import { storeBatch, stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
 import { createProject, orthancAuth, type StackEnv, startGatewayProcess } from '../lib/stack';
 import { msSince, round } from '../lib/stats';
@@ -184,9 +184,11 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     const pluginStore: number[] = [];
     for (let r = 0; r < REPS; r++) {
       const a = derived(`gw-${r}`);
-      gwStore.push(await timed(() => storeFiles(target, a)));
+      gwStore.push(
+        await timed(() => stowWithLength(`${gw.url}/projects/bench/dicom-web/studies`, `Bearer ${token}`, a)),
+      );
       const b = derived(`plugin-${r}`);
-      pluginStore.push(await timed(() => pluginStow(stack.ORTHANC_URL, auth, b)));
+      pluginStore.push(await timed(() => stowWithLength(`${stack.ORTHANC_URL}/dicom-web/studies`, auth, b)));
     }
 
     const rows: BenchRow[] = [];
@@ -261,10 +263,15 @@ async function pluginSeries(
   if (readdirSync(dir).length === 0) throw new Error('plugin returned no instances');
 }
 
-/** STOW-RS of files to Orthanc's DICOMweb plugin. */
-async function pluginStow(base: string, auth: string, files: string[]): Promise<void> {
-  await storeFiles({ baseUrl: base, projectId: '', token: '', timeoutMs: 300_000 }, files, {
-    url: `${base}/dicom-web/studies`,
-    authorization: auth,
-  });
+/**
+ * STOW-RS of files with a Content-Length body (Orthanc 1.10's HTTP server refuses chunked request bodies), the same
+ * client for the gateway and the plugin so that the two figures compare the servers.
+ */
+async function stowWithLength(url: string, authorization: string, files: string[]): Promise<void> {
+  const r = await storeBatch(
+    url,
+    files.map((f) => readFileSync(f)),
+    { headers: { authorization } },
+  );
+  if (r.status !== 200) throw new Error(`STOW-RS answered ${r.status}: ${r.error ?? ''}`);
 }
