@@ -5,4 +5,6 @@ cpSync(join(__dirname, '../src/index-db/migrations'), join(__dirname, '../dist/i
   recursive: true,
 });
 // pipelines (issue 19): the Boutiques descriptor schema read by src/pipelines/descriptor.ts.
-cpSync(join(__dirname, '../src/pipelines/schema'), join(__dirname, '../dist/pipelines/schema'), { recursive: true });
+cpSync(join(__dirname, '../src/pipelines/schema'), join(__dirname, '../dist/pipelines/schema'), {
+  recursive: true,
+});
