@@ -8,6 +8,7 @@
  * (`npm run stack:down` stops the services, `bash scripts/stack.sh wipe` deletes everything).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateInstances } from '../tools/synth';
@@ -184,6 +185,22 @@ async function loadSamples(scriptsToken: string, stack: Record<string, string>):
   }
 }
 
+/**
+ * pipelines (issue 19): registers the shipped Boutiques descriptors (pipelines/descriptors: dcm2niix and the
+ * threshold tool) once; a restarted demo finds them registered and adds no new version.
+ */
+async function registerPipelines(admin: string): Promise<void> {
+  const dir = join(ROOT, 'pipelines/descriptors');
+  const known = (await (await api('GET', '/api/pipelines', admin)).json()) as Array<{ name: string }>;
+  for (const f of readdirSync(dir).filter((n) => n.endsWith('.json'))) {
+    const descriptor = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { name: string };
+    if (known.some((p) => p.name === descriptor.name)) continue;
+    const res = await api('POST', '/api/pipelines', admin, descriptor);
+    if (res.status !== 201) throw new Error(`registering pipeline ${descriptor.name}: HTTP ${res.status}`);
+    console.log(`[demo] pipeline ${descriptor.name} registered`);
+  }
+}
+
 async function main(): Promise<void> {
   const stack = readEnvFile(join(ROOT, '.stack/dev/env'));
   if (await portInUse(PORT))
@@ -204,6 +221,9 @@ async function main(): Promise<void> {
     INDEXER_ENABLED: 'true',
     CORS_ORIGINS: `http://localhost:${VIEWER_PORT},http://127.0.0.1:${VIEWER_PORT}`,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+    // pipelines (issue 19): the run-token key gateway and worker share, and where the worker finds the gateway.
+    PIPELINE_RUN_TOKEN_SECRET: process.env.PIPELINE_RUN_TOKEN_SECRET ?? randomBytes(32).toString('hex'),
+    PIPELINE_GATEWAY_URL: GATEWAY,
   };
   start('gateway', 'src/main.ts', [], gatewayEnv);
   start('worker', 'src/worker.ts', [], gatewayEnv);
@@ -237,6 +257,8 @@ async function main(): Promise<void> {
     console.log('[demo] sample data already loaded (bash scripts/stack.sh wipe starts over)');
   }
 
+  await registerPipelines(admin);
+
   const alice = await userToken('alice');
   const bob = await userToken('bob');
   console.log(`
@@ -259,6 +281,7 @@ Try:
   curl -s -H "Authorization: Bearer $ALICE" '${GATEWAY}/projects/demo/dicom-web/studies?limit=5' | head -c 600; echo
   curl -s -H "Authorization: Bearer $ALICE" '${GATEWAY}/dicom-web/studies?PatientName=doe*&fuzzymatching=true&includefield=all' | head -c 600; echo
   curl -s -H "Authorization: Bearer $CAROL" ${GATEWAY}/api/projects
+  curl -s -H "Authorization: Bearer $BOB" ${GATEWAY}/api/pipelines | head -c 300; echo
   npm run synth -- --patients 2 --stow ${GATEWAY}/projects/demo/dicom-web --token "$BOB"
   dcmsend -aec LUNGSTUDY 127.0.0.1 ${stack.ORTHANC_DICOM_PORT} some-file.dcm
   A fresh token: curl -s ${ISSUER}/protocol/openid-connect/token -d grant_type=password -d client_id=aperture-viewer -d username=alice -d password=alice-demo

@@ -95,6 +95,11 @@ ensure_packages() {
   # The compose stack's reverse-proxy configuration is checked with `haproxy -c` on a test certificate (test/deploy.itest.ts).
   command -v haproxy >/dev/null || missing+=(haproxy)
   command -v openssl >/dev/null || missing+=(openssl)
+  # pipelines (issue 19): tools run in bubblewrap under prlimit; dcm2niix and the pydicom threshold tool are the demo's.
+  command -v bwrap >/dev/null || missing+=(bubblewrap)
+  command -v prlimit >/dev/null || missing+=(util-linux)
+  command -v dcm2niix >/dev/null || missing+=(dcm2niix)
+  /usr/bin/python3 -c 'import pydicom, numpy' 2>/dev/null || missing+=(python3-pydicom python3-numpy)
   # Tests also drive the OHIF viewer in Debian's Chromium (scripts/test.sh asks for it).
   if [[ "${WITH_BROWSER:-0}" == 1 ]]; then command -v chromium >/dev/null || missing+=(chromium); fi
   [[ ${#missing[@]} -eq 0 ]] && return 0

@@ -7,6 +7,7 @@ import { cohortsRouter } from './api/cohorts';
 import { deidentifier } from './cohorts/deidentifier';
 import { jobsRouter } from './api/jobs';
 import { membershipsRouter } from './api/memberships';
+import { pipelinesRouter } from './api/pipelines';
 import { projectsRouter } from './api/projects';
 import { routingRouter } from './api/routing';
 import { sharesRouter } from './api/shares';
@@ -175,6 +176,8 @@ export function createApp(services: Services): Koa {
   root.use(cohorts.routes(), cohorts.allowedMethods());
   const members = membershipsRouter(services);
   root.use(members.routes(), members.allowedMethods());
+  const pipelines = pipelinesRouter(services);
+  root.use(pipelines.routes(), pipelines.allowedMethods());
 
   // Outside the routers: they answer OPTIONS and 405 from the shared route table before any mounted middleware runs.
   app.use(readOnlyRootMethods);

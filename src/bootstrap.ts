@@ -76,6 +76,7 @@ export async function initServices(
         verifier,
         mapping: { globalAdminRole: config.GLOBAL_ADMIN_ROLE },
         membershipCacheMs: config.MEMBERSHIP_CACHE_MS,
+        runTokenSecret: config.PIPELINE_RUN_TOKEN_SECRET,
       });
       const trail = initAuditTrail(db, logger, config.AUDIT_QUEUE_MAX);
       closers.push(closeAuditTrail);

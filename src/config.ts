@@ -176,6 +176,35 @@ export const configSchema = z.object({
   // Viewer (issue 13): the published OHIF build served under /viewer.
   /** OHIF's dist/ folder; default .stack/ohif-3.13.2/package/dist (fetched by scripts/viewer.ts). Missing: no viewer. */
   VIEWER_DIST_DIR: z.string().optional(),
+
+  // pipelines (issue 19): Boutiques tools run as sandboxed jobs on authorised copies (src/pipelines/).
+  /** Key of run tokens (HS256), shared by the gateway and its workers; unset: no runs can fetch or store. */
+  PIPELINE_RUN_TOKEN_SECRET: z.string().min(32).optional(),
+  /** Lifetime of a run token; a run longer than this cannot store its results. */
+  PIPELINE_RUN_TOKEN_TTL_S: int(3600, 60),
+  /** The gateway base URL the worker fetches inputs from and stores results to (its own DICOMweb). */
+  PIPELINE_GATEWAY_URL: z.string().url().default('http://127.0.0.1:8080'),
+  /** Private working folders of runs (one per run, mode 0700, removed afterwards); default os.tmpdir()/aperture-runs. */
+  PIPELINE_WORK_DIR: z.string().optional(),
+  /** Artefact store (NIfTI, logs) on the file system; default .stack/artefacts. */
+  PIPELINE_ARTEFACT_DIR: z.string().default('.stack/artefacts'),
+  /** Runs one worker process executes at once. */
+  PIPELINE_CONCURRENCY: int(2, 1),
+  /** Wall-clock limit of one tool run; the sandbox is killed past it. */
+  PIPELINE_TIMEOUT_S: int(3600, 1),
+  /** CPU seconds a tool may use (RLIMIT_CPU). */
+  PIPELINE_CPU_S: int(3600, 1),
+  /** Address space of the tool (RLIMIT_AS); bounds its memory. */
+  PIPELINE_MEMORY_BYTES: int(4 * 1024 ** 3, 64 * 1024 ** 2),
+  /** Bytes of stdout and of stderr kept per run (the rest is cut, and the cut noted). */
+  PIPELINE_LOG_MAX_BYTES: int(1024 * 1024, 1024),
+  /** Input series per run, and instances over all of them. */
+  PIPELINE_MAX_INPUT_SERIES: int(20, 1),
+  PIPELINE_MAX_INPUT_INSTANCES: int(5000, 1),
+  /** Size of the working folder's outputs a run may leave (checked before anything is stored). */
+  PIPELINE_MAX_OUTPUT_BYTES: int(2 * 1024 ** 3, 1024),
+  /** Largest descriptor accepted by the registry. */
+  PIPELINE_MAX_DESCRIPTOR_BYTES: int(256 * 1024, 1024),
 });
 
 export type Config = z.infer<typeof configSchema>;

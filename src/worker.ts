@@ -3,6 +3,7 @@ import { initServices, stopOnSignals } from './bootstrap';
 import { loadConfig } from './config';
 import { deidentifier } from './cohorts/deidentifier';
 import { initCohortWorker } from './jobs/cohort';
+import { initPipelineRunWorker } from './jobs/pipeline-run';
 import { initThumbnailWorker } from './jobs/thumbnail';
 import { createLogger } from './logger';
 
@@ -19,6 +20,7 @@ async function main(): Promise<void> {
   const workers: Worker[] = [
     initThumbnailWorker(services),
     initCohortWorker({ ...services, deid: deidentifier }),
+    initPipelineRunWorker(services),
   ];
   logger.info({ queues: workers.map((w) => w.name) }, 'worker started');
 

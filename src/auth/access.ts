@@ -19,14 +19,15 @@ export interface ReadScope {
 
 /** Who is calling, as the gateway understands it after authentication. */
 export interface Principal {
-  /** Token subject, client id or share link id: an identifier, never a person's name. */
+  /** Token subject, client id, share link id or pipeline run id: an identifier, never a person's name. */
   id: string;
-  kind: 'user' | 'service' | 'share' | 'anonymous';
+  /** `run`: a pipeline run's token (src/auth/run-tokens.ts), reading its input series and storing into its project. */
+  kind: 'user' | 'service' | 'share' | 'run' | 'anonymous';
   /** Global administrators see and manage every project. */
   globalAdmin: boolean;
   /** Roles per project id. */
   projects: ReadonlyMap<string, ReadonlySet<Role>>;
-  /** Share links: the only things this principal can read (no roles then). */
+  /** Share links and run tokens: the only things this principal can read (whatever its roles). */
   shareScopes?: readonly ReadScope[];
   /** The OAuth client the token was issued to (`azp`), for the audit trail. */
   clientId?: string;

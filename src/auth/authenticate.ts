@@ -3,6 +3,7 @@ import type { Logger } from '../logger';
 import { membershipGeneration, rolesOfSubject } from '../index-db/memberships';
 import { type Principal, UNAUTHENTICATED_ADMIN, withGrantedRoles } from './access';
 import { type ClaimsMapping, principalFromClaims } from './claims';
+import { looksLikeRunToken, principalForRunToken, RunTokenError, runTokenAllowedOn } from './run-tokens';
 import { looksLikeShareToken, principalForShareToken } from './share-links';
 import { bearerChallenge, invalidToken, type TokenVerifier } from './tokens';
 import { UnauthorizedError } from '../errors';
@@ -24,6 +25,8 @@ export interface AuthenticatorDeps {
   mapping: ClaimsMapping;
   /** How long the roles of memberships kept in Aperture are reused per subject (ms); 0 reads them every request. */
   membershipCacheMs?: number;
+  /** Key of pipeline run tokens (PIPELINE_RUN_TOKEN_SECRET); without it run tokens are refused. */
+  runTokenSecret?: string;
 }
 
 /**
@@ -93,6 +96,17 @@ export function createAuthenticator(deps: AuthenticatorDeps): (request: RequestH
     return principal;
   };
 
+  // Run tokens open the DICOMweb roots only (inputs by WADO-RS, results by STOW-RS), never the API.
+  const fromRunToken = async (token: string, path: string): Promise<Principal> => {
+    if (!runTokenAllowedOn(path)) throw invalidToken('a run token opens the DICOMweb roots only');
+    try {
+      return await principalForRunToken(deps.runTokenSecret, token);
+    } catch (err) {
+      if (err instanceof RunTokenError) throw invalidToken(err.message);
+      throw err;
+    }
+  };
+
   return async (request: RequestHead): Promise<Principal> => {
     const shareInPath = SHARE_PATH.exec(request.path);
     if (shareInPath) {
@@ -113,6 +127,7 @@ export function createAuthenticator(deps: AuthenticatorDeps): (request: RequestH
       throw invalidToken('malformed Authorization header');
     }
     const token = m[1];
+    if (looksLikeRunToken(token)) return fromRunToken(token, request.path);
     return looksLikeShareToken(token) ? fromShareToken(token) : withMemberships(await fromJwt(token));
   };
 }

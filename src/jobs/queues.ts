@@ -20,6 +20,7 @@ export function withJobLogContext<D, R>(
 export const QueueName = {
   thumbnails: 'thumbnails',
   cohorts: 'cohorts',
+  pipelineRuns: 'pipeline-runs',
 } as const;
 export type QueueNameValue = (typeof QueueName)[keyof typeof QueueName];
 
@@ -42,6 +43,26 @@ export async function enqueueCohort(cohortId: string): Promise<void> {
   await withinQueueDeadline(
     getQueue(QueueName.cohorts).add('cohort', data, {
       deduplication: { id: `cohort-${cohortId}`, keepLastIfActive: true },
+    }),
+    ENQUEUE_TIMEOUT_MS,
+  );
+}
+
+/** Job data of a pipeline run (issue 19): the run id only (pipeline, parameters and inputs are in PostgreSQL). */
+export interface PipelineRunJobData {
+  runId: string;
+}
+
+/**
+ * Queues a pipeline run. Tool failures are final (the runner records them); the queue's retries are for outages of
+ * the gateway or the database on the way (3 attempts with backoff). One job per run at a time.
+ */
+export async function enqueuePipelineRun(runId: string): Promise<void> {
+  const data: PipelineRunJobData = { runId };
+  await withinQueueDeadline(
+    getQueue(QueueName.pipelineRuns).add('pipeline-run', data, {
+      attempts: 3,
+      deduplication: { id: `run-${runId}` },
     }),
     ENQUEUE_TIMEOUT_MS,
   );

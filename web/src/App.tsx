@@ -9,6 +9,7 @@ import { JobsPage } from './pages/Jobs';
 import { NewProjectPage } from './pages/NewProject';
 import { QuarantinePage } from './pages/Quarantine';
 import { RoutingPage } from './pages/Routing';
+import { RunsPage } from './pages/Runs';
 import { SharesPage } from './pages/Shares';
 import { UploadPage } from './pages/Upload';
 
@@ -27,6 +28,7 @@ type Route =
   | { page: 'new-project' }
   | { page: 'jobs' }
   | { page: 'routing'; project: string }
+  | { page: 'runs'; project: string }
   | { page: 'shared'; token: string; study?: string }
   | { page: 'unknown' };
 
@@ -45,6 +47,8 @@ function parseRoute(hash: string): Route {
     return { page: 'audit', project: parts[1] };
   if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'routing')
     return { page: 'routing', project: parts[1] };
+  if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'runs')
+    return { page: 'runs', project: parts[1] };
   if (parts[0] === 'share' && parts.length === 2) return { page: 'shared', token: parts[1] };
   if (parts[0] === 'share' && parts.length === 4 && parts[2] === 'studies') {
     return { page: 'shared', token: parts[1], study: parts[3] };
@@ -150,6 +154,7 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
         {route.page === 'new-project' && <NewProjectPage />}
         {route.page === 'jobs' && <JobsPage />}
         {route.page === 'routing' && <RoutingPage key={route.project} project={route.project} />}
+        {route.page === 'runs' && <RunsPage key={route.project} project={route.project} />}
         {route.page === 'audit' && <AuditPage key={route.project ?? ''} project={route.project} />}
         {route.page === 'shares' && (
           <SharesPage key={route.project} project={route.project} study={route.study} />

@@ -66,7 +66,10 @@ export function ProjectsPage() {
                     <a href={`#/p/${encodeURIComponent(p.id)}/routing`} data-action="routing">
                       Routing rules
                     </a>
-                  )}
+                  )}{' '}
+                  <a href={`#/p/${encodeURIComponent(p.id)}/runs`} data-action="runs">
+                    Pipelines
+                  </a>
                 </td>
               </tr>
             ))}

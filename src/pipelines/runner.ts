@@ -1,0 +1,301 @@
+/**
+ * One attempt of a pipeline run, in the worker: token → private folder → inputs by WADO-RS → sandboxed tool →
+ * DICOM outputs by STOW-RS, other outputs and the logs into the artefact store → folder removed. Results are only
+ * stored once the tool has exited 0 and every output passed its checks, so a run killed or failed before that point
+ * leaves nothing in the project; each attempt starts from an empty folder and drops the artefacts of the last one.
+ */
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { Readable } from 'node:stream';
+import type { Pool } from 'pg';
+import { mintRunToken } from '../auth/run-tokens';
+import type { Config } from '../config';
+import { parsePart10 } from '../dicom/parse';
+import {
+  deleteArtefacts,
+  finishRun,
+  getPipeline,
+  projectSeriesOf,
+  runCancelRequested,
+  setRunProgress,
+  startRunAttempt,
+  upsertArtefact,
+} from '../index-db/pipelines';
+import type { Logger } from '../logger';
+import type { ArtefactStore } from './artefacts';
+import { buildCommandLine, type RunParams, validateDescriptor } from './descriptor';
+import { fetchSeries, GatewayCallError, type GatewayTarget, storeFiles } from './gateway-client';
+import { runSandboxed } from './sandbox';
+
+/** What a run needs. */
+export interface RunnerDeps {
+  db: Pool;
+  logger?: Logger;
+  config: Pick<
+    Config,
+    | 'PIPELINE_RUN_TOKEN_SECRET'
+    | 'PIPELINE_RUN_TOKEN_TTL_S'
+    | 'PIPELINE_GATEWAY_URL'
+    | 'PIPELINE_WORK_DIR'
+    | 'PIPELINE_TIMEOUT_S'
+    | 'PIPELINE_CPU_S'
+    | 'PIPELINE_MEMORY_BYTES'
+    | 'PIPELINE_LOG_MAX_BYTES'
+    | 'PIPELINE_MAX_INPUT_INSTANCES'
+    | 'PIPELINE_MAX_OUTPUT_BYTES'
+    | 'STOW_MAX_PART_BYTES'
+  >;
+  artefacts: ArtefactStore;
+  /** Folder of the tools shipped with Aperture, shown read-only in the sandbox. */
+  toolsDir?: string;
+  /** Reports progress to the job queue too (BullMQ updateProgress). */
+  onProgress?: (phase: string, progress: number) => Promise<void> | void;
+}
+
+/** How an attempt ended. */
+export type RunOutcome = 'succeeded' | 'failed' | 'cancelled' | 'skipped';
+
+/** The default place of run folders. */
+export function workRoot(config: Pick<Config, 'PIPELINE_WORK_DIR'>): string {
+  return config.PIPELINE_WORK_DIR ?? join(tmpdir(), 'aperture-runs');
+}
+
+/** A failure of the run itself (the tool, its outputs): final, not retried by the queue. */
+export class RunFailure extends Error {}
+
+async function walk(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...(await walk(p)));
+    else if (e.isFile()) out.push(p);
+    // Symbolic links and other special files a tool leaves are ignored: they could point outside the folder.
+  }
+  return out;
+}
+
+async function isPart10(path: string): Promise<boolean> {
+  const fh = await open(path, 'r');
+  try {
+    const b = Buffer.alloc(132);
+    const { bytesRead } = await fh.read(b, 0, 132, 0);
+    return bytesRead === 132 && b.toString('latin1', 128, 132) === 'DICM';
+  } finally {
+    await fh.close();
+  }
+}
+
+type Json = Record<string, { Value?: unknown[] } | undefined>;
+
+/** True when a DICOM output names one of the input series (Referenced Series or Source Image Sequence). */
+function referencesSources(json: Json, inputSeries: ReadonlySet<string>): boolean {
+  for (const item of (json['00081115']?.Value ?? []) as Json[]) {
+    const uid = item['0020000E']?.Value?.[0];
+    if (typeof uid === 'string' && inputSeries.has(uid)) return true;
+  }
+  return ((json['00082112']?.Value ?? []) as unknown[]).length > 0;
+}
+
+/**
+ * Runs one attempt of a run. Returns how it ended; throws only for failures worth a retry by the queue (gateway,
+ * database), after recording nothing final.
+ */
+export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOutcome> {
+  const { db, config } = deps;
+  const run = await startRunAttempt(db, runId);
+  if (!run) return 'skipped';
+  const progress = async (phase: string, pct: number) => {
+    await setRunProgress(db, runId, phase, pct);
+    await deps.onProgress?.(phase, pct);
+  };
+  const dir = join(workRoot(config), runId);
+  // Whatever an earlier attempt left (a killed worker): neither its folder nor its artefacts count.
+  await rm(dir, { recursive: true, force: true });
+  await deleteArtefacts(db, runId);
+  await deps.artefacts.removeRun(runId);
+  try {
+    if (!config.PIPELINE_RUN_TOKEN_SECRET) throw new RunFailure('PIPELINE_RUN_TOKEN_SECRET is not set');
+    const pipelineRow = await getPipeline(db, run.pipeline_name, run.pipeline_version);
+    if (!pipelineRow) throw new RunFailure('the pipeline version of this run no longer exists');
+    const descriptor = validateDescriptor(pipelineRow.descriptor);
+    const series = await projectSeriesOf(db, run.project_id, run.input_series);
+    if (series.length !== run.input_series.length)
+      throw new RunFailure('an input series is no longer in the project');
+    const total = series.reduce((n, s) => n + s.num_instances, 0);
+    if (total > config.PIPELINE_MAX_INPUT_INSTANCES)
+      throw new RunFailure(
+        `the inputs hold ${total} instances, more than ${config.PIPELINE_MAX_INPUT_INSTANCES}`,
+      );
+
+    const token = await mintRunToken(
+      config.PIPELINE_RUN_TOKEN_SECRET,
+      {
+        runId,
+        projectId: run.project_id,
+        series: series.map((s) => ({ studyUid: s.study_uid, seriesUid: s.series_uid })),
+      },
+      config.PIPELINE_RUN_TOKEN_TTL_S,
+    );
+    const target: GatewayTarget = {
+      baseUrl: config.PIPELINE_GATEWAY_URL,
+      projectId: run.project_id,
+      token,
+      timeoutMs: 300_000,
+    };
+
+    const inDir = join(dir, 'in');
+    const outDir = join(dir, 'out');
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await mkdir(inDir, { mode: 0o755 });
+    await mkdir(outDir, { mode: 0o777 });
+    await progress('materialising', 0);
+    let fetched = 0;
+    for (const [n, s] of series.entries()) {
+      const seriesDir = join(inDir, String(n + 1).padStart(2, '0'));
+      // One more try for a transfer cut short (a keep-alive connection closed under it); refusals are final.
+      for (let attempt = 1; ; attempt++) {
+        let got = 0;
+        try {
+          await fetchSeries(
+            target,
+            { studyUid: s.study_uid, seriesUid: s.series_uid },
+            seriesDir,
+            { maxInstances: config.PIPELINE_MAX_INPUT_INSTANCES, maxPartBytes: config.STOW_MAX_PART_BYTES },
+            () => {
+              got += 1;
+            },
+          );
+          fetched += got;
+          break;
+        } catch (err) {
+          if (attempt >= 2 || (err instanceof GatewayCallError && err.status >= 400 && err.status < 500))
+            throw err;
+          deps.logger?.warn(
+            { run: runId, series: s.series_uid, err: (err as Error).message },
+            'input fetch retried',
+          );
+          await rm(seriesDir, { recursive: true, force: true });
+        }
+      }
+      await progress('materialising', Math.round((30 * fetched) / Math.max(1, total)));
+    }
+
+    await progress('running', 30);
+    const command = buildCommandLine(descriptor, run.params as RunParams);
+    const env = Object.fromEntries((descriptor['environment-variables'] ?? []).map((e) => [e.name, e.value]));
+    const result = await runSandboxed({
+      command,
+      inDir,
+      outDir,
+      toolsDir: deps.toolsDir,
+      env,
+      limits: {
+        timeoutMs: config.PIPELINE_TIMEOUT_S * 1000,
+        cpuS: config.PIPELINE_CPU_S,
+        memoryBytes: config.PIPELINE_MEMORY_BYTES,
+        fileBytes: config.PIPELINE_MAX_OUTPUT_BYTES,
+        logMaxBytes: config.PIPELINE_LOG_MAX_BYTES,
+      },
+      shouldCancel: () => runCancelRequested(db, runId),
+    });
+    await saveLog(deps, runId, 'stdout.txt', result.stdout);
+    await saveLog(deps, runId, 'stderr.txt', result.stderr);
+    if (result.cancelled) {
+      await finishRun(db, runId, { state: 'cancelled', error: 'cancelled on request' });
+      return 'cancelled';
+    }
+    if (result.timedOut) throw new RunFailure(`the tool ran longer than ${config.PIPELINE_TIMEOUT_S} s`);
+    if (result.exitCode !== 0) {
+      const how = result.signal
+        ? `was killed by ${result.signal} (limits: CPU, memory)`
+        : `exited ${result.exitCode}`;
+      const err = new RunFailure(`the tool ${how}`);
+      (err as RunFailure & { exitCode?: number | null }).exitCode = result.exitCode;
+      throw err;
+    }
+
+    await progress('collecting', 80);
+    const { dicom, other } = await collectOutputs(outDir, run.input_series, config.PIPELINE_MAX_OUTPUT_BYTES);
+
+    let outputSeries: string[] = [];
+    if (dicom.length) {
+      await progress('storing', 85);
+      const stored = await storeFiles(target, dicom);
+      outputSeries = stored.seriesUids;
+    }
+    for (const f of other) {
+      const name = relative(outDir, f).split('/').join('__');
+      const put = await deps.artefacts.put(runId, name, createReadStream(f));
+      await upsertArtefact(db, { runId, name, kind: 'output', ...put });
+    }
+    await finishRun(db, runId, { state: 'succeeded', exitCode: 0, outputSeries });
+    deps.logger?.info({ run: runId, dicom: dicom.length, artefacts: other.length }, 'pipeline run succeeded');
+    return 'succeeded';
+  } catch (err) {
+    if (err instanceof RunFailure) {
+      await finishRun(db, runId, {
+        state: 'failed',
+        error: err.message,
+        exitCode: (err as RunFailure & { exitCode?: number | null }).exitCode ?? null,
+      });
+      deps.logger?.warn({ run: runId, err: err.message }, 'pipeline run failed');
+      return 'failed';
+    }
+    // A 401/403/404 from our own gateway will not pass with a retry: the token or the inputs are wrong.
+    if (err instanceof GatewayCallError && err.status >= 400 && err.status < 500) {
+      await finishRun(db, runId, { state: 'failed', error: err.message });
+      return 'failed';
+    }
+    throw err;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Sorts what a tool left in its working folder: DICOM objects (checked: valid, in a new series, referencing an
+ * input series) to store back, and other files to keep as artefacts. Throws RunFailure for outputs that must not
+ * be stored, before anything is.
+ */
+export async function collectOutputs(
+  outDir: string,
+  inputSeries: readonly string[],
+  maxBytes: number,
+): Promise<{ dicom: string[]; other: string[] }> {
+  const files = await walk(outDir);
+  let bytes = 0;
+  for (const f of files) bytes += (await stat(f)).size;
+  if (bytes > maxBytes) throw new RunFailure(`the outputs hold ${bytes} bytes, more than ${maxBytes}`);
+  const inputs = new Set(inputSeries);
+  const dicom: string[] = [];
+  const other: string[] = [];
+  for (const f of files) {
+    if (!(await isPart10(f))) {
+      other.push(f);
+      continue;
+    }
+    let parsed;
+    try {
+      parsed = parsePart10(await readFile(f));
+    } catch {
+      throw new RunFailure(`output ${relative(outDir, f)} is not a valid DICOM object`);
+    }
+    if (inputs.has(parsed.seriesInstanceUid))
+      throw new RunFailure(
+        `output ${relative(outDir, f)} is in an input series: results must be a new series`,
+      );
+    if (!referencesSources(parsed.json as Json, inputs))
+      throw new RunFailure(
+        `output ${relative(outDir, f)} references none of its sources (Referenced Series or Source Image Sequence)`,
+      );
+    dicom.push(f);
+  }
+  return { dicom, other };
+}
+
+async function saveLog(deps: RunnerDeps, runId: string, name: string, body: Buffer): Promise<void> {
+  const put = await deps.artefacts.put(runId, name, Readable.from([body]));
+  await upsertArtefact(deps.db, { runId, name, kind: 'log', ...put });
+}

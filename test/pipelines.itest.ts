@@ -1,0 +1,426 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Worker } from 'bullmq';
+import { mintRunToken } from '../src/auth/run-tokens';
+import { ensureProject } from '../src/index-db/projects';
+import { ingestInstance } from '../src/ingest/ingest';
+import { initPipelineRunWorker } from '../src/jobs/pipeline-run';
+import { generateInstances } from '../tools/synth';
+import { type AuthStack, bearer, startAuthStack } from './helpers/auth';
+import { waitFor } from './helpers/dimse';
+import { resetStack } from './helpers/gateway';
+
+/**
+ * Boutiques pipelines (issue 19) end to end, against the real stack: descriptors registered by a global admin, runs
+ * started by a contributor, executed by the BullMQ worker in bubblewrap on copies fetched through the gateway's own
+ * WADO-RS with a run token, results stored back by STOW-RS. Tools really run (dcm2niix, the pydicom threshold tool).
+ */
+
+const ROOT = join(__dirname, '..');
+const SECRET = 'test-run-token-secret-0123456789abcdef';
+const descriptor = (name: string) =>
+  JSON.parse(readFileSync(join(ROOT, 'pipelines/descriptors', `${name}.json`), 'utf8')) as Record<
+    string,
+    unknown
+  >;
+
+interface RunView {
+  id: string;
+  state: string;
+  phase: string;
+  attempts: number;
+  error: string | null;
+  outputSeries: string[];
+  artefacts?: Array<{ name: string; kind: string; bytes: number }>;
+}
+
+/** True while some process's command line names the run's folder (the sandbox binds it). */
+function sandboxAlive(dir: string): boolean {
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dir)) return true;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return false;
+}
+
+describe('processing pipelines (Boutiques descriptors run sandboxed on authorised copies)', () => {
+  let stack: AuthStack;
+  let url: string;
+  let carol: string; // global admin
+  let bob: string; // contributor of demo
+  let work: string;
+  let artefactDir: string;
+  let worker: Worker | undefined;
+  const mr = { study: '', series: '', count: 12 };
+  const ct = { study: '', series: '' };
+
+  const api = async (method: string, path: string, token: string, body?: unknown) => {
+    const res = await fetch(`${url}${path}`, {
+      method,
+      headers: bearer(token, body === undefined ? {} : { 'content-type': 'application/json' }),
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = text;
+    }
+    return { status: res.status, json: json as Record<string, unknown> & RunView & unknown[] };
+  };
+
+  const finished = (id: string, timeoutMs = 60_000) =>
+    waitFor(
+      `run ${id} to finish`,
+      async () => {
+        const r = await api('GET', `/api/projects/demo/runs/${id}`, bob);
+        return ['succeeded', 'failed', 'cancelled'].includes(r.json.state) ? r.json : undefined;
+      },
+      timeoutMs,
+      200,
+    );
+
+  const startRun = async (pipeline: string, params: Record<string, unknown>, series = [mr.series]) => {
+    const r = await api('POST', '/api/projects/demo/runs', bob, { pipeline, params, series });
+    expect(r.status).toBe(201);
+    return r.json.id;
+  };
+
+  const seriesInDemo = async (): Promise<string[]> => {
+    const r = await api('GET', `/projects/demo/dicom-web/studies/${mr.study}/series`, bob);
+    return (r.json as unknown as Array<Record<string, { Value: string[] }>>).map(
+      (s) => s['0020000E'].Value[0],
+    );
+  };
+
+  beforeAll(async () => {
+    await resetStack();
+    work = mkdtempSync(join(tmpdir(), 'runs-'));
+    artefactDir = mkdtempSync(join(tmpdir(), 'artefacts-'));
+    stack = await startAuthStack({
+      PIPELINE_RUN_TOKEN_SECRET: SECRET,
+      PIPELINE_ARTEFACT_DIR: artefactDir,
+      PIPELINE_WORK_DIR: work,
+    });
+    url = stack.gw.url;
+    const { db } = stack.gw.services;
+    await ensureProject(db, { id: 'demo', name: 'Demo' });
+    await ensureProject(db, { id: 'other', name: 'Other' });
+    // One synthetic MR series of 12 slices and one CT series of the same study; a CT in another project.
+    const mrs = [
+      ...generateInstances({
+        patients: 1,
+        studiesPerPatient: 1,
+        seriesPerStudy: 2,
+        instancesPerSeries: mr.count,
+        modalities: ['MR'],
+        seed: 'pipelines',
+      }),
+    ];
+    mr.study = mrs[0].studyInstanceUid;
+    mr.series = mrs[0].seriesInstanceUid;
+    ct.study = mrs[mrs.length - 1].studyInstanceUid;
+    ct.series = mrs[mrs.length - 1].seriesInstanceUid;
+    expect(ct.series).not.toBe(mr.series);
+    for (const i of mrs)
+      expect((await ingestInstance(stack.gw.services, i.buffer, ['demo'], 'stow')).ok).toBe(true);
+    for (const i of generateInstances({
+      patients: 1,
+      instancesPerSeries: 2,
+      modalities: ['CT'],
+      seed: 'other',
+    }))
+      expect((await ingestInstance(stack.gw.services, i.buffer, ['other'], 'stow')).ok).toBe(true);
+    carol = await stack.issuer.userToken('carol');
+    bob = await stack.issuer.userToken('bob');
+    worker = initPipelineRunWorker({
+      db,
+      logger: stack.gw.services.logger,
+      config: { ...stack.gw.config, PIPELINE_GATEWAY_URL: url },
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await worker?.close();
+    await stack?.close();
+    rmSync(work, { recursive: true, force: true });
+    rmSync(artefactDir, { recursive: true, force: true });
+  });
+
+  it('registers versioned descriptors validated against the Boutiques schema (global admins only)', async () => {
+    expect((await api('POST', '/api/pipelines', bob, descriptor('dcm2niix'))).status).toBe(403);
+    const bad = await api('POST', '/api/pipelines', carol, {
+      ...descriptor('dcm2niix'),
+      'schema-version': '0.4',
+    });
+    expect(bad.status).toBe(400);
+    expect(JSON.stringify(bad.json)).toMatch(/schema-version/);
+    const noFile = { ...descriptor('threshold'), inputs: [{ id: 't', name: 'T', type: 'Number' }] };
+    expect((await api('POST', '/api/pipelines', carol, noFile)).status).toBe(400);
+    const v1 = await api('POST', '/api/pipelines', carol, descriptor('dcm2niix'));
+    const v2 = await api('POST', '/api/pipelines', carol, descriptor('dcm2niix'));
+    expect([v1.status, v1.json.version, v2.json.version]).toEqual([201, 1, 2]);
+    expect((await api('POST', '/api/pipelines', carol, descriptor('threshold'))).status).toBe(201);
+    const list = await api('GET', '/api/pipelines', bob);
+    expect(
+      (list.json as unknown as Array<{ name: string; version: number }>).map((p) => [p.name, p.version]),
+    ).toEqual([
+      ['dcm2niix', 2],
+      ['threshold', 1],
+    ]);
+    // Parameters are checked against the descriptor; series outside the project do not exist for the run.
+    const badParam = await api('POST', '/api/projects/demo/runs', bob, {
+      pipeline: 'threshold',
+      params: { threshold: 'high' },
+      series: [mr.series],
+    });
+    expect([badParam.status, JSON.stringify(badParam.json)]).toEqual([400, expect.stringMatching(/number/)]);
+    const elsewhere = await api('POST', '/api/projects/demo/runs', bob, {
+      pipeline: 'threshold',
+      params: { threshold: 1 },
+      series: [mr.series, '1.2.3.4.5'],
+    });
+    expect(elsewhere.status).toBe(404);
+  });
+
+  it('dcm2niix on the MR series writes a NIfTI whose dimensions match the series, kept as an artefact', async () => {
+    const id = await startRun('dcm2niix', {});
+    const run = await finished(id);
+    expect([run.state, run.error, run.attempts]).toEqual(['succeeded', null, 1]);
+    const detail = await api('GET', `/api/projects/demo/runs/${id}`, bob);
+    const names = detail.json.artefacts!.map((a) => a.name);
+    const nii = names.find((n) => n.endsWith('.nii'));
+    expect(nii).toBeDefined();
+    expect(names).toEqual(
+      expect.arrayContaining(['stdout.txt', 'stderr.txt', nii!.replace(/\.nii$/, '.json')]),
+    );
+    const res = await fetch(`${url}/api/projects/demo/runs/${id}/artefacts/${nii}`, { headers: bearer(bob) });
+    expect(res.status).toBe(200);
+    const hdr = Buffer.from(await res.arrayBuffer());
+    // NIfTI-1 header: sizeof_hdr = 348, dim[0..3] at byte 40, magic "n+1" at 344.
+    expect(hdr.readInt32LE(0)).toBe(348);
+    expect(hdr.toString('latin1', 344, 347)).toBe('n+1');
+    const dims = [1, 2, 3].map((k) => hdr.readInt16LE(40 + 2 * k));
+    const meta = await api(
+      'GET',
+      `/projects/demo/dicom-web/studies/${mr.study}/series/${mr.series}/metadata`,
+      bob,
+    );
+    const first = (meta.json as unknown as Array<Record<string, { Value: number[] }>>)[0];
+    expect(dims).toEqual([first['00280011'].Value[0], first['00280010'].Value[0], mr.count]);
+    const log = await fetch(`${url}/api/projects/demo/runs/${id}/artefacts/stdout.txt`, {
+      headers: bearer(bob),
+    });
+    expect(await log.text()).toMatch(new RegExp(`Found ${mr.count} DICOM file`));
+    // The private folder is gone.
+    expect(existsSync(join(work, id))).toBe(false);
+  });
+
+  it('the threshold tool stores a derived series that is retrievable and references its source series', async () => {
+    const before = await seriesInDemo();
+    const run = await finished(await startRun('threshold', { threshold: 1 }));
+    expect([run.state, run.outputSeries.length]).toEqual(['succeeded', 1]);
+    const out = run.outputSeries[0];
+    expect(before).not.toContain(out);
+    expect(await seriesInDemo()).toContain(out);
+    const meta = await api('GET', `/projects/demo/dicom-web/studies/${mr.study}/series/${out}/metadata`, bob);
+    const instances = meta.json as unknown as Array<
+      Record<string, { Value: Array<Record<string, { Value: string[] }> | string> }>
+    >;
+    expect(instances).toHaveLength(mr.count);
+    for (const i of instances) {
+      expect(i['00080016'].Value[0]).toBe('1.2.840.10008.5.1.4.1.1.7');
+      const refSeries = i['00081115'].Value[0] as Record<string, { Value: string[] }>;
+      expect(refSeries['0020000E'].Value[0]).toBe(mr.series);
+      expect((i['00082112'].Value[0] as Record<string, { Value: string[] }>)['00081150'].Value[0]).toBe(
+        '1.2.840.10008.5.1.4.1.1.4',
+      );
+    }
+    const frame = await fetch(
+      `${url}/projects/demo/dicom-web/studies/${mr.study}/series/${out}/instances/${
+        instances[0]['00080018'].Value[0] as string
+      }`,
+      { headers: bearer(bob, { accept: 'multipart/related; type="application/dicom"' }) },
+    );
+    expect(frame.status).toBe(200);
+  });
+
+  it('a run token reads exactly its input series and writes only into its project', async () => {
+    const token = await mintRunToken(
+      SECRET,
+      {
+        runId: '00000000-0000-4000-8000-000000000001',
+        projectId: 'demo',
+        series: [{ studyUid: mr.study, seriesUid: mr.series }],
+      },
+      60,
+    );
+    const get = (path: string) => fetch(`${url}${path}`, { headers: bearer(token) });
+    expect(
+      (await get(`/projects/demo/dicom-web/studies/${mr.study}/series/${mr.series}/metadata`)).status,
+    ).toBe(200);
+    // Another series of the same study and project: 404, as for anything the caller cannot see.
+    expect(
+      (await get(`/projects/demo/dicom-web/studies/${ct.study}/series/${ct.series}/metadata`)).status,
+    ).toBe(404);
+    const union = (await (await get('/dicom-web/series')).json()) as Array<
+      Record<string, { Value: string[] }>
+    >;
+    expect(union.map((s) => s['0020000E'].Value[0])).toEqual([mr.series]);
+    // STOW into another project: 404; the API is closed to run tokens.
+    const stow = await fetch(`${url}/projects/other/dicom-web/studies`, {
+      method: 'POST',
+      headers: bearer(token, { 'content-type': 'multipart/related; type="application/dicom"; boundary=x' }),
+      body: '--x\r\nContent-Type: application/dicom\r\n\r\n\r\n--x--\r\n',
+    });
+    expect(stow.status).toBe(404);
+    expect((await get('/api/projects/demo')).status).toBe(401);
+    expect((await get('/api/projects/demo/runs')).status).toBe(401);
+    const forged = await mintRunToken(
+      'another-secret-of-at-least-32-bytes!!',
+      { runId: 'x', projectId: 'demo', series: [] },
+      60,
+    );
+    expect((await fetch(`${url}/dicom-web/studies`, { headers: bearer(forged) })).status).toBe(401);
+  });
+
+  it('a descriptor that reads outside its folder or reaches the network fails inside the sandbox', async () => {
+    const secretFile = join(artefactDir, 'host-secret.txt');
+    writeFileSync(secretFile, 'not for tools');
+    expect(readFileSync(secretFile, 'utf8')).toBe('not for tools');
+    expect((await fetch(`${url}/healthz`)).status).toBe(200); // reachable from the host
+    const { port } = new URL(url);
+    const probe = (name: string, command: string) => ({
+      name,
+      'tool-version': '1',
+      description: 'sandbox probe',
+      'schema-version': '0.5',
+      'command-line': `${command} [IN]`,
+      inputs: [{ id: 'in', name: 'in', type: 'File', 'value-key': '[IN]' }],
+    });
+    for (const [name, command] of [
+      ['read-host-file', `cat ${secretFile} > copy.txt; test -s copy.txt && echo`],
+      ['read-relative', `cat ../../../${secretFile} > copy.txt; test -s copy.txt && echo`],
+      ['write-usr', 'touch /usr/aperture-probe && echo'],
+      [
+        'reach-gateway',
+        `python3 -c "import socket; socket.create_connection(('127.0.0.1', ${port}), timeout=3)" && echo`,
+      ],
+    ]) {
+      expect((await api('POST', '/api/pipelines', carol, probe(name, command))).status).toBe(201);
+      const run = await finished(await startRun(name, {}));
+      expect({ name, state: run.state, error: run.error }).toEqual({
+        name,
+        state: 'failed',
+        error: expect.stringMatching(/the tool exited [1-9]/),
+      });
+      const err = await fetch(`${url}/api/projects/demo/runs/${run.id}/artefacts/stderr.txt`, {
+        headers: bearer(bob),
+      });
+      expect(await err.text()).toMatch(
+        /No such file|Read-only file system|Connection refused|Network is unreachable/,
+      );
+    }
+    expect(existsSync('/usr/aperture-probe')).toBe(false);
+  });
+
+  it('cancels a running run and retries it', async () => {
+    const id = await startRun('threshold', { threshold: 1, delay: 30 });
+    await waitFor(
+      'the run to start',
+      async () => (await api('GET', `/api/projects/demo/runs/${id}`, bob)).json.phase === 'running',
+      30_000,
+      200,
+    );
+    expect((await api('POST', `/api/projects/demo/runs/${id}/cancel`, bob)).status).toBe(202);
+    const cancelled = await finished(id, 15_000);
+    expect([cancelled.state, cancelled.outputSeries]).toEqual(['cancelled', []]);
+    const alice = await stack.issuer.userToken('alice'); // a reader of demo
+    expect((await api('POST', `/api/projects/demo/runs/${id}/retry`, alice)).status).toBe(403);
+    expect((await api('POST', `/api/projects/demo/runs/${id}/retry`, bob)).status).toBe(202);
+    await waitFor(
+      'the retry to start',
+      async () => (await api('GET', `/api/projects/demo/runs/${id}`, bob)).json.phase === 'running',
+      30_000,
+      200,
+    );
+    await api('POST', `/api/projects/demo/runs/${id}/cancel`, bob);
+    expect((await finished(id, 15_000)).attempts).toBe(2);
+  });
+
+  it('a worker killed mid-run leaves no stored result, and the run completes on the next worker', async () => {
+    await worker?.close();
+    worker = undefined;
+    const spawnWorker = async (): Promise<ChildProcess> => {
+      const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/worker.ts')], {
+        cwd: ROOT,
+        env: {
+          ...process.env,
+          LOG_LEVEL: 'info',
+          PIPELINE_RUN_TOKEN_SECRET: SECRET,
+          PIPELINE_GATEWAY_URL: url,
+          PIPELINE_WORK_DIR: work,
+          PIPELINE_ARTEFACT_DIR: artefactDir,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout!.on('data', (c: Buffer) => (out = (out + c.toString()).slice(-20_000)));
+      child.stderr!.on('data', (c: Buffer) => (out = (out + c.toString()).slice(-20_000)));
+      await waitFor(
+        'the worker to start',
+        async () => {
+          if (child.exitCode !== null) throw new Error(`worker exited: ${out}`);
+          return out.includes('worker started');
+        },
+        120_000,
+        200,
+      );
+      return child;
+    };
+    const before = await seriesInDemo();
+    const first = await spawnWorker();
+    const id = await startRun('threshold', { threshold: 1, delay: 4 });
+    await waitFor(
+      'the tool to run',
+      async () => (await api('GET', `/api/projects/demo/runs/${id}`, bob)).json.phase === 'running',
+      60_000,
+      100,
+    );
+    const exited = new Promise((r) => first.once('exit', r));
+    first.kill('SIGKILL');
+    await exited;
+    // The sandbox dies with its worker (--die-with-parent), and nothing reached the project.
+    await waitFor(
+      'the sandbox to die with its worker',
+      async () => !sandboxAlive(join(work, id)),
+      10_000,
+      100,
+    );
+    expect(await seriesInDemo()).toEqual(before);
+    expect((await api('GET', `/api/projects/demo/runs/${id}`, bob)).json.state).toBe('running');
+    const second = await spawnWorker();
+    try {
+      const run = await finished(id, 90_000);
+      expect([run.state, run.attempts, run.outputSeries.length]).toEqual(['succeeded', 2, 1]);
+      const after = await seriesInDemo();
+      expect(after.filter((s) => !before.includes(s))).toEqual(run.outputSeries);
+      const meta = await api(
+        'GET',
+        `/projects/demo/dicom-web/studies/${mr.study}/series/${run.outputSeries[0]}/metadata`,
+        bob,
+      );
+      expect(meta.json).toHaveLength(mr.count);
+    } finally {
+      const gone = new Promise((r) => second.once('exit', r));
+      second.kill('SIGTERM');
+      await gone;
+    }
+  });
+});
