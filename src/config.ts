@@ -171,6 +171,11 @@ export const configSchema = z.object({
   // Viewer (issue 13): the published OHIF build served under /viewer.
   /** OHIF's dist/ folder; default .stack/ohif-3.13.2/package/dist (fetched by scripts/viewer.ts). Missing: no viewer. */
   VIEWER_DIST_DIR: z.string().optional(),
+  // stow
+  /** STOW-RS: parts archived ahead of the index, written to it in one statement per this many (and at the end). */
+  STOW_INDEX_BATCH: int(100, 1),
+  /** STOW-RS: parts parsed and being archived at once within one request. */
+  STOW_PIPELINE_DEPTH: int(4, 1),
 });
 
 export type Config = z.infer<typeof configSchema>;
