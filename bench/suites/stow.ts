@@ -68,7 +68,11 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     const gwRoot = `${gw.url}/projects/bench/dicom-web`;
     // Warm both sides (JIT, connections, Orthanc's first writes).
     await stowInstances(singles('stow-warm-gw', 20), { baseUrl: gwRoot, batch: 1, concurrency: CONCURRENCY });
-    await stowInstances(singles('stow-warm-or', 20), { baseUrl: orthancDicomweb, batch: 1, concurrency: CONCURRENCY });
+    await stowInstances(singles('stow-warm-or', 20), {
+      baseUrl: orthancDicomweb,
+      batch: 1,
+      concurrency: CONCURRENCY,
+    });
 
     const shapes = [
       { name: 'single', label: `single-instance requests (${SINGLE_N} per round)`, batch: 1 },
@@ -82,13 +86,20 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       let failed = 0;
       for (let r = 0; r < ROUNDS; r++) {
         const make = (side: string) =>
-          shape.batch === 1 ? singles(`stow-${side}-${r}`, SINGLE_N) : series(`stow-${side}-${r}`, SERIES_N).flat();
+          shape.batch === 1
+            ? singles(`stow-${side}-${r}`, SINGLE_N)
+            : series(`stow-${side}-${r}`, SERIES_N).flat();
         const gwSet = make('gw');
         const orSet = make('or');
         const measureGw = async () => {
           const cpu0 = cpuMsOf(gw.pid);
           const t = process.hrtime.bigint();
-          const res = await stowInstances(gwSet, { baseUrl: gwRoot, batch: shape.batch, concurrency: CONCURRENCY, keepResults: false });
+          const res = await stowInstances(gwSet, {
+            baseUrl: gwRoot,
+            batch: shape.batch,
+            concurrency: CONCURRENCY,
+            keepResults: false,
+          });
           const s = msSince(t) / 1000;
           cpuPerInstance.push((cpuMsOf(gw.pid) - cpu0) / gwSet.length);
           failed += res.failed + res.partial;
@@ -96,7 +107,12 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
         };
         const measureOr = async () => {
           const t = process.hrtime.bigint();
-          const res = await stowInstances(orSet, { baseUrl: orthancDicomweb, batch: shape.batch, concurrency: CONCURRENCY, keepResults: false });
+          const res = await stowInstances(orSet, {
+            baseUrl: orthancDicomweb,
+            batch: shape.batch,
+            concurrency: CONCURRENCY,
+            keepResults: false,
+          });
           failed += res.failed + res.partial;
           return orSet.length / (msSince(t) / 1000);
         };
@@ -136,7 +152,10 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     let missing = 0;
     for (const buf of singles('stow-visible', VISIBLE_N)) {
       const res = await stowInstances([buf], { baseUrl: gwRoot, batch: 1, concurrency: 1 });
-      const body = res.results[0]?.body as Record<string, { Value?: Array<Record<string, { Value?: unknown[] }>> }>;
+      const body = res.results[0]?.body as Record<
+        string,
+        { Value?: Array<Record<string, { Value?: unknown[] }>> }
+      >;
       const sop = String(body?.['00081199']?.Value?.[0]?.['00081155']?.Value?.[0]);
       const t = process.hrtime.bigint();
       for (;;) {

@@ -72,7 +72,10 @@ function readWalked(buf: Uint8Array, raw: Part10Structure): ParsedInstance {
   // VR and length, which is all the index keeps of it (a BulkDataURI).
   const pixel = raw.pixelData;
   const stopAtPixels =
-    pixel !== undefined && pixel.last && pixel.length !== undefined && (pixel.vr === 'OB' || pixel.vr === 'OW');
+    pixel !== undefined &&
+    pixel.last &&
+    pixel.length !== undefined &&
+    (pixel.vr === 'OB' || pixel.vr === 'OW');
   const options = stopAtPixels
     ? { ignoreErrors: false, untilTag: PIXEL_DATA_TAG, includeUntilTagValue: false }
     : { ignoreErrors: false };

@@ -114,13 +114,16 @@ export async function indexInstances(
   const unique = [...bySop.values()];
   const sops = unique.map((o) => o.parsed.sopInstanceUid);
   try {
-    const r = await db.query<{ rows: Record<string, boolean>; links: Array<[string, string]> }>(INDEX_BATCH_SQL, [
-      JSON.stringify(unique.map(instanceRecord)),
-      projects,
-      source,
-      JSON.stringify(projects.length ? seriesRecords(unique) : []),
-      JSON.stringify(projects.length ? studyRecords(unique) : []),
-    ]);
+    const r = await db.query<{ rows: Record<string, boolean>; links: Array<[string, string]> }>(
+      INDEX_BATCH_SQL,
+      [
+        JSON.stringify(unique.map(instanceRecord)),
+        projects,
+        source,
+        JSON.stringify(projects.length ? seriesRecords(unique) : []),
+        JSON.stringify(projects.length ? studyRecords(unique) : []),
+      ],
+    );
     const { rows, links } = r.rows[0];
     const added = new Map<string, string[]>();
     for (const [projectId, sop] of links) {
@@ -393,7 +396,10 @@ export async function releaseClaim(db: Pool | PoolClient, sopInstanceUid: string
 }
 
 /** Gives up claims (the writer will not index these objects after all). */
-export async function releaseClaims(db: Pool | PoolClient, sopInstanceUids: readonly string[]): Promise<void> {
+export async function releaseClaims(
+  db: Pool | PoolClient,
+  sopInstanceUids: readonly string[],
+): Promise<void> {
   await db.query('DELETE FROM ingest_claims WHERE sop_instance_uid = ANY ($1::text[])', [sopInstanceUids]);
 }
 

@@ -69,9 +69,7 @@ export async function getProject(db: Pool, id: string): Promise<ProjectRow | und
  * every project); a project created by another process shows up for them at most this late.
  */
 const PROJECT_IDS_TTL_MS = 1000;
-let projectIdsCache:
-  | { db: Pool; at: number; rows: Promise<Array<{ id: string; kind: string }>> }
-  | undefined;
+let projectIdsCache: { db: Pool; at: number; rows: Promise<Array<{ id: string; kind: string }>> } | undefined;
 
 function projectRows(db: Pool): Promise<Array<{ id: string; kind: string }>> {
   const now = Date.now();
