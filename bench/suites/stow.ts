@@ -59,6 +59,16 @@ function series(seed: string, n: number): Buffer[][] {
 /** STOW-RS rate in both shapes over several rounds, gateway CPU per instance, QIDO visibility after STOW. */
 export async function run(stack: StackEnv): Promise<SuiteResult> {
   const gw = await startGatewayProcess(stack, 18081, { AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false' });
+  // On a loaded machine the gateway may need longer than startGatewayProcess waits.
+  for (let i = 0; ; i++) {
+    const up = await fetch(`${gw.url}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (up) break;
+    if (i > 600) throw new Error('the gateway did not start');
+    await new Promise((r) => setTimeout(r, 200));
+  }
   const orthancDicomweb =
     stack.ORTHANC_URL.replace('://', `://${stack.ORTHANC_USERNAME}:${stack.ORTHANC_PASSWORD}@`) +
     '/dicom-web';
