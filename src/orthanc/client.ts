@@ -97,12 +97,7 @@ export class OrthancClient implements PacsClient {
   private async call(
     method: Dispatcher.HttpMethod,
     path: string,
-    opts: {
-      body?: Buffer | Readable | string;
-      headers?: Record<string, string>;
-      signal?: AbortSignal;
-      idempotent?: boolean;
-    } = {},
+    opts: { body?: Buffer | Readable | string; headers?: Record<string, string>; signal?: AbortSignal } = {},
   ): Promise<Dispatcher.ResponseData> {
     const send = () =>
       request(this.base + path, {
@@ -116,7 +111,7 @@ export class OrthancClient implements PacsClient {
     if (observer) {
       const started = process.hrtime.bigint();
       const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
-      return this.send(method, send, opts.signal, opts.idempotent).then(
+      return this.send(method, send, opts.signal).then(
         (res) => (observer(method, path, seconds(), res.statusCode), res),
         (err: unknown) => {
           observer(method, path, seconds(), 'error');
@@ -124,23 +119,20 @@ export class OrthancClient implements PacsClient {
         },
       );
     }
-    return this.send(method, send, opts.signal, opts.idempotent);
+    return this.send(method, send, opts.signal);
   }
 
   private async send(
     method: Dispatcher.HttpMethod,
     send: () => Promise<Dispatcher.ResponseData>,
     signal?: AbortSignal,
-    idempotent = false,
   ): Promise<Dispatcher.ResponseData> {
     try {
       return await send();
     } catch (err) {
-      // A kept-alive connection that Orthanc closed just as it was reused fails before any answer byte. A read (or
-      // a call the caller says is idempotent) is safe to send again, once, on a fresh connection; anything else is
-      // reported as it is.
-      const repeatable = method === 'GET' || method === 'HEAD' || idempotent;
-      if (repeatable && !signal?.aborted && isStaleConnection(err)) {
+      // A kept-alive connection that Orthanc closed just as it was reused fails before any answer byte. A read is
+      // safe to send again, once, on a fresh connection; anything else is reported as it is.
+      if ((method === 'GET' || method === 'HEAD') && !signal?.aborted && isStaleConnection(err)) {
         try {
           return await send();
         } catch (err2) {
@@ -171,9 +163,7 @@ export class OrthancClient implements PacsClient {
   async store(body: Buffer | Readable, length?: number): Promise<StoreResult> {
     const headers: Record<string, string> = { 'content-type': 'application/dicom' };
     if (length !== undefined) headers['content-length'] = String(length);
-    // Storing is idempotent (the same object again answers AlreadyStored): a buffer is sent again on a fresh
-    // connection when a kept-alive one turns out closed, as a read is.
-    const res = await this.call('POST', '/instances', { body, headers, idempotent: Buffer.isBuffer(body) });
+    const res = await this.call('POST', '/instances', { body, headers });
     return this.json<StoreResult>(res, 'store');
   }
 
