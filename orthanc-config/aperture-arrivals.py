@@ -31,6 +31,14 @@ RETRY_LATER = 0xA700
 _lock = threading.Lock()
 _hook = {'url': None, 'token': None, 'expires': 0.0}
 
+# SOP Instance UIDs of new instances this filter let through recently. Two associations that send the same new
+# instance at once both find it not archived yet; Orthanc stores the first and answers the second AlreadyStored with
+# no change, so the second route would be lost. An arrival of a UID let through in the last FIRST_ARRIVAL_S seconds is
+# handed to the gateway like a re-arrival: the gateway waits for the first copy to be indexed, then judges identity
+# and links the second route.
+FIRST_ARRIVAL_S = 30.0
+_first_arrivals = {}
+
 
 def _hook_callback(output, uri, **request):
     if request['method'] != 'POST':
@@ -56,7 +64,15 @@ def _filter(instance):
         hook = dict(_hook)
     try:
         tags = json.loads(instance.GetInstanceSimplifiedJson())
-        if not _already_archived(tags.get('SOPInstanceUID', '').strip()):
+        sop_uid = tags.get('SOPInstanceUID', '').strip()
+        now = time.monotonic()
+        with _lock:
+            for uid in [u for u, t in _first_arrivals.items() if now - t > FIRST_ARRIVAL_S]:
+                del _first_arrivals[uid]
+            racing = bool(sop_uid) and sop_uid in _first_arrivals
+            if sop_uid and not racing:
+                _first_arrivals[sop_uid] = now
+        if not racing and not _already_archived(sop_uid):
             return SUCCESS
     except Exception as e:  # Orthanc parsed it already; a lookup that fails must not lose the arrival.
         orthanc.LogWarning('aperture: archive lookup failed (%s): asking the sender to retry' % type(e).__name__)

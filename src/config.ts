@@ -205,6 +205,11 @@ export const configSchema = z.object({
   PIPELINE_MAX_OUTPUT_BYTES: int(2 * 1024 ** 3, 1024),
   /** Largest descriptor accepted by the registry. */
   PIPELINE_MAX_DESCRIPTOR_BYTES: int(256 * 1024, 1024),
+  // stow
+  /** STOW-RS: parts archived ahead of the index, written to it in one statement per this many (and at the end). */
+  STOW_INDEX_BATCH: int(100, 1),
+  /** STOW-RS: parts parsed and being archived at once within one request. */
+  STOW_PIPELINE_DEPTH: int(4, 1),
 });
 
 export type Config = z.infer<typeof configSchema>;

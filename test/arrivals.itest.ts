@@ -3,8 +3,10 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import dcmjs from 'dcmjs';
 import { FailureReason, parsePart10 } from '../src/dicom/parse';
+import { walkPart10 } from '../src/dicom/structure';
 import { removeInstance } from '../src/index-db/instances';
-import { cstore, waitFor } from './helpers/dimse';
+import { DimseStatus, handleRearrival } from '../src/ingest/rearrival';
+import { cstore, syntheticCopies, waitFor } from './helpers/dimse';
 import { orthancDirect, resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
 
 /** Samples STOW refuses (see stow.itest.ts): they never reach a project by any route. */
@@ -245,5 +247,66 @@ describe('one object whatever its route (issue 15, defects 1 and 2)', () => {
     await cstore([path], { calledAet: 'SITED' });
     await new Promise((r) => setTimeout(r, 3_000));
     expect(await inProject('site-d', parsed.sopInstanceUid)).toBe(false);
+  }, 120_000);
+
+  it('two associations sending the same new objects at once: both routes link them, one copy each', async () => {
+    for (const [id, aet] of [
+      ['race-c', 'RACEC'],
+      ['race-e', 'RACEE'],
+    ]) {
+      expect((await api('POST', '/api/projects', { id, name: id })).status).toBe(201);
+      expect(
+        (await api('POST', `/api/projects/${id}/routing`, { kind: 'calling_aet', value: aet })).status,
+      ).toBe(201);
+    }
+    const copies = syntheticCopies(`${SAMPLES}/ct/CT_small.dcm`, join(tmp, 'race'), 5, { perSeries: 5 });
+    const paths = copies.map((c) => c.path);
+    // Both associations send the same five new instances in the same order, at the same time.
+    await Promise.all([
+      cstore(paths, { calledAet: 'NOROUTE', callingAet: 'RACEC' }),
+      cstore(paths, { calledAet: 'NOROUTE', callingAet: 'RACEE' }),
+    ]);
+    const sops = copies.map((c) => c.sopInstanceUid).sort();
+    for (const project of ['race-c', 'race-e']) {
+      await waitFor(
+        `both routes in ${project}`,
+        async () => ((await visible(project, copies[0].studyUid)).length === 5 ? true : undefined),
+        15_000,
+      );
+      expect((await visible(project, copies[0].studyUid)).sort()).toEqual(sops);
+    }
+    for (const sop of sops) expect(await copiesInOrthanc(sop)).toBe(1);
+  }, 120_000);
+
+  it('a re-sent object the index can never take is set aside again with its route, not refused', async () => {
+    const path = `${SAMPLES}/malformed/oob-monochrome-65535.dcm`;
+    const bytes = readFileSync(path);
+    const sop = walkPart10(bytes).sopInstanceUid!;
+    await cstore([path], { calledAet: 'SITEA' });
+    const failure = async () =>
+      (
+        await gw.services.db.query<{ calling_aet: string | null; orthanc_id: string }>(
+          'SELECT calling_aet, orthanc_id FROM index_failures WHERE sop_instance_uid = $1',
+          [sop],
+        )
+      ).rows;
+    await waitFor('the object set aside', async () => ((await failure()).length ? true : undefined), 15_000);
+    expect(await inProject('site-a', sop)).toBe(false);
+
+    const deps = gw.services;
+    const route = { calledAet: '', callingAet: 'RESENDER', remoteIp: '' };
+    expect(await handleRearrival(deps, bytes, route)).toEqual({
+      status: DimseStatus.Success,
+      projectId: null,
+    });
+    const rows = await failure();
+    expect(rows).toHaveLength(1);
+    expect(rows[0].calling_aet).toBe('RESENDER');
+
+    // Another data set under the same UID (one pixel byte changed) is still refused, and links nothing.
+    const changed = Buffer.from(bytes);
+    changed[changed.length - 2] ^= 0xff;
+    expect((await handleRearrival(deps, changed, route)).status).toBe(DimseStatus.CannotUnderstand);
+    expect(await copiesInOrthanc(sop)).toBe(1);
   }, 120_000);
 });

@@ -61,13 +61,30 @@ export function parsePart10(
 }
 
 function readWalked(buf: Uint8Array, raw: Part10Structure): ParsedInstance {
-  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength) as ArrayBuffer;
+  // dcmjs reads an ArrayBuffer and copies the values it keeps: a buffer that is the whole of its own memory is read
+  // in place.
+  const ab = (
+    buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength
+      ? buf.buffer
+      : buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)
+  ) as ArrayBuffer;
+  // Native Pixel Data that ends the data set (the usual case) is not read: the walk has checked it and knows its
+  // VR and length, which is all the index keeps of it (a BulkDataURI).
+  const pixel = raw.pixelData;
+  const stopAtPixels =
+    pixel !== undefined &&
+    pixel.last &&
+    pixel.length !== undefined &&
+    (pixel.vr === 'OB' || pixel.vr === 'OW');
+  const options = stopAtPixels
+    ? { ignoreErrors: false, untilTag: PIXEL_DATA_TAG, includeUntilTagValue: false }
+    : { ignoreErrors: false };
   let parsed: {
     meta: Record<string, { Value?: unknown[] }>;
-    dict: Record<string, { vr: string; Value?: unknown[] }>;
+    dict: Record<string, { vr: string; Value?: unknown[]; BulkDataURI?: string }>;
   };
   try {
-    parsed = quietly(() => dcmjs.data.DicomMessage.readFile(ab, { ignoreErrors: false }));
+    parsed = quietly(() => dcmjs.data.DicomMessage.readFile(ab, options));
   } catch (err) {
     // dcmjs refuses ISO 2022 code extensions (Japanese, Korean) but reads the bytes fine when told to go on;
     // restoreCharacterSets then fixes those strings. Any other read error is final.
@@ -78,13 +95,21 @@ function readWalked(buf: Uint8Array, raw: Part10Structure): ParsedInstance {
       );
     }
     try {
-      parsed = quietly(() => dcmjs.data.DicomMessage.readFile(ab, { ignoreErrors: true }));
+      parsed = quietly(() => dcmjs.data.DicomMessage.readFile(ab, { ...options, ignoreErrors: true }));
     } catch (err2) {
       throw new DicomParseError(
         FailureReason.CannotUnderstand,
         `unreadable DICOM data set: ${safeReason(err2)}`,
       );
     }
+  }
+  let pixelBytes: number | undefined;
+  if (stopAtPixels) {
+    // What a full read would have produced for the JSON model: the element, bulk when it holds bytes.
+    pixelBytes = pixel.length;
+    parsed.dict[Tag.PixelData] = pixel.length
+      ? { vr: pixel.vr, Value: [], BulkDataURI: Tag.PixelData }
+      : { vr: pixel.vr, Value: [] };
   }
   restoreCharacterSets(parsed.dict);
   const tsuid = raw.transferSyntaxUid;
@@ -101,7 +126,7 @@ function readWalked(buf: Uint8Array, raw: Part10Structure): ParsedInstance {
       `missing or invalid ${missing.join(', ')}`,
     );
   }
-  checkPixelSanity(tsuid, parsed.dict);
+  checkPixelSanity(tsuid, parsed.dict, pixelBytes);
   const json = toDicomJson(parsed.dict);
   // The index keeps dcmjs's JSON and the archive keeps the bytes: both must name the same instance.
   const disagree = keys.filter(([k, , tag]) => getString(json, tag) !== raw[k]).map(([, name]) => name);
@@ -158,6 +183,8 @@ function quietly<T>(f: () => T): T {
   }
 }
 
+const PIXEL_DATA_TAG = '7FE00010';
+
 /** Sanity limit on declared image size: far above any real modality, far below what could exhaust memory. */
 export const MAX_DECLARED_PIXEL_BYTES = 4 * 1024 ** 3;
 
@@ -166,7 +193,11 @@ export const MAX_DECLARED_PIXEL_BYTES = 4 * 1024 ** 3;
  * Number of Frames declare (Orthanc's archive accepts them, and a renderer trusting the header would over-read or
  * allocate gigabytes), and objects whose declared image size is absurd.
  */
-function checkPixelSanity(tsuid: string, dict: Record<string, { vr: string; Value?: unknown[] }>): void {
+function checkPixelSanity(
+  tsuid: string,
+  dict: Record<string, { vr: string; Value?: unknown[] }>,
+  pixelBytes?: number,
+): void {
   const pixel = dict[Tag.PixelData];
   if (!pixel) return;
   const num = (tag: string, def: number) => {
@@ -193,7 +224,7 @@ function checkPixelSanity(tsuid: string, dict: Record<string, { vr: string; Valu
   }
   // Encapsulated Pixel Data (1.2.840.10008.1.2.1.98 included) is fragments, not one value of the declared size.
   if (!hasNativePixelData(tsuid)) return;
-  const got = (pixel.Value ?? []).reduce<number>((n, v) => n + byteLen(v), 0);
+  const got = pixelBytes ?? (pixel.Value ?? []).reduce<number>((n, v) => n + byteLen(v), 0);
   if (got < expected) {
     throw new DicomParseError(
       FailureReason.DataSetDoesNotMatchSopClass,

@@ -92,6 +92,11 @@ export interface Part10Structure {
   elements: number;
   /** Deepest sequence nesting seen. */
   depth: number;
+  /**
+   * Top-level Pixel Data in an explicit VR: its VR and value length (undefined when encapsulated), and whether it is
+   * the last element of the data set (a full parse may then stop before it).
+   */
+  pixelData?: { vr: string; length?: number; last: boolean };
 }
 
 // Encoding constants shared with the data-set hash (ingest/identity.ts).
@@ -307,6 +312,7 @@ function walk(buf: Uint8Array, limits: StructureLimits, seen: Partial<Part10Stru
   const stack: Frame[] = [root];
   let depth = 0;
   let items = 0;
+  let lastTopTag = 0;
   const enter = (frame: Frame) => {
     if (frame.kind === 'sequence') {
       if (++depth > limits.maxDepth) fail(`sequences nested deeper than ${limits.maxDepth}`);
@@ -387,6 +393,7 @@ function walk(buf: Uint8Array, limits: StructureLimits, seen: Partial<Part10Stru
     }
     if (tag >>> 16 === 0x0002 && top === root) fail('File Meta element inside the data set');
     count();
+    if (top === root) lastTopTag = tag;
     let vr: string;
     let len: number;
     let hdr: number;
@@ -412,6 +419,7 @@ function walk(buf: Uint8Array, limits: StructureLimits, seen: Partial<Part10Stru
       if (vr === 'SQ') {
         enter({ kind: 'sequence', bound: top.bound, explicit: top.explicit, little: tlittle });
       } else if (tag === PIXEL_DATA || (top.explicit && (vr === 'OB' || vr === 'OW'))) {
+        if (top === root && tag === PIXEL_DATA && top.explicit) out.pixelData = { vr, last: false };
         stack.push({ kind: 'fragments', bound: top.bound, little: tlittle });
       } else if (vr === 'UN') {
         // PS3.5 §6.2.2: a sequence of unknown VR is encoded Implicit VR Little Endian.
@@ -447,9 +455,11 @@ function walk(buf: Uint8Array, limits: StructureLimits, seen: Partial<Part10Stru
     if (top === root) {
       const key = KEY_UIDS[tag];
       if (key) out[key] = uidText(data, start, len);
+      if (tag === PIXEL_DATA && top.explicit) out.pixelData = { vr, length: len, last: false };
     }
     p = start + len;
   }
   out.elements = elements;
+  if (out.pixelData) out.pixelData.last = lastTopTag === PIXEL_DATA;
   return out;
 }

@@ -23,7 +23,13 @@ import {
 } from '../errors';
 import { RequestTimeoutError, timedBody } from '../http/body-timeout';
 import { allProjectIds } from '../index-db/projects';
-import { ingestInstance, type IngestOutcome, readObject } from '../ingest/ingest';
+import {
+  archiveObject,
+  type ArchivedForIndex,
+  indexArchived,
+  type IngestOutcome,
+  readObject,
+} from '../ingest/ingest';
 import { enqueueSeriesStable } from '../jobs/queues';
 import type { Services } from '../services';
 import { refuseIntoResearchProject } from '../cohorts/guard';
@@ -43,12 +49,6 @@ import {
   readPartBody,
 } from './multipart';
 
-/**
- * How many parts are stored at once. Parsing the next part overlaps with archiving and indexing the previous
- * ones, which is what lets one STOW request approach the archive's own ingest rate; a few are enough, and more
- * would only hold more parts in memory.
- */
-export const STOW_PIPELINE_DEPTH = 4;
 /** Floor of the in-flight byte budget; the budget is otherwise twice STOW_SPOOL_BYTES. */
 const MIN_INFLIGHT_BYTES = 16 * 1024 ** 2;
 /** At most this many per-part failure messages go into Warning headers. */
@@ -191,10 +191,12 @@ interface StoreRun {
 }
 
 /**
- * Reads parts as they arrive and stores up to STOW_PIPELINE_DEPTH of them at once, within an in-flight byte
- * budget, so memory stays bounded by a few parts whatever the size of the request. When the body stops
- * (limit, bad framing, client gone), the parts already received are still stored; nothing waits for more.
- * Results keep the order of the parts.
+ * Reads parts as they arrive and archives up to STOW_PIPELINE_DEPTH of them at once (parsing the next part overlaps
+ * with archiving the previous ones), within an in-flight byte budget, so memory stays bounded by a few parts
+ * whatever the size of the request. Archived parts are indexed STOW_INDEX_BATCH at a time in one statement each, and
+ * none is answered stored before its batch is committed; until then its ingest claim keeps the change feed off it.
+ * When the body stops (limit, bad framing, client gone), the parts already received are still stored; nothing waits
+ * for more. Results keep the order of the parts.
  */
 async function storeParts(
   ctx: Context,
@@ -204,6 +206,7 @@ async function storeParts(
 ): Promise<StoreRun> {
   const { config } = services;
   const budget = Math.max(2 * config.STOW_SPOOL_BYTES, MIN_INFLIGHT_BYTES);
+  const depth = config.STOW_PIPELINE_DEPTH;
   const results: Array<{ ok: true; stored: StoredInstance } | { ok: false; failure: PartFailure }> = [];
   const inflight = new Set<Promise<void>>();
   let inflightBytes = 0;
@@ -211,8 +214,39 @@ async function storeParts(
   let abort: StoreRun['abort'];
   let interrupted: DependencyUnavailableError | undefined;
 
+  // Archived, not yet indexed; batches are written one after the other.
+  let pending: Array<{ index: number; archived: ArchivedForIndex }> = [];
+  let indexing: Promise<void> = Promise.resolve();
+  const indexBatch = async (batch: Array<{ index: number; archived: ArchivedForIndex }>) => {
+    if (fatal) {
+      for (const b of batch) results[b.index] = inFlightFailureOf(b.index, b.archived);
+      return;
+    }
+    try {
+      const outcomes = await indexArchived(
+        services,
+        batch.map((b) => b.archived),
+        [projectId],
+        'stow',
+      );
+      batch.forEach((b, i) => (results[b.index] = toResult(b.index, outcomes[i])));
+    } catch (error) {
+      const dependency = asDependencyError(error);
+      if (!dependency) fatal ??= { error };
+      else interrupted ??= dependency;
+      // Archived but not indexed: failed, and a retry of them is idempotent.
+      for (const b of batch) results[b.index] = inFlightFailureOf(b.index, b.archived);
+    }
+  };
+  const flush = () => {
+    if (pending.length === 0) return;
+    const batch = pending;
+    pending = [];
+    indexing = indexing.then(() => indexBatch(batch));
+  };
+
   const waitFor = async (bytes: number) => {
-    while (inflight.size >= STOW_PIPELINE_DEPTH || (inflight.size > 0 && inflightBytes + bytes > budget)) {
+    while (inflight.size >= depth || (inflight.size > 0 && inflightBytes + bytes > budget)) {
       await Promise.race(inflight);
     }
   };
@@ -254,13 +288,17 @@ async function storeParts(
       const bytes = await readPartBody(part as MultipartPart);
       const index = part.index;
       inflightBytes += bytes.length;
-      const task = ingestInstance(services, bytes, [projectId], 'stow', { studyInstanceUid: studyUid })
+      const task = archiveObject(services, bytes, { studyInstanceUid: studyUid })
         .then(async (outcome) => {
+          if (outcome.ok) {
+            pending.push({ index, archived: outcome });
+            if (pending.length >= config.STOW_INDEX_BATCH) flush();
+            return;
+          }
           results[index] = toResult(index, outcome);
           // Orthanc may fail on one object (a 5xx for that object alone) while it is up: only an archive that no
           // longer answers stops the request.
           if (
-            !outcome.ok &&
             outcome.reason === FailureReason.ProcessingFailure &&
             !(await archiveAnswers(services, config.READINESS_TIMEOUT_MS))
           ) {
@@ -289,6 +327,8 @@ async function storeParts(
   } finally {
     // What was fully received is stored even if the client has gone: the work is bounded by the pipeline depth.
     await Promise.all(inflight);
+    flush();
+    await indexing;
   }
   if (fatal) throw fatal.error;
 
@@ -299,6 +339,22 @@ async function storeParts(
     else run.failed.push(r.failure);
   }
   return run;
+}
+
+/** An archived part whose indexing a dependency failure stopped: Processing failure (0x0110), with its UIDs. */
+function inFlightFailureOf(index: number, archived: ArchivedForIndex): { ok: false; failure: PartFailure } {
+  return {
+    ok: false,
+    failure: {
+      index,
+      message: 'a dependency failed while it was stored',
+      failed: {
+        sopClassUid: archived.parsed.sopClassUid,
+        sopInstanceUid: archived.parsed.sopInstanceUid,
+        failureReason: FailureReason.ProcessingFailure,
+      },
+    },
+  };
 }
 
 function toResult(

@@ -80,7 +80,7 @@ export async function setDataSetMd5(
 }
 
 /**
- * Indexes an archived object and makes it visible in the given projects, in one transaction.
+ * Indexes an archived object and makes it visible in the given projects, in one statement (see indexInstances).
  * Idempotent: indexing the same object again changes nothing. Used by STOW-RS and the change-feed indexer alike.
  */
 export async function indexInstance(
@@ -89,26 +89,294 @@ export async function indexInstance(
   projects: readonly string[],
   source: MembershipSource,
 ): Promise<{ newInProjects: string[]; row: UpsertStatus }> {
+  const r = await indexInstances(db, [obj], projects, source);
+  return { newInProjects: r.newInProjects[0], row: r.rows[0] };
+}
+
+/**
+ * Indexes archived objects and makes them visible in the given projects: one statement (so one round trip and one
+ * commit) whatever their number, writing each table once: the instances' rows, their memberships, and each
+ * project's series and study rows computed once over the batch, not rewritten per instance. The writers' ingest
+ * claims are fulfilled in the same statement, so the change feed never sees an object unclaimed and unindexed at
+ * once. Idempotent. Results are in the order of `objs`; an object given twice counts once (its last copy wins).
+ */
+export async function indexInstances(
+  db: Pool,
+  objs: readonly ArchivedObject[],
+  projects: readonly string[],
+  source: MembershipSource,
+): Promise<{ newInProjects: string[][]; rows: UpsertStatus[] }> {
+  const bySop = new Map<string, ArchivedObject>();
+  for (const o of objs) {
+    bySop.delete(o.parsed.sopInstanceUid);
+    bySop.set(o.parsed.sopInstanceUid, o);
+  }
+  const unique = [...bySop.values()];
+  const sops = unique.map((o) => o.parsed.sopInstanceUid);
   try {
-    return await withTransaction(db, async (client) => {
-      const row = await upsertInstanceRow(client, obj);
-      const newInProjects: string[] = [];
-      for (const projectId of projects) {
-        if (await linkInstance(client, projectId, obj.parsed, source)) newInProjects.push(projectId);
-      }
-      // Indexed: the writer's claim is fulfilled in the same transaction, so the feed never sees the object unclaimed
-      // and unindexed at once.
-      await client.query('DELETE FROM ingest_claims WHERE sop_instance_uid = $1', [
-        obj.parsed.sopInstanceUid,
-      ]);
-      return { newInProjects, row };
-    });
+    const r = await db.query<{ rows: Record<string, boolean>; links: Array<[string, string]> }>(
+      INDEX_BATCH_SQL,
+      [
+        JSON.stringify(unique.map(instanceRecord)),
+        projects,
+        source,
+        JSON.stringify(projects.length ? seriesRecords(unique) : []),
+        JSON.stringify(projects.length ? studyRecords(unique) : []),
+      ],
+    );
+    const { rows, links } = r.rows[0];
+    const added = new Map<string, string[]>();
+    for (const [projectId, sop] of links) {
+      const list = added.get(sop) ?? [];
+      list.push(projectId);
+      added.set(sop, list);
+    }
+    return {
+      rows: objs.map((o) => {
+        const inserted = rows[o.parsed.sopInstanceUid];
+        return inserted === undefined ? 'unchanged' : inserted ? 'inserted' : 'updated';
+      }),
+      newInProjects: objs.map((o) => projects.filter((p) => added.get(o.parsed.sopInstanceUid)?.includes(p))),
+    };
   } catch (err) {
-    // The writer failed to index: give the object to the change feed now rather than when the claim expires.
-    await releaseClaim(db, obj.parsed.sopInstanceUid).catch(() => undefined);
+    // The writer failed to index: give the objects to the change feed now rather than when the claims expire.
+    await releaseClaims(db, sops).catch(() => undefined);
     throw err;
   }
 }
+
+/** The instances row of an object, as the batch statement reads it (jsonb_to_recordset). */
+function instanceRecord(obj: ArchivedObject): Record<string, unknown> {
+  const { parsed } = obj;
+  const ds = parsed.json;
+  return {
+    sop_instance_uid: parsed.sopInstanceUid,
+    study_uid: parsed.studyInstanceUid,
+    series_uid: parsed.seriesInstanceUid,
+    sop_class_uid: parsed.sopClassUid,
+    instance_number: int4(getInt(ds, Tag.InstanceNumber)),
+    transfer_syntax: parsed.transferSyntaxUid,
+    rows: int4(getInt(ds, Tag.Rows)),
+    columns: int4(getInt(ds, Tag.Columns)),
+    number_of_frames: int4(getInt(ds, Tag.NumberOfFrames) ?? (ds[Tag.PixelData] ? 1 : undefined)),
+    bits_allocated: int4(getInt(ds, Tag.BitsAllocated)),
+    orthanc_id: obj.orthancId,
+    file_size: obj.fileSize,
+    md5: obj.md5,
+    dicom_json: ds,
+    dataset_md5: obj.datasetMd5 ?? null,
+  };
+}
+
+/**
+ * Folds per-instance values into one record per key, as writing them one instance after the other would: a later
+ * instance's value wins when it has one (COALESCE), `last` fields come from the last instance, `union` fields
+ * collect distinct values in order of arrival.
+ */
+function fold(
+  objs: readonly ArchivedObject[],
+  key: (p: ParsedInstance) => string,
+  values: (p: ParsedInstance) => Record<string, unknown>,
+  last: readonly string[],
+  union: readonly string[],
+): Record<string, unknown>[] {
+  const out = new Map<string, Record<string, unknown>>();
+  for (const { parsed } of objs) {
+    const v = values(parsed);
+    const k = key(parsed);
+    const acc = out.get(k) ?? Object.fromEntries(union.map((u) => [u, [] as unknown[]]));
+    for (const [name, value] of Object.entries(v)) {
+      if (union.includes(name)) {
+        const list = acc[name] as unknown[];
+        if (value !== null && value !== undefined && !list.includes(value)) list.push(value);
+      } else if (last.includes(name) || (value !== null && value !== undefined)) {
+        acc[name] = value;
+      } else if (!(name in acc)) {
+        acc[name] = null;
+      }
+    }
+    out.set(k, acc);
+  }
+  // Sorted by key: every writer locks rows in key order, so concurrent batches cannot deadlock.
+  return [...out.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, v]) => v);
+}
+
+function seriesRecords(objs: readonly ArchivedObject[]): Record<string, unknown>[] {
+  return fold(
+    objs,
+    (p) => p.seriesInstanceUid,
+    (p) => {
+      const ds = p.json;
+      return {
+        series_uid: p.seriesInstanceUid,
+        study_uid: p.studyInstanceUid,
+        modality: getString(ds, Tag.Modality) ?? null,
+        series_number: int4(getInt(ds, Tag.SeriesNumber)),
+        series_description: getString(ds, Tag.SeriesDescription) ?? null,
+        series_date: normaliseDate(getString(ds, Tag.SeriesDate)) ?? null,
+        series_time: normaliseTime(getString(ds, Tag.SeriesTime)) ?? null,
+        body_part_examined: getString(ds, Tag.BodyPartExamined) ?? null,
+        performed_procedure_step_start_date:
+          normaliseDate(getString(ds, Tag.PerformedProcedureStepStartDate)) ?? null,
+        performed_procedure_step_start_time:
+          normaliseTime(getString(ds, Tag.PerformedProcedureStepStartTime)) ?? null,
+        series_json: pick(ds, SERIES_LEVEL_TAGS),
+      };
+    },
+    ['series_uid', 'study_uid', 'series_json'],
+    [],
+  );
+}
+
+function studyRecords(objs: readonly ArchivedObject[]): Record<string, unknown>[] {
+  return fold(
+    objs,
+    (p) => p.studyInstanceUid,
+    (p) => {
+      const ds = p.json;
+      const patientName = getString(ds, Tag.PatientName) ?? null;
+      const referring = getString(ds, Tag.ReferringPhysicianName) ?? null;
+      return {
+        study_uid: p.studyInstanceUid,
+        patient_name: patientName,
+        patient_name_norm: foldName(patientName ?? undefined) ?? null,
+        patient_id: getString(ds, Tag.PatientID) ?? null,
+        patient_birth_date: normaliseDate(getString(ds, Tag.PatientBirthDate)) ?? null,
+        patient_sex: getString(ds, Tag.PatientSex) ?? null,
+        study_date: normaliseDate(getString(ds, Tag.StudyDate)) ?? null,
+        study_time: normaliseTime(getString(ds, Tag.StudyTime)) ?? null,
+        accession_number: getString(ds, Tag.AccessionNumber) ?? null,
+        study_id: getString(ds, Tag.StudyID) ?? null,
+        study_description: getString(ds, Tag.StudyDescription) ?? null,
+        referring_physician_name: referring,
+        referring_physician_name_norm: foldName(referring ?? undefined) ?? null,
+        modalities: getString(ds, Tag.Modality) ?? null,
+        sop_classes: p.sopClassUid,
+        study_json: pick(ds, STUDY_LEVEL_TAGS),
+      };
+    },
+    ['study_uid', 'study_json'],
+    ['modalities', 'sop_classes'],
+  );
+}
+
+/**
+ * The batch statement of indexInstances. $1 instance records, $2 project ids, $3 membership source, $4 series and
+ * $5 study records folded over the batch. Data-modifying CTEs all run, in one snapshot: the series and study
+ * counters add what the memberships CTE reports as new, and a study counts the series the series CTE created.
+ */
+const INDEX_BATCH_SQL = `
+WITH x AS MATERIALIZED (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(
+    sop_instance_uid text, study_uid text, series_uid text, sop_class_uid text, instance_number integer,
+    transfer_syntax text, rows integer, columns integer, number_of_frames integer, bits_allocated integer,
+    orthanc_id text, file_size bigint, md5 text, dicom_json jsonb, dataset_md5 text)
+),
+inst AS (
+  INSERT INTO instances (sop_instance_uid, study_uid, series_uid, sop_class_uid, instance_number, transfer_syntax,
+                         rows, columns, number_of_frames, bits_allocated, orthanc_id, file_size, md5, dicom_json,
+                         dataset_md5)
+  SELECT sop_instance_uid, study_uid, series_uid, sop_class_uid, instance_number, transfer_syntax, rows, columns,
+         number_of_frames, bits_allocated, orthanc_id, file_size, md5, dicom_json, dataset_md5
+    FROM x ORDER BY sop_instance_uid
+  ON CONFLICT (sop_instance_uid) DO UPDATE SET
+    orthanc_id = EXCLUDED.orthanc_id, file_size = EXCLUDED.file_size, md5 = EXCLUDED.md5,
+    dataset_md5 = COALESCE(EXCLUDED.dataset_md5, instances.dataset_md5),
+    dicom_json = EXCLUDED.dicom_json, transfer_syntax = EXCLUDED.transfer_syntax,
+    instance_number = EXCLUDED.instance_number, rows = EXCLUDED.rows, columns = EXCLUDED.columns,
+    number_of_frames = EXCLUDED.number_of_frames, bits_allocated = EXCLUDED.bits_allocated, indexed_at = now()
+  WHERE instances.md5 IS DISTINCT FROM EXCLUDED.md5 OR instances.orthanc_id <> EXCLUDED.orthanc_id
+     OR instances.dicom_json IS DISTINCT FROM EXCLUDED.dicom_json
+     OR (EXCLUDED.dataset_md5 IS NOT NULL AND instances.dataset_md5 IS DISTINCT FROM EXCLUDED.dataset_md5)
+  RETURNING sop_instance_uid, (xmax = 0) AS inserted
+),
+links AS (
+  INSERT INTO project_instances (project_id, sop_instance_uid, series_uid, study_uid, source)
+  SELECT p.id, x.sop_instance_uid, x.series_uid, x.study_uid, $3
+    FROM unnest($2::text[]) AS p(id) CROSS JOIN x ORDER BY 1, 2
+  ON CONFLICT DO NOTHING
+  RETURNING project_id, sop_instance_uid, series_uid, study_uid
+),
+ser AS (
+  INSERT INTO project_series (project_id, series_uid, study_uid, modality, series_number, series_description,
+                              series_date, series_time, body_part_examined, performed_procedure_step_start_date,
+                              performed_procedure_step_start_time, num_instances, series_json)
+  SELECT p.id, s.series_uid, s.study_uid, s.modality, s.series_number, s.series_description, s.series_date,
+         s.series_time, s.body_part_examined, s.performed_procedure_step_start_date,
+         s.performed_procedure_step_start_time,
+         (SELECT count(*) FROM links l WHERE l.project_id = p.id AND l.series_uid = s.series_uid), s.series_json
+    FROM unnest($2::text[]) AS p(id)
+   CROSS JOIN jsonb_to_recordset($4::jsonb) AS s(
+     series_uid text, study_uid text, modality text, series_number integer, series_description text,
+     series_date text, series_time text, body_part_examined text, performed_procedure_step_start_date text,
+     performed_procedure_step_start_time text, series_json jsonb)
+   ORDER BY 1, 2
+  ON CONFLICT (project_id, series_uid) DO UPDATE SET
+    modality = COALESCE(EXCLUDED.modality, project_series.modality),
+    series_number = COALESCE(EXCLUDED.series_number, project_series.series_number),
+    series_description = COALESCE(EXCLUDED.series_description, project_series.series_description),
+    series_date = COALESCE(EXCLUDED.series_date, project_series.series_date),
+    series_time = COALESCE(EXCLUDED.series_time, project_series.series_time),
+    body_part_examined = COALESCE(EXCLUDED.body_part_examined, project_series.body_part_examined),
+    performed_procedure_step_start_date = COALESCE(EXCLUDED.performed_procedure_step_start_date,
+                                                   project_series.performed_procedure_step_start_date),
+    performed_procedure_step_start_time = COALESCE(EXCLUDED.performed_procedure_step_start_time,
+                                                   project_series.performed_procedure_step_start_time),
+    num_instances = project_series.num_instances + EXCLUDED.num_instances,
+    series_json = EXCLUDED.series_json,
+    updated_at = now()
+  RETURNING project_id, study_uid, (xmax = 0) AS inserted
+),
+st AS (
+  INSERT INTO project_studies (project_id, study_uid, patient_name, patient_name_norm, patient_id, patient_birth_date,
+                               patient_sex, study_date, study_time, accession_number, study_id, study_description,
+                               referring_physician_name, referring_physician_name_norm, modalities, sop_classes,
+                               num_series, num_instances, study_json)
+  SELECT p.id, t.study_uid, t.patient_name, t.patient_name_norm, t.patient_id, t.patient_birth_date, t.patient_sex,
+         t.study_date, t.study_time, t.accession_number, t.study_id, t.study_description, t.referring_physician_name,
+         t.referring_physician_name_norm, t.modalities, t.sop_classes,
+         (SELECT count(*) FROM ser WHERE ser.project_id = p.id AND ser.study_uid = t.study_uid AND ser.inserted),
+         (SELECT count(*) FROM links l WHERE l.project_id = p.id AND l.study_uid = t.study_uid), t.study_json
+    FROM unnest($2::text[]) AS p(id)
+   CROSS JOIN jsonb_to_recordset($5::jsonb) AS t(
+     study_uid text, patient_name text, patient_name_norm text, patient_id text, patient_birth_date text,
+     patient_sex text, study_date text, study_time text, accession_number text, study_id text,
+     study_description text, referring_physician_name text, referring_physician_name_norm text,
+     modalities text[], sop_classes text[], study_json jsonb)
+   ORDER BY 1, 2
+  ON CONFLICT (project_id, study_uid) DO UPDATE SET
+    patient_name = COALESCE(EXCLUDED.patient_name, project_studies.patient_name),
+    patient_name_norm = COALESCE(EXCLUDED.patient_name_norm, project_studies.patient_name_norm),
+    patient_id = COALESCE(EXCLUDED.patient_id, project_studies.patient_id),
+    patient_birth_date = COALESCE(EXCLUDED.patient_birth_date, project_studies.patient_birth_date),
+    patient_sex = COALESCE(EXCLUDED.patient_sex, project_studies.patient_sex),
+    study_date = COALESCE(EXCLUDED.study_date, project_studies.study_date),
+    study_time = COALESCE(EXCLUDED.study_time, project_studies.study_time),
+    accession_number = COALESCE(EXCLUDED.accession_number, project_studies.accession_number),
+    study_id = COALESCE(EXCLUDED.study_id, project_studies.study_id),
+    study_description = COALESCE(EXCLUDED.study_description, project_studies.study_description),
+    referring_physician_name = COALESCE(EXCLUDED.referring_physician_name, project_studies.referring_physician_name),
+    referring_physician_name_norm = COALESCE(EXCLUDED.referring_physician_name_norm,
+                                             project_studies.referring_physician_name_norm),
+    modalities = project_studies.modalities || ARRAY(
+      SELECT m FROM unnest(EXCLUDED.modalities) WITH ORDINALITY AS u(m, o)
+       WHERE NOT (m = ANY (project_studies.modalities)) ORDER BY o),
+    sop_classes = project_studies.sop_classes || ARRAY(
+      SELECT c FROM unnest(EXCLUDED.sop_classes) WITH ORDINALITY AS u(c, o)
+       WHERE NOT (c = ANY (project_studies.sop_classes)) ORDER BY o),
+    num_series = project_studies.num_series + EXCLUDED.num_series,
+    num_instances = project_studies.num_instances + EXCLUDED.num_instances,
+    study_json = EXCLUDED.study_json,
+    updated_at = now()
+  RETURNING 1
+),
+done AS (
+  DELETE FROM ingest_claims WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM x) RETURNING 1
+)
+SELECT (SELECT COALESCE(jsonb_object_agg(sop_instance_uid, inserted), '{}'::jsonb) FROM inst) AS rows,
+       (SELECT COALESCE(jsonb_agg(jsonb_build_array(project_id, sop_instance_uid)), '[]'::jsonb) FROM links) AS links,
+       (SELECT count(*) FROM st) AS studies,
+       (SELECT count(*) FROM done) AS claims`;
 
 /**
  * Claims a SOP Instance UID the caller is about to store in the archive and index itself (STOW-RS): until the claim
@@ -124,7 +392,35 @@ export async function claimIngest(db: Pool | PoolClient, sopInstanceUid: string)
 
 /** Gives up a claim (the writer will not index the object after all). */
 export async function releaseClaim(db: Pool | PoolClient, sopInstanceUid: string): Promise<void> {
-  await db.query('DELETE FROM ingest_claims WHERE sop_instance_uid = $1', [sopInstanceUid]);
+  await releaseClaims(db, [sopInstanceUid]);
+}
+
+/** Gives up claims (the writer will not index these objects after all). */
+export async function releaseClaims(
+  db: Pool | PoolClient,
+  sopInstanceUids: readonly string[],
+): Promise<void> {
+  await db.query('DELETE FROM ingest_claims WHERE sop_instance_uid = ANY ($1::text[])', [sopInstanceUids]);
+}
+
+/**
+ * Claims a SOP Instance UID (see claimIngest) and answers its index row, if any, in the same round trip: a STOW
+ * writer needs both before it stores the object.
+ */
+export async function claimAndFind(
+  db: Pool | PoolClient,
+  sopInstanceUid: string,
+): Promise<InstanceRow | undefined> {
+  const r = await db.query<InstanceRow>(
+    `WITH claim AS (
+       INSERT INTO ingest_claims (sop_instance_uid) VALUES ($1)
+       ON CONFLICT (sop_instance_uid) DO UPDATE SET claimed_at = now() RETURNING 1)
+     SELECT ${INSTANCE_COLUMNS}, (SELECT count(*) FROM claim) AS claimed FROM instances WHERE sop_instance_uid = $1`,
+    [sopInstanceUid],
+  );
+  const row = r.rows[0] as (InstanceRow & { claimed?: unknown }) | undefined;
+  if (row) delete row.claimed;
+  return row;
 }
 
 /** Whether a writer claimed this SOP Instance UID less than `ttlMs` ago. */

@@ -69,21 +69,33 @@ export async function getProject(db: Pool, id: string): Promise<ProjectRow | und
  * every project); a project created by another process shows up for them at most this late.
  */
 const PROJECT_IDS_TTL_MS = 1000;
-let projectIdsCache: { db: Pool; at: number; ids: Promise<string[]> } | undefined;
+let projectIdsCache: { db: Pool; at: number; rows: Promise<Array<{ id: string; kind: string }>> } | undefined;
+
+function projectRows(db: Pool): Promise<Array<{ id: string; kind: string }>> {
+  const now = Date.now();
+  if (!projectIdsCache || projectIdsCache.db !== db || now - projectIdsCache.at > PROJECT_IDS_TTL_MS) {
+    const rows = db
+      .query<{ id: string; kind: string }>('SELECT id, kind FROM projects ORDER BY id')
+      .then((r) => r.rows);
+    projectIdsCache = { db, at: now, rows };
+    rows.catch(() => {
+      if (projectIdsCache?.rows === rows) projectIdsCache = undefined;
+    });
+  }
+  return projectIdsCache.rows;
+}
 
 /** Every project id, reused for up to a second (creating a project in this process refreshes it at once). */
 export async function allProjectIds(db: Pool): Promise<string[]> {
-  const now = Date.now();
-  if (!projectIdsCache || projectIdsCache.db !== db || now - projectIdsCache.at > PROJECT_IDS_TTL_MS) {
-    const ids = db
-      .query<{ id: string }>('SELECT id FROM projects ORDER BY id')
-      .then((r) => r.rows.map((x) => x.id));
-    projectIdsCache = { db, at: now, ids };
-    ids.catch(() => {
-      if (projectIdsCache?.ids === ids) projectIdsCache = undefined;
-    });
-  }
-  return projectIdsCache.ids;
+  return (await projectRows(db)).map((r) => r.id);
+}
+
+/**
+ * Whether a project is a research project, from the same list (a project's kind is set when it is created and never
+ * changes; a project re-created under the same id by another process is seen at most a second late).
+ */
+export async function isResearchProjectCached(db: Pool, id: string): Promise<boolean> {
+  return (await projectRows(db)).some((r) => r.id === id && r.kind === 'research');
 }
 
 /** Drops the cached project ids (after creating or deleting a project). */

@@ -85,6 +85,8 @@ const TEXT_VRS = new Set([
 
 class NotCanonical extends Error {}
 
+const SCRATCH_BYTES = 64 * 1024;
+
 /**
  * Hashes a data set as content, not as layout: each element's tag and value bytes, sequences and items as
  * nesting marks, whatever their length encoding (defined or undefined: DCMTK re-encodes undefined lengths as
@@ -97,15 +99,39 @@ function canonicalHash(ts: string, data: Uint8Array): string {
   const explicit = ts !== TS_IMPLICIT_LE;
   const little = ts !== TS_EXPLICIT_BE;
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const h = createHash('md5').update(ts, 'latin1').update('\0');
+  const hash = createHash('md5').update(ts, 'latin1').update('\0');
+  // Marks and small values are gathered in one scratch buffer and hashed together: one hash update per element
+  // would cost more than the hashing itself. The hashed byte stream is the same.
+  const scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
+  let used = 0;
+  const drain = () => {
+    if (used) hash.update(scratch.subarray(0, used));
+    used = 0;
+  };
+  const h = {
+    update(bytes: Uint8Array) {
+      if (bytes.length > SCRATCH_BYTES / 4) {
+        drain();
+        hash.update(bytes);
+        return;
+      }
+      if (used + bytes.length > SCRATCH_BYTES) drain();
+      scratch.set(bytes, used);
+      used += bytes.length;
+    },
+    digest() {
+      drain();
+      return hash.digest('hex');
+    },
+  };
   const u16 = (p: number, le: boolean) => view.getUint16(p, le);
   const u32 = (p: number, le: boolean) => view.getUint32(p, le);
   const mark = (kind: number, a = 0, b = 0) => {
-    const m = Buffer.alloc(9);
-    m[0] = kind;
-    m.writeUInt32BE(a >>> 0, 1);
-    m.writeUInt32BE(b >>> 0, 5);
-    h.update(m);
+    if (used + 9 > SCRATCH_BYTES) drain();
+    scratch[used] = kind;
+    scratch.writeUInt32BE(a >>> 0, used + 1);
+    scratch.writeUInt32BE(b >>> 0, used + 5);
+    used += 9;
   };
   const need = (p: number, n: number) => {
     if (p + n > data.length) throw new NotCanonical('truncated');
@@ -216,7 +242,7 @@ function canonicalHash(ts: string, data: Uint8Array): string {
     return p;
   };
   walk(0, data.length, 0, explicit, little);
-  return h.digest('hex');
+  return h.digest();
 }
 
 /**

@@ -4,9 +4,9 @@ import type { Pool } from 'pg';
 import { DicomParseError, FailureReason, type ParsedInstance, parsePart10 } from '../dicom/parse';
 import { AppError, NotFoundError } from '../errors';
 import {
-  claimIngest,
-  findInstance,
-  indexInstance,
+  type ArchivedObject,
+  claimAndFind,
+  indexInstances,
   type InstanceRow,
   type MembershipSource,
   setDataSetMd5,
@@ -39,14 +39,24 @@ export interface IngestExpectations {
   studyInstanceUid?: string;
 }
 
+/** An object the archive holds and the index must still describe (the first half of ingestInstance). */
+export interface ArchivedForIndex {
+  ok: true;
+  parsed: ParsedInstance;
+  obj: ArchivedObject;
+  /** The index already held this SOP Instance UID before this request. */
+  known: boolean;
+  /** The archive answered that it already held this object. */
+  archiveHadIt: boolean;
+}
+
+/** A failure of one object, as the Store Instances Response reports it. */
+export type IngestFailure = Extract<IngestOutcome, { ok: false }>;
+
 /**
- * Archives one Part-10 object into Orthanc and indexes it into the given projects.
- * Never throws for a bad object: it answers a failure with a reason, so that one bad part never fails the others.
- * Throws only for infrastructure failures (database down), which the caller turns into a 5xx.
- *
- * A different object under a SOP Instance UID that is already archived is refused (0x0111): accepting it would
- * either overwrite another project's data or grant the uploader access to bytes it never had. "Different" is judged
- * on the data set and its transfer syntax (ingest/identity.ts), not on the File Meta or preamble it was wrapped in.
+ * Archives one Part-10 object into Orthanc and indexes it into the given projects: archiveObject then
+ * indexArchived. Never throws for a bad object: it answers a failure with a reason, so that one bad part never fails
+ * the others. Throws only for infrastructure failures (database down), which the caller turns into a 5xx.
  */
 export async function ingestInstance(
   deps: { db: Pool; archive: Archive },
@@ -55,6 +65,25 @@ export async function ingestInstance(
   source: MembershipSource,
   expect: IngestExpectations = {},
 ): Promise<IngestOutcome> {
+  const archived = await archiveObject(deps, bytes, expect);
+  if (!archived.ok) return archived;
+  return (await indexArchived(deps, [archived], projects, source))[0];
+}
+
+/**
+ * The first half of ingest: one parse of the object (bounded structure walk, then the index JSON), the checks, a
+ * claim on its SOP Instance UID (the change feed leaves a claimed object to its writer), and the store into the
+ * archive. Nothing is indexed yet: indexArchived does it, for many objects at once. Never throws for a bad object.
+ *
+ * A different object under a SOP Instance UID that is already archived is refused (0x0111): accepting it would
+ * either overwrite another project's data or grant the uploader access to bytes it never had. "Different" is judged
+ * on the data set and its transfer syntax (ingest/identity.ts), not on the File Meta or preamble it was wrapped in.
+ */
+export async function archiveObject(
+  deps: { db: Pool; archive: Archive },
+  bytes: Buffer,
+  expect: IngestExpectations = {},
+): Promise<ArchivedForIndex | IngestFailure> {
   const read = readObject(bytes);
   if (!read.ok) return read;
   const { parsed } = read;
@@ -77,7 +106,9 @@ export async function ingestInstance(
   }
 
   const datasetMd5 = read.datasetMd5;
-  const known = await findInstance(deps.db, parsed.sopInstanceUid);
+  // Claimed before the archive has it, so that the change feed leaves it to this writer (see ingest_claims); the
+  // index row of the UID comes back in the same round trip.
+  const known = await claimAndFind(deps.db, parsed.sopInstanceUid);
   if (known && known.md5 !== md5) {
     const knownDataSet = await indexedDataSetMd5(deps, known, bytes.length);
     if (knownDataSet !== 'gone' && knownDataSet !== datasetMd5) return duplicate(ids);
@@ -85,8 +116,6 @@ export async function ingestInstance(
 
   let stored: StoreOutcome;
   try {
-    // Claimed before the archive has it, so that the change feed leaves it to this writer (see ingest_claims).
-    await claimIngest(deps.db, parsed.sopInstanceUid);
     stored = await deps.archive.storeInstance(archived ? archived.open() : bytes, bytes.length);
   } catch (err) {
     if (isRefusedByArchive(err)) {
@@ -108,10 +137,10 @@ export async function ingestInstance(
     }
     throw err;
   }
-  let alreadyStored = stored.status === 'alreadyStored';
+  const archiveHadIt = stored.status === 'alreadyStored';
   // What the archive holds, which the index must describe: the bytes sent, unless Orthanc kept an earlier copy.
   let archivedFile = { md5, fileSize: bytes.length };
-  if (alreadyStored) {
+  if (archiveHadIt) {
     const archivedMd5 = await deps.archive.storedFileMd5(stored.archiveId);
     if (archivedMd5 !== md5) {
       if (
@@ -130,22 +159,61 @@ export async function ingestInstance(
       }
     }
   }
-  alreadyStored = alreadyStored && known !== undefined;
+  return {
+    ok: true,
+    parsed,
+    obj: { parsed, orthancId: stored.archiveId, ...archivedFile, datasetMd5 },
+    known: known !== undefined,
+    archiveHadIt,
+  };
+}
 
+/**
+ * The second half of ingest: indexes archived objects into the given projects in one statement (one commit), and
+ * answers one outcome per object, in order. When the index refuses the batch for a reason of its data (not an
+ * outage), each object is tried alone, so that only the one at fault fails. Throws only for infrastructure failures.
+ */
+export async function indexArchived(
+  deps: { db: Pool },
+  items: readonly ArchivedForIndex[],
+  projects: readonly string[],
+  source: MembershipSource,
+): Promise<IngestOutcome[]> {
+  if (items.length === 0) return [];
+  const ok = (a: ArchivedForIndex): IngestOutcome => ({
+    ok: true,
+    parsed: a.parsed,
+    alreadyStored: a.archiveHadIt && a.known,
+  });
   try {
-    await indexInstance(
+    await indexInstances(
       deps.db,
-      { parsed, orthancId: stored.archiveId, ...archivedFile, datasetMd5 },
+      items.map((a) => a.obj),
       projects,
       source,
     );
+    return items.map(ok);
   } catch (err) {
-    // The index refused this object (not a database outage): it fails alone. The archive holds it; its claim is
-    // released, so the change feed sets it aside with its UIDs, as it does for C-STORE.
     if (isInfrastructureError(err)) throw err;
-    return { ok: false, reason: FailureReason.ProcessingFailure, message: failureMessage(err), ...ids };
+    if (items.length === 1) {
+      // The index refused this object (not a database outage): it fails alone. The archive holds it; its claim is
+      // released, so the change feed sets it aside with its UIDs, as it does for C-STORE.
+      const p = items[0].parsed;
+      return [
+        {
+          ok: false,
+          reason: FailureReason.ProcessingFailure,
+          message: failureMessage(err),
+          sopClassUid: p.sopClassUid,
+          sopInstanceUid: p.sopInstanceUid,
+          studyInstanceUid: p.studyInstanceUid,
+        },
+      ];
+    }
+    const out: IngestOutcome[] = [];
+    for (const a of items) out.push(...(await indexArchived(deps, [a], projects, source)));
+    return out;
   }
-  return { ok: true, parsed, alreadyStored };
 }
 
 /** A Part-10 object read for indexing, or why it cannot be. */
@@ -225,7 +293,7 @@ function duplicate(ids: {
   sopClassUid: string;
   sopInstanceUid: string;
   studyInstanceUid: string;
-}): IngestOutcome {
+}): IngestFailure {
   return {
     ok: false,
     reason: FailureReason.DuplicateSopInstance,

@@ -12,10 +12,12 @@ import type { Config } from '../config';
 import { findInstance, type InstanceRow } from '../index-db/instances';
 import type { Logger } from '../logger';
 import type { Archive } from '../orthanc/archive';
-import { routeInstance } from './arrival';
+import { NotFoundError } from '../errors';
+import { recordFailure } from '../index-db/routing';
+import { archivedIdentity, routeInstance } from './arrival';
 import { readObject } from './ingest';
 import type { ArrivalRoute } from './routing';
-import { digestArchived } from './identity';
+import { dataSetMd5, digestArchived } from './identity';
 
 /** DIMSE statuses of C-STORE answers (PS3.7 Annex C and §9.1.1.1.9). */
 export const DimseStatus = {
@@ -56,14 +58,7 @@ export async function handleRearrival(
   route: ArrivalRoute,
 ): Promise<RearrivalVerdict> {
   const read = readObject(bytes);
-  if (!read.ok) {
-    // Orthanc holds an object under this UID; a copy we cannot read cannot be shown to be the same one.
-    deps.logger.warn(
-      { sopInstanceUid: read.sopInstanceUid, reason: read.reason },
-      'C-STORE re-arrival unreadable: refused',
-    );
-    return { status: DimseStatus.CannotUnderstand };
-  }
+  if (!read.ok) return unindexableRearrival(deps, bytes, read, route);
   const { parsed } = read;
   const row = await waitForIndexed(deps.db, parsed.sopInstanceUid);
   if (!row) {
@@ -116,4 +111,46 @@ async function archivedDataSetMd5(
   const file = await deps.archive.openInstance(row.orthanc_id);
   const digest = await digestArchived(file.body, max);
   return digest === 'too-large' ? undefined : digest.datasetMd5;
+}
+
+/**
+ * A re-arrival the index cannot take (the parse refuses it). When the archived copy under its SOP Instance UID holds
+ * the same data set, it is the object that arrived before and was set aside (index_failures): the arrival is recorded
+ * there with its route, and answered as the first arrival was (Success, Orthanc keeps its copy), so that re-sending
+ * it is not refused for the wrong reason. A copy whose data set cannot be walked, or differs, is refused.
+ */
+async function unindexableRearrival(
+  deps: RearrivalDeps,
+  bytes: Buffer,
+  read: Extract<ReturnType<typeof readObject>, { ok: false }>,
+  route: ArrivalRoute,
+): Promise<RearrivalVerdict> {
+  const datasetMd5 = dataSetMd5(bytes);
+  const orthancId =
+    datasetMd5 && read.sopInstanceUid ? await deps.archive.findInstance(read.sopInstanceUid) : null;
+  if (datasetMd5 && orthancId) {
+    let archived: string | undefined;
+    try {
+      const file = await deps.archive.openInstance(orthancId);
+      const digest = await digestArchived(file.body, 2 * bytes.length + 1024 * 1024);
+      archived = digest === 'too-large' ? undefined : digest.datasetMd5;
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+    }
+    if (archived === datasetMd5) {
+      const ids = await archivedIdentity(deps.archive, orthancId);
+      await recordFailure(deps.db, { orthancId, ...ids, reason: read.reason, message: read.message, route });
+      deps.logger.warn(
+        { orthancId, sopInstanceUid: read.sopInstanceUid, reason: read.reason },
+        'C-STORE re-arrival of an object the index cannot take: set aside again',
+      );
+      return { status: DimseStatus.Success, projectId: null };
+    }
+  }
+  // Orthanc holds an object under this UID; a copy we cannot read cannot be shown to be the same one.
+  deps.logger.warn(
+    { sopInstanceUid: read.sopInstanceUid, reason: read.reason },
+    'C-STORE re-arrival unreadable: refused',
+  );
+  return { status: DimseStatus.CannotUnderstand };
 }

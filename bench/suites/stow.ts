@@ -1,0 +1,203 @@
+/**
+ * STOW-RS ingest, gateway vs Orthanc's own DICOMweb plugin, in the two shapes uploaders use: one instance per
+ * request and a series of 100 instances per request. Several rounds, each side going first in turn, so the spread
+ * of the ratio on a shared machine shows; plus the gateway's CPU time per instance (load-independent) and how soon
+ * a stored object answers QIDO after the STOW response.
+ */
+import { generateInstances } from '../../tools/synth';
+import { stowInstances } from '../../tools/stow-client';
+import type { BenchRow, SuiteResult } from '../lib/report';
+import { cpuMsOf, createProject, type StackEnv, startGatewayProcess } from '../lib/stack';
+import { msSince, round, summarise } from '../lib/stats';
+
+const ROUNDS = Number(process.env.BENCH_STOW_ROUNDS ?? 3);
+/** Single-instance requests per side per round. */
+const SINGLE_N = Number(process.env.BENCH_STOW_SINGLE_N ?? 200);
+/** Series of 100 per side per round. */
+const SERIES_N = Number(process.env.BENCH_STOW_SERIES_N ?? 3);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 4);
+const VISIBLE_N = Number(process.env.BENCH_STOW_VISIBLE_N ?? 100);
+
+function singles(seed: string, n: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (const s of generateInstances({
+    patients: Math.ceil(n / 5),
+    studiesPerPatient: 5,
+    seriesPerStudy: 1,
+    instancesPerSeries: 1,
+    rows: 64,
+    cols: 64,
+    seed,
+  })) {
+    if (out.length >= n) break;
+    out.push(s.buffer);
+  }
+  return out;
+}
+
+function series(seed: string, n: number): Buffer[][] {
+  const out: Buffer[][] = [];
+  let cur: Buffer[] = [];
+  for (const s of generateInstances({
+    patients: n,
+    studiesPerPatient: 1,
+    seriesPerStudy: 1,
+    instancesPerSeries: 100,
+    rows: 64,
+    cols: 64,
+    seed,
+  })) {
+    cur.push(s.buffer);
+    if (cur.length === 100) {
+      out.push(cur);
+      cur = [];
+    }
+  }
+  return out;
+}
+
+/** STOW-RS rate in both shapes over several rounds, gateway CPU per instance, QIDO visibility after STOW. */
+export async function run(stack: StackEnv): Promise<SuiteResult> {
+  const gw = await startGatewayProcess(stack, 18081, { AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false' });
+  // On a loaded machine the gateway may need longer than startGatewayProcess waits.
+  for (let i = 0; ; i++) {
+    const up = await fetch(`${gw.url}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (up) break;
+    if (i > 600) throw new Error('the gateway did not start');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const orthancDicomweb =
+    stack.ORTHANC_URL.replace('://', `://${stack.ORTHANC_USERNAME}:${stack.ORTHANC_PASSWORD}@`) +
+    '/dicom-web';
+  const rows: BenchRow[] = [];
+  try {
+    await createProject(gw.url, 'bench', 'Benchmark');
+    const gwRoot = `${gw.url}/projects/bench/dicom-web`;
+    // Warm both sides (JIT, connections, Orthanc's first writes).
+    await stowInstances(singles('stow-warm-gw', 20), { baseUrl: gwRoot, batch: 1, concurrency: CONCURRENCY });
+    await stowInstances(singles('stow-warm-or', 20), {
+      baseUrl: orthancDicomweb,
+      batch: 1,
+      concurrency: CONCURRENCY,
+    });
+
+    const shapes = [
+      { name: 'single', label: `single-instance requests (${SINGLE_N} per round)`, batch: 1 },
+      { name: 'series', label: `series of 100 instances per request (${SERIES_N} per round)`, batch: 100 },
+    ] as const;
+    for (const shape of shapes) {
+      const ratios: number[] = [];
+      const gwRates: number[] = [];
+      const orRates: number[] = [];
+      const cpuPerInstance: number[] = [];
+      let failed = 0;
+      let orFailed = 0;
+      for (let r = 0; r < ROUNDS; r++) {
+        const make = (side: string) =>
+          shape.batch === 1
+            ? singles(`stow-${side}-${r}`, SINGLE_N)
+            : series(`stow-${side}-${r}`, SERIES_N).flat();
+        const gwSet = make('gw');
+        const orSet = make('or');
+        const measureGw = async () => {
+          const cpu0 = cpuMsOf(gw.pid);
+          const t = process.hrtime.bigint();
+          const res = await stowInstances(gwSet, {
+            baseUrl: gwRoot,
+            batch: shape.batch,
+            concurrency: CONCURRENCY,
+            keepResults: false,
+          });
+          const s = msSince(t) / 1000;
+          cpuPerInstance.push((cpuMsOf(gw.pid) - cpu0) / gwSet.length);
+          failed += res.failed + res.partial;
+          return gwSet.length / s;
+        };
+        const measureOr = async () => {
+          const t = process.hrtime.bigint();
+          const res = await stowInstances(orSet, {
+            baseUrl: orthancDicomweb,
+            batch: shape.batch,
+            concurrency: CONCURRENCY,
+            keepResults: false,
+          });
+          orFailed += res.failed + res.partial;
+          return orSet.length / (msSince(t) / 1000);
+        };
+        let g: number;
+        let o: number;
+        if (r % 2 === 0) {
+          g = await measureGw();
+          o = await measureOr();
+        } else {
+          o = await measureOr();
+          g = await measureGw();
+        }
+        gwRates.push(g);
+        orRates.push(o);
+        ratios.push(g / o);
+      }
+      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+      const ratio = median(ratios);
+      rows.push({
+        metric: `STOW-RS ingest, ${shape.label}, ${CONCURRENCY} in flight, median of ${ROUNDS} rounds`,
+        unit: 'inst/s',
+        gateway: median(gwRates),
+        orthanc: median(orRates),
+        ratio,
+        ratioMeaning: 'gateway / Orthanc DICOMweb plugin',
+        target: '≥ 0.85',
+        met: ratio >= 0.85,
+        note:
+          `ratios per round ${ratios.map(round).join(', ')}; gateway CPU ${round(median(cpuPerInstance))} ms/instance ` +
+          `(rounds ${cpuPerInstance.map(round).join(', ')})` +
+          (failed || orFailed ? `; requests not all stored: gateway ${failed}, Orthanc ${orFailed}` : ''),
+      });
+    }
+
+    // Visibility: each instance STOWed alone, then one QIDO for it right after the response.
+    const visible: number[] = [];
+    let missing = 0;
+    for (const buf of singles('stow-visible', VISIBLE_N)) {
+      const res = await stowInstances([buf], { baseUrl: gwRoot, batch: 1, concurrency: 1 });
+      const body = res.results[0]?.body as Record<
+        string,
+        { Value?: Array<Record<string, { Value?: unknown[] }>> }
+      >;
+      const sop = String(body?.['00081199']?.Value?.[0]?.['00081155']?.Value?.[0]);
+      const t = process.hrtime.bigint();
+      for (;;) {
+        const q = await fetch(`${gw.url}/projects/bench/dicom-web/instances?SOPInstanceUID=${sop}`, {
+          headers: { accept: 'application/dicom+json' },
+        });
+        const text = await q.text();
+        if (text && (JSON.parse(text) as unknown[]).length === 1) break;
+        missing++;
+        if (msSince(t) > 5000) throw new Error(`instance ${sop} not visible 5 s after its STOW response`);
+      }
+      visible.push(msSince(t));
+    }
+    const v = summarise(visible);
+    rows.push({
+      metric: `STOW response → visible in QIDO, ${VISIBLE_N} instances (p95; p50 ${v.p50} ms)`,
+      unit: 'ms',
+      gateway: v.p95,
+      target: 'p95 ≤ 500 ms',
+      met: v.p95 <= 500,
+      note: `QIDO requests that did not yet find the instance: ${missing}`,
+    });
+    return {
+      suite: 'STOW-RS ingest shapes (issue 15)',
+      setup:
+        `Synthetic 64x64 CT/MR/CR (~9.5 KB each). Gateway: one process, auth off, indexer off. Orthanc 1.10 with its ` +
+        `DICOMweb plugin, same stack and machine, loopback. Each round stores a fresh disjoint set on each side, ` +
+        `the side going first alternating; gateway CPU from /proc (user + system) over its part of the round.`,
+      rows,
+    };
+  } finally {
+    await gw.stop();
+  }
+}
