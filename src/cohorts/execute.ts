@@ -21,7 +21,9 @@ import { ingestInstance } from '../ingest/ingest';
 import type { Logger } from '../logger';
 import type { Archive } from '../orthanc/archive';
 import type { PacsClient } from '../orthanc/client';
-import type { Deidentifier, DeidOptions } from './deid-port';
+import { codecPoolFor, type CodecConfig } from '../codecs';
+import { cleanBurnedInPixels, pixelRulesFor } from './clean-pixels';
+import type { CohortOptions, Deidentifier } from './deid-port';
 import { derivePseudonym, patientKey } from './keys';
 import { CohortStepAudit, type CohortStep } from './step-audit';
 import { withdrawSubject } from './withdraw';
@@ -32,9 +34,13 @@ export interface CohortDeps {
   pacs: PacsClient;
   archive: Archive;
   deid: Deidentifier;
-  config: Pick<Config, 'COHORT_CONCURRENCY' | 'COHORT_MAX_OBJECT_BYTES'>;
+  config: Pick<Config, 'COHORT_CONCURRENCY' | 'COHORT_MAX_OBJECT_BYTES' | 'DEID_PIXEL_RULES_FILE'> &
+    CodecConfig;
   logger?: Logger;
 }
+
+/** Withholding reasons that Clean Pixel Data can lift. */
+const BURNED_IN = new Set(['burned-in-annotation', 'burned-in-annotation-likely']);
 
 /** The outcome of one instance, as recorded. */
 export type InstanceOutcome = 'done' | 'withheld' | 'failed' | 'withdrawn';
@@ -85,17 +91,38 @@ export async function execCohortInstance(
   }
   audit?.note('mapping', 'ok');
 
+  const options = cohort.options as CohortOptions;
+  const keys = {
+    uidSecret: secret,
+    patientName: pseudonym,
+    patientId: pseudonym,
+    dateOffsetDays: date_offset_days,
+  };
   let result;
   try {
-    result = deps.deid.deidentify(source, cohort.options as DeidOptions, {
-      uidSecret: secret,
-      patientName: pseudonym,
-      patientId: pseudonym,
-      dateOffsetDays: date_offset_days,
-    });
+    result = deps.deid.deidentify(source, options, keys);
   } catch {
     // The de-identifier refuses what it cannot read; its message may quote the object, so only a code is kept.
     return fail('deidentify', 'deid_error', pseudonym);
+  }
+  if ('withheld' in result && BURNED_IN.has(result.withheld) && options.cleanPixelData) {
+    // Clean Pixel Data: black out what the rules name, then de-identify the cleaned object. No rule, no export.
+    const cleaned = await cleanBurnedInPixels(
+      source,
+      pixelRulesFor(deps.config.DEID_PIXEL_RULES_FILE),
+      codecPoolFor(deps.config),
+    );
+    if ('refused' in cleaned) {
+      audit?.note('clean-pixels', cleaned.refused);
+      result = { withheld: cleaned.refused };
+    } else {
+      audit?.note('clean-pixels', 'ok');
+      try {
+        result = deps.deid.deidentify(cleaned.bytes, options, keys, { pixelsCleaned: true });
+      } catch {
+        return fail('deidentify', 'deid_error', pseudonym);
+      }
+    }
   }
   if ('withheld' in result) {
     audit?.note('deidentify', 'withheld');

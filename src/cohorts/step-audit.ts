@@ -1,6 +1,6 @@
 /**
  * Audit of a cohort job's worker steps (issue 10 item 9): the worker has no HTTP request to audit, so each step —
- * read the source, de-identify, leak check, pseudonym mapping, store — is counted per batch and written as one
+ * read the source, pseudonym mapping, de-identify, clean pixel data, leak check, store — is counted per batch and written as one
  * audit row per step, under the principal who requested the cohort. Counts and reason codes only: no UID, name or
  * value of the objects (the rows are readable by the project's admins).
  */
@@ -8,7 +8,7 @@ import type { Pool } from 'pg';
 import { type AuditEvent, insertAuditEvents } from '../index-db/audit';
 
 /** The worker steps, in the order an instance goes through them. */
-export const COHORT_STEPS = ['read', 'deidentify', 'leak-check', 'mapping', 'store'] as const;
+export const COHORT_STEPS = ['read', 'mapping', 'deidentify', 'clean-pixels', 'leak-check', 'store'] as const;
 export type CohortStep = (typeof COHORT_STEPS)[number];
 
 /** Outcome counts of one step; the keys are fixed words (ok, failed, withheld, barred, reason codes). */
