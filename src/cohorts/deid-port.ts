@@ -53,7 +53,12 @@ export type DeidResult =
 /** The de-identifier's API as cohorts use it. */
 export interface Deidentifier {
   /** `pixelsCleaned`: the caller blacked out every burned-in region (the output records Clean Pixel Data). */
-  deidentify(part10: Buffer, options: DeidOptions, keys: DeidKeys, extra?: { pixelsCleaned?: boolean }): DeidResult;
+  deidentify(
+    part10: Buffer,
+    options: DeidOptions,
+    keys: DeidKeys,
+    extra?: { pixelsCleaned?: boolean },
+  ): DeidResult;
   leakCheck(
     output: Buffer,
     identifying: IdentifyingValues,
