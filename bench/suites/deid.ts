@@ -81,12 +81,24 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     ];
     const studyUids = [...groupByStudy(instances)].map((s) => s[0].studyInstanceUid);
     const total = instances.length;
-    const stowed = await stowInstances(
-      instances.map((i) => i.buffer),
-      { baseUrl: `${gw.url}/projects/deid-src/dicom-web`, batch: 10, concurrency: 2, keepResults: false },
+    // One instance per request, retried: on a loaded machine a multi-megabyte request now and then loses its answer.
+    let next = 0;
+    await Promise.all(
+      [0, 1].map(async () => {
+        for (let i = next++; i < total; i = next++) {
+          for (let attempt = 1; ; attempt++) {
+            const r = await stowInstances([instances[i].buffer], {
+              baseUrl: `${gw.url}/projects/deid-src/dicom-web`,
+              batch: 1,
+              keepResults: false,
+            });
+            if (r.ok === 1) break;
+            if (attempt === 3)
+              throw new Error(`could not load the source studies: ${JSON.stringify(r.statuses)}`);
+          }
+        }
+      }),
     );
-    if (stowed.failed || stowed.partial)
-      throw new Error(`could not load the source studies: ${JSON.stringify(stowed.statuses)}`);
 
     // Orthanc: every study's anonymize request at once; its job engine runs them with its own concurrency.
     const auth = { authorization: orthancAuth(stack) };
