@@ -136,6 +136,10 @@ export const configSchema = z.object({
   /** Largest source object a cohort reads into memory to de-identify it (bytes); larger ones fail as too_large. */
   COHORT_MAX_OBJECT_BYTES: int(512 * 1024 * 1024, 1024),
 
+  // deid (issue 10, Clean Pixel Data): a site's own burned-in annotation rules, applied with the vendored ones.
+  /** JSON file of extra pixel rules (format of src/dicom/deid/pixel-rules.json); empty = the vendored rules only. */
+  DEID_PIXEL_RULES_FILE: z.string().default(''),
+
   // -- Operations (issue 17): Prometheus metrics (src/http/metrics.ts) and audit export (src/audit-export/) --
   /** Collects Prometheus metrics and serves them at /metrics; false = no instrumentation at all. */
   METRICS_ENABLED: bool.default(true),

@@ -262,6 +262,8 @@ describe('research cohorts: de-identified copies, provenance, download and withd
     expect(denied.status).toBe(404);
   });
 
+  let withdrawn: { pseudonym: string; removed: number } | undefined;
+
   it('withdraws a subject: its copies leave Orthanc, the index and the download, audited', async () => {
     const [, pseudonym] = (await mapping(first.id, 'patid'))[0];
     const before = await cohortOf(first.id);
@@ -279,6 +281,7 @@ describe('research cohorts: de-identified copies, provenance, download and withd
     expect(res.status).toBe(200);
     const { removed } = (await res.json()) as { removed: number };
     expect(removed).toBeGreaterThan(0);
+    withdrawn = { pseudonym, removed };
 
     const after = await cohortOf(first.id);
     expect(after.progress.withdrawn).toBe(removed);
@@ -301,5 +304,80 @@ describe('research cohorts: de-identified copies, provenance, download and withd
       );
       return r.rows[0].n === 1;
     });
+  });
+
+  it('bars a withdrawn subject from a later cohort into the same research project and from a retry', async () => {
+    const { pseudonym, removed } = withdrawn!;
+    const res = await post('/api/projects/lung-study/cohorts', {
+      name: 'everything again',
+      studies: [...sourceStudies],
+      options: { retainLongitudinalModifiedDates: true },
+      target: { project: 'lung-research' },
+    });
+    expect(res.status).toBe(202);
+    const again = await finished(((await res.json()) as { id: string }).id);
+    expect(again.progress).toMatchObject({
+      total: files.length,
+      withdrawn: removed,
+      done: files.length - removed,
+      failed: 0,
+      withheld: 0,
+    });
+    const reasons = (again.progress as unknown as { reasons: Array<{ reason: string; count: number }> })
+      .reasons;
+    expect(reasons).toEqual([{ state: 'withdrawn', reason: 'subject_withdrawn', count: removed }]);
+    const theirs = async () =>
+      (await (
+        await api(`/projects/lung-research/dicom-web/studies?PatientID=${pseudonym}`)
+      ).json()) as unknown[];
+    expect(await theirs()).toEqual([]);
+    // A retry puts failed instances back to work, never withdrawn ones.
+    expect((await post(`/api/cohorts/${again.id}/retry`, {})).status).toBe(202);
+    const retried = await finished(again.id);
+    expect(retried.progress.withdrawn).toBe(removed);
+    expect(retried.progress.done).toBe(files.length - removed);
+    expect(await theirs()).toEqual([]);
+    // The earlier cohort's download still holds no copy of the subject.
+    const zip = Buffer.from(await (await api(`/api/cohorts/${first.id}/archive`)).arrayBuffer());
+    expect(zip.includes(Buffer.from(pseudonym))).toBe(false);
+  });
+
+  it("audits every worker step under the requester, in the source's and the research project's audit API", async () => {
+    interface Row {
+      principal: string;
+      action: string;
+      project_id: string;
+      bytes: string;
+      detail: { cohort: string; instances: number; counts: Record<string, number> };
+    }
+    const carol = bearer(await stack.issuer.userToken('carol')); // global admin
+    const sum = (rows: Row[], action: string, outcome: string) =>
+      rows
+        .filter((r) => r.action === action && r.detail.cohort === first.id)
+        .reduce((n, r) => n + (r.detail.counts[outcome] ?? 0), 0);
+    const source = (await (
+      await api('/api/audit?project=lung-study&action=cohort.job.*&limit=500', { who: carol })
+    ).json()) as Row[];
+    for (const step of ['read', 'mapping', 'deidentify', 'leak-check'])
+      expect(sum(source, `cohort.job.${step}`, 'ok')).toBe(files.length);
+    const requester = source.find((r) => r.detail.cohort === first.id)!.principal;
+    expect(source.filter((r) => r.detail.cohort === first.id).every((r) => r.principal === requester)).toBe(
+      true,
+    );
+    expect(source.some((r) => r.action === 'cohort.job.store')).toBe(false);
+    // Alice administers the research project she created: its audit trail shows what was stored into it.
+    const research = (await (
+      await api('/api/projects/lung-research/audit?action=cohort.job.*&limit=500')
+    ).json()) as Row[];
+    expect(sum(research, 'cohort.job.store', 'ok')).toBe(files.length);
+    const storedBytes = research
+      .filter((r) => r.action === 'cohort.job.store' && r.detail.cohort === first.id)
+      .reduce((n, r) => n + Number(r.bytes), 0);
+    expect(storedBytes).toBe(first.progress.bytes);
+    // The later cohort's barred subject is counted as such, and no row carries an identifier of the objects.
+    expect(research.length + source.length).toBeGreaterThan(0);
+    const all = JSON.stringify([...source, ...research]);
+    for (const v of [...sourceNames, ...sourceIds, ...sourceStudies]) expect(all.includes(v)).toBe(false);
+    expect(all).toContain('"barred"');
   });
 });

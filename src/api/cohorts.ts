@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { hasRole, type Principal } from '../auth/access';
 import { planCohortZip } from '../cohorts/archive-zip';
-import { DEID_OPTION_NAMES, type Deidentifier } from '../cohorts/deid-port';
+import { COHORT_OPTION_NAMES, type Deidentifier } from '../cohorts/deid-port';
 import { isPseudonym } from '../cohorts/keys';
 import { type CohortRequest, planCohort } from '../cohorts/plan';
 import { patientMappingCsv, uidMappingCsv } from '../cohorts/provenance';
@@ -40,7 +40,7 @@ const cohortInput = z
       .record(z.string(), z.union([z.string().max(1024), z.array(z.string().max(1024)).max(32)]))
       .optional(),
     options: z
-      .object(Object.fromEntries(DEID_OPTION_NAMES.map((n) => [n, z.boolean().optional()])))
+      .object(Object.fromEntries(COHORT_OPTION_NAMES.map((n) => [n, z.boolean().optional()])))
       .strict()
       .default({}),
     target: z.union([

@@ -20,6 +20,14 @@ export const DEID_OPTION_NAMES = [
 export type DeidOptionName = (typeof DEID_OPTION_NAMES)[number];
 export type DeidOptions = Record<DeidOptionName, boolean>;
 
+/**
+ * The switches a cohort request may set: the ten options, and Clean Pixel Data (PS3.15 E.3.1, CID 7050 113101),
+ * which blacks out the burned-in regions the pixel rules name instead of withholding such objects.
+ */
+export const COHORT_OPTION_NAMES = [...DEID_OPTION_NAMES, 'cleanPixelData'] as const;
+export type CohortOptionName = (typeof COHORT_OPTION_NAMES)[number];
+export type CohortOptions = Record<CohortOptionName, boolean>;
+
 /** Keys of one research project and one patient. */
 export interface DeidKeys {
   uidSecret: Buffer;
@@ -44,12 +52,18 @@ export type DeidResult =
 
 /** The de-identifier's API as cohorts use it. */
 export interface Deidentifier {
-  deidentify(part10: Buffer, options: DeidOptions, keys: DeidKeys): DeidResult;
+  /** `pixelsCleaned`: the caller blacked out every burned-in region (the output records Clean Pixel Data). */
+  deidentify(
+    part10: Buffer,
+    options: DeidOptions,
+    keys: DeidKeys,
+    extra?: { pixelsCleaned?: boolean },
+  ): DeidResult;
   leakCheck(
     output: Buffer,
     identifying: IdentifyingValues,
   ): { hits: Array<{ tagPath: string; kind: string }> };
-  profileDescription(options: DeidOptions): {
+  profileDescription(options: DeidOptions & { cleanPixelData?: boolean }): {
     name: string;
     version: string;
     edition: string;

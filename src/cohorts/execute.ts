@@ -16,13 +16,17 @@ import {
   pendingInstances,
   setCohortState,
 } from '../index-db/cohorts';
-import { ensurePseudonym, researchSecret } from '../index-db/pseudonyms';
+import { ensurePseudonym, isSubjectWithdrawn, researchSecret } from '../index-db/pseudonyms';
 import { ingestInstance } from '../ingest/ingest';
 import type { Logger } from '../logger';
 import type { Archive } from '../orthanc/archive';
 import type { PacsClient } from '../orthanc/client';
-import type { Deidentifier, DeidOptions } from './deid-port';
+import { codecPoolFor, type CodecConfig } from '../codecs';
+import { cleanBurnedInPixels, pixelRulesFor } from './clean-pixels';
+import type { CohortOptions, Deidentifier } from './deid-port';
 import { derivePseudonym, patientKey } from './keys';
+import { CohortStepAudit, type CohortStep } from './step-audit';
+import { withdrawSubject } from './withdraw';
 
 /** What running a cohort needs. */
 export interface CohortDeps {
@@ -30,12 +34,16 @@ export interface CohortDeps {
   pacs: PacsClient;
   archive: Archive;
   deid: Deidentifier;
-  config: Pick<Config, 'COHORT_CONCURRENCY' | 'COHORT_MAX_OBJECT_BYTES'>;
+  config: Pick<Config, 'COHORT_CONCURRENCY' | 'COHORT_MAX_OBJECT_BYTES' | 'DEID_PIXEL_RULES_FILE'> &
+    CodecConfig;
   logger?: Logger;
 }
 
+/** Withholding reasons that Clean Pixel Data can lift. */
+const BURNED_IN = new Set(['burned-in-annotation', 'burned-in-annotation-likely']);
+
 /** The outcome of one instance, as recorded. */
-export type InstanceOutcome = 'done' | 'withheld' | 'failed';
+export type InstanceOutcome = 'done' | 'withheld' | 'failed' | 'withdrawn';
 
 /** Processes one pending source instance of a cohort and records what happened. Throws only for outages. */
 export async function execCohortInstance(
@@ -43,44 +51,81 @@ export async function execCohortInstance(
   cohort: Pick<CohortRow, 'id' | 'source_project_id' | 'research_project_id' | 'options'>,
   secret: Buffer,
   row: PendingInstance,
+  audit?: CohortStepAudit,
 ): Promise<InstanceOutcome> {
-  const fail = async (reason: string, pseudonym?: string): Promise<InstanceOutcome> => {
+  const fail = async (step: CohortStep, reason: string, pseudonym?: string): Promise<InstanceOutcome> => {
+    audit?.note(step, reason);
     await finishInstance(deps.db, cohort.id, row.source_sop_uid, { state: 'failed', reason, pseudonym });
     return 'failed';
   };
-  if (!row.orthanc_id) return fail('source_not_indexed');
-  if (row.file_size !== null && row.file_size > deps.config.COHORT_MAX_OBJECT_BYTES) return fail('too_large');
+  if (!row.orthanc_id) return fail('read', 'source_not_indexed');
+  if (row.file_size !== null && row.file_size > deps.config.COHORT_MAX_OBJECT_BYTES)
+    return fail('read', 'too_large');
   let source: Buffer;
   try {
     source = await deps.archive.readInstanceFile(row.orthanc_id, deps.config.COHORT_MAX_OBJECT_BYTES);
   } catch (err) {
-    if (err instanceof NotFoundError) return fail('source_not_archived');
-    if (err instanceof UnrecoverableInputError) return fail('too_large');
+    if (err instanceof NotFoundError) return fail('read', 'source_not_archived');
+    if (err instanceof UnrecoverableInputError) return fail('read', 'too_large');
     throw err;
   }
+  audit?.note('read', 'ok');
 
   const key = patientKey(row.patient_id, row.patient_name);
   const derived = derivePseudonym(secret, cohort.source_project_id, key);
-  const { pseudonym, date_offset_days } = await ensurePseudonym(deps.db, {
+  const { pseudonym, date_offset_days, withdrawn_at } = await ensurePseudonym(deps.db, {
     projectId: cohort.research_project_id,
     sourceProjectId: cohort.source_project_id,
     patientKey: key,
     ...derived,
   });
+  if (withdrawn_at) {
+    // A withdrawn subject never re-enters the research project, whichever cohort (or retry) brings them.
+    audit?.note('mapping', 'barred');
+    await finishInstance(deps.db, cohort.id, row.source_sop_uid, {
+      state: 'withdrawn',
+      reason: 'subject_withdrawn',
+      pseudonym,
+    });
+    return 'withdrawn';
+  }
+  audit?.note('mapping', 'ok');
 
+  const options = cohort.options as CohortOptions;
+  const keys = {
+    uidSecret: secret,
+    patientName: pseudonym,
+    patientId: pseudonym,
+    dateOffsetDays: date_offset_days,
+  };
   let result;
   try {
-    result = deps.deid.deidentify(source, cohort.options as DeidOptions, {
-      uidSecret: secret,
-      patientName: pseudonym,
-      patientId: pseudonym,
-      dateOffsetDays: date_offset_days,
-    });
+    result = deps.deid.deidentify(source, options, keys);
   } catch {
     // The de-identifier refuses what it cannot read; its message may quote the object, so only a code is kept.
-    return fail('deid_error', pseudonym);
+    return fail('deidentify', 'deid_error', pseudonym);
+  }
+  if ('withheld' in result && BURNED_IN.has(result.withheld) && options.cleanPixelData) {
+    // Clean Pixel Data: black out what the rules name, then de-identify the cleaned object. No rule, no export.
+    const cleaned = await cleanBurnedInPixels(
+      source,
+      pixelRulesFor(deps.config.DEID_PIXEL_RULES_FILE),
+      codecPoolFor(deps.config),
+    );
+    if ('refused' in cleaned) {
+      audit?.note('clean-pixels', cleaned.refused);
+      result = { withheld: cleaned.refused };
+    } else {
+      audit?.note('clean-pixels', 'ok');
+      try {
+        result = deps.deid.deidentify(cleaned.bytes, options, keys, { pixelsCleaned: true });
+      } catch {
+        return fail('deidentify', 'deid_error', pseudonym);
+      }
+    }
   }
   if ('withheld' in result) {
+    audit?.note('deidentify', 'withheld');
     await finishInstance(deps.db, cohort.id, row.source_sop_uid, {
       state: 'withheld',
       reason: result.withheld,
@@ -88,6 +133,7 @@ export async function execCohortInstance(
     });
     return 'withheld';
   }
+  audit?.note('deidentify', 'ok');
 
   const leaks = deps.deid.leakCheck(result.bytes, result.identifying);
   if (leaks.hits.length > 0) {
@@ -96,8 +142,9 @@ export async function execCohortInstance(
       { cohort: cohort.id, sop: row.source_sop_uid, hits: leaks.hits.slice(0, 20) },
       'cohort: leak check failed, instance not stored',
     );
-    return fail('leak_check', pseudonym);
+    return fail('leak-check', 'leak_check', pseudonym);
   }
+  audit?.note('leak-check', 'ok');
 
   const stored = await ingestInstance(
     { db: deps.db, archive: deps.archive },
@@ -105,13 +152,20 @@ export async function execCohortInstance(
     [cohort.research_project_id],
     'cohort',
   );
-  if (!stored.ok) return fail(`store_${stored.reason.toString(16).padStart(4, '0')}`, pseudonym);
+  if (!stored.ok) return fail('store', `store_${stored.reason.toString(16).padStart(4, '0')}`, pseudonym);
+  audit?.note('store', 'ok');
+  audit?.addBytes('store', result.bytes.length);
   await finishInstance(deps.db, cohort.id, row.source_sop_uid, {
     state: 'done',
     pseudonym,
     output: result.outputUids,
     bytes: result.bytes.length,
   });
+  // A withdrawal that ran while this copy was being stored would have missed it: take it out again.
+  if (await isSubjectWithdrawn(deps.db, cohort.research_project_id, pseudonym)) {
+    await withdrawSubject(deps, cohort.research_project_id, pseudonym);
+    return 'withdrawn';
+  }
   return 'done';
 }
 
@@ -131,10 +185,11 @@ export interface CohortRunOutcome {
 export async function runCohort(deps: CohortDeps, cohortId: string): Promise<CohortRunOutcome | undefined> {
   const cohort = await getCohort(deps.db, cohortId);
   if (!cohort) return undefined;
-  const processed: Record<InstanceOutcome, number> = { done: 0, withheld: 0, failed: 0 };
+  const processed: Record<InstanceOutcome, number> = { done: 0, withheld: 0, failed: 0, withdrawn: 0 };
   if (cohort.state === 'cancelled') return { state: 'cancelled', processed };
   await setCohortState(deps.db, cohortId, 'running');
   const secret = await researchSecret(deps.db, cohort.research_project_id);
+  const audit = new CohortStepAudit(deps.db, cohort);
   let after = '';
   for (;;) {
     const current = await getCohort(deps.db, cohortId);
@@ -146,10 +201,11 @@ export async function runCohort(deps: CohortDeps, cohortId: string): Promise<Coh
     const lanes = Array.from({ length: Math.min(deps.config.COHORT_CONCURRENCY, rows.length) }, async () => {
       while (next < rows.length) {
         const row = rows[next++];
-        processed[await execCohortInstance(deps, cohort, secret, row)]++;
+        processed[await execCohortInstance(deps, cohort, secret, row, audit)]++;
       }
     });
     await Promise.all(lanes);
+    await audit.flush();
   }
   await setCohortState(deps.db, cohortId, 'done');
   return { state: 'done', processed };

@@ -21,14 +21,14 @@ import { putMember } from '../index-db/memberships';
 import { withTransaction } from '../index-db/pool';
 import { forgetProjectIds, getProject } from '../index-db/projects';
 import { searchQido } from '../index-db/qido';
-import { DEID_OPTION_NAMES, type Deidentifier, type DeidOptions } from './deid-port';
+import { COHORT_OPTION_NAMES, type CohortOptions, type Deidentifier } from './deid-port';
 
 /** A cohort request as the API validated it. */
 export interface CohortRequest {
   name: string;
   studies?: string[];
   query?: Record<string, string | string[]>;
-  options: Partial<DeidOptions>;
+  options: Partial<CohortOptions>;
   target: { project: string } | { new: { id: string; name: string } };
 }
 
@@ -54,8 +54,8 @@ export async function planCohort(
     throw new BadRequestError('a cohort is made from a clinical project, not from a research project');
 
   const options = Object.fromEntries(
-    DEID_OPTION_NAMES.map((n) => [n, req.options[n] === true]),
-  ) as DeidOptions;
+    COHORT_OPTION_NAMES.map((n) => [n, req.options[n] === true]),
+  ) as CohortOptions;
   if (options.retainLongitudinalFullDates && options.retainLongitudinalModifiedDates)
     throw new BadRequestError(
       'retainLongitudinalFullDates and retainLongitudinalModifiedDates exclude each other',

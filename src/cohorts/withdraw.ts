@@ -1,11 +1,13 @@
 /**
  * Withdrawal of a subject: every de-identified copy of one pseudonymised patient leaves the research project
- * (archive and index) and, since downloads are built from stored outputs, every later download.
+ * (archive and index) and, since downloads are built from stored outputs, every later download; the subject is
+ * barred from the research project, so no later cohort or retry adds them again.
  */
 import type { Pool } from 'pg';
 import { NotFoundError } from '../errors';
 import { markWithdrawn, subjectOutputs } from '../index-db/cohorts';
 import { removeInstance } from '../index-db/instances';
+import { markSubjectWithdrawn } from '../index-db/pseudonyms';
 import type { Archive } from '../orthanc/archive';
 
 /** Removes every copy of `pseudonym` from the research project; returns how many instances went. */
@@ -14,6 +16,8 @@ export async function withdrawSubject(
   researchProjectId: string,
   pseudonym: string,
 ): Promise<number> {
+  // The bar first: a cohort running now (or any later one) stores nothing more of this subject.
+  await markSubjectWithdrawn(deps.db, researchProjectId, pseudonym);
   const copies = await subjectOutputs(deps.db, researchProjectId, pseudonym);
   for (const c of copies) {
     // Archive first: if it fails the row stays 'done' and a repeated request finishes the job.

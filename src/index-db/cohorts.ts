@@ -115,14 +115,15 @@ export async function listCohorts(db: Pool, sourceProjectId: string): Promise<Co
   return r.rows;
 }
 
-/** Failure and withholding reason codes of a cohort with how many instances each. */
+/** Failure, withholding and withdrawal reason codes of a cohort with how many instances each. */
 export async function cohortReasons(
   db: Pool,
   id: string,
 ): Promise<Array<{ state: string; reason: string; count: number }>> {
   const r = await db.query<{ state: string; reason: string; count: number }>(
     `SELECT state, reason, count(*)::int AS count FROM cohort_instances
-      WHERE cohort_id = $1 AND state IN ('failed', 'withheld') GROUP BY state, reason ORDER BY state, reason`,
+      WHERE cohort_id = $1 AND state IN ('failed', 'withheld', 'withdrawn') GROUP BY state, reason
+      ORDER BY state, reason`,
     [id],
   );
   return r.rows;
@@ -186,7 +187,7 @@ export async function finishInstance(
   cohortId: string,
   sourceSop: string,
   o: {
-    state: Exclude<CohortInstanceState, 'pending' | 'withdrawn'>;
+    state: Exclude<CohortInstanceState, 'pending'>;
     reason?: string;
     pseudonym?: string;
     output?: { study: string; series: string; sop: string };

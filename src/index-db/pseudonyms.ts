@@ -18,6 +18,8 @@ export async function researchSecret(db: Pool | PoolClient, projectId: string): 
 export interface PseudonymRow {
   pseudonym: string;
   date_offset_days: number;
+  /** Set once the subject was withdrawn from the research project: nothing of theirs may enter it again. */
+  withdrawn_at: Date | null;
 }
 
 /**
@@ -40,7 +42,7 @@ export async function ensurePseudonym(
     [p.projectId, p.sourceProjectId, p.patientKey, p.pseudonym, p.dateOffsetDays],
   );
   const r = await db.query<PseudonymRow>(
-    `SELECT pseudonym, date_offset_days FROM research_pseudonyms
+    `SELECT pseudonym, date_offset_days, withdrawn_at FROM research_pseudonyms
       WHERE project_id = $1 AND source_project_id = $2 AND source_patient_key = $3`,
     [p.projectId, p.sourceProjectId, p.patientKey],
   );
@@ -65,4 +67,31 @@ export async function cohortPatientMapping(
     [cohortId],
   );
   return r.rows;
+}
+
+/** Bars a pseudonymised subject from the research project for good (withdrawal); true when the pseudonym exists. */
+export async function markSubjectWithdrawn(
+  db: Pool | PoolClient,
+  projectId: string,
+  pseudonym: string,
+): Promise<boolean> {
+  const r = await db.query(
+    `UPDATE research_pseudonyms SET withdrawn_at = COALESCE(withdrawn_at, now())
+      WHERE project_id = $1 AND pseudonym = $2`,
+    [projectId, pseudonym],
+  );
+  return (r.rowCount ?? 0) > 0;
+}
+
+/** True when the subject was withdrawn from the research project. */
+export async function isSubjectWithdrawn(
+  db: Pool | PoolClient,
+  projectId: string,
+  pseudonym: string,
+): Promise<boolean> {
+  const r = await db.query(
+    'SELECT 1 FROM research_pseudonyms WHERE project_id = $1 AND pseudonym = $2 AND withdrawn_at IS NOT NULL',
+    [projectId, pseudonym],
+  );
+  return (r.rowCount ?? 0) > 0;
 }

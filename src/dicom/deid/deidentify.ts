@@ -19,12 +19,14 @@ import {
 import {
   type Action,
   CID_7050,
+  CLEAN_PIXEL_DATA,
   type DeidOptions,
   OPTION_NAMES,
   PROFILE_VERSION,
   type ProfileRow,
   actionFor,
   checkOptions,
+  contentItemRow,
   isSafePrivate,
   rowForTag,
 } from './profile';
@@ -125,8 +127,22 @@ interface Run {
   redactWith: IdentifyingValue[];
 }
 
+/** What the caller did before de-identifying, to be recorded in the output. */
+export interface DeidExtra {
+  /**
+   * The caller blacked out every burned-in region its pixel rules name (src/dicom/deid/pixels.ts) and set Burned In
+   * Annotation NO: the output lists the Clean Pixel Data Option (113101) among its methods.
+   */
+  pixelsCleaned?: boolean;
+}
+
 /** De-identifies one Part-10 object under the Basic Profile and the options; or says why it is withheld. */
-export function deidentify(part10: Buffer, options: DeidOptions, keys: DeidKeys): DeidResult | DeidWithheld {
+export function deidentify(
+  part10: Buffer,
+  options: DeidOptions,
+  keys: DeidKeys,
+  extra: DeidExtra = {},
+): DeidResult | DeidWithheld {
   checkOptions(options);
   // A fractional offset would shift DA and DT differently; the caller's key is a whole number of days by contract.
   if (!Number.isInteger(keys.dateOffsetDays))
@@ -181,7 +197,7 @@ export function deidentify(part10: Buffer, options: DeidOptions, keys: DeidKeys)
   }
   const run: Run = { options, keys, uidMap: new Map(), identifying: [], kept: new Set(), redactWith };
   const out = processDataset(ds, run, cs, 'keep', '', true);
-  addDeidentificationAttributes(out, options);
+  addDeidentificationAttributes(out, options, extra.pixelsCleaned === true);
   out.sort((a, b) => a.tag - b.tag);
 
   const outUid = (u: string) => (options.retainUIDs ? u : (run.uidMap.get(u) ?? mapUid(u, keys.uidSecret)));
@@ -359,6 +375,14 @@ function apply(
         return { tag: e.tag, vr: 'SQ', items: [] };
       default: {
         const childMode: Mode = action === 'D' ? 'dummy' : action === 'C' ? 'clean' : mode;
+        if (e.tag === CONTENT_SEQUENCE && run.options.cleanStructuredContent) {
+          const items: Dataset[] = [];
+          e.items.forEach((item, i) => {
+            const out = processContentItem(item, run, cs, childMode, `${path}[${i}].`);
+            if (out) items.push(out);
+          });
+          return { tag: e.tag, vr: 'SQ', items };
+        }
         return {
           tag: e.tag,
           vr: 'SQ',
@@ -401,6 +425,77 @@ function apply(
     case 'C':
       return clean(e, row, run, cs);
   }
+}
+
+const CONTENT_SEQUENCE = 0x0040a730;
+const CONCEPT_NAME_CODE_SEQUENCE = 0x0040a043;
+const VALUE_TYPE = 0x0040a040;
+/** The attribute holding a content item's value, for the value types whose value is one element (PS3.3 C.17.3). */
+const VALUE_ELEMENT: Record<string, number> = {
+  TEXT: 0x0040a160,
+  DATE: 0x0040a121,
+  TIME: 0x0040a122,
+  DATETIME: 0x0040a120,
+  PNAME: 0x0040a123,
+  UIDREF: 0x0040a124,
+};
+
+/**
+ * One SR content item under the Clean Structured Content Option (PS3.15 E.3.4): a Concept Name listed in Table
+ * E.3.4-1 for the item's Value Type gets that row's action under the options in force — X removes the item with its
+ * children, D dummies its value (and the text of the item), K keeps its value, C cleans it (text cleaned of the
+ * object's identifying values, dates shifted under Modified Dates). X/D gives D, as for Table E.1-1 (the item may
+ * be required by its template). An item the table does not list is cleaned as before. Children are content items
+ * of their own and get their own rows.
+ */
+function processContentItem(
+  item: Dataset,
+  run: Run,
+  cs: Charset,
+  mode: Mode,
+  path: string,
+): Dataset | undefined {
+  const concept = findElement(item, CONCEPT_NAME_CODE_SEQUENCE)?.items?.[0];
+  const valueType = findElement(item, VALUE_TYPE);
+  const code = concept && findElement(concept, 0x00080100);
+  const scheme = concept && findElement(concept, 0x00080102);
+  const row =
+    code && scheme && valueType
+      ? contentItemRow(rawString(code), rawString(scheme), rawString(valueType))
+      : undefined;
+  if (!row) return processDataset(item, run, cs, mode, path, false);
+  let action = actionFor(row, run.options);
+  if (action === 'Z' || action === 'U') action = 'D';
+  if (action === 'X') {
+    collect({ tag: CONTENT_SEQUENCE, vr: 'SQ', items: [item] }, row.name, run, cs);
+    return undefined;
+  }
+  const itemMode: Mode = action === 'D' ? 'dummy' : action === 'C' ? 'clean' : 'keep';
+  const out = processDataset(item, run, cs, itemMode, path, false);
+  const valueTag = VALUE_ELEMENT[row.valueType];
+  const original = valueTag === undefined ? undefined : findElement(item, valueTag);
+  if (!original?.value) return out;
+  let value: Element | undefined;
+  if (action === 'K') {
+    noteKept(original, run, cs);
+    value = original;
+  } else if (action === 'D') {
+    collect(original, row.name, run, cs);
+    value = { tag: original.tag, vr: original.vr, value: dummyValue(original, run) };
+  } else {
+    value =
+      original.vr === 'UI'
+        ? { ...original, value: mapUids(original, run) }
+        : clean(original, undefined, run, cs);
+  }
+  const at = out.findIndex((x) => x.tag === valueTag);
+  if (at >= 0 && value) out[at] = value;
+  else if (at >= 0) out.splice(at, 1);
+  else if (value) {
+    out.push(value);
+    out.sort((a, b) => a.tag - b.tag);
+  }
+  return out;
 }
 
 function mapUids(e: Element, run: Run): Buffer {
@@ -593,7 +688,7 @@ export function shiftDt(v: string, days: number): string {
   return `${date}${m[4] ?? ''}${m[5] ?? ''}`;
 }
 
-function addDeidentificationAttributes(ds: Dataset, options: DeidOptions): void {
+function addDeidentificationAttributes(ds: Dataset, options: DeidOptions, pixelsCleaned: boolean): void {
   const cs = (s: string) => stringBytes(s, 'CS');
   ds.push({ tag: TAG.patientIdentityRemoved, vr: 'CS', value: cs('YES') });
   const used = OPTION_NAMES.filter((n) => options[n]);
@@ -602,7 +697,11 @@ function addDeidentificationAttributes(ds: Dataset, options: DeidOptions): void 
     vr: 'LO',
     value: stringBytes(`Aperture PS3.15 E.1-1 v${PROFILE_VERSION}`, 'LO'),
   });
-  const codes = [CID_7050.basic, ...used.map((n) => CID_7050[n])];
+  const codes = [
+    CID_7050.basic,
+    ...(pixelsCleaned ? [CLEAN_PIXEL_DATA] : []),
+    ...used.map((n) => CID_7050[n]),
+  ];
   ds.push({
     tag: TAG.deidMethodCodes,
     vr: 'SQ',

@@ -3,6 +3,7 @@ export {
   deidentify,
   mapUid,
   IMPLEMENTATION_CLASS_UID,
+  type DeidExtra,
   type DeidKeys,
   type DeidResult,
   type DeidWithheld,
@@ -13,6 +14,7 @@ export { leakCheck, type IdentifyingValue, type IdentifyingValues, type LeakHit 
 export {
   BASIC_PROFILE,
   CID_7050,
+  CLEAN_PIXEL_DATA,
   OPTION_NAMES,
   TABLE_E1_1,
   TABLE_EDITION,
@@ -20,3 +22,17 @@ export {
   type DeidOptions,
   type OptionName,
 } from './profile';
+export {
+  BUILT_IN_PIXEL_RULES,
+  blackoutFrame,
+  frameBytes,
+  matchPixelRules,
+  parsePixelRules,
+  pixelLayout,
+  splitFrames,
+  withCleanedPixels,
+  type PixelLayout,
+  type PixelRefusal,
+  type PixelRule,
+} from './pixels';
+export { readPart10, PIXEL_DATA } from './codec';

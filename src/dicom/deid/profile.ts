@@ -5,6 +5,7 @@
  */
 import rows from './confidentiality_profile_attributes.json';
 import safePrivate from './safe-private.json';
+import tableE341 from './table-e3.4-1.json';
 
 /** The ten options of PS3.15 E.3, each a named switch; all false is the Basic Profile alone. */
 export interface DeidOptions {
@@ -69,6 +70,9 @@ export const CID_7050: Record<'basic' | OptionName, { code: string; meaning: str
   retainSafePrivate: { code: '113111', meaning: 'Retain Safe Private Option' },
   retainInstitutionIdentity: { code: '113112', meaning: 'Retain Institution Identity Option' },
 };
+
+/** CID 7050 code of the Clean Pixel Data Option: not a column of Table E.1-1, applied to the pixels by the caller. */
+export const CLEAN_PIXEL_DATA = { code: '113101', meaning: 'Clean Pixel Data Option' } as const;
 
 export const OPTION_NAMES = Object.keys(OPTION_COLUMN) as OptionName[];
 
@@ -207,8 +211,8 @@ export function isSafePrivate(group: number, creator: string, offset: number): b
   return safeByCreator.get(key)?.has(offset) ?? false;
 }
 
-/** The profile as recorded in provenance. */
-export function profileDescription(options: DeidOptions): {
+/** The profile as recorded in provenance (with Clean Pixel Data when the caller cleans burned-in regions). */
+export function profileDescription(options: DeidOptions & { cleanPixelData?: boolean }): {
   name: string;
   version: string;
   edition: string;
@@ -218,6 +222,34 @@ export function profileDescription(options: DeidOptions): {
     name: 'DICOM PS3.15 Basic Application Level Confidentiality Profile',
     version: PROFILE_VERSION,
     edition: TABLE_EDITION,
-    options: OPTION_NAMES.filter((n) => options[n]).map((n) => CID_7050[n].meaning),
+    options: [
+      ...(options.cleanPixelData ? [CLEAN_PIXEL_DATA.meaning] : []),
+      ...OPTION_NAMES.filter((n) => options[n]).map((n) => CID_7050[n].meaning),
+    ],
   };
+}
+
+/** One row of PS3.15 Table E.3.4-1: a content item's Concept Name code and Value Type, with actions per option. */
+export interface ContentItemRow extends ProfileRow {
+  codeValue: string;
+  codingScheme: string;
+  valueType: string;
+}
+
+/** Table E.3.4-1 (211 rows), as data: applied to SR content items under the Clean Structured Content Option. */
+export const TABLE_E3_4_1: readonly ContentItemRow[] = (
+  tableE341 as { rows: Array<Omit<ContentItemRow, 'tag' | 'id' | 'stdCompIOD'>> }
+).rows.map((r) => ({ ...r, tag: '', id: '', stdCompIOD: 'Y' }) as ContentItemRow);
+
+const contentItemRows = new Map<string, ContentItemRow>(
+  TABLE_E3_4_1.map((r) => [`${r.codeValue}|${r.codingScheme}|${r.valueType}`, r]),
+);
+
+/** The Table E.3.4-1 row of a content item (Concept Name code value and scheme, Value Type), if listed. */
+export function contentItemRow(
+  codeValue: string,
+  scheme: string,
+  valueType: string,
+): ContentItemRow | undefined {
+  return contentItemRows.get(`${codeValue.trim()}|${scheme.trim()}|${valueType.trim().toUpperCase()}`);
 }
