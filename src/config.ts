@@ -171,6 +171,12 @@ export const configSchema = z.object({
   // Viewer (issue 13): the published OHIF build served under /viewer.
   /** OHIF's dist/ folder; default .stack/ohif-3.13.2/package/dist (fetched by scripts/viewer.ts). Missing: no viewer. */
   VIEWER_DIST_DIR: z.string().optional(),
+
+  // web (issue 13): the jobs dashboard.
+  /** Most jobs one GET /api/jobs/list answers. */
+  JOBS_LIST_MAX_LIMIT: int(200, 1),
+  /** Jobs read per queue and state (newest first) before a listing filters by project and pages. */
+  JOBS_LIST_SCAN: int(1000, 1),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -12,6 +12,8 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 import { ensureOhifDist } from '../scripts/viewer';
 import { decideRoute } from '../src/ingest/arrival';
 import { getQueue, QueueName, queueCounts } from '../src/jobs/queues';
+import { initThumbnailWorker } from '../src/jobs/thumbnail';
+import { parsePart10 } from '../src/dicom/parse';
 import { ensureProject } from '../src/index-db/projects';
 import { ingestInstance } from '../src/ingest/ingest';
 import { type OidcIssuer, startOidcIssuer } from '../tools/oidc-issuer/issuer';
@@ -305,4 +307,66 @@ describe('web application: viewer and administration pages (Chromium)', () => {
       await held.remove();
     }
   });
+  it(
+    'a thumbnail job that failed is shown with its reason, retried from the jobs page, and succeeds',
+    async () => {
+      // The job names a series the index does not hold yet: the worker gives up at once (UnrecoverableError).
+      const bytes = readFileSync(join(SAMPLES, 'mr/MR_small.dcm'));
+      const seriesUid = parsePart10(bytes).seriesInstanceUid;
+      const worker = initThumbnailWorker({
+        db: gw.services.db,
+        pacs: gw.services.pacs,
+        archive: gw.services.archive,
+        config: gw.config,
+      });
+      const job = await getQueue(QueueName.thumbnails).add('series-thumbnail', { seriesUid });
+      const ctx = await browser.newContext({ viewport: { width: 1500, height: 900 } });
+      try {
+        const deadline = Date.now() + 60_000;
+        while ((await job.getState()) !== 'failed' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+        const page = await ctx.newPage();
+        await signIn(page, 'carol');
+        await page.click('a[href="#/jobs"]');
+        await page.selectOption('#job-filters select[name=kind]', 'thumbnails');
+        await page.selectOption('#job-filters select[name=state]', 'failed');
+        const row = `#job-list tr[data-kind=thumbnails][data-job="${job.id}"]`;
+        await page.waitForSelector(row);
+        expect(await page.textContent(`${row} [data-col=failure]`)).toMatch(/not in the index/);
+        expect(await page.textContent(`${row} [data-col=subject]`)).toBe(`series ${seriesUid}`);
+        // A failed-state filter lists failed jobs only.
+        const states = await page.$$eval('#job-list tbody tr', (rows) => rows.map((r) => r.getAttribute('data-state')));
+        expect(new Set(states)).toEqual(new Set(['failed']));
+
+        // The series arrives; the administrator retries the job from the page and watches it complete (polled).
+        const stored = await ingestInstance(gw.services, bytes, ['lung-study'], 'stow');
+        if (!stored.ok) throw new Error(`ingest failed: ${stored.message}`);
+        await page.selectOption('#job-filters select[name=state]', '');
+        await page.click(`${row} button[data-action=retry]`);
+        await page.waitForSelector(`${row}[data-state=completed]`, { timeout: 60_000 });
+        expect(await page.textContent(`${row} [data-col=progress]`)).toContain('100%');
+        expect(await page.textContent(`${row} [data-col=failure]`)).toBe('');
+        expect(await page.textContent(`${row} td:nth-child(4)`)).toBe('lung-study');
+        const thumb = await gw.services.db.query(
+          `SELECT t.content_type FROM thumbnails t JOIN instances i USING (sop_instance_uid) WHERE i.series_uid = $1`,
+          [seriesUid],
+        );
+        expect(thumb.rows).toEqual([{ content_type: 'image/jpeg' }]);
+        // The retry is in the audit trail, by job id; no identifying value in its detail.
+        const audit = await gw.services.db.query<{ outcome: number; detail: unknown }>(
+          `SELECT outcome, detail FROM audit_events WHERE action = 'job.retry' ORDER BY id DESC LIMIT 1`,
+        );
+        expect(audit.rows).toEqual([{ outcome: 202, detail: { kind: 'thumbnails', job: String(job.id) } }]);
+        // Admins only: a project admin who is no global admin is refused by the API.
+        const dave = await fetch(`${gw.url}/api/jobs/list`, {
+          headers: { Authorization: `Bearer ${await issuer.userToken('dave')}` },
+        });
+        expect(dave.status).toBe(403);
+      } finally {
+        await ctx.close();
+        await worker.close();
+        await job.remove().catch(() => undefined);
+      }
+    },
+    3 * 60_000,
+  );
 });
