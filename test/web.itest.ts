@@ -288,6 +288,25 @@ describe('web application in Chromium (login, projects, study browser)', () => {
       expect(await page.textContent('#page-range')).toBe(`1–${demoStudies.size + 1}`);
       expect(await page.isDisabled('#next-page')).toBe(true);
       expect(await page.isDisabled('#prev-page')).toBe(true);
+
+      // Column sorting (client-side, within the page: QIDO-RS has no ordering parameter).
+      const column = (n: number) =>
+        page.$$eval(`#studies tbody tr td:nth-child(${n})`, (cells) => cells.map((c) => c.textContent ?? ''));
+      const before = (await column(4)).slice();
+      await page.click('#studies th button[data-sort=date]');
+      await page.waitForSelector('#sort-note');
+      const up = await column(4);
+      expect(up).toEqual([...before].sort((a, b) => (!a || !b ? (a ? -1 : b ? 1 : 0) : a.localeCompare(b))));
+      await page.click('#studies th button[data-sort=date]');
+      const down = await column(4);
+      expect(down.filter(Boolean)).toEqual(up.filter(Boolean).reverse());
+      expect(await page.getAttribute('#studies th:nth-child(4)', 'aria-sort')).toBe('descending');
+      await page.click('#studies th button[data-sort=name]');
+      const names = (await column(2)).filter((n) => n !== '(no name)');
+      expect(names).toEqual(
+        [...names].sort((a, b) => a.localeCompare(b, undefined, { sensitivity: 'base' })),
+      );
+      expect(new Set(names).size).toBeGreaterThan(1);
     } finally {
       await ctx.close();
     }

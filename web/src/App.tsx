@@ -11,6 +11,7 @@ import { QuarantinePage } from './pages/Quarantine';
 import { RoutingPage } from './pages/Routing';
 import { SharesPage } from './pages/Shares';
 import { UploadPage } from './pages/Upload';
+import { CohortPage, CohortsPage, CohortWizardPage } from './pages/Cohorts';
 
 /**
  * Routes live in the hash and hold only project ids and UIDs: search filters (patient names) stay in page state, so
@@ -28,6 +29,9 @@ type Route =
   | { page: 'jobs' }
   | { page: 'routing'; project: string }
   | { page: 'shared'; token: string; study?: string }
+  | { page: 'cohorts'; project: string }
+  | { page: 'cohort-new'; project: string }
+  | { page: 'cohort'; cohort: string }
   | { page: 'unknown' };
 
 function parseRoute(hash: string): Route {
@@ -45,6 +49,11 @@ function parseRoute(hash: string): Route {
     return { page: 'audit', project: parts[1] };
   if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'routing')
     return { page: 'routing', project: parts[1] };
+  if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'cohorts')
+    return { page: 'cohorts', project: parts[1] };
+  if (parts[0] === 'p' && parts.length === 4 && parts[2] === 'cohorts' && parts[3] === 'new')
+    return { page: 'cohort-new', project: parts[1] };
+  if (parts[0] === 'cohorts' && parts.length === 2) return { page: 'cohort', cohort: parts[1] };
   if (parts[0] === 'share' && parts.length === 2) return { page: 'shared', token: parts[1] };
   if (parts[0] === 'share' && parts.length === 4 && parts[2] === 'studies') {
     return { page: 'shared', token: parts[1], study: parts[3] };
@@ -155,6 +164,9 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
           <SharesPage key={route.project} project={route.project} study={route.study} />
         )}
         {route.page === 'upload' && <UploadPage key={route.project} project={route.project} />}
+        {route.page === 'cohorts' && <CohortsPage key={route.project} project={route.project} />}
+        {route.page === 'cohort-new' && <CohortWizardPage key={route.project} project={route.project} />}
+        {route.page === 'cohort' && <CohortPage key={route.cohort} cohort={route.cohort} />}
         {route.page === 'unknown' && (
           <div className="error" role="alert">
             <strong>This page does not exist.</strong> <a href="#/">Go to your projects.</a>
