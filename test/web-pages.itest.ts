@@ -383,7 +383,8 @@ describe('web application: viewer and administration pages (Chromium)', () => {
       const ctx = await browser.newContext({ viewport: { width: 1500, height: 900 } });
       try {
         const deadline = Date.now() + 60_000;
-        while ((await job.getState()) !== 'failed' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+        while ((await job.getState()) !== 'failed' && Date.now() < deadline)
+          await new Promise((r) => setTimeout(r, 200));
         const page = await ctx.newPage();
         await signIn(page, 'carol');
         await page.click('a[href="#/jobs"]');
@@ -394,7 +395,9 @@ describe('web application: viewer and administration pages (Chromium)', () => {
         expect(await page.textContent(`${row} [data-col=failure]`)).toMatch(/not in the index/);
         expect(await page.textContent(`${row} [data-col=subject]`)).toBe(`series ${seriesUid}`);
         // A failed-state filter lists failed jobs only.
-        const states = await page.$$eval('#job-list tbody tr', (rows) => rows.map((r) => r.getAttribute('data-state')));
+        const states = await page.$$eval('#job-list tbody tr', (rows) =>
+          rows.map((r) => r.getAttribute('data-state')),
+        );
         expect(new Set(states)).toEqual(new Set(['failed']));
 
         // The series arrives; the administrator retries the job from the page and watches it complete (polled).
@@ -415,7 +418,9 @@ describe('web application: viewer and administration pages (Chromium)', () => {
         const audit = await gw.services.db.query<{ outcome: number; detail: unknown }>(
           `SELECT outcome, detail FROM audit_events WHERE action = 'job.retry' ORDER BY id DESC LIMIT 1`,
         );
-        expect(audit.rows).toMatchObject([{ outcome: 202, detail: { kind: 'thumbnails', job: String(job.id) } }]);
+        expect(audit.rows).toMatchObject([
+          { outcome: 202, detail: { kind: 'thumbnails', job: String(job.id) } },
+        ]);
         // Admins only: a project admin who is no global admin is refused by the API.
         const dave = await fetch(`${gw.url}/api/jobs/list`, {
           headers: { Authorization: `Bearer ${await issuer.userToken('dave')}` },
@@ -445,7 +450,11 @@ describe('web application: viewer and administration pages (Chromium)', () => {
           [study],
         )
       ).rows[0];
-      const identifying = [study, source.patient_id, ...source.patient_name.split('^').filter((w) => w.length > 2)];
+      const identifying = [
+        study,
+        source.patient_id,
+        ...source.patient_name.split('^').filter((w) => w.length > 2),
+      ];
       const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 }, acceptDownloads: true });
       try {
         const page = await ctx.newPage();
@@ -484,14 +493,20 @@ describe('web application: viewer and administration pages (Chromium)', () => {
         expect(csvText.split('\n')[0]).toBe('id_old,id_new');
         expect(csvText).toContain(study);
         const [zip] = await Promise.all([page.waitForEvent('download'), page.click('#download-cohort')]);
-        expect(readFileSync(await zip.path()).subarray(0, 2).toString()).toBe('PK');
+        expect(
+          readFileSync(await zip.path())
+            .subarray(0, 2)
+            .toString(),
+        ).toBe('PK');
 
         // The research project lists the de-identified study, and no identifying value of the source.
         await page.click('#research-project');
         await page.waitForSelector('#studies tbody tr');
         expect(await page.$$eval('#studies tbody tr', (r) => r.length)).toBe(1);
         const cells = await page.$$eval('main td, main th, main h1, main a, main img', (els) =>
-          els.map((e) => `${e.textContent ?? ''} ${e.getAttribute('alt') ?? ''} ${e.getAttribute('href') ?? ''}`),
+          els.map(
+            (e) => `${e.textContent ?? ''} ${e.getAttribute('alt') ?? ''} ${e.getAttribute('href') ?? ''}`,
+          ),
         );
         for (const v of identifying) expect(cells.filter((c) => c.includes(v))).toEqual([]);
         expect(cells.some((c) => /RP[0-9A-F]{12}/.test(c))).toBe(true);

@@ -30,7 +30,8 @@ function listParam<T extends string>(raw: unknown, allowed: readonly T[], name: 
 function intParam(raw: unknown, def: number, max: number, name: string): number {
   if (raw === undefined || raw === '') return def;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0 || n > max) throw new BadRequestError(`${name} must be an integer 0-${max}`);
+  if (!Number.isInteger(n) || n < 0 || n > max)
+    throw new BadRequestError(`${name} must be an integer 0-${max}`);
   return n;
 }
 
@@ -42,7 +43,8 @@ function gate(ctx: Context): void {
 function target(ctx: Context): { kind: QueueNameValue; id: string } {
   const kind = ctx.params.kind as string;
   const id = ctx.params.id as string;
-  if (!(JOB_KINDS as readonly string[]).includes(kind) || !JOB_ID.test(id)) throw new NotFoundError('job not found');
+  if (!(JOB_KINDS as readonly string[]).includes(kind) || !JOB_ID.test(id))
+    throw new NotFoundError('job not found');
   return { kind: kind as QueueNameValue, id };
 }
 

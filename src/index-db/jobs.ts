@@ -2,7 +2,10 @@
 import type { Pool } from 'pg';
 
 /** The projects each series is linked to (series UID -> project ids); unknown series are absent. */
-export async function projectsOfSeries(db: Pool, seriesUids: readonly string[]): Promise<Map<string, string[]>> {
+export async function projectsOfSeries(
+  db: Pool,
+  seriesUids: readonly string[],
+): Promise<Map<string, string[]>> {
   const out = new Map<string, string[]>();
   if (seriesUids.length === 0) return out;
   const r = await db.query<{ series_uid: string; projects: string[] }>(

@@ -67,8 +67,8 @@ async function present(db: Pool, entries: Array<{ kind: QueueNameValue; state: J
     cohortJobSubjects(db, cohorts),
   ]);
   return entries.map(({ kind, state, job }): JobView => {
-    let subject: JobView['subject'] = {};
-    let projects: string[] = [];
+    let subject: JobView['subject'];
+    let projects: string[];
     let progress = typeof job.progress === 'number' ? job.progress : 0;
     if (kind === QueueName.thumbnails) {
       const uid = String((job.data as { seriesUid?: unknown }).seriesUid ?? '');
@@ -167,7 +167,8 @@ export async function cancelJob(
   const cohortId =
     kind === QueueName.cohorts ? String((job.data as { cohortId?: unknown }).cohortId ?? '') : undefined;
   if (state === 'active') {
-    if (!cohortId) throw new ConflictError('a running thumbnail job cannot be stopped; it finishes in seconds');
+    if (!cohortId)
+      throw new ConflictError('a running thumbnail job cannot be stopped; it finishes in seconds');
     await setCohortState(db, cohortId, 'cancelled');
     return { id, kind, outcome: 'cancelling' };
   }

@@ -13,9 +13,17 @@ import { ErrorPanel, useLoad } from '../components';
 
 /** The PS3.15 Annex E options the cohort API accepts (src/cohorts/deid-port.ts DEID_OPTION_NAMES), in words. */
 export const DEID_OPTIONS: Array<{ name: string; label: string; help: string }> = [
-  { name: 'retainSafePrivate', label: 'Retain safe private attributes', help: 'Private tags known to hold no identity' },
+  {
+    name: 'retainSafePrivate',
+    label: 'Retain safe private attributes',
+    help: 'Private tags known to hold no identity',
+  },
   { name: 'retainUIDs', label: 'Retain UIDs', help: 'Keep the original Study/Series/SOP Instance UIDs' },
-  { name: 'retainDeviceIdentity', label: 'Retain device identity', help: 'Station name, device serial numbers' },
+  {
+    name: 'retainDeviceIdentity',
+    label: 'Retain device identity',
+    help: 'Station name, device serial numbers',
+  },
   {
     name: 'retainInstitutionIdentity',
     label: 'Retain institution identity',
@@ -36,7 +44,11 @@ export const DEID_OPTIONS: Array<{ name: string; label: string; help: string }> 
     label: 'Retain longitudinal temporal information (modified dates)',
     help: 'Dates shifted by one offset per patient',
   },
-  { name: 'cleanDescriptors', label: 'Clean descriptors', help: 'Keep descriptions, with identifying text removed' },
+  {
+    name: 'cleanDescriptors',
+    label: 'Clean descriptors',
+    help: 'Keep descriptions, with identifying text removed',
+  },
   { name: 'cleanStructuredContent', label: 'Clean structured content', help: 'Keep SR content, cleaned' },
   { name: 'cleanGraphics', label: 'Clean graphics', help: 'Keep overlays and graphic annotations, cleaned' },
 ];
@@ -198,7 +210,8 @@ export function CohortWizardPage({ project }: { project: string }) {
     </label>
   );
   const studiesChosen = mode === 'selected' ? selected.size > 0 : (studies.data?.length ?? 0) > 0;
-  const targetChosen = targetKind === 'existing' ? existing !== '' : newId.trim() !== '' && newName.trim() !== '';
+  const targetChosen =
+    targetKind === 'existing' ? existing !== '' : newId.trim() !== '' && newName.trim() !== '';
 
   const start = async () => {
     setStarting(true);
@@ -252,16 +265,23 @@ export function CohortWizardPage({ project }: { project: string }) {
           </form>
           <p>
             <label>
-              <input type="radio" name="mode" checked={mode === 'selected'} onChange={() => setMode('selected')} />{' '}
+              <input
+                type="radio"
+                name="mode"
+                checked={mode === 'selected'}
+                onChange={() => setMode('selected')}
+              />{' '}
               The studies I tick
             </label>{' '}
             <label>
-              <input type="radio" name="mode" checked={mode === 'query'} onChange={() => setMode('query')} /> Every
-              study matching these filters (evaluated when the cohort starts)
+              <input type="radio" name="mode" checked={mode === 'query'} onChange={() => setMode('query')} />{' '}
+              Every study matching these filters (evaluated when the cohort starts)
             </label>
           </p>
           {studies.error !== undefined && <ErrorPanel error={studies.error} />}
-          {studies.data && studies.data.length === 0 && <p className="muted">No study matches these filters.</p>}
+          {studies.data && studies.data.length === 0 && (
+            <p className="muted">No study matches these filters.</p>
+          )}
           {studies.data && studies.data.length > 0 && (
             <table id="wizard-study-list">
               <thead>
@@ -331,8 +351,8 @@ export function CohortWizardPage({ project }: { project: string }) {
       {step === 2 && (
         <div id="wizard-options">
           <p>
-            The Basic Application Level Confidentiality Profile (PS3.15 Annex E) always applies. Each option keeps
-            or cleans a group of attributes the profile would otherwise remove.
+            The Basic Application Level Confidentiality Profile (PS3.15 Annex E) always applies. Each option
+            keeps or cleans a group of attributes the profile would otherwise remove.
           </p>
           {DEID_OPTIONS.map((o) => (
             <p key={o.name}>
@@ -405,8 +425,7 @@ export function CohortWizardPage({ project }: { project: string }) {
           </p>
           <p>
             <label>
-              Cohort name{' '}
-              <input name="cohort-name" value={name} onChange={(e) => setName(e.target.value)} />
+              Cohort name <input name="cohort-name" value={name} onChange={(e) => setName(e.target.value)} />
             </label>
           </p>
           <p>
@@ -428,7 +447,9 @@ export function CohortWizardPage({ project }: { project: string }) {
               </tr>
               <tr>
                 <th>Studies</th>
-                <td>{mode === 'selected' ? `${selected.size} ticked` : 'every study matching the filters'}</td>
+                <td>
+                  {mode === 'selected' ? `${selected.size} ticked` : 'every study matching the filters'}
+                </td>
               </tr>
               <tr>
                 <th>Options</th>
@@ -485,7 +506,9 @@ export function CohortPage({ cohort }: { cohort: string }) {
       `${dicomwebRoot(data.research_project)}/studies?${q.toString()}`,
       'application/dicom+json',
     );
-    return [...new Set(rows.map((r) => tagText(r, Tags.PatientID)).filter((p) => /^RP[0-9A-F]{12}$/.test(p)))].sort();
+    return [
+      ...new Set(rows.map((r) => tagText(r, Tags.PatientID)).filter((p) => /^RP[0-9A-F]{12}$/.test(p))),
+    ].sort();
   }, [data?.research_project, data?.state, data?.progress.withdrawn, version]);
 
   if (error !== undefined && !data) return <ErrorPanel error={error} />;
@@ -504,7 +527,8 @@ export function CohortPage({ cohort }: { cohort: string }) {
       setActionError(err);
     }
   };
-  const post = (path: string, method = 'POST') => gatewayFetch(path, { method, headers: { Accept: 'application/json' } });
+  const post = (path: string, method = 'POST') =>
+    gatewayFetch(path, { method, headers: { Accept: 'application/json' } });
 
   return (
     <section id="cohort" data-state={data.state}>
@@ -566,7 +590,9 @@ export function CohortPage({ cohort }: { cohort: string }) {
           <button
             id="download-cohort"
             onClick={() =>
-              void act(() => saveAs(`/api/cohorts/${data.id}/archive`, `cohort-${data.id}.zip`, 'application/zip'))
+              void act(() =>
+                saveAs(`/api/cohorts/${data.id}/archive`, `cohort-${data.id}.zip`, 'application/zip'),
+              )
             }
           >
             Download the ZIP
@@ -576,7 +602,9 @@ export function CohortPage({ cohort }: { cohort: string }) {
           <button
             id="download-uid-mapping"
             onClick={() =>
-              void act(() => saveAs(`/api/cohorts/${data.id}/uid_mapping.csv`, `cohort-${data.id}-uids.csv`, 'text/csv'))
+              void act(() =>
+                saveAs(`/api/cohorts/${data.id}/uid_mapping.csv`, `cohort-${data.id}-uids.csv`, 'text/csv'),
+              )
             }
           >
             UID mapping (CSV)
@@ -587,7 +615,11 @@ export function CohortPage({ cohort }: { cohort: string }) {
             id="download-patid-mapping"
             onClick={() =>
               void act(() =>
-                saveAs(`/api/cohorts/${data.id}/patid_mapping.csv`, `cohort-${data.id}-patients.csv`, 'text/csv'),
+                saveAs(
+                  `/api/cohorts/${data.id}/patid_mapping.csv`,
+                  `cohort-${data.id}-patients.csv`,
+                  'text/csv',
+                ),
               )
             }
           >
@@ -615,8 +647,8 @@ export function CohortPage({ cohort }: { cohort: string }) {
         <>
           <h2>Subjects</h2>
           <p className="muted">
-            Withdrawing a subject deletes every copy of that pseudonym from the research project and from later
-            downloads.
+            Withdrawing a subject deletes every copy of that pseudonym from the research project and from
+            later downloads.
           </p>
           <table id="cohort-subjects">
             <tbody>
@@ -631,7 +663,10 @@ export function CohortPage({ cohort }: { cohort: string }) {
                           onClick={() =>
                             void act(async () => {
                               setConfirm('');
-                              await post(`/api/cohorts/${data.id}/subjects/${encodeURIComponent(s)}`, 'DELETE');
+                              await post(
+                                `/api/cohorts/${data.id}/subjects/${encodeURIComponent(s)}`,
+                                'DELETE',
+                              );
                             }, `Subject ${s} was withdrawn.`)
                           }
                         >

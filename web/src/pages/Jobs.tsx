@@ -140,7 +140,12 @@ export function JobsPage() {
         </label>
         <label>
           Project{' '}
-          <input name="project" value={project} placeholder="project id" onChange={(e) => setProject(e.target.value)} />
+          <input
+            name="project"
+            value={project}
+            placeholder="project id"
+            onChange={(e) => setProject(e.target.value)}
+          />
         </label>
       </form>
       {actionError !== undefined && <ErrorPanel error={actionError} />}
@@ -205,7 +210,9 @@ export function JobsPage() {
         </table>
       )}
       {list.data?.truncated && (
-        <p className="muted">Only the newest jobs of each queue were looked at; narrow the filters to see older ones.</p>
+        <p className="muted">
+          Only the newest jobs of each queue were looked at; narrow the filters to see older ones.
+        </p>
       )}
     </section>
   );

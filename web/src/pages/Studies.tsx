@@ -66,7 +66,8 @@ type SortKey = keyof typeof SORTS;
 export function sortStudies(rows: DicomJson[], key: SortKey | undefined, dir: 1 | -1): DicomJson[] {
   if (!key) return rows;
   const { tag, numeric } = SORTS[key];
-  const val = (d: DicomJson) => (tag === Tags.ModalitiesInStudy ? tagValues(d, tag).join(',') : tagText(d, tag));
+  const val = (d: DicomJson) =>
+    tag === Tags.ModalitiesInStudy ? tagValues(d, tag).join(',') : tagText(d, tag);
   return [...rows].sort((a, b) => {
     const x = val(a);
     const y = val(b);
