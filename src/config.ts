@@ -177,6 +177,8 @@ export const configSchema = z.object({
   JOBS_LIST_MAX_LIMIT: int(200, 1),
   /** Jobs read per queue and state (newest first) before a listing filters by project and pages. */
   JOBS_LIST_SCAN: int(1000, 1),
+  /** Seconds a single-use download link (POST /api/download-links) stays valid. */
+  DOWNLOAD_LINK_TTL_S: int(60, 5),
 });
 
 export type Config = z.infer<typeof configSchema>;

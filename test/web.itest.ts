@@ -329,6 +329,25 @@ describe('web application in Chromium (login, projects, study browser)', () => {
       expect(download.suggestedFilename()).toBe(`${lungStudy}.zip`);
       const path = await download.path();
       expect(readFileSync(path).subarray(0, 4)).toEqual(Buffer.from([0x50, 0x4b, 0x03, 0x04]));
+      // Streamed through a single-use link the gateway made (no token in the URL, no copy in page memory).
+      const link = new URL(download.url());
+      expect(link.origin + link.pathname).toMatch(new RegExp(`^${gw.url}/download/[A-Za-z0-9_-]{43}$`));
+      expect(download.url()).not.toMatch(/eyJ|token=/);
+      const again = await fetch(download.url());
+      expect(again.status).toBe(404);
+      expect(JSON.stringify(await again.json())).toContain('expired or was already used');
+      // A link made for a study the caller cannot see opens nothing (the usual 404), and only ZIPs can be linked.
+      const erin = await issuer.userToken('erin');
+      const make = (p: string) =>
+        fetch(`${gw.url}/api/download-links`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${erin}`, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ path: p }),
+        });
+      const made = await make(`/projects/lung-study/dicom-web/studies/${lungStudy}`);
+      expect(made.status).toBe(201);
+      expect((await fetch(`${gw.url}${((await made.json()) as { url: string }).url}`)).status).toBe(404);
+      expect((await make('/api/audit')).status).toBe(400);
     } finally {
       await ctx.close();
     }

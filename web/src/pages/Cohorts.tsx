@@ -4,6 +4,7 @@ import {
   dicomwebRoot,
   gatewayFetch,
   getJson,
+  streamedDownload,
   tagText,
   Tags,
   type DicomJson,
@@ -590,9 +591,7 @@ export function CohortPage({ cohort }: { cohort: string }) {
           <button
             id="download-cohort"
             onClick={() =>
-              void act(() =>
-                saveAs(`/api/cohorts/${data.id}/archive`, `cohort-${data.id}.zip`, 'application/zip'),
-              )
+              void act(() => streamedDownload(`/api/cohorts/${data.id}/archive`, `cohort-${data.id}.zip`))
             }
           >
             Download the ZIP
