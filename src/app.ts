@@ -1,3 +1,4 @@
+import type { Principal } from './auth/access';
 import cors from '@koa/cors';
 import Router from '@koa/router';
 import Koa, { type Context, type Next } from 'koa';
@@ -6,6 +7,8 @@ import { auditRouter } from './api/audit';
 import { cohortsRouter } from './api/cohorts';
 import { deidentifier } from './cohorts/deidentifier';
 import { jobsRouter } from './api/jobs';
+import { downloadLinksRouter } from './api/download-links';
+import { downloadLinks } from './http/download-links';
 import { membershipsRouter } from './api/memberships';
 import { pipelinesRouter } from './api/pipelines';
 import { projectsRouter } from './api/projects';
@@ -90,6 +93,8 @@ export function createApp(services: Services): Koa {
 
   app.use(webApp(services.config));
   app.use(viewer(services.config));
+  // web: a single-use download link becomes the request it was made for, with the principal that made it.
+  app.use(downloadLinks(services));
 
   // services.authenticate is read per request: tests and the bootstrap may set it after the app is built.
   const authenticate = boundedTokens(
@@ -101,7 +106,8 @@ export function createApp(services: Services): Koa {
     let outcome = 500;
     try {
       // Inside the try: refused attempts (401) are audited too.
-      ctx.state.principal = await authenticate(ctx);
+      ctx.state.principal =
+        (ctx.state.downloadPrincipal as Principal | undefined) ?? (await authenticate(ctx));
       await next();
       outcome = ctx.status;
     } catch (err) {
@@ -174,6 +180,8 @@ export function createApp(services: Services): Koa {
   root.use(jobs.routes(), jobs.allowedMethods());
   const cohorts = cohortsRouter(services, deidentifier);
   root.use(cohorts.routes(), cohorts.allowedMethods());
+  const downloads = downloadLinksRouter(services);
+  root.use(downloads.routes(), downloads.allowedMethods());
   const members = membershipsRouter(services);
   root.use(members.routes(), members.allowedMethods());
   const pipelines = pipelinesRouter(services);

@@ -214,6 +214,13 @@ export const configSchema = z.object({
   STOW_INDEX_BATCH: int(100, 1),
   /** STOW-RS: parts parsed and being archived at once within one request. */
   STOW_PIPELINE_DEPTH: int(4, 1),
+  // web (issue 13): the jobs dashboard.
+  /** Most jobs one GET /api/jobs/list answers. */
+  JOBS_LIST_MAX_LIMIT: int(200, 1),
+  /** Jobs read per queue and state (newest first) before a listing filters by project and pages. */
+  JOBS_LIST_SCAN: int(1000, 1),
+  /** Seconds a single-use download link (POST /api/download-links) stays valid. */
+  DOWNLOAD_LINK_TTL_S: int(60, 5),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -11,6 +11,10 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 import { builtWebApp, ohifDist } from './helpers/once';
 import { decideRoute } from '../src/ingest/arrival';
 import { getQueue, QueueName, queueCounts } from '../src/jobs/queues';
+import { initThumbnailWorker } from '../src/jobs/thumbnail';
+import { initCohortWorker } from '../src/jobs/cohort';
+import { deidentifier } from '../src/cohorts/deidentifier';
+import { parsePart10 } from '../src/dicom/parse';
 import { ensureProject } from '../src/index-db/projects';
 import { ingestInstance } from '../src/ingest/ingest';
 import { type OidcIssuer, startOidcIssuer } from '../tools/oidc-issuer/issuer';
@@ -39,6 +43,34 @@ const canvasStats = (): { distinct: number; nonBlack: number } => {
     if (seen.size > best.distinct) best = { distinct: seen.size, nonBlack };
   }
   return best;
+};
+
+/** The oidc-client-ts session of the tab: its access token, expiry and the token's own lifetime (exp - iat). */
+const storedSession = (): { token: string; exp: number; lifetime: number } => {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const ss = (globalThis as any).sessionStorage;
+  for (let i = 0; i < ss.length; i++) {
+    const key = ss.key(i) as string;
+    if (!key.startsWith('oidc.user:')) continue;
+    const u = JSON.parse(ss.getItem(key)) as { access_token: string };
+    const c = JSON.parse(atob(u.access_token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))) as {
+      exp: number;
+      iat: number;
+    };
+    return { token: u.access_token, exp: c.exp, lifetime: c.exp - c.iat };
+  }
+  return { token: '', exp: 0, lifetime: 0 };
+};
+/** Makes the stored session look one second from expiry. */
+const expireStoredSession = (): void => {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const ss = (globalThis as any).sessionStorage;
+  for (let i = 0; i < ss.length; i++) {
+    const key = ss.key(i) as string;
+    if (!key.startsWith('oidc.user:')) continue;
+    const u = JSON.parse(ss.getItem(key)) as Record<string, unknown>;
+    ss.setItem(key, JSON.stringify({ ...u, expires_at: Math.floor(Date.now() / 1000) + 1 }));
+  }
 };
 
 describe('web application: viewer and administration pages (Chromium)', () => {
@@ -145,7 +177,37 @@ describe('web application: viewer and administration pages (Chromium)', () => {
         );
         expect(gatewayAnswers.filter((a) => !a.startsWith('200') && !a.includes('/thumbnail'))).toEqual([]);
         expect(problems).toEqual([]);
+
+        // The viewer tab refreshes the token itself. Tokens minted from now on live 12 s; the stored one is made to
+        // look about to expire: the viewer exchanges it, then keeps exchanging each short-lived one before it ends.
+        issuer.setTokenLifetime(12);
+        const first = await page.evaluate(storedSession);
+        await page.evaluate(expireStoredSession);
+        const deadline2 = Date.now() + 60_000;
+        let a = first;
+        while ((a.token === first.token || a.lifetime !== 12) && Date.now() < deadline2) {
+          await page.waitForTimeout(500);
+          a = await page.evaluate(storedSession);
+        }
+        expect(a.lifetime).toBe(12);
+        // Past the real expiry of that 12 s token, the session holds a newer, valid one.
+        while (Date.now() / 1000 < a.exp + 1 && Date.now() < deadline2) await page.waitForTimeout(500);
+        const b = await page.evaluate(storedSession);
+        expect(b.token).not.toBe(a.token);
+        expect(b.exp).toBeGreaterThan(Date.now() / 1000);
+        // OHIF, reloaded in the same tab, reads the study with the refreshed token; then the web app, without login.
+        gatewayAnswers.length = 0;
+        const answered = page.waitForResponse(
+          (r) => r.url().includes('/projects/lung-study/dicom-web/studies') && r.status() === 200,
+        );
+        await page.reload();
+        await answered;
+        expect(gatewayAnswers.filter((x) => x.startsWith('401'))).toEqual([]);
+        await page.goto(`${gw.url}/`);
+        await page.waitForSelector('#projects');
+        expect(page.url()).not.toContain(issuer.url);
       } finally {
+        issuer.setTokenLifetime(600);
         await ctx.close();
       }
     },
@@ -300,4 +362,164 @@ describe('web application: viewer and administration pages (Chromium)', () => {
       await held.remove();
     }
   });
+  it(
+    'a thumbnail job that failed is shown with its reason, retried from the jobs page, and succeeds',
+    async () => {
+      // The job names a series the index does not hold yet: the worker gives up at once (UnrecoverableError).
+      const bytes = readFileSync(join(SAMPLES, 'mr/MR_small.dcm'));
+      const seriesUid = parsePart10(bytes).seriesInstanceUid;
+      const worker = initThumbnailWorker({
+        db: gw.services.db,
+        pacs: gw.services.pacs,
+        archive: gw.services.archive,
+        config: gw.config,
+      });
+      const job = await getQueue(QueueName.thumbnails).add('series-thumbnail', { seriesUid });
+      const ctx = await browser.newContext({ viewport: { width: 1500, height: 900 } });
+      try {
+        const deadline = Date.now() + 60_000;
+        while ((await job.getState()) !== 'failed' && Date.now() < deadline)
+          await new Promise((r) => setTimeout(r, 200));
+        const page = await ctx.newPage();
+        await signIn(page, 'carol');
+        await page.click('a[href="#/jobs"]');
+        await page.selectOption('#job-filters select[name=kind]', 'thumbnails');
+        await page.selectOption('#job-filters select[name=state]', 'failed');
+        const row = `#job-list tr[data-kind=thumbnails][data-job="${job.id}"]`;
+        await page.waitForSelector(row);
+        expect(await page.textContent(`${row} [data-col=failure]`)).toMatch(/not in the index/);
+        expect(await page.textContent(`${row} [data-col=subject]`)).toBe(`series ${seriesUid}`);
+        // A failed-state filter lists failed jobs only.
+        const states = await page.$$eval('#job-list tbody tr', (rows) =>
+          rows.map((r) => r.getAttribute('data-state')),
+        );
+        expect(new Set(states)).toEqual(new Set(['failed']));
+
+        // The series arrives; the administrator retries the job from the page and watches it complete (polled).
+        const stored = await ingestInstance(gw.services, bytes, ['lung-study'], 'stow');
+        if (!stored.ok) throw new Error(`ingest failed: ${stored.message}`);
+        await page.selectOption('#job-filters select[name=state]', '');
+        await page.click(`${row} button[data-action=retry]`);
+        await page.waitForSelector(`${row}[data-state=completed]`, { timeout: 60_000 });
+        expect(await page.textContent(`${row} [data-col=progress]`)).toContain('100%');
+        expect(await page.textContent(`${row} [data-col=failure]`)).toBe('');
+        expect(await page.textContent(`${row} td:nth-child(4)`)).toBe('lung-study');
+        const thumb = await gw.services.db.query(
+          `SELECT t.content_type FROM thumbnails t JOIN instances i USING (sop_instance_uid) WHERE i.series_uid = $1`,
+          [seriesUid],
+        );
+        expect(thumb.rows).toEqual([{ content_type: 'image/jpeg' }]);
+        // The retry is in the audit trail, by job id; no identifying value in its detail.
+        const audit = await gw.services.db.query<{ outcome: number; detail: unknown }>(
+          `SELECT outcome, detail FROM audit_events WHERE action = 'job.retry' ORDER BY id DESC LIMIT 1`,
+        );
+        expect(audit.rows).toMatchObject([
+          { outcome: 202, detail: { kind: 'thumbnails', job: String(job.id) } },
+        ]);
+        // Admins only: a project admin who is no global admin is refused by the API.
+        const dave = await fetch(`${gw.url}/api/jobs/list`, {
+          headers: { Authorization: `Bearer ${await issuer.userToken('dave')}` },
+        });
+        expect(dave.status).toBe(403);
+      } finally {
+        await ctx.close();
+        await worker.close();
+        await job.remove().catch(() => undefined);
+      }
+    },
+    3 * 60_000,
+  );
+  it(
+    'a curator builds a cohort in the wizard; the research project shows it with nothing identifying of the source',
+    async () => {
+      const worker = initCohortWorker({
+        db: gw.services.db,
+        pacs: gw.services.pacs,
+        archive: gw.services.archive,
+        deid: deidentifier,
+        config: gw.config,
+      });
+      const source = (
+        await gw.services.db.query<{ patient_name: string; patient_id: string }>(
+          `SELECT patient_name, patient_id FROM project_studies WHERE project_id = 'lung-study' AND study_uid = $1`,
+          [study],
+        )
+      ).rows[0];
+      const identifying = [
+        study,
+        source.patient_id,
+        ...source.patient_name.split('^').filter((w) => w.length > 2),
+      ];
+      const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 }, acceptDownloads: true });
+      try {
+        const page = await ctx.newPage();
+        await signIn(page, 'alice');
+        await page.click('tr[data-project="lung-study"] a[data-action=cohorts]');
+        await page.click('#new-cohort');
+        // 1. studies: the CT, ticked from the QIDO list of the source project.
+        await page.fill('#wizard-studies input[name=modality]', 'CT');
+        await page.click('#wizard-search');
+        await page.check(`#wizard-study-list tr[data-study="${study}"] input[type=checkbox]`);
+        await page.click('#wizard-next-1');
+        // 2. options, by their PS3.15 names.
+        await page.check('#wizard-options input[name=retainPatientCharacteristics]');
+        await page.click('#wizard-next-2');
+        // 3. a new research project.
+        await page.fill('#wizard-target input[name=new-id]', 'lung-research');
+        await page.fill('#wizard-target input[name=new-name]', 'Lung research');
+        await page.fill('#wizard-target input[name=cohort-name]', 'pilot');
+        await page.click('#wizard-next-3');
+        expect(await page.textContent('#review-options')).toBe('Retain patient characteristics');
+        await page.click('#start-cohort');
+        await page.waitForURL(/#\/cohorts\/[0-9a-f-]{36}$/);
+        const cohortId = page.url().split('/').pop() as string;
+        // Progress is polled until the worker has stored the instance.
+        await page.waitForSelector('#cohort[data-state=done]', { timeout: 90_000 });
+        expect(await page.textContent('#cohort-progress')).toContain('1 of 1 instances: 1 stored');
+        const row = await gw.services.db.query<{ options: Record<string, boolean> }>(
+          'SELECT options FROM cohorts WHERE id = $1',
+          [cohortId],
+        );
+        expect(row.rows[0].options.retainPatientCharacteristics).toBe(true);
+
+        // Downloads: the UID mapping names the source study; the ZIP is a ZIP.
+        const [csv] = await Promise.all([page.waitForEvent('download'), page.click('#download-uid-mapping')]);
+        const csvText = readFileSync(await csv.path(), 'utf8');
+        expect(csvText.split('\n')[0]).toBe('id_old,id_new');
+        expect(csvText).toContain(study);
+        const [zip] = await Promise.all([page.waitForEvent('download'), page.click('#download-cohort')]);
+        expect(
+          readFileSync(await zip.path())
+            .subarray(0, 2)
+            .toString(),
+        ).toBe('PK');
+
+        // The research project lists the de-identified study, and no identifying value of the source.
+        await page.click('#research-project');
+        await page.waitForSelector('#studies tbody tr');
+        expect(await page.$$eval('#studies tbody tr', (r) => r.length)).toBe(1);
+        const cells = await page.$$eval('main td, main th, main h1, main a, main img', (els) =>
+          els.map(
+            (e) => `${e.textContent ?? ''} ${e.getAttribute('alt') ?? ''} ${e.getAttribute('href') ?? ''}`,
+          ),
+        );
+        for (const v of identifying) expect(cells.filter((c) => c.includes(v))).toEqual([]);
+        expect(cells.some((c) => /RP[0-9A-F]{12}/.test(c))).toBe(true);
+
+        // Withdraw the subject: after confirming, nothing of it is left in the research project.
+        await page.goto(`${gw.url}/#/cohorts/${cohortId}`);
+        await page.click('#cohort-subjects button[data-action=withdraw]');
+        await page.click('#cohort-subjects button[data-action=confirm-withdraw]');
+        await page.waitForSelector('.notice:text("was withdrawn")');
+        const left = await gw.services.db.query(
+          `SELECT 1 FROM project_instances WHERE project_id = 'lung-research'`,
+        );
+        expect(left.rowCount).toBe(0);
+      } finally {
+        await ctx.close();
+        await worker.close();
+      }
+    },
+    4 * 60_000,
+  );
 });

@@ -280,6 +280,25 @@ describe('web application in Chromium (login, projects, study browser)', () => {
       expect(await page.textContent('#page-range')).toBe(`1–${demoStudies.size + 1}`);
       expect(await page.isDisabled('#next-page')).toBe(true);
       expect(await page.isDisabled('#prev-page')).toBe(true);
+
+      // Column sorting (client-side, within the page: QIDO-RS has no ordering parameter).
+      const column = (n: number) =>
+        page.$$eval(`#studies tbody tr td:nth-child(${n})`, (cells) => cells.map((c) => c.textContent ?? ''));
+      const before = (await column(4)).slice();
+      await page.click('#studies th button[data-sort=date]');
+      await page.waitForSelector('#sort-note');
+      const up = await column(4);
+      expect(up).toEqual([...before].sort((a, b) => (!a || !b ? (a ? -1 : b ? 1 : 0) : a.localeCompare(b))));
+      await page.click('#studies th button[data-sort=date]');
+      const down = await column(4);
+      expect(down.filter(Boolean)).toEqual(up.filter(Boolean).reverse());
+      expect(await page.getAttribute('#studies th:nth-child(4)', 'aria-sort')).toBe('descending');
+      await page.click('#studies th button[data-sort=name]');
+      const names = (await column(2)).filter((n) => n !== '(no name)');
+      expect(names).toEqual(
+        [...names].sort((a, b) => a.localeCompare(b, undefined, { sensitivity: 'base' })),
+      );
+      expect(new Set(names).size).toBeGreaterThan(1);
     } finally {
       await ctx.close();
     }
@@ -302,6 +321,25 @@ describe('web application in Chromium (login, projects, study browser)', () => {
       expect(download.suggestedFilename()).toBe(`${lungStudy}.zip`);
       const path = await download.path();
       expect(readFileSync(path).subarray(0, 4)).toEqual(Buffer.from([0x50, 0x4b, 0x03, 0x04]));
+      // Streamed through a single-use link the gateway made (no token in the URL, no copy in page memory).
+      const link = new URL(download.url());
+      expect(link.origin + link.pathname).toMatch(new RegExp(`^${gw.url}/download/[A-Za-z0-9_-]{43}$`));
+      expect(download.url()).not.toMatch(/eyJ|token=/);
+      const again = await fetch(download.url());
+      expect(again.status).toBe(404);
+      expect(JSON.stringify(await again.json())).toContain('expired or was already used');
+      // A link made for a study the caller cannot see opens nothing (the usual 404), and only ZIPs can be linked.
+      const erin = await issuer.userToken('erin');
+      const make = (p: string) =>
+        fetch(`${gw.url}/api/download-links`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${erin}`, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ path: p }),
+        });
+      const made = await make(`/projects/lung-study/dicom-web/studies/${lungStudy}`);
+      expect(made.status).toBe(201);
+      expect((await fetch(`${gw.url}${((await made.json()) as { url: string }).url}`)).status).toBe(404);
+      expect((await make('/api/audit')).status).toBe(400);
     } finally {
       await ctx.close();
     }

@@ -111,6 +111,75 @@ export const APP_CONFIG = `(() => {
     }
     return undefined;
   };
+  // The viewer tab keeps the session alive itself (the web app's oidc-client-ts does not run here): shortly before the
+  // access token expires it is exchanged with the refresh token at the issuer's token endpoint, and the stored
+  // oidc-client-ts user is updated in place, so OHIF's next request and the web app (back in this tab) both use it.
+  const userKey = () => {
+    for (let i = 0; i < sessionStorage.length; i++) {
+      const key = sessionStorage.key(i);
+      if (key && key.startsWith('oidc.user:')) return key;
+    }
+    return undefined;
+  };
+  const claims = (jwt) => {
+    try {
+      return JSON.parse(atob(jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+    } catch (e) {
+      return {};
+    }
+  };
+  let tokenEndpoint;
+  let refreshing = false;
+  const refresh = async () => {
+    const key = userKey();
+    if (!key || refreshing) return;
+    let user;
+    try {
+      user = JSON.parse(sessionStorage.getItem(key) || '{}');
+    } catch (e) {
+      return;
+    }
+    if (!user.refresh_token || !user.access_token) return;
+    const c = claims(user.access_token);
+    const lifetime = c.exp && c.iat ? c.exp - c.iat : 300;
+    const margin = Math.min(60, Math.max(2, lifetime * 0.3));
+    const left = (user.expires_at || 0) - Date.now() / 1000;
+    if (left > margin) return;
+    // The key is "oidc.user:{authority}:{client_id}"; the authority is a URL and holds colons itself.
+    const rest = key.slice('oidc.user:'.length);
+    const authority = rest.slice(0, rest.lastIndexOf(':'));
+    const clientId = rest.slice(rest.lastIndexOf(':') + 1);
+    refreshing = true;
+    try {
+      if (!tokenEndpoint) {
+        const d = await fetch((authority.endsWith('/') ? authority.slice(0, -1) : authority) + '/.well-known/openid-configuration');
+        tokenEndpoint = (await d.json()).token_endpoint;
+      }
+      const r = await fetch(tokenEndpoint, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: user.refresh_token, client_id: clientId }),
+      });
+      if (!r.ok) return;
+      const t = await r.json();
+      if (!t.access_token) return;
+      sessionStorage.setItem(key, JSON.stringify({
+        ...user,
+        access_token: t.access_token,
+        refresh_token: t.refresh_token || user.refresh_token,
+        id_token: t.id_token || user.id_token,
+        token_type: t.token_type || user.token_type,
+        scope: t.scope || user.scope,
+        expires_at: Math.floor(Date.now() / 1000) + Number(t.expires_in || 0),
+      }));
+    } catch (e) {
+      // The issuer is unreachable for now: try again at the next tick; requests answer 401 meanwhile.
+    } finally {
+      refreshing = false;
+    }
+  };
+  setInterval(() => void refresh(), 2000);
+  void refresh();
   window.config = async ({ servicesManager }) => {
     // OHIF registers its services right after this function returns, and asks for a header only later, per request.
     const install = () => {
@@ -134,8 +203,10 @@ export const APP_CONFIG = `(() => {
  * (allowed by hash only), its codecs are WebAssembly ('wasm-unsafe-eval', not 'unsafe-eval'), it decodes in workers
  * it may start from blob: URLs, and React/cornerstone set inline styles. Connections stay same-origin.
  */
-export function viewerPolicy(inlineScriptHashes: string[]): string {
+export function viewerPolicy(inlineScriptHashes: string[], issuerOrigin?: string): string {
   const hashes = inlineScriptHashes.map((h) => ` 'sha256-${h}'`).join('');
+  // The issuer's origin: the viewer tab refreshes the session's token there (see APP_CONFIG).
+  const issuer = issuerOrigin ? ` ${issuerOrigin}` : '';
   return [
     "default-src 'none'",
     `script-src 'self' 'wasm-unsafe-eval'${hashes}`,
@@ -143,13 +214,21 @@ export function viewerPolicy(inlineScriptHashes: string[]): string {
     "style-src 'self' 'unsafe-inline'",
     "img-src 'self' blob: data:",
     "font-src 'self' data:",
-    "connect-src 'self'",
+    `connect-src 'self'${issuer}`,
     "manifest-src 'self'",
     "base-uri 'none'",
     "object-src 'none'",
     "form-action 'none'",
     "frame-ancestors 'none'",
   ].join('; ');
+}
+
+function issuerOriginOf(issuer: string | undefined): string | undefined {
+  try {
+    return issuer ? new URL(issuer).origin : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The middleware; when the viewer is not installed, `/viewer` falls through to the API's 404. */
@@ -170,7 +249,7 @@ export function viewer(config: Config) {
   const hashes = [...index.matchAll(/<script>([\s\S]*?)<\/script>/g)].map((m) =>
     createHash('sha256').update(m[1]).digest('base64'),
   );
-  const policy = viewerPolicy(hashes);
+  const policy = viewerPolicy(hashes, issuerOriginOf(config.WEB_OIDC_ISSUER ?? config.OIDC_ISSUER));
   for (const [path, f] of files) {
     if (extname(f) === '.js') {
       const text = readFileSync(f, 'utf8');

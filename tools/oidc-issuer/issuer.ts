@@ -172,7 +172,7 @@ export class OidcIssuer {
   private server?: Server;
   private baseUrl = '';
 
-  constructor(private readonly opts: IssuerOptions = {}) {
+  constructor(private opts: IssuerOptions = {}) {
     this.realm = opts.realm ?? loadRealm(opts.realmFile);
     for (const o of opts.allowedOrigins ?? []) this.allowOrigin(o);
   }
@@ -235,6 +235,11 @@ export class OidcIssuer {
   }
 
   /** Signs with a new key from now on; older keys stay published (Keycloak keeps them passive) unless dropped. */
+  /** Changes the lifetime of access tokens minted from now on (tests of token expiry and refresh). */
+  setTokenLifetime(seconds: number): void {
+    this.opts.tokenLifetimeS = seconds;
+  }
+
   async rotateKeys(opts: { dropOld?: boolean } = {}): Promise<string> {
     const key = await newKey();
     this.keys = opts.dropOld ? [key] : [key, ...this.keys];

@@ -12,6 +12,7 @@ import { RoutingPage } from './pages/Routing';
 import { RunsPage } from './pages/Runs';
 import { SharesPage } from './pages/Shares';
 import { UploadPage } from './pages/Upload';
+import { CohortPage, CohortsPage, CohortWizardPage } from './pages/Cohorts';
 
 /**
  * Routes live in the hash and hold only project ids and UIDs: search filters (patient names) stay in page state, so
@@ -30,6 +31,9 @@ type Route =
   | { page: 'routing'; project: string }
   | { page: 'runs'; project: string }
   | { page: 'shared'; token: string; study?: string }
+  | { page: 'cohorts'; project: string }
+  | { page: 'cohort-new'; project: string }
+  | { page: 'cohort'; cohort: string }
   | { page: 'unknown' };
 
 function parseRoute(hash: string): Route {
@@ -49,6 +53,11 @@ function parseRoute(hash: string): Route {
     return { page: 'routing', project: parts[1] };
   if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'runs')
     return { page: 'runs', project: parts[1] };
+  if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'cohorts')
+    return { page: 'cohorts', project: parts[1] };
+  if (parts[0] === 'p' && parts.length === 4 && parts[2] === 'cohorts' && parts[3] === 'new')
+    return { page: 'cohort-new', project: parts[1] };
+  if (parts[0] === 'cohorts' && parts.length === 2) return { page: 'cohort', cohort: parts[1] };
   if (parts[0] === 'share' && parts.length === 2) return { page: 'shared', token: parts[1] };
   if (parts[0] === 'share' && parts.length === 4 && parts[2] === 'studies') {
     return { page: 'shared', token: parts[1], study: parts[3] };
@@ -160,6 +169,9 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
           <SharesPage key={route.project} project={route.project} study={route.study} />
         )}
         {route.page === 'upload' && <UploadPage key={route.project} project={route.project} />}
+        {route.page === 'cohorts' && <CohortsPage key={route.project} project={route.project} />}
+        {route.page === 'cohort-new' && <CohortWizardPage key={route.project} project={route.project} />}
+        {route.page === 'cohort' && <CohortPage key={route.cohort} cohort={route.cohort} />}
         {route.page === 'unknown' && (
           <div className="error" role="alert">
             <strong>This page does not exist.</strong> <a href="#/">Go to your projects.</a>

@@ -187,3 +187,22 @@ export function shareError(err: unknown): unknown {
   }
   return err;
 }
+
+/**
+ * Saves a ZIP the gateway streams, through a single-use link it makes (POST /api/download-links): the browser's own
+ * download manager writes it to disk as it arrives, nothing is held in page memory, and no bearer token is in a URL.
+ */
+export async function streamedDownload(path: string, filename: string): Promise<void> {
+  const res = await gatewayFetch('/api/download-links', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+    body: JSON.stringify({ path }),
+  });
+  const { url } = (await res.json()) as { url: string };
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+}

@@ -57,6 +57,11 @@ export function ProjectsPage() {
                       Share links
                     </a>
                   )}{' '}
+                  {p.roles.some((r) => SHARE_ROLES.has(r)) && (
+                    <a href={`#/p/${encodeURIComponent(p.id)}/cohorts`} data-action="cohorts">
+                      Cohorts
+                    </a>
+                  )}{' '}
                   {p.roles.includes('admin') && (
                     <a href={`#/p/${encodeURIComponent(p.id)}/audit`} data-action="audit">
                       Audit trail

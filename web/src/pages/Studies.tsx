@@ -45,11 +45,44 @@ export function qidoQuery(f: Filters, offset: number): URLSearchParams {
   return q;
 }
 
+/** Sortable columns: the tag they sort by and whether it compares as a number. */
+const SORTS = {
+  name: { tag: Tags.PatientName, numeric: false },
+  id: { tag: Tags.PatientID, numeric: false },
+  date: { tag: Tags.StudyDate, numeric: false },
+  modality: { tag: Tags.ModalitiesInStudy, numeric: false },
+  description: { tag: Tags.StudyDescription, numeric: false },
+  accession: { tag: Tags.AccessionNumber, numeric: false },
+  series: { tag: Tags.NumberOfStudyRelatedSeries, numeric: true },
+  instances: { tag: Tags.NumberOfStudyRelatedInstances, numeric: true },
+} as const;
+type SortKey = keyof typeof SORTS;
+
+/**
+ * The page's studies in the chosen order. QIDO-RS (PS3.18 §8.3.4) defines no ordering parameter, so the order of
+ * pages stays the index's (newest study first); a column click sorts the studies of the current page only, in the
+ * browser, and says so. Empty values sort last either way.
+ */
+export function sortStudies(rows: DicomJson[], key: SortKey | undefined, dir: 1 | -1): DicomJson[] {
+  if (!key) return rows;
+  const { tag, numeric } = SORTS[key];
+  const val = (d: DicomJson) =>
+    tag === Tags.ModalitiesInStudy ? tagValues(d, tag).join(',') : tagText(d, tag);
+  return [...rows].sort((a, b) => {
+    const x = val(a);
+    const y = val(b);
+    if (!x || !y) return x ? -1 : y ? 1 : 0;
+    const c = numeric ? Number(x) - Number(y) : x.localeCompare(y, undefined, { sensitivity: 'base' });
+    return c * dir;
+  });
+}
+
 /** Studies of one project, or of every project the user can read; filters are kept in state, never in the URL. */
 export function StudiesPage({ project, share }: { project?: string; share?: string }) {
   const [draft, setDraft] = useState<Filters>(EMPTY);
   const [filters, setFilters] = useState<Filters>(EMPTY);
   const [offset, setOffset] = useState(0);
+  const [sort, setSort] = useState<{ key?: SortKey; dir: 1 | -1 }>({ dir: 1 });
   const root = share ? shareRoot(share) : dicomwebRoot(project);
   const { data, error, loading } = useLoad(
     () =>
@@ -74,6 +107,23 @@ export function StudiesPage({ project, share }: { project?: string; share?: stri
         onChange={(e) => setDraft({ ...draft, [key]: e.target.value })}
       />
     </label>
+  );
+  const header = (key: SortKey, label: string, num = false) => (
+    <th
+      className={num ? 'num' : undefined}
+      aria-sort={sort.key === key ? (sort.dir === 1 ? 'ascending' : 'descending') : 'none'}
+    >
+      <button
+        type="button"
+        className="sort"
+        data-sort={key}
+        title="Sorts the studies of this page"
+        onClick={() => setSort({ key, dir: sort.key === key ? (sort.dir === 1 ? -1 : 1) : 1 })}
+      >
+        {label}
+        {sort.key === key ? (sort.dir === 1 ? ' ▲' : ' ▼') : ''}
+      </button>
+    </th>
   );
   const studyLink = (uid: string) =>
     share
@@ -116,18 +166,18 @@ export function StudiesPage({ project, share }: { project?: string; share?: stri
           <thead>
             <tr>
               <th />
-              <th>Patient</th>
-              <th>Patient ID</th>
-              <th>Date</th>
-              <th>Modalities</th>
-              <th>Description</th>
-              <th>Accession</th>
-              <th className="num">Series</th>
-              <th className="num">Instances</th>
+              {header('name', 'Patient')}
+              {header('id', 'Patient ID')}
+              {header('date', 'Date')}
+              {header('modality', 'Modalities')}
+              {header('description', 'Description')}
+              {header('accession', 'Accession')}
+              {header('series', 'Series', true)}
+              {header('instances', 'Instances', true)}
             </tr>
           </thead>
           <tbody>
-            {data.map((s) => {
+            {sortStudies(data, sort.key, sort.dir).map((s) => {
               const uid = tagText(s, Tags.StudyInstanceUID);
               return (
                 <tr key={uid} data-study={uid}>
@@ -151,6 +201,11 @@ export function StudiesPage({ project, share }: { project?: string; share?: stri
             })}
           </tbody>
         </table>
+      )}
+      {sort.key && data && data.length > 0 && (
+        <p className="muted" id="sort-note">
+          Sorted within this page; pages follow the archive&apos;s order (newest first).
+        </p>
       )}
       <div className="pager">
         <button

@@ -1,5 +1,6 @@
 import { useState } from 'react';
 import {
+  streamedDownload,
   dicomDate,
   dicomwebRoot,
   shareError,
@@ -49,13 +50,19 @@ export function StudyPage({
     setDownloading(true);
     setDownloadError(undefined);
     try {
-      const res = await gatewayFetch(base, { headers: { Accept: 'application/zip' } });
-      const url = URL.createObjectURL(await res.blob());
-      const a = document.createElement('a');
-      a.href = url;
-      a.download = `${study}.zip`;
-      a.click();
-      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      if (!share) {
+        // Streamed by the gateway to the browser's download manager through a single-use link.
+        await streamedDownload(base, `${study}.zip`);
+      } else {
+        // A share link is already its own credential in the path, but an <a> cannot ask for application/zip.
+        const res = await gatewayFetch(base, { headers: { Accept: 'application/zip' } });
+        const url = URL.createObjectURL(await res.blob());
+        const a = document.createElement('a');
+        a.href = url;
+        a.download = `${study}.zip`;
+        a.click();
+        setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      }
     } catch (err) {
       setDownloadError(err);
     } finally {
