@@ -33,7 +33,10 @@ export function createHttpServer(app: Koa, config: ServerLimits, logger: Logger)
   server.requestTimeout = config.HTTP_REQUEST_TIMEOUT_MS + 5_000;
   // No bytes either way for this long: the connection goes (a stalled download as much as a stalled upload).
   server.timeout = Math.max(config.HTTP_SOCKET_TIMEOUT_MS, config.HTTP_BODY_IDLE_TIMEOUT_MS + 5_000);
-  server.keepAliveTimeout = 5_000;
+  // Idle keep-alive connections are kept well past the 4-5 s clients commonly wait before reusing one (undici's
+  // default is 4 s): with Node's 5 s default, a late timer on a busy machine closes a socket just as a client sends
+  // its next request on it, which the client sees as a reset (a POST is not retried).
+  server.keepAliveTimeout = 30_000;
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) =>
     answerClientError(err, socket, config, logger),
   );

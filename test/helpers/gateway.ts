@@ -29,6 +29,8 @@ export async function startGateway(overrides: Record<string, string> = {}): Prom
   const logger = createLogger(process.env.LOG_LEVEL ?? 'silent');
   const services = await initServices(config, logger, { indexer: config.INDEXER_ENABLED });
   const server: Server = createApp(services).listen(0, '127.0.0.1');
+  // As the production server does (src/http/server.ts): no reset when a test's fetch reuses an idle connection late.
+  server.keepAliveTimeout = 30_000;
   await new Promise<void>((r) => server.once('listening', () => r()));
   const { port } = server.address() as AddressInfo;
   return {
