@@ -31,6 +31,9 @@ PG_PORT="${PG_PORT:-${SAVED_PG_PORT:-55432}}"
 REDIS_PORT="${REDIS_PORT:-${SAVED_REDIS_PORT:-56379}}"
 ORTHANC_HTTP_PORT="${ORTHANC_HTTP_PORT:-${SAVED_ORTHANC_HTTP_PORT:-58042}}"
 ORTHANC_DICOM_PORT="${ORTHANC_DICOM_PORT:-${SAVED_ORTHANC_DICOM_PORT:-54242}}"
+# The archive's own AE title (a second Orthanc started as a test peer gets another one).
+ORTHANC_AET="${ORTHANC_AET:-APERTURE}"
+[[ "$ORTHANC_AET" =~ ^[A-Za-z0-9_.-]{1,16}$ ]] || { echo "ORTHANC_AET: not an AE title" >&2; exit 1; }
 STABLE_AGE="${ORTHANC_STABLE_AGE:-${SAVED_STABLE_AGE:-5}}"
 
 PG_DATA="$STACK_DIR/pg"
@@ -230,6 +233,7 @@ start_orthanc() {
       -e "s#@ORTHANC_PASSWORD@#$pass#g" -e "s#@DICOMWEB_PLUGIN@#$plugin#g" -e "s#@STABLE_AGE@#$STABLE_AGE#g" \
       -e "s#@DICOM_ALWAYS_ALLOW@#$DICOM_ALWAYS_ALLOW#g" -e "s#@DICOM_CHECK_HOST@#$DICOM_CHECK_HOST#g" \
       -e "s#@DICOM_MODALITIES@#$DICOM_MODALITIES#g" -e "s#@PYTHON_PLUGIN@#$pyplugin#g" \
+      -e "s#@DICOM_AET@#$ORTHANC_AET#g" \
       -e "s#@ARRIVALS_PY@#$ROOT/orthanc-config/aperture-arrivals.py#g" \
       "$ROOT/orthanc-config/orthanc.json.tmpl" > "$ORTHANC_DIR/orthanc.json"
   if proc_alive "$(pid_in "$ORTHANC_DIR/orthanc.pid" || true)"; then
@@ -242,7 +246,7 @@ start_orthanc() {
     setsid nohup Orthanc --logdir="$LOG_DIR" "$ORTHANC_DIR/orthanc.json" >"$LOG_DIR/orthanc.out" 2>&1 < /dev/null &
   echo $! > "$ORTHANC_DIR/orthanc.pid"
   wait_for 60 Orthanc curl -fsS -u "$user:$pass" "http://127.0.0.1:$ORTHANC_HTTP_PORT/system"
-  log "Orthanc started: REST on 127.0.0.1:$ORTHANC_HTTP_PORT, DICOM on port $ORTHANC_DICOM_PORT (AET APERTURE)"
+  log "Orthanc started: REST on 127.0.0.1:$ORTHANC_HTTP_PORT, DICOM on port $ORTHANC_DICOM_PORT (AET $ORTHANC_AET)"
 }
 
 print_env() {

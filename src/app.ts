@@ -7,6 +7,7 @@ import { cohortsRouter } from './api/cohorts';
 import { deidentifier } from './cohorts/deidentifier';
 import { jobsRouter } from './api/jobs';
 import { membershipsRouter } from './api/memberships';
+import { nodesRouter } from './api/nodes';
 import { projectsRouter } from './api/projects';
 import { routingRouter } from './api/routing';
 import { sharesRouter } from './api/shares';
@@ -152,6 +153,9 @@ export function createApp(services: Services): Koa {
   root.use(cohorts.routes(), cohorts.allowedMethods());
   const members = membershipsRouter(services);
   root.use(members.routes(), members.allowedMethods());
+  // bridge (issue 14): remote nodes, query/retrieve, watchers.
+  const nodes = nodesRouter(services);
+  root.use(nodes.routes(), nodes.allowedMethods());
 
   // Outside the routers: they answer OPTIONS and 405 from the shared route table before any mounted middleware runs.
   app.use(readOnlyRootMethods);

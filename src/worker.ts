@@ -2,7 +2,9 @@ import type { Worker } from 'bullmq';
 import { initServices, stopOnSignals } from './bootstrap';
 import { loadConfig } from './config';
 import { deidentifier } from './cohorts/deidentifier';
+import { initBridgeWorker } from './jobs/bridge';
 import { initCohortWorker } from './jobs/cohort';
+import { getRemoteNodes } from './orthanc/remote-nodes';
 import { initThumbnailWorker } from './jobs/thumbnail';
 import { createLogger } from './logger';
 
@@ -19,6 +21,7 @@ async function main(): Promise<void> {
   const workers: Worker[] = [
     initThumbnailWorker(services),
     initCohortWorker({ ...services, deid: deidentifier }),
+    initBridgeWorker({ ...services, nodes: getRemoteNodes(), deid: deidentifier }),
   ];
   logger.info({ queues: workers.map((w) => w.name) }, 'worker started');
 
