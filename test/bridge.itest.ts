@@ -10,7 +10,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { deidentifier } from '../src/cohorts/deidentifier';
 import { initIndexer } from '../src/ingest/change-feed';
+import { createResearchProject } from '../src/index-db/cohorts';
+import { withTransaction } from '../src/index-db/pool';
+import { forgetProjectIds } from '../src/index-db/projects';
 import { initBridgeWorker } from '../src/jobs/bridge';
+import { initCohortWorker } from '../src/jobs/cohort';
 import { getRemoteNodes } from '../src/orthanc/remote-nodes';
 import { freePort, syntheticCopies, type SyntheticCopy, waitFor } from './helpers/dimse';
 import { orthancEndpoint, resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
@@ -346,6 +350,47 @@ describe('retrieve into a project', () => {
   });
 });
 
+describe('anonymise on import', () => {
+  it('retrieves into the clinical project and only a de-identified cohort reaches the research project', async () => {
+    await withTransaction(gw.services.db, (c) =>
+      createResearchProject(c, { id: 'research', name: 'Research' }),
+    );
+    forgetProjectIds();
+    const cohorts = initCohortWorker({ ...gw.services, deid: deidentifier });
+    try {
+      const s = peerStudies[1];
+      const done = await retrieve('pacsb', {
+        studies: [s[0].studyUid],
+        deidentify: { project: 'research', options: {} },
+      });
+      expect(done.state).toBe('done');
+      expect(done.cohort_id).toMatch(/^[0-9a-f-]{36}$/);
+      const research = await waitFor(
+        'the cohort output in the research project',
+        async () => {
+          const r = await gw.services.db.query(
+            `SELECT i.sop_instance_uid, i.study_uid, i.dicom_json->'00100010' AS name FROM project_instances p
+             JOIN instances i USING (sop_instance_uid) WHERE p.project_id = 'research'`,
+          );
+          return r.rows.length === 6 ? r.rows : undefined;
+        },
+        60_000,
+        200,
+      );
+      const sourceSops = new Set(s.map((c) => c.sopInstanceUid));
+      for (const row of research) {
+        expect(sourceSops.has(row.sop_instance_uid)).toBe(false);
+        expect(row.study_uid).not.toBe(s[0].studyUid);
+      }
+      const original = readFileSync(CT, 'latin1');
+      expect(original).toContain('CompressedSamples');
+      expect(JSON.stringify(research.map((r) => r.name))).not.toContain('CompressedSamples');
+    } finally {
+      await cohorts.close();
+    }
+  });
+});
+
 describe('watchers', () => {
   it('imports exactly the new studies over two runs, and keeps its history', async () => {
     const created = await api('POST', '/api/projects/clinic/watchers', {
@@ -360,7 +405,7 @@ describe('watchers', () => {
     const finishedRuns = (n: number) =>
       waitFor(`watcher run ${n}`, async () => {
         const w = await api('GET', `/api/watchers/${id}`);
-        const runs = w.body.history as Array<{ finished_at: string | null }>;
+        const runs = w.body.history as Array<{ finished_at: string | null; retrieve_id: string | null }>;
         return runs.length >= n && runs.every((r) => r.finished_at) ? runs[0] : undefined;
       });
     const runOnce = async (n: number) => {

@@ -53,6 +53,7 @@ export function findKeys(level: FindLevel, keys: Record<string, string>): Record
     const info = lookupAttribute(key);
     if (!info || info.keyword === info.tag)
       throw new BadRequestError(`query: ${key.slice(0, 64)} is not a DICOM attribute keyword or tag`);
+    // eslint-disable-next-line no-control-regex -- control characters are what this refuses
     if (typeof value !== 'string' || value.length > MAX_VALUE || /[\0-\x1f\\]/.test(value))
       throw new BadRequestError(
         `query: ${info.keyword} must be a single text value of at most ${MAX_VALUE} characters`,
