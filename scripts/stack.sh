@@ -31,6 +31,9 @@ PG_PORT="${PG_PORT:-${SAVED_PG_PORT:-55432}}"
 REDIS_PORT="${REDIS_PORT:-${SAVED_REDIS_PORT:-56379}}"
 ORTHANC_HTTP_PORT="${ORTHANC_HTTP_PORT:-${SAVED_ORTHANC_HTTP_PORT:-58042}}"
 ORTHANC_DICOM_PORT="${ORTHANC_DICOM_PORT:-${SAVED_ORTHANC_DICOM_PORT:-54242}}"
+# The archive's own AE title (a second Orthanc started as a test peer gets another one).
+ORTHANC_AET="${ORTHANC_AET:-APERTURE}"
+[[ "$ORTHANC_AET" =~ ^[A-Za-z0-9_.-]{1,16}$ ]] || { echo "ORTHANC_AET: not an AE title" >&2; exit 1; }
 STABLE_AGE="${ORTHANC_STABLE_AGE:-${SAVED_STABLE_AGE:-5}}"
 # Orthanc's index: postgresql (default of `up`) or sqlite (default of `orthanc`, which starts no PostgreSQL).
 if [[ "${1:-up}" == orthanc ]]; then ORTHANC_INDEX="${ORTHANC_INDEX:-${SAVED_ORTHANC_INDEX:-sqlite}}"; fi
@@ -259,6 +262,7 @@ start_orthanc() {
       -e "s#@DICOM_MODALITIES@#$DICOM_MODALITIES#g" -e "s#@PYTHON_PLUGIN@#$pyplugin#g" \
       -e "s#@INDEX_PLUGIN@#$index_plugin#g" -e "s#@PG_PORT@#$PG_PORT#g" -e "s#@PG_USER@#$PG_USER#g" \
       -e "s#@ORTHANC_DB@#$ORTHANC_DB#g" \
+      -e "s#@DICOM_AET@#$ORTHANC_AET#g" \
       -e "s#@ARRIVALS_PY@#$ROOT/orthanc-config/aperture-arrivals.py#g" \
       "$ROOT/orthanc-config/orthanc.json.tmpl" > "$ORTHANC_DIR/orthanc.json"
   if proc_alive "$(pid_in "$ORTHANC_DIR/orthanc.pid" || true)"; then
@@ -271,7 +275,7 @@ start_orthanc() {
     setsid nohup Orthanc --logdir="$LOG_DIR" "$ORTHANC_DIR/orthanc.json" >"$LOG_DIR/orthanc.out" 2>&1 < /dev/null &
   echo $! > "$ORTHANC_DIR/orthanc.pid"
   wait_for 60 Orthanc curl -fsS -u "$user:$pass" "http://127.0.0.1:$ORTHANC_HTTP_PORT/system"
-  log "Orthanc started: REST on 127.0.0.1:$ORTHANC_HTTP_PORT, DICOM on port $ORTHANC_DICOM_PORT (AET APERTURE)"
+  log "Orthanc started: REST on 127.0.0.1:$ORTHANC_HTTP_PORT, DICOM on port $ORTHANC_DICOM_PORT (AET $ORTHANC_AET)"
 }
 
 print_env() {

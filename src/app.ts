@@ -11,6 +11,7 @@ import { downloadLinksRouter } from './api/download-links';
 import { downloadLinks } from './http/download-links';
 import { membershipsRouter } from './api/memberships';
 import { pipelinesRouter } from './api/pipelines';
+import { nodesRouter } from './api/nodes';
 import { projectsRouter } from './api/projects';
 import { routingRouter } from './api/routing';
 import { sharesRouter } from './api/shares';
@@ -186,6 +187,9 @@ export function createApp(services: Services): Koa {
   root.use(members.routes(), members.allowedMethods());
   const pipelines = pipelinesRouter(services);
   root.use(pipelines.routes(), pipelines.allowedMethods());
+  // bridge (issue 14): remote nodes, query/retrieve, watchers.
+  const nodes = nodesRouter(services);
+  root.use(nodes.routes(), nodes.allowedMethods());
 
   // Outside the routers: they answer OPTIONS and 405 from the shared route table before any mounted middleware runs.
   app.use(readOnlyRootMethods);

@@ -10,6 +10,7 @@ import { closeQueues, initQueues } from './jobs/queues';
 import type { Logger } from './logger';
 import { closeArchive, initArchive } from './orthanc/archive';
 import { closePacs, initPacs } from './orthanc/client';
+import { closeRemoteNodes, initRemoteNodes } from './orthanc/remote-nodes';
 import type { AuditDetail, AuditedRequest, CoreServices, Services } from './services';
 
 /** Which parts a process opens besides the index and the archive client. */
@@ -60,6 +61,9 @@ export async function initServices(
     closers.push(closePacs);
     const archive = initArchive(pacs);
     closers.push(closeArchive);
+    // bridge (issue 14): remote DICOM nodes through the archive, on a client of their own (long DIMSE operations).
+    initRemoteNodes(config);
+    closers.push(closeRemoteNodes);
     const core: CoreServices = { config, db, pacs, archive, logger };
     if (queues) {
       initQueues(config, logger);

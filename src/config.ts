@@ -221,6 +221,21 @@ export const configSchema = z.object({
   JOBS_LIST_SCAN: int(1000, 1),
   /** Seconds a single-use download link (POST /api/download-links) stays valid. */
   DOWNLOAD_LINK_TTL_S: int(60, 5),
+  // bridge (issue 14): remote DICOM nodes, query/retrieve into projects, watchers (src/bridge/).
+  /** Seconds a DIMSE operation with a remote node (echo, C-FIND, one study's C-MOVE or C-GET) may take. */
+  BRIDGE_DIMSE_TIMEOUT_S: int(600, 1),
+  /** C-FIND answers kept per query (the node is asked for all; more are cut and reported as truncated). */
+  BRIDGE_QUERY_MAX_ANSWERS: int(1000, 1),
+  /** Studies one retrieve or one watcher run may ask for. */
+  BRIDGE_MAX_STUDIES: int(500, 1),
+  /** After a node reported a C-MOVE complete: how long to wait for the change feed to index its arrivals. */
+  BRIDGE_INDEX_WAIT_MS: int(120_000, 100),
+  /** Shortest watcher interval. */
+  BRIDGE_WATCHER_MIN_INTERVAL_S: int(60, 1),
+  /** Retrieves run at once by one worker process (each also needs a free association slot of its node). */
+  BRIDGE_WORKER_CONCURRENCY: int(4, 1),
+  /** Folder for C-GET's received files while the gateway parses and stores them; default the OS temp folder. */
+  BRIDGE_CGET_DIR: z.string().optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;

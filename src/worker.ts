@@ -2,8 +2,10 @@ import type { Worker } from 'bullmq';
 import { initServices, stopOnSignals } from './bootstrap';
 import { loadConfig } from './config';
 import { deidentifier } from './cohorts/deidentifier';
+import { initBridgeWorker } from './jobs/bridge';
 import { initCohortWorker } from './jobs/cohort';
 import { initPipelineRunWorker } from './jobs/pipeline-run';
+import { getRemoteNodes } from './orthanc/remote-nodes';
 import { initThumbnailWorker } from './jobs/thumbnail';
 import { createLogger } from './logger';
 
@@ -21,6 +23,7 @@ async function main(): Promise<void> {
     initThumbnailWorker(services),
     initCohortWorker({ ...services, deid: deidentifier }),
     initPipelineRunWorker(services),
+    initBridgeWorker({ ...services, nodes: getRemoteNodes(), deid: deidentifier }),
   ];
   logger.info({ queues: workers.map((w) => w.name) }, 'worker started');
 

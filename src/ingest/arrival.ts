@@ -26,6 +26,7 @@ import {
   stickyDecision,
 } from '../index-db/routing';
 import { findUnlisted, projectExists, projectsOf } from '../index-db/arrivals';
+import { expectedArrival } from '../index-db/bridge';
 import type { Logger } from '../logger';
 import type { Archive, ArrivalOrigin } from '../orthanc/archive';
 import { failureMessage } from './failures';
@@ -239,9 +240,12 @@ export async function routeInstance(
 ): Promise<RouteDecision> {
   const { db } = deps;
   const { parsed } = obj;
-  const decision = await stickyDecision(db, parsed.seriesInstanceUid, route, () =>
-    decideRoute(deps, route, parsed.json),
-  );
+  // bridge (issue 14): a study a running retrieve asked this node for belongs to the retrieve's project, whatever
+  // the routing rules say (and whatever an earlier arrival of the series by the same route decided).
+  const expected = await expectedArrival(db, route.callingAet, parsed.studyInstanceUid);
+  const decision = expected
+    ? { projectId: expected.projectId, ruleId: null }
+    : await stickyDecision(db, parsed.seriesInstanceUid, route, () => decideRoute(deps, route, parsed.json));
   if (decision.projectId) {
     await indexInstance(db, obj, [decision.projectId], 'route');
   } else {

@@ -21,6 +21,8 @@ export const QueueName = {
   thumbnails: 'thumbnails',
   cohorts: 'cohorts',
   pipelineRuns: 'pipeline-runs',
+  /** bridge (issue 14): retrieves from remote nodes and watcher runs. */
+  bridge: 'bridge',
 } as const;
 export type QueueNameValue = (typeof QueueName)[keyof typeof QueueName];
 
@@ -64,6 +66,52 @@ export async function enqueuePipelineRun(runId: string): Promise<void> {
       attempts: 3,
       deduplication: { id: `run-${runId}` },
     }),
+    ENQUEUE_TIMEOUT_MS,
+  );
+}
+
+/** Job data of the bridge's jobs: a retrieve id or a watcher id (their details are in PostgreSQL). */
+export type BridgeJobData = { retrieveId: string } | { watcherId: string };
+
+/** Queues a run of a retrieve (deduplicated while one waits, like cohorts). Redis down: DependencyUnavailableError. */
+export async function enqueueRetrieve(retrieveId: string): Promise<void> {
+  const data: BridgeJobData = { retrieveId };
+  await withinQueueDeadline(
+    getQueue(QueueName.bridge).add('retrieve', data, {
+      deduplication: { id: `retrieve-${retrieveId}`, keepLastIfActive: true },
+    }),
+    ENQUEUE_TIMEOUT_MS,
+  );
+}
+
+/** Queues one run of a watcher now. */
+export async function enqueueWatcherRun(watcherId: string): Promise<void> {
+  const data: BridgeJobData = { watcherId };
+  await withinQueueDeadline(
+    getQueue(QueueName.bridge).add('watcher', data, {
+      deduplication: { id: `watcher-${watcherId}`, keepLastIfActive: true },
+    }),
+    ENQUEUE_TIMEOUT_MS,
+  );
+}
+
+/** Schedules a watcher as a BullMQ job scheduler (repeatable job) every `intervalS` seconds. */
+export async function scheduleWatcher(watcherId: string, intervalS: number): Promise<void> {
+  const data: BridgeJobData = { watcherId };
+  await withinQueueDeadline(
+    getQueue(QueueName.bridge).upsertJobScheduler(
+      `watcher-${watcherId}`,
+      { every: intervalS * 1000 },
+      { name: 'watcher', data, opts: { removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } } },
+    ),
+    ENQUEUE_TIMEOUT_MS,
+  );
+}
+
+/** Removes a watcher's schedule. */
+export async function unscheduleWatcher(watcherId: string): Promise<void> {
+  await withinQueueDeadline(
+    getQueue(QueueName.bridge).removeJobScheduler(`watcher-${watcherId}`),
     ENQUEUE_TIMEOUT_MS,
   );
 }

@@ -39,6 +39,8 @@ export interface PacsClient {
   instanceFile(instanceId: string, signal?: AbortSignal): Promise<ArchiveStream>;
   getJson<T>(path: string, signal?: AbortSignal): Promise<T>;
   postJson<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T>;
+  /** PUT of a JSON body (e.g. /modalities/{id}); answers Orthanc's JSON or undefined for an empty answer. */
+  putJson(path: string, body: unknown): Promise<void>;
   getStream(path: string, signal?: AbortSignal, headers?: Record<string, string>): Promise<ArchiveStream>;
   postStream(path: string, body: unknown, signal?: AbortSignal): Promise<ArchiveStream>;
   delete(path: string): Promise<void>;
@@ -191,6 +193,18 @@ export class OrthancClient implements PacsClient {
       signal,
     });
     return this.json<T>(res, 'resource');
+  }
+
+  async putJson(path: string, body: unknown): Promise<void> {
+    const res = await this.call('PUT', path, {
+      body: JSON.stringify(body),
+      headers: { 'content-type': 'application/json' },
+    });
+    if (res.statusCode >= 400) {
+      const text = await res.body.text().catch(() => '');
+      throw new OrthancHttpError(res.statusCode, 'resource', text);
+    }
+    await res.body.dump();
   }
 
   async getStream(
