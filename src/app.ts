@@ -8,6 +8,7 @@ import { deidentifier } from './cohorts/deidentifier';
 import { jobsRouter } from './api/jobs';
 import { membershipsRouter } from './api/memberships';
 import { projectsRouter } from './api/projects';
+import { cohortRecordsRouter, recordsRouter } from './api/records';
 import { routingRouter } from './api/routing';
 import { sharesRouter } from './api/shares';
 import { dicomwebRouter } from './dicomweb/routes';
@@ -152,6 +153,11 @@ export function createApp(services: Services): Koa {
   root.use(cohorts.routes(), cohorts.allowedMethods());
   const members = membershipsRouter(services);
   root.use(members.routes(), members.allowedMethods());
+  // Research records beside the images (issue 18).
+  const records = recordsRouter(services);
+  root.use(records.routes(), records.allowedMethods());
+  const cohortRecords = cohortRecordsRouter(services);
+  root.use(cohortRecords.routes(), cohortRecords.allowedMethods());
 
   // Outside the routers: they answer OPTIONS and 405 from the shared route table before any mounted middleware runs.
   app.use(readOnlyRootMethods);

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { closeAuditTrail, initAuditTrail } from './auth/audit';
 import { createAuthenticator } from './auth/authenticate';
 import { parseAlgorithms, splitList, TokenVerifier } from './auth/tokens';
@@ -10,6 +11,7 @@ import { closeQueues, initQueues } from './jobs/queues';
 import type { Logger } from './logger';
 import { closeArchive, initArchive } from './orthanc/archive';
 import { closePacs, initPacs } from './orthanc/client';
+import { closeFileStore, initFileStore } from './records/file-store';
 import type { AuditDetail, AuditedRequest, CoreServices, Services } from './services';
 
 /** Which parts a process opens besides the index and the archive client. */
@@ -60,6 +62,9 @@ export async function initServices(
     closers.push(closePacs);
     const archive = initArchive(pacs);
     closers.push(closeArchive);
+    // Research records' non-DICOM files (issue 18): a folder, created when missing.
+    await initFileStore(config.RECORDS_FILES_DIR ?? join(__dirname, '..', '.stack', 'records-files'));
+    closers.push(closeFileStore);
     const core: CoreServices = { config, db, pacs, archive, logger };
     if (queues) {
       initQueues(config, logger);
