@@ -64,6 +64,7 @@ export async function receiveFiles(
       try {
         bb = Busboy({
           headers: ctx.req.headers,
+          preservePath: true, // folders of an upload are kept (and checked by safeFilePath)
           limits: { fileSize: limits.maxFileBytes, files: limits.maxFiles, fields: 20, fieldSize: 4096 },
         });
       } catch {
