@@ -54,8 +54,9 @@ export async function receiveFiles(
   const out: UploadedFile[] = [];
   let folder = '';
   const work: Array<Promise<void>> = [];
+  let files = 0; // parts and ZIP entries seen so far
   const count = () => {
-    if (out.length + work.length > limits.maxFiles)
+    if (++files > limits.maxFiles)
       throw new PayloadTooLargeError(`more than ${limits.maxFiles} files in one upload`);
   };
   try {
@@ -83,6 +84,7 @@ export async function receiveFiles(
           const isZip = field === 'zip' || info.mimeType === 'application/zip';
           const base = folder ? `${folder}/` : '';
           if (!isZip) {
+            count();
             const path = safeFilePath(base + info.filename);
             const blob = await store.put(capped(stream, limits.maxFileBytes), limits.maxFileBytes);
             out.push({ ...blob, path, mediaType: info.mimeType || 'application/octet-stream' });
@@ -102,11 +104,6 @@ export async function receiveFiles(
           stream.resume();
           fail(err);
         });
-        try {
-          count();
-        } catch (err) {
-          fail(err);
-        }
       });
       bb.on('filesLimit', () =>
         fail(new PayloadTooLargeError(`more than ${limits.maxFiles} files in one upload`)),

@@ -6,6 +6,7 @@ import { parse } from 'csv-parse';
 import { stringify } from 'csv-stringify';
 import ExcelJS from 'exceljs';
 import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { PassThrough, type Readable } from 'node:stream';
 import { BadRequestError } from '../errors';
 
@@ -29,7 +30,7 @@ export async function* readSheet(
         relax_column_count: true,
         skip_empty_lines: true,
         trim: true,
-        delimiter: [',', ';', '\t'],
+        delimiter: await sniffDelimiter(path),
       }),
     );
     let header: string[] | undefined;
@@ -77,6 +78,21 @@ export async function* readSheet(
     if (err instanceof BadRequestError) throw err;
     // exceljs / its unzipper say "invalid signature", "end of central directory" and the like for a non-XLSX file.
     throw new BadRequestError('the XLSX file cannot be read');
+  }
+}
+
+/** The delimiter of a CSV file: whichever of , ; and tab its header line holds most (Excel writes ; in many locales). */
+async function sniffDelimiter(path: string): Promise<string> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(65536);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    const line = buf.subarray(0, bytesRead).toString('utf8').split(/\r?\n/)[0];
+    const counts = [',', ';', '\t'].map((d) => [d, line.split(d).length - 1] as const);
+    counts.sort((a, b) => b[1] - a[1]);
+    return counts[0][1] > 0 ? counts[0][0] : ',';
+  } finally {
+    await fh.close();
   }
 }
 
