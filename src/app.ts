@@ -13,6 +13,7 @@ import { membershipsRouter } from './api/memberships';
 import { pipelinesRouter } from './api/pipelines';
 import { nodesRouter } from './api/nodes';
 import { projectsRouter } from './api/projects';
+import { cohortRecordsRouter, recordsRouter } from './api/records';
 import { routingRouter } from './api/routing';
 import { sharesRouter } from './api/shares';
 import { dicomwebRouter } from './dicomweb/routes';
@@ -190,6 +191,11 @@ export function createApp(services: Services): Koa {
   // bridge (issue 14): remote nodes, query/retrieve, watchers.
   const nodes = nodesRouter(services);
   root.use(nodes.routes(), nodes.allowedMethods());
+  // Research records beside the images (issue 18).
+  const records = recordsRouter(services);
+  root.use(records.routes(), records.allowedMethods());
+  const cohortRecords = cohortRecordsRouter(services);
+  root.use(cohortRecords.routes(), cohortRecords.allowedMethods());
 
   // Outside the routers: they answer OPTIONS and 405 from the shared route table before any mounted middleware runs.
   app.use(readOnlyRootMethods);

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { closeAuditTrail, initAuditTrail } from './auth/audit';
 import { createAuthenticator } from './auth/authenticate';
 import { parseAlgorithms, splitList, TokenVerifier } from './auth/tokens';
@@ -11,6 +12,7 @@ import type { Logger } from './logger';
 import { closeArchive, initArchive } from './orthanc/archive';
 import { closePacs, initPacs } from './orthanc/client';
 import { closeRemoteNodes, initRemoteNodes } from './orthanc/remote-nodes';
+import { closeFileStore, initFileStore } from './records/file-store';
 import type { AuditDetail, AuditedRequest, CoreServices, Services } from './services';
 
 /** Which parts a process opens besides the index and the archive client. */
@@ -64,6 +66,9 @@ export async function initServices(
     // bridge (issue 14): remote DICOM nodes through the archive, on a client of their own (long DIMSE operations).
     initRemoteNodes(config);
     closers.push(closeRemoteNodes);
+    // Research records' non-DICOM files (issue 18): a folder, created when missing.
+    await initFileStore(config.RECORDS_FILES_DIR ?? join(__dirname, '..', '.stack', 'records-files'));
+    closers.push(closeFileStore);
     const core: CoreServices = { config, db, pacs, archive, logger };
     if (queues) {
       initQueues(config, logger);

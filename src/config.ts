@@ -236,6 +236,23 @@ export const configSchema = z.object({
   BRIDGE_WORKER_CONCURRENCY: int(4, 1),
   /** Folder for C-GET's received files while the gateway parses and stores them; default the OS temp folder. */
   BRIDGE_CGET_DIR: z.string().optional(),
+  // records (issue 18): research records, spreadsheet import, non-DICOM files.
+  /** Folder of the non-DICOM file store (content-addressed, fsync'd); default .stack/records-files of the checkout. */
+  RECORDS_FILES_DIR: z.string().optional(),
+  /** Largest non-DICOM file (one upload part or one ZIP entry). */
+  RECORDS_FILE_MAX_BYTES: int(2 * 1024 ** 3, 1),
+  /** Most files in one upload (parts plus ZIP entries). */
+  RECORDS_UPLOAD_MAX_FILES: int(1000, 1),
+  /** Largest spreadsheet accepted by an import. */
+  RECORDS_IMPORT_MAX_BYTES: int(100 * 1024 ** 2, 1),
+  /** Most data rows in one import. */
+  RECORDS_IMPORT_MAX_ROWS: int(100_000, 1),
+  /** Rows checked and written per transaction during an import. */
+  RECORDS_IMPORT_BATCH: int(500, 1),
+  /** Largest page of a subject search. */
+  RECORDS_SEARCH_MAX_LIMIT: int(1000, 1),
+  /** Most records read for one summary or for the records of one cohort download. */
+  RECORDS_MAX_SUMMARY_ROWS: int(100_000, 1),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -9,6 +9,8 @@ import { isPseudonym } from '../cohorts/keys';
 import { type CohortRequest, planCohort } from '../cohorts/plan';
 import { patientMappingCsv, uidMappingCsv } from '../cohorts/provenance';
 import { withdrawSubject } from '../cohorts/withdraw';
+import { setCohortCarriesRecords } from '../index-db/records';
+import { cohortRecordTables, recordEntries, recordsTag } from '../records/cohort-records';
 import { isUid, UID_MAX_LENGTH, UID_RULE } from '../dicom/uid';
 import { noteAudit, principalOf, requireExistingProjectRole } from '../http/context';
 import { AppError, BadRequestError, NotFoundError } from '../errors';
@@ -43,6 +45,8 @@ const cohortInput = z
       .object(Object.fromEntries(COHORT_OPTION_NAMES.map((n) => [n, z.boolean().optional()])))
       .strict()
       .default({}),
+    // Issue 18: the download also carries the subjects' records, de-identified (records/*.csv).
+    records: z.boolean().optional(),
     target: z.union([
       z.object({ project: PROJECT_ID }).strict(),
       z.object({ new: z.object({ id: PROJECT_ID, name: z.string().min(1).max(200) }).strict() }).strict(),
@@ -125,6 +129,7 @@ export function cohortsRouter(services: Services, deid: Pick<Deidentifier, 'prof
       maxInstances: services.config.COHORT_MAX_INSTANCES,
       qidoMaxLimit: services.config.QIDO_MAX_LIMIT,
     });
+    if (parsed.data.records) await setCohortCarriesRecords(services.db, planned.id);
     noteAudit(ctx, {
       action: 'cohort.create',
       projectId: source,
@@ -203,7 +208,10 @@ export function cohortsRouter(services: Services, deid: Pick<Deidentifier, 'prof
 
   router.get('/api/cohorts/:cohort/archive', async (ctx) => {
     const row = await cohortFor(ctx, services, 'research-reader');
-    const zip = await planCohortZip(services.db, services.archive, row.id);
+    const records = recordEntries(
+      await cohortRecordTables(services.db, row, services.config.RECORDS_MAX_SUMMARY_ROWS),
+    );
+    const zip = await planCohortZip(services.db, services.archive, row.id, records);
     const range = parseRange(ctx.get('range'), zip.size);
     noteAudit(ctx, {
       action: 'cohort.download',
@@ -211,7 +219,7 @@ export function cohortsRouter(services: Services, deid: Pick<Deidentifier, 'prof
       detail: { cohort: row.id, entries: zip.entries, range: range ? `${range[0]}-${range[1]}` : undefined },
     });
     // Same cohort contents, same bytes: the ETag names the contents so If-Range resumes only an unchanged archive.
-    const etag = `"${row.id}-${row.done}-${row.withdrawn}-${zip.size}"`;
+    const etag = `"${row.id}-${row.done}-${row.withdrawn}-${zip.size}${recordsTag(records)}"`;
     ctx.set('ETag', etag);
     ctx.set('Accept-Ranges', 'bytes');
     ctx.set('Content-Disposition', `attachment; filename="cohort-${row.id}.zip"`);

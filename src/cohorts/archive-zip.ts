@@ -32,7 +32,12 @@ export function entryPath(
  * Plans the ZIP of a cohort. The entry list (paths and sizes, not bytes) is held to compute the size up front;
  * each instance's bytes are fetched from the archive only when the ZIP reaches it.
  */
-export async function planCohortZip(db: Pool, archive: Archive, cohortId: string): Promise<CohortZip> {
+export async function planCohortZip(
+  db: Pool,
+  archive: Archive,
+  cohortId: string,
+  extra: ReadonlyArray<{ path: string; body: Buffer }> = [],
+): Promise<CohortZip> {
   const entries: Array<{ path: string; orthancId: string; size: number }> = [];
   for await (const o of streamOutputs(db, cohortId)) {
     if (!o.orthanc_id || o.file_size === null) continue;
@@ -54,6 +59,14 @@ export async function planCohortZip(db: Pool, archive: Archive, cohortId: string
         },
       );
     }
+    // Small generated entries (the cohort's de-identified records, issue 18) after the images.
+    for (const x of extra)
+      zip.addBuffer(x.body, x.path, {
+        compress: false,
+        mtime: FIXED_MTIME,
+        forceDosTimestamp: true,
+        mode: 0o100644,
+      });
     zip.end({ forceZip64Format: false, comment: '' }, onSize as () => void);
     return zip;
   };
@@ -63,7 +76,7 @@ export async function planCohortZip(db: Pool, archive: Archive, cohortId: string
   });
   return {
     size,
-    entries: entries.length,
+    entries: entries.length + extra.length,
     open(start, end) {
       const zip = build();
       const out = zip.outputStream as Readable;
