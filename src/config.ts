@@ -171,6 +171,23 @@ export const configSchema = z.object({
   // Viewer (issue 13): the published OHIF build served under /viewer.
   /** OHIF's dist/ folder; default .stack/ohif-3.13.2/package/dist (fetched by scripts/viewer.ts). Missing: no viewer. */
   VIEWER_DIST_DIR: z.string().optional(),
+
+  // sites (issue 16): backups, verify.
+  /** Folder of `aperture backup`'s backups (one sub-folder each). */
+  BACKUP_DIR: z.string().default('.stack/backups'),
+  /** Orthanc's StorageDirectory, read by `aperture backup` (the stack's: $STACK_DIR/orthanc/storage). */
+  ORTHANC_STORAGE_DIR: z.string().default('.stack/dev/orthanc/storage'),
+  /** Comma-separated configuration and key files kept with each backup (orthanc.json, credentials, env file). */
+  BACKUP_CONFIG_PATHS: z.string().default(''),
+  /** Retention: the newest backup of each of the last N days, and of each of the last N ISO weeks. */
+  BACKUP_KEEP_DAILY: int(7, 0),
+  BACKUP_KEEP_WEEKLY: int(4, 0),
+  /** Free space a backup or restore leaves on its disk beyond what it writes; less answers a clear error first. */
+  BACKUP_MIN_FREE_BYTES: int(256 * 1024 ** 2, 0),
+  /** PostgreSQL client tools (pg_basebackup); empty = the newest /usr/lib/postgresql/N/bin. */
+  PG_BIN_DIR: z.string().default(''),
+  /** Instances `aperture verify` reads at once. */
+  VERIFY_CONCURRENCY: int(4, 1),
 });
 
 export type Config = z.infer<typeof configSchema>;
