@@ -188,6 +188,8 @@ export const configSchema = z.object({
   PG_BIN_DIR: z.string().default(''),
   /** Instances `aperture verify` reads at once. */
   VERIFY_CONCURRENCY: int(4, 1),
+  /** How long a site's role (primary, or read-only standby by pg_is_in_recovery()) is trusted before asking again. */
+  SITE_ROLE_CACHE_MS: int(2000, 0),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -2,6 +2,9 @@
  * Issue 16, backups: a stack is backed up (twice: the second backup copies only the new storage file), wiped,
  * restored into fresh folders and started again; every study answers QIDO and WADO with the very bytes stored, and
  * `aperture verify` passes, then finds a storage file corrupted on disk.
+ * Second site: a PostgreSQL standby of the stack's cluster (synchronous replication) and a gateway on it: reads
+ * within the stated lag, writes refused with 503 and the reason, a cut link makes primary writes wait (not fail,
+ * not lose), promotion makes site 2 writable with every acknowledged instance there.
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -9,6 +12,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort, type GatewayChild, spawnGateway } from './helpers/dimse';
 import { SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
 import { freshStackEnv, parseStackEnv, type PrivateStack, startPrivateStack } from './helpers/private-stack';
 
@@ -39,7 +43,7 @@ function multipart(parts: Buffer[]): Buffer {
   ]);
 }
 
-async function stow(gw: TestGateway, parts: Buffer[]): Promise<number> {
+async function stow(gw: { url: string }, parts: Buffer[]): Promise<number> {
   const res = await fetch(`${gw.url}/projects/bk/dicom-web/studies`, {
     method: 'POST',
     headers: { 'content-type': `multipart/related; type="application/dicom"; boundary=${BOUNDARY}`, accept: 'application/dicom+json' },
@@ -52,7 +56,7 @@ async function stow(gw: TestGateway, parts: Buffer[]): Promise<number> {
 const str = (d: DicomJson, tag: string) => String(d[tag]?.Value?.[0] ?? '');
 
 /** Every instance the project answers by QIDO, with the bytes WADO-RS returns for it (the one part, as stored). */
-async function snapshot(gw: TestGateway): Promise<Map<string, { study: string; bytes: Buffer }>> {
+async function snapshot(gw: { url: string }): Promise<Map<string, { study: string; bytes: Buffer }>> {
   const root = `${gw.url}/projects/bk/dicom-web`;
   const out = new Map<string, { study: string; bytes: Buffer }>();
   const studies = (await (await fetch(`${root}/studies`, { headers: { accept: 'application/dicom+json' } })).json()) as DicomJson[];
@@ -198,5 +202,122 @@ describe('backup, wipe, restore into fresh folders, verify (issue 16)', () => {
     const report = JSON.parse(bad.stdout) as { ok: number; differences: Array<{ sopInstanceUid: string; problem: string }> };
     expect(report.ok).toBe(6);
     expect(report.differences).toEqual([expect.objectContaining({ sopInstanceUid: victim[0], problem: 'md5' })]);
+  });
+});
+
+const PG_BIN = `/usr/lib/postgresql/${readdirSync('/usr/lib/postgresql').sort().at(-1)}/bin`;
+/** Runs a PostgreSQL server tool as the cluster's owner (postgres when we are root). */
+function asPg(tool: string, args: string[]): Promise<{ stdout: string }> {
+  const root = process.getuid?.() === 0;
+  return run(root ? 'runuser' : join(PG_BIN, tool), root ? ['-u', 'postgres', '--', join(PG_BIN, tool), ...args] : args, {
+    timeout: 120_000,
+    encoding: 'utf8',
+  });
+}
+
+describe('a second site on a streaming standby (issue 16)', () => {
+  let stack: PrivateStack | undefined;
+  let gw1: TestGateway | undefined;
+  let gw2: GatewayChild | undefined;
+  const tmp = mkdtempSync(join(tmpdir(), 'aperture-site2-'));
+  chmodSync(tmp, 0o755);
+  const data = join(tmp, 'pg');
+  let standbyUp = false;
+  /** Stated lag: a study stored at site 1 answers QIDO at site 2 within this time. */
+  const LAG_MS = 5000;
+
+  afterAll(async () => {
+    await gw2?.stop();
+    await gw1?.close();
+    if (standbyUp) await asPg('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']).catch(() => undefined);
+    await stack?.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('reads at site 2 within the lag, refuses writes there, waits on a cut link, and promotes with nothing lost', async () => {
+    stack = await startPrivateStack('aperture-site1-');
+    const primary = new URL(stack.env.DATABASE_URL);
+    const port2 = String(await freePort());
+    if (process.getuid?.() === 0) execFileSync('chown', ['postgres', tmp]);
+    await asPg('pg_basebackup', ['-h', '127.0.0.1', '-p', primary.port, '-U', 'aperture', '-D', data, '-R', '-X', 'stream', '-c', 'fast',
+      '-d', `application_name=site2`]);
+    const startStandby = async () => {
+      await asPg('pg_ctl', ['-D', data, '-l', join(tmp, 'postgres.log'), '-w', '-t', '60', '-o',
+        `-p ${port2} -k ${tmp} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off`, 'start']);
+      standbyUp = true;
+    };
+    await startStandby();
+    const psql1 = (sql: string) =>
+      run(join(PG_BIN, 'psql'), ['-h', '127.0.0.1', '-p', primary.port, '-U', 'aperture', '-d', 'postgres', '-tAc', sql], { encoding: 'utf8' });
+    // Synchronous: a commit at site 1 returns once site 2 has it on disk.
+    await psql1("ALTER SYSTEM SET synchronous_standby_names = 'site2'");
+    await psql1('SELECT pg_reload_conf()');
+    const site2Db = `postgres://aperture@127.0.0.1:${port2}/aperture`;
+
+    gw1 = await startGateway(stack.env);
+    // Site 2 has no Orthanc of its own here: Orthanc's PostgreSQL plugin cannot run on a hot standby (see
+    // docs/two-sites.md); its gateway reads the index from the standby and the bytes from site 1's archive.
+    // Its own process: the database pool is one per process.
+    gw2 = await spawnGateway(await freePort(), {
+      ...stack.env,
+      DATABASE_URL: site2Db,
+      SITE_ROLE_CACHE_MS: '200',
+      INDEXER_ENABLED: 'false',
+      LOG_LEVEL: 'warn',
+    });
+    const post = (gw: { url: string }, path: string, body: unknown) =>
+      fetch(`${gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    expect((await post(gw1, '/api/projects', { id: 'bk', name: 'bk' })).status).toBe(201);
+    const stowTo = (gw: { url: string }, files: Buffer[]) => stow(gw, files);
+
+    // Store at site 1, read at site 2.
+    expect(await stowTo(gw1, [FILES[0]])).toBe(200);
+    const study = (await snapshot(gw1)).values().next().value!.study;
+    const t0 = Date.now();
+    let seen = false;
+    while (!seen && Date.now() - t0 < LAG_MS) {
+      const r = await fetch(`${gw2.url}/projects/bk/dicom-web/studies?StudyInstanceUID=${study}`, { headers: { accept: 'application/dicom+json' } });
+      seen = r.status === 200 && ((await r.json()) as unknown[]).length === 1;
+      if (!seen) await new Promise((r2) => setTimeout(r2, 100));
+    }
+    expect(seen).toBe(true);
+
+    // Writes at the standby site: refused with the reason, before anything is stored.
+    const refused = await fetch(`${gw2.url}/projects/bk/dicom-web/studies`, {
+      method: 'POST',
+      headers: { 'content-type': `multipart/related; type="application/dicom"; boundary=${BOUNDARY}` },
+      body: multipart([FILES[1]]),
+    });
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect(await refused.text()).toMatch(/read-only standby/);
+    expect(await (await fetch(`${gw2.url}/readyz`)).json()).toMatchObject({ status: 'ready', site: { role: 'standby' } });
+    expect(await (await fetch(`${gw1.url}/readyz`)).json()).toMatchObject({ site: { role: 'primary', standbys: 1 } });
+    const metrics = await (await fetch(`${gw2.url}/metrics`)).text();
+    expect(metrics).toMatch(/^aperture_site_standby 1$/m);
+    expect(metrics).toMatch(/^aperture_replication_lag_bytes \d+$/m);
+
+    // Cut the link (site 2's PostgreSQL gone): under synchronous replication a write at site 1 waits.
+    await asPg('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);
+    standbyUp = false;
+    let settled: number | undefined;
+    const pending = stowTo(gw1, [FILES[1]]).then((status) => (settled = status));
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(settled).toBeUndefined();
+    // Link back: the write completes, acknowledged only now.
+    await startStandby();
+    expect(await pending).toBe(200);
+    const acked = await snapshot(gw1);
+    expect(acked.size).toBe(2);
+
+    // Site 1 is lost; site 2 is promoted and becomes writable.
+    await gw1.close();
+    gw1 = undefined;
+    await asPg('pg_ctl', ['-D', data, '-w', 'promote']);
+    await new Promise((r) => setTimeout(r, 300));
+    const atSite2 = await snapshot(gw2);
+    expect([...atSite2.keys()].sort()).toEqual([...acked.keys()].sort());
+    for (const [sop, v] of acked) expect(md5(atSite2.get(sop)!.bytes)).toBe(md5(v.bytes));
+    expect(await (await fetch(`${gw2.url}/readyz`)).json()).toMatchObject({ site: { role: 'primary' } });
   });
 });
