@@ -9,7 +9,12 @@ export interface Readiness {
   ready: boolean;
   checks: Partial<Record<Dependency, 'up' | 'down'>>;
   /** sites (issue 16): this site's role and how far its database is behind (standby) or its standbys are (primary). */
-  site?: { role: 'primary' | 'standby'; replicationLagBytes: number; replicationLagSeconds: number; standbys: number };
+  site?: {
+    role: 'primary' | 'standby';
+    replicationLagBytes: number;
+    replicationLagSeconds: number;
+    standbys: number;
+  };
 }
 
 /** Settles `op` to true/false within `ms`; a dependency that does not answer in time counts as down. */
@@ -63,7 +68,12 @@ export async function checkReadiness(
 /** The replication state as /readyz and /metrics report it: worst lag over the standbys on a primary. */
 export function siteSummary(r: ReplicationState): NonNullable<Readiness['site']> {
   return r.standby
-    ? { role: 'standby', replicationLagBytes: r.replayLagBytes ?? 0, replicationLagSeconds: r.replayLagSeconds ?? 0, standbys: 0 }
+    ? {
+        role: 'standby',
+        replicationLagBytes: r.replayLagBytes ?? 0,
+        replicationLagSeconds: r.replayLagSeconds ?? 0,
+        standbys: 0,
+      }
     : {
         role: 'primary',
         replicationLagBytes: Math.max(0, ...r.standbys.map((x) => x.lagBytes)),

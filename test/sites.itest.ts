@@ -8,7 +8,16 @@
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -38,7 +47,11 @@ const LATE = readFileSync(join(SAMPLES, 'ct/CT2_JLSN_jpegls-near.dcm'));
 
 function multipart(parts: Buffer[]): Buffer {
   return Buffer.concat([
-    ...parts.flatMap((p) => [Buffer.from(`--${BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n`), p, Buffer.from('\r\n')]),
+    ...parts.flatMap((p) => [
+      Buffer.from(`--${BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n`),
+      p,
+      Buffer.from('\r\n'),
+    ]),
     Buffer.from(`--${BOUNDARY}--\r\n`),
   ]);
 }
@@ -46,10 +59,15 @@ function multipart(parts: Buffer[]): Buffer {
 async function stow(gw: { url: string }, parts: Buffer[]): Promise<number> {
   const res = await fetch(`${gw.url}/projects/bk/dicom-web/studies`, {
     method: 'POST',
-    headers: { 'content-type': `multipart/related; type="application/dicom"; boundary=${BOUNDARY}`, accept: 'application/dicom+json' },
+    headers: {
+      'content-type': `multipart/related; type="application/dicom"; boundary=${BOUNDARY}`,
+      accept: 'application/dicom+json',
+    },
     body: multipart(parts),
   });
-  await res.arrayBuffer();
+  const text = await res.text();
+  // The failure reasons, when some part failed, so that a failing run says why.
+  if (res.status !== 200) console.warn(`STOW answered ${res.status}: ${text.slice(0, 2000)}`);
   return res.status;
 }
 
@@ -59,7 +77,9 @@ const str = (d: DicomJson, tag: string) => String(d[tag]?.Value?.[0] ?? '');
 async function snapshot(gw: { url: string }): Promise<Map<string, { study: string; bytes: Buffer }>> {
   const root = `${gw.url}/projects/bk/dicom-web`;
   const out = new Map<string, { study: string; bytes: Buffer }>();
-  const studies = (await (await fetch(`${root}/studies`, { headers: { accept: 'application/dicom+json' } })).json()) as DicomJson[];
+  const studies = (await (
+    await fetch(`${root}/studies`, { headers: { accept: 'application/dicom+json' } })
+  ).json()) as DicomJson[];
   for (const s of studies) {
     const study = str(s, '0020000D');
     const instances = (await (
@@ -82,13 +102,20 @@ async function snapshot(gw: { url: string }): Promise<Map<string, { study: strin
 }
 
 /** The CLI as an operator runs it, against a stack's settings. */
-async function cli(env: Record<string, string>, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function cli(
+  env: Record<string, string>,
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(join(ROOT, 'node_modules/.bin/tsx'), [join(ROOT, 'src/cli/index.ts'), ...args], {
-      env: { ...process.env, ...env, LOG_LEVEL: 'warn' },
-      timeout: 180_000,
-      maxBuffer: 16 * 1024 ** 2,
-    });
+    const { stdout, stderr } = await run(
+      join(ROOT, 'node_modules/.bin/tsx'),
+      [join(ROOT, 'src/cli/index.ts'), ...args],
+      {
+        env: { ...process.env, ...env, LOG_LEVEL: 'warn' },
+        timeout: 180_000,
+        maxBuffer: 16 * 1024 ** 2,
+      },
+    );
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -139,8 +166,16 @@ describe('backup, wipe, restore into fresh folders, verify (issue 16)', () => {
 
     const first = await cli(env1, ['backup', '--to', backups, '--json', '--quiet']);
     expect(first).toMatchObject({ code: 0 });
-    const m1 = JSON.parse(first.stdout) as { storageFiles: number; copiedFiles: number; configFiles: string[] };
-    expect(m1).toMatchObject({ storageFiles: FILES.length, copiedFiles: FILES.length, configFiles: ['credentials'] });
+    const m1 = JSON.parse(first.stdout) as {
+      storageFiles: number;
+      copiedFiles: number;
+      configFiles: string[];
+    };
+    expect(m1).toMatchObject({
+      storageFiles: FILES.length,
+      copiedFiles: FILES.length,
+      configFiles: ['credentials'],
+    });
 
     // One more object; the next backup copies it alone and links the rest.
     expect(await stow(gw, [LATE])).toBe(200);
@@ -152,7 +187,12 @@ describe('backup, wipe, restore into fresh folders, verify (issue 16)', () => {
     await new Promise((r) => setTimeout(r, 1100));
     const second = await cli(env1, ['backup', '--to', backups, '--json', '--quiet', '--no-prune']);
     expect(second).toMatchObject({ code: 0 });
-    const m2 = JSON.parse(second.stdout) as { name: string; path: string; storageFiles: number; copiedFiles: number };
+    const m2 = JSON.parse(second.stdout) as {
+      name: string;
+      path: string;
+      storageFiles: number;
+      copiedFiles: number;
+    };
     expect(m2).toMatchObject({ storageFiles: FILES.length + 1, copiedFiles: 1 });
 
     // Wipe the whole stack: services, database folder, storage, credentials.
@@ -178,7 +218,13 @@ describe('backup, wipe, restore into fresh folders, verify (issue 16)', () => {
 
     const ok = await cli(env2, ['verify', '--json', '--quiet']);
     expect(ok.code).toBe(0);
-    expect(JSON.parse(ok.stdout)).toMatchObject({ indexed: 7, archived: 7, checked: 7, ok: 7, differences: [] });
+    expect(JSON.parse(ok.stdout)).toMatchObject({
+      indexed: 7,
+      archived: 7,
+      checked: 7,
+      ok: 7,
+      differences: [],
+    });
 
     // Corrupt one archived file on disk (same size, one byte flipped), as a failing disk would.
     const victim = [...expected.entries()].find(([, v]) => v.bytes.length > 50_000)!;
@@ -191,7 +237,9 @@ describe('backup, wipe, restore into fresh folders, verify (issue 16)', () => {
       }
     };
     walk(storage);
-    const path = files.find((f) => statSync(f).size === victim[1].bytes.length && md5(readFileSync(f)) === md5(victim[1].bytes));
+    const path = files.find(
+      (f) => statSync(f).size === victim[1].bytes.length && md5(readFileSync(f)) === md5(victim[1].bytes),
+    );
     expect(path && existsSync(path)).toBeTruthy();
     const bytes = readFileSync(path!);
     bytes[bytes.length - 10] ^= 0xff;
@@ -199,9 +247,14 @@ describe('backup, wipe, restore into fresh folders, verify (issue 16)', () => {
 
     const bad = await cli(env2, ['verify', '--json', '--quiet']);
     expect(bad.code).toBe(2);
-    const report = JSON.parse(bad.stdout) as { ok: number; differences: Array<{ sopInstanceUid: string; problem: string }> };
+    const report = JSON.parse(bad.stdout) as {
+      ok: number;
+      differences: Array<{ sopInstanceUid: string; problem: string }>;
+    };
     expect(report.ok).toBe(6);
-    expect(report.differences).toEqual([expect.objectContaining({ sopInstanceUid: victim[0], problem: 'md5' })]);
+    expect(report.differences).toEqual([
+      expect.objectContaining({ sopInstanceUid: victim[0], problem: 'md5' }),
+    ]);
   });
 });
 
@@ -209,10 +262,14 @@ const PG_BIN = `/usr/lib/postgresql/${readdirSync('/usr/lib/postgresql').sort().
 /** Runs a PostgreSQL server tool as the cluster's owner (postgres when we are root). */
 function asPg(tool: string, args: string[]): Promise<{ stdout: string }> {
   const root = process.getuid?.() === 0;
-  return run(root ? 'runuser' : join(PG_BIN, tool), root ? ['-u', 'postgres', '--', join(PG_BIN, tool), ...args] : args, {
-    timeout: 120_000,
-    encoding: 'utf8',
-  });
+  return run(
+    root ? 'runuser' : join(PG_BIN, tool),
+    root ? ['-u', 'postgres', '--', join(PG_BIN, tool), ...args] : args,
+    {
+      timeout: 120_000,
+      encoding: 'utf8',
+    },
+  );
 }
 
 describe('a second site on a streaming standby (issue 16)', () => {
@@ -239,16 +296,45 @@ describe('a second site on a streaming standby (issue 16)', () => {
     const primary = new URL(stack.env.DATABASE_URL);
     const port2 = String(await freePort());
     if (process.getuid?.() === 0) execFileSync('chown', ['postgres', tmp]);
-    await asPg('pg_basebackup', ['-h', '127.0.0.1', '-p', primary.port, '-U', 'aperture', '-D', data, '-R', '-X', 'stream', '-c', 'fast',
-      '-d', `application_name=site2`]);
+    await asPg('pg_basebackup', [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      primary.port,
+      '-U',
+      'aperture',
+      '-D',
+      data,
+      '-R',
+      '-X',
+      'stream',
+      '-c',
+      'fast',
+      '-d',
+      `application_name=site2`,
+    ]);
     const startStandby = async () => {
-      await asPg('pg_ctl', ['-D', data, '-l', join(tmp, 'postgres.log'), '-w', '-t', '60', '-o',
-        `-p ${port2} -k ${tmp} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off`, 'start']);
+      await asPg('pg_ctl', [
+        '-D',
+        data,
+        '-l',
+        join(tmp, 'postgres.log'),
+        '-w',
+        '-t',
+        '60',
+        '-o',
+        `-p ${port2} -k ${tmp} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off`,
+        'start',
+      ]);
       standbyUp = true;
     };
     await startStandby();
     const psql1 = (sql: string) =>
-      run(join(PG_BIN, 'psql'), ['-h', '127.0.0.1', '-p', primary.port, '-U', 'aperture', '-d', 'postgres', '-tAc', sql], { encoding: 'utf8' });
+      run(
+        join(PG_BIN, 'psql'),
+        ['-h', '127.0.0.1', '-p', primary.port, '-U', 'aperture', '-d', 'postgres', '-tAc', sql],
+        { encoding: 'utf8' },
+      );
     // Synchronous: a commit at site 1 returns once site 2 has it on disk.
     await psql1("ALTER SYSTEM SET synchronous_standby_names = 'site2'");
     await psql1('SELECT pg_reload_conf()');
@@ -266,7 +352,11 @@ describe('a second site on a streaming standby (issue 16)', () => {
       LOG_LEVEL: 'warn',
     });
     const post = (gw: { url: string }, path: string, body: unknown) =>
-      fetch(`${gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      fetch(`${gw.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
     expect((await post(gw1, '/api/projects', { id: 'bk', name: 'bk' })).status).toBe(201);
     const stowTo = (gw: { url: string }, files: Buffer[]) => stow(gw, files);
 
@@ -276,7 +366,9 @@ describe('a second site on a streaming standby (issue 16)', () => {
     const t0 = Date.now();
     let seen = false;
     while (!seen && Date.now() - t0 < LAG_MS) {
-      const r = await fetch(`${gw2.url}/projects/bk/dicom-web/studies?StudyInstanceUID=${study}`, { headers: { accept: 'application/dicom+json' } });
+      const r = await fetch(`${gw2.url}/projects/bk/dicom-web/studies?StudyInstanceUID=${study}`, {
+        headers: { accept: 'application/dicom+json' },
+      });
       seen = r.status === 200 && ((await r.json()) as unknown[]).length === 1;
       if (!seen) await new Promise((r2) => setTimeout(r2, 100));
     }
@@ -291,8 +383,13 @@ describe('a second site on a streaming standby (issue 16)', () => {
     expect(refused.status).toBe(503);
     expect(refused.headers.get('retry-after')).toMatch(/^\d+$/);
     expect(await refused.text()).toMatch(/read-only standby/);
-    expect(await (await fetch(`${gw2.url}/readyz`)).json()).toMatchObject({ status: 'ready', site: { role: 'standby' } });
-    expect(await (await fetch(`${gw1.url}/readyz`)).json()).toMatchObject({ site: { role: 'primary', standbys: 1 } });
+    expect(await (await fetch(`${gw2.url}/readyz`)).json()).toMatchObject({
+      status: 'ready',
+      site: { role: 'standby' },
+    });
+    expect(await (await fetch(`${gw1.url}/readyz`)).json()).toMatchObject({
+      site: { role: 'primary', standbys: 1 },
+    });
     const metrics = await (await fetch(`${gw2.url}/metrics`)).text();
     expect(metrics).toMatch(/^aperture_site_standby 1$/m);
     expect(metrics).toMatch(/^aperture_replication_lag_bytes \d+$/m);

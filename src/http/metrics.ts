@@ -172,7 +172,9 @@ export class GatewayMetrics {
       (s) => s.replicationLagSeconds,
     );
     siteGauge('aperture_replication_standbys', 'Standbys connected to this primary', (s) => s.standbys);
-    siteGauge('aperture_site_standby', '1 while this site is a read-only standby', (s) => (s.role === 'standby' ? 1 : 0));
+    siteGauge('aperture_site_standby', '1 while this site is a read-only standby', (s) =>
+      s.role === 'standby' ? 1 : 0,
+    );
     new Gauge({
       name: 'aperture_audit_queue_events',
       help: 'Audit events waiting in memory to be written to the audit trail',

@@ -10,7 +10,11 @@ export interface VerifyRow {
 }
 
 /** Index rows in SOP Instance UID order after `after`, at most `limit` (keyset paging: stable under inserts). */
-export async function listInstancesToVerify(db: Queryable, after: string, limit: number): Promise<VerifyRow[]> {
+export async function listInstancesToVerify(
+  db: Queryable,
+  after: string,
+  limit: number,
+): Promise<VerifyRow[]> {
   const r = await db.query<VerifyRow>(
     `SELECT sop_instance_uid, orthanc_id, file_size::text AS file_size, md5, dataset_md5
        FROM instances WHERE sop_instance_uid > $1 ORDER BY sop_instance_uid LIMIT $2`,
@@ -27,7 +31,9 @@ export async function countIndexedInstances(db: Queryable): Promise<number> {
 
 /** Bytes of every database of the cluster (what a base backup copies, WAL aside). */
 export async function clusterDatabaseBytes(db: Queryable): Promise<number> {
-  const r = await db.query<{ n: string }>('SELECT coalesce(sum(pg_database_size(oid)), 0)::text AS n FROM pg_database');
+  const r = await db.query<{ n: string }>(
+    'SELECT coalesce(sum(pg_database_size(oid)), 0)::text AS n FROM pg_database',
+  );
   return Number(r.rows[0].n);
 }
 
@@ -70,6 +76,11 @@ export async function replicationState(db: Queryable): Promise<ReplicationState>
   );
   return {
     standby: false,
-    standbys: r.rows.map((x) => ({ name: x.name, sync: x.sync, lagBytes: Number(x.bytes ?? 0), lagSeconds: Number(x.seconds ?? 0) })),
+    standbys: r.rows.map((x) => ({
+      name: x.name,
+      sync: x.sync,
+      lagBytes: Number(x.bytes ?? 0),
+      lagSeconds: Number(x.seconds ?? 0),
+    })),
   };
 }

@@ -16,9 +16,20 @@ interface AttachmentInfo {
 }
 
 /** Path of the instance's DICOM file under Orthanc's StorageDirectory, or null when it is compressed there. */
-export async function storedFilePath(pacs: PacsClient, storageDir: string, archiveId: string): Promise<string | null> {
-  const info = await pacs.getJson<AttachmentInfo>(`/instances/${encodeURIComponent(archiveId)}/attachments/dicom/info`);
-  if (!/^[0-9a-f-]{36}$/.test(info.Uuid) || info.CompressedSize !== info.UncompressedSize || info.CompressedMD5 !== info.UncompressedMD5) return null;
+export async function storedFilePath(
+  pacs: PacsClient,
+  storageDir: string,
+  archiveId: string,
+): Promise<string | null> {
+  const info = await pacs.getJson<AttachmentInfo>(
+    `/instances/${encodeURIComponent(archiveId)}/attachments/dicom/info`,
+  );
+  if (
+    !/^[0-9a-f-]{36}$/.test(info.Uuid) ||
+    info.CompressedSize !== info.UncompressedSize ||
+    info.CompressedMD5 !== info.UncompressedMD5
+  )
+    return null;
   // Orthanc's FilesystemStorage: <dir>/<first two hex digits>/<next two>/<uuid>.
   return join(storageDir, info.Uuid.slice(0, 2), info.Uuid.slice(2, 4), info.Uuid);
 }

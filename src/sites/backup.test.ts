@@ -20,8 +20,8 @@ describe('backup retention', () => {
   });
 
   it('always keeps the newest backup, even with a policy of zero', () => {
-    expect([...backupsToKeep([at('2026-12-01T01:00:00Z'), at('2026-12-01T02:00:00Z')], { daily: 0, weekly: 0 })]).toEqual([
-      '2026-12-01T020000Z',
-    ]);
+    expect([
+      ...backupsToKeep([at('2026-12-01T01:00:00Z'), at('2026-12-01T02:00:00Z')], { daily: 0, weekly: 0 }),
+    ]).toEqual(['2026-12-01T020000Z']);
   });
 });

@@ -76,10 +76,20 @@ const mib = (n: number) => Math.ceil(n / 1024 ** 2);
 
 const run = (cmd: string, args: string[], env?: NodeJS.ProcessEnv) =>
   new Promise<string>((resolve, reject) => {
-    execFile(cmd, args, { env: { ...process.env, ...env }, maxBuffer: 16 * 1024 ** 2 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${basename(cmd)} failed: ${(stderr || err.message).trim().split('\n').slice(-3).join(' ')}`));
-      else resolve(stdout);
-    });
+    execFile(
+      cmd,
+      args,
+      { env: { ...process.env, ...env }, maxBuffer: 16 * 1024 ** 2 },
+      (err, stdout, stderr) => {
+        if (err)
+          reject(
+            new Error(
+              `${basename(cmd)} failed: ${(stderr || err.message).trim().split('\n').slice(-3).join(' ')}`,
+            ),
+          );
+        else resolve(stdout);
+      },
+    );
   });
 
 /** The bin folder of the newest PostgreSQL client tools (Debian keeps them under /usr/lib/postgresql/N/bin). */
@@ -141,7 +151,10 @@ async function freeBytes(dir: string): Promise<number> {
 
 /** Backup folder name for a time: sortable, no colons (portable file names). */
 export function backupName(at: Date): string {
-  return at.toISOString().replace(/[:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return at
+    .toISOString()
+    .replace(/[:]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
 }
 
 /**
@@ -170,7 +183,8 @@ export async function runBackup(
   const files = await listFiles(source.storageDir);
   const prevFiles = new Map<string, number>();
   if (previous) {
-    for (const f of await listFiles(join(backupDir, previous.name, 'storage')).catch(() => [])) prevFiles.set(f.path, f.size);
+    for (const f of await listFiles(join(backupDir, previous.name, 'storage')).catch(() => []))
+      prevFiles.set(f.path, f.size);
   }
   const toCopy = files.filter((f) => prevFiles.get(f.path) !== f.size);
   const copyBytes = toCopy.reduce((n, f) => n + f.size, 0);
@@ -189,8 +203,22 @@ export async function runBackup(
     // point; -c fast: checkpoint now rather than waiting for the next one.
     await run(
       tool(bin, 'pg_basebackup'),
-      ['-h', url.hostname, '-p', url.port || '5432', '-U', decodeURIComponent(url.username) || 'postgres', '-D',
-        join(partial, 'pg'), '-Fp', '-X', 'stream', '-c', 'fast', '--no-password'],
+      [
+        '-h',
+        url.hostname,
+        '-p',
+        url.port || '5432',
+        '-U',
+        decodeURIComponent(url.username) || 'postgres',
+        '-D',
+        join(partial, 'pg'),
+        '-Fp',
+        '-X',
+        'stream',
+        '-c',
+        'fast',
+        '--no-password',
+      ],
       url.password ? { PGPASSWORD: decodeURIComponent(url.password) } : undefined,
     );
     opts.onProgress?.('database', 1, 1);
@@ -269,7 +297,10 @@ function weekOf(d: Date): string {
  * Names of the backups to keep under a retention policy (newest first wins each day and each week). The newest
  * backup is always kept, whatever the policy.
  */
-export function backupsToKeep(backups: readonly Pick<BackupManifest, 'name' | 'createdAt'>[], keep: Retention): Set<string> {
+export function backupsToKeep(
+  backups: readonly Pick<BackupManifest, 'name' | 'createdAt'>[],
+  keep: Retention,
+): Set<string> {
   const newestFirst = [...backups].sort((a, b) => (a.createdAt < b.createdAt ? 1 : -1));
   const kept = new Set<string>();
   if (newestFirst[0]) kept.add(newestFirst[0].name);
@@ -317,9 +348,11 @@ export async function restoreBackup(
   into: string,
   opts: { onProgress?: Progress } = {},
 ): Promise<BackupManifest> {
-  const manifest = JSON.parse(await readFile(join(backupPath, 'manifest.json'), 'utf8').catch(() => {
-    throw new Error(`${backupPath} is not a complete backup (no manifest.json)`);
-  })) as BackupManifest;
+  const manifest = JSON.parse(
+    await readFile(join(backupPath, 'manifest.json'), 'utf8').catch(() => {
+      throw new Error(`${backupPath} is not a complete backup (no manifest.json)`);
+    }),
+  ) as BackupManifest;
   const existing = await readdir(into).catch(() => [] as string[]);
   if (existing.length) throw new Error(`${into} is not empty: restore only into a fresh folder`);
   const needed = manifest.storageBytes + manifest.databaseBytes;
@@ -334,7 +367,8 @@ export async function restoreBackup(
       // Folders first, empty ones included (PostgreSQL needs pg_subtrans/ and the like even when empty).
       const dirs = async (d: string) => {
         await mkdir(join(to, relative(from, d)), { recursive: true });
-        for (const e of await readdir(d, { withFileTypes: true })) if (e.isDirectory()) await dirs(join(d, e.name));
+        for (const e of await readdir(d, { withFileTypes: true }))
+          if (e.isDirectory()) await dirs(join(d, e.name));
       };
       await dirs(from);
       for (const f of files) {
@@ -348,7 +382,8 @@ export async function restoreBackup(
     await chmod(join(into, 'pg'), 0o700);
     if (process.getuid?.() === 0) await chownTree(join(into, 'pg'), 'postgres');
     await copyTree(join(backupPath, 'storage'), join(into, 'orthanc', 'storage'), 'storage');
-    if (manifest.configFiles.length) await copyTree(join(backupPath, 'config'), join(into, 'config'), 'config');
+    if (manifest.configFiles.length)
+      await copyTree(join(backupPath, 'config'), join(into, 'config'), 'config');
     if (manifest.configFiles.includes('credentials')) {
       await copyFile(join(backupPath, 'config', 'credentials'), join(into, 'orthanc', 'credentials'));
       await chmod(join(into, 'orthanc', 'credentials'), 0o600);

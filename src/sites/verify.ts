@@ -53,26 +53,47 @@ async function checkOne(
     try {
       const path = files ? await storedFilePath(files.pacs, files.storageDir, row.orthanc_id) : null;
       if (path) {
-        const there = await access(path).then(() => true, () => false);
-        if (!there) return { sopInstanceUid: uid, problem: 'missing', detail: 'indexed by the archive, its file is gone from disk' };
+        const there = await access(path).then(
+          () => true,
+          () => false,
+        );
+        if (!there)
+          return {
+            sopInstanceUid: uid,
+            problem: 'missing',
+            detail: 'indexed by the archive, its file is gone from disk',
+          };
         got = await md5OfStream(createReadStream(path));
       } else {
         got = await md5OfStream((await archive.openInstance(row.orthanc_id)).body);
       }
     } catch (err) {
-      return { sopInstanceUid: uid, problem: 'unreadable', detail: err instanceof Error ? err.message : String(err) };
+      return {
+        sopInstanceUid: uid,
+        problem: 'unreadable',
+        detail: err instanceof Error ? err.message : String(err),
+      };
     }
     if (got.bytes !== Number(row.file_size)) {
-      return { sopInstanceUid: uid, problem: 'size', detail: `index ${row.file_size} bytes, archive ${got.bytes}` };
+      return {
+        sopInstanceUid: uid,
+        problem: 'size',
+        detail: `index ${row.file_size} bytes, archive ${got.bytes}`,
+      };
     }
-    if (got.md5 !== row.md5) return { sopInstanceUid: uid, problem: 'md5', detail: `index ${row.md5}, archive ${got.md5}` };
+    if (got.md5 !== row.md5)
+      return { sopInstanceUid: uid, problem: 'md5', detail: `index ${row.md5}, archive ${got.md5}` };
     return 'ok';
   }
   if (row.dataset_md5) {
     const bytes = await archive.readInstanceFile(row.orthanc_id, maxBytes);
     const got = dataSetMd5(bytes);
     if (got !== row.dataset_md5) {
-      return { sopInstanceUid: uid, problem: 'md5', detail: `data set: index ${row.dataset_md5}, archive ${got}` };
+      return {
+        sopInstanceUid: uid,
+        problem: 'md5',
+        detail: `data set: index ${row.dataset_md5}, archive ${got}`,
+      };
     }
     return 'ok';
   }
@@ -93,9 +114,17 @@ export async function verifyArchive(
 ): Promise<VerifyReport> {
   const started = Date.now();
   const [indexed, archived] = await Promise.all([countIndexedInstances(db), archive.countInstances()]);
-  const report: VerifyReport = { indexed, archived, checked: 0, ok: 0, unchecked: 0, differences: [], seconds: 0 };
+  const report: VerifyReport = {
+    indexed,
+    archived,
+    checked: 0,
+    ok: 0,
+    unchecked: 0,
+    differences: [],
+    seconds: 0,
+  };
   const concurrency = opts.concurrency ?? 4;
-  for (let after = ''; ; ) {
+  for (let after = ''; ;) {
     const rows = await listInstancesToVerify(db, after, opts.pageSize ?? 500);
     if (!rows.length) break;
     after = rows[rows.length - 1].sop_instance_uid;

@@ -12,7 +12,12 @@ import { withServices } from '../services';
 function bars(quiet: boolean): { progress: Progress; stop: () => void } {
   if (quiet || !process.stderr.isTTY) return { progress: () => undefined, stop: () => undefined };
   const multi = new MultiBar(
-    { format: ' {step} [{bar}] {percentage}% | {value}/{total}', clearOnComplete: false, hideCursor: true, stream: process.stderr },
+    {
+      format: ' {step} [{bar}] {percentage}% | {value}/{total}',
+      clearOnComplete: false,
+      hideCursor: true,
+      stream: process.stderr,
+    },
     Presets.shades_classic,
   );
   const byStep = new Map<string, SingleBar>();
@@ -31,9 +36,14 @@ function bars(quiet: boolean): { progress: Progress; stop: () => void } {
 export function register(program: Command): void {
   const backup = program
     .command('backup')
-    .description('back up the archive: both databases at one point in time, new storage files, configuration and keys')
+    .description(
+      'back up the archive: both databases at one point in time, new storage files, configuration and keys',
+    )
     .option('--to <dir>', 'backup folder (default BACKUP_DIR)')
-    .option('--no-prune', 'keep every backup (default: prune by BACKUP_KEEP_DAILY / BACKUP_KEEP_WEEKLY after success)')
+    .option(
+      '--no-prune',
+      'keep every backup (default: prune by BACKUP_KEEP_DAILY / BACKUP_KEEP_WEEKLY after success)',
+    )
     .option('--quiet', 'no progress bars')
     .option('--json', 'print the manifest as JSON')
     .action(async (opts: { to?: string; prune: boolean; quiet?: boolean; json?: boolean }) => {
@@ -45,7 +55,9 @@ export function register(program: Command): void {
           {
             databaseUrl: config.DATABASE_URL,
             storageDir: resolve(config.ORTHANC_STORAGE_DIR),
-            configPaths: config.BACKUP_CONFIG_PATHS.split(',').map((s) => s.trim()).filter(Boolean),
+            configPaths: config.BACKUP_CONFIG_PATHS.split(',')
+              .map((s) => s.trim())
+              .filter(Boolean),
           },
           dir,
           {
@@ -59,7 +71,10 @@ export function register(program: Command): void {
       const removed = opts.prune
         ? await pruneBackups(dir, { daily: config.BACKUP_KEEP_DAILY, weekly: config.BACKUP_KEEP_WEEKLY })
         : [];
-      if (opts.json) console.log(JSON.stringify({ ...manifest, path: join(dir, manifest.name), pruned: removed }, null, 2));
+      if (opts.json)
+        console.log(
+          JSON.stringify({ ...manifest, path: join(dir, manifest.name), pruned: removed }, null, 2),
+        );
       else {
         console.log(
           `backup ${join(dir, manifest.name)}: ${manifest.storageFiles} storage files ` +
@@ -82,7 +97,13 @@ export function register(program: Command): void {
       else if (!all.length) console.log(`no backups in ${dir}`);
       else
         console.table(
-          all.map((b) => ({ name: b.name, files: b.storageFiles, new: b.copiedFiles, seconds: b.seconds, previous: b.previous ?? '' })),
+          all.map((b) => ({
+            name: b.name,
+            files: b.storageFiles,
+            new: b.copiedFiles,
+            seconds: b.seconds,
+            previous: b.previous ?? '',
+          })),
         );
     });
 
@@ -101,15 +122,22 @@ export function register(program: Command): void {
 
   program
     .command('restore <backup>')
-    .description('rebuild a stack folder (pg/, orthanc/storage/, config/) from a backup; then STACK_DIR=<into> scripts/stack.sh up')
+    .description(
+      'rebuild a stack folder (pg/, orthanc/storage/, config/) from a backup; then STACK_DIR=<into> scripts/stack.sh up',
+    )
     .requiredOption('--into <dir>', 'a new or empty folder')
     .option('--quiet', 'no progress bars')
     .action(async (backupArg: string, opts: { into: string; quiet?: boolean }) => {
       const config = loadConfig();
-      const path = isAbsolute(backupArg) || backupArg.includes('/') ? resolve(backupArg) : join(resolve(config.BACKUP_DIR), backupArg);
+      const path =
+        isAbsolute(backupArg) || backupArg.includes('/')
+          ? resolve(backupArg)
+          : join(resolve(config.BACKUP_DIR), backupArg);
       const ui = bars(opts.quiet === true);
       const m = await restoreBackup(path, resolve(opts.into), { onProgress: ui.progress }).finally(ui.stop);
-      console.log(`restored ${m.name} into ${resolve(opts.into)}: ${m.storageFiles} storage files, configuration ${m.configFiles.join(', ') || 'none'}`);
+      console.log(
+        `restored ${m.name} into ${resolve(opts.into)}: ${m.storageFiles} storage files, configuration ${m.configFiles.join(', ') || 'none'}`,
+      );
     });
 
   program
