@@ -265,9 +265,20 @@ start_orthanc() {
       -e "s#@DICOM_AET@#$ORTHANC_AET#g" \
       -e "s#@ARRIVALS_PY@#$ROOT/orthanc-config/aperture-arrivals.py#g" \
       "$ROOT/orthanc-config/orthanc.json.tmpl" > "$ORTHANC_DIR/orthanc.json"
-  if proc_alive "$(pid_in "$ORTHANC_DIR/orthanc.pid" || true)"; then
-    log "Orthanc already running on port $ORTHANC_HTTP_PORT"
-    return
+  local running; running="$(pid_in "$ORTHANC_DIR/orthanc.pid" || true)"
+  if proc_alive "$running"; then
+    # Orthanc 1.10's PostgreSQL plugin never reconnects once the database went away (every call then answers 503
+    # "no connection to the server"): an Orthanc alive but unable to read its index is restarted.
+    if [[ "$ORTHANC_INDEX" != postgresql ]] || curl -fsS -m 10 -u "$user:$pass" "http://127.0.0.1:$ORTHANC_HTTP_PORT/statistics" >/dev/null 2>&1; then
+      log "Orthanc already running on port $ORTHANC_HTTP_PORT"
+      return
+    fi
+    log "Orthanc (pid $running) lost its index database: restarting it"
+    kill "$running" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 100; i++)); do proc_alive "$running" || break; sleep 0.1; done
+    kill -9 "$running" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do proc_alive "$running" || break; sleep 0.1; done
   fi
   local preload=""
   if [[ -f "$ROOT/scripts/loopback-bind.so" ]]; then preload="$ROOT/scripts/loopback-bind.so"; fi

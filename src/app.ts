@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { auditRouter } from './api/audit';
 import { cohortsRouter } from './api/cohorts';
 import { deidentifier } from './cohorts/deidentifier';
+import { refuseWritesOnStandby } from './http/standby';
 import { jobsRouter } from './api/jobs';
 import { downloadLinksRouter } from './api/download-links';
 import { downloadLinks } from './http/download-links';
@@ -149,10 +150,10 @@ export function createApp(services: Services): Koa {
       ctx.body = { status: 'draining', checks: {} };
       return;
     }
-    const { ready, checks } = await checkReadiness(services, services.config.READINESS_TIMEOUT_MS);
+    const { ready, checks, site } = await checkReadiness(services, services.config.READINESS_TIMEOUT_MS);
     ctx.status = ready ? 200 : 503;
     if (!ready) ctx.set('Retry-After', String(retryAfterS()));
-    ctx.body = { status: ready ? 'ready' : 'unavailable', checks };
+    ctx.body = { status: ready ? 'ready' : 'unavailable', checks, ...(site ? { site } : {}) };
   });
   root.get('/', (ctx) => {
     ctx.body = {
@@ -199,6 +200,8 @@ export function createApp(services: Services): Koa {
 
   // Outside the routers: they answer OPTIONS and 405 from the shared route table before any mounted middleware runs.
   app.use(readOnlyRootMethods);
+  // sites (issue 16): a standby site serves reads only.
+  app.use(refuseWritesOnStandby(services));
   app.use(root.routes());
   app.use(root.allowedMethods());
   return app;

@@ -5,6 +5,7 @@ import { parseAlgorithms, splitList, TokenVerifier } from './auth/tokens';
 import type { Config } from './config';
 import { setRetryAfterSeconds } from './errors';
 import { migrate } from './index-db/migrate';
+import { isInRecovery } from './index-db/sites';
 import { closeDb, initDb } from './index-db/pool';
 import { closeIndexer, initIndexer } from './ingest/change-feed';
 import { closeQueues, initQueues } from './jobs/queues';
@@ -55,7 +56,8 @@ export async function initServices(
     setRetryAfterSeconds(config.RETRY_AFTER_S);
     const db = initDb(config);
     closers.push(closeDb);
-    if (doMigrate) {
+    // sites (issue 16): a standby is read-only and receives the primary's schema by replication.
+    if (doMigrate && !(await isInRecovery(db))) {
       const applied = await migrate(db);
       if (applied.length) logger.info({ applied }, 'database migrated');
     }

@@ -253,6 +253,24 @@ export const configSchema = z.object({
   RECORDS_SEARCH_MAX_LIMIT: int(1000, 1),
   /** Most records read for one summary or for the records of one cohort download. */
   RECORDS_MAX_SUMMARY_ROWS: int(100_000, 1),
+  // sites (issue 16): backups, verify.
+  /** Folder of `aperture backup`'s backups (one sub-folder each). */
+  BACKUP_DIR: z.string().default('.stack/backups'),
+  /** Orthanc's StorageDirectory, read by `aperture backup` (the stack's: $STACK_DIR/orthanc/storage). */
+  ORTHANC_STORAGE_DIR: z.string().default('.stack/dev/orthanc/storage'),
+  /** Comma-separated configuration and key files kept with each backup (orthanc.json, credentials, env file). */
+  BACKUP_CONFIG_PATHS: z.string().default(''),
+  /** Retention: the newest backup of each of the last N days, and of each of the last N ISO weeks. */
+  BACKUP_KEEP_DAILY: int(7, 0),
+  BACKUP_KEEP_WEEKLY: int(4, 0),
+  /** Free space a backup or restore leaves on its disk beyond what it writes; less answers a clear error first. */
+  BACKUP_MIN_FREE_BYTES: int(256 * 1024 ** 2, 0),
+  /** PostgreSQL client tools (pg_basebackup); empty = the newest /usr/lib/postgresql/N/bin. */
+  PG_BIN_DIR: z.string().default(''),
+  /** Instances `aperture verify` reads at once. */
+  VERIFY_CONCURRENCY: int(4, 1),
+  /** How long a site's role (primary, or read-only standby by pg_is_in_recovery()) is trusted before asking again. */
+  SITE_ROLE_CACHE_MS: int(2000, 0),
 });
 
 export type Config = z.infer<typeof configSchema>;

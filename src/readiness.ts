@@ -1,5 +1,6 @@
 import type { Dependency } from './errors';
 import { pingDb } from './index-db/pool';
+import { replicationState, type ReplicationState } from './index-db/sites';
 import { pingQueues, queuesReady } from './jobs/queues';
 import type { Services } from './services';
 
@@ -7,6 +8,13 @@ import type { Services } from './services';
 export interface Readiness {
   ready: boolean;
   checks: Partial<Record<Dependency, 'up' | 'down'>>;
+  /** sites (issue 16): this site's role and how far its database is behind (standby) or its standbys are (primary). */
+  site?: {
+    role: 'primary' | 'standby';
+    replicationLagBytes: number;
+    replicationLagSeconds: number;
+    standbys: number;
+  };
 }
 
 /** Settles `op` to true/false within `ms`; a dependency that does not answer in time counts as down. */
@@ -45,7 +53,33 @@ export async function checkReadiness(
     checks.push(['queue', answersWithin(() => pingQueues(timeoutMs).then(okOrThrow), timeoutMs)]);
   const out: Readiness['checks'] = {};
   for (const [name, up] of checks) out[name] = (await up) ? 'up' : 'down';
-  return { ready: Object.values(out).every((v) => v === 'up'), checks: out };
+  let site: Readiness['site'];
+  if (out.database === 'up') {
+    const r = await Promise.race([
+      replicationState(services.db).catch(() => undefined),
+      new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), timeoutMs).unref()),
+    ]);
+    if (r) site = siteSummary(r);
+  }
+  // A standby is ready: it serves reads (writes answer 503 with the reason).
+  return { ready: Object.values(out).every((v) => v === 'up'), checks: out, ...(site ? { site } : {}) };
+}
+
+/** The replication state as /readyz and /metrics report it: worst lag over the standbys on a primary. */
+export function siteSummary(r: ReplicationState): NonNullable<Readiness['site']> {
+  return r.standby
+    ? {
+        role: 'standby',
+        replicationLagBytes: r.replayLagBytes ?? 0,
+        replicationLagSeconds: r.replayLagSeconds ?? 0,
+        standbys: 0,
+      }
+    : {
+        role: 'primary',
+        replicationLagBytes: Math.max(0, ...r.standbys.map((x) => x.lagBytes)),
+        replicationLagSeconds: Math.max(0, ...r.standbys.map((x) => x.lagSeconds)),
+        standbys: r.standbys.length,
+      };
 }
 
 function okOrThrow(ok: boolean): void {

@@ -6,9 +6,11 @@ import { getAuditTrail } from '../auth/audit';
 import { isUid } from '../dicom/uid';
 import { AppError, ForbiddenError, UnauthorizedError } from '../errors';
 import { readIndexerCursor } from '../index-db/ops-metrics';
+import { replicationState } from '../index-db/sites';
 import { CURSOR_NAME } from '../ingest/change-feed';
 import { QueueName, getQueue, queuesReady } from '../jobs/queues';
 import { observeUpstream } from '../orthanc/client';
+import { siteSummary } from '../readiness';
 import type { Services } from '../services';
 
 /**
@@ -136,6 +138,43 @@ export class GatewayMetrics {
         }
       },
     });
+    // sites (issue 16): streaming replication, as this site's PostgreSQL sees it. prom-client collects all gauges
+    // at once, so the four share one query per scrape.
+    let siteRead: { at: number; p: Promise<ReturnType<typeof siteSummary> | undefined> } | undefined;
+    const site = () => {
+      if (!siteRead || Date.now() - siteRead.at > 1000) {
+        siteRead = {
+          at: Date.now(),
+          p: within(replicationState(db), COLLECT_TIMEOUT_MS).then(siteSummary, () => undefined),
+        };
+      }
+      return siteRead.p;
+    };
+    const siteGauge = (name: string, help: string, value: (s: ReturnType<typeof siteSummary>) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        async collect() {
+          // Index down: stale series, and /readyz reports it.
+          const s = await site();
+          if (s) this.set(value(s));
+        },
+      });
+    siteGauge(
+      'aperture_replication_lag_bytes',
+      'WAL bytes not yet replayed: by this standby, or (primary) by its slowest standby',
+      (s) => s.replicationLagBytes,
+    );
+    siteGauge(
+      'aperture_replication_lag_seconds',
+      "Replication delay: age of the last replayed commit while this standby is behind, or (primary) the slowest standby's replay lag",
+      (s) => s.replicationLagSeconds,
+    );
+    siteGauge('aperture_replication_standbys', 'Standbys connected to this primary', (s) => s.standbys);
+    siteGauge('aperture_site_standby', '1 while this site is a read-only standby', (s) =>
+      s.role === 'standby' ? 1 : 0,
+    );
     new Gauge({
       name: 'aperture_audit_queue_events',
       help: 'Audit events waiting in memory to be written to the audit trail',

@@ -1,0 +1,420 @@
+/**
+ * Issue 16, backups: a stack is backed up (twice: the second backup copies only the new storage file), wiped,
+ * restored into fresh folders and started again; every study answers QIDO and WADO with the very bytes stored, and
+ * `aperture verify` passes, then finds a storage file corrupted on disk.
+ * Second site: a PostgreSQL standby of the stack's cluster (synchronous replication) and a gateway on it: reads
+ * within the stated lag, writes refused with 503 and the reason, a cut link makes primary writes wait (not fail,
+ * not lose), promotion makes site 2 writable with every acknowledged instance there.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { freePort, type GatewayChild, spawnGateway } from './helpers/dimse';
+import { SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
+import { freshStackEnv, parseStackEnv, type PrivateStack, startPrivateStack } from './helpers/private-stack';
+
+jest.setTimeout(300_000);
+
+const ROOT = join(__dirname, '..');
+const STACK = join(ROOT, 'scripts/stack.sh');
+const run = promisify(execFile);
+const BOUNDARY = 'sites-boundary';
+const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
+
+type DicomJson = Record<string, { vr: string; Value?: unknown[] }>;
+
+const FILES = [
+  'ct/CT_small.dcm',
+  'ct/LCTSC-CT01.dcm',
+  'ct/CT1_J2KI_jpeg2000.dcm',
+  'mr/MR_small_bigendian.dcm',
+  'mr/emri_small_enhanced-10frames.dcm',
+  'us/OBXXXX1A_rle_2frame_palette.dcm',
+].map((f) => readFileSync(join(SAMPLES, f)));
+const LATE = readFileSync(join(SAMPLES, 'ct/CT2_JLSN_jpegls-near.dcm'));
+
+function multipart(parts: Buffer[]): Buffer {
+  return Buffer.concat([
+    ...parts.flatMap((p) => [
+      Buffer.from(`--${BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n`),
+      p,
+      Buffer.from('\r\n'),
+    ]),
+    Buffer.from(`--${BOUNDARY}--\r\n`),
+  ]);
+}
+
+async function stow(gw: { url: string }, parts: Buffer[]): Promise<number> {
+  const res = await fetch(`${gw.url}/projects/bk/dicom-web/studies`, {
+    method: 'POST',
+    headers: {
+      'content-type': `multipart/related; type="application/dicom"; boundary=${BOUNDARY}`,
+      accept: 'application/dicom+json',
+    },
+    body: multipart(parts),
+  });
+  const text = await res.text();
+  // The failure reasons, when some part failed, so that a failing run says why.
+  if (res.status !== 200) console.warn(`STOW answered ${res.status}: ${text.slice(0, 2000)}`);
+  return res.status;
+}
+
+const str = (d: DicomJson, tag: string) => String(d[tag]?.Value?.[0] ?? '');
+
+/** Every instance the project answers by QIDO, with the bytes WADO-RS returns for it (the one part, as stored). */
+async function snapshot(gw: { url: string }): Promise<Map<string, { study: string; bytes: Buffer }>> {
+  const root = `${gw.url}/projects/bk/dicom-web`;
+  const out = new Map<string, { study: string; bytes: Buffer }>();
+  const studies = (await (
+    await fetch(`${root}/studies`, { headers: { accept: 'application/dicom+json' } })
+  ).json()) as DicomJson[];
+  for (const s of studies) {
+    const study = str(s, '0020000D');
+    const instances = (await (
+      await fetch(`${root}/studies/${study}/instances`, { headers: { accept: 'application/dicom+json' } })
+    ).json()) as DicomJson[];
+    for (const i of instances) {
+      const sop = str(i, '00080018');
+      const res = await fetch(`${root}/studies/${study}/series/${str(i, '0020000E')}/instances/${sop}`, {
+        headers: { accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' },
+      });
+      expect(res.status).toBe(200);
+      const body = Buffer.from(await res.arrayBuffer());
+      const boundary = /boundary="?([^";]+)"?/.exec(res.headers.get('content-type') ?? '')![1];
+      const start = body.indexOf('\r\n\r\n') + 4;
+      const end = body.lastIndexOf(`\r\n--${boundary}--`);
+      out.set(sop, { study, bytes: body.subarray(start, end) });
+    }
+  }
+  return out;
+}
+
+/** The CLI as an operator runs it, against a stack's settings. */
+async function cli(
+  env: Record<string, string>,
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(
+      join(ROOT, 'node_modules/.bin/tsx'),
+      [join(ROOT, 'src/cli/index.ts'), ...args],
+      {
+        env: { ...process.env, ...env, LOG_LEVEL: 'warn' },
+        timeout: 180_000,
+        maxBuffer: 16 * 1024 ** 2,
+      },
+    );
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+describe('backup, wipe, restore into fresh folders, verify (issue 16)', () => {
+  let stack: PrivateStack | undefined;
+  let gw: TestGateway | undefined;
+  let restoredEnv: NodeJS.ProcessEnv | undefined;
+  const tmp = mkdtempSync(join(tmpdir(), 'aperture-sites-'));
+  // As root, the restored cluster runs as the postgres user, who must be able to walk down to it.
+  chmodSync(tmp, 0o711);
+  const backups = join(tmp, 'backups');
+  const into = join(tmp, 'restored');
+
+  afterAll(async () => {
+    await gw?.close();
+    await stack?.destroy();
+    if (restoredEnv) execFileSync('bash', [STACK, 'down'], { env: restoredEnv, stdio: 'ignore' });
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('restores every study byte-identical, and verify finds a planted corruption', async () => {
+    stack = await startPrivateStack('aperture-sites-primary-');
+    const siteEnv = (s: Record<string, string>, dir: string) => ({
+      ...s,
+      ORTHANC_STORAGE_DIR: join(dir, 'orthanc/storage'),
+      BACKUP_CONFIG_PATHS: join(dir, 'orthanc/credentials'),
+    });
+    const env1 = siteEnv(stack.env, stack.dir);
+    gw = await startGateway(stack.env);
+    expect(
+      (
+        await fetch(`${gw.url}/api/projects`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ id: 'bk', name: 'bk' }),
+        })
+      ).status,
+    ).toBe(201);
+    expect(await stow(gw, FILES)).toBe(200);
+    const before = await snapshot(gw);
+    expect(before.size).toBe(FILES.length);
+    // WADO answers Part 10 objects (what the restore must give back byte for byte).
+    for (const v of before.values()) expect(v.bytes.subarray(128, 132).toString('latin1')).toBe('DICM');
+
+    const first = await cli(env1, ['backup', '--to', backups, '--json', '--quiet']);
+    expect(first).toMatchObject({ code: 0 });
+    const m1 = JSON.parse(first.stdout) as {
+      storageFiles: number;
+      copiedFiles: number;
+      configFiles: string[];
+    };
+    expect(m1).toMatchObject({
+      storageFiles: FILES.length,
+      copiedFiles: FILES.length,
+      configFiles: ['credentials'],
+    });
+
+    // One more object; the next backup copies it alone and links the rest.
+    expect(await stow(gw, [LATE])).toBe(200);
+    const expected = await snapshot(gw);
+    expect(expected.size).toBe(FILES.length + 1);
+    await gw.close();
+    gw = undefined;
+    // Backup names have a one-second resolution.
+    await new Promise((r) => setTimeout(r, 1100));
+    const second = await cli(env1, ['backup', '--to', backups, '--json', '--quiet', '--no-prune']);
+    expect(second).toMatchObject({ code: 0 });
+    const m2 = JSON.parse(second.stdout) as {
+      name: string;
+      path: string;
+      storageFiles: number;
+      copiedFiles: number;
+    };
+    expect(m2).toMatchObject({ storageFiles: FILES.length + 1, copiedFiles: 1 });
+
+    // Wipe the whole stack: services, database folder, storage, credentials.
+    await stack.destroy();
+    stack = undefined;
+
+    expect((await cli({}, ['restore', m2.path, '--into', into, '--quiet'])).code).toBe(0);
+    // A restore never writes over a folder that holds something.
+    const again = await cli({}, ['restore', m2.path, '--into', into, '--quiet']);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/not empty/);
+
+    restoredEnv = { ...process.env, ...(await freshStackEnv(into)) };
+    const up = await run('bash', [STACK, 'up'], { env: restoredEnv, timeout: 300_000, encoding: 'utf8' });
+    const env2 = siteEnv(parseStackEnv(up.stdout), into);
+    gw = await startGateway(env2);
+    const after = await snapshot(gw);
+    expect([...after.keys()].sort()).toEqual([...expected.keys()].sort());
+    for (const [sop, v] of expected) {
+      expect(after.get(sop)?.study).toBe(v.study);
+      expect(md5(after.get(sop)!.bytes)).toBe(md5(v.bytes));
+    }
+
+    const ok = await cli(env2, ['verify', '--json', '--quiet']);
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({
+      indexed: 7,
+      archived: 7,
+      checked: 7,
+      ok: 7,
+      differences: [],
+    });
+
+    // Corrupt one archived file on disk (same size, one byte flipped), as a failing disk would.
+    const victim = [...expected.entries()].find(([, v]) => v.bytes.length > 50_000)!;
+    const storage = join(into, 'orthanc/storage');
+    const files: string[] = [];
+    const walk = (d: string) => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        if (e.isDirectory()) walk(join(d, e.name));
+        else files.push(join(d, e.name));
+      }
+    };
+    walk(storage);
+    const path = files.find(
+      (f) => statSync(f).size === victim[1].bytes.length && md5(readFileSync(f)) === md5(victim[1].bytes),
+    );
+    expect(path && existsSync(path)).toBeTruthy();
+    const bytes = readFileSync(path!);
+    bytes[bytes.length - 10] ^= 0xff;
+    writeFileSync(path!, bytes);
+
+    const bad = await cli(env2, ['verify', '--json', '--quiet']);
+    expect(bad.code).toBe(2);
+    const report = JSON.parse(bad.stdout) as {
+      ok: number;
+      differences: Array<{ sopInstanceUid: string; problem: string }>;
+    };
+    expect(report.ok).toBe(6);
+    expect(report.differences).toEqual([
+      expect.objectContaining({ sopInstanceUid: victim[0], problem: 'md5' }),
+    ]);
+  });
+});
+
+const PG_BIN = `/usr/lib/postgresql/${readdirSync('/usr/lib/postgresql').sort().at(-1)}/bin`;
+/** Runs a PostgreSQL server tool as the cluster's owner (postgres when we are root). */
+function asPg(tool: string, args: string[]): Promise<{ stdout: string }> {
+  const root = process.getuid?.() === 0;
+  return run(
+    root ? 'runuser' : join(PG_BIN, tool),
+    root ? ['-u', 'postgres', '--', join(PG_BIN, tool), ...args] : args,
+    {
+      timeout: 120_000,
+      encoding: 'utf8',
+    },
+  );
+}
+
+describe('a second site on a streaming standby (issue 16)', () => {
+  let stack: PrivateStack | undefined;
+  let gw1: TestGateway | undefined;
+  let gw2: GatewayChild | undefined;
+  const tmp = mkdtempSync(join(tmpdir(), 'aperture-site2-'));
+  chmodSync(tmp, 0o755);
+  const data = join(tmp, 'pg');
+  let standbyUp = false;
+  /** Stated lag: a study stored at site 1 answers QIDO at site 2 within this time. */
+  const LAG_MS = 5000;
+
+  afterAll(async () => {
+    await gw2?.stop();
+    await gw1?.close();
+    if (standbyUp) await asPg('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']).catch(() => undefined);
+    await stack?.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('reads at site 2 within the lag, refuses writes there, waits on a cut link, and promotes with nothing lost', async () => {
+    stack = await startPrivateStack('aperture-site1-');
+    const primary = new URL(stack.env.DATABASE_URL);
+    const port2 = String(await freePort());
+    if (process.getuid?.() === 0) execFileSync('chown', ['postgres', tmp]);
+    await asPg('pg_basebackup', [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      primary.port,
+      '-U',
+      'aperture',
+      '-D',
+      data,
+      '-R',
+      '-X',
+      'stream',
+      '-c',
+      'fast',
+      '-d',
+      `application_name=site2`,
+    ]);
+    const startStandby = async () => {
+      await asPg('pg_ctl', [
+        '-D',
+        data,
+        '-l',
+        join(tmp, 'postgres.log'),
+        '-w',
+        '-t',
+        '60',
+        '-o',
+        `-p ${port2} -k ${tmp} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off`,
+        'start',
+      ]);
+      standbyUp = true;
+    };
+    await startStandby();
+    const psql1 = (sql: string) =>
+      run(
+        join(PG_BIN, 'psql'),
+        ['-h', '127.0.0.1', '-p', primary.port, '-U', 'aperture', '-d', 'postgres', '-tAc', sql],
+        { encoding: 'utf8' },
+      );
+    // Synchronous: a commit at site 1 returns once site 2 has it on disk.
+    await psql1("ALTER SYSTEM SET synchronous_standby_names = 'site2'");
+    await psql1('SELECT pg_reload_conf()');
+    const site2Db = `postgres://aperture@127.0.0.1:${port2}/aperture`;
+
+    gw1 = await startGateway(stack.env);
+    // Site 2 has no Orthanc of its own here: Orthanc's PostgreSQL plugin cannot run on a hot standby (see
+    // docs/two-sites.md); its gateway reads the index from the standby and the bytes from site 1's archive.
+    // Its own process: the database pool is one per process.
+    gw2 = await spawnGateway(await freePort(), {
+      ...stack.env,
+      DATABASE_URL: site2Db,
+      SITE_ROLE_CACHE_MS: '200',
+      INDEXER_ENABLED: 'false',
+      LOG_LEVEL: 'warn',
+    });
+    const post = (gw: { url: string }, path: string, body: unknown) =>
+      fetch(`${gw.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    expect((await post(gw1, '/api/projects', { id: 'bk', name: 'bk' })).status).toBe(201);
+    const stowTo = (gw: { url: string }, files: Buffer[]) => stow(gw, files);
+
+    // Store at site 1, read at site 2.
+    expect(await stowTo(gw1, [FILES[0]])).toBe(200);
+    const study = (await snapshot(gw1)).values().next().value!.study;
+    const t0 = Date.now();
+    let seen = false;
+    while (!seen && Date.now() - t0 < LAG_MS) {
+      const r = await fetch(`${gw2.url}/projects/bk/dicom-web/studies?StudyInstanceUID=${study}`, {
+        headers: { accept: 'application/dicom+json' },
+      });
+      seen = r.status === 200 && ((await r.json()) as unknown[]).length === 1;
+      if (!seen) await new Promise((r2) => setTimeout(r2, 100));
+    }
+    expect(seen).toBe(true);
+
+    // Writes at the standby site: refused with the reason, before anything is stored.
+    const refused = await fetch(`${gw2.url}/projects/bk/dicom-web/studies`, {
+      method: 'POST',
+      headers: { 'content-type': `multipart/related; type="application/dicom"; boundary=${BOUNDARY}` },
+      body: multipart([FILES[1]]),
+    });
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect(await refused.text()).toMatch(/read-only standby/);
+    expect(await (await fetch(`${gw2.url}/readyz`)).json()).toMatchObject({
+      status: 'ready',
+      site: { role: 'standby' },
+    });
+    expect(await (await fetch(`${gw1.url}/readyz`)).json()).toMatchObject({
+      site: { role: 'primary', standbys: 1 },
+    });
+    const metrics = await (await fetch(`${gw2.url}/metrics`)).text();
+    expect(metrics).toMatch(/^aperture_site_standby 1$/m);
+    expect(metrics).toMatch(/^aperture_replication_lag_bytes \d+$/m);
+
+    // Cut the link (site 2's PostgreSQL gone): under synchronous replication a write at site 1 waits.
+    await asPg('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);
+    standbyUp = false;
+    let settled: number | undefined;
+    const pending = stowTo(gw1, [FILES[1]]).then((status) => (settled = status));
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(settled).toBeUndefined();
+    // Link back: the write completes, acknowledged only now.
+    await startStandby();
+    expect(await pending).toBe(200);
+    const acked = await snapshot(gw1);
+    expect(acked.size).toBe(2);
+
+    // Site 1 is lost; site 2 is promoted and becomes writable.
+    await gw1.close();
+    gw1 = undefined;
+    await asPg('pg_ctl', ['-D', data, '-w', 'promote']);
+    await new Promise((r) => setTimeout(r, 300));
+    const atSite2 = await snapshot(gw2);
+    expect([...atSite2.keys()].sort()).toEqual([...acked.keys()].sort());
+    for (const [sop, v] of acked) expect(md5(atSite2.get(sop)!.bytes)).toBe(md5(v.bytes));
+    expect(await (await fetch(`${gw2.url}/readyz`)).json()).toMatchObject({ site: { role: 'primary' } });
+  });
+});
