@@ -193,7 +193,8 @@ interface StoreRun {
 /**
  * Reads parts as they arrive and archives up to STOW_PIPELINE_DEPTH of them at once (parsing the next part overlaps
  * with archiving the previous ones), within an in-flight byte budget, so memory stays bounded by a few parts
- * whatever the size of the request. Archived parts are indexed STOW_INDEX_BATCH at a time in one statement each, and
+ * whatever the size of the request. Archived parts are indexed STOW_INDEX_BATCH at a time in one statement each (or
+ * fewer, whenever no other part is being archived, so a slow upload is indexed as it goes), and
  * none is answered stored before its batch is committed; until then its ingest claim keeps the change feed off it.
  * When the body stops (limit, bad framing, client gone), the parts already received are still stored; nothing waits
  * for more. Results keep the order of the parts.
@@ -292,7 +293,9 @@ async function storeParts(
         .then(async (outcome) => {
           if (outcome.ok) {
             pending.push({ index, archived: outcome });
-            if (pending.length >= config.STOW_INDEX_BATCH) flush();
+            // A full batch, or the archive pipeline drained (this is the last part in flight: the body is slower than
+            // the archive): index what is archived now rather than wait for parts that may take long to come.
+            if (pending.length >= config.STOW_INDEX_BATCH || inflight.size <= 1) flush();
             return;
           }
           results[index] = toResult(index, outcome);
