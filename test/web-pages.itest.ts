@@ -398,8 +398,11 @@ describe('web application: viewer and administration pages (Chromium)', () => {
         // The series arrives; the administrator retries the job from the page and watches it complete (polled).
         const stored = await ingestInstance(gw.services, bytes, ['lung-study'], 'stow');
         if (!stored.ok) throw new Error(`ingest failed: ${stored.message}`);
-        await page.selectOption('#job-filters select[name=state]', '');
+        // Retry from the failed list (a row that stays put), then widen the filter to watch it complete: clicking while
+        // the list re-renders for a new filter could land on a row being replaced.
         await page.click(`${row} button[data-action=retry]`);
+        await page.waitForSelector(`${row}`, { state: 'detached' });
+        await page.selectOption('#job-filters select[name=state]', '');
         await page.waitForSelector(`${row}[data-state=completed]`, { timeout: 60_000 });
         expect(await page.textContent(`${row} [data-col=progress]`)).toContain('100%');
         expect(await page.textContent(`${row} [data-col=failure]`)).toBe('');
@@ -410,9 +413,14 @@ describe('web application: viewer and administration pages (Chromium)', () => {
         );
         expect(thumb.rows).toEqual([{ content_type: 'image/jpeg' }]);
         // The retry is in the audit trail, by job id; no identifying value in its detail.
-        const audit = await gw.services.db.query<{ outcome: number; detail: unknown }>(
-          `SELECT outcome, detail FROM audit_events WHERE action = 'job.retry' ORDER BY id DESC LIMIT 1`,
-        );
+        // The trail is written in batches off the request path: poll for the row.
+        let audit = { rows: [] as Array<{ outcome: number; detail: unknown }> };
+        for (let i = 0; i < 50 && audit.rows.length === 0; i++) {
+          audit = await gw.services.db.query<{ outcome: number; detail: unknown }>(
+            `SELECT outcome, detail FROM audit_events WHERE action = 'job.retry' ORDER BY id DESC LIMIT 1`,
+          );
+          if (!audit.rows.length) await new Promise((r) => setTimeout(r, 100));
+        }
         expect(audit.rows).toMatchObject([
           { outcome: 202, detail: { kind: 'thumbnails', job: String(job.id) } },
         ]);
