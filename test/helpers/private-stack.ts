@@ -73,10 +73,13 @@ export function parseStackEnv(stdout: string): Record<string, string> {
   return env;
 }
 
-/** Starts a private stack. */
-export async function startPrivateStack(prefix = 'aperture-private-'): Promise<PrivateStack> {
+/** Starts a private stack (`settings`: stack.sh variables such as ORTHANC_INDEX). */
+export async function startPrivateStack(
+  prefix = 'aperture-private-',
+  settings: Record<string, string> = {},
+): Promise<PrivateStack> {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  const stackEnv = { ...process.env, ...(await freshStackEnv(dir)) };
+  const stackEnv = { ...process.env, ...(await freshStackEnv(dir)), ...settings };
   const up = async () => {
     const { stdout, stderr } = await run('bash', [STACK, 'up'], {
       env: stackEnv,
