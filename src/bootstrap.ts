@@ -163,6 +163,8 @@ export function stopOnSignals(services: CoreServices, stop: () => Promise<void>)
     services.logger.info({ signal }, 'shutting down');
     await stop().catch((err) => services.logger.error({ err: String(err) }, 'error during shutdown'));
     await closeServices(services);
+    // The last lines ("drained", "shutting down") must reach the log before the process ends.
+    await new Promise<void>((resolve) => services.logger.flush(() => resolve()));
     process.exit(0);
   };
   process.on('SIGTERM', () => void onSignal('SIGTERM'));

@@ -30,7 +30,7 @@ let dir: string;
 beforeAll(async () => {
   await resetStack();
   dir = mkdtempSync(join(tmpdir(), 'aperture-drain-'));
-  const env = { SHUTDOWN_GRACE_MS: '1500', SHUTDOWN_TIMEOUT_MS: '20000' };
+  const env = { SHUTDOWN_GRACE_MS: '1500', SHUTDOWN_TIMEOUT_MS: '60000' };
   [a, b] = await Promise.all([
     freePort().then((p) => spawnGateway(p, env)),
     freePort().then((p) => spawnGateway(p, env)),
