@@ -65,7 +65,10 @@ export async function handleRearrival(
     // Handed over as a possible race with a first copy (orthanc-config/aperture-arrivals.py) that is not in the archive
     // after all (it failed, or was deleted since): a new object, which Orthanc stores and the change feed routes.
     if ((await deps.archive.findInstance(parsed.sopInstanceUid)) === null) {
-      deps.logger.debug({ sopInstanceUid: parsed.sopInstanceUid }, 'C-STORE arrival not archived: stored as new');
+      deps.logger.debug(
+        { sopInstanceUid: parsed.sopInstanceUid },
+        'C-STORE arrival not archived: stored as new',
+      );
       return { status: DimseStatus.Success };
     }
     // The change feed has not indexed the archived copy yet (or could not): the sender tries again later, when the
