@@ -1,17 +1,16 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import dcmjs from 'dcmjs';
 import { Pool } from 'pg';
 import { Agent, request } from 'undici';
-import { freePort, type GatewayChild, newUid, spawnGateway, waitFor } from './helpers/dimse';
+import { freePort, type GatewayChild, newUid, spawnGateway, spawnWorker, waitFor } from './helpers/dimse';
 import { SAMPLES } from './helpers/gateway';
 import { type PrivateStack, startPrivateStack } from './helpers/private-stack';
 
 jest.setTimeout(240_000);
 
-const ROOT = join(__dirname, '..');
 const TEMPLATE = `${SAMPLES}/ct/CT_small.dcm`;
 const BOUNDARY = 'kill-boundary';
 const MULTIPART_TYPE = `multipart/related; type="application/dicom"; boundary=${BOUNDARY}`;
@@ -201,33 +200,6 @@ async function cstoreClient(
   }
 }
 
-interface WorkerChild {
-  child: ChildProcess;
-  exited: Promise<void>;
-}
-/** The job worker (src/worker.ts) as its own process, started like the gateway children. */
-async function spawnWorker(env: Record<string, string>): Promise<WorkerChild> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/worker.ts')], {
-    cwd: ROOT,
-    env: { ...process.env, ...env, LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  let out = '';
-  child.stdout!.on('data', (c: Buffer) => (out = (out + c.toString()).slice(-20_000)));
-  child.stderr!.on('data', (c: Buffer) => (out = (out + c.toString()).slice(-20_000)));
-  await waitFor(
-    'the worker to start',
-    async () => {
-      if (child.exitCode !== null) throw new Error(`worker exited with ${child.exitCode}: ${out}`);
-      return out.includes('worker started');
-    },
-    120_000,
-    200,
-  );
-  return { child, exited };
-}
-
 /**
  * The must-show kill test of issue 8: each of Orthanc, PostgreSQL, Redis, the gateway and the worker is killed with
  * SIGKILL while STOW-RS clients and a DCMTK modality send, then restarted (scripts/stack.sh for the services, a new
@@ -238,7 +210,7 @@ async function spawnWorker(env: Record<string, string>): Promise<WorkerChild> {
 describe('kill -9 of each dependency under STOW and C-STORE load', () => {
   let stack: PrivateStack;
   let gateway: GatewayChild;
-  let worker: WorkerChild;
+  let worker: Awaited<ReturnType<typeof spawnWorker>>;
   let port: number;
   let db: Pool;
   let tmp: string;

@@ -16,7 +16,15 @@ import { Pool } from 'pg';
 import { Agent, request } from 'undici';
 import { multipartBody } from '../tools/stow-client';
 import { gatewayBackend, type Haproxy, startHaproxy, waitForEvery } from './helpers/balancer';
-import { cstore, freePort, type GatewayChild, spawnGateway, syntheticCopies, waitFor } from './helpers/dimse';
+import {
+  cstore,
+  freePort,
+  type GatewayChild,
+  spawnGateway,
+  spawnWorker,
+  syntheticCopies,
+  waitFor,
+} from './helpers/dimse';
 import { SAMPLES } from './helpers/gateway';
 import { type PrivateStack, startPrivateStack } from './helpers/private-stack';
 
@@ -28,46 +36,6 @@ const PROJECT = 'scale';
 const AET = 'SCALE';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 type DicomJson = Record<string, { Value?: unknown[] }>;
-
-interface Child {
-  child: ChildProcess;
-  exited: Promise<void>;
-  lines: Array<Record<string, unknown>>;
-}
-
-/** Runs a TypeScript entry point of ours (the worker) as a process whose JSON log lines are kept. */
-async function spawnWorker(env: Record<string, string>): Promise<Child> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/worker.ts')], {
-    cwd: ROOT,
-    env: { ...process.env, ...env, LOG_LEVEL: 'debug' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines: Array<Record<string, unknown>> = [];
-  let buf = '';
-  child.stdout!.on('data', (c: Buffer) => {
-    buf += c.toString();
-    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      try {
-        lines.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        /* not JSON */
-      }
-    }
-  });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  await waitFor(
-    'a worker to start',
-    async () => {
-      if (child.exitCode !== null) throw new Error(`worker exited with ${child.exitCode}`);
-      return lines.some((l) => l.msg === 'worker started');
-    },
-    120_000,
-    200,
-  );
-  return { child, exited, lines };
-}
 
 /** A second Orthanc on the first one's configuration (same PostgreSQL index, same storage), on its own ports. */
 async function startSecondOrthanc(
@@ -112,7 +80,7 @@ describe('2 gateways x 2 workers x 2 Orthancs behind HAProxy', () => {
   let stack: PrivateStack;
   let proxy: Haproxy;
   let g: GatewayChild[] = [];
-  let w: Child[] = [];
+  let w: Array<Awaited<ReturnType<typeof spawnWorker>>> = [];
   let o2: ChildProcess | undefined;
   let db: Pool;
   let tmp: string;
@@ -157,7 +125,7 @@ describe('2 gateways x 2 workers x 2 Orthancs behind HAProxy', () => {
     // Both gateways call Orthanc through the balancer; both run the change feed (one leads).
     const env = { ...stack.env, ORTHANC_URL: `http://127.0.0.1:${ports.rest}`, SHUTDOWN_GRACE_MS: '0' };
     g = await Promise.all([spawnGateway(g1, env), spawnGateway(g2, env)]);
-    w = await Promise.all([spawnWorker(env), spawnWorker(env)]);
+    w = await Promise.all([spawnWorker(env, 'debug'), spawnWorker(env, 'debug')]);
     await waitForEvery(`http://127.0.0.1:${ports.gw}`, ['g1', 'g2']);
     for (const [path, body] of [
       ['/api/projects', { id: PROJECT, name: 'Scale-out' }],

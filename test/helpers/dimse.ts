@@ -132,21 +132,21 @@ export interface GatewayChild {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Starts the gateway as its own process against the test stack, and waits until it answers /healthz. */
-export async function spawnGateway(port: number, env: Record<string, string> = {}): Promise<GatewayChild> {
+/** One of our entry points (src/main.ts, src/worker.ts) as a child process, its pino JSON log lines collected. */
+function spawnEntry(
+  entry: string,
+  env: NodeJS.ProcessEnv,
+): {
+  child: ChildProcess;
+  logs: Array<Record<string, unknown>>;
+  nonJsonLines: string[];
+  stderr: () => string;
+  exited: Promise<void>;
+} {
   // `node --import tsx`, not the tsx CLI: the CLI runs the program in a grandchild, which a SIGKILL would orphan.
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/main.ts')], {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, entry)], {
     cwd: ROOT,
-    env: {
-      ...process.env,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      AUTH_ENABLED: 'false',
-      INDEXER_ENABLED: 'true',
-      INDEXER_POLL_MS: '100',
-      LOG_LEVEL: 'debug',
-      ...env,
-    },
+    env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Array<Record<string, unknown>> = [];
@@ -170,11 +170,48 @@ export async function spawnGateway(port: number, env: Record<string, string> = {
     stderr = (stderr + c.toString('utf8')).slice(-4000);
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return { child, logs, nonJsonLines, stderr: () => stderr, exited };
+}
+
+/** The job worker (src/worker.ts) as its own process, started like the gateway; resolves once it has started. */
+export async function spawnWorker(
+  env: Record<string, string>,
+  logLevel = 'info',
+): Promise<{ child: ChildProcess; exited: Promise<void>; lines: Array<Record<string, unknown>> }> {
+  const { child, logs, stderr, exited } = spawnEntry('src/worker.ts', {
+    ...process.env,
+    ...env,
+    LOG_LEVEL: logLevel,
+  });
+  await waitFor(
+    'the worker to start',
+    async () => {
+      if (child.exitCode !== null) throw new Error(`worker exited with ${child.exitCode}: ${stderr()}`);
+      return logs.some((l) => l.msg === 'worker started');
+    },
+    120_000,
+    200,
+  );
+  return { child, exited, lines: logs };
+}
+
+/** Starts the gateway as its own process against the test stack, and waits until it answers /healthz. */
+export async function spawnGateway(port: number, env: Record<string, string> = {}): Promise<GatewayChild> {
+  const { child, logs, nonJsonLines, stderr, exited } = spawnEntry('src/main.ts', {
+    ...process.env,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    AUTH_ENABLED: 'false',
+    INDEXER_ENABLED: 'true',
+    INDEXER_POLL_MS: '100',
+    LOG_LEVEL: 'debug',
+    ...env,
+  });
   const url = `http://127.0.0.1:${port}`;
   await waitFor(
     'the gateway process to answer /healthz',
     async () => {
-      if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}: ${stderr}`);
+      if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}: ${stderr()}`);
       return (await fetch(`${url}/healthz`)).ok;
     },
     120_000,
