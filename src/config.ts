@@ -119,6 +119,10 @@ export const configSchema = z.object({
   INDEXER_CLAIM_TTL_MS: int(120_000, 1000),
   /** While the feed works through a backlog, deletions are reconciled at most this often (and ≤ 10% of its time). */
   INDEXER_BUSY_SWEEP_MS: int(10_000, 100),
+  /** How long a hole in Orthanc's change log is re-read for a change that committed late (concurrent writers). */
+  INDEXER_GAP_WAIT_MS: int(30_000, 100),
+  /** Least interval between two idle comparisons that index what the change log never showed (the backstop). */
+  INDEXER_RECONCILE_MS: int(60_000, 100),
   // Ingest: C-STORE re-arrivals of archived objects (issue 15, defect 2).
   /** Address the leading indexer serves Orthanc's C-STORE filter on (orthanc-config/aperture-arrivals.py). */
   ARRIVAL_HOOK_HOST: z.string().default('127.0.0.1'),

@@ -277,9 +277,26 @@ describe('2 gateways x 2 workers x 2 Orthancs behind HAProxy', () => {
         [uids],
       );
       const have = new Set(r.rows.map((x) => x.sop_instance_uid));
-      const missing = uids.filter((u) => !have.has(u)).map((u) => acked.get(u));
+      const lost = uids.filter((u) => !have.has(u));
+      // Where each one is, to tell a lost arrival from a misplaced one.
+      const where = await db.query<{
+        uid: string;
+        indexed: boolean;
+        quarantined: boolean;
+        failure: string | null;
+      }>(
+        `SELECT u AS uid, EXISTS (SELECT 1 FROM instances WHERE sop_instance_uid = u) AS indexed,
+                EXISTS (SELECT 1 FROM quarantine WHERE sop_instance_uid = u) AS quarantined,
+                (SELECT reason || ': ' || message FROM index_failures WHERE sop_instance_uid = u LIMIT 1) AS failure
+           FROM unnest($1::text[]) AS u`,
+        [lost],
+      );
+      const detail = where.rows.map(
+        (x) =>
+          `${acked.get(x.uid)}: ${x.failure ? `set aside (${x.failure})` : x.quarantined ? 'quarantined' : x.indexed ? 'indexed, no project' : 'not in the index'}`,
+      );
       throw new Error(
-        `${missing.length} of ${uids.length} not indexed (${missing.slice(0, 5).join(', ')}): ${err}`,
+        `${lost.length} of ${uids.length} not indexed (${detail.slice(0, 5).join('; ')}): ${err}`,
       );
     });
     const rows = await db.query<{ n: number; projects: number; quarantined: number }>(

@@ -22,12 +22,18 @@ export interface UnlistedRows {
   archived: number;
   instances: Array<{ sop_instance_uid: string; orthanc_id: string }>;
   failures: string[];
+  /** Listed archive ids with neither an index row nor a failure record (at most UNINDEXED_LIMIT). */
+  unindexed: string[];
 }
+
+/** Archive ids without an index row returned by one comparison: the rest wait for the next. */
+export const UNINDEXED_LIMIT = 1000;
 
 /**
  * Compares the index with a listing of the archive's instance ids, paged into a temporary table so that memory stays
  * flat: the instance rows and failure records written before the listing began whose archive id it does not name.
- * Rows written meanwhile are never candidates (the caller confirms each one gone before removing it).
+ * Rows written meanwhile are never candidates (the caller confirms each one gone before removing it). Also the other
+ * way round: listed ids the index does not know at all (the change feed never saw them).
  */
 export async function findUnlisted(
   db: Pool,
@@ -63,8 +69,16 @@ export async function findUnlisted(
         [started],
       )
     ).rows.map((r) => r.orthanc_id);
+    const unindexed = (
+      await client.query<{ orthanc_id: string }>(
+        `SELECT a.orthanc_id FROM archived_ids a
+          WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i.orthanc_id = a.orthanc_id)
+            AND NOT EXISTS (SELECT 1 FROM index_failures f WHERE f.orthanc_id = a.orthanc_id)
+          LIMIT ${UNINDEXED_LIMIT}`,
+      )
+    ).rows.map((r) => r.orthanc_id);
     await client.query('COMMIT');
-    return { archived, instances, failures };
+    return { archived, instances, failures, unindexed };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;

@@ -17,6 +17,24 @@ describe('telling an unavailable dependency from an object that cannot be indexe
     expect(isInfrastructureError(new UpstreamError('the archive is unreachable'))).toBe(true);
     expect(isInfrastructureError(new UpstreamError('slow', true))).toBe(true);
     expect(isInfrastructureError(new OrthancHttpError(503, 'resource', ''))).toBe(true);
+    // Behind a load balancer, an Orthanc that dies mid-request shows as 502 or 504 from the balancer.
+    expect(isInfrastructureError(new OrthancHttpError(502, 'resource', ''))).toBe(true);
+    expect(isInfrastructureError(new OrthancHttpError(504, 'resource', ''))).toBe(true);
+    // undici: a connection closed in the middle of an answer (the body of an instance file cut short).
+    for (const code of [
+      'UND_ERR_SOCKET',
+      'UND_ERR_CLOSED',
+      'UND_ERR_BODY_TIMEOUT',
+      'UND_ERR_HEADERS_TIMEOUT',
+    ]) {
+      expect({ code, infra: isInfrastructureError(pgError(code, 'other side closed')) }).toEqual({
+        code,
+        infra: true,
+      });
+    }
+    expect(isInfrastructureError(new TypeError('terminated', { cause: pgError('UND_ERR_SOCKET') }))).toBe(
+      true,
+    );
   });
   it("blames the object for data errors, constraint violations, Orthanc's refusals and bugs", () => {
     for (const code of ['22P05', '22021', '22P02', '22003', '23505', '42703']) {
@@ -27,6 +45,8 @@ describe('telling an unavailable dependency from an object that cannot be indexe
     expect(isInfrastructureError(new NotFoundError())).toBe(false);
     expect(isInfrastructureError(new TypeError('Cannot read properties of undefined'))).toBe(false);
     expect(isInfrastructureError(undefined)).toBe(false);
+    expect(isInfrastructureError(pgError('UND_ERR_ABORTED'))).toBe(false);
+    expect(isInfrastructureError(new TypeError('x', { cause: new TypeError('y') }))).toBe(false);
   });
   it('records the kind of error, never its text (which can quote values)', () => {
     expect(failureMessage(pgError('22P02', 'invalid input syntax for type integer: "DOE^JOHN"'))).toBe(

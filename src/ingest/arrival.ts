@@ -353,6 +353,8 @@ export interface SweepResult {
   failuresCleared: number;
   /** Orthanc ids the listing missed but Orthanc still holds (listing raced with changes): re-checked. */
   missed: string[];
+  /** Orthanc ids listed that have neither an index row nor a failure record (not acted on here). */
+  unindexed: string[];
 }
 
 const LIST_PAGE = 1000;
@@ -380,6 +382,7 @@ export async function sweepDeleted(
     archived,
     instances: candidates,
     failures: failureCandidates,
+    unindexed,
   } = await findUnlisted(db, pages(), onPage);
 
   let removed = 0;
@@ -402,5 +405,5 @@ export async function sweepDeleted(
   }
   if (removed || failuresCleared)
     deps.logger.info({ removed, failuresCleared }, 'index rows of deleted objects removed');
-  return { archived, removed, failuresCleared, missed };
+  return { archived, removed, failuresCleared, missed, unindexed };
 }

@@ -15,6 +15,11 @@
  * - Deletions: Orthanc 1.10 does not log them (a deleted resource's changes vanish with it). `Deleted` events are
  *   honoured if a later Orthanc emits them; otherwise a sweep compares the index with Orthanc and removes what
  *   Orthanc no longer holds: when idle and the index holds more than Orthanc, and while busy on a time budget.
+ * - Late commits: with concurrent writers in Orthanc's index a change can become visible after later ones. Holes in
+ *   the sequence are re-read for INDEXER_GAP_WAIT_MS (ingest/change-gaps.ts) and the stored cursor stays below the
+ *   lowest; what appears in one is indexed like any change.
+ * - Backstop: when idle, an archive that holds more than the index (and the count stays so) is compared with it, and
+ *   whatever the feed never saw is indexed (INDEXER_RECONCILE_MS at most once per interval).
  * - Derived work: on StableSeries the series is queued for thumbnails, whatever way its instances came in.
  */
 import type { Client } from 'pg';
@@ -34,6 +39,7 @@ import { enqueueSeriesStable } from '../jobs/queues';
 import type { Archive, ArchiveChange } from '../orthanc/archive';
 import type { Services } from '../services';
 import { ArrivalHook } from './arrival-hook';
+import { ChangeGaps } from './change-gaps';
 import {
   type ArrivalDeps,
   type ArrivalOutcome,
@@ -57,6 +63,9 @@ const FOLLOWER_RETRY_MS = 1000;
 const ERROR_BACKOFF_MS = 1000;
 /** Least interval between two checks for deletions while idle. */
 const SWEEP_CHECK_MS = 2000;
+/** Reads of the change log per look into the holes (each covers up to BATCH changes), and least interval between looks. */
+const GAP_READS_PER_LOOK = 2;
+const GAP_LOOK_MS = 1000;
 
 /** What the indexer needs. */
 export interface IndexerDeps extends ArrivalDeps {
@@ -70,6 +79,8 @@ export interface IndexerDeps extends ArrivalDeps {
         | 'ARRIVAL_HOOK_PORT'
         | 'ARRIVAL_HOOK_URL'
         | 'STOW_MAX_PART_BYTES'
+        | 'INDEXER_GAP_WAIT_MS'
+        | 'INDEXER_RECONCILE_MS'
       >
     >;
   /** The leader also serves the archive's C-STORE filter (re-arrivals, ingest/arrival-hook.ts). */
@@ -86,6 +97,10 @@ export interface IndexerStats {
   failed: number;
   removed: number;
   seriesStable: number;
+  /** Changes that became visible after later ones (found in a hole of the sequence). */
+  late: number;
+  /** Instances the change log never showed, found by comparing the archive with the index. */
+  reconciled: number;
 }
 
 /** Follows Orthanc's change log while it holds the leadership; see the module comment. */
@@ -97,6 +112,8 @@ export class ChangeFeedIndexer {
     failed: 0,
     removed: 0,
     seriesStable: 0,
+    late: 0,
+    reconciled: 0,
   };
   private running = false;
   private leading = false;
@@ -110,6 +127,14 @@ export class ChangeFeedIndexer {
    * from there (replays of what was done meanwhile change nothing).
    */
   private readonly waiting = new Map<number, ArchiveChange>();
+  /** Holes in the sequence seen in this leadership (see ChangeGaps); reset to the cursor when leadership starts. */
+  private readonly gaps: ChangeGaps;
+  private gapsFromCursor = true;
+  private lastReconcile = 0;
+  private lastGapLook = 0;
+  private reconcileCandidate?: { archived: number; counted: number };
+  /** The last idle check found the archive holding more than the index: keep checking until that changes. */
+  private shortfall = false;
   /** Highest sequence number handled in this leadership (the cursor, unless events wait below it). */
   private scannedTo = 0;
   private lastBusySweep = 0;
@@ -121,7 +146,9 @@ export class ChangeFeedIndexer {
   /** Served while leading: C-STORE arrivals of objects Orthanc already holds, which its change log never shows. */
   private hook?: ArrivalHook;
 
-  constructor(private readonly deps: IndexerDeps) {}
+  constructor(private readonly deps: IndexerDeps) {
+    this.gaps = new ChangeGaps(deps.config.INDEXER_GAP_WAIT_MS ?? 30_000);
+  }
 
   /** True while this process is the active indexer. */
   get isLeader(): boolean {
@@ -186,6 +213,7 @@ export class ChangeFeedIndexer {
       this.leading = true;
       this.waiting.clear();
       this.scannedTo = 0;
+      this.gapsFromCursor = true;
       this.changedSinceCheck = true;
       this.deps.logger.info({ pid: process.pid }, 'change feed: leadership acquired');
     }
@@ -233,9 +261,15 @@ export class ChangeFeedIndexer {
     const { archive, logger } = this.deps;
     const cursor = await this.readCursor();
     this.scannedTo = Math.max(this.scannedTo, cursor);
+    if (this.gapsFromCursor) {
+      this.gaps.reset(this.scannedTo);
+      this.gapsFromCursor = false;
+    }
     await this.retryWaiting();
+    await this.retryGaps();
     const from = this.scannedTo;
     const page = await archive.changes(from, BATCH);
+    for (const c of page.changes) this.gaps.observe(c.seq);
     if (page.changes.length === 0) {
       if (page.last < from) {
         // The log restarted below our cursor: Orthanc's database was replaced. Follow the new log from its start;
@@ -247,6 +281,7 @@ export class ChangeFeedIndexer {
         await this.saveCursor(0, true);
         this.waiting.clear();
         this.scannedTo = 0;
+        this.gaps.reset(0);
         this.sweepNeeded = true;
         return true;
       }
@@ -316,12 +351,70 @@ export class ChangeFeedIndexer {
     return 'status' in out && out.status === 'deferred' ? 'wait' : out;
   }
 
-  /** Records progress up to `seq`; the stored cursor stays below the first waiting event. */
+  /** Records progress up to `seq`; the stored cursor stays below the first waiting event and the lowest hole. */
   private async advance(seq: number): Promise<void> {
     this.scannedTo = Math.max(this.scannedTo, seq);
     let upTo = this.scannedTo;
     for (const w of this.waiting.keys()) upTo = Math.min(upTo, w - 1);
+    const hole = this.gaps.lowest;
+    if (hole !== undefined) upTo = Math.min(upTo, hole - 1);
     await this.saveCursor(upTo);
+  }
+
+  /**
+   * Looks into the holes of the sequence below scannedTo (see ChangeGaps): a change that committed late is handled
+   * now, like any other. Holes older than INDEXER_GAP_WAIT_MS are given up on (burnt numbers, deleted resources).
+   */
+  private async retryGaps(): Promise<void> {
+    const expired = this.gaps.expire();
+    if (expired) this.deps.logger.debug({ expired }, 'change feed: holes in the change log given up on');
+    let pos = this.gaps.lowest;
+    let handled = false;
+    if (pos !== undefined && Date.now() - this.lastGapLook < GAP_LOOK_MS) pos = undefined;
+    else this.lastGapLook = Date.now();
+    for (let reads = 0; pos !== undefined && reads < GAP_READS_PER_LOOK; reads++) {
+      if (!this.running || !this.leading) break;
+      const page = await this.deps.archive.changes(pos - 1, BATCH);
+      for (const c of page.changes) {
+        if (!this.gaps.has(c.seq)) continue;
+        this.deps.logger.info({ seq: c.seq, change: c.kind }, 'change feed: a change committed late');
+        await this.handleChange(c);
+        this.gaps.fill(c.seq);
+        this.stats.late++;
+        handled = true;
+      }
+      const lastSeen = page.changes.at(-1)?.seq;
+      if (page.done || lastSeen === undefined) break;
+      const next = this.gaps.open.find((r) => r.to > lastSeen);
+      pos = next ? Math.max(next.from, lastSeen + 1) : undefined;
+    }
+    if (handled || expired) await this.advance(this.scannedTo);
+  }
+
+  /** One change met out of order (in a hole): as pollOnce would handle it; only unavailable dependencies throw. */
+  private async handleChange(change: ArchiveChange): Promise<void> {
+    if (change.kind !== 'NewInstance') {
+      try {
+        await this.otherChange(change);
+      } catch (err) {
+        await this.failedEvent(change, err);
+      }
+      return;
+    }
+    let read: ReadArrival | undefined;
+    try {
+      const r = await this.readNew(change);
+      if (r === 'wait') {
+        this.waiting.set(change.seq, change);
+        return;
+      }
+      if ('status' in r) return this.count(r);
+      read = r;
+      this.count(await placeArrival(this.deps, r));
+    } catch (err) {
+      if (err instanceof LeadershipLost || isInfrastructureError(err)) throw err;
+      this.count(await this.setAside(change, err, read));
+    }
   }
 
   /** Retries the events left to their STOW writer: done once the writer indexed them, or its claim expired. */
@@ -429,13 +522,17 @@ export class ChangeFeedIndexer {
       { seq: change.seq, change: change.kind, orthancId: change.archiveId, err: errSummary(err) },
       'change feed: event failed, skipped',
     );
-    await this.saveCursor(change.seq);
+    await this.advance(change.seq);
   }
 
   /**
    * When idle, checks whether Orthanc lost instances the index still lists (index rows + recorded failures > Orthanc's
    * count: every archived object is one or the other once the feed is idle) and sweeps them out. The index count is
    * read before Orthanc's so that a STOW completing in between cannot look like a deletion.
+   *
+   * The other way round, an archive that holds more than the index is normal for a moment (a STOW between storing and
+   * indexing), so only a shortfall seen twice, unchanged, with the feed idle and no hole left open in the change log,
+   * leads to a comparison; it indexes what the feed never saw, at most once per INDEXER_RECONCILE_MS.
    */
   private async maybeSweep(): Promise<void> {
     const now = Date.now();
@@ -444,16 +541,60 @@ export class ChangeFeedIndexer {
     const { db, archive } = this.deps;
     await expireClaims(db, this.deps.config.INDEXER_CLAIM_TTL_MS ?? 120_000);
     const before = await archive.countInstances();
-    if (!this.sweepNeeded && !this.changedSinceCheck && before === this.lastArchiveCount) return;
+    if (!this.sweepNeeded && !this.changedSinceCheck && !this.shortfall && before === this.lastArchiveCount)
+      return;
     const counted = await indexedOrFailedCount(db);
     const archived = await archive.countInstances();
     this.lastArchiveCount = archived;
     this.changedSinceCheck = false;
-    if (!this.sweepNeeded && counted <= archived) return;
+    let reconcile = false;
+    this.shortfall = counted < archived;
+    if (counted < archived && this.gaps.size === 0 && this.waiting.size === 0) {
+      const seen = this.reconcileCandidate;
+      this.reconcileCandidate = { archived, counted };
+      reconcile =
+        seen?.archived === archived &&
+        seen.counted === counted &&
+        now - this.lastReconcile >= (this.deps.config.INDEXER_RECONCILE_MS ?? 60_000);
+    } else this.reconcileCandidate = undefined;
+    if (!this.sweepNeeded && counted <= archived && !reconcile) return;
     this.sweepNeeded = false;
     const res = await sweepDeleted(this.deps);
     this.stats.removed += res.removed;
     this.changedSinceCheck = res.removed > 0;
+    if (reconcile) {
+      this.lastReconcile = Date.now();
+      this.reconcileCandidate = undefined;
+      await this.indexUnseen(res.unindexed);
+    }
+  }
+
+  /** Indexes archived instances the change log never showed (see maybeSweep), as the feed would have. */
+  private async indexUnseen(ids: string[]): Promise<void> {
+    let found = 0;
+    for (const archiveId of ids) {
+      if (!this.running || !this.leading) return;
+      const out = await readArrival(this.deps, archiveId, { deferRest: true });
+      if ('status' in out) {
+        if (out.status !== 'deferred' && out.status !== 'gone') this.count(out);
+        continue;
+      }
+      let outcome: ArrivalOutcome;
+      try {
+        outcome = await placeArrival(this.deps, out);
+      } catch (err) {
+        if (isInfrastructureError(err)) throw err;
+        outcome = await this.setAside(
+          { seq: 0, kind: 'NewInstance', level: 'Instance', archiveId },
+          err,
+          out,
+        );
+      }
+      this.count(outcome);
+      found++;
+    }
+    this.stats.reconciled += found;
+    if (found) this.deps.logger.warn({ found }, 'change feed: indexed instances the change log never showed');
   }
 
   private sleep(ms: number): Promise<void> {

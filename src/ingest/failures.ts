@@ -11,10 +11,12 @@ import { OrthancHttpError } from '../orthanc/client';
  * of range, 22P02 bad input) and constraint violations (23) are the object's fault; connection loss (08),
  * insufficient resources (53), operator intervention (57), system errors (58), internal errors (XX) and transaction
  * rollbacks such as deadlocks (40) are not. Orthanc answering an HTTP error about one instance is the instance's
- * fault unless it says it is unavailable (503); Orthanc not answering is infrastructure.
+ * fault unless it is a gateway status (502, 503, 504: what a load balancer in front of several Orthancs answers while
+ * one dies); Orthanc not answering, or closing a connection in the middle of an answer (undici's socket errors, a
+ * body that ends early), is infrastructure. Setting an object aside for a passing outage would hide it for good.
  */
-export function isInfrastructureError(err: unknown): boolean {
-  if (err instanceof OrthancHttpError) return err.upstreamStatus === 503;
+export function isInfrastructureError(err: unknown, depth = 0): boolean {
+  if (err instanceof OrthancHttpError) return [502, 503, 504].includes(err.upstreamStatus);
   if (err instanceof AppError) return err.status === 502 || err.status === 503 || err.status === 504;
   // The error middleware's test for an unreachable database (503 there), then what else is worth waiting for here.
   if (isDatabaseUnavailable(err)) return true;
@@ -22,11 +24,20 @@ export function isInfrastructureError(err: unknown): boolean {
   if (typeof e?.code === 'string') {
     // Node socket errors (ECONNREFUSED, ECONNRESET, EPIPE ...); no SQLSTATE class starts with E.
     if (/^E[A-Z]+$/.test(e.code)) return true;
+    // undici: the connection closed or timed out (not UND_ERR_ABORTED: the gateway's own abort).
+    if (/^UND_ERR_(SOCKET|CLOSED|DESTROYED|HEADERS_TIMEOUT|BODY_TIMEOUT|CONNECT_TIMEOUT)$/.test(e.code))
+      return true;
     if (/^[0-9A-Z]{5}$/.test(e.code)) return /^(08|40|53|57|58|XX)/.test(e.code);
   }
-  return /Connection terminated|connection.*(closed|ended)|Client has encountered a connection error|timeout exceeded when trying to connect|Client was closed/i.test(
-    String(e?.message ?? ''),
-  );
+  if (
+    /Connection terminated|connection.*(closed|ended)|Client has encountered a connection error|timeout exceeded when trying to connect|Client was closed|^terminated$|other side closed/i.test(
+      String(e?.message ?? ''),
+    )
+  )
+    return true;
+  // fetch and streams wrap the socket error: look one level down.
+  const cause = (err as { cause?: unknown })?.cause;
+  return depth < 2 && cause !== undefined && cause !== err && isInfrastructureError(cause, depth + 1);
 }
 
 /** A reason for an index failure that names the error's kind, never its text (which can quote data values). */
