@@ -278,6 +278,27 @@ describe('one object whatever its route (issue 15, defects 1 and 2)', () => {
     for (const sop of sops) expect(await copiesInOrthanc(sop)).toBe(1);
   }, 120_000);
 
+  it('the same sender re-sending a placed object (a batch retried after a failed association) adds no quarantine entry', async () => {
+    const [copy] = syntheticCopies(`${SAMPLES}/ct/CT_small.dcm`, join(tmp, 'resend'), 1);
+    const quarantined = async () =>
+      (
+        await gw.services.db.query<{ n: number }>(
+          'SELECT count(*)::int AS n FROM quarantine WHERE sop_instance_uid = $1',
+          [copy.sopInstanceUid],
+        )
+      ).rows[0].n;
+    await cstore([copy.path], { calledAet: 'SITEA', callingAet: 'RESENDSCU' });
+    await waitFor('the first arrival in site-a', () => inProject('site-a', copy.sopInstanceUid), 15_000);
+    // Orthanc's filter does not see the called AE title of a re-arrival: by calling AE alone no rule matches.
+    await cstore([copy.path], { calledAet: 'SITEA', callingAet: 'RESENDSCU' });
+    expect(await quarantined()).toBe(0);
+    expect(await inProject('site-a', copy.sopInstanceUid)).toBe(true);
+    // Another sender with no rule of its own is still an arrival to look at: quarantine, beside site-a.
+    await cstore([copy.path], { calledAet: 'SITEA', callingAet: 'STRANGERSCU' });
+    expect(await quarantined()).toBe(1);
+    expect(await copiesInOrthanc(copy.sopInstanceUid)).toBe(1);
+  }, 120_000);
+
   it('a re-sent object the index can never take is set aside again with its route, not refused', async () => {
     const path = `${SAMPLES}/malformed/oob-monochrome-65535.dcm`;
     const bytes = readFileSync(path);

@@ -236,7 +236,7 @@ export async function routeInstance(
   deps: Pick<ArrivalDeps, 'db' | 'config' | 'logger'>,
   obj: ArchivedObject,
   route: ArrivalRoute,
-  opts: { indexUnrouted: boolean },
+  opts: { indexUnrouted: boolean; quarantineUnrouted?: boolean },
 ): Promise<RouteDecision> {
   const { db } = deps;
   const { parsed } = obj;
@@ -248,7 +248,7 @@ export async function routeInstance(
     : await stickyDecision(db, parsed.seriesInstanceUid, route, () => decideRoute(deps, route, parsed.json));
   if (decision.projectId) {
     await indexInstance(db, obj, [decision.projectId], 'route');
-  } else {
+  } else if (opts.quarantineUnrouted !== false) {
     if (opts.indexUnrouted) await indexInstance(db, obj, [], 'route');
     await quarantineInstance(db, {
       sopInstanceUid: parsed.sopInstanceUid,

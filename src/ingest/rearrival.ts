@@ -14,6 +14,7 @@ import type { Logger } from '../logger';
 import type { Archive } from '../orthanc/archive';
 import { NotFoundError } from '../errors';
 import { recordFailure } from '../index-db/routing';
+import { projectsOf } from '../index-db/arrivals';
 import { archivedIdentity, routeInstance } from './arrival';
 import { readObject } from './ingest';
 import type { ArrivalRoute } from './routing';
@@ -44,7 +45,7 @@ const WAIT_STEP_MS = 100;
 /** The verdict on one re-arrival, and what it did. */
 export interface RearrivalVerdict {
   status: number;
-  /** The project it was linked to, null for quarantine, undefined when refused. */
+  /** The project it was linked to, null for quarantine, undefined when refused or left as it was (a re-send). */
   projectId?: string | null;
 }
 
@@ -93,12 +94,28 @@ export async function handleRearrival(
     md5: row.md5,
     datasetMd5: read.datasetMd5,
   };
-  const decision = await routeInstance(deps, obj, route, { indexUnrouted: false });
+  // The same sender sending the same object again (a batch re-sent after a failed association, a modality's retry)
+  // repeats an arrival that was routed already. Orthanc's filter does not see the called AE title, so its route here
+  // may find no rule where the first arrival's did: that must not put a placed object in quarantine as well.
+  const resend = await resentBySameSender(deps, row, route);
+  const decision = await routeInstance(deps, obj, route, { indexUnrouted: false, quarantineUnrouted: !resend });
   deps.logger.debug(
-    { sopInstanceUid: parsed.sopInstanceUid, projectId: decision.projectId, ruleId: decision.ruleId },
-    'C-STORE re-arrival linked',
+    { sopInstanceUid: parsed.sopInstanceUid, projectId: decision.projectId, ruleId: decision.ruleId, resend },
+    decision.projectId || !resend ? 'C-STORE re-arrival linked' : 'C-STORE re-send of a placed object: left as it is',
   );
-  return { status: DimseStatus.Success, projectId: decision.projectId };
+  return { status: DimseStatus.Success, projectId: decision.projectId ?? (resend ? undefined : null) };
+}
+
+/** Whether the archived copy is already in a project and arrived from the calling AE title this re-arrival has. */
+async function resentBySameSender(deps: RearrivalDeps, row: InstanceRow, route: ArrivalRoute): Promise<boolean> {
+  if (!route.callingAet || (await projectsOf(deps.db, row.sop_instance_uid)).length === 0) return false;
+  try {
+    const first = await deps.archive.arrivalOrigin(row.orthanc_id);
+    return (first.callingAet ?? '').trim() === route.callingAet.trim();
+  } catch (err) {
+    if (err instanceof NotFoundError) return false;
+    throw err;
+  }
 }
 
 async function waitForIndexed(db: Pool, sopInstanceUid: string): Promise<InstanceRow | undefined> {
