@@ -98,16 +98,25 @@ export async function handleRearrival(
   // repeats an arrival that was routed already. Orthanc's filter does not see the called AE title, so its route here
   // may find no rule where the first arrival's did: that must not put a placed object in quarantine as well.
   const resend = await resentBySameSender(deps, row, route);
-  const decision = await routeInstance(deps, obj, route, { indexUnrouted: false, quarantineUnrouted: !resend });
+  const decision = await routeInstance(deps, obj, route, {
+    indexUnrouted: false,
+    quarantineUnrouted: !resend,
+  });
   deps.logger.debug(
     { sopInstanceUid: parsed.sopInstanceUid, projectId: decision.projectId, ruleId: decision.ruleId, resend },
-    decision.projectId || !resend ? 'C-STORE re-arrival linked' : 'C-STORE re-send of a placed object: left as it is',
+    decision.projectId || !resend
+      ? 'C-STORE re-arrival linked'
+      : 'C-STORE re-send of a placed object: left as it is',
   );
   return { status: DimseStatus.Success, projectId: decision.projectId ?? (resend ? undefined : null) };
 }
 
 /** Whether the archived copy is already in a project and arrived from the calling AE title this re-arrival has. */
-async function resentBySameSender(deps: RearrivalDeps, row: InstanceRow, route: ArrivalRoute): Promise<boolean> {
+async function resentBySameSender(
+  deps: RearrivalDeps,
+  row: InstanceRow,
+  route: ArrivalRoute,
+): Promise<boolean> {
   if (!route.callingAet || (await projectsOf(deps.db, row.sop_instance_uid)).length === 0) return false;
   try {
     const first = await deps.archive.arrivalOrigin(row.orthanc_id);
