@@ -1,11 +1,18 @@
-import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import dcmjs from 'dcmjs';
 import { Pool } from 'pg';
 import { Agent, request } from 'undici';
-import { freePort, type GatewayChild, newUid, spawnGateway, spawnWorker, waitFor } from './helpers/dimse';
+import {
+  cstoreAcknowledged,
+  freePort,
+  type GatewayChild,
+  newUid,
+  spawnGateway,
+  spawnWorker,
+  waitFor,
+} from './helpers/dimse';
 import { SAMPLES } from './helpers/gateway';
 import { type PrivateStack, startPrivateStack } from './helpers/private-stack';
 
@@ -139,13 +146,6 @@ async function stowClient(url: string, tally: Tally, stopped: () => boolean): Pr
   }
 }
 
-const run = (cmd: string, args: string[], timeout: number) =>
-  new Promise<number>((resolve) => {
-    execFile(cmd, args, { timeout }, (err) =>
-      resolve(err ? Number((err as { code?: number }).code ?? 1) : 0),
-    );
-  });
-
 /** One modality: DCMTK associations back to back; an instance is acknowledged when its C-STORE answered Success. */
 async function cstoreClient(
   dir: string,
@@ -159,39 +159,16 @@ async function cstoreClient(
     mkdirSync(sub, { recursive: true });
     const files = batch(PER_CSTORE);
     files.forEach((f, i) => writeFileSync(join(sub, `${i}.dcm`), f.bytes));
-    const report = join(sub, 'report.txt');
     const started = Date.now();
-    const code = await run(
-      'dcmsend',
-      [
-        '-aet',
-        'KILLSCU',
-        '-aec',
-        'KILL',
-        '-nh',
-        '+crf',
-        report,
-        '127.0.0.1',
-        dicomPort,
-        ...files.map((_, i) => join(sub, `${i}.dcm`)),
-      ],
-      HANG_MS,
+    const res = await cstoreAcknowledged(
+      files.map((_, i) => join(sub, `${i}.dcm`)),
+      { calledAet: 'KILL', callingAet: 'KILLSCU', port: dicomPort, timeoutMs: HANG_MS },
     );
-    if (Date.now() - started >= HANG_MS) tally.bad.push(`dcmsend hung for ${HANG_MS} ms`);
-    let acked = 0;
-    try {
-      // "SOP Instance : <uid>" ... "DIMSE Status : 0x0000 (Success)" per file.
-      const text = readFileSync(report, 'utf8');
-      for (const block of text.split(/\n(?=Number\s+:)/)) {
-        const uid = /SOP Instance\s+:\s+(\S+)/.exec(block)?.[1];
-        if (uid && /DIMSE Status\s+:\s+0x0000/.test(block)) {
-          tally.cstoreAcked.add(uid);
-          acked++;
-        }
-      }
-    } catch {
-      /* no report: nothing was acknowledged */
-    }
+    if (res.exitCode === null || Date.now() - started >= HANG_MS)
+      tally.bad.push(`dcmsend hung for ${HANG_MS} ms`);
+    for (const uid of res.acked) tally.cstoreAcked.add(uid);
+    const acked = res.acked.length;
+    const code = res.exitCode;
     if (code !== 0 || acked < PER_CSTORE) {
       tally.cstoreFailed++;
       await sleep(200);

@@ -17,7 +17,7 @@ import { Agent, request } from 'undici';
 import { multipartBody } from '../tools/stow-client';
 import { gatewayBackend, type Haproxy, startHaproxy, waitForEvery } from './helpers/balancer';
 import {
-  cstore,
+  cstoreAcknowledged,
   freePort,
   type GatewayChild,
   spawnGateway,
@@ -185,16 +185,15 @@ describe('2 gateways x 2 workers x 2 Orthancs behind HAProxy', () => {
     const dimse = async () => {
       while (running) {
         const copies = syntheticCopies(TEMPLATE, join(tmp, `cstore-${batch++}`), 3);
-        try {
-          // Through the balancer's DICOM port: one association per batch, to either Orthanc.
-          await cstore(
-            copies.map((c) => c.path),
-            { calledAet: AET, callingAet: 'SCALESCU', port: String(ports.dicom) },
-          );
-          for (const c of copies) acked.set(c.sopInstanceUid, 'c-store');
-        } catch (err) {
-          failures.push(`c-store ${(err as Error).message.split('\n')[0]}`);
-        }
+        // Through the balancer's DICOM port: one association per batch, to either Orthanc. Only what the archive
+        // answered Success counts: an instance refused with "retry later" (0xA700) was never acknowledged.
+        const res = await cstoreAcknowledged(
+          copies.map((c) => c.path),
+          { calledAet: AET, callingAet: 'SCALESCU', port: String(ports.dicom) },
+        );
+        for (const uid of res.acked) acked.set(uid, 'c-store');
+        if (res.exitCode !== 0 || res.acked.length < copies.length)
+          failures.push(`c-store exit ${res.exitCode}, ${res.acked.length}/${copies.length} acknowledged`);
       }
     };
     let reads = 0;

@@ -4,7 +4,8 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import dcmjs from 'dcmjs';
@@ -42,6 +43,57 @@ export async function cstore(
     ],
     { timeout: 300_000, maxBuffer: 16 * 1024 * 1024 },
   );
+}
+
+/**
+ * C-STOREs files with dcmsend and answers the SOP Instance UIDs the archive acknowledged with Success (0x0000), read
+ * from dcmsend's per-instance report: dcmsend exits 0 even when the peer refused an instance (for example 0xA700,
+ * "out of resources", which tells the sender to try again), so its exit code says nothing about what was stored.
+ * Never throws for a failed transfer: `exitCode` is null when dcmsend was killed after `timeoutMs`.
+ */
+export async function cstoreAcknowledged(
+  paths: string[],
+  opts: { calledAet: string; callingAet?: string; port?: string; timeoutMs?: number },
+): Promise<{ acked: string[]; exitCode: number | null }> {
+  const port = opts.port ?? process.env.ORTHANC_DICOM_PORT;
+  if (!port) throw new Error('ORTHANC_DICOM_PORT is not set (global setup starts the stack)');
+  const report = join(tmpdir(), `aperture-dcmsend-${randomUUID()}.txt`);
+  const exitCode = await new Promise<number | null>((resolve) => {
+    execFile(
+      'dcmsend',
+      [
+        '-aet',
+        opts.callingAet ?? 'TESTSCU',
+        '-aec',
+        opts.calledAet,
+        '-nh',
+        '+crf',
+        report,
+        '127.0.0.1',
+        port,
+        ...paths,
+      ],
+      { timeout: opts.timeoutMs ?? 300_000, maxBuffer: 16 * 1024 * 1024 },
+      (err) => {
+        if (!err) return resolve(0);
+        const e = err as { code?: unknown; killed?: boolean };
+        resolve(e.killed ? null : typeof e.code === 'number' ? e.code : 1);
+      },
+    );
+  });
+  const acked: string[] = [];
+  try {
+    // "SOP Instance : <uid>" ... "DIMSE Status : 0x0000 (Success)" per file.
+    for (const block of readFileSync(report, 'utf8').split(/\n(?=Number\s+:)/)) {
+      const uid = /SOP Instance\s+:\s+(\S+)/.exec(block)?.[1];
+      if (uid && /DIMSE Status\s+:\s+0x0000/.test(block)) acked.push(uid);
+    }
+  } catch {
+    /* no report: nothing was acknowledged */
+  } finally {
+    rmSync(report, { force: true });
+  }
+  return { acked, exitCode };
 }
 
 /** What a synthetic copy was given. */
