@@ -498,15 +498,10 @@ export function recordsRouter(services: Services): Router {
     }
   });
 
-  router.get('/record-types/:type/export', async (ctx) => {
+  // `export?format=csv|xlsx`, or `export.csv` / `export.xlsx` (a path a single-use download link can name).
+  const exportRecords = async (ctx: Context, format: 'csv' | 'xlsx' | undefined) => {
     const project = await requireExistingProjectRole(ctx, services, 'curator');
     const type = await loadType(db, project, typeName(ctx));
-    const format =
-      ctx.query.format === 'xlsx'
-        ? 'xlsx'
-        : ctx.query.format === undefined || ctx.query.format === 'csv'
-          ? 'csv'
-          : undefined;
     if (!format) throw new BadRequestError('format: csv or xlsx');
     const header = [
       'subject',
@@ -537,7 +532,19 @@ export function recordsRouter(services: Services): Router {
       ctx.type = 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet';
       ctx.body = xlsxOut(type.name, header, rows);
     }
-  });
+  };
+  router.get('/record-types/:type/export', (ctx) =>
+    exportRecords(
+      ctx,
+      ctx.query.format === 'xlsx'
+        ? 'xlsx'
+        : ctx.query.format === undefined || ctx.query.format === 'csv'
+          ? 'csv'
+          : undefined,
+    ),
+  );
+  router.get('/record-types/:type/export.csv', (ctx) => exportRecords(ctx, 'csv'));
+  router.get('/record-types/:type/export.xlsx', (ctx) => exportRecords(ctx, 'xlsx'));
 
   // ---- summaries
 
