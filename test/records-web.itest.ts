@@ -215,6 +215,23 @@ describe('web application: research records (Chromium)', () => {
         'WEB-006,,B-006,T2',
       ]);
 
+      // Find subjects: stage T3 gives the two imported T3 rows; adding "with a CT" gives none (no images here).
+      const cond = '#search-form p[data-condition="0"]';
+      await page.selectOption(`${cond} select[name="type"]`, 'Baseline');
+      await page.selectOption(`${cond} select[name="field"]`, 'stage');
+      await page.selectOption(`${cond} select[name="op"]`, 'eq');
+      await page.selectOption(`${cond} select[name="value"]`, 'T3');
+      await page.click('#search-submit');
+      await page.waitForSelector('#search-results');
+      expect(await page.textContent('#search-count')).toBe('2 subjects found');
+      const hits = await page.$$eval('#search-results tbody td:first-child', (tds) =>
+        tds.map((td) => (td as unknown as { textContent: string }).textContent),
+      );
+      expect(hits).toEqual(['WEB-002', 'WEB-004']);
+      await page.fill('#search-modality', 'CT');
+      await page.click('#search-submit');
+      await page.waitForSelector('#search-count:text-is("0 subjects found")');
+
       // The summary: per-field counts and the Kaplan–Meier curve, then grouped by stage.
       await page.waitForSelector('#summary-count');
       expect(await page.textContent('#summary-count')).toBe('5 records');

@@ -187,6 +187,7 @@ export function RecordsPage({ project }: { project: string }) {
       </p>
       {(types.error ?? roles.error) !== undefined && <ErrorPanel error={types.error ?? roles.error} />}
       <SubjectsSection key={imports} project={project} canWrite={roleAtLeast(r, 'contributor')} />
+      {types.data && types.data.length > 0 && <SearchSection project={project} types={types.data} />}
       <TypesSection
         project={project}
         types={types.data ?? []}
@@ -295,6 +296,239 @@ function SubjectsSection({ project, canWrite }: { project: string; canWrite: boo
           <button type="submit">Add subject</button>
           {error !== undefined && <ErrorPanel error={error} />}
         </form>
+      )}
+    </section>
+  );
+}
+
+type Op = 'eq' | 'in' | 'min' | 'max' | 'contains';
+interface Condition {
+  type: string;
+  field: string;
+  op: Op;
+  value: string;
+}
+
+/** The operators that fit a field's kind (the gateway refuses the others, naming the condition). */
+function opsOf(f: Field | undefined): Op[] {
+  if (!f) return ['eq'];
+  if (f.kind === 'number' || f.kind === 'date') return ['eq', 'min', 'max'];
+  if (f.kind === 'code') return ['eq', 'in'];
+  if (f.kind === 'text') return ['contains', 'eq'];
+  return ['eq'];
+}
+
+const OP_LABEL: Record<Op, string> = {
+  eq: 'is',
+  in: 'is one of (comma-separated)',
+  min: 'at least',
+  max: 'at most',
+  contains: 'contains',
+};
+
+/**
+ * Subjects by record fields combined with imaging criteria (POST /subjects/search, answered from the index). The
+ * criteria travel in the request body and stay in page state: nothing of them is put in the URL.
+ */
+function SearchSection({ project, types }: { project: string; types: RecordTypeInfo[] }) {
+  const blank = (): Condition => {
+    const f = fieldsOf(types[0])[0];
+    return { type: types[0].name, field: f?.name ?? '', op: opsOf(f)[0], value: '' };
+  };
+  const [conds, setConds] = useState<Condition[]>([blank()]);
+  const [modality, setModality] = useState('');
+  const [dateFrom, setDateFrom] = useState('');
+  const [dateTo, setDateTo] = useState('');
+  const [description, setDescription] = useState('');
+  const [found, setFound] = useState<{
+    subjects: Array<Omit<Subject, 'studies' | 'records'> & { studies: string[] }>;
+    more: boolean;
+  }>();
+  const [error, setError] = useState<unknown>();
+
+  const fieldOf = (c: Condition) =>
+    fieldsOf(types.find((t) => t.name === c.type) ?? types[0]).find((f) => f.name === c.field);
+  const valueOf = (c: Condition): unknown => {
+    const f = fieldOf(c);
+    if (c.op === 'in')
+      return c.value
+        .split(',')
+        .map((v) => v.trim())
+        .filter(Boolean);
+    if (f?.kind === 'number' && c.value.trim() !== '' && !Number.isNaN(Number(c.value)))
+      return Number(c.value);
+    if (f?.kind === 'boolean') return c.value === 'true';
+    return c.value;
+  };
+  const update = (i: number, patch: Partial<Condition>) =>
+    setConds(conds.map((c, j) => (j === i ? { ...c, ...patch } : c)));
+
+  const search = async (e: FormEvent) => {
+    e.preventDefault();
+    setError(undefined);
+    const imaging: Record<string, string> = {};
+    if (modality) imaging.modality = modality.toUpperCase();
+    if (dateFrom) imaging.date_from = dateFrom;
+    if (dateTo) imaging.date_to = dateTo;
+    if (description) imaging.description = description;
+    const body = {
+      records: conds
+        .filter((c) => c.field && c.value !== '')
+        .map((c) => ({ type: c.type, field: c.field, [c.op]: valueOf(c) })),
+      ...(Object.keys(imaging).length ? { imaging } : {}),
+      limit: 200,
+    };
+    try {
+      const res = await gatewayFetch(`${base(project)}/subjects/search`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: JSON.stringify(body),
+      });
+      setFound((await res.json()) as typeof found);
+    } catch (err) {
+      setError(err);
+    }
+  };
+
+  return (
+    <section id="search">
+      <h2>Find subjects</h2>
+      <form id="search-form" onSubmit={(e) => void search(e)}>
+        {conds.map((c, i) => {
+          const type = types.find((t) => t.name === c.type) ?? types[0];
+          const f = fieldOf(c);
+          return (
+            <p key={i} data-condition={i}>
+              <select
+                name="type"
+                value={c.type}
+                onChange={(e) => {
+                  const t = types.find((x) => x.name === e.target.value) ?? types[0];
+                  const first = fieldsOf(t)[0];
+                  update(i, { type: t.name, field: first?.name ?? '', op: opsOf(first)[0], value: '' });
+                }}
+              >
+                {types.map((t) => (
+                  <option key={t.name} value={t.name}>
+                    {t.name}
+                  </option>
+                ))}
+              </select>{' '}
+              <select
+                name="field"
+                value={c.field}
+                onChange={(e) => {
+                  const nf = fieldsOf(type).find((x) => x.name === e.target.value);
+                  update(i, { field: e.target.value, op: opsOf(nf)[0], value: '' });
+                }}
+              >
+                {fieldsOf(type).map((x) => (
+                  <option key={x.name} value={x.name}>
+                    {x.name}
+                  </option>
+                ))}
+              </select>{' '}
+              <select name="op" value={c.op} onChange={(e) => update(i, { op: e.target.value as Op })}>
+                {opsOf(f).map((o) => (
+                  <option key={o} value={o}>
+                    {OP_LABEL[o]}
+                  </option>
+                ))}
+              </select>{' '}
+              {f?.kind === 'code' && c.op === 'eq' ? (
+                <select name="value" value={c.value} onChange={(e) => update(i, { value: e.target.value })}>
+                  <option value="">(any)</option>
+                  {(f.codes ?? []).map((code) => (
+                    <option key={code} value={code}>
+                      {code}
+                    </option>
+                  ))}
+                </select>
+              ) : f?.kind === 'boolean' ? (
+                <select name="value" value={c.value} onChange={(e) => update(i, { value: e.target.value })}>
+                  <option value="">(any)</option>
+                  <option value="true">yes</option>
+                  <option value="false">no</option>
+                </select>
+              ) : (
+                <input
+                  name="value"
+                  type={f?.kind === 'date' ? 'date' : 'text'}
+                  value={c.value}
+                  onChange={(e) => update(i, { value: e.target.value })}
+                />
+              )}{' '}
+              <button
+                type="button"
+                data-action="remove-condition"
+                onClick={() => setConds(conds.filter((_, j) => j !== i))}
+              >
+                Remove
+              </button>
+            </p>
+          );
+        })}
+        <button type="button" data-action="add-condition" onClick={() => setConds([...conds, blank()])}>
+          Add a record condition
+        </button>
+        <p>
+          With images:{' '}
+          <label>
+            modality{' '}
+            <input
+              id="search-modality"
+              size={6}
+              value={modality}
+              onChange={(e) => setModality(e.target.value)}
+            />
+          </label>{' '}
+          <label>
+            from <input type="date" value={dateFrom} onChange={(e) => setDateFrom(e.target.value)} />
+          </label>{' '}
+          <label>
+            to <input type="date" value={dateTo} onChange={(e) => setDateTo(e.target.value)} />
+          </label>{' '}
+          <label>
+            description contains{' '}
+            <input value={description} onChange={(e) => setDescription(e.target.value)} />
+          </label>
+        </p>
+        <button id="search-submit" type="submit">
+          Find subjects
+        </button>
+      </form>
+      {error !== undefined && <ErrorPanel error={error} />}
+      {found && (
+        <>
+          <p id="search-count">
+            {found.subjects.length}
+            {found.more ? '+' : ''} subject{found.subjects.length === 1 ? '' : 's'} found
+          </p>
+          {found.subjects.length > 0 && (
+            <table id="search-results">
+              <thead>
+                <tr>
+                  <th>Patient ID</th>
+                  <th>Issuer</th>
+                  <th className="num">Matching studies</th>
+                </tr>
+              </thead>
+              <tbody>
+                {found.subjects.map((x) => (
+                  <tr key={x.id} data-subject={x.id}>
+                    <td>
+                      <a href={`#/p/${encodeURIComponent(project)}/records/subjects/${x.id}`}>
+                        {x.patient_id}
+                      </a>
+                    </td>
+                    <td>{x.issuer}</td>
+                    <td className="num">{x.studies.length}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+        </>
       )}
     </section>
   );
