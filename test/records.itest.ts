@@ -1,7 +1,9 @@
 import type { Worker } from 'bullmq';
 import ExcelJS from 'exceljs';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import dcmjs from 'dcmjs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import yauzl from 'yauzl';
@@ -714,5 +716,166 @@ describe('research records beside the images: types, import, files, queries, coh
     );
     expect(summary.records).toBe(4);
     expect((await api(`/api/cohorts/${id}/records/Baseline/summary`, { who: bob })).status).toBe(404);
+  });
+
+  it('keeps one Patient ID under two issuers as two subjects, each with its own studies and imported records', async () => {
+    const { services } = stack.gw;
+    // Two patients of two hospitals with the same Patient ID, one CT study each.
+    const two = [
+      ...generateInstances({
+        patients: 2,
+        studiesPerPatient: 1,
+        seriesPerStudy: 1,
+        instancesPerSeries: 1,
+        modalities: ['CT'],
+        rows: 16,
+        cols: 16,
+        seed: 'rec-issuer',
+      }),
+    ];
+    const issuers = ['HOSP-A', 'HOSP-B'];
+    for (const [n, inst] of two.entries()) {
+      const b = inst.buffer;
+      const data = dcmjs.data.DicomMessage.readFile(
+        b.buffer.slice(b.byteOffset, b.byteOffset + b.length) as ArrayBuffer,
+      );
+      data.dict['00100020'] = { vr: 'LO', Value: ['SAME-ID-7'] };
+      data.dict['00100021'] = { vr: 'LO', Value: [issuers[n]] };
+      const out = await ingestInstance(services, Buffer.from(data.write()), ['lung-study'], 'stow');
+      if (!out.ok) throw new Error('could not seed an instance with an issuer');
+    }
+    const all = await json<Array<{ id: string; patient_id: string; issuer: string; studies: number }>>(
+      await api(`${P}/subjects?limit=1000`),
+      200,
+    );
+    const same = all
+      .filter((x) => x.patient_id === 'SAME-ID-7')
+      .sort((a, b) => a.issuer.localeCompare(b.issuer));
+    expect(same.map((x) => [x.issuer, x.studies])).toEqual([
+      ['HOSP-A', 1],
+      ['HOSP-B', 1],
+    ]);
+    for (const [n, subject] of same.entries()) {
+      const detail = await json<{ studies: Array<{ study_uid: string }> }>(
+        await api(`${P}/subjects/${subject.id}`),
+        200,
+      );
+      expect(detail.studies.map((x) => x.study_uid)).toEqual([two[n].studyInstanceUid]);
+    }
+    // The import's issuer column puts each row on its own patient.
+    const form = new FormData();
+    form.set(
+      'mapping',
+      JSON.stringify({
+        subject: 'Patient ID',
+        issuer: 'Issuer',
+        fields: { baseline_id: 'Baseline ID', stage: 'T stage' },
+      }),
+    );
+    form.set(
+      'file',
+      new Blob([
+        'Patient ID,Issuer,Baseline ID,T stage\r\nSAME-ID-7,HOSP-A,B-ISS-A,T1\r\nSAME-ID-7,HOSP-B,B-ISS-B,T4\r\n',
+      ]),
+      'issuers.csv',
+    );
+    const imported = await lines(
+      await api(`${P}/record-types/Baseline/import`, { method: 'POST', body: form }),
+    );
+    expect(imported.at(-1)?.summary).toMatchObject({ rows: 2, create: 2, refuse: 0 });
+    for (const [n, subject] of same.entries()) {
+      const records = await json<Array<{ key: string; data: { stage: string } }>>(
+        await api(`${P}/subjects/${subject.id}/records?type=Baseline`),
+        200,
+      );
+      expect(records.map((r) => [r.key, r.data.stage])).toEqual([[`B-ISS-${'AB'[n]}`, ['T1', 'T4'][n]]]);
+    }
+    // "T4 with a CT" finds the HOSP-B patient with its own study only, not the HOSP-A study of the same ID.
+    const found = await json<{ subjects: Array<{ id: string; studies: string[] }> }>(
+      await send('POST', `${P}/subjects/search`, {
+        records: [{ type: 'Baseline', field: 'stage', eq: 'T4' }],
+        imaging: { modality: 'CT' },
+        limit: 1000,
+      }),
+      200,
+    );
+    expect(found.subjects.find((x) => x.id === same[1].id)?.studies).toEqual([two[1].studyInstanceUid]);
+    expect(found.subjects.some((x) => x.id === same[0].id)).toBe(false);
+  });
+
+  it('a failed or cut-off upload leaves no blob in the file store and no row; shared bytes stay', async () => {
+    const { services } = stack.gw;
+    const subject = (await json<Array<{ id: string }>>(await api(`${P}/subjects?limit=1`), 200))[0].id;
+    const filesPath = `${P}/subjects/${subject}/files`;
+    const blobPath = (h: string) => join(filesDir, h.slice(0, 2), h);
+    const rowsOf = async (h: string) =>
+      (await services.db.query('SELECT 1 FROM record_files WHERE sha256 = $1', [h])).rowCount;
+    const tmpFiles = () => (existsSync(join(filesDir, 'tmp')) ? readdirSync(join(filesDir, 'tmp')) : []);
+
+    const kept = randomBytes(4096);
+    const first = new FormData();
+    first.append('file', new Blob([kept]), 'kept.bin');
+    expect((await api(filesPath, { method: 'POST', body: first })).status).toBe(201);
+
+    // Three parts: bytes a row already names, new bytes, then a name that leaves its folder (refused after both
+    // earlier parts were stored).
+    const fresh = randomBytes(256 * 1024);
+    const bad = new FormData();
+    bad.append('file', new Blob([kept]), 'again.bin');
+    bad.append('file', new Blob([fresh]), 'fresh.bin');
+    bad.append('file', new Blob([randomBytes(10)]), '../escape.bin');
+    const refused = await api(filesPath, { method: 'POST', body: bad });
+    expect(refused.status).toBe(400);
+    expect((await refused.json()) as unknown).toMatchObject({
+      errors: [{ message: expect.stringMatching(/leaves its folder/) }],
+    });
+    expect(existsSync(blobPath(sha(fresh)))).toBe(false);
+    expect(await rowsOf(sha(fresh))).toBe(0);
+    expect(existsSync(blobPath(sha(kept)))).toBe(true);
+    expect(await rowsOf(sha(kept))).toBe(1);
+    expect(tmpFiles()).toEqual([]);
+
+    // The client goes away mid-body: one part complete (stored), the next one streaming into a temp file.
+    const cut = randomBytes(128 * 1024);
+    const boundary = 'cutoff-boundary';
+    const part = (name: string) =>
+      `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${name}"\r\n` +
+      'Content-Type: application/octet-stream\r\n\r\n';
+    const url = new URL(filesPath, stack.gw.url);
+    const req = httpRequest(url, {
+      method: 'POST',
+      headers: {
+        ...alice,
+        'content-type': `multipart/form-data; boundary=${boundary}`,
+        'content-length': String(10 * 1024 * 1024),
+      },
+    });
+    const answered = new Promise<void>((res) => {
+      req.on('error', () => res());
+      req.on('close', () => res());
+      req.on('response', (r) => {
+        r.resume();
+        res();
+      });
+    });
+    req.write(Buffer.concat([Buffer.from(part('whole.bin')), cut, Buffer.from(`\r\n${part('half.bin')}`)]));
+    req.write(randomBytes(64 * 1024));
+    await waitFor('the whole part stored and the next one streaming', async () =>
+      existsSync(blobPath(sha(cut))) && tmpFiles().length > 0 ? true : undefined,
+    );
+    req.destroy();
+    await answered;
+    await waitFor('the cut-off upload cleaned up', async () =>
+      !existsSync(blobPath(sha(cut))) && tmpFiles().length === 0 ? true : undefined,
+    );
+    expect(await rowsOf(sha(cut))).toBe(0);
+    // The gateway still takes uploads, and the kept file still downloads byte-identical.
+    const list = await json<Array<{ id: string; path: string }>>(await api(filesPath), 200);
+    const names = list.map((f) => f.path);
+    expect(names).toContain('kept.bin');
+    for (const n of ['again.bin', 'fresh.bin', 'whole.bin', 'half.bin']) expect(names).not.toContain(n);
+    const keptRow = list.find((f) => f.path === 'kept.bin')!;
+    const back = Buffer.from(await (await api(`${filesPath}/${keptRow.id}`)).arrayBuffer());
+    expect(sha(back)).toBe(sha(kept));
   });
 });

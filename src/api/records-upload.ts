@@ -42,16 +42,21 @@ function requireMultipart(ctx: Context): void {
 
 /**
  * Stores every file part (and, for parts named `zip` or sent as application/zip, every entry of the ZIP) in the
- * store. Field `folder` (before the files) prefixes the stored paths.
+ * store. Field `folder` (before the files) prefixes the stored paths. When the upload fails (a bad part, a limit, the
+ * client gone mid-body), every part still in flight is stopped and, once all have settled, `discard` is handed the
+ * blobs this upload stored, so a failed upload leaves nothing behind.
  */
 export async function receiveFiles(
   ctx: Context,
   store: FileStore,
   limits: { maxFileBytes: number; maxFiles: number },
+  discard: (blobs: StoredBlob[]) => Promise<void>,
 ): Promise<UploadedFile[]> {
   requireMultipart(ctx);
   const tmp = await mkdtemp(join(tmpdir(), 'aperture-upload-'));
   const out: UploadedFile[] = [];
+  const stored: StoredBlob[] = []; // every blob put, including those of a part that failed after its put
+  const streams = new Set<Readable>(); // part streams not yet fully read
   let folder = '';
   const work: Array<Promise<void>> = [];
   let files = 0; // parts and ZIP entries seen so far
@@ -71,15 +76,30 @@ export async function receiveFiles(
       } catch {
         return reject(new BadRequestError('the multipart body has no boundary'));
       }
+      let failed = false;
       const fail = (err: unknown) => {
+        if (failed) return;
+        failed = true;
         ctx.req.unpipe(bb);
         ctx.req.resume();
+        // A part half-read would wait for bytes that never come: end it, so its put removes its temp file.
+        for (const st of streams) st.destroy(new BadRequestError('the upload was stopped'));
         reject(err);
       };
+      // The client gone mid-body: busboy never sees the end, so nothing else would settle this upload.
+      const aborted = () => {
+        if (!ctx.req.readableEnded) fail(new BadRequestError('the upload was cut off before its end'));
+      };
+      ctx.req.once('aborted', aborted);
+      ctx.req.once('close', aborted);
       bb.on('field', (name, value) => {
         if (name === 'folder') folder = value;
       });
       bb.on('file', (field, stream, info) => {
+        streams.add(stream);
+        stream.once('end', () => streams.delete(stream));
+        stream.on('error', () => undefined); // the error reaches the upload through the part's reader
+        if (failed) stream.destroy();
         const task = (async () => {
           const isZip = field === 'zip' || info.mimeType === 'application/zip';
           const base = folder ? `${folder}/` : '';
@@ -87,15 +107,18 @@ export async function receiveFiles(
             count();
             const path = safeFilePath(base + info.filename);
             const blob = await store.put(capped(stream, limits.maxFileBytes), limits.maxFileBytes);
+            stored.push(blob);
             out.push({ ...blob, path, mediaType: info.mimeType || 'application/octet-stream' });
             return;
           }
           const zipPath = join(tmp, `${randomUUID()}.zip`);
           await pipeline(capped(stream, limits.maxFileBytes), createWriteStream(zipPath));
           for await (const e of zipEntries(zipPath)) {
+            if (failed) return;
             count();
             const path = safeFilePath(base + e.name);
             const blob = await store.put(await e.open(), limits.maxFileBytes);
+            stored.push(blob);
             out.push({ ...blob, path, mediaType: 'application/octet-stream' });
           }
         })();
@@ -114,11 +137,16 @@ export async function receiveFiles(
       });
       ctx.req.pipe(bb);
     });
+    if (out.length === 0) throw new BadRequestError('the upload holds no file');
+    return out;
+  } catch (err) {
+    // Parts still storing finish (or fail) first: a blob put after the discard would be left behind.
+    await Promise.allSettled(work);
+    await discard(stored).catch(() => undefined); // the upload's own error is the one to answer with
+    throw err;
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
-  if (out.length === 0) throw new BadRequestError('the upload holds no file');
-  return out;
 }
 
 /** Passes at most `max` bytes; busboy truncates silently at its fileSize limit, this makes it an error. */
@@ -136,6 +164,11 @@ function capped(stream: Readable & { truncated?: boolean }, max: number): Readab
     },
   });
   stream.on('limit', () => t.destroy(new PayloadTooLargeError(`a file is larger than ${max} bytes`)));
+  // pipe() forwards neither errors nor a destroy: a part stopped mid-way must fail what reads it, not leave it waiting.
+  stream.once('error', (err) => t.destroy(err));
+  stream.once('close', () => {
+    if (!stream.readableEnded) t.destroy(new BadRequestError('the upload was stopped'));
+  });
   return stream.pipe(t);
 }
 

@@ -29,7 +29,7 @@ import {
 } from '../index-db/records';
 import { hasRole } from '../auth/access';
 import { cohortRecordTables } from '../records/cohort-records';
-import { getFileStore } from '../records/file-store';
+import { discardBlobs, getFileStore, lockBlobs, type StoredBlob } from '../records/file-store';
 import { checkMapping, importRows, type ImportMapping, type ImportSummary } from '../records/import';
 import { TYPE_NAME, valueToCell } from '../records/schema';
 import { searchConditions, searchInput } from '../records/search';
@@ -65,6 +65,7 @@ const subjectInput = z
 const mappingInput = z
   .object({
     subject: z.string().min(1).max(256),
+    issuer: z.string().min(1).max(256).optional(),
     parent: z.string().min(1).max(256).optional(),
     fields: z.record(z.string(), z.string().min(1).max(256)),
   })
@@ -315,13 +316,23 @@ export function recordsRouter(services: Services): Router {
     const project = await requireExistingProjectRole(ctx, services, 'contributor');
     const s = await subjectOf(ctx, project);
     const r = withRecord ? await recordOf(ctx, s) : undefined;
-    const files = await receiveFiles(ctx, getFileStore(), {
-      maxFileBytes: cfg.RECORDS_FILE_MAX_BYTES,
-      maxFiles: cfg.RECORDS_UPLOAD_MAX_FILES,
-    });
+    const store = getFileStore();
+    const discard = (blobs: StoredBlob[]) => discardBlobs(db, store, blobs);
+    const files = await receiveFiles(
+      ctx,
+      store,
+      { maxFileBytes: cfg.RECORDS_FILE_MAX_BYTES, maxFiles: cfg.RECORDS_UPLOAD_MAX_FILES },
+      discard,
+    );
     const by = principalOf(ctx).id;
-    // The bytes are durable in the store before any row names them; rows of one upload commit together.
+    // The bytes are durable in the store before any row names them; rows of one upload commit together, and when
+    // they cannot, the blobs the upload made are discarded (no orphan bytes, no half upload).
     const rows = await withTransaction(db, async (client) => {
+      await lockBlobs(
+        client,
+        store,
+        files.map((f) => f.sha256),
+      );
       const out = [];
       for (const f of files)
         out.push(
@@ -337,6 +348,9 @@ export function recordsRouter(services: Services): Router {
           }),
         );
       return out;
+    }).catch(async (err: unknown) => {
+      await discard(files).catch(() => undefined);
+      throw err;
     });
     noteAudit(ctx, {
       action: 'records.files.upload',
@@ -484,15 +498,10 @@ export function recordsRouter(services: Services): Router {
     }
   });
 
-  router.get('/record-types/:type/export', async (ctx) => {
+  // `export?format=csv|xlsx`, or `export.csv` / `export.xlsx` (a path a single-use download link can name).
+  const exportRecords = async (ctx: Context, format: 'csv' | 'xlsx' | undefined) => {
     const project = await requireExistingProjectRole(ctx, services, 'curator');
     const type = await loadType(db, project, typeName(ctx));
-    const format =
-      ctx.query.format === 'xlsx'
-        ? 'xlsx'
-        : ctx.query.format === undefined || ctx.query.format === 'csv'
-          ? 'csv'
-          : undefined;
     if (!format) throw new BadRequestError('format: csv or xlsx');
     const header = [
       'subject',
@@ -523,7 +532,19 @@ export function recordsRouter(services: Services): Router {
       ctx.type = 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet';
       ctx.body = xlsxOut(type.name, header, rows);
     }
-  });
+  };
+  router.get('/record-types/:type/export', (ctx) =>
+    exportRecords(
+      ctx,
+      ctx.query.format === 'xlsx'
+        ? 'xlsx'
+        : ctx.query.format === undefined || ctx.query.format === 'csv'
+          ? 'csv'
+          : undefined,
+    ),
+  );
+  router.get('/record-types/:type/export.csv', (ctx) => exportRecords(ctx, 'csv'));
+  router.get('/record-types/:type/export.xlsx', (ctx) => exportRecords(ctx, 'xlsx'));
 
   // ---- summaries
 

@@ -15,7 +15,11 @@ import type { Principal, Role } from './access';
 
 const PROJECT = '[a-z0-9](?:[a-z0-9-]*[a-z0-9])?';
 const UIDP = '[0-9.]{1,64}';
-/** What a link may open: a study or series ZIP (WADO-RS), or a cohort archive. Nothing else. */
+const UUIDP = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
+/**
+ * What a link may open: a study or series ZIP (WADO-RS), a cohort archive, or a research subject's (or record's)
+ * non-DICOM files, as a ZIP or one file, or a record type's export. Nothing else.
+ */
 const DOWNLOADABLE: Array<{ re: RegExp; accept: string }> = [
   {
     re: new RegExp(`^/projects/${PROJECT}/dicom-web/studies/(${UIDP})(?:/series/(${UIDP}))?$`),
@@ -25,6 +29,17 @@ const DOWNLOADABLE: Array<{ re: RegExp; accept: string }> = [
   {
     re: /^\/api\/cohorts\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\/archive$/,
     accept: 'application/zip',
+  },
+  {
+    re: new RegExp(`^/api/projects/${PROJECT}/subjects/${UUIDP}(?:/records/${UUIDP})?/files\\.zip$`),
+    accept: 'application/zip',
+  },
+  { re: new RegExp(`^/api/projects/${PROJECT}/subjects/${UUIDP}/files/${UUIDP}$`), accept: '*/*' },
+  {
+    re: new RegExp(
+      `^/api/projects/${PROJECT}/record-types/[A-Za-z][A-Za-z0-9_]{0,63}/export\\.(?:csv|xlsx)$`,
+    ),
+    accept: '*/*',
   },
 ];
 
@@ -54,7 +69,9 @@ export async function createDownloadLink(
   const match = DOWNLOADABLE.find((d) => d.re.exec(path));
   const uids = match ? (match.re.exec(path) ?? []).slice(1).filter(Boolean) : [];
   if (!match || !uids.every((u) => isUid(u)) || path.length > 300)
-    throw new BadRequestError('path must be a study or series ZIP, or a cohort archive');
+    throw new BadRequestError(
+      'path must be a study or series ZIP, a cohort archive, or research files or records',
+    );
   const token = randomBytes(32).toString('base64url');
   const stored: StoredPrincipal = {
     id: p.id,

@@ -23,7 +23,7 @@ export async function syncSubjectsFromIndex(db: Queryable, projectId: string): P
   const r = await db.query(
     `INSERT INTO record_subjects (id, project_id, patient_id, issuer)
      SELECT gen_random_uuid(), $1, s.patient_id, s.issuer
-       FROM (SELECT DISTINCT patient_id, COALESCE(study_json->'00100021'->'Value'->>0, '') AS issuer
+       FROM (SELECT DISTINCT patient_id, patient_issuer AS issuer
                FROM project_studies
               WHERE project_id = $1 AND patient_id IS NOT NULL AND patient_id <> '') s
       WHERE NOT EXISTS (SELECT 1 FROM record_subjects x
@@ -51,40 +51,57 @@ export async function ensureSubject(
   return r.rows[0];
 }
 
-/** Subjects of many Patient IDs at once (issuer ''), created when missing; a map Patient ID → subject id. */
+/** A subject's identity: Patient ID and Issuer of Patient ID ('' when none). */
+export interface PatientKey {
+  patientId: string;
+  issuer: string;
+}
+
+/** The map key of a Patient ID under its issuer (the same Patient ID under two issuers is two patients). */
+export function patientKey(k: PatientKey): string {
+  return `${k.issuer}\u0000${k.patientId}`;
+}
+
+function distinctKeys(keys: PatientKey[]): { ids: string[]; issuers: string[] } {
+  const seen = new Map(keys.map((k) => [patientKey(k), k]));
+  return {
+    ids: [...seen.values()].map((k) => k.patientId),
+    issuers: [...seen.values()].map((k) => k.issuer),
+  };
+}
+
+/** Subjects of many patients at once, created when missing; a map patientKey → subject id. */
 export async function ensureSubjects(
   db: Queryable,
   projectId: string,
-  patientIds: string[],
+  keys: PatientKey[],
 ): Promise<Map<string, string>> {
-  const ids = [...new Set(patientIds)];
+  const { ids, issuers } = distinctKeys(keys);
   if (ids.length === 0) return new Map();
   await db.query(
     `INSERT INTO record_subjects (id, project_id, patient_id, issuer)
-     SELECT gen_random_uuid(), $1, p, '' FROM unnest($2::text[]) p
+     SELECT gen_random_uuid(), $1, p, i FROM unnest($2::text[], $3::text[]) AS k (p, i)
      ON CONFLICT DO NOTHING`,
-    [projectId, ids],
+    [projectId, ids, issuers],
   );
-  const r = await db.query<{ id: string; patient_id: string }>(
-    `SELECT id, patient_id FROM record_subjects WHERE project_id = $1 AND issuer = '' AND patient_id = ANY($2)`,
-    [projectId, ids],
-  );
-  return new Map(r.rows.map((x) => [x.patient_id, x.id]));
+  return subjectsByPatientKeys(db, projectId, keys);
 }
 
-/** Existing subjects of Patient IDs (issuer ''), without creating any. */
-export async function subjectsByPatientIds(
+/** Existing subjects of patients, without creating any; a map patientKey → subject id. */
+export async function subjectsByPatientKeys(
   db: Queryable,
   projectId: string,
-  patientIds: string[],
+  keys: PatientKey[],
 ): Promise<Map<string, string>> {
-  const ids = [...new Set(patientIds)];
+  const { ids, issuers } = distinctKeys(keys);
   if (ids.length === 0) return new Map();
-  const r = await db.query<{ id: string; patient_id: string }>(
-    `SELECT id, patient_id FROM record_subjects WHERE project_id = $1 AND issuer = '' AND patient_id = ANY($2)`,
-    [projectId, ids],
+  const r = await db.query<{ id: string; patient_id: string; issuer: string }>(
+    `SELECT s.id, s.patient_id, s.issuer FROM record_subjects s
+       JOIN unnest($2::text[], $3::text[]) AS k (p, i) ON s.patient_id = k.p AND s.issuer = k.i
+      WHERE s.project_id = $1`,
+    [projectId, ids, issuers],
   );
-  return new Map(r.rows.map((x) => [x.patient_id, x.id]));
+  return new Map(r.rows.map((x) => [patientKey({ patientId: x.patient_id, issuer: x.issuer }), x.id]));
 }
 
 export async function getSubject(
@@ -109,7 +126,8 @@ export async function listSubjects(
   const r = await db.query<SubjectRow & { studies: number; records: number }>(
     `SELECT s.*,
             (SELECT count(*)::int FROM project_studies ps
-              WHERE ps.project_id = s.project_id AND ps.patient_id = s.patient_id) AS studies,
+              WHERE ps.project_id = s.project_id AND ps.patient_id = s.patient_id
+                AND ps.patient_issuer = s.issuer) AS studies,
             (SELECT count(*)::int FROM records r WHERE r.subject_id = s.id) AS records
        FROM record_subjects s WHERE s.project_id = $1
       ORDER BY s.patient_id, s.issuer LIMIT $2 OFFSET $3`,
@@ -132,8 +150,8 @@ export async function subjectStudies(
 > {
   const r = await db.query(
     `SELECT study_uid, study_date, modalities, study_description FROM project_studies
-      WHERE project_id = $1 AND patient_id = $2 ORDER BY study_date, study_uid`,
-    [subject.project_id, subject.patient_id],
+      WHERE project_id = $1 AND patient_id = $2 AND patient_issuer = $3 ORDER BY study_date, study_uid`,
+    [subject.project_id, subject.patient_id, subject.issuer],
   );
   return r.rows;
 }
@@ -386,6 +404,17 @@ export async function insertFileVersion(
   return r.rows[0];
 }
 
+/** Serialises, per blob, the rows that name it and a failed upload's removal of it (until the transaction ends). */
+export async function lockBlob(client: PoolClient, sha256: string): Promise<void> {
+  await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`record-blob:${sha256}`]);
+}
+
+/** Whether any file row of any project names the blob. */
+export async function blobReferenced(db: Queryable, sha256: string): Promise<boolean> {
+  const r = await db.query('SELECT 1 FROM record_files WHERE sha256 = $1 LIMIT 1', [sha256]);
+  return (r.rowCount ?? 0) > 0;
+}
+
 /** Files of a subject or a record: the latest version of each path, or every version. */
 export async function listFiles(
   db: Queryable,
@@ -487,7 +516,11 @@ export async function searchSubjects(
 
 /** The imaging conditions on `ps` (project_studies) of subject `s`, parameters added through p. */
 function imagingSql(imaging: ImagingCondition, p: (v: unknown) => string): string {
-  const conds: string[] = ['ps.project_id = s.project_id', 'ps.patient_id = s.patient_id'];
+  const conds: string[] = [
+    'ps.project_id = s.project_id',
+    'ps.patient_id = s.patient_id',
+    'ps.patient_issuer = s.issuer',
+  ];
   if (imaging.modality) conds.push(`ps.modalities @> ARRAY[${p(imaging.modality)}::text]`);
   if (imaging.dateFrom) conds.push(`ps.study_date >= ${p(imaging.dateFrom)}`);
   if (imaging.dateTo) conds.push(`ps.study_date <= ${p(imaging.dateTo)}`);

@@ -12,17 +12,22 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
-import { NotFoundError, PayloadTooLargeError } from '../errors';
+import type { Pool, PoolClient } from 'pg';
+import { NotFoundError, PayloadTooLargeError, ServiceBusyError } from '../errors';
+import { blobReferenced, lockBlob } from '../index-db/records';
+import { withTransaction } from '../index-db/pool';
 
 /** The result of storing a blob. */
 export interface StoredBlob {
   sha256: string;
   size: number;
+  /** Whether this put made the blob (the store did not hold it before): only such blobs are for a failed upload to discard. */
+  created: boolean;
 }
 
 /** A durable store of immutable blobs named by their SHA-256. */
@@ -32,6 +37,8 @@ export interface FileStore {
   /** Opens a stored blob; NotFoundError if the store does not hold it. */
   open(sha256: string): Promise<Readable>;
   has(sha256: string): Promise<boolean>;
+  /** Removes a blob (no error when it is gone). Callers hold the blob's lock and have checked no row names it. */
+  remove(sha256: string): Promise<void>;
 }
 
 const SHA = /^[0-9a-f]{64}$/;
@@ -70,9 +77,10 @@ export class FsFileStore implements FileStore {
       const sha256 = hash.digest('hex');
       const dir = join(this.root, sha256.slice(0, 2));
       await mkdir(dir, { recursive: true });
+      const created = !(await this.has(sha256));
       await rename(tmp, this.pathOf(sha256));
       await syncDir(dir);
-      return { sha256, size };
+      return { sha256, size, created };
     } catch (err) {
       await rm(tmp, { force: true });
       throw err;
@@ -85,6 +93,27 @@ export class FsFileStore implements FileStore {
       () => true,
       () => false,
     );
+  }
+
+  async remove(sha256: string): Promise<void> {
+    if (!SHA.test(sha256)) return;
+    await rm(this.pathOf(sha256), { force: true });
+    await syncDir(join(this.root, sha256.slice(0, 2))).catch(() => undefined);
+  }
+
+  /** Removes temporary files older than `olderThanMs` (a put cut off by a crash leaves its temp file behind). */
+  async sweepTemp(olderThanMs: number): Promise<number> {
+    const dir = join(this.root, 'tmp');
+    const names = await readdir(dir).catch(() => [] as string[]);
+    let n = 0;
+    for (const name of names) {
+      const st = await stat(join(dir, name)).catch(() => undefined);
+      if (st && Date.now() - st.mtimeMs > olderThanMs) {
+        await rm(join(dir, name), { force: true });
+        n++;
+      }
+    }
+    return n;
   }
 
   async open(sha256: string): Promise<Readable> {
@@ -107,8 +136,36 @@ let store: FileStore | undefined;
 /** Opens the configured file store (a folder, created when missing). */
 export async function initFileStore(root: string): Promise<FileStore> {
   await mkdir(root, { recursive: true });
-  store = new FsFileStore(root);
+  const fs = new FsFileStore(root);
+  // Another process may be writing right now: only temp files an hour old are leftovers of a crash.
+  await fs.sweepTemp(3600_000);
+  store = fs;
   return store;
+}
+
+/**
+ * Discards the blobs a failed upload created, unless a row names them by now (the same bytes uploaded by someone
+ * else meanwhile). Each blob's check and removal run under the same lock as lockBlobs, so a concurrent upload either
+ * sees its rows first (the blob stays) or finds the blob gone before writing a row (and is refused with 503).
+ */
+export async function discardBlobs(db: Pool, store: FileStore, blobs: StoredBlob[]): Promise<void> {
+  for (const sha of new Set(blobs.filter((b) => b.created).map((b) => b.sha256)))
+    await withTransaction(db, async (client) => {
+      await lockBlob(client, sha);
+      if (!(await blobReferenced(client, sha))) await store.remove(sha);
+    });
+}
+
+/**
+ * Locks the blobs an upload is about to name in rows (in the row transaction) and checks each is still stored; a 503
+ * when a concurrent failed upload discarded one, so the client sends it again.
+ */
+export async function lockBlobs(client: PoolClient, store: FileStore, shas: string[]): Promise<void> {
+  for (const sha of [...new Set(shas)].sort()) {
+    await lockBlob(client, sha);
+    if (!(await store.has(sha)))
+      throw new ServiceBusyError('a file of the upload was discarded meanwhile; send it again', 1);
+  }
 }
 
 export function getFileStore(): FileStore {

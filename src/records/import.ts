@@ -12,7 +12,8 @@ import {
   ensureSubjects,
   type RecordRow,
   recordsByKeys,
-  subjectsByPatientIds,
+  patientKey,
+  subjectsByPatientKeys,
   upsertRecords,
 } from '../index-db/records';
 import { checkRefs, recordKey } from './service';
@@ -23,6 +24,11 @@ import type { SheetRow } from './sheets';
 export interface ImportMapping {
   /** Column holding the subject's Patient ID (the pseudonym in research projects). */
   subject: string;
+  /**
+   * Column holding the Issuer of Patient ID: the same Patient ID under two issuers is two subjects. Without it, every
+   * row's issuer is '' (the issuer of images that carry none).
+   */
+  issuer?: string;
   /** Column holding the parent record's key, for types with a parent. */
   parent?: string;
   /** field → column. */
@@ -62,7 +68,12 @@ export function checkMapping(type: RecordType, m: ImportMapping, columns: string
   if (!type.parent && m.parent) problems.push(`mapping.parent: ${type.name} records have no parent`);
   if (columns) {
     const have = new Set(columns);
-    const wanted = [m.subject, ...(m.parent ? [m.parent] : []), ...Object.values(m.fields)];
+    const wanted = [
+      m.subject,
+      ...(m.issuer ? [m.issuer] : []),
+      ...(m.parent ? [m.parent] : []),
+      ...Object.values(m.fields),
+    ];
     for (const c of wanted) if (!have.has(c)) problems.push(`column "${c}" is not in the sheet`);
   }
   if (problems.length) throw new BadRequestError(problems.join('; '));
@@ -119,10 +130,12 @@ async function runBatch(
       if (v !== undefined) data[field] = v;
     }
     const patientId = String(cellText(r.cells[mapping.subject]) ?? '').trim();
+    const issuer = mapping.issuer ? String(cellText(r.cells[mapping.issuer]) ?? '').trim() : '';
     const parentKey = mapping.parent ? String(cellText(r.cells[mapping.parent]) ?? '').trim() : '';
     const errors = validateRecord(type, data);
     if (!patientId) errors.unshift({ field: 'subject', message: `column "${mapping.subject}" is empty` });
     if (patientId.length > 64) errors.unshift({ field: 'subject', message: 'longer than 64 characters' });
+    if (issuer.length > 64) errors.unshift({ field: 'issuer', message: 'longer than 64 characters' });
     if (type.parent && !parentKey)
       errors.push({ field: 'parent', message: `column "${mapping.parent}" is empty` });
     const key = recordKey(type, data);
@@ -131,7 +144,7 @@ async function runBatch(
       if (first !== undefined) errors.push({ field: type.key!, message: `repeats the key of row ${first}` });
       else seen.set(key, r.row);
     }
-    return { r, data, patientId, parentKey, key, errors };
+    return { r, data, patientId, issuer, parentKey, key, errors };
   });
   const refErrors = await checkRefs(
     db,
@@ -141,10 +154,10 @@ async function runBatch(
   );
   prepared.forEach((p, i) => p.errors.push(...refErrors[i]));
 
-  const subjects = await subjectsByPatientIds(
+  const subjects = await subjectsByPatientKeys(
     db,
     projectId,
-    prepared.map((p) => p.patientId).filter(Boolean),
+    prepared.filter((p) => p.patientId).map((p) => ({ patientId: p.patientId, issuer: p.issuer })),
   );
   const parents = type.parent
     ? await recordsByKeys(db, projectId, type.parent, prepared.map((p) => p.parentKey).filter(Boolean))
@@ -159,7 +172,7 @@ async function runBatch(
   const outcomes: RowOutcome[] = [];
   const writes: Array<(typeof prepared)[number] & { parentId: string | null; existing?: RecordRow }> = [];
   for (const p of prepared) {
-    const subjectId = subjects.get(p.patientId);
+    const subjectId = subjects.get(patientKey(p));
     let parentId: string | null = null;
     if (type.parent && p.parentKey) {
       const parent = parents.get(p.parentKey);
@@ -193,7 +206,7 @@ async function runBatch(
       const ids = await ensureSubjects(
         client,
         projectId,
-        writes.map((w) => w.patientId),
+        writes.map((w) => ({ patientId: w.patientId, issuer: w.issuer })),
       );
       await upsertRecords(
         client,
@@ -201,7 +214,7 @@ async function runBatch(
         opts.by,
         writes.map((w) => ({
           id: w.existing?.id,
-          subjectId: ids.get(w.patientId)!,
+          subjectId: ids.get(patientKey(w))!,
           typeName: type.name,
           typeVersion: type.version,
           key: w.key!,

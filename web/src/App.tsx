@@ -12,6 +12,7 @@ import { RoutingPage } from './pages/Routing';
 import { RunsPage } from './pages/Runs';
 import { SharesPage } from './pages/Shares';
 import { UploadPage } from './pages/Upload';
+import { RecordsPage, SubjectPage } from './pages/Records';
 import { CohortPage, CohortsPage, CohortWizardPage } from './pages/Cohorts';
 
 /**
@@ -34,6 +35,8 @@ type Route =
   | { page: 'cohorts'; project: string }
   | { page: 'cohort-new'; project: string }
   | { page: 'cohort'; cohort: string }
+  | { page: 'records'; project: string }
+  | { page: 'subject'; project: string; subject: string }
   | { page: 'unknown' };
 
 function parseRoute(hash: string): Route {
@@ -57,6 +60,10 @@ function parseRoute(hash: string): Route {
     return { page: 'cohorts', project: parts[1] };
   if (parts[0] === 'p' && parts.length === 4 && parts[2] === 'cohorts' && parts[3] === 'new')
     return { page: 'cohort-new', project: parts[1] };
+  if (parts[0] === 'p' && parts.length === 3 && parts[2] === 'records')
+    return { page: 'records', project: parts[1] };
+  if (parts[0] === 'p' && parts.length === 5 && parts[2] === 'records' && parts[3] === 'subjects')
+    return { page: 'subject', project: parts[1], subject: parts[4] };
   if (parts[0] === 'cohorts' && parts.length === 2) return { page: 'cohort', cohort: parts[1] };
   if (parts[0] === 'share' && parts.length === 2) return { page: 'shared', token: parts[1] };
   if (parts[0] === 'share' && parts.length === 4 && parts[2] === 'studies') {
@@ -172,6 +179,10 @@ export function App({ config, initialUser }: { config: WebConfig; initialUser: U
         {route.page === 'cohorts' && <CohortsPage key={route.project} project={route.project} />}
         {route.page === 'cohort-new' && <CohortWizardPage key={route.project} project={route.project} />}
         {route.page === 'cohort' && <CohortPage key={route.cohort} cohort={route.cohort} />}
+        {route.page === 'records' && <RecordsPage key={route.project} project={route.project} />}
+        {route.page === 'subject' && (
+          <SubjectPage key={route.subject} project={route.project} subject={route.subject} />
+        )}
         {route.page === 'unknown' && (
           <div className="error" role="alert">
             <strong>This page does not exist.</strong> <a href="#/">Go to your projects.</a>

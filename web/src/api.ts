@@ -206,3 +206,82 @@ export async function streamedDownload(path: string, filename: string): Promise<
   a.click();
   a.remove();
 }
+
+/**
+ * POSTs a form with the user's token and reports upload progress (fetch cannot: XMLHttpRequest's upload events
+ * can). Resolves with the status and body text of any answer; rejects only when the gateway cannot be reached.
+ */
+export async function uploadWithProgress(
+  path: string,
+  form: FormData,
+  onProgress: (sent: number, total: number) => void,
+): Promise<{ status: number; text: string; retryAfter: string | null }> {
+  const token = await accessToken();
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', path);
+    if (token) xhr.setRequestHeader('Authorization', `Bearer ${token}`);
+    xhr.setRequestHeader('Accept', 'application/json');
+    xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : 0);
+    xhr.onload = () =>
+      resolve({
+        status: xhr.status,
+        text: xhr.responseText,
+        retryAfter: xhr.getResponseHeader('Retry-After'),
+      });
+    xhr.onerror = () =>
+      reject(
+        new UserFacingError(
+          0,
+          'The archive cannot be reached.',
+          'Check your network connection and try again.',
+        ),
+      );
+    xhr.send(form);
+  });
+}
+
+/** A refusal from uploadWithProgress in words, like explain() does for fetch. */
+export async function explainText(
+  status: number,
+  text: string,
+  retryAfter: string | null,
+): Promise<UserFacingError> {
+  const headers = new Headers({ 'Content-Type': 'application/json' });
+  if (retryAfter) headers.set('Retry-After', retryAfter);
+  return explain(new Response(text, { status, headers }));
+}
+
+/** Reads an NDJSON response line by line as it arrives. */
+export async function* ndjsonLines<T>(res: Response): AsyncGenerator<T> {
+  if (!res.body) return;
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (value) buf += decoder.decode(value, { stream: true });
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl).trim();
+      buf = buf.slice(nl + 1);
+      if (line) yield JSON.parse(line) as T;
+    }
+    if (done) break;
+  }
+  if (buf.trim()) yield JSON.parse(buf) as T;
+}
+
+/** Roles rank like the gateway's: each includes the ones below it. */
+const ROLE_RANK: Record<string, number> = { reader: 1, contributor: 2, curator: 3, admin: 4 };
+
+/** Whether any of `roles` reaches `role`. Only decides which controls to show: the API decides what is allowed. */
+export function roleAtLeast(roles: string[], role: 'reader' | 'contributor' | 'curator' | 'admin'): boolean {
+  return roles.some((r) => (ROLE_RANK[r] ?? 0) >= ROLE_RANK[role]);
+}
+
+/** The caller's roles in one project (empty when it is not a member). */
+export async function projectRoles(project: string): Promise<string[]> {
+  const all = await getJson<Project[]>('/api/projects');
+  return all.find((p) => p.id === project)?.roles ?? [];
+}

@@ -74,6 +74,9 @@ export function ProjectsPage() {
                   )}{' '}
                   <a href={`#/p/${encodeURIComponent(p.id)}/runs`} data-action="runs">
                     Pipelines
+                  </a>{' '}
+                  <a href={`#/p/${encodeURIComponent(p.id)}/records`} data-action="records">
+                    Records
                   </a>
                 </td>
               </tr>
