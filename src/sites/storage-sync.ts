@@ -248,6 +248,8 @@ export async function syncStoragePass(
     });
     backlogFiles += todo.length;
     backlogBytes += todo.reduce((n, a) => n + a.size, 0);
+    // Seen before the copies start, so that a scrape during a large catch-up shows what is pending.
+    if (todo.length) await writeStatus(t.stateDir, status(true));
     await eachLimited(todo, t.concurrency, async (a) => {
       const d = await copyOne(t, a);
       if (d) {
