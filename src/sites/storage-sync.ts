@@ -298,8 +298,14 @@ export async function runStorageSync(
       t.logger?.warn({ err: err instanceof Error ? err.message : String(err) }, 'storage sync pass failed');
     }
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, opts.intervalMs);
-      opts.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+      // One listener per pause, removed with it (a listener per pass would pile up on the long-lived signal).
+      const wake = () => {
+        clearTimeout(timer);
+        opts.signal.removeEventListener('abort', wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, opts.intervalMs);
+      opts.signal.addEventListener('abort', wake, { once: true });
     });
   }
 }
