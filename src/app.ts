@@ -150,10 +150,18 @@ export function createApp(services: Services): Koa {
       ctx.body = { status: 'draining', checks: {} };
       return;
     }
-    const { ready, checks, site } = await checkReadiness(services, services.config.READINESS_TIMEOUT_MS);
+    const { ready, checks, site, storageSync } = await checkReadiness(
+      services,
+      services.config.READINESS_TIMEOUT_MS,
+    );
     ctx.status = ready ? 200 : 503;
     if (!ready) ctx.set('Retry-After', String(retryAfterS()));
-    ctx.body = { status: ready ? 'ready' : 'unavailable', checks, ...(site ? { site } : {}) };
+    ctx.body = {
+      status: ready ? 'ready' : 'unavailable',
+      checks,
+      ...(site ? { site } : {}),
+      ...(storageSync ? { storageSync } : {}),
+    };
   });
   root.get('/', (ctx) => {
     ctx.body = {

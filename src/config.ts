@@ -275,6 +275,21 @@ export const configSchema = z.object({
   VERIFY_CONCURRENCY: int(4, 1),
   /** How long a site's role (primary, or read-only standby by pg_is_in_recovery()) is trusted before asking again. */
   SITE_ROLE_CACHE_MS: int(2000, 0),
+  // Storage sync to a standby site (`aperture storage-sync`, src/sites/storage-sync.ts, docs/two-sites.md).
+  /** Orthanc REST of the site the files come from (the primary's); empty = no sync. */
+  STORAGE_SYNC_SOURCE_URL: z.string().default(''),
+  STORAGE_SYNC_SOURCE_USERNAME: z.string().optional(),
+  STORAGE_SYNC_SOURCE_PASSWORD: z.string().optional(),
+  /** This site's Orthanc index (the replicated `orthanc` database); empty = DATABASE_URL's server, database orthanc. */
+  STORAGE_SYNC_INDEX_URL: z.string().default(''),
+  /** status.json and corrupt copies; empty = `<ORTHANC_STORAGE_DIR>-sync`. Read by /metrics and /readyz. */
+  STORAGE_SYNC_STATE_DIR: z.string().default(''),
+  /** Pause between two passes of the sync loop. */
+  STORAGE_SYNC_INTERVAL_MS: int(2000, 10),
+  /** A pass that re-reads every copy (0 = never in the loop; `storage-sync --verify` still does). */
+  STORAGE_SYNC_VERIFY_EVERY_MS: int(24 * 3600 * 1000, 0),
+  /** Files fetched at once. */
+  STORAGE_SYNC_CONCURRENCY: int(4, 1),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -3,6 +3,8 @@ import { pingDb } from './index-db/pool';
 import { replicationState, type ReplicationState } from './index-db/sites';
 import { pingQueues, queuesReady } from './jobs/queues';
 import type { Services } from './services';
+import { readSyncStatus, type SyncStatus } from './sites/storage-sync';
+import { storageSyncStateDir } from './sites/sync-config';
 
 /** What /readyz reports: each dependency this process uses, up or down. */
 export interface Readiness {
@@ -15,6 +17,8 @@ export interface Readiness {
     replicationLagSeconds: number;
     standbys: number;
   };
+  /** sites (issue 16): the storage sync at a standby site, from its status file (absent where no sync runs). */
+  storageSync?: NonNullable<ReturnType<typeof syncSummary>>;
 }
 
 /** Settles `op` to true/false within `ms`; a dependency that does not answer in time counts as down. */
@@ -42,7 +46,7 @@ async function answersWithin(op: () => Promise<unknown>, ms: number): Promise<bo
  * while one is down, and the answer says which.
  */
 export async function checkReadiness(
-  services: Pick<Services, 'db' | 'archive'>,
+  services: Pick<Services, 'db' | 'archive'> & { config?: Services['config'] },
   timeoutMs: number,
 ): Promise<Readiness> {
   const checks: Array<[Dependency, Promise<boolean>]> = [
@@ -61,8 +65,18 @@ export async function checkReadiness(
     ]);
     if (r) site = siteSummary(r);
   }
+  // The sync's backlog is a detail, not a readiness condition: reads are answered from the primary's archive
+  // meanwhile (docs/two-sites.md).
+  const storageSync = services.config
+    ? syncSummary(await readSyncStatus(storageSyncStateDir(services.config)))
+    : undefined;
   // A standby is ready: it serves reads (writes answer 503 with the reason).
-  return { ready: Object.values(out).every((v) => v === 'up'), checks: out, ...(site ? { site } : {}) };
+  return {
+    ready: Object.values(out).every((v) => v === 'up'),
+    checks: out,
+    ...(site ? { site } : {}),
+    ...(storageSync ? { storageSync } : {}),
+  };
 }
 
 /** The replication state as /readyz and /metrics report it: worst lag over the standbys on a primary. */
@@ -84,4 +98,19 @@ export function siteSummary(r: ReplicationState): NonNullable<Readiness['site']>
 
 function okOrThrow(ok: boolean): void {
   if (!ok) throw new Error('down');
+}
+
+/** The storage sync's status as /readyz and /metrics report it, with its ages in seconds from now. */
+export function syncSummary(s: SyncStatus | undefined, now = Date.now()) {
+  if (!s) return undefined;
+  return {
+    running: s.running,
+    backlogFiles: s.backlogFiles,
+    backlogBytes: s.backlogBytes,
+    corruptFiles: s.corruptFiles,
+    copiedFiles: s.copiedFiles,
+    syncedAsOf: s.syncedAsOf,
+    behindSeconds: s.syncedAsOf ? Math.max(0, (now - Date.parse(s.syncedAsOf)) / 1000) : -1,
+    statusAgeSeconds: Math.max(0, (now - Date.parse(s.updatedAt)) / 1000),
+  };
 }

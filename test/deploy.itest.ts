@@ -190,6 +190,18 @@ describe('compose stack (compose/docker-compose.yml)', () => {
     expect(asObj(service('orthanc').depends_on).postgres).toEqual({ condition: 'service_healthy' });
   });
 
+  it('restarts an Orthanc that lost its PostgreSQL index: the health check reads the index, a watchdog exits (orthanc-watchdog.itest runs both)', () => {
+    const orthanc = service('orthanc');
+    // /statistics reads the index; /system would answer while every index call fails.
+    expect(asArr(asObj(orthanc.healthcheck).test).join(' ')).toMatch(/GET \/statistics /);
+    expect(asArr(orthanc.entrypoint)).toEqual(['bash', '/usr/local/bin/orthanc-watchdog.sh', 'Orthanc']);
+    expect(asArr(orthanc.volumes)).toContain('./orthanc-watchdog.sh:/usr/local/bin/orthanc-watchdog.sh:ro');
+    expect(orthanc.restart).toBe('unless-stopped');
+    const syntax = spawnSync('bash', ['-n', join(COMPOSE_DIR, 'orthanc-watchdog.sh')], { encoding: 'utf8' });
+    expect(syntax.stderr).toBe('');
+    expect(syntax.status).toBe(0);
+  });
+
   it('has Keycloak import the realm and report its health', () => {
     const kc = service('keycloak');
     expect(asArr(kc.command)).toEqual(expect.arrayContaining(['start', '--import-realm']));
@@ -482,6 +494,10 @@ describe('Kubernetes manifests (deploy/, kustomize base + production overlay)', 
     ]);
     const cfg = JSON.parse(String(asObj(find('ConfigMap', 'orthanc-config').data)['orthanc.json'])) as Obj;
     expect(asObj(cfg.PostgreSQL)).toMatchObject({ EnableIndex: true, Lock: false });
+    // The kubelet restarts an Orthanc that lost its index (plugin 4.0 never reconnects): liveness reads the index.
+    const [c] = containersOf(orthanc);
+    expect(asArr(asObj(asObj(c.livenessProbe).exec).command).join(' ')).toMatch(/GET \/statistics /);
+    expect(asObj(c.startupProbe).tcpSocket).toBeDefined();
   });
 
   it('uses external PostgreSQL and Redis through the aperture-secrets Secret, never a literal', () => {

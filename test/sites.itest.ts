@@ -6,7 +6,7 @@
  * within the stated lag, writes refused with 503 and the reason, a cut link makes primary writes wait (not fail,
  * not lose), promotion makes site 2 writable with every acknowledged instance there.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
@@ -19,7 +19,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort, type GatewayChild, spawnGateway } from './helpers/dimse';
 import { SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
@@ -276,22 +276,31 @@ describe('a second site on a streaming standby (issue 16)', () => {
   let stack: PrivateStack | undefined;
   let gw1: TestGateway | undefined;
   let gw2: GatewayChild | undefined;
+  let gw3: GatewayChild | undefined;
+  let syncLoop: ChildProcess | undefined;
+  /** Site 2's stack folder, in scripts/stack.sh's layout: pg/ (the standby), orthanc/storage/ (synced files). */
   const tmp = mkdtempSync(join(tmpdir(), 'aperture-site2-'));
   chmodSync(tmp, 0o755);
   const data = join(tmp, 'pg');
+  const storage2 = join(tmp, 'orthanc/storage');
   let standbyUp = false;
+  let site2StackEnv: NodeJS.ProcessEnv | undefined;
   /** Stated lag: a study stored at site 1 answers QIDO at site 2 within this time. */
   const LAG_MS = 5000;
 
   afterAll(async () => {
+    syncLoop?.kill('SIGTERM');
+    await gw3?.stop();
     await gw2?.stop();
     await gw1?.close();
-    if (standbyUp) await asPg('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']).catch(() => undefined);
+    if (site2StackEnv) execFileSync('bash', [STACK, 'down'], { env: site2StackEnv, stdio: 'ignore' });
+    else if (standbyUp)
+      await asPg('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']).catch(() => undefined);
     await stack?.destroy();
     rmSync(tmp, { recursive: true, force: true });
   });
 
-  it('reads at site 2 within the lag, refuses writes there, waits on a cut link, and promotes with nothing lost', async () => {
+  it('reads at site 2 within the lag, syncs its storage, refuses writes there, waits on a cut link, and fails over with nothing lost', async () => {
     stack = await startPrivateStack('aperture-site1-');
     const primary = new URL(stack.env.DATABASE_URL);
     const port2 = String(await freePort());
@@ -347,6 +356,7 @@ describe('a second site on a streaming standby (issue 16)', () => {
     gw2 = await spawnGateway(await freePort(), {
       ...stack.env,
       DATABASE_URL: site2Db,
+      ORTHANC_STORAGE_DIR: storage2,
       SITE_ROLE_CACHE_MS: '200',
       INDEXER_ENABLED: 'false',
       LOG_LEVEL: 'warn',
@@ -373,6 +383,68 @@ describe('a second site on a streaming standby (issue 16)', () => {
       if (!seen) await new Promise((r2) => setTimeout(r2, 100));
     }
     expect(seen).toBe(true);
+
+    // Storage sync: site 2's disk gets every file its replicated Orthanc index names, fetched from site 1's Orthanc.
+    const syncEnv = {
+      DATABASE_URL: site2Db,
+      ORTHANC_STORAGE_DIR: storage2,
+      STORAGE_SYNC_SOURCE_URL: stack.env.ORTHANC_URL,
+      STORAGE_SYNC_SOURCE_USERNAME: stack.env.ORTHANC_USERNAME,
+      STORAGE_SYNC_SOURCE_PASSWORD: stack.env.ORTHANC_PASSWORD,
+      STORAGE_SYNC_INTERVAL_MS: '200',
+    };
+    const storage1 = join(stack.dir, 'orthanc/storage');
+    const files1 = filesUnder(storage1);
+    expect(files1.length).toBeGreaterThan(0);
+    const pass1 = await cli(syncEnv, ['storage-sync', '--once', '--json']);
+    expect(pass1).toMatchObject({ code: 0 });
+    expect(JSON.parse(pass1.stdout)).toMatchObject({
+      indexedFiles: files1.length,
+      presentFiles: 0,
+      copiedFiles: files1.length,
+      failedFiles: 0,
+    });
+    for (const f of files1)
+      expect(md5(readFileSync(join(storage2, f)))).toBe(md5(readFileSync(join(storage1, f))));
+    // Idempotent: a second pass finds everything in place and copies nothing.
+    const pass2 = await cli(syncEnv, ['storage-sync', '--once', '--json']);
+    expect(JSON.parse(pass2.stdout)).toMatchObject({ presentFiles: files1.length, copiedFiles: 0 });
+    const syncMetrics = await (await fetch(`${gw2.url}/metrics`)).text();
+    expect(syncMetrics).toMatch(/^aperture_storage_sync_backlog_files 0$/m);
+    expect(syncMetrics).toMatch(/^aperture_storage_sync_corrupt_files 0$/m);
+    expect(await (await fetch(`${gw2.url}/readyz`)).json()).toMatchObject({
+      storageSync: { backlogFiles: 0, corruptFiles: 0, running: false },
+    });
+
+    // A copy at site 2 goes bad on disk (same size, one byte flipped): the verify pass finds it and fetches it again.
+    const victim = files1[0];
+    const bad = readFileSync(join(storage2, victim));
+    bad[bad.length - 3] ^= 0xff;
+    writeFileSync(join(storage2, victim), bad);
+    const plain = await cli(syncEnv, ['storage-sync', '--once', '--json']);
+    // Without --verify only sizes are checked (a stat per file), so the flipped byte is not seen.
+    expect(JSON.parse(plain.stdout)).toMatchObject({ copiedFiles: 0, corruptFiles: 0 });
+    const verified = await cli(syncEnv, ['storage-sync', '--once', '--verify', '--json']);
+    expect(verified.code).toBe(2);
+    expect(JSON.parse(verified.stdout)).toMatchObject({
+      corruptFiles: 1,
+      copiedFiles: 1,
+      failedFiles: 0,
+      differences: [{ uuid: basename(victim), problem: 'corrupt-copy' }],
+    });
+    expect(md5(readFileSync(join(storage2, victim)))).toBe(md5(readFileSync(join(storage1, victim))));
+    expect(await (await fetch(`${gw2.url}/metrics`)).text()).toMatch(
+      /^aperture_storage_sync_corrupt_files 1$/m,
+    );
+
+    // The sync loop, as site 2 runs it: new objects stored at site 1 reach site 2's disk.
+    syncLoop = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/index.ts'), 'storage-sync'], {
+      cwd: ROOT,
+      env: { ...process.env, ...syncEnv, LOG_LEVEL: 'warn' },
+      stdio: 'ignore',
+    });
+    expect(await stowTo(gw1, [FILES[2], FILES[3]])).toBe(200);
+    await untilSynced(storage1, storage2, 30_000);
 
     // Writes at the standby site: refused with the reason, before anything is stored.
     const refused = await fetch(`${gw2.url}/projects/bk/dicom-web/studies`, {
@@ -405,16 +477,94 @@ describe('a second site on a streaming standby (issue 16)', () => {
     await startStandby();
     expect(await pending).toBe(200);
     const acked = await snapshot(gw1);
-    expect(acked.size).toBe(2);
+    expect(acked.size).toBe(4);
 
-    // Site 1 is lost; site 2 is promoted and becomes writable.
+    // The object stored during the cut reaches site 2's disk too, before site 1 is lost.
+    await untilSynced(join(stack.dir, 'orthanc/storage'), storage2, 30_000);
+    syncLoop.kill('SIGTERM');
+    syncLoop = undefined;
+
+    // Failover. While site 1's PostgreSQL still answers as a primary, the command refuses (two writers).
+    const failoverEnv = { DATABASE_URL: site2Db, ORTHANC_STORAGE_DIR: storage2 };
+    const fenced = await cli(failoverEnv, ['failover', '--old-primary', stack.env.DATABASE_URL, '--json']);
+    expect(fenced.code).toBe(1);
+    expect(fenced.stderr).toMatch(/still answers as a primary/);
+    // Site 1 is lost.
     await gw1.close();
     gw1 = undefined;
-    await asPg('pg_ctl', ['-D', data, '-w', 'promote']);
-    await new Promise((r) => setTimeout(r, 300));
-    const atSite2 = await snapshot(gw2);
+    await stack.kill('postgres');
+    const failover = await cli(failoverEnv, [
+      'failover',
+      '--old-primary',
+      stack.env.DATABASE_URL,
+      '--gateway-url',
+      gw2.url,
+      '--json',
+    ]);
+    expect(failover).toMatchObject({ code: 0 });
+    expect(JSON.parse(failover.stdout)).toMatchObject({
+      promoted: true,
+      wasPrimary: false,
+      oldPrimary: 'down',
+      storage: { missingFiles: 0 },
+      gateway: { role: 'primary' },
+    });
+    expect(await (await fetch(`${gw2.url}/readyz`)).json()).toMatchObject({ site: { role: 'primary' } });
+
+    // Site 2's own Orthanc, on the promoted index and the synced files (it cannot start on a standby).
+    const up = await run('bash', [STACK, 'up'], {
+      env: (site2StackEnv = { ...process.env, ...(await freshStackEnv(tmp)), PG_PORT: port2 }),
+      timeout: 300_000,
+      encoding: 'utf8',
+    });
+    const site2 = parseStackEnv(up.stdout);
+    const check = await cli({ ...failoverEnv, ...site2 }, ['failover', '--orthanc', '--json']);
+    expect(check).toMatchObject({ code: 0 });
+    expect(JSON.parse(check.stdout)).toMatchObject({
+      promoted: false,
+      wasPrimary: true,
+      orthanc: { up: true, instances: acked.size, indexedInstances: acked.size },
+    });
+    // A gateway on site 2's own archive: writable, and every acknowledged instance byte-identical.
+    await gw2.stop();
+    gw2 = undefined;
+    gw3 = await spawnGateway(await freePort(), {
+      ...site2,
+      ORTHANC_STORAGE_DIR: storage2,
+      INDEXER_ENABLED: 'false',
+      LOG_LEVEL: 'warn',
+    });
+    const atSite2 = await snapshot(gw3);
     expect([...atSite2.keys()].sort()).toEqual([...acked.keys()].sort());
     for (const [sop, v] of acked) expect(md5(atSite2.get(sop)!.bytes)).toBe(md5(v.bytes));
-    expect(await (await fetch(`${gw2.url}/readyz`)).json()).toMatchObject({ site: { role: 'primary' } });
+    expect(await stowTo(gw3, [LATE])).toBe(200);
   });
 });
+
+/** Files under a folder, as paths relative to it (Orthanc's storage: <2 hex>/<2 hex>/<uuid>). */
+function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(join(d, e.name));
+      else if (!e.name.startsWith('.')) out.push(relative(dir, join(d, e.name)));
+    }
+  };
+  if (existsSync(dir)) walk(dir);
+  return out.sort();
+}
+
+/** Waits until every file of site 1's storage is at site 2, byte-identical. */
+async function untilSynced(from: string, to: string, ms: number): Promise<void> {
+  const t0 = Date.now();
+  for (;;) {
+    const want = filesUnder(from);
+    const missing = want.filter(
+      (f) => !existsSync(join(to, f)) || md5(readFileSync(join(to, f))) !== md5(readFileSync(join(from, f))),
+    );
+    if (missing.length === 0) return;
+    if (Date.now() - t0 > ms)
+      throw new Error(`not synced within ${ms} ms: ${missing.length} of ${want.length}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -7,10 +7,12 @@ import { isUid } from '../dicom/uid';
 import { AppError, ForbiddenError, UnauthorizedError } from '../errors';
 import { readIndexerCursor } from '../index-db/ops-metrics';
 import { replicationState } from '../index-db/sites';
+import { readSyncStatus } from '../sites/storage-sync';
+import { storageSyncStateDir } from '../sites/sync-config';
 import { CURSOR_NAME } from '../ingest/change-feed';
 import { QueueName, getQueue, queuesReady } from '../jobs/queues';
 import { observeUpstream } from '../orthanc/client';
-import { siteSummary } from '../readiness';
+import { siteSummary, syncSummary } from '../readiness';
 import type { Services } from '../services';
 
 /**
@@ -174,6 +176,50 @@ export class GatewayMetrics {
     siteGauge('aperture_replication_standbys', 'Standbys connected to this primary', (s) => s.standbys);
     siteGauge('aperture_site_standby', '1 while this site is a read-only standby', (s) =>
       s.role === 'standby' ? 1 : 0,
+    );
+    // Storage sync at a standby site (issue 16): what `aperture storage-sync` last wrote to its status file. Absent
+    // (no series) where no sync runs.
+    const stateDir = storageSyncStateDir(this.services.config);
+    let syncRead: { at: number; p: Promise<ReturnType<typeof syncSummary>> } | undefined;
+    const sync = () => {
+      if (!syncRead || Date.now() - syncRead.at > 1000)
+        syncRead = { at: Date.now(), p: readSyncStatus(stateDir).then(syncSummary) };
+      return syncRead.p;
+    };
+    const syncGauge = (
+      name: string,
+      help: string,
+      value: (s: NonNullable<ReturnType<typeof syncSummary>>) => number,
+    ) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        async collect() {
+          const s = await sync();
+          if (s) this.set(value(s));
+        },
+      });
+    syncGauge(
+      'aperture_storage_sync_backlog_files',
+      "Storage files this site's replicated Orthanc index names that are not on its disk yet (found by the sync)",
+      (s) => s.backlogFiles,
+    );
+    syncGauge('aperture_storage_sync_backlog_bytes', 'Bytes of those files', (s) => s.backlogBytes);
+    syncGauge(
+      'aperture_storage_sync_corrupt_files',
+      'Copies at this site the last verify pass found not matching the index (moved aside and fetched again)',
+      (s) => s.corruptFiles,
+    );
+    syncGauge(
+      'aperture_storage_sync_behind_seconds',
+      'Time since the start of the newest sync pass that ended with every indexed file here (-1: never)',
+      (s) => s.behindSeconds,
+    );
+    syncGauge(
+      'aperture_storage_sync_status_age_seconds',
+      'Age of the sync status (grows when the sync process stopped)',
+      (s) => s.statusAgeSeconds,
     );
     new Gauge({
       name: 'aperture_audit_queue_events',

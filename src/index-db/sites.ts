@@ -84,3 +84,12 @@ export async function replicationState(db: Queryable): Promise<ReplicationState>
     })),
   };
 }
+
+/**
+ * Promotes this standby to primary (PostgreSQL's pg_promote(), superuser or an explicit GRANT), waiting up to
+ * `waitSeconds` for the promotion to finish; false when it did not finish in time.
+ */
+export async function promoteStandby(db: Queryable, waitSeconds: number): Promise<boolean> {
+  const r = await db.query<{ ok: boolean }>('SELECT pg_promote(true, $1) AS ok', [waitSeconds]);
+  return r.rows[0].ok;
+}

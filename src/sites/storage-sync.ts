@@ -1,0 +1,331 @@
+/**
+ * Storage sync to a standby site (issue 16). Orthanc keeps its files outside PostgreSQL, so streaming replication
+ * brings site 2 Orthanc's index but not the files it names. This runs at site 2: it pages through the replicated
+ * index (`AttachedFiles` in the standby's `orthanc` database, read-only queries only), and every file that is not on
+ * site 2's disk is fetched from site 1's Orthanc exactly as stored (`.../compressed-data`), checked against the
+ * size and MD5 the index recorded, written to a temporary name, fsynced and renamed into place.
+ *
+ * - Idempotent and resumable: the disk is the state. A file in place with the right size is done; an interrupted
+ *   copy leaves only a temporary name that the next pass overwrites. A pass can stop anywhere.
+ * - Checksummed: a copy whose bytes do not match the index is never put in place. A verify pass re-reads every copy
+ *   at site 2; a corrupted one is moved aside to `<state>/corrupt/` and fetched again.
+ * - Why not Orthanc peers: a peer re-stores an object into its own index under new attachment UUIDs, which cannot
+ *   match the replicated index that site 2's Orthanc will run on after promotion.
+ *
+ * The state (status.json, corrupt copies) lives in its own folder beside the storage, never inside Orthanc's
+ * StorageDirectory. The status file is what the gateway's /metrics and /readyz report (`readSyncStatus`).
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Logger } from 'pino';
+import type { Queryable } from '../index-db/pool';
+import type { PacsClient } from '../orthanc/client';
+import {
+  listStoredAttachments,
+  storagePathOf,
+  storedBytesPath,
+  type StoredAttachment,
+} from '../orthanc/storage-index';
+
+/** What went wrong with one file (by Orthanc's storage UUID: never PHI). */
+export interface SyncDifference {
+  uuid: string;
+  problem: 'source-size' | 'source-md5' | 'source-missing' | 'unreachable' | 'corrupt-copy' | 'write';
+  detail: string;
+}
+
+/** One pass's account. */
+export interface SyncPassReport {
+  startedAt: string;
+  seconds: number;
+  verify: boolean;
+  /** Files the replicated index lists, and of those the ones found on this site's disk (before copying). */
+  indexedFiles: number;
+  presentFiles: number;
+  /** Files fetched and put in place by this pass. */
+  copiedFiles: number;
+  copiedBytes: number;
+  /** Copies the verify re-read and found not matching the index (moved aside, then fetched again). */
+  corruptFiles: number;
+  /** Files still not (correctly) on this site's disk at the end of the pass. */
+  failedFiles: number;
+  differences: SyncDifference[];
+}
+
+/** status.json: the sync as the gateway reports it. */
+export interface SyncStatus {
+  format: 1;
+  updatedAt: string;
+  /** A pass is running (its counts so far are in `current`). */
+  running: boolean;
+  /** Start of the newest pass that ended with nothing missing: every file indexed before it is here, checked. */
+  syncedAsOf: string | null;
+  /** Files found missing by the running (or last) pass and not copied yet, failures included. */
+  backlogFiles: number;
+  backlogBytes: number;
+  /** Since the sync process started. */
+  copiedFiles: number;
+  copiedBytes: number;
+  /** Corrupt copies found by the newest verify pass. */
+  corruptFiles: number;
+  lastPass?: SyncPassReport;
+  lastVerify?: SyncPassReport;
+}
+
+export interface SyncTarget {
+  /** Index of this site's Orthanc (the replicated `orthanc` database). */
+  orthancIndex: Queryable;
+  /** Orthanc of the site the files come from. */
+  source: PacsClient;
+  /** This site's Orthanc StorageDirectory. */
+  storageDir: string;
+  /** status.json and corrupt/ (outside StorageDirectory). */
+  stateDir: string;
+  concurrency: number;
+  logger?: Logger;
+}
+
+const PAGE = 500;
+const MAX_DIFFERENCES = 100;
+
+/** Default state folder: beside the storage folder, `<storage>-sync`. */
+export function defaultStateDir(storageDir: string): string {
+  return storageDir.replace(/\/+$/, '') + '-sync';
+}
+
+async function sizeOnDisk(path: string): Promise<number | undefined> {
+  try {
+    return (await stat(path)).size;
+  } catch {
+    return undefined;
+  }
+}
+
+async function md5OfPath(path: string): Promise<string> {
+  const h = createHash('md5');
+  for await (const chunk of createReadStream(path) as AsyncIterable<Buffer>) h.update(chunk);
+  return h.digest('hex');
+}
+
+/** Fetches one file from the source into place; a difference when it cannot be done. */
+async function copyOne(t: SyncTarget, a: StoredAttachment): Promise<SyncDifference | undefined> {
+  const path = storagePathOf(t.storageDir, a.uuid);
+  const tmp = join(dirname(path), `.${a.uuid}.sync-tmp`);
+  let body: AsyncIterable<Buffer>;
+  try {
+    body = (await t.source.getStream(storedBytesPath(a), AbortSignal.timeout(300_000)))
+      .body as AsyncIterable<Buffer>;
+  } catch (err) {
+    const missing = err instanceof Error && /not found/i.test(err.message);
+    return {
+      uuid: a.uuid,
+      problem: missing ? 'source-missing' : 'unreachable',
+      detail: missing ? 'the source site does not hold it' : err instanceof Error ? err.message : String(err),
+    };
+  }
+  await mkdir(dirname(path), { recursive: true });
+  const h = createHash('md5');
+  let bytes = 0;
+  const fh = await open(tmp, 'w', 0o644);
+  try {
+    // Chunk by chunk, awaiting each write: memory stays flat whatever the file's size.
+    for await (const chunk of body) {
+      h.update(chunk);
+      bytes += chunk.length;
+      await fh.write(chunk);
+    }
+    await fh.sync();
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    return { uuid: a.uuid, problem: 'write', detail: err instanceof Error ? err.message : String(err) };
+  }
+  await fh.close();
+  const md5 = h.digest('hex');
+  if (bytes !== a.size || (a.md5 && md5 !== a.md5)) {
+    await rm(tmp, { force: true });
+    return bytes !== a.size
+      ? { uuid: a.uuid, problem: 'source-size', detail: `received ${bytes} bytes, the index says ${a.size}` }
+      : { uuid: a.uuid, problem: 'source-md5', detail: `received MD5 ${md5}, the index says ${a.md5}` };
+  }
+  await rename(tmp, path);
+  return undefined;
+}
+
+/** Runs `fn` over `items`, at most `n` at once. */
+async function eachLimited<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(n, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]);
+    }),
+  );
+}
+
+/** Reads status.json (undefined when the sync never ran here). */
+export async function readSyncStatus(stateDir: string): Promise<SyncStatus | undefined> {
+  try {
+    return JSON.parse(await readFile(join(stateDir, 'status.json'), 'utf8')) as SyncStatus;
+  } catch {
+    return undefined;
+  }
+}
+
+async function writeStatus(stateDir: string, s: SyncStatus): Promise<void> {
+  await mkdir(stateDir, { recursive: true });
+  const tmp = join(stateDir, `.status.${process.pid}.tmp`);
+  await writeFile(tmp, JSON.stringify(s, null, 2));
+  await rename(tmp, join(stateDir, 'status.json'));
+}
+
+/**
+ * One pass over the whole replicated index: every missing file (or, with `verify`, every file whose copy does not
+ * match) is fetched. status.json is rewritten after every page, so the backlog is visible while a pass runs.
+ */
+export async function syncStoragePass(
+  t: SyncTarget,
+  opts: { verify?: boolean } = {},
+): Promise<SyncPassReport> {
+  const started = Date.now();
+  const prev = await readSyncStatus(t.stateDir);
+  const report: SyncPassReport = {
+    startedAt: new Date(started).toISOString(),
+    seconds: 0,
+    verify: opts.verify === true,
+    indexedFiles: 0,
+    presentFiles: 0,
+    copiedFiles: 0,
+    copiedBytes: 0,
+    corruptFiles: 0,
+    failedFiles: 0,
+    differences: [],
+  };
+  const note = (d: SyncDifference) => {
+    if (report.differences.length < MAX_DIFFERENCES) report.differences.push(d);
+    t.logger?.warn({ uuid: d.uuid, problem: d.problem }, 'storage sync: file not synced');
+  };
+  let backlogFiles = 0;
+  let backlogBytes = 0;
+  const status = (running: boolean): SyncStatus => ({
+    format: 1,
+    updatedAt: new Date().toISOString(),
+    running,
+    syncedAsOf: !running && report.failedFiles === 0 ? report.startedAt : (prev?.syncedAsOf ?? null),
+    backlogFiles,
+    backlogBytes,
+    copiedFiles: (prev?.copiedFiles ?? 0) + report.copiedFiles,
+    copiedBytes: (prev?.copiedBytes ?? 0) + report.copiedBytes,
+    corruptFiles: opts.verify ? report.corruptFiles : (prev?.corruptFiles ?? 0),
+    lastPass: running ? prev?.lastPass : report,
+    lastVerify: opts.verify && !running ? report : prev?.lastVerify,
+  });
+  let after = '';
+  for (;;) {
+    const page = await listStoredAttachments(t.orthancIndex, after, PAGE);
+    if (page.length === 0) break;
+    after = page[page.length - 1].uuid;
+    report.indexedFiles += page.length;
+    const todo: StoredAttachment[] = [];
+    await eachLimited(page, t.concurrency * 4, async (a) => {
+      const path = storagePathOf(t.storageDir, a.uuid);
+      const size = await sizeOnDisk(path);
+      if (size !== a.size) return void todo.push(a);
+      if (opts.verify && a.md5 && (await md5OfPath(path)) !== a.md5) {
+        report.corruptFiles++;
+        note({
+          uuid: a.uuid,
+          problem: 'corrupt-copy',
+          detail: "this site's copy does not match the index's MD5",
+        });
+        // Kept for inspection, out of Orthanc's folder; the copy is fetched again below.
+        await mkdir(join(t.stateDir, 'corrupt'), { recursive: true });
+        await rename(path, join(t.stateDir, 'corrupt', `${a.uuid}.${started}`));
+        return void todo.push(a);
+      }
+      report.presentFiles++;
+    });
+    backlogFiles += todo.length;
+    backlogBytes += todo.reduce((n, a) => n + a.size, 0);
+    // Seen before the copies start, so that a scrape during a large catch-up shows what is pending.
+    if (todo.length) await writeStatus(t.stateDir, status(true));
+    await eachLimited(todo, t.concurrency, async (a) => {
+      const d = await copyOne(t, a);
+      if (d) {
+        report.failedFiles++;
+        note(d);
+        return;
+      }
+      report.copiedFiles++;
+      report.copiedBytes += a.size;
+      backlogFiles--;
+      backlogBytes -= a.size;
+    });
+    await writeStatus(t.stateDir, status(true));
+  }
+  report.seconds = (Date.now() - started) / 1000;
+  await writeStatus(t.stateDir, status(false));
+  if (report.copiedFiles || report.failedFiles || report.corruptFiles)
+    t.logger?.info(
+      {
+        copied: report.copiedFiles,
+        bytes: report.copiedBytes,
+        failed: report.failedFiles,
+        corrupt: report.corruptFiles,
+        verify: report.verify,
+      },
+      'storage sync pass',
+    );
+  return report;
+}
+
+/**
+ * The sync loop: a pass every `intervalMs` (a verify pass every `verifyEveryMs`), until `signal` aborts. A pass that
+ * fails (index or source down) is logged and retried at the next interval.
+ */
+export async function runStorageSync(
+  t: SyncTarget,
+  opts: { intervalMs: number; verifyEveryMs: number; signal: AbortSignal },
+): Promise<void> {
+  let lastVerify = Date.now();
+  while (!opts.signal.aborted) {
+    const verify = opts.verifyEveryMs > 0 && Date.now() - lastVerify >= opts.verifyEveryMs;
+    try {
+      await syncStoragePass(t, { verify });
+      if (verify) lastVerify = Date.now();
+    } catch (err) {
+      t.logger?.warn({ err: err instanceof Error ? err.message : String(err) }, 'storage sync pass failed');
+    }
+    await new Promise<void>((resolve) => {
+      // One listener per pause, removed with it (a listener per pass would pile up on the long-lived signal).
+      const wake = () => {
+        clearTimeout(timer);
+        opts.signal.removeEventListener('abort', wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, opts.intervalMs);
+      opts.signal.addEventListener('abort', wake, { once: true });
+    });
+  }
+}
+
+/** Files the index names that are missing (or of the wrong size) on this site's disk: a stat each, nothing fetched. */
+export async function countMissingFiles(
+  t: Pick<SyncTarget, 'orthancIndex' | 'storageDir' | 'concurrency'>,
+): Promise<{ indexedFiles: number; missingFiles: number; missingBytes: number; sample: string[] }> {
+  const out = { indexedFiles: 0, missingFiles: 0, missingBytes: 0, sample: [] as string[] };
+  let after = '';
+  for (;;) {
+    const page = await listStoredAttachments(t.orthancIndex, after, PAGE);
+    if (page.length === 0) return out;
+    after = page[page.length - 1].uuid;
+    out.indexedFiles += page.length;
+    await eachLimited(page, t.concurrency * 4, async (a) => {
+      if ((await sizeOnDisk(storagePathOf(t.storageDir, a.uuid))) === a.size) return;
+      out.missingFiles++;
+      out.missingBytes += a.size;
+      if (out.sample.length < 20) out.sample.push(a.uuid);
+    });
+  }
+}
