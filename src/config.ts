@@ -190,8 +190,6 @@ export const configSchema = z.object({
   PIPELINE_GATEWAY_URL: z.string().url().default('http://127.0.0.1:8080'),
   /** Private working folders of runs (one per run, mode 0700, removed afterwards); default os.tmpdir()/aperture-runs. */
   PIPELINE_WORK_DIR: z.string().optional(),
-  /** Artefact store (NIfTI, logs) on the file system; default .stack/artefacts. */
-  PIPELINE_ARTEFACT_DIR: z.string().default('.stack/artefacts'),
   /** Runs one worker process executes at once. */
   PIPELINE_CONCURRENCY: int(2, 1),
   /** Wall-clock limit of one tool run; the sandbox is killed past it. */

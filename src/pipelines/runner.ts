@@ -1,18 +1,24 @@
 /**
  * One attempt of a pipeline run, in the worker: token → private folder → inputs by WADO-RS → sandboxed tool →
- * DICOM outputs by STOW-RS, other outputs and the logs into the artefact store → folder removed. Results are only
- * stored once the tool has exited 0 and every output passed its checks, so a run killed or failed before that point
- * leaves nothing in the project; each attempt starts from an empty folder and drops the artefacts of the last one.
+ * DICOM outputs by STOW-RS, other outputs and the logs into the research records' FileStore → folder removed.
+ * Results are only stored once the tool has exited 0 and every output passed its checks, so a run killed or failed
+ * before that point leaves nothing in the project; each attempt starts from an empty folder and drops the artefacts
+ * of the last one. A succeeded run's non-DICOM outputs and logs become files of the subject(s) of its input series
+ * (path `runs/<run id>/…`), in the same transaction that marks the run succeeded: browsable and downloadable with
+ * their checksums like any uploaded file. The logs of a failed run stay run artefacts only.
  */
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { extname, join, relative } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Pool } from 'pg';
 import { mintRunToken } from '../auth/run-tokens';
 import type { Config } from '../config';
 import { parsePart10 } from '../dicom/parse';
+import { insertAuditEvents } from '../index-db/audit';
+import { withTransaction } from '../index-db/pool';
+import { insertFileVersion, subjectsOfSeries } from '../index-db/records';
 import {
   deleteArtefacts,
   finishRun,
@@ -24,7 +30,7 @@ import {
   upsertArtefact,
 } from '../index-db/pipelines';
 import type { Logger } from '../logger';
-import type { ArtefactStore } from './artefacts';
+import type { FileStore } from '../records/file-store';
 import { buildCommandLine, type RunParams, validateDescriptor } from './descriptor';
 import { fetchSeries, GatewayCallError, type GatewayTarget, storeFiles } from './gateway-client';
 import { runSandboxed } from './sandbox';
@@ -47,7 +53,8 @@ export interface RunnerDeps {
     | 'PIPELINE_MAX_OUTPUT_BYTES'
     | 'STOW_MAX_PART_BYTES'
   >;
-  artefacts: ArtefactStore;
+  /** The research records' FileStore: the bytes of logs and non-DICOM outputs. */
+  files: FileStore;
   /** Folder of the tools shipped with Aperture, shown read-only in the sandbox. */
   toolsDir?: string;
   /** Reports progress to the job queue too (BullMQ updateProgress). */
@@ -113,8 +120,8 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
   const dir = join(workRoot(config), runId);
   // Whatever an earlier attempt left (a killed worker): neither its folder nor its artefacts count.
   await rm(dir, { recursive: true, force: true });
+  // (Blobs stay in the content-addressed store: another file may share them.)
   await deleteArtefacts(db, runId);
-  await deps.artefacts.removeRun(runId);
   try {
     if (!config.PIPELINE_RUN_TOKEN_SECRET) throw new RunFailure('PIPELINE_RUN_TOKEN_SECRET is not set');
     const pipelineRow = await getPipeline(db, run.pipeline_name, run.pipeline_version);
@@ -200,8 +207,10 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
       },
       shouldCancel: () => runCancelRequested(db, runId),
     });
-    await saveLog(deps, runId, 'stdout.txt', result.stdout);
-    await saveLog(deps, runId, 'stderr.txt', result.stderr);
+    const logs = [
+      await saveLog(deps, runId, 'stdout.txt', result.stdout),
+      await saveLog(deps, runId, 'stderr.txt', result.stderr),
+    ];
     if (result.cancelled) {
       await finishRun(db, runId, { state: 'cancelled', error: 'cancelled on request' });
       return 'cancelled';
@@ -225,13 +234,68 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
       const stored = await storeFiles(target, dicom);
       outputSeries = stored.seriesUids;
     }
+    // Bytes first (durable, content-addressed), then every row in one transaction with the run's success.
+    const outputs: StoredOutput[] = [...logs];
     for (const f of other) {
-      const name = relative(outDir, f).split('/').join('__');
-      const put = await deps.artefacts.put(runId, name, createReadStream(f));
-      await upsertArtefact(db, { runId, name, kind: 'output', ...put });
+      const path = relative(outDir, f);
+      const blob = await deps.files.put(createReadStream(f), config.PIPELINE_MAX_OUTPUT_BYTES);
+      outputs.push({ name: path.split('/').join('__'), path, kind: 'output', ...blob });
     }
-    await finishRun(db, runId, { state: 'succeeded', exitCode: 0, outputSeries });
-    deps.logger?.info({ run: runId, dicom: dicom.length, artefacts: other.length }, 'pipeline run succeeded');
+    const subjects = await subjectsOfSeries(db, run.project_id, run.input_series);
+    await withTransaction(db, async (client) => {
+      for (const o of outputs) {
+        if (o.kind === 'output')
+          await upsertArtefact(client, {
+            runId,
+            name: o.name,
+            kind: o.kind,
+            bytes: o.size,
+            sha256: o.sha256,
+          });
+        for (const s of subjects)
+          await insertFileVersion(client, {
+            project_id: run.project_id,
+            subject_id: s.id,
+            record_id: null,
+            path: `runs/${runId}/${o.path}`,
+            sha256: o.sha256,
+            size: o.size,
+            media_type: mediaTypeOf(o.path),
+            created_by: run.created_by,
+            run_id: runId,
+          });
+      }
+      await insertAuditEvents(client, [
+        {
+          at: new Date(),
+          principal: run.created_by,
+          principalKind: 'user',
+          action: 'run.results',
+          projectId: run.project_id,
+          studyUid: null,
+          seriesUid: null,
+          sopInstanceUid: null,
+          outcome: 200,
+          bytes: outputs.reduce((n, o) => n + o.size, 0),
+          clientIp: null,
+          method: null,
+          route: 'worker:pipelines',
+          detail: {
+            run: runId,
+            pipeline: run.pipeline_name,
+            dicom: dicom.length,
+            series: outputSeries.length,
+            files: outputs.length,
+            subjects: subjects.map((s) => s.id),
+          },
+        },
+      ]);
+      await finishRun(client, runId, { state: 'succeeded', exitCode: 0, outputSeries });
+    });
+    deps.logger?.info(
+      { run: runId, dicom: dicom.length, files: outputs.length, subjects: subjects.length },
+      'pipeline run succeeded',
+    );
     return 'succeeded';
   } catch (err) {
     if (err instanceof RunFailure) {
@@ -295,7 +359,36 @@ export async function collectOutputs(
   return { dicom, other };
 }
 
-async function saveLog(deps: RunnerDeps, runId: string, name: string, body: Buffer): Promise<void> {
-  const put = await deps.artefacts.put(runId, name, Readable.from([body]));
-  await upsertArtefact(deps.db, { runId, name, kind: 'log', ...put });
+/** A non-DICOM output or log in the FileStore: its artefact name (flat), its path under the run, its blob. */
+interface StoredOutput {
+  name: string;
+  path: string;
+  kind: 'output' | 'log';
+  sha256: string;
+  size: number;
+}
+
+const MEDIA_TYPES: Record<string, string> = {
+  '.nii': 'application/x-nifti', // no registered type; the one NIfTI tools and XNAT use
+  '.gz': 'application/gzip',
+  '.json': 'application/json',
+  '.txt': 'text/plain',
+  '.log': 'text/plain',
+  '.csv': 'text/csv',
+  '.tsv': 'text/tab-separated-values',
+  '.html': 'text/html',
+  '.pdf': 'application/pdf',
+  '.png': 'image/png',
+};
+
+/** The media type of an output file by its extension (application/octet-stream when unknown). */
+export function mediaTypeOf(path: string): string {
+  return MEDIA_TYPES[extname(path).toLowerCase()] ?? 'application/octet-stream';
+}
+
+/** Stores a log in the FileStore and records it as a run artefact at once (failed runs keep their logs too). */
+async function saveLog(deps: RunnerDeps, runId: string, name: string, body: Buffer): Promise<StoredOutput> {
+  const blob = await deps.files.put(Readable.from([body]), body.length);
+  await upsertArtefact(deps.db, { runId, name, kind: 'log', bytes: blob.size, sha256: blob.sha256 });
+  return { name, path: `logs/${name}`, kind: 'log', ...blob };
 }
