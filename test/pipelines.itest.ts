@@ -407,6 +407,53 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
     expect(existsSync('/usr/aperture-probe')).toBe(false);
   });
 
+  it('a tool that exceeds its memory limit fails cleanly: the run is failed, the reason in words, nothing kept', async () => {
+    // suggested-resources.ram (GB) lowers the site's limit for this tool to 256 MiB.
+    const hog = {
+      name: 'memory-hog',
+      'tool-version': '1',
+      description: 'allocates [MB] MiB',
+      'schema-version': '0.5',
+      'command-line':
+        'python3 -c "import sys; b = bytearray(int(sys.argv[1]) * 1024 * 1024); print(len(b))" [MB] [IN]',
+      inputs: [
+        { id: 'in', name: 'in', type: 'File', 'value-key': '[IN]' },
+        {
+          id: 'mb',
+          name: 'MiB',
+          type: 'Number',
+          integer: true,
+          minimum: 1,
+          maximum: 4096,
+          'value-key': '[MB]',
+        },
+      ],
+      'suggested-resources': { ram: 0.25 },
+    };
+    expect((await api('POST', '/api/pipelines', carol, hog)).status).toBe(201);
+    const before = await seriesInDemo();
+    const big = await finished(await startRun('memory-hog', { mb: 1024 }));
+    expect(big.state).toBe('failed');
+    // rlimits here (no delegated cgroup v2 on this host): the allocation fails; with a cgroup, the OOM killer.
+    expect(big.error).toMatch(
+      /^the tool (ran out of memory: its limit is 256 MiB \(address space, RLIMIT_AS\); exited 1|exceeded its memory limit of 256 MiB and was killed \(cgroup memory\.max\))$/,
+    );
+    const err = await fetch(`${url}/api/projects/demo/runs/${big.id}/artefacts/stderr.txt`, {
+      headers: bearer(bob),
+    });
+    expect(await err.text()).toMatch(/MemoryError/);
+    expect((await api('GET', `/api/projects/demo/runs/${big.id}`, bob)).json.files).toEqual([]);
+    expect(await seriesInDemo()).toEqual(before);
+    expect(existsSync(join(work, big.id))).toBe(false);
+    // Under the limit the same tool runs, on the same worker, right after.
+    const small = await finished(await startRun('memory-hog', { mb: 32 }));
+    expect([small.state, small.error]).toEqual(['succeeded', null]);
+    const out = await fetch(`${url}/api/projects/demo/runs/${small.id}/artefacts/stdout.txt`, {
+      headers: bearer(bob),
+    });
+    expect((await out.text()).trim()).toBe(String(32 * 1024 * 1024));
+  });
+
   it('cancels a running run and retries it', async () => {
     const id = await startRun('threshold', { threshold: 1, delay: 30 });
     await waitFor(

@@ -8,7 +8,7 @@
  * their checksums like any uploaded file. The logs of a failed run stay run artefacts only.
  */
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { extname, join, relative } from 'node:path';
 import { Readable } from 'node:stream';
@@ -31,7 +31,8 @@ import {
 } from '../index-db/pipelines';
 import type { Logger } from '../logger';
 import type { FileStore } from '../records/file-store';
-import { buildCommandLine, type RunParams, validateDescriptor } from './descriptor';
+import { createRunCgroup, type CgroupSupport, detectCgroup, type RunCgroup } from './cgroups';
+import { type BoutiquesDescriptor, buildCommandLine, type RunParams, validateDescriptor } from './descriptor';
 import { fetchSeries, GatewayCallError, type GatewayTarget, storeFiles } from './gateway-client';
 import { runSandboxed } from './sandbox';
 
@@ -48,6 +49,8 @@ export interface RunnerDeps {
     | 'PIPELINE_TIMEOUT_S'
     | 'PIPELINE_CPU_S'
     | 'PIPELINE_MEMORY_BYTES'
+    | 'PIPELINE_CPU_CORES'
+    | 'PIPELINE_CGROUP_DIR'
     | 'PIPELINE_LOG_MAX_BYTES'
     | 'PIPELINE_MAX_INPUT_INSTANCES'
     | 'PIPELINE_MAX_OUTPUT_BYTES'
@@ -68,6 +71,46 @@ export type RunOutcome = 'succeeded' | 'failed' | 'cancelled' | 'skipped';
 export function workRoot(config: Pick<Config, 'PIPELINE_WORK_DIR'>): string {
   return config.PIPELINE_WORK_DIR ?? join(tmpdir(), 'aperture-runs');
 }
+
+const cgroupChecks = new Map<string, Promise<CgroupSupport>>();
+
+/** Whether runs get cgroups here (checked once per folder and process; the answer is logged once). */
+export function cgroupSupport(
+  config: Pick<Config, 'PIPELINE_CGROUP_DIR'>,
+  logger?: Logger,
+): Promise<CgroupSupport> {
+  const key = config.PIPELINE_CGROUP_DIR ?? '';
+  let p = cgroupChecks.get(key);
+  if (!p) {
+    p = detectCgroup(config.PIPELINE_CGROUP_DIR).then((s) => {
+      if (s.available)
+        logger?.info({ cgroup: s.dir }, 'pipeline runs get cgroup v2 memory, cpu and pids limits');
+      else logger?.warn({ reason: s.reason }, 'pipeline runs get rlimits only (no cgroup v2 limits)');
+      return s;
+    });
+    cgroupChecks.set(key, p);
+  }
+  return p;
+}
+
+/** The limits of a run: the site's, lowered by the descriptor's suggested resources (Boutiques gives RAM in GB). */
+export function runLimits(
+  config: Pick<Config, 'PIPELINE_MEMORY_BYTES' | 'PIPELINE_CPU_CORES'>,
+  d: BoutiquesDescriptor,
+): { memoryBytes: number; cpuCores: number } {
+  const res = d['suggested-resources'] ?? {};
+  const ram = res.ram !== undefined ? Math.floor(res.ram * 1024 ** 3) : Infinity;
+  const cores = res['cpu-cores'] ?? Infinity;
+  return {
+    memoryBytes: Math.max(16 * 1024 ** 2, Math.min(config.PIPELINE_MEMORY_BYTES, ram)),
+    cpuCores: Math.min(config.PIPELINE_CPU_CORES, cores),
+  };
+}
+
+const mib = (n: number) => `${Math.round(n / 1024 ** 2)} MiB`;
+/** What a tool prints when an allocation fails under RLIMIT_AS (Python, C, C++, glibc, Java, R). */
+const ALLOCATION_FAILED =
+  /MemoryError|Cannot allocate memory|std::bad_alloc|out of memory|OutOfMemoryError|cannot allocate vector/i;
 
 /** A failure of the run itself (the tool, its outputs): final, not retried by the queue. */
 export class RunFailure extends Error {}
@@ -118,6 +161,7 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     await deps.onProgress?.(phase, pct);
   };
   const dir = join(workRoot(config), runId);
+  let cgroup: RunCgroup | undefined;
   // Whatever an earlier attempt left (a killed worker): neither its folder nor its artefacts count.
   await rm(dir, { recursive: true, force: true });
   // (Blobs stay in the content-addressed store: another file may share them.)
@@ -192,6 +236,12 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     await progress('running', 30);
     const command = buildCommandLine(descriptor, run.params as RunParams);
     const env = Object.fromEntries((descriptor['environment-variables'] ?? []).map((e) => [e.name, e.value]));
+    const limits = runLimits(config, descriptor);
+    const cg = await cgroupSupport(config, deps.logger);
+    if (cg.available) {
+      await rmCgroupLeftover(cg.dir, runId);
+      cgroup = await createRunCgroup(cg.dir, runId, { ...limits, pids: 4096 });
+    }
     const result = await runSandboxed({
       command,
       inDir,
@@ -201,10 +251,11 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
       limits: {
         timeoutMs: config.PIPELINE_TIMEOUT_S * 1000,
         cpuS: config.PIPELINE_CPU_S,
-        memoryBytes: config.PIPELINE_MEMORY_BYTES,
+        memoryBytes: limits.memoryBytes,
         fileBytes: config.PIPELINE_MAX_OUTPUT_BYTES,
         logMaxBytes: config.PIPELINE_LOG_MAX_BYTES,
       },
+      cgroupProcs: cgroup?.procsFile,
       shouldCancel: () => runCancelRequested(db, runId),
     });
     const logs = [
@@ -217,9 +268,18 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     }
     if (result.timedOut) throw new RunFailure(`the tool ran longer than ${config.PIPELINE_TIMEOUT_S} s`);
     if (result.exitCode !== 0) {
-      const how = result.signal
-        ? `was killed by ${result.signal} (limits: CPU, memory)`
-        : `exited ${result.exitCode}`;
+      // The reason in words: the run's error is what the Runs page shows.
+      let how: string;
+      if (cgroup && (await cgroup.oomKilled()))
+        how = `exceeded its memory limit of ${mib(limits.memoryBytes)} and was killed (cgroup memory.max)`;
+      else if (result.signal === 'SIGXCPU')
+        how = `exceeded its CPU time limit of ${config.PIPELINE_CPU_S} s and was killed`;
+      else if (!cgroup && ALLOCATION_FAILED.test(result.stderr.toString('latin1')))
+        how = `ran out of memory: its limit is ${mib(limits.memoryBytes)} (address space, RLIMIT_AS); exited ${
+          result.exitCode ?? result.signal
+        }`;
+      else if (result.signal) how = `was killed by ${result.signal} (limits: CPU, memory)`;
+      else how = `exited ${result.exitCode}`;
       const err = new RunFailure(`the tool ${how}`);
       (err as RunFailure & { exitCode?: number | null }).exitCode = result.exitCode;
       throw err;
@@ -314,8 +374,21 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     }
     throw err;
   } finally {
+    await cgroup?.remove();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** Removes the cgroup a killed worker's attempt left (its processes died with it: --die-with-parent). */
+async function rmCgroupLeftover(dir: string, runId: string): Promise<void> {
+  const left = join(dir, `run-${runId}`);
+  if (
+    await stat(left).then(
+      () => true,
+      () => false,
+    )
+  )
+    await rmdir(left).catch(() => undefined);
 }
 
 /**
