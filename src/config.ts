@@ -194,16 +194,24 @@ export const configSchema = z.object({
   PIPELINE_GATEWAY_URL: z.string().url().default('http://127.0.0.1:8080'),
   /** Private working folders of runs (one per run, mode 0700, removed afterwards); default os.tmpdir()/aperture-runs. */
   PIPELINE_WORK_DIR: z.string().optional(),
-  /** Artefact store (NIfTI, logs) on the file system; default .stack/artefacts. */
-  PIPELINE_ARTEFACT_DIR: z.string().default('.stack/artefacts'),
   /** Runs one worker process executes at once. */
   PIPELINE_CONCURRENCY: int(2, 1),
   /** Wall-clock limit of one tool run; the sandbox is killed past it. */
   PIPELINE_TIMEOUT_S: int(3600, 1),
   /** CPU seconds a tool may use (RLIMIT_CPU). */
   PIPELINE_CPU_S: int(3600, 1),
-  /** Address space of the tool (RLIMIT_AS); bounds its memory. */
+  /**
+   * Memory of a tool run (a descriptor's suggested-resources.ram can only lower it): its cgroup's memory.max when
+   * PIPELINE_CGROUP_DIR gives one, else its address space (RLIMIT_AS).
+   */
   PIPELINE_MEMORY_BYTES: int(4 * 1024 ** 3, 64 * 1024 ** 2),
+  /** CPU cores of a tool run (cgroup cpu.max; lowered by suggested-resources.cpu-cores); only with a cgroup. */
+  PIPELINE_CPU_CORES: z.coerce.number().positive().default(1),
+  /**
+   * A delegated cgroup v2 folder (memory and cpu controllers, writable, no process of its own) under which each run
+   * gets a cgroup with memory.max, cpu.max and pids.max; unset = rlimits only (src/pipelines/cgroups.ts).
+   */
+  PIPELINE_CGROUP_DIR: z.string().optional(),
   /** Bytes of stdout and of stderr kept per run (the rest is cut, and the cut noted). */
   PIPELINE_LOG_MAX_BYTES: int(1024 * 1024, 1024),
   /** Input series per run, and instances over all of them. */

@@ -175,6 +175,25 @@ describe('compose stack (compose/docker-compose.yml)', () => {
     expect(asObj(service('worker').environment).INDEXER_ENABLED).toBe('false');
   });
 
+  it('gives gateways and workers the run-token key and one shared FileStore volume; workers reach the gateway', () => {
+    for (const name of ['gateway', 'worker']) {
+      const env = asObj(service(name).environment);
+      expect({ name, key: env.PIPELINE_RUN_TOKEN_SECRET }).toEqual({
+        name,
+        key: filledEnv.PIPELINE_RUN_TOKEN_SECRET,
+      });
+      expect(asArr(service(name).volumes)).toContain(`record-files:${String(env.RECORDS_FILES_DIR)}`);
+    }
+    expect(Object.keys(asObj(loadCompose().volumes))).toContain('record-files');
+    const { PIPELINE_RUN_TOKEN_SECRET: _omitted, ...withoutKey } = filledEnv;
+    expect(() => loadCompose(withoutKey)).toThrow(/PIPELINE_RUN_TOKEN_SECRET/);
+    const worker = asObj(service('worker').environment);
+    expect(String(worker.PIPELINE_GATEWAY_URL)).toMatch(/^http:\/\/gateway:8080$/);
+    // bubblewrap needs user namespaces inside the worker's container: the one service without Docker's profiles.
+    expect(asArr(service('worker').security_opt)).toEqual(['seccomp=unconfined', 'apparmor=unconfined']);
+    expect(asArr(service('gateway').security_opt)).toEqual([]);
+  });
+
   it('runs Orthanc on its PostgreSQL index with only that plugin (no DICOMweb on the request path)', () => {
     // orthanc.json allows // comments (Orthanc's reader does); none of its strings holds "//".
     const cfg = JSON.parse(read('compose/orthanc.json').replace(/^\s*\/\/.*$/gm, '')) as Obj;
@@ -333,6 +352,30 @@ describe('production image (compose/gateway.Dockerfile)', () => {
     expect(read('compose/gateway.Dockerfile')).toMatch(/^CMD \["node", "dist\/main\.js"\]$/m);
   });
 
+  it("carries the pipeline runner's Debian tools and the shipped tools, from a build stage", () => {
+    const stages = parseDockerfile(read('compose/gateway.Dockerfile'));
+    const final = stages[stages.length - 1].instructions;
+    const installs = final
+      .filter((i) => i.op === 'RUN')
+      .map((i) => /apt-get install\s+(.*?)(&&|$)/.exec(i.args)?.[1] ?? '')
+      .join(' ')
+      .split(/\s+/);
+    expect(installs).toEqual(
+      expect.arrayContaining([
+        '--no-install-recommends',
+        'bubblewrap',
+        'dcm2niix',
+        'python3-pydicom',
+        'python3-numpy',
+      ]),
+    );
+    expect(final).toContainEqual({ op: 'COPY', args: '--from=build /app/pipelines pipelines' });
+    for (const d of ['pipelines/bin', 'pipelines/descriptors'])
+      expect(read('compose/gateway.Dockerfile.dockerignore').split('\n')).toContain(`!${d}`);
+    // SHIPPED_TOOLS_DIR (dist/jobs/../../pipelines/bin) is where the image puts them.
+    expect(read('src/jobs/pipeline-run.ts')).toMatch(/join\(__dirname, '\.\.\/\.\.\/pipelines\/bin'\)/);
+  });
+
   it('the lint catches a root image that copies the demo realm and dev dependencies', () => {
     const bad = [
       'FROM node:20 AS build',
@@ -469,9 +512,12 @@ describe('Kubernetes manifests (deploy/, kustomize base + production overlay)', 
     expect(String(c.image)).toBe('registry.example.org/aperture/gateway:0.1.0');
     expect(asObj(asObj(c.livenessProbe).httpGet).path).toBe('/healthz');
     expect(asObj(asObj(c.readinessProbe).httpGet).path).toBe('/readyz');
+    // No state of its own: the one claim it mounts is the FileStore every gateway and worker shares.
     expect(
-      asArr(gw.spec && asObj(podSpecOf(gw)).volumes).some((v) => 'persistentVolumeClaim' in asObj(v)),
-    ).toBe(false);
+      asArr(gw.spec && asObj(podSpecOf(gw)).volumes)
+        .map((v) => asObj(asObj(v).persistentVolumeClaim).claimName)
+        .filter(Boolean),
+    ).toEqual(['aperture-files']);
     const svc = find('Service', 'gateway');
     expect(selects({ matchLabels: asObj(svc.spec).selector }, podLabelsOf(gw))).toBe(true);
     const ing = asObj(find('Ingress', 'gateway').spec);
@@ -584,6 +630,32 @@ describe('Kubernetes manifests (deploy/, kustomize base + production overlay)', 
     // Any other pod (an ingress controller, a compromised neighbour): no REST, DIMSE yes (modalities).
     expect(allowed({ app: 'something-else' }, 8042)).toBe(false);
     expect(allowed({ app: 'something-else' }, 4242)).toBe(true);
+  });
+
+  it('mounts one ReadWriteMany FileStore volume in gateways and workers and gives both the run-token key', () => {
+    const claim = find('PersistentVolumeClaim', 'aperture-files');
+    expect(asArr(asObj(claim.spec).accessModes)).toEqual(['ReadWriteMany']);
+    const config = asObj(find('ConfigMap', 'aperture-config').data);
+    for (const name of ['gateway', 'worker']) {
+      const d = find('Deployment', name);
+      const vol = asArr(podSpecOf(d).volumes)
+        .map(asObj)
+        .find((v) => asObj(v.persistentVolumeClaim).claimName === 'aperture-files');
+      expect({ name, mounted: Boolean(vol) }).toEqual({ name, mounted: true });
+      const mount = asArr(containersOf(d)[0].volumeMounts)
+        .map(asObj)
+        .find((m) => m.name === vol!.name);
+      expect(mount?.mountPath).toBe(config.RECORDS_FILES_DIR);
+      expect(asObj(podSpecOf(d).securityContext).fsGroup).toBe(1000);
+      // The key reaches both through aperture-secrets (checked above), whose example lists it.
+      expect(asArr(containersOf(d)[0].envFrom).map((f) => asObj(asObj(f).secretRef).name)).toContain(
+        'aperture-secrets',
+      );
+    }
+    expect(read('deploy/secrets.env.example')).toMatch(/^PIPELINE_RUN_TOKEN_SECRET=$/m);
+    const workerEnv = asArr(containersOf(find('Deployment', 'worker'))[0].env).map(asObj);
+    expect(workerEnv).toContainEqual({ name: 'PIPELINE_GATEWAY_URL', value: 'http://gateway:8080' });
+    find('Service', 'gateway');
   });
 
   it('the base kustomization lists every manifest file in deploy/base', () => {

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,7 +34,15 @@ interface RunView {
   attempts: number;
   error: string | null;
   outputSeries: string[];
-  artefacts?: Array<{ name: string; kind: string; bytes: number }>;
+  artefacts?: Array<{ name: string; kind: string; bytes: number; sha256: string }>;
+  files?: Array<{
+    subject: string;
+    id: string;
+    path: string;
+    sha256: string;
+    size: number;
+    mediaType: string;
+  }>;
 }
 
 /** True while some process's command line names the run's folder (the sandbox binds it). */
@@ -54,7 +63,8 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
   let carol: string; // global admin
   let bob: string; // contributor of demo
   let work: string;
-  let artefactDir: string;
+  let hostDir: string; // a host folder no tool may read
+  let filesDir: string; // the records' FileStore, shared by the gateway and the workers
   let worker: Worker | undefined;
   const mr = { study: '', series: '', count: 12 };
   const ct = { study: '', series: '' };
@@ -102,11 +112,12 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
   beforeAll(async () => {
     await resetStack();
     work = mkdtempSync(join(tmpdir(), 'runs-'));
-    artefactDir = mkdtempSync(join(tmpdir(), 'artefacts-'));
+    hostDir = mkdtempSync(join(tmpdir(), 'host-'));
+    filesDir = mkdtempSync(join(tmpdir(), 'record-files-'));
     stack = await startAuthStack({
       PIPELINE_RUN_TOKEN_SECRET: SECRET,
-      PIPELINE_ARTEFACT_DIR: artefactDir,
       PIPELINE_WORK_DIR: work,
+      RECORDS_FILES_DIR: filesDir,
     });
     url = stack.gw.url;
     const { db } = stack.gw.services;
@@ -150,7 +161,8 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
     await worker?.close();
     await stack?.close();
     rmSync(work, { recursive: true, force: true });
-    rmSync(artefactDir, { recursive: true, force: true });
+    rmSync(hostDir, { recursive: true, force: true });
+    rmSync(filesDir, { recursive: true, force: true });
   });
 
   it('registers versioned descriptors validated against the Boutiques schema (global admins only)', async () => {
@@ -222,6 +234,69 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
     expect(existsSync(join(work, id))).toBe(false);
   });
 
+  it("a run's NIfTI, JSON and logs become files of the input series' subject, downloadable with checksums", async () => {
+    const id = await startRun('dcm2niix', {});
+    const run = await finished(id);
+    expect(run.state).toBe('succeeded');
+    const detail = (await api('GET', `/api/projects/demo/runs/${id}`, bob)).json;
+    const files = detail.files!;
+    // One synthetic patient: every file hangs under one subject, under runs/<run id>/.
+    const subjects = [...new Set(files.map((f) => f.subject))];
+    expect(subjects).toHaveLength(1);
+    const nii = detail.artefacts!.find((a) => a.name.endsWith('.nii'))!;
+    expect(files.map((f) => f.path).sort()).toEqual(
+      [
+        `runs/${id}/${nii.name}`,
+        `runs/${id}/${nii.name.replace(/\.nii$/, '.json')}`,
+        `runs/${id}/logs/stderr.txt`,
+        `runs/${id}/logs/stdout.txt`,
+      ].sort(),
+    );
+    // The records API lists them like uploaded files, naming the run, with the same checksums as the artefacts.
+    const listed = (await api('GET', `/api/projects/demo/subjects/${subjects[0]}/files`, bob))
+      .json as unknown as Array<{
+      id: string;
+      path: string;
+      sha256: string;
+      size: number;
+      media_type: string;
+      run: string | null;
+    }>;
+    const mine = listed.filter((f) => f.path.startsWith(`runs/${id}/`));
+    expect(mine).toHaveLength(4);
+    for (const f of mine) expect(f.run).toBe(id);
+    const niiFile = mine.find((f) => f.path.endsWith('.nii'))!;
+    expect([niiFile.sha256, niiFile.size, niiFile.media_type]).toEqual([
+      nii.sha256,
+      nii.bytes,
+      'application/x-nifti',
+    ]);
+    expect(mine.find((f) => f.path.endsWith('.json'))!.media_type).toBe('application/json');
+    // Downloaded bytes hash to the listed SHA-256, and the NIfTI is the real one.
+    for (const f of mine) {
+      const res = await fetch(`${url}/api/projects/demo/subjects/${subjects[0]}/files/${f.id}`, {
+        headers: bearer(bob),
+      });
+      expect(res.status).toBe(200);
+      const body = Buffer.from(await res.arrayBuffer());
+      expect(createHash('sha256').update(body).digest('hex')).toBe(f.sha256);
+      expect(body.length).toBe(f.size);
+      if (f.path.endsWith('.nii')) expect(body.toString('latin1', 344, 347)).toBe('n+1');
+      if (f.path.endsWith('stdout.txt')) expect(body.toString()).toMatch(/Found \d+ DICOM file/);
+    }
+    // A user of another project sees neither the run nor the subject's files.
+    const dave = await stack.issuer.userToken('dave');
+    expect((await api('GET', `/api/projects/demo/subjects/${subjects[0]}/files`, dave)).status).toBe(404);
+    // The worker audited the hand-over under the requester.
+    const { db } = stack.gw.services;
+    const audit = await db.query(
+      `SELECT principal, detail FROM audit_events WHERE action = 'run.results' AND detail->>'run' = $1`,
+      [id],
+    );
+    expect(audit.rows).toHaveLength(1);
+    expect(audit.rows[0].detail).toMatchObject({ files: 4, pipeline: 'dcm2niix', subjects });
+  });
+
   it('the threshold tool stores a derived series that is retrievable and references its source series', async () => {
     const before = await seriesInDemo();
     const run = await finished(await startRun('threshold', { threshold: 1 }));
@@ -291,7 +366,7 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
   });
 
   it('a descriptor that reads outside its folder or reaches the network fails inside the sandbox', async () => {
-    const secretFile = join(artefactDir, 'host-secret.txt');
+    const secretFile = join(hostDir, 'host-secret.txt');
     writeFileSync(secretFile, 'not for tools');
     expect(readFileSync(secretFile, 'utf8')).toBe('not for tools');
     expect((await fetch(`${url}/healthz`)).status).toBe(200); // reachable from the host
@@ -320,6 +395,8 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
         state: 'failed',
         error: expect.stringMatching(/the tool exited [1-9]/),
       });
+      // A failed run's logs stay run artefacts; nothing reaches the subject's files.
+      expect((await api('GET', `/api/projects/demo/runs/${run.id}`, bob)).json.files).toEqual([]);
       const err = await fetch(`${url}/api/projects/demo/runs/${run.id}/artefacts/stderr.txt`, {
         headers: bearer(bob),
       });
@@ -328,6 +405,53 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
       );
     }
     expect(existsSync('/usr/aperture-probe')).toBe(false);
+  });
+
+  it('a tool that exceeds its memory limit fails cleanly: the run is failed, the reason in words, nothing kept', async () => {
+    // suggested-resources.ram (GB) lowers the site's limit for this tool to 256 MiB.
+    const hog = {
+      name: 'memory-hog',
+      'tool-version': '1',
+      description: 'allocates [MB] MiB',
+      'schema-version': '0.5',
+      'command-line':
+        'python3 -c "import sys; b = bytearray(int(sys.argv[1]) * 1024 * 1024); print(len(b))" [MB] [IN]',
+      inputs: [
+        { id: 'in', name: 'in', type: 'File', 'value-key': '[IN]' },
+        {
+          id: 'mb',
+          name: 'MiB',
+          type: 'Number',
+          integer: true,
+          minimum: 1,
+          maximum: 4096,
+          'value-key': '[MB]',
+        },
+      ],
+      'suggested-resources': { ram: 0.25 },
+    };
+    expect((await api('POST', '/api/pipelines', carol, hog)).status).toBe(201);
+    const before = await seriesInDemo();
+    const big = await finished(await startRun('memory-hog', { mb: 1024 }));
+    expect(big.state).toBe('failed');
+    // rlimits here (no delegated cgroup v2 on this host): the allocation fails; with a cgroup, the OOM killer.
+    expect(big.error).toMatch(
+      /^the tool (ran out of memory: its limit is 256 MiB \(address space, RLIMIT_AS\); exited 1|exceeded its memory limit of 256 MiB and was killed \(cgroup memory\.max\))$/,
+    );
+    const err = await fetch(`${url}/api/projects/demo/runs/${big.id}/artefacts/stderr.txt`, {
+      headers: bearer(bob),
+    });
+    expect(await err.text()).toMatch(/MemoryError/);
+    expect((await api('GET', `/api/projects/demo/runs/${big.id}`, bob)).json.files).toEqual([]);
+    expect(await seriesInDemo()).toEqual(before);
+    expect(existsSync(join(work, big.id))).toBe(false);
+    // Under the limit the same tool runs, on the same worker, right after.
+    const small = await finished(await startRun('memory-hog', { mb: 32 }));
+    expect([small.state, small.error]).toEqual(['succeeded', null]);
+    const out = await fetch(`${url}/api/projects/demo/runs/${small.id}/artefacts/stdout.txt`, {
+      headers: bearer(bob),
+    });
+    expect((await out.text()).trim()).toBe(String(32 * 1024 * 1024));
   });
 
   it('cancels a running run and retries it', async () => {
@@ -366,7 +490,7 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
           PIPELINE_RUN_TOKEN_SECRET: SECRET,
           PIPELINE_GATEWAY_URL: url,
           PIPELINE_WORK_DIR: work,
-          PIPELINE_ARTEFACT_DIR: artefactDir,
+          RECORDS_FILES_DIR: filesDir,
         },
         stdio: ['ignore', 'pipe', 'pipe'],
       });

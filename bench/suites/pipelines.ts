@@ -1,7 +1,7 @@
 /**
  * Pipelines (issue 19): what the machinery costs around a tool. A 100-instance MR series (256x256) is converted by
  * dcm2niix (a) by hand on files already on disk and (b) as a pipeline run (token, WADO-RS materialisation through the
- * gateway, bubblewrap + prlimit, artefact store, folder removal); the parts are timed against their Orthanc
+ * gateway, bubblewrap + prlimit, FileStore and record files, folder removal); the parts are timed against their Orthanc
  * counterparts in the same run: materialisation vs Orthanc's DICOMweb plugin, store-back of 100 derived instances by
  * STOW-RS through the gateway vs the plugin's STOW-RS, and the sandbox start vs a plain shell.
  */
@@ -15,7 +15,7 @@ import { closeServices, initServices } from '../../src/bootstrap';
 import { loadConfig } from '../../src/config';
 import { insertPipelineVersion, insertRun, getRun } from '../../src/index-db/pipelines';
 import { createLogger } from '../../src/logger';
-import { FsArtefactStore } from '../../src/pipelines/artefacts';
+import { FsFileStore } from '../../src/records/file-store';
 import { validateDescriptor } from '../../src/pipelines/descriptor';
 import { fetchSeries } from '../../src/pipelines/gateway-client';
 import { executeRun } from '../../src/pipelines/runner';
@@ -86,7 +86,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       JSON.parse(readFileSync(join(ROOT, 'pipelines/descriptors/dcm2niix.json'), 'utf8')) as unknown,
     );
     const pipeline = await insertPipelineVersion(services.db, 'dcm2niix', descriptor, 'bench');
-    const artefacts = new FsArtefactStore(join(scratch, 'artefacts'));
+    const files = new FsFileStore(join(scratch, 'files'));
     const runnerConfig = { ...config, PIPELINE_WORK_DIR: join(scratch, 'runs') };
 
     // (a) by hand: the same command on the same files.
@@ -112,7 +112,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
         inputSeries: [seriesUid],
         createdBy: 'bench',
       });
-      const ms = await timed(() => executeRun({ db: services.db, config: runnerConfig, artefacts }, id));
+      const ms = await timed(() => executeRun({ db: services.db, config: runnerConfig, files }, id));
       const row = await getRun(services.db, id);
       if (row?.state !== 'succeeded') throw new Error(`pipeline run ${row?.state}: ${row?.error}`);
       pipelineMs.push(ms);

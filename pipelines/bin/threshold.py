@@ -4,11 +4,13 @@
 Aperture's demonstration of a tool that writes DICOM back (issue 19). Each output instance is a new object in a new
 series of the same study: Image Type DERIVED\\SECONDARY, Source Image Sequence naming the image it came from and
 Referenced Series Sequence naming the source series (PS3.3 C.7.6.1.1.3 / C.12.1.1.3 / C.7.6.16.2.5), so the result
-can be traced to its sources. Reads only its input folder, writes only its output folder.
+can be traced to its sources; summary.json beside them counts the pixels in each mask. Reads only its input folder,
+writes only its output folder.
 
 Usage: threshold.py INPUT_DIR OUTPUT_DIR --threshold T [--delay S]
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -43,8 +45,10 @@ def main() -> int:
         return 2
     series_uid = generate_uid()
     os.makedirs(a.output, exist_ok=True)
+    in_mask = []
     for n, src in enumerate(sources, start=1):
         mask = (src.pixel_array.astype(np.float64) >= a.threshold).astype(np.uint8) * 255
+        in_mask.append(int(np.count_nonzero(mask)))
         ds = Dataset()
         for k in COPIED:
             if k in src:
@@ -83,6 +87,9 @@ def main() -> int:
         ds.is_little_endian = True  # pydicom 2.x (Debian bookworm) encodes from these two
         ds.is_implicit_VR = False
         ds.save_as(os.path.join(a.output, f"mask-{n:04d}.dcm"), write_like_original=False)
+    # A non-DICOM result beside the masks (it becomes a file of the subject): counts only, no identifiers.
+    with open(os.path.join(a.output, "summary.json"), "w") as f:
+        json.dump({"threshold": a.threshold, "images": len(sources), "pixels_in_mask": in_mask}, f)
     print(f"wrote {len(sources)} mask images")
     return 0
 

@@ -20,9 +20,10 @@ import {
   requeueRun,
   type RunRow,
 } from '../index-db/pipelines';
+import { runRecordFiles } from '../index-db/records';
 import { enqueuePipelineRun } from '../jobs/queues';
-import { FsArtefactStore } from '../pipelines/artefacts';
 import { DescriptorError, validateDescriptor, validateParams } from '../pipelines/descriptor';
+import { getFileStore } from '../records/file-store';
 import type { Services } from '../services';
 import { readJsonBody } from './body';
 
@@ -87,7 +88,6 @@ function requirePerson(p: Principal): void {
 export function pipelinesRouter(services: Services): Router {
   const router = new Router();
   const { config, db } = services;
-  const artefacts = new FsArtefactStore(config.PIPELINE_ARTEFACT_DIR);
 
   router.get('/api/pipelines', async (ctx) => {
     requirePerson(principalOf(ctx));
@@ -219,6 +219,15 @@ export function pipelinesRouter(services: Services): Router {
     ctx.body = {
       ...runView(run),
       artefacts: (await listArtefacts(db, run.id)).map(({ run_id: _r, ...a }) => a),
+      // Where a succeeded run's outputs and logs live as research-record files (one set per input subject).
+      files: (await runRecordFiles(db, run.id)).map((f) => ({
+        subject: f.subject_id,
+        id: f.id,
+        path: f.path,
+        sha256: f.sha256,
+        size: f.size,
+        mediaType: f.media_type,
+      })),
     };
   });
 
@@ -254,8 +263,8 @@ export function pipelinesRouter(services: Services): Router {
     });
     const run = await runOf(projectId, ctx.params.id);
     const row = await getArtefact(db, run.id, ctx.params.name);
-    const body = row ? await artefacts.open(run.id, row.name) : undefined;
-    if (!row || !body) throw new NotFoundError('artefact not found');
+    if (!row) throw new NotFoundError('artefact not found');
+    const body = await getFileStore().open(row.sha256);
     ctx.set('Content-Type', row.kind === 'log' ? 'text/plain; charset=utf-8' : 'application/octet-stream');
     ctx.set('Content-Length', String(row.bytes));
     ctx.set('Content-Disposition', `attachment; filename="${row.name.replace(/"/g, '')}"`);

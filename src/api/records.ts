@@ -699,6 +699,7 @@ function presentFile(f: {
   media_type: string;
   record_id: string | null;
   created_at: Date;
+  run_id?: string | null;
 }) {
   return {
     id: f.id,
@@ -709,5 +710,6 @@ function presentFile(f: {
     media_type: f.media_type,
     record: f.record_id,
     created_at: f.created_at,
+    run: f.run_id ?? null,
   };
 }

@@ -375,18 +375,21 @@ export interface FileRow {
   media_type: string;
   created_by: string;
   created_at: Date;
+  /** The pipeline run that made the file (its outputs and logs), or null for an upload. */
+  run_id: string | null;
 }
 
 /** Records a stored file as the next version of its path under the subject (and record). */
 export async function insertFileVersion(
   db: PoolClient,
-  f: Omit<FileRow, 'id' | 'version' | 'created_at'>,
+  f: Omit<FileRow, 'id' | 'version' | 'created_at' | 'run_id'> & { run_id?: string | null },
 ): Promise<FileRow> {
   // Serialise versions of one path: two uploads of the same path get 1 and 2, never both 1.
   await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`${f.subject_id}/${f.record_id}/${f.path}`]);
   const r = await db.query<FileRow>(
-    `INSERT INTO record_files (id, project_id, subject_id, record_id, path, version, sha256, size, media_type, created_by)
-     SELECT $1, $2, $3, $4, $5, COALESCE(max(version), 0) + 1, $6, $7, $8, $9 FROM record_files
+    `INSERT INTO record_files (id, project_id, subject_id, record_id, path, version, sha256, size, media_type, created_by,
+                               run_id)
+     SELECT $1, $2, $3, $4, $5, COALESCE(max(version), 0) + 1, $6, $7, $8, $9, $10 FROM record_files
       WHERE subject_id = $3 AND record_id IS NOT DISTINCT FROM $4 AND path = $5
      RETURNING *, size::float8 AS size`,
     [
@@ -399,6 +402,7 @@ export async function insertFileVersion(
       f.size,
       f.media_type,
       f.created_by,
+      f.run_id ?? null,
     ],
   );
   return r.rows[0];
@@ -415,6 +419,28 @@ export async function blobReferenced(db: Queryable, sha256: string): Promise<boo
   return (r.rowCount ?? 0) > 0;
 }
 
+/**
+ * The subjects of the patients of some series of a project (Patient ID and Issuer from the study-level columns),
+ * created when missing; series without a Patient ID have none.
+ */
+export async function subjectsOfSeries(
+  db: Queryable,
+  projectId: string,
+  seriesUids: readonly string[],
+): Promise<SubjectRow[]> {
+  const r = await db.query<{ patient_id: string; issuer: string }>(
+    `SELECT DISTINCT st.patient_id, st.patient_issuer AS issuer
+       FROM project_series se JOIN project_studies st
+         ON st.project_id = se.project_id AND st.study_uid = se.study_uid
+      WHERE se.project_id = $1 AND se.series_uid = ANY($2::text[])
+        AND st.patient_id IS NOT NULL AND st.patient_id <> ''`,
+    [projectId, seriesUids],
+  );
+  const out: SubjectRow[] = [];
+  for (const p of r.rows) out.push(await ensureSubject(db, projectId, p.patient_id, p.issuer));
+  return out;
+}
+
 /** Files of a subject or a record: the latest version of each path, or every version. */
 export async function listFiles(
   db: Queryable,
@@ -427,6 +453,15 @@ export async function listFiles(
       WHERE subject_id = $1 AND record_id IS NOT DISTINCT FROM $2
       ORDER BY path, version DESC`,
     [subjectId, recordId],
+  );
+  return r.rows;
+}
+
+/** The record files a pipeline run made, in subject then path order. */
+export async function runRecordFiles(db: Queryable, runId: string): Promise<FileRow[]> {
+  const r = await db.query<FileRow>(
+    'SELECT *, size::float8 AS size FROM record_files WHERE run_id = $1 ORDER BY subject_id, path',
+    [runId],
   );
   return r.rows;
 }

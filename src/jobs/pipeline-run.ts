@@ -9,7 +9,7 @@ import type { Pool } from 'pg';
 import type { Config } from '../config';
 import { finishRun } from '../index-db/pipelines';
 import type { Logger } from '../logger';
-import { FsArtefactStore } from '../pipelines/artefacts';
+import { getFileStore } from '../records/file-store';
 import { executeRun, type RunnerDeps, type RunOutcome } from '../pipelines/runner';
 import { type PipelineRunJobData, QueueName, redisConnection } from './queues';
 
@@ -41,7 +41,7 @@ export function initPipelineRunWorker(deps: { db: Pool; logger?: Logger; config:
     db: deps.db,
     logger: deps.logger,
     config: deps.config,
-    artefacts: new FsArtefactStore(deps.config.PIPELINE_ARTEFACT_DIR),
+    files: getFileStore(),
     toolsDir: SHIPPED_TOOLS_DIR,
   };
   const worker = new Worker<PipelineRunJobData>(

@@ -1,18 +1,24 @@
 /**
  * One attempt of a pipeline run, in the worker: token → private folder → inputs by WADO-RS → sandboxed tool →
- * DICOM outputs by STOW-RS, other outputs and the logs into the artefact store → folder removed. Results are only
- * stored once the tool has exited 0 and every output passed its checks, so a run killed or failed before that point
- * leaves nothing in the project; each attempt starts from an empty folder and drops the artefacts of the last one.
+ * DICOM outputs by STOW-RS, other outputs and the logs into the research records' FileStore → folder removed.
+ * Results are only stored once the tool has exited 0 and every output passed its checks, so a run killed or failed
+ * before that point leaves nothing in the project; each attempt starts from an empty folder and drops the artefacts
+ * of the last one. A succeeded run's non-DICOM outputs and logs become files of the subject(s) of its input series
+ * (path `runs/<run id>/…`), in the same transaction that marks the run succeeded: browsable and downloadable with
+ * their checksums like any uploaded file. The logs of a failed run stay run artefacts only.
  */
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { extname, join, relative } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Pool } from 'pg';
 import { mintRunToken } from '../auth/run-tokens';
 import type { Config } from '../config';
 import { parsePart10 } from '../dicom/parse';
+import { insertAuditEvents } from '../index-db/audit';
+import { withTransaction } from '../index-db/pool';
+import { insertFileVersion, subjectsOfSeries } from '../index-db/records';
 import {
   deleteArtefacts,
   finishRun,
@@ -24,8 +30,9 @@ import {
   upsertArtefact,
 } from '../index-db/pipelines';
 import type { Logger } from '../logger';
-import type { ArtefactStore } from './artefacts';
-import { buildCommandLine, type RunParams, validateDescriptor } from './descriptor';
+import type { FileStore } from '../records/file-store';
+import { createRunCgroup, type CgroupSupport, detectCgroup, type RunCgroup } from './cgroups';
+import { type BoutiquesDescriptor, buildCommandLine, type RunParams, validateDescriptor } from './descriptor';
 import { fetchSeries, GatewayCallError, type GatewayTarget, storeFiles } from './gateway-client';
 import { runSandboxed } from './sandbox';
 
@@ -42,12 +49,15 @@ export interface RunnerDeps {
     | 'PIPELINE_TIMEOUT_S'
     | 'PIPELINE_CPU_S'
     | 'PIPELINE_MEMORY_BYTES'
+    | 'PIPELINE_CPU_CORES'
+    | 'PIPELINE_CGROUP_DIR'
     | 'PIPELINE_LOG_MAX_BYTES'
     | 'PIPELINE_MAX_INPUT_INSTANCES'
     | 'PIPELINE_MAX_OUTPUT_BYTES'
     | 'STOW_MAX_PART_BYTES'
   >;
-  artefacts: ArtefactStore;
+  /** The research records' FileStore: the bytes of logs and non-DICOM outputs. */
+  files: FileStore;
   /** Folder of the tools shipped with Aperture, shown read-only in the sandbox. */
   toolsDir?: string;
   /** Reports progress to the job queue too (BullMQ updateProgress). */
@@ -61,6 +71,46 @@ export type RunOutcome = 'succeeded' | 'failed' | 'cancelled' | 'skipped';
 export function workRoot(config: Pick<Config, 'PIPELINE_WORK_DIR'>): string {
   return config.PIPELINE_WORK_DIR ?? join(tmpdir(), 'aperture-runs');
 }
+
+const cgroupChecks = new Map<string, Promise<CgroupSupport>>();
+
+/** Whether runs get cgroups here (checked once per folder and process; the answer is logged once). */
+export function cgroupSupport(
+  config: Pick<Config, 'PIPELINE_CGROUP_DIR'>,
+  logger?: Logger,
+): Promise<CgroupSupport> {
+  const key = config.PIPELINE_CGROUP_DIR ?? '';
+  let p = cgroupChecks.get(key);
+  if (!p) {
+    p = detectCgroup(config.PIPELINE_CGROUP_DIR).then((s) => {
+      if (s.available)
+        logger?.info({ cgroup: s.dir }, 'pipeline runs get cgroup v2 memory, cpu and pids limits');
+      else logger?.warn({ reason: s.reason }, 'pipeline runs get rlimits only (no cgroup v2 limits)');
+      return s;
+    });
+    cgroupChecks.set(key, p);
+  }
+  return p;
+}
+
+/** The limits of a run: the site's, lowered by the descriptor's suggested resources (Boutiques gives RAM in GB). */
+export function runLimits(
+  config: Pick<Config, 'PIPELINE_MEMORY_BYTES' | 'PIPELINE_CPU_CORES'>,
+  d: BoutiquesDescriptor,
+): { memoryBytes: number; cpuCores: number } {
+  const res = d['suggested-resources'] ?? {};
+  const ram = res.ram !== undefined ? Math.floor(res.ram * 1024 ** 3) : Infinity;
+  const cores = res['cpu-cores'] ?? Infinity;
+  return {
+    memoryBytes: Math.max(16 * 1024 ** 2, Math.min(config.PIPELINE_MEMORY_BYTES, ram)),
+    cpuCores: Math.min(config.PIPELINE_CPU_CORES, cores),
+  };
+}
+
+const mib = (n: number) => `${Math.round(n / 1024 ** 2)} MiB`;
+/** What a tool prints when an allocation fails under RLIMIT_AS (Python, C, C++, glibc, Java, R). */
+const ALLOCATION_FAILED =
+  /MemoryError|Cannot allocate memory|std::bad_alloc|out of memory|OutOfMemoryError|cannot allocate vector/i;
 
 /** A failure of the run itself (the tool, its outputs): final, not retried by the queue. */
 export class RunFailure extends Error {}
@@ -111,10 +161,11 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     await deps.onProgress?.(phase, pct);
   };
   const dir = join(workRoot(config), runId);
+  let cgroup: RunCgroup | undefined;
   // Whatever an earlier attempt left (a killed worker): neither its folder nor its artefacts count.
   await rm(dir, { recursive: true, force: true });
+  // (Blobs stay in the content-addressed store: another file may share them.)
   await deleteArtefacts(db, runId);
-  await deps.artefacts.removeRun(runId);
   try {
     if (!config.PIPELINE_RUN_TOKEN_SECRET) throw new RunFailure('PIPELINE_RUN_TOKEN_SECRET is not set');
     const pipelineRow = await getPipeline(db, run.pipeline_name, run.pipeline_version);
@@ -185,6 +236,12 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     await progress('running', 30);
     const command = buildCommandLine(descriptor, run.params as RunParams);
     const env = Object.fromEntries((descriptor['environment-variables'] ?? []).map((e) => [e.name, e.value]));
+    const limits = runLimits(config, descriptor);
+    const cg = await cgroupSupport(config, deps.logger);
+    if (cg.available) {
+      await rmCgroupLeftover(cg.dir, runId);
+      cgroup = await createRunCgroup(cg.dir, runId, { ...limits, pids: 4096 });
+    }
     const result = await runSandboxed({
       command,
       inDir,
@@ -194,23 +251,35 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
       limits: {
         timeoutMs: config.PIPELINE_TIMEOUT_S * 1000,
         cpuS: config.PIPELINE_CPU_S,
-        memoryBytes: config.PIPELINE_MEMORY_BYTES,
+        memoryBytes: limits.memoryBytes,
         fileBytes: config.PIPELINE_MAX_OUTPUT_BYTES,
         logMaxBytes: config.PIPELINE_LOG_MAX_BYTES,
       },
+      cgroupProcs: cgroup?.procsFile,
       shouldCancel: () => runCancelRequested(db, runId),
     });
-    await saveLog(deps, runId, 'stdout.txt', result.stdout);
-    await saveLog(deps, runId, 'stderr.txt', result.stderr);
+    const logs = [
+      await saveLog(deps, runId, 'stdout.txt', result.stdout),
+      await saveLog(deps, runId, 'stderr.txt', result.stderr),
+    ];
     if (result.cancelled) {
       await finishRun(db, runId, { state: 'cancelled', error: 'cancelled on request' });
       return 'cancelled';
     }
     if (result.timedOut) throw new RunFailure(`the tool ran longer than ${config.PIPELINE_TIMEOUT_S} s`);
     if (result.exitCode !== 0) {
-      const how = result.signal
-        ? `was killed by ${result.signal} (limits: CPU, memory)`
-        : `exited ${result.exitCode}`;
+      // The reason in words: the run's error is what the Runs page shows.
+      let how: string;
+      if (cgroup && (await cgroup.oomKilled()))
+        how = `exceeded its memory limit of ${mib(limits.memoryBytes)} and was killed (cgroup memory.max)`;
+      else if (result.signal === 'SIGXCPU')
+        how = `exceeded its CPU time limit of ${config.PIPELINE_CPU_S} s and was killed`;
+      else if (!cgroup && ALLOCATION_FAILED.test(result.stderr.toString('latin1')))
+        how = `ran out of memory: its limit is ${mib(limits.memoryBytes)} (address space, RLIMIT_AS); exited ${
+          result.exitCode ?? result.signal
+        }`;
+      else if (result.signal) how = `was killed by ${result.signal} (limits: CPU, memory)`;
+      else how = `exited ${result.exitCode}`;
       const err = new RunFailure(`the tool ${how}`);
       (err as RunFailure & { exitCode?: number | null }).exitCode = result.exitCode;
       throw err;
@@ -225,13 +294,68 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
       const stored = await storeFiles(target, dicom);
       outputSeries = stored.seriesUids;
     }
+    // Bytes first (durable, content-addressed), then every row in one transaction with the run's success.
+    const outputs: StoredOutput[] = [...logs];
     for (const f of other) {
-      const name = relative(outDir, f).split('/').join('__');
-      const put = await deps.artefacts.put(runId, name, createReadStream(f));
-      await upsertArtefact(db, { runId, name, kind: 'output', ...put });
+      const path = relative(outDir, f);
+      const blob = await deps.files.put(createReadStream(f), config.PIPELINE_MAX_OUTPUT_BYTES);
+      outputs.push({ name: path.split('/').join('__'), path, kind: 'output', ...blob });
     }
-    await finishRun(db, runId, { state: 'succeeded', exitCode: 0, outputSeries });
-    deps.logger?.info({ run: runId, dicom: dicom.length, artefacts: other.length }, 'pipeline run succeeded');
+    const subjects = await subjectsOfSeries(db, run.project_id, run.input_series);
+    await withTransaction(db, async (client) => {
+      for (const o of outputs) {
+        if (o.kind === 'output')
+          await upsertArtefact(client, {
+            runId,
+            name: o.name,
+            kind: o.kind,
+            bytes: o.size,
+            sha256: o.sha256,
+          });
+        for (const s of subjects)
+          await insertFileVersion(client, {
+            project_id: run.project_id,
+            subject_id: s.id,
+            record_id: null,
+            path: `runs/${runId}/${o.path}`,
+            sha256: o.sha256,
+            size: o.size,
+            media_type: mediaTypeOf(o.path),
+            created_by: run.created_by,
+            run_id: runId,
+          });
+      }
+      await insertAuditEvents(client, [
+        {
+          at: new Date(),
+          principal: run.created_by,
+          principalKind: 'user',
+          action: 'run.results',
+          projectId: run.project_id,
+          studyUid: null,
+          seriesUid: null,
+          sopInstanceUid: null,
+          outcome: 200,
+          bytes: outputs.reduce((n, o) => n + o.size, 0),
+          clientIp: null,
+          method: null,
+          route: 'worker:pipelines',
+          detail: {
+            run: runId,
+            pipeline: run.pipeline_name,
+            dicom: dicom.length,
+            series: outputSeries.length,
+            files: outputs.length,
+            subjects: subjects.map((s) => s.id),
+          },
+        },
+      ]);
+      await finishRun(client, runId, { state: 'succeeded', exitCode: 0, outputSeries });
+    });
+    deps.logger?.info(
+      { run: runId, dicom: dicom.length, files: outputs.length, subjects: subjects.length },
+      'pipeline run succeeded',
+    );
     return 'succeeded';
   } catch (err) {
     if (err instanceof RunFailure) {
@@ -250,8 +374,21 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     }
     throw err;
   } finally {
+    await cgroup?.remove();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** Removes the cgroup a killed worker's attempt left (its processes died with it: --die-with-parent). */
+async function rmCgroupLeftover(dir: string, runId: string): Promise<void> {
+  const left = join(dir, `run-${runId}`);
+  if (
+    await stat(left).then(
+      () => true,
+      () => false,
+    )
+  )
+    await rmdir(left).catch(() => undefined);
 }
 
 /**
@@ -295,7 +432,36 @@ export async function collectOutputs(
   return { dicom, other };
 }
 
-async function saveLog(deps: RunnerDeps, runId: string, name: string, body: Buffer): Promise<void> {
-  const put = await deps.artefacts.put(runId, name, Readable.from([body]));
-  await upsertArtefact(deps.db, { runId, name, kind: 'log', ...put });
+/** A non-DICOM output or log in the FileStore: its artefact name (flat), its path under the run, its blob. */
+interface StoredOutput {
+  name: string;
+  path: string;
+  kind: 'output' | 'log';
+  sha256: string;
+  size: number;
+}
+
+const MEDIA_TYPES: Record<string, string> = {
+  '.nii': 'application/x-nifti', // no registered type; the one NIfTI tools and XNAT use
+  '.gz': 'application/gzip',
+  '.json': 'application/json',
+  '.txt': 'text/plain',
+  '.log': 'text/plain',
+  '.csv': 'text/csv',
+  '.tsv': 'text/tab-separated-values',
+  '.html': 'text/html',
+  '.pdf': 'application/pdf',
+  '.png': 'image/png',
+};
+
+/** The media type of an output file by its extension (application/octet-stream when unknown). */
+export function mediaTypeOf(path: string): string {
+  return MEDIA_TYPES[extname(path).toLowerCase()] ?? 'application/octet-stream';
+}
+
+/** Stores a log in the FileStore and records it as a run artefact at once (failed runs keep their logs too). */
+async function saveLog(deps: RunnerDeps, runId: string, name: string, body: Buffer): Promise<StoredOutput> {
+  const blob = await deps.files.put(Readable.from([body]), body.length);
+  await upsertArtefact(deps.db, { runId, name, kind: 'log', bytes: blob.size, sha256: blob.sha256 });
+  return { name, path: `logs/${name}`, kind: 'log', ...blob };
 }

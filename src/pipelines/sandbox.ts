@@ -3,8 +3,10 @@
  * a loopback of its own; no view of the host's processes), the host's /usr read-only (with /etc/alternatives and the loader cache), the run's inputs read-only
  * at /data/in, its working folder the only writable place (/data/out, plus a private tmpfs /tmp), no /etc, /home,
  * /root, /work or anything else of the host, all capabilities dropped, an empty environment, and the sandbox dies
- * with the worker (--die-with-parent). Resource limits are rlimits set by util-linux `prlimit` (no cgroups needed):
- * address space (memory), CPU seconds, file size, open files; the wall clock is the worker's timer, which kills the
+ * with the worker (--die-with-parent). Resource limits are rlimits set by util-linux `prlimit`: CPU seconds, file
+ * size, open files, and address space (memory) unless the run has a cgroup (src/pipelines/cgroups.ts), whose
+ * memory.max bounds resident memory instead: the sandbox then first writes its pid into the run cgroup's
+ * cgroup.procs, so bwrap and the tool start inside it. The wall clock is the worker's timer, which kills the
  * sandbox's process group.
  */
 import { spawn } from 'node:child_process';
@@ -66,11 +68,14 @@ export function sandboxArgv(opts: {
   toolsDir?: string;
   env?: Record<string, string>;
   limits: Pick<SandboxLimits, 'cpuS' | 'memoryBytes' | 'fileBytes'>;
+  /** cgroup.procs of the run's cgroup: memory is then the cgroup's, not RLIMIT_AS. */
+  cgroupProcs?: string;
 }): string[] {
   const { limits } = opts;
   const argv = [
+    ...(opts.cgroupProcs ? ['/bin/sh', '-c', 'echo $$ > "$0" && exec "$@"', opts.cgroupProcs] : []),
     'prlimit',
-    `--as=${limits.memoryBytes}`,
+    ...(opts.cgroupProcs ? [] : [`--as=${limits.memoryBytes}`]),
     `--cpu=${limits.cpuS}`,
     `--fsize=${limits.fileBytes}`,
     '--nofile=1024',
@@ -155,6 +160,7 @@ export function runSandboxed(opts: {
   toolsDir?: string;
   env?: Record<string, string>;
   limits: SandboxLimits;
+  cgroupProcs?: string;
   shouldCancel?: () => Promise<boolean>;
 }): Promise<SandboxResult> {
   const [file, ...args] = sandboxArgv(opts);

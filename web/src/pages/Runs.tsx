@@ -34,7 +34,16 @@ interface Run {
   inputSeries: string[];
   outputSeries: string[];
   createdAt: string;
-  artefacts?: Array<{ name: string; kind: string; bytes: number }>;
+  artefacts?: Array<{ name: string; kind: string; bytes: number; sha256: string }>;
+  /** A succeeded run's outputs and logs as files of the input series' subject(s) (research records). */
+  files?: Array<{
+    subject: string;
+    id: string;
+    path: string;
+    sha256: string;
+    size: number;
+    mediaType: string;
+  }>;
 }
 
 /** A form value for one input, from its default. */
@@ -83,6 +92,7 @@ export function RunsPage({ project }: { project: string }) {
   const [picked, setPicked] = useState<string[]>([]);
   const [values, setValues] = useState<Record<string, string | boolean>>({});
   const [open, setOpen] = useState<Run>();
+  const [log, setLog] = useState<{ name: string; text: string }>();
   const [actionError, setActionError] = useState<unknown>();
   const pipeline = pipelines.data?.find((p) => p.name === chosen);
   const params = pipeline?.descriptor.inputs.filter((i) => i.type !== 'File') ?? [];
@@ -106,6 +116,20 @@ export function RunsPage({ project }: { project: string }) {
     if (!open) return;
     getJson<Run>(`${base}/${open.id}`).then(setOpen, setActionError);
   }, [version]);
+  // The detail of the run opened (its artefacts and files), fetched when it is opened.
+  const openRun = (r: Run) => {
+    setLog(undefined);
+    setOpen(r);
+    getJson<Run>(`${base}/${r.id}`).then(setOpen, setActionError);
+  };
+  const showLog = async (run: Run, name: string) => {
+    try {
+      const res = await gatewayFetch(`${base}/${run.id}/artefacts/${encodeURIComponent(name)}`);
+      setLog({ name, text: await res.text() });
+    } catch (err) {
+      setActionError(err);
+    }
+  };
 
   const start = async (e: FormEvent) => {
     e.preventDefault();
@@ -235,12 +259,12 @@ export function RunsPage({ project }: { project: string }) {
         </thead>
         <tbody>
           {(runs.data ?? []).map((r) => (
-            <tr key={r.id}>
+            <tr key={r.id} data-run={r.id}>
               <td>{new Date(r.createdAt).toLocaleString()}</td>
               <td>
                 {r.pipeline} v{r.version}
               </td>
-              <td>
+              <td className="run-state">
                 {r.state}
                 {r.state === 'running' && ` (${r.phase})`}
                 {r.error && <div className="muted">{r.error}</div>}
@@ -249,7 +273,7 @@ export function RunsPage({ project }: { project: string }) {
                 <progress max={100} value={r.progress} /> {r.progress}%
               </td>
               <td>
-                <button onClick={() => setOpen(r)}>Details</button>{' '}
+                <button onClick={() => openRun(r)}>Details</button>{' '}
                 {(r.state === 'queued' || r.state === 'running') && (
                   <button onClick={() => void act(r, 'cancel')}>Cancel</button>
                 )}
@@ -282,10 +306,12 @@ export function RunsPage({ project }: { project: string }) {
               })}
             </p>
           )}
-          <ul>
+          {open.error && <p className="muted">{open.error}</p>}
+          <ul className="run-artefacts">
             {(open.artefacts ?? []).map((a) => (
-              <li key={a.name}>
+              <li key={a.name} data-artefact={a.name}>
                 <button
+                  className="download"
                   onClick={() =>
                     void download(`${base}/${open.id}/artefacts/${encodeURIComponent(a.name)}`, a.name).catch(
                       setActionError,
@@ -294,10 +320,43 @@ export function RunsPage({ project }: { project: string }) {
                 >
                   {a.name}
                 </button>{' '}
-                ({a.kind}, {a.bytes} bytes)
+                {a.kind === 'log' && (
+                  <button className="show-log" onClick={() => void showLog(open, a.name)}>
+                    Show
+                  </button>
+                )}{' '}
+                ({a.kind}, {a.bytes} bytes, SHA-256 <code>{a.sha256.slice(0, 12)}…</code>)
               </li>
             ))}
           </ul>
+          {log && (
+            <figure>
+              <figcaption>{log.name}</figcaption>
+              <pre id="run-log">{log.text}</pre>
+            </figure>
+          )}
+          {(open.files ?? []).length > 0 && (
+            <>
+              <h4>Files of the subject</h4>
+              <ul className="run-files">
+                {(open.files ?? []).map((f) => (
+                  <li key={f.id}>
+                    <button
+                      onClick={() =>
+                        void download(
+                          `/api/projects/${encodeURIComponent(project)}/subjects/${f.subject}/files/${f.id}`,
+                          f.path.split('/').pop()!,
+                        ).catch(setActionError)
+                      }
+                    >
+                      {f.path}
+                    </button>{' '}
+                    ({f.mediaType}, {f.size} bytes)
+                  </li>
+                ))}
+              </ul>
+            </>
+          )}
         </div>
       )}
     </section>
