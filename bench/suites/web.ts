@@ -121,19 +121,38 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     });
     if (created.status !== 201) throw new Error(`creating project demo: HTTP ${created.status}`);
     const t = process.hrtime.bigint();
-    const stow = await stowInstances(
-      generateInstances({ patients: STUDIES, modalities: ['CT', 'MR', 'CR'], seed: 'bench-web' }),
-      {
-        baseUrl: `${gw.url}/projects/demo/dicom-web`,
-        token: carol,
-        batch: 1,
-        concurrency: 4,
-        keepResults: false,
+    const seedSet = () =>
+      generateInstances({ patients: STUDIES, modalities: ['CT', 'MR', 'CR'], seed: 'bench-web' });
+    const stowOpts = {
+      baseUrl: `${gw.url}/projects/demo/dicom-web`,
+      token: carol,
+      batch: 1,
+      concurrency: 4,
+      keepResults: false,
+    };
+    // Under heavy load a few STOW requests fail (README, issue 15); the set is seeded, so those are made again.
+    let failed = new Set<number>();
+    await stowInstances(seedSet(), {
+      ...stowOpts,
+      onResult: (r) => {
+        if (r.error || r.status >= 300) failed.add(r.index);
       },
-    );
-    if (stow.failed > 0) throw new Error(`seeding: ${stow.failed} STOW requests failed`);
+    });
+    const retried = failed.size;
+    for (let attempt = 0; attempt < 3 && failed.size > 0; attempt++) {
+      const again = [...seedSet()].filter((_, i) => failed.has(i));
+      const indices = [...failed].sort((a, b) => a - b);
+      failed = new Set<number>();
+      await stowInstances(again, {
+        ...stowOpts,
+        onResult: (r) => {
+          if (r.error || r.status >= 300) failed.add(indices[r.index]);
+        },
+      });
+    }
+    if (failed.size > 0) throw new Error(`seeding: ${failed.size} studies could not be stored`);
     console.log(
-      `[bench] web: ${STUDIES} studies stored in ${round(Number(process.hrtime.bigint() - t) / 1e9)} s`,
+      `[bench] web: ${STUDIES} studies stored in ${round(Number(process.hrtime.bigint() - t) / 1e9)} s (${retried} sent again)`,
     );
 
     browser = await chromium.launch({
