@@ -3,7 +3,8 @@
  * ts-jest only transpiles (isolatedModules); type checking is `tsc --noEmit`, run first by `npm test`.
  */
 const tsJest = ['ts-jest', { tsconfig: 'tsconfig.jest.json' }];
-// jose 6 ships ES modules only; Node 20 loads them through require(esm), jest's runtime cannot, so jest compiles it.
+// jose 6 and oidc-provider 9 ship ES modules only; Node 20 loads them through require(esm), jest's runtime cannot,
+// so jest compiles them.
 const esmToCjs = [
   'ts-jest',
   {
@@ -11,8 +12,8 @@ const esmToCjs = [
     diagnostics: false,
   },
 ];
-const transform = { '^.+\\.ts$': tsJest, '/node_modules/jose/.+\\.js$': esmToCjs };
-const transformIgnorePatterns = ['/node_modules/(?!jose/)'];
+const transform = { '^.+\\.ts$': tsJest, '/node_modules/(jose|oidc-provider)/.+\\.js$': esmToCjs };
+const transformIgnorePatterns = ['/node_modules/(?!jose/|oidc-provider/)'];
 module.exports = {
   projects: [
     {

@@ -8,9 +8,11 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Page } from 'playwright-core';
+import { deidentifier } from '../src/cohorts/deidentifier';
 import { ensureProject } from '../src/index-db/projects';
 import { quarantineInstance } from '../src/index-db/routing';
 import { ingestInstance } from '../src/ingest/ingest';
+import { initCohortWorker } from '../src/jobs/cohort';
 import { startPrivateStack } from '../test/helpers/private-stack';
 import { startOidcIssuer } from '../tools/oidc-issuer/issuer';
 import { ensureOhifDist } from './viewer';
@@ -134,6 +136,41 @@ async function main(): Promise<void> {
     await shared.waitForSelector('#studies tbody tr');
     await shot('11-shared-view', shared);
     await privateWindow.close();
+
+    // alice curates lung-study: the cohort wizard, run to the end by a cohort worker in this process.
+    const worker = initCohortWorker({
+      db: gw.services.db,
+      pacs: gw.services.pacs,
+      archive: gw.services.archive,
+      deid: deidentifier,
+      config: gw.config,
+    });
+    try {
+      await page.goto(`${gw.url}/#/p/lung-study/cohorts`);
+      await page.click('#new-cohort');
+      await page.fill('#wizard-studies input[name=modality]', 'CT');
+      await page.click('#wizard-search');
+      await page.check(
+        `#wizard-study-list tr[data-study="${ct.parsed.studyInstanceUid}"] input[type=checkbox]`,
+      );
+      await shot('18-cohort-wizard');
+      await page.click('#wizard-next-1');
+      await page.check('#wizard-options input[name=retainPatientCharacteristics]');
+      await page.click('#wizard-next-2');
+      await page.fill('#wizard-target input[name=new-id]', 'lung-research');
+      await page.fill('#wizard-target input[name=new-name]', 'Lung research');
+      await page.fill('#wizard-target input[name=cohort-name]', 'pilot');
+      await page.click('#wizard-next-3');
+      await shot('19-cohort-review');
+      await page.click('#start-cohort');
+      await page.waitForSelector('#cohort[data-state=done]', { timeout: 120_000 });
+      await shot('20-cohort');
+      await page.goto(`${gw.url}/#/p/lung-study/cohorts`);
+      await page.waitForSelector('#cohorts tbody tr');
+      await shot('21-cohorts');
+    } finally {
+      await worker.close();
+    }
     await ctx.close();
     // The global administrator's audit trail of everything above.
     const admin = await browser.newContext({ viewport: { width: 1280, height: 800 } });

@@ -417,6 +417,23 @@ describe('web application in Chromium (login, projects, study browser)', () => {
       expect(await shared.$$eval('#series [data-col=instances]', (c) => c.map((x) => x.textContent))).toEqual(
         ['1'],
       );
+      // Its ZIP streams to the download manager from the share URL: no fetch in the page carries the archive.
+      const zipsInPage: string[] = [];
+      shared.on('response', (r) => {
+        const kind = r.request().resourceType();
+        if ((kind === 'fetch' || kind === 'xhr') && /zip/.test(r.headers()['content-type'] ?? ''))
+          zipsInPage.push(r.url());
+      });
+      const [zip] = await Promise.all([shared.waitForEvent('download'), shared.click('#download-zip')]);
+      expect(zip.suggestedFilename()).toBe(`${lungStudy}.zip`);
+      const token = decodeURIComponent(new URL(url).hash.replace('#/share/', ''));
+      expect(zip.url()).toBe(
+        `${gw.url}/share/${encodeURIComponent(token)}/dicom-web/studies/${lungStudy}?accept=application%2Fzip`,
+      );
+      const archive = readFileSync(await zip.path());
+      expect(archive.subarray(0, 4).toString('latin1')).toBe('PK\x03\x04');
+      expect(archive.includes(Buffer.from(`${lungStudy}/`))).toBe(true);
+      expect(zipsInPage).toEqual([]);
 
       // Revoked: the list says so, and the link stops working at once, explained in words.
       await row.locator('button[data-action=revoke]').click();

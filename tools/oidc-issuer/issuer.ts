@@ -3,10 +3,16 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type {
+  InteractionDetails,
+  KoaContextWithOIDC,
+  OidcClient,
+  OidcToken,
+  default as ProviderClass,
+} from 'oidc-provider';
 import { join } from 'node:path';
 import {
   createLocalJWKSet,
-  decodeJwt,
   exportJWK,
   exportSPKI,
   generateKeyPair,
@@ -29,13 +35,16 @@ import {
  * Access tokens are RS256 JWTs with Keycloak's claim shapes: iss, sub (user id from the realm file), aud (the
  * audience mappers' clients, plus `account`), azp, exp, iat, jti, typ "Bearer", sid, acr, realm_access.roles,
  * resource_access, scope, email_verified, preferred_username, name, email, and `groups` (group mapper, full paths).
- * Refresh tokens are HS512 with a private secret, as in Keycloak; the gateway must refuse them.
+ * The password grant's refresh tokens are HS512 with a private secret, as in Keycloak; the gateway must refuse them.
  *
- *   GET  /realms/{realm}/protocol/openid-connect/auth        browser login page, authorization code + PKCE (S256)
- *   POST /realms/{realm}/protocol/openid-connect/auth        the login form's answer: code to the redirect URI
- *   GET  /realms/{realm}/protocol/openid-connect/logout      ends the browser session and its refresh tokens
- * The browser flow keeps an SSO session in a cookie, as Keycloak does, so that `prompt=none` answers without a form
- * while the session lives and `login_required` once it has ended.
+ * The browser flow is oidc-provider's (a certified OpenID provider), configured from the same realm file:
+ *   GET  /realms/{realm}/protocol/openid-connect/auth        authorization code + PKCE (S256), then the login page
+ *   GET|POST /realms/{realm}/login-actions/{uid}             the login page and its answer (realm users' passwords)
+ *   POST /realms/{realm}/protocol/openid-connect/token       grant_type authorization_code, and refresh_token for
+ *                                                            the (opaque) refresh tokens this flow issued
+ *   GET  /realms/{realm}/protocol/openid-connect/logout      RP-initiated logout: ends the SSO session and its tokens
+ * It keeps an SSO session in a cookie, as Keycloak does, so that `prompt=none` answers without a form while the
+ * session lives and `login_required` once it has ended.
  * Keys live in memory and are generated at start; `rotateKeys()` (or POST /realms/{realm}/aperture-dev/rotate-keys
  * when started with --dev-hooks) adds a new signing key and keeps the old one published, as Keycloak does.
  */
@@ -109,26 +118,28 @@ export interface IssuerOptions {
   allowedOrigins?: string[];
 }
 
-/** A pending authorization code: single use, short-lived, bound to its client, redirect URI and PKCE challenge. */
-interface PendingCode {
-  clientId: string;
-  redirectUri: string;
-  username: string;
-  scope: string;
-  sid: string;
-  nonce?: string;
-  codeChallenge?: string;
-  expiresAt: number;
-}
+// oidc-provider 9 is an ES module: Node 20.19+ loads it through require(esm), jest compiles it (jest.config.js).
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const Provider = (require('oidc-provider') as { default: typeof ProviderClass }).default;
+type Provider = ProviderClass;
 
-/** Authorization codes live this long (Keycloak: 60 s). */
-const CODE_LIFETIME_MS = 60_000;
-const SESSION_COOKIE = 'APERTURE_ISSUER_SESSION';
+/** Headers of the issuer's own pages. */
+const PAGE_HEADERS = {
+  'Content-Security-Policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+  'X-Frame-Options': 'DENY',
+  'Referrer-Policy': 'no-referrer',
+  'Cache-Control': 'no-store',
+};
+
+/** The resource indicator the browser flow's access tokens are for; their `aud` is the realm's gateway client. */
+const GATEWAY_RESOURCE = 'urn:aperture:gateway';
 
 interface SigningKey {
   kid: string;
   privateKey: Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
   publicJwk: JWK;
+  /** The private key as a JWK, for oidc-provider's keystore (the browser flow signs with the same key). */
+  privateJwk: JWK;
   publicPem: string;
 }
 
@@ -156,7 +167,8 @@ async function newKey(): Promise<SigningKey> {
   const { publicKey, privateKey } = await generateKeyPair('RS256', { extractable: true });
   const kid = randomBytes(16).toString('base64url');
   const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: 'RS256', use: 'sig' };
-  return { kid, privateKey, publicJwk, publicPem: await exportSPKI(publicKey) };
+  const privateJwk = { ...(await exportJWK(privateKey)), kid, alg: 'RS256', use: 'sig' };
+  return { kid, privateKey, publicJwk, privateJwk, publicPem: await exportSPKI(publicKey) };
 }
 
 /** A running issuer. */
@@ -164,10 +176,9 @@ export class OidcIssuer {
   readonly realm: RealmExport;
   private keys: SigningKey[] = [];
   private readonly refreshSecret = randomBytes(32);
-  private readonly codes = new Map<string, PendingCode>();
-  /** Browser sessions: cookie value -> session id and user; ended sessions also refuse their refresh tokens. */
-  private readonly sessions = new Map<string, { sid: string; username: string }>();
-  private readonly endedSessions = new Set<string>();
+  /** oidc-provider, rebuilt when keys rotate; sessions and grants live in its (process-wide) memory adapter. */
+  private provider?: Provider;
+  private readonly cookieKeys = [randomBytes(32).toString('base64url')];
   private readonly extraOrigins = new Set<string>();
   private server?: Server;
   private baseUrl = '';
@@ -243,6 +254,8 @@ export class OidcIssuer {
   async rotateKeys(opts: { dropOld?: boolean } = {}): Promise<string> {
     const key = await newKey();
     this.keys = opts.dropOld ? [key] : [key, ...this.keys];
+    // The browser flow signs with the new key from now on; its sessions and grants stay in the memory adapter.
+    this.provider = undefined;
     return key.kid;
   }
 
@@ -389,7 +402,10 @@ export class OidcIssuer {
       return this.json(res, 200, { keys: this.keys.map((k) => k.publicJwk) });
     }
     if (req.method === 'POST' && rest === '/protocol/openid-connect/token') {
-      return this.json(res, 200, await this.token(req));
+      const raw = await this.readBody(req);
+      const form = new URLSearchParams(raw);
+      if (this.browserGrant(form)) return this.delegate(req, res, rest, url.search, raw);
+      return this.json(res, 200, await this.token(req, form));
     }
     if (rest === '/protocol/openid-connect/userinfo') return this.json(res, 200, await this.userinfo(req));
     if (req.method === 'GET' && rest === '') {
@@ -401,30 +417,22 @@ export class OidcIssuer {
         'tokens-not-before': 0,
       });
     }
-    if (rest === '/protocol/openid-connect/auth' && req.method === 'GET') {
-      return this.authorize(req, res, url.searchParams);
+    // The browser flow is oidc-provider's: authorization (and its resume), logout, revocation.
+    if (
+      rest === '/protocol/openid-connect/auth' ||
+      rest.startsWith('/protocol/openid-connect/auth/') ||
+      rest === '/protocol/openid-connect/logout' ||
+      rest.startsWith('/protocol/openid-connect/logout/') ||
+      rest === '/protocol/openid-connect/revoke'
+    ) {
+      return this.delegate(req, res, rest, url.search);
     }
-    if (rest === '/protocol/openid-connect/auth' && req.method === 'POST') {
-      return this.login(req, res);
-    }
-    if (rest === '/protocol/openid-connect/logout') return this.logout(req, res, url.searchParams);
+    const interaction = /^\/login-actions\/([A-Za-z0-9_-]+)$/.exec(rest);
+    if (interaction) return this.interaction(req, res, interaction[1]);
     if (this.opts.devHooks && req.method === 'POST' && rest === '/aperture-dev/rotate-keys') {
       return this.json(res, 200, { kid: await this.rotateKeys() });
     }
     throw new OAuthError(404, 'not_found', 'Unable to find matching target resource method');
-  }
-
-  /** The authorization request's parameters, checked as Keycloak checks them; throws a page-worthy error. */
-  private authRequest(q: URLSearchParams): { client: RealmClient; redirectUri: string } {
-    const client = this.findClient(q.get('client_id') ?? '');
-    if (!client || client.enabled === false || client.bearerOnly) {
-      throw new OAuthError(400, 'invalid_request', 'Client not found.');
-    }
-    const redirectUri = q.get('redirect_uri') ?? '';
-    if (!this.redirectAllowed(client, redirectUri)) {
-      throw new OAuthError(400, 'invalid_request', 'Invalid parameter: redirect_uri');
-    }
-    return { client, redirectUri };
   }
 
   /** Keycloak's redirect URI rule (exact, or a prefix ending in `*`), plus the extra origins' own paths. */
@@ -442,152 +450,270 @@ export class OidcIssuer {
     );
   }
 
-  private sessionOf(req: IncomingMessage): { sid: string; username: string } | undefined {
-    const cookie = (req.headers.cookie ?? '')
-      .split(';')
-      .map((c) => c.trim())
-      .find((c) => c.startsWith(`${SESSION_COOKIE}=`));
-    return cookie ? this.sessions.get(cookie.slice(SESSION_COOKIE.length + 1)) : undefined;
+  /** Whether a token request belongs to the browser flow (oidc-provider): a code, or a refresh token it issued. */
+  private browserGrant(form: URLSearchParams): boolean {
+    const grant = form.get('grant_type');
+    if (grant === 'authorization_code') return true;
+    if (grant !== 'refresh_token') return false;
+    // The password grant's refresh tokens are HS512 JWTs (as Keycloak's); oidc-provider's are opaque.
+    return (form.get('refresh_token') ?? '').split('.').length !== 3;
   }
 
-  /** GET /auth: the login page, or a code at once when the browser already has a session. */
-  private authorize(req: IncomingMessage, res: ServerResponse, q: URLSearchParams): void {
-    let checked: { client: RealmClient; redirectUri: string };
-    try {
-      checked = this.authRequest(q);
-    } catch (err) {
-      return this.page(res, 400, 'Cannot sign in', `<p>${escapeHtml((err as Error).message)}</p>`);
-    }
-    const { client, redirectUri } = checked;
-    const back = (params: Record<string, string>) => this.redirectBack(res, redirectUri, q, params);
-    if (q.get('response_type') !== 'code') return back({ error: 'unsupported_response_type' });
-    if (!client.standardFlowEnabled) {
-      return back({
-        error: 'unauthorized_client',
-        error_description: 'Client is not allowed to initiate browser login',
-      });
-    }
-    const method = q.get('code_challenge_method');
-    const challenge = q.get('code_challenge') ?? undefined;
-    const pkceRequired = client.attributes?.['pkce.code.challenge.method'];
-    if (
-      (challenge || pkceRequired) &&
-      (method !== 'S256' || !challenge || !/^[A-Za-z0-9_-]{43}$/.test(challenge))
-    ) {
-      return back({
-        error: 'invalid_request',
-        error_description: 'Missing parameter: code_challenge_method',
-      });
-    }
-    const session = this.sessionOf(req);
-    const prompt = q.get('prompt') ?? '';
-    if (session && prompt !== 'login') return this.issueCode(res, q, redirectUri, session);
-    if (prompt === 'none') return back({ error: 'login_required' });
-    return this.loginPage(res, q, '');
-  }
-
-  /** POST /auth: the login form; the original request travels in hidden fields and is checked again. */
-  private async login(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const form = await this.readForm(req);
-    const q = new URLSearchParams(form.get('request') ?? '');
-    let redirectUri: string;
-    try {
-      ({ redirectUri } = this.authRequest(q));
-    } catch (err) {
-      return this.page(res, 400, 'Cannot sign in', `<p>${escapeHtml((err as Error).message)}</p>`);
-    }
-    const user = this.findUser(form.get('username') ?? '');
-    const stored = user?.credentials?.find((c) => c.type === 'password')?.value;
-    if (!user || user.enabled === false || !stored || !sameSecret(form.get('password') ?? '', stored)) {
-      return this.loginPage(res, q, 'Invalid username or password.', 401);
-    }
-    const cookie = randomBytes(24).toString('base64url');
-    const session = { sid: randomUUID(), username: user.username };
-    this.sessions.set(cookie, session);
-    res.setHeader(
-      'Set-Cookie',
-      `${SESSION_COOKIE}=${cookie}; Path=/realms/${this.realm.realm}; HttpOnly; SameSite=Lax`,
-    );
-    this.issueCode(res, q, redirectUri, session);
-  }
-
-  private issueCode(
+  /** Hands a request to oidc-provider, mounted at /realms/{realm} (the issuer URL), with a body already read. */
+  private delegate(
+    req: IncomingMessage,
     res: ServerResponse,
-    q: URLSearchParams,
-    redirectUri: string,
-    session: { sid: string; username: string },
+    rest: string,
+    search: string,
+    body?: string,
   ): void {
-    const code = randomBytes(32).toString('base64url');
-    const now = Date.now();
-    for (const [k, v] of this.codes) if (v.expiresAt < now) this.codes.delete(k);
-    this.codes.set(code, {
-      clientId: q.get('client_id') ?? '',
-      redirectUri,
-      username: session.username,
-      scope: q.get('scope') ?? 'openid',
-      sid: session.sid,
-      nonce: q.get('nonce') ?? undefined,
-      codeChallenge: q.get('code_challenge') ?? undefined,
-      expiresAt: now + CODE_LIFETIME_MS,
-    });
-    this.redirectBack(res, redirectUri, q, { code, session_state: session.sid });
+    const provider = this.browserProvider();
+    const r = req as IncomingMessage & { originalUrl?: string; body?: string };
+    r.originalUrl = req.url;
+    r.url = `${rest}${search}`;
+    if (body !== undefined) r.body = body;
+    provider.callback()(req, res);
   }
 
-  private redirectBack(
-    res: ServerResponse,
-    redirectUri: string,
-    q: URLSearchParams,
-    params: Record<string, string>,
-  ): void {
-    const target = new URL(redirectUri);
-    const state = q.get('state');
-    for (const [k, v] of Object.entries({ ...params, ...(state ? { state } : {}), iss: this.issuer })) {
-      target.searchParams.set(k, v);
-    }
-    res.writeHead(302, { Location: target.toString(), 'Cache-Control': 'no-store' }).end();
-  }
-
-  /** GET /logout: ends the browser session (its refresh tokens stop working) and returns to the application. */
-  private logout(req: IncomingMessage, res: ServerResponse, q: URLSearchParams): void {
-    const cookieSession = this.sessionOf(req);
-    for (const [k, v] of this.sessions) {
-      if (v === cookieSession) {
-        this.sessions.delete(k);
-        this.endedSessions.add(v.sid);
-      }
-    }
-    res.setHeader(
-      'Set-Cookie',
-      `${SESSION_COOKIE}=; Path=/realms/${this.realm.realm}; Max-Age=0; HttpOnly; SameSite=Lax`,
-    );
-    const back = q.get('post_logout_redirect_uri');
-    const client = this.findClient(q.get('client_id') ?? this.hintedClient(q.get('id_token_hint')) ?? '');
-    if (back && client && this.redirectAllowed(client, back)) {
-      res.writeHead(302, { Location: back, 'Cache-Control': 'no-store' }).end();
-      return;
-    }
-    this.page(res, 200, 'Signed out', '<p>You are signed out.</p>');
+  private browserProvider(): Provider {
+    return (this.provider ??= this.buildProvider());
   }
 
   /**
-   * The client an ID token hint names (Keycloak accepts it in place of client_id). Read without verification: it only
-   * picks whose redirect URIs the post-logout redirect is checked against, and a forged hint gains nothing.
+   * oidc-provider configured as the realm file says: its clients with the standard flow (authorization code + PKCE
+   * S256 for public clients), refresh tokens, Keycloak's paths, JWT access tokens for the gateway signed with the
+   * issuer's current key, and Keycloak's claims in them (realm_access, resource_access, groups, azp, typ Bearer, sid).
+   * Consent is skipped, as for a realm client with consentRequired off; login is the realm users' password form.
    */
-  private hintedClient(idToken: string | null): string | undefined {
-    if (!idToken) return undefined;
-    try {
-      const azp = decodeJwt(idToken).azp;
-      return typeof azp === 'string' ? azp : undefined;
-    } catch {
-      return undefined;
-    }
+  private buildProvider(): Provider {
+    const realmClients = (this.realm.clients ?? []).filter(
+      (c) => c.enabled !== false && !c.bearerOnly && c.standardFlowEnabled,
+    );
+    const clients = realmClients.map((c) => {
+      const uris = (c.redirectUris ?? []).filter((u) => URL.canParse(u.replace(/\*$/, '')));
+      return {
+        client_id: c.clientId,
+        ...(c.publicClient
+          ? { token_endpoint_auth_method: 'none' }
+          : { client_secret: c.secret, token_endpoint_auth_method: 'client_secret_basic' }),
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        redirect_uris: uris.length ? uris : [`${this.issuer}/no-redirect`],
+      };
+    });
+    const redirectOk = (clientId: string, uri: string) => {
+      const c = realmClientOf(clientId);
+      return c !== undefined && this.redirectAllowed(c, uri);
+    };
+    const realmClientOf = (id: string) => realmClients.find((c) => c.clientId === id);
+    const provider = new Provider(this.issuer, {
+      clients,
+      jwks: { keys: [this.keys[0].privateJwk] },
+      cookies: { keys: this.cookieKeys, names: { session: 'KEYCLOAK_SESSION' } },
+      routes: {
+        authorization: '/protocol/openid-connect/auth',
+        token: '/protocol/openid-connect/token',
+        end_session: '/protocol/openid-connect/logout',
+        revocation: '/protocol/openid-connect/revoke',
+        jwks: '/protocol/openid-connect/certs',
+        userinfo: '/protocol/openid-connect/userinfo',
+      },
+      interactions: {
+        url: (_ctx: unknown, i: { uid: string }) => `/realms/${this.realm.realm}/login-actions/${i.uid}`,
+      },
+      pkce: {
+        required: (_ctx: unknown, client: OidcClient) => {
+          const c = realmClientOf(client.clientId);
+          return Boolean(c?.publicClient || c?.attributes?.['pkce.code.challenge.method']);
+        },
+      },
+      // Keycloak puts the profile in every ID token (default client scopes), not only when `profile` is asked for.
+      claims: {
+        openid: ['sub', 'preferred_username', 'name', 'given_name', 'family_name', 'email', 'email_verified'],
+      },
+      findAccount: (_ctx: unknown, sub: string) => {
+        const user = this.userById(sub);
+        if (!user) return undefined;
+        return {
+          accountId: sub,
+          claims: () => {
+            const name = [user.firstName, user.lastName].filter(Boolean).join(' ');
+            return {
+              sub,
+              preferred_username: user.username,
+              email_verified: user.emailVerified ?? false,
+              ...(name ? { name } : {}),
+              ...(user.firstName ? { given_name: user.firstName } : {}),
+              ...(user.lastName ? { family_name: user.lastName } : {}),
+              ...(user.email ? { email: user.email } : {}),
+            };
+          },
+        };
+      },
+      // consentRequired off: the first authorization of a client grants what it asks for.
+      loadExistingGrant: async (ctx: KoaContextWithOIDC) => {
+        const { oidc } = ctx;
+        const clientId = oidc.client!.clientId;
+        const grantId = oidc.result?.consent?.grantId ?? oidc.session?.grantIdFor(clientId);
+        if (grantId) {
+          const found = await oidc.provider.Grant.find(grantId);
+          if (found) return found;
+        }
+        const grant = new oidc.provider.Grant({ clientId, accountId: oidc.session?.accountId });
+        grant.addOIDCScope([...oidc.requestParamScopes].join(' ') || 'openid');
+        for (const [resource, rs] of Object.entries(oidc.resourceServers ?? {})) {
+          grant.addResourceScope(resource, rs.scope ?? '');
+        }
+        await grant.save();
+        return grant;
+      },
+      issueRefreshToken: (_ctx: unknown, client: OidcClient) => client.grantTypeAllowed('refresh_token'),
+      clientBasedCORS: (_ctx: unknown, origin: string) => this.originAllowed(origin),
+      extraTokenClaims: (_ctx: unknown, token: OidcToken) => {
+        if (token.kind !== 'AccessToken' || !token.accountId || !token.clientId) return undefined;
+        const user = this.userById(token.accountId);
+        const client = this.findClient(token.clientId);
+        if (!user || !client) return undefined;
+        // iss, sub, aud, exp, iat, jti and scope are oidc-provider's; the rest is what Keycloak adds.
+        return this.accessClaims(user, client, 'openid', token.sessionUid ?? token.grantId);
+      },
+      features: {
+        devInteractions: { enabled: false },
+        userinfo: { enabled: false },
+        revocation: { enabled: true },
+        resourceIndicators: {
+          enabled: true,
+          defaultResource: () => GATEWAY_RESOURCE,
+          useGrantedResource: () => true,
+          getResourceServerInfo: (_ctx: unknown, resource: string) => {
+            if (resource !== GATEWAY_RESOURCE) throw new Error('unknown resource');
+            return {
+              scope: 'openid profile email',
+              audience: 'aperture-gateway',
+              accessTokenFormat: 'jwt',
+              accessTokenTTL: this.accessLifetimeS(),
+              jwt: { sign: { alg: 'RS256' } },
+            };
+          },
+        },
+        rpInitiatedLogout: {
+          enabled: true,
+          // Keycloak signs out at once when the application names itself with an ID token hint; the form is
+          // oidc-provider's (with its CSRF field), submitted by a script the page's policy allows by nonce.
+          logoutSource: (ctx: KoaContextWithOIDC, form: string) => {
+            const nonce = randomBytes(16).toString('base64');
+            const auto = Boolean(ctx.oidc.params?.id_token_hint);
+            ctx.set(
+              'Content-Security-Policy',
+              `default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-${nonce}'; frame-ancestors 'none'`,
+            );
+            ctx.body = this.pageHtml(
+              'Sign out',
+              `${form}<p>Do you want to sign out?</p>
+<button type="submit" form="op.logoutForm" name="logout" value="yes" id="kc-logout">Sign out</button>
+${auto ? `<script nonce="${nonce}">var f=document.getElementById('op.logoutForm');var i=document.createElement('input');i.type='hidden';i.name='logout';i.value='yes';f.appendChild(i);f.submit();</script>` : ''}`,
+            );
+          },
+          postLogoutSuccessSource: (ctx: KoaContextWithOIDC) => {
+            ctx.body = this.pageHtml('Signed out', '<p>You are signed out.</p>');
+          },
+        },
+      },
+      ttl: {
+        AccessToken: () => this.accessLifetimeS(),
+        IdToken: () => this.accessLifetimeS(),
+        AuthorizationCode: 60,
+        Interaction: 600,
+        RefreshToken: () => this.sessionLifetimeS(),
+        Session: () => this.sessionLifetimeS(),
+        Grant: () => this.sessionLifetimeS(),
+      },
+      renderError: (ctx: KoaContextWithOIDC, out: { error: string; error_description?: string }) => {
+        for (const [k, v] of Object.entries(PAGE_HEADERS)) ctx.set(k, v);
+        ctx.type = 'html';
+        ctx.body = this.pageHtml(
+          'Cannot sign in',
+          `<p role="alert">${escapeHtml(out.error_description ?? out.error)}</p>`,
+        );
+      },
+    });
+    // Keycloak's redirect URI rule (exact, or a prefix ending in `*`) and the extra origins of tests and the demo.
+    provider.Client.prototype.redirectUriAllowed = function (this: OidcClient, uri: string) {
+      return redirectOk(this.clientId, uri);
+    };
+    provider.Client.prototype.postLogoutRedirectUriAllowed = function (this: OidcClient, uri: string) {
+      return redirectOk(this.clientId, uri);
+    };
+    return provider;
   }
 
-  private loginPage(res: ServerResponse, q: URLSearchParams, error: string, status = 200): void {
+  /** The login page of an interaction (GET) and its answer (POST): the realm users' passwords. */
+  private async interaction(req: IncomingMessage, res: ServerResponse, uid: string): Promise<void> {
+    const provider = this.browserProvider();
+    let details: InteractionDetails;
+    try {
+      details = await provider.interactionDetails(req, res);
+    } catch {
+      return this.page(
+        res,
+        400,
+        'Cannot sign in',
+        '<p role="alert">This sign-in has expired. Go back to the application and sign in again.</p>',
+      );
+    }
+    if (details.uid !== uid) {
+      return this.page(
+        res,
+        400,
+        'Cannot sign in',
+        '<p role="alert">This sign-in has expired. Go back to the application and sign in again.</p>',
+      );
+    }
+    if (details.prompt.name !== 'login') {
+      // Consent is granted by loadExistingGrant; any other prompt has nothing to ask a person.
+      return provider.interactionFinished(req, res, {}, { mergeWithLastSubmission: true });
+    }
+    if (req.method === 'GET') return this.loginPage(res, uid, '');
+    if (req.method !== 'POST') throw new OAuthError(405, 'invalid_request', 'GET or POST only');
+    const form = await this.readForm(req);
+    const user = this.findUser(form.get('username') ?? '');
+    const stored = user?.credentials?.find((c) => c.type === 'password')?.value;
+    if (!user || user.enabled === false || !stored || !sameSecret(form.get('password') ?? '', stored)) {
+      return this.loginPage(res, uid, 'Invalid username or password.', 401);
+    }
+    await provider.interactionFinished(
+      req,
+      res,
+      { login: { accountId: user.id ?? uuidFor(user.username) } },
+      { mergeWithLastSubmission: false },
+    );
+  }
+
+  private userById(sub: string): RealmUser | undefined {
+    const user = this.realm.users?.find(
+      (u) => !u.serviceAccountClientId && (u.id ?? uuidFor(u.username)) === sub,
+    );
+    return user && user.enabled !== false ? user : undefined;
+  }
+
+  private accessLifetimeS(): number {
+    return this.opts.tokenLifetimeS ?? this.realm.accessTokenLifespan ?? 300;
+  }
+
+  private sessionLifetimeS(): number {
+    return this.realm.ssoSessionIdleTimeout ?? 1800;
+  }
+
+  private originAllowed(origin: string): boolean {
+    return (
+      this.extraOrigins.has(origin) ||
+      (this.realm.clients ?? []).some((c) => (c.webOrigins ?? []).includes(origin))
+    );
+  }
+  private loginPage(res: ServerResponse, uid: string, error: string, status = 200): void {
     const body = `
-<form method="post" action="${escapeHtml(`${this.issuer}/protocol/openid-connect/auth`)}">
+<form method="post" action="${escapeHtml(`${this.issuer}/login-actions/${uid}`)}">
   ${error ? `<p class="error" role="alert">${escapeHtml(error)}</p>` : ''}
-  <input type="hidden" name="request" value="${escapeHtml(q.toString())}">
   <label>Username <input name="username" id="username" autocomplete="username" required autofocus></label>
   <label>Password <input name="password" id="password" type="password" autocomplete="current-password" required></label>
   <button type="submit" id="kc-login">Sign in</button>
@@ -597,19 +723,20 @@ export class OidcIssuer {
 
   /** An HTML page without scripts; the policy forbids any, and framing (clickjacking of the password form). No form-action: Chromium applies it to the redirect back to the application too. */
   private page(res: ServerResponse, status: number, title: string, body: string): void {
-    const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:22rem;margin:4rem auto}label{display:block;margin:.8rem 0}
-input{display:block;width:100%;padding:.4rem}button{padding:.5rem 1.2rem}.error{color:#b00020}</style></head>
-<body><h1>${escapeHtml(title)}</h1>${body}</body></html>`;
+    const html = this.pageHtml(title, body);
     res.writeHead(status, {
       'Content-Type': 'text/html; charset=utf-8',
       'Content-Length': Buffer.byteLength(html),
-      'Content-Security-Policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-      'X-Frame-Options': 'DENY',
-      'Referrer-Policy': 'no-referrer',
-      'Cache-Control': 'no-store',
+      ...PAGE_HEADERS,
     });
     res.end(html);
+  }
+
+  private pageHtml(title: string, body: string): string {
+    return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:22rem;margin:4rem auto}label{display:block;margin:.8rem 0}
+input{display:block;width:100%;padding:.4rem}button{padding:.5rem 1.2rem}.error{color:#b00020}</style></head>
+<body><h1>${escapeHtml(title)}</h1>${body}</body></html>`;
   }
 
   private discovery() {
@@ -645,6 +772,10 @@ input{display:block;width:100%;padding:.4rem}button{padding:.5rem 1.2rem}.error{
   }
 
   private async readForm(req: IncomingMessage): Promise<URLSearchParams> {
+    return new URLSearchParams(await this.readBody(req));
+  }
+
+  private async readBody(req: IncomingMessage): Promise<string> {
     const type = req.headers['content-type'] ?? '';
     if (!type.startsWith('application/x-www-form-urlencoded')) {
       throw new OAuthError(400, 'invalid_request', 'Content-Type must be application/x-www-form-urlencoded');
@@ -656,7 +787,7 @@ input{display:block;width:100%;padding:.4rem}button{padding:.5rem 1.2rem}.error{
       if (size > 64 * 1024) throw new OAuthError(413, 'invalid_request', 'request too large');
       chunks.push(c as Buffer);
     }
-    return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+    return Buffer.concat(chunks).toString('utf8');
   }
 
   /** Client authentication as Keycloak does it: Basic header or client_id/client_secret in the form. */
@@ -687,8 +818,9 @@ input{display:block;width:100%;padding:.4rem}button{padding:.5rem 1.2rem}.error{
     return client;
   }
 
-  private async token(req: IncomingMessage): Promise<Record<string, unknown>> {
-    const form = await this.readForm(req);
+  /** The token endpoint's grants that oidc-provider does not serve: password, client_credentials, and refreshes of
+   * the refresh tokens the password grant issued. */
+  private async token(req: IncomingMessage, form: URLSearchParams): Promise<Record<string, unknown>> {
     const grant = form.get('grant_type');
     if (!grant) throw new OAuthError(400, 'invalid_request', 'Missing form parameter: grant_type');
     const client = this.authenticateClient(req, form);
@@ -735,31 +867,7 @@ input{display:block;width:100%;padding:.4rem}button{padding:.5rem 1.2rem}.error{
       const user = this.realm.users?.find((u) => (u.id ?? uuidFor(u.username)) === claims.sub);
       if (!user || user.enabled === false)
         throw new OAuthError(400, 'invalid_grant', 'Invalid refresh token');
-      if (claims.sid && this.endedSessions.has(String(claims.sid))) {
-        throw new OAuthError(400, 'invalid_grant', 'Session not active');
-      }
       return this.tokenResponse(user, client, String(claims.scope ?? ''), String(claims.sid), true);
-    }
-    if (grant === 'authorization_code') {
-      const code = this.codes.get(form.get('code') ?? '');
-      // Single use whatever the outcome, as RFC 6749 §4.1.2 asks.
-      if (code) this.codes.delete(form.get('code') ?? '');
-      if (!code || code.expiresAt < Date.now() || code.clientId !== client.clientId) {
-        throw new OAuthError(400, 'invalid_grant', 'Code not valid');
-      }
-      if (form.get('redirect_uri') !== code.redirectUri) {
-        throw new OAuthError(400, 'invalid_grant', 'Incorrect redirect_uri');
-      }
-      if (code.codeChallenge) {
-        const verifier = form.get('code_verifier') ?? '';
-        const computed = createHash('sha256').update(verifier).digest('base64url');
-        if (!/^[A-Za-z0-9._~-]{43,128}$/.test(verifier) || !sameSecret(computed, code.codeChallenge)) {
-          throw new OAuthError(400, 'invalid_grant', 'PKCE verification failed: Code mismatch');
-        }
-      }
-      const user = this.findUser(code.username);
-      if (!user || user.enabled === false) throw new OAuthError(400, 'invalid_grant', 'Code not valid');
-      return this.tokenResponse(user, client, code.scope, code.sid, true, code.nonce);
     }
     throw new OAuthError(400, 'unsupported_grant_type', 'Unsupported grant_type');
   }
@@ -845,11 +953,7 @@ input{display:block;width:100%;padding:.4rem}button{padding:.5rem 1.2rem}.error{
 
   private cors(req: IncomingMessage, res: ServerResponse): void {
     const origin = req.headers.origin;
-    if (!origin) return;
-    const allowed =
-      this.extraOrigins.has(origin) ||
-      (this.realm.clients ?? []).some((c) => (c.webOrigins ?? []).includes(origin));
-    if (!allowed) return;
+    if (!origin || !this.originAllowed(origin)) return;
     res.setHeader('Access-Control-Allow-Origin', origin);
     res.setHeader('Access-Control-Allow-Credentials', 'true');
     res.setHeader('Access-Control-Allow-Headers', 'Authorization, Content-Type');

@@ -199,6 +199,19 @@ export async function streamedDownload(path: string, filename: string): Promise<
     body: JSON.stringify({ path }),
   });
   const { url } = (await res.json()) as { url: string };
+  saveFromUrl(url, filename);
+}
+
+/**
+ * Saves a study or series a share link covers as a ZIP the gateway streams. The link is its own credential, already in
+ * the path, so the browser's download manager fetches it directly and writes it to disk as it arrives; the `accept`
+ * query parameter (PS3.18 §8.3.3.1) asks for application/zip, since an <a> cannot send an Accept header.
+ */
+export function sharedDownload(path: string, filename: string): void {
+  saveFromUrl(`${path}?accept=${encodeURIComponent('application/zip')}`, filename);
+}
+
+function saveFromUrl(url: string, filename: string): void {
   const a = document.createElement('a');
   a.href = url;
   a.download = filename;

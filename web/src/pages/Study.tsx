@@ -1,11 +1,11 @@
 import { useState } from 'react';
 import {
   streamedDownload,
+  sharedDownload,
   dicomDate,
   dicomwebRoot,
   shareError,
   shareRoot,
-  gatewayFetch,
   getJson,
   tagText,
   Tags,
@@ -54,14 +54,8 @@ export function StudyPage({
         // Streamed by the gateway to the browser's download manager through a single-use link.
         await streamedDownload(base, `${study}.zip`);
       } else {
-        // A share link is already its own credential in the path, but an <a> cannot ask for application/zip.
-        const res = await gatewayFetch(base, { headers: { Accept: 'application/zip' } });
-        const url = URL.createObjectURL(await res.blob());
-        const a = document.createElement('a');
-        a.href = url;
-        a.download = `${study}.zip`;
-        a.click();
-        setTimeout(() => URL.revokeObjectURL(url), 60_000);
+        // Streamed too: the share link is the credential, nothing is assembled in page memory.
+        sharedDownload(base, `${study}.zip`);
       }
     } catch (err) {
       setDownloadError(err);
