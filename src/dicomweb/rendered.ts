@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
 import { parseRenderParams, type RenderedMediaType, type RenderParams } from '../dicom/render';
-import { BadRequestError, NotAcceptableError, NotFoundError, warning299 } from '../errors';
+import { BadRequestError, NotAcceptableError, NotFoundError, ServiceBusyError, warning299 } from '../errors';
 import {
   findRenderableInstance,
   getThumbnail,
@@ -61,13 +61,24 @@ export function selectRenderedMediaType(
   return chosen.mediaType as RenderedMediaType;
 }
 
-/** Caps concurrent renders in this process: each holds a decoded frame in memory and keeps a core busy. */
+/**
+ * Caps concurrent renders in this process (each holds a decoded frame in memory and keeps a core busy) and the renders
+ * waiting for a turn: beyond `maxWaiting`, a request answers 503 with Retry-After at once instead of queueing.
+ */
 class Limiter {
   private active = 0;
   private readonly waiting: Array<() => void> = [];
-  constructor(private readonly max: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly maxWaiting: number,
+  ) {}
   async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    if (this.active >= this.max) {
+      if (this.waiting.length >= this.maxWaiting) {
+        throw new ServiceBusyError('the gateway is rendering as many images as it can; retry later');
+      }
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    }
     this.active++;
     try {
       return await fn();
@@ -85,7 +96,7 @@ const limiters = new WeakMap<Services, Limiter>();
 export function runRender<T>(services: Services, fn: () => Promise<T>): Promise<T> {
   let limiter = limiters.get(services);
   if (!limiter) {
-    limiter = new Limiter(services.config.RENDER_CONCURRENCY);
+    limiter = new Limiter(services.config.RENDER_CONCURRENCY, services.config.RENDER_QUEUE);
     limiters.set(services, limiter);
   }
   return limiter.run(fn);

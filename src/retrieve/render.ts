@@ -6,12 +6,13 @@
  * whatever the stored byte order, deflate already inflated by its parser); compressed frames come from the
  * same resource as the stored codestream (fragments concatenated) and are decoded in-process on the decode thread pool
  * (src/codecs), so JPEG 2000, HTJ2K and palette colour work although Orthanc 1.10 decodes none of them. The gateway
- * then applies the whole presentation pipeline itself (masking, sign, rescale, window, MONOCHROME1, palette, YBR).
+ * then applies the whole presentation pipeline itself (masking, sign, rescale, window, MONOCHROME1, palette, YBR), on
+ * the same decode threads, so the HTTP event loop only fetches, waits and hands the 8-bit image to sharp (libvips,
+ * which encodes on its own threads).
  * Syntaxes without a decoder answer 422 with the transfer syntax named, never a retry loop.
  */
 import type { CodecPool } from '../codecs';
 import {
-  decodeNativeFrame,
   type DisplayImage,
   describePixels,
   encodeImage,
@@ -20,8 +21,6 @@ import {
   type PaletteLut,
   paletteChannel,
   type PixelDescription,
-  type StoredFrame,
-  toDisplayImage,
   type WindowSpec,
 } from '../dicom/render';
 import { nativeFrameSpan } from '../dicom/bulk';
@@ -77,36 +76,6 @@ export async function fetchStoredFrame(
     native + Math.ceil(native / 2) + 65536,
     src.transferSyntax.trim(),
   );
-}
-
-/** Loads and decodes one frame (1-based) of an archived instance. */
-export async function loadStoredFrame(
-  archive: Archive,
-  src: RenderSource,
-  px: PixelDescription,
-  frameNumber: number,
-  codecs: CodecPool,
-  signal?: AbortSignal,
-): Promise<StoredFrame> {
-  const ts = src.transferSyntax.trim();
-  if (isUncompressedTransferSyntax(ts)) {
-    // Orthanc answers native frames in little endian whatever the stored syntax (Big Endian objects included).
-    const bytes = await fetchBytes(
-      () => archive.openFrame(src.orthancId, frameNumber, signal),
-      nativeFrameSpan(px) + 64,
-      ts,
-    );
-    return decodeNativeFrame(bytes, px);
-  }
-  codecs.checkSize(px);
-  const stored = await fetchStoredFrame(archive, src, px, frameNumber, signal);
-  const decoded = await codecs.decodeFrame(stored, ts, px, signal);
-  // Decoders answer pixel-interleaved samples, colour-transformed to RGB where the codestream says so.
-  return decodeNativeFrame(decoded.pixels, {
-    ...px,
-    photometric: decoded.photometric,
-    planarConfiguration: 0,
-  });
 }
 
 /** Reads the Palette Color Lookup Tables (descriptors from the index, data inline or from the archive). */
@@ -169,12 +138,31 @@ export async function renderArchivedFrame(
   if (px.rows * px.columns * px.samplesPerPixel > limits.maxPixels) {
     throw new UnrecoverableInputError(`the image is too large to render (${px.rows} x ${px.columns})`);
   }
-  const frame = await loadStoredFrame(archive, src, px, req.frameNumber, limits.codecs, signal);
-  const palette = frame.kind === 'palette' ? await loadPalette(archive, src, signal) : undefined;
-  const image: DisplayImage = toDisplayImage(frame, px, framePresentation(src.dicomJson, req.frameNumber), {
-    window: req.window,
-    palette,
-  });
+  const ts = src.transferSyntax.trim();
+  limits.codecs.checkSize(px);
+  const stored = isUncompressedTransferSyntax(ts)
+    ? await fetchBytes(
+        () => archive.openFrame(src.orthancId, req.frameNumber, signal),
+        nativeFrameSpan(px) + 64,
+        ts,
+      )
+    : await fetchStoredFrame(archive, src, px, req.frameNumber, signal);
+  const palette =
+    px.photometric === 'PALETTE COLOR' && px.samplesPerPixel === 1
+      ? await loadPalette(archive, src, signal)
+      : undefined;
+  // Decoding, masking, rescale and windowing run on a decode thread: the event loop only fetches and waits.
+  const image: DisplayImage = await limits.codecs.renderFrame(
+    stored,
+    ts,
+    {
+      px,
+      presentation: framePresentation(src.dicomJson, req.frameNumber),
+      window: req.window,
+      palette,
+    },
+    signal,
+  );
   return encodeImage(image, { ...req.encode, maxOutputPixels: limits.maxOutputPixels });
 }
 
