@@ -133,8 +133,8 @@ interface RenderedHandlers {
 const handlers = new WeakMap<Services, RenderedHandlers>();
 
 /**
- * PS3.18 §10.4 Retrieve Rendered, instance and frame resources (§8.3.5 rendering parameters): one frame as
- * image/jpeg or image/png.
+ * PS3.18 §10.4 Retrieve Rendered, study, series, instance and frame resources (§8.3.5 rendering parameters): one
+ * frame as image/jpeg, image/png or image/webp.
  */
 export function handleRetrieveRenderedInstance(ctx: Context, services: Services): Promise<void> {
   return renderedHandlers(services).rendered(ctx);
@@ -160,13 +160,45 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
   const limits = renderLimits(config);
 
   /**
-   * PS3.18 §10.4 Retrieve Rendered, instance and frame resources (§8.3.5 rendering parameters): one frame as
-   * image/jpeg or image/png. A multi-frame instance renders its first frame (said in a Warning header).
+   * The instance a rendered or thumbnail request draws: the one named, or for a study or series the one that stands
+   * for it (the middle image by Instance Number of the series, for a study its first series by Series Number with an
+   * image the caller can see), so the study, series and thumbnail resources of one study agree.
+   */
+  async function renderTarget(
+    scopes: Awaited<ReturnType<typeof requestReadScopes>>,
+    studyUid: string,
+    seriesUid: string | undefined,
+    sopInstanceUid: string | undefined,
+  ): Promise<RenderableRow> {
+    let row: RenderableRow | undefined;
+    if (sopInstanceUid && seriesUid) {
+      row = await findRenderableInstance(db, scopes, { studyUid, seriesUid, sopInstanceUid });
+    } else {
+      const series = seriesUid ?? (await studyRepresentativeSeries(db, scopes, studyUid));
+      if (series) row = await seriesRepresentative(db, scopes, series, studyUid);
+    }
+    if (!row) {
+      throw new NotFoundError(
+        sopInstanceUid
+          ? 'instance not found'
+          : `${seriesUid ? 'series' : 'study'} not found or has no images`,
+      );
+    }
+    return row;
+  }
+
+  /**
+   * PS3.18 §10.4 Retrieve Rendered, study, series, instance and frame resources (§8.3.5 rendering parameters): one
+   * frame as image/jpeg, image/png or image/webp. A multi-frame instance renders its first frame (said in a Warning
+   * header). A study or series renders the image that stands for it (see renderTarget), as Orthanc's DICOMweb plugin
+   * and the viewers that ask for it (a series preview) expect, not a multipart of every instance.
    */
   async function handleRetrieveRenderedInstance(ctx: Context): Promise<void> {
     const studyUid = uid(ctx.params.study, 'Study Instance UID');
-    const seriesUid = uid(ctx.params.series, 'Series Instance UID');
-    const sopInstanceUid = uid(ctx.params.instance, 'SOP Instance UID');
+    const seriesParam =
+      ctx.params.series === undefined ? undefined : uid(ctx.params.series, 'Series Instance UID');
+    const sopParam =
+      ctx.params.instance === undefined ? undefined : uid(ctx.params.instance, 'SOP Instance UID');
     const frame = frameNumber(ctx.params.frames);
     const params = parseRenderParams(ctx.query);
     const mediaType = selectRenderedMediaType(ctx.get('accept'), queryString(ctx.query.accept));
@@ -175,11 +207,11 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
       action: 'wado.rendered',
       projectId: ctx.params.project,
       studyUid,
-      seriesUid,
-      sopInstanceUid,
+      seriesUid: seriesParam,
+      sopInstanceUid: sopParam,
     });
-    const row = await findRenderableInstance(db, scopes, { studyUid, seriesUid, sopInstanceUid });
-    if (!row) throw new NotFoundError('instance not found');
+    const row = await renderTarget(scopes, studyUid, seriesParam, sopParam);
+    if (!sopParam) ctx.set('X-Rendered-Instance', row.sopInstanceUid);
     const frames = row.dicomJson['00280008']?.Value?.[0];
     if (ctx.params.frames === undefined && Number(frames) > 1) {
       ctx.append(
@@ -228,22 +260,8 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
       sopInstanceUid: sopParam,
     });
 
-    let row: RenderableRow | undefined;
-    if (sopParam && seriesParam) {
-      row = await findRenderableInstance(db, scopes, {
-        studyUid,
-        seriesUid: seriesParam,
-        sopInstanceUid: sopParam,
-      });
-    } else {
-      const seriesUid = seriesParam ?? (await studyRepresentativeSeries(db, scopes, studyUid));
-      if (seriesUid) row = await seriesRepresentative(db, scopes, seriesUid, studyUid);
-    }
-    if (!row)
-      throw new NotFoundError(
-        `${sopParam ? 'instance' : seriesParam ? 'series' : 'study'} not found or has no images`,
-      );
-    const target = row;
+    const target = await renderTarget(scopes, studyUid, seriesParam, sopParam);
+    if (!sopParam) ctx.set('X-Rendered-Instance', target.sopInstanceUid);
 
     // JPEG of frame 1 in a square box is what viewers list; those are cached (a few sizes per instance at most).
     const vp = params.viewport;
