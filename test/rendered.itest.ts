@@ -418,6 +418,17 @@ describe('Retrieve Rendered and thumbnails (PS3.18 §10.4, §8.3.5)', () => {
       expect((await fetch(`${beta}${slices[0].path}/thumbnail`)).status).toBe(404);
     });
 
+    it('serves a cached instance thumbnail in one lookup, to projects that see the instance only', async () => {
+      const first = await get(`${ct.path}/thumbnail`);
+      expect(first.res.status).toBe(200);
+      const second = await get(`${ct.path}/thumbnail`);
+      expect(second.res.headers.get('x-thumbnail-cache')).toBe('hit');
+      expect(second.body.equals(first.body)).toBe(true);
+      // Cached, but beta cannot see CT_small: the cache answers nobody the index would not.
+      const beta = await fetch(`${gw.url}/projects/beta/dicom-web${ct.path}/thumbnail`);
+      expect(beta.status).toBe(404);
+    });
+
     it('answers 404 for a series with nothing to draw', async () => {
       const sr = await store(gw, sample('rt-sr-seg/reportsi_basic-text-sr.dcm'), ['alpha']);
       expect((await get(`/studies/${sr.study}/series/${sr.series}/thumbnail`)).res.status).toBe(404);

@@ -5,6 +5,7 @@ import { ServiceBusyError, UnrecoverableInputError } from '../errors';
 import { CodecPool } from './pool';
 import { TransferSyntax } from '../dicom/transfer-syntax';
 import { type CodecPixels, decodedFrameBytes } from './syntaxes';
+import { decodeNativeFrame, toDisplayImage } from '../dicom/render';
 
 const SAMPLES = process.env.APERTURE_SAMPLES_DIR ?? join(__dirname, '../../../shared/dicom-samples');
 
@@ -159,5 +160,63 @@ describe('encodeFrame (pixel cleaning)', () => {
       photometric: decoded.photometric,
     });
     expect(Buffer.from(again.pixels).equals(Buffer.from(cleaned))).toBe(true);
+  });
+});
+
+describe('renderFrame (the presentation pipeline on the decode threads)', () => {
+  const mono16 = {
+    rows: 64,
+    columns: 64,
+    samplesPerPixel: 1,
+    bitsAllocated: 16,
+    bitsStored: 12,
+    highBit: 11,
+    signed: false,
+    photometric: 'MONOCHROME2',
+    planarConfiguration: 0,
+    numberOfFrames: 1,
+  };
+  const presentation = { rescaleSlope: 1, rescaleIntercept: -1024, windows: [] };
+
+  it('gives the pixels the in-process pipeline gives, and takes the frame memory with it (a transfer)', async () => {
+    const words = new Uint16Array(64 * 64);
+    // High bits set on purpose: they lie outside Bits Stored and must be masked away.
+    for (let i = 0; i < words.length; i++) words[i] = ((i * 37) % 4096) | 0xf000;
+    const expected = toDisplayImage(
+      decodeNativeFrame(new Uint8Array(words.buffer.slice(0)), mono16),
+      mono16,
+      {
+        ...presentation,
+        windows: [{ center: 40, width: 400, fn: 'linear' }],
+      },
+    );
+    const frame = new Uint8Array(words.buffer);
+    const image = await pool.renderFrame(frame, TransferSyntax.explicitVrLittleEndian, {
+      px: mono16,
+      presentation,
+      window: { center: 40, width: 400, fn: 'linear' },
+    });
+    expect(image).toMatchObject({ width: 64, height: 64, channels: 1 });
+    expect(Buffer.from(image.data).equals(Buffer.from(expected.data))).toBe(true);
+    // The caller's buffer went to the thread rather than being copied.
+    expect(frame.byteLength).toBe(0);
+  });
+
+  it('decodes a compressed frame first: lossless JPEG 2000 MR renders as the native MR does', async () => {
+    const native = sample('mr/MR_small.dcm');
+    const j2k = sample('mr/MR_small_jp2klossless.dcm');
+    const px = { ...native.px, highBit: native.px.bitsStored - 1, numberOfFrames: 1 };
+    const a = await pool.renderFrame(native.frame.slice(), native.ts, { px, presentation });
+    const b = await pool.renderFrame(j2k.frame.slice(), j2k.ts, { px, presentation });
+    expect(Buffer.from(a.data).equals(Buffer.from(b.data))).toBe(true);
+  });
+
+  it('refuses a short frame with a 422, not a thread crash', async () => {
+    await expect(
+      pool.renderFrame(new Uint8Array(10), TransferSyntax.explicitVrLittleEndian, {
+        px: mono16,
+        presentation,
+      }),
+    ).rejects.toBeInstanceOf(UnrecoverableInputError);
   });
 });

@@ -8,7 +8,13 @@ import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { Piscina } from 'piscina';
 import { ServiceBusyError, UnrecoverableInputError } from '../errors';
-import { type CodecPixels, type DecodedFrame, decodedFrameBytes, isDecodableSyntax } from './syntaxes';
+import {
+  type CodecPixels,
+  type DecodedFrame,
+  decodedFrameBytes,
+  isDecodableSyntax,
+  ownsBuffer,
+} from './syntaxes';
 import type { CodecResult, CodecTask, RenderTaskOptions } from './worker';
 import { isUncompressedTransferSyntax } from '../dicom/transfer-syntax';
 import type { DisplayImage } from '../dicom/render';
@@ -115,10 +121,7 @@ export class CodecPool {
     if (!isUncompressedTransferSyntax(ts) && !isDecodableSyntax(ts)) {
       throw new UnrecoverableInputError(`no decoder for transfer syntax ${ts}`);
     }
-    const owned =
-      frame.buffer instanceof ArrayBuffer &&
-      frame.byteOffset === 0 &&
-      frame.buffer.byteLength === frame.byteLength;
+    const owned = ownsBuffer(frame);
     const r = await this.run(
       { op: 'render', frame, transferSyntaxUid: ts, ...options },
       signal,

@@ -63,3 +63,15 @@ export function decodedFrameBytes(
 ): number {
   return px.rows * px.columns * px.samplesPerPixel * Math.ceil(px.bitsAllocated / 8);
 }
+
+/**
+ * True when the view spans the whole of its own (non-shared) ArrayBuffer, so handing that buffer to another thread
+ * moves nothing else. Tested by tag, not instanceof, so buffers made in another realm (a vm context) qualify.
+ */
+export function ownsBuffer(view: Uint8Array): boolean {
+  return (
+    Object.prototype.toString.call(view.buffer) === '[object ArrayBuffer]' &&
+    view.byteOffset === 0 &&
+    view.buffer.byteLength === view.byteLength
+  );
+}

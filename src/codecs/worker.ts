@@ -17,7 +17,7 @@ import { AppError } from '../errors';
 import { decodeFrameSync } from './decode';
 import { encodeFrameSync } from './encode';
 import { isCodecInputError } from './errors';
-import type { CodecPixels } from './syntaxes';
+import { type CodecPixels, ownsBuffer } from './syntaxes';
 import { loadWasm, resetWasm } from './wasm';
 
 /** What a render task needs besides the stored frame: the pixel module, presentation and options of one request. */
@@ -47,13 +47,6 @@ export type CodecResult =
       channels?: 1 | 3;
     }
   | { ok: false; input: boolean; message: string };
-
-/** True when the view spans the whole of its own ArrayBuffer, so handing the buffer over moves nothing else. */
-export function ownsBuffer(view: Uint8Array): boolean {
-  return (
-    view.buffer instanceof ArrayBuffer && view.byteOffset === 0 && view.buffer.byteLength === view.byteLength
-  );
-}
 
 /** Wraps a value so piscina transfers `buffer` with it instead of copying it (a Transferable, see piscina's README). */
 export function withTransfer<T extends object>(value: T, buffer: ArrayBuffer): unknown {

@@ -3,6 +3,7 @@ import { parseRenderParams, type RenderedMediaType, type RenderParams } from '..
 import { BadRequestError, NotAcceptableError, NotFoundError, ServiceBusyError, warning299 } from '../errors';
 import {
   findRenderableInstance,
+  findVisibleThumbnail,
   getThumbnail,
   putThumbnail,
   type RenderableRow,
@@ -260,9 +261,6 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
       sopInstanceUid: sopParam,
     });
 
-    const target = await renderTarget(scopes, studyUid, seriesParam, sopParam);
-    if (!sopParam) ctx.set('X-Rendered-Instance', target.sopInstanceUid);
-
     // JPEG of frame 1 in a square box is what viewers list; those are cached (a few sizes per instance at most).
     const vp = params.viewport;
     const size = vp ? vp.vw : config.THUMBNAIL_SIZE;
@@ -272,6 +270,23 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
       params.quality === undefined &&
       size !== undefined &&
       (!vp || (vp.vw === vp.vh && size <= MAX_CACHED_THUMBNAIL));
+    if (cacheable && sopParam && seriesParam) {
+      // A named instance with its thumbnail cached: one index lookup, no DICOM JSON read.
+      const hit = await findVisibleThumbnail(
+        db,
+        scopes,
+        { studyUid, seriesUid: seriesParam, sopInstanceUid: sopParam },
+        size,
+      );
+      if (hit) {
+        warnIgnored(ctx, params);
+        ctx.set('X-Thumbnail-Cache', 'hit');
+        return sendImage(ctx, hit.bytes, hit.contentType);
+      }
+    }
+    const target = await renderTarget(scopes, studyUid, seriesParam, sopParam);
+    if (!sopParam) ctx.set('X-Rendered-Instance', target.sopInstanceUid);
+
     if (cacheable) {
       const cached = await getThumbnail(db, target.sopInstanceUid, size);
       if (cached) {
