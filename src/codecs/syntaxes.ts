@@ -55,6 +55,9 @@ export interface DecodedFrame {
    * ICT/RCT) answer RGB although the data set says YBR_FULL_422, YBR_ICT or YBR_RCT (PS3.5 §8.2).
    */
   photometric: string;
+  /** Set when the decoder stopped at a lower resolution level (JPEG 2000 and HTJ2K thumbnails): the image's size. */
+  rows?: number;
+  columns?: number;
 }
 
 /** Bytes one decoded frame occupies: rows × columns × samples × whole bytes of Bits Allocated. */

@@ -14,7 +14,7 @@ import {
 } from '../dicom/render';
 import { isUncompressedTransferSyntax } from '../dicom/transfer-syntax';
 import { AppError } from '../errors';
-import { decodeFrameSync } from './decode';
+import { decodeFrameSync, type ReduceTo } from './decode';
 import { encodeFrameSync } from './encode';
 import { isCodecInputError } from './errors';
 import { type CodecPixels, ownsBuffer } from './syntaxes';
@@ -26,6 +26,11 @@ export interface RenderTaskOptions {
   presentation: FramePresentation;
   window?: WindowSpec;
   palette?: PaletteLut;
+  /**
+   * The smallest image the caller will scale to (a thumbnail box): JPEG 2000 and HTJ2K then decode only the
+   * resolution levels needed. Never set when a source region is asked for (its coordinates are full-resolution).
+   */
+  reduceTo?: ReduceTo;
 }
 
 /** One task sent to a decode thread. */
@@ -67,11 +72,12 @@ function moved(result: CodecResult & { ok: true }): CodecResult {
 }
 
 function renderSync(task: Extract<CodecTask, { op: 'render' }>): CodecResult & { ok: true } {
-  const { px } = task;
+  let { px } = task;
   let frame;
   if (isUncompressedTransferSyntax(task.transferSyntaxUid)) frame = decodeNativeFrame(task.frame, px);
   else {
-    const decoded = decodeFrameSync(task.frame, task.transferSyntaxUid, px);
+    const decoded = decodeFrameSync(task.frame, task.transferSyntaxUid, px, task.reduceTo);
+    if (decoded.rows && decoded.columns) px = { ...px, rows: decoded.rows, columns: decoded.columns };
     // Decoders answer pixel-interleaved samples, colour-transformed to RGB where the codestream says so.
     frame = decodeNativeFrame(decoded.pixels, {
       ...px,

@@ -317,6 +317,7 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
         target,
         {
           frameNumber: frame,
+          reduced: true,
           encode: {
             mediaType,
             quality: params.quality ?? THUMBNAIL_QUALITY,

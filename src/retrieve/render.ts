@@ -115,6 +115,11 @@ export async function loadPalette(
 export interface RenderRequest {
   frameNumber: number;
   window?: WindowSpec;
+  /**
+   * Thumbnails: the image only has to cover the viewport, so JPEG 2000 and HTJ2K may stop decoding at a lower
+   * resolution level. Off for rendered resources, whose pixels must match a full decode.
+   */
+  reduced?: boolean;
   encode: Omit<EncodeOptions, 'maxOutputPixels'>;
 }
 
@@ -160,10 +165,22 @@ export async function renderArchivedFrame(
       presentation: framePresentation(src.dicomJson, req.frameNumber),
       window: req.window,
       palette,
+      reduceTo: req.reduced ? reduceTarget(req.encode.viewport) : undefined,
     },
     signal,
   );
   return encodeImage(image, { ...req.encode, maxOutputPixels: limits.maxOutputPixels });
+}
+
+/** The box a viewport scales to, unless it names a source region (whose coordinates are full-resolution). */
+function reduceTarget(
+  vp: RenderRequest['encode']['viewport'],
+): { width: number; height: number } | undefined {
+  if (!vp || vp.sx !== undefined || vp.sy !== undefined || vp.sw !== undefined || vp.sh !== undefined) {
+    return undefined;
+  }
+  if (vp.vw === undefined && vp.vh === undefined) return undefined;
+  return { width: vp.vw ?? 1, height: vp.vh ?? 1 };
 }
 
 /** JPEG quality of cached thumbnails: small files, artefacts invisible at 128 px. */
@@ -185,6 +202,7 @@ export async function renderThumbnail(
     src,
     {
       frameNumber: 1,
+      reduced: true,
       encode: {
         mediaType: 'image/jpeg',
         quality: THUMBNAIL_QUALITY,
