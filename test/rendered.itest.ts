@@ -353,6 +353,57 @@ describe('Retrieve Rendered and thumbnails (PS3.18 §10.4, §8.3.5)', () => {
     });
   });
 
+  describe('ICC profiles (PS3.18 §8.3.5.1.5 iccprofile)', () => {
+    it('attaches the instance ICC profile to JPEG and PNG without changing a pixel; iccprofile=no leaves it out', async () => {
+      // A real, non-sRGB profile (Display P3, as libvips ships it) put into a copy of the RGB secondary capture.
+      const p3 = (
+        await sharp(
+          await sharp({ create: { width: 1, height: 1, channels: 3, background: '#888' } })
+            .withIccProfile('p3')
+            .png()
+            .toBuffer(),
+        ).metadata()
+      ).icc as Buffer;
+      expect(p3.length).toBeGreaterThan(128);
+      const bytes = sample('sc/SC_rgb.dcm');
+      const data = dcmjs.data.DicomMessage.readFile(
+        bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) as ArrayBuffer,
+      );
+      const sop = dcmjs.data.DicomMetaDictionary.uid();
+      data.dict['00080018'].Value = [sop];
+      data.meta['00020003'].Value = [sop];
+      data.dict['0020000E'].Value = [dcmjs.data.DicomMetaDictionary.uid()];
+      data.dict['00282000'] = {
+        vr: 'OB',
+        Value: [p3.buffer.slice(p3.byteOffset, p3.byteOffset + p3.length)],
+      };
+      const withIcc = await store(gw, Buffer.from(data.write()), ['alpha']);
+
+      const png = await get(`${withIcc.path}/rendered`, 'image/png');
+      expect(png.res.status).toBe(200);
+      expect((await sharp(png.body).metadata()).icc?.equals(p3)).toBe(true);
+      const jpeg = await get(`${withIcc.path}/rendered?iccprofile=yes`, 'image/jpeg');
+      expect((await sharp(jpeg.body).metadata()).icc?.equals(p3)).toBe(true);
+      // The pixels are the instance's, in its profile's space: exactly those of the same image without a profile.
+      const plain = await get(`${rgb.path}/rendered`, 'image/png');
+      expect((await sharp(plain.body).metadata()).icc).toBeUndefined();
+      // keepIccProfile: read the stored samples, not sharp's conversion of them to sRGB.
+      const stored = await sharp(png.body).keepIccProfile().raw().toBuffer();
+      expect(stored.equals((await pixels(plain.body)).data)).toBe(true);
+
+      const no = await get(`${withIcc.path}/rendered?iccprofile=no`, 'image/png');
+      expect((await sharp(no.body).metadata()).icc).toBeUndefined();
+      // A transform to another space is not made, and said so; a value PS3.18 does not define is a 400.
+      const srgb = await get(`${withIcc.path}/rendered?iccprofile=srgb`, 'image/png');
+      expect(srgb.res.headers.get('warning')).toMatch(/iccprofile/);
+      expect((await get(`${withIcc.path}/rendered?iccprofile=maybe`)).res.status).toBe(400);
+      // Grey images never carry a colour profile.
+      expect(
+        (await sharp((await get(`${ct.path}/rendered`, 'image/png')).body).metadata()).icc,
+      ).toBeUndefined();
+    });
+  });
+
   describe('thumbnails', () => {
     it('renders a series thumbnail on the first request, caches it, and serves the cache next', async () => {
       const first = await get(`/studies/${us.study}/series/${us.series}/thumbnail`);

@@ -515,6 +515,12 @@ export interface RenderParams {
   window?: WindowSpec;
   /** Parameters given but not honoured, for `Warning: 299` headers. */
   ignored: string[];
+  /**
+   * `iccprofile` (PS3.18 §8.3.5.1.5): `no` never attaches one; `yes`, like the parameter's absence, attaches the
+   * instance's ICC Profile (0028,2000) to colour output when it has one (the pixels are in that profile's space).
+   * `srgb`, `adobergb` and `rommrgb` need a colour transform this gateway does not make: reported in `ignored`.
+   */
+  icc?: 'no' | 'yes';
 }
 
 function one(v: string | string[] | undefined): string | undefined {
@@ -531,8 +537,9 @@ function optionalInt(raw: string | undefined, name: string, allowNegative: boole
 
 /**
  * Parses the Retrieve Rendered query parameters of PS3.18 §8.3.5.1: `quality` (1-100), `viewport`
- * (vw,vh[,sx,sy,sw,sh]) and `window` (center,width[,linear|linear-exact|sigmoid]). Malformed values are a 400;
- * `annotation` and an `iccprofile` other than `no` are accepted but not applied, and reported in `ignored`.
+ * (vw,vh[,sx,sy,sw,sh]), `window` (center,width[,linear|linear-exact|sigmoid]) and `iccprofile`. Malformed values are
+ * a 400; `annotation` and the `iccprofile` values that need a colour transform are accepted but not applied, and
+ * reported in `ignored`.
  * `thumbnail` restricts `viewport` to vw,vh as §8.3.5.2 does for thumbnails.
  */
 export function parseRenderParams(
@@ -587,8 +594,10 @@ export function parseRenderParams(
     }
   }
   if (one(query.annotation)) out.ignored.push('annotation');
-  const icc = one(query.iccprofile);
-  if (icc && icc.toLowerCase() !== 'no') out.ignored.push('iccprofile');
+  const icc = one(query.iccprofile)?.trim().toLowerCase();
+  if (icc === 'no' || icc === 'yes') out.icc = icc;
+  else if (icc === 'srgb' || icc === 'adobergb' || icc === 'rommrgb') out.ignored.push('iccprofile');
+  else if (icc) throw new BadRequestError('iccprofile must be no, yes, srgb, adobergb or rommrgb');
   return out;
 }
 

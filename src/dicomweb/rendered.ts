@@ -226,6 +226,7 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
         row,
         {
           frameNumber: frame,
+          icc: params.icc,
           window: params.window,
           encode: { mediaType, quality: params.quality, viewport: params.viewport },
         },
@@ -317,6 +318,7 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
         target,
         {
           frameNumber: frame,
+          icc: params.icc,
           reduced: true,
           encode: {
             mediaType,

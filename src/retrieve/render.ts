@@ -24,6 +24,7 @@ import {
   type WindowSpec,
 } from '../dicom/render';
 import { nativeFrameSpan } from '../dicom/bulk';
+import { attachIccToJpeg, attachIccToPng } from '../dicom/icc';
 import type { DicomJson } from '../dicom/json';
 import { Tag } from '../dicom/tags';
 import { isUncompressedTransferSyntax } from '../dicom/transfer-syntax';
@@ -115,6 +116,8 @@ export async function loadPalette(
 export interface RenderRequest {
   frameNumber: number;
   window?: WindowSpec;
+  /** `no` leaves the instance's ICC profile out of colour output; by default (and `yes`) it is attached. */
+  icc?: 'no' | 'yes';
   /**
    * Thumbnails: the image only has to cover the viewport, so JPEG 2000 and HTJ2K may stop decoding at a lower
    * resolution level. Off for rendered resources, whose pixels must match a full decode.
@@ -169,7 +172,31 @@ export async function renderArchivedFrame(
     },
     signal,
   );
-  return encodeImage(image, { ...req.encode, maxOutputPixels: limits.maxOutputPixels });
+  const encoded = await encodeImage(image, { ...req.encode, maxOutputPixels: limits.maxOutputPixels });
+  if (req.icc === 'no' || image.channels !== 3 || !src.dicomJson[Tag.ICCProfile]) return encoded;
+  return attachIcc(encoded, req.encode.mediaType, await loadIccProfile(archive, src, signal));
+}
+
+/** ICC profiles are a few kB to a few MB; anything larger is not one. */
+const MAX_ICC_BYTES = 16 * 1024 * 1024;
+
+/** The instance's ICC Profile (0028,2000): inline in the index's DICOM JSON, or fetched as bulk data. */
+async function loadIccProfile(archive: Archive, src: RenderSource, signal?: AbortSignal): Promise<Buffer> {
+  const el = src.dicomJson[Tag.ICCProfile];
+  if (el?.InlineBinary) return Buffer.from(el.InlineBinary, 'base64');
+  return fetchBytes(
+    () => archive.openBulkData(src.orthancId, Tag.ICCProfile, { signal }),
+    MAX_ICC_BYTES,
+    src.transferSyntax,
+  );
+}
+
+/** Attaches the profile where the format carries one without re-encoding (JPEG, PNG); WebP and GIF go without. */
+function attachIcc(encoded: Buffer, mediaType: string, icc: Buffer): Buffer {
+  if (icc.length < 128) return encoded; // shorter than an ICC header: not a profile
+  if (mediaType === 'image/jpeg') return attachIccToJpeg(encoded, icc);
+  if (mediaType === 'image/png') return attachIccToPng(encoded, icc);
+  return encoded;
 }
 
 /** The box a viewport scales to, unless it names a source region (whose coordinates are full-resolution). */
