@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { CodecPool, defaultCodecThreads } from '../../src/codecs';
+import { decodeNativeFrame, toDisplayImage } from '../../src/dicom/render';
 import { generateInstances } from '../../tools/synth';
 import { stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
@@ -29,6 +31,79 @@ async function eventLoopDelay(gatewayUrl: string): Promise<{ p50: number; p99: n
 
 const round1 = (x: number) => Math.round(x * 10) / 10;
 
+/**
+ * The architectural effect alone, in this process and without HTTP or Orthanc: the event-loop delay while 16 renders
+ * of a 2048 x 2560 12-bit frame (rescale, window) run inline on the event loop (how the gateway rendered before) and
+ * then through the codec pool's render task (how it renders now). Same frame, same window, same run.
+ */
+export async function inProcessLoopDelay(): Promise<BenchRow[]> {
+  const px = {
+    rows: 2560,
+    columns: 2048,
+    samplesPerPixel: 1,
+    bitsAllocated: 16,
+    bitsStored: 12,
+    highBit: 11,
+    signed: false,
+    photometric: 'MONOCHROME2',
+    planarConfiguration: 0,
+    numberOfFrames: 1,
+  };
+  const frame = () => {
+    const words = new Uint16Array(px.rows * px.columns);
+    for (let i = 0; i < words.length; i++) words[i] = (i * 7) % 4096;
+    return new Uint8Array(words.buffer);
+  };
+  const presentation = { rescaleSlope: 1, rescaleIntercept: -1024, windows: [] };
+  const window = { center: 40, width: 400, fn: 'linear' as const };
+  const pool = new CodecPool({ threads: defaultCodecThreads(), queue: 64, maxFrameBytes: 64 * 1024 ** 2 });
+  /** Runs 16 renders at once while a 2 ms ticker records how late each tick fires (the event loop's delay). */
+  const measure = async (render: (frame: Uint8Array) => Promise<unknown>) => {
+    const frames = Array.from({ length: 16 }, frame); // made before the clock starts
+    const delays: number[] = [];
+    let ticking = true;
+    const schedule = () => {
+      const due = performance.now() + 2;
+      setTimeout(() => {
+        delays.push(Math.max(0, performance.now() - due));
+        if (ticking) schedule();
+      }, 2);
+    };
+    schedule();
+    const t = process.hrtime.bigint();
+    await Promise.all(frames.map((f) => new Promise((r) => setImmediate(r)).then(() => render(f))));
+    const ms = msSince(t);
+    // One more tick, so a loop blocked until the end still records that block.
+    await new Promise((r) => setTimeout(r, 5));
+    ticking = false;
+    const s = summarise(delays);
+    return { p99: s.p99, max: Math.max(...delays), perSecond: 16 / (ms / 1000) };
+  };
+  try {
+    await pool.renderFrame(frame(), '1.2.840.10008.1.2.1', { px, presentation, window }); // thread start-up
+    const inline = await measure(async (f) =>
+      toDisplayImage(decodeNativeFrame(f, px), px, presentation, { window }),
+    );
+    const pooled = await measure((f) =>
+      pool.renderFrame(f, '1.2.840.10008.1.2.1', { px, presentation, window }),
+    );
+    return [
+      {
+        metric:
+          'event-loop delay while 16 renders of a 2048x2560 frame run: codec threads vs inline (p99, in-process)',
+        unit: 'ms',
+        gateway: pooled.p99,
+        orthanc: inline.p99,
+        ratio: pooled.p99 / inline.p99,
+        ratioMeaning: 'codec threads / inline on the event loop (the "Orthanc" column is the inline figure)',
+        note: `max ${round1(pooled.max)} ms vs ${round1(inline.max)} ms inline; ${round1(pooled.perSecond)} vs ${round1(inline.perSecond)} renders/s; ${defaultCodecThreads()} codec thread(s)`,
+      },
+    ];
+  } finally {
+    await pool.close();
+  }
+}
+
 /** Requests per second over `total` requests with `clients` in flight, and each request's latency. */
 async function rate(urls: string[], total: number, clients: number, headers: Record<string, string>) {
   const t = process.hrtime.bigint();
@@ -48,7 +123,7 @@ async function rate(urls: string[], total: number, clients: number, headers: Rec
 export async function run(stack: StackEnv): Promise<SuiteResult> {
   const gw = await startGatewayProcess(stack, PORT, { AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false' });
   const auth = { authorization: orthancAuth(stack) };
-  const rows: BenchRow[] = [];
+  const rows: BenchRow[] = await inProcessLoopDelay();
   try {
     await createProject(gw.url, 'bench', 'Benchmark');
     const root = `${gw.url}/projects/bench/dicom-web`;
