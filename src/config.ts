@@ -69,6 +69,8 @@ export const configSchema = z.object({
   RENDER_MAX_OUTPUT_PIXELS: int(64 * 1024 ** 2, 1),
   /** Renders running at once in the gateway process (each holds one decoded frame in memory). */
   RENDER_CONCURRENCY: int(4, 1),
+  /** Renders waiting for one of those turns at most; beyond, 503 with Retry-After. */
+  RENDER_QUEUE: int(64, 0),
   /** Thumbnails fit a square of this many pixels (cached ones are JPEG at this size). */
   THUMBNAIL_SIZE: int(128, 16),
   /** Thumbnail jobs processed at once by each worker process. */

@@ -301,6 +301,109 @@ describe('Retrieve Rendered and thumbnails (PS3.18 §10.4, §8.3.5)', () => {
     expect((await fetch(`${gw.url}/dicom-web${ct.path}/rendered`)).status).toBe(200);
   });
 
+  describe('study and series rendered resources', () => {
+    it('renders the middle slice of a series, and for a study its first series, exactly as that instance renders', async () => {
+      // A study of two series: the four-slice CT series (series number 2 in the files) and a copy of one slice
+      // renumbered as series 1, which must stand for the study.
+      const files = ['17106', '17136', '17166', '17196'].map((f) => sample(`hierarchy/77654033/CT2/${f}`));
+      const slices: Stored[] = [];
+      for (const f of files) slices.push(await store(gw, f, ['alpha']));
+      const numbers = slices.map((s, i) => ({
+        s,
+        n: Number(filePixels(files[i]).dict['00200013']?.Value?.[0]),
+      }));
+      numbers.sort((a, b) => a.n - b.n);
+      // Four instances by Instance Number: the representative is the third (n / 2 + 1), as for thumbnails.
+      const middle = numbers[2].s;
+      const first = variant(files[0], { '00200011': ['1'] });
+      const firstSeries = await store(gw, first, ['alpha']);
+      expect(firstSeries.study).toBe(middle.study);
+
+      const series = await get(`/studies/${middle.study}/series/${middle.series}/rendered`, 'image/png');
+      expect(series.res.status).toBe(200);
+      expect(series.res.headers.get('content-type')).toBe('image/png');
+      expect(series.res.headers.get('x-rendered-instance')).toBe(middle.sop);
+      const instance = await get(`${middle.path}/rendered`, 'image/png');
+      expect((await pixels(series.body)).data.equals((await pixels(instance.body)).data)).toBe(true);
+      // The slices differ, so equal pixels mean the middle slice was drawn, not any slice.
+      const other = await get(`${numbers[0].s.path}/rendered`, 'image/png');
+      expect((await pixels(other.body)).data.equals((await pixels(instance.body)).data)).toBe(false);
+
+      const study = await get(`/studies/${middle.study}/rendered?viewport=64,64`, 'image/jpeg');
+      expect(study.res.status).toBe(200);
+      expect(study.res.headers.get('x-rendered-instance')).toBe(firstSeries.sop);
+      expect(await sharp(study.body).metadata()).toMatchObject({ format: 'jpeg', width: 64, height: 64 });
+      // Rendering parameters apply at every level; the union root serves the same resource.
+      const windowed = await get(`/studies/${middle.study}/series/${middle.series}/rendered?window=40,80`);
+      expect(windowed.res.status).toBe(200);
+      expect((await fetch(`${gw.url}/dicom-web/studies/${middle.study}/rendered`)).status).toBe(200);
+    });
+
+    it('answers 404 for a study or series the project cannot see or that has no image, 400 for bad input', async () => {
+      expect((await get(`/studies/${ct.study}/series/${ct.series}/rendered`)).res.status).toBe(200);
+      const beta = `${gw.url}/projects/beta/dicom-web`;
+      expect((await fetch(`${beta}/studies/${ct.study}/rendered`)).status).toBe(404);
+      expect((await fetch(`${beta}/studies/${ct.study}/series/${ct.series}/rendered`)).status).toBe(404);
+      const sr = await store(gw, sample('rt-sr-seg/reportsi_basic-text-sr.dcm'), ['alpha']);
+      const none = await get(`/studies/${sr.study}/series/${sr.series}/rendered`);
+      expect(none.res.status).toBe(404);
+      expect(none.res.headers.get('content-type')).toMatch(/json/);
+      expect((await get(`/studies/${ct.study}/rendered?window=40`)).res.status).toBe(400);
+      expect((await get(`/studies/not-a-uid/rendered`)).res.status).toBe(400);
+    });
+  });
+
+  describe('ICC profiles (PS3.18 §8.3.5.1.5 iccprofile)', () => {
+    it('attaches the instance ICC profile to JPEG and PNG without changing a pixel; iccprofile=no leaves it out', async () => {
+      // A real, non-sRGB profile (Display P3, as libvips ships it) put into a copy of the RGB secondary capture.
+      const p3 = (
+        await sharp(
+          await sharp({ create: { width: 1, height: 1, channels: 3, background: '#888' } })
+            .withIccProfile('p3')
+            .png()
+            .toBuffer(),
+        ).metadata()
+      ).icc as Buffer;
+      expect(p3.length).toBeGreaterThan(128);
+      const bytes = sample('sc/SC_rgb.dcm');
+      const data = dcmjs.data.DicomMessage.readFile(
+        bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) as ArrayBuffer,
+      );
+      const sop = dcmjs.data.DicomMetaDictionary.uid();
+      data.dict['00080018'].Value = [sop];
+      data.meta['00020003'].Value = [sop];
+      data.dict['0020000E'].Value = [dcmjs.data.DicomMetaDictionary.uid()];
+      data.dict['00282000'] = {
+        vr: 'OB',
+        Value: [p3.buffer.slice(p3.byteOffset, p3.byteOffset + p3.length)],
+      };
+      const withIcc = await store(gw, Buffer.from(data.write()), ['alpha']);
+
+      const png = await get(`${withIcc.path}/rendered`, 'image/png');
+      expect(png.res.status).toBe(200);
+      expect((await sharp(png.body).metadata()).icc?.equals(p3)).toBe(true);
+      const jpeg = await get(`${withIcc.path}/rendered?iccprofile=yes`, 'image/jpeg');
+      expect((await sharp(jpeg.body).metadata()).icc?.equals(p3)).toBe(true);
+      // The pixels are the instance's, in its profile's space: exactly those of the same image without a profile.
+      const plain = await get(`${rgb.path}/rendered`, 'image/png');
+      expect((await sharp(plain.body).metadata()).icc).toBeUndefined();
+      // keepIccProfile: read the stored samples, not sharp's conversion of them to sRGB.
+      const stored = await sharp(png.body).keepIccProfile().raw().toBuffer();
+      expect(stored.equals((await pixels(plain.body)).data)).toBe(true);
+
+      const no = await get(`${withIcc.path}/rendered?iccprofile=no`, 'image/png');
+      expect((await sharp(no.body).metadata()).icc).toBeUndefined();
+      // A transform to another space is not made, and said so; a value PS3.18 does not define is a 400.
+      const srgb = await get(`${withIcc.path}/rendered?iccprofile=srgb`, 'image/png');
+      expect(srgb.res.headers.get('warning')).toMatch(/iccprofile/);
+      expect((await get(`${withIcc.path}/rendered?iccprofile=maybe`)).res.status).toBe(400);
+      // Grey images never carry a colour profile.
+      expect(
+        (await sharp((await get(`${ct.path}/rendered`, 'image/png')).body).metadata()).icc,
+      ).toBeUndefined();
+    });
+  });
+
   describe('thumbnails', () => {
     it('renders a series thumbnail on the first request, caches it, and serves the cache next', async () => {
       const first = await get(`/studies/${us.study}/series/${us.series}/thumbnail`);
@@ -364,6 +467,17 @@ describe('Retrieve Rendered and thumbnails (PS3.18 §10.4, §8.3.5)', () => {
       );
       expect(visibleThumbs.some((t) => t.equals(seriesThumb))).toBe(true);
       expect((await fetch(`${beta}${slices[0].path}/thumbnail`)).status).toBe(404);
+    });
+
+    it('serves a cached instance thumbnail in one lookup, to projects that see the instance only', async () => {
+      const first = await get(`${ct.path}/thumbnail`);
+      expect(first.res.status).toBe(200);
+      const second = await get(`${ct.path}/thumbnail`);
+      expect(second.res.headers.get('x-thumbnail-cache')).toBe('hit');
+      expect(second.body.equals(first.body)).toBe(true);
+      // Cached, but beta cannot see CT_small: the cache answers nobody the index would not.
+      const beta = await fetch(`${gw.url}/projects/beta/dicom-web${ct.path}/thumbnail`);
+      expect(beta.status).toBe(404);
     });
 
     it('answers 404 for a series with nothing to draw', async () => {

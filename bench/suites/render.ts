@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { CodecPool, defaultCodecThreads } from '../../src/codecs';
+import { decodeNativeFrame, toDisplayImage } from '../../src/dicom/render';
 import { generateInstances } from '../../tools/synth';
 import { stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
@@ -7,7 +9,100 @@ import { createProject, orthancAuth, type StackEnv, startGatewayProcess } from '
 import { msSince, summarise, timedPool } from '../lib/stats';
 
 const N = Number(process.env.BENCH_RENDER_N ?? 48);
+const PORT = Number(process.env.BENCH_RENDER_PORT ?? 18085);
 const SAMPLES = process.env.APERTURE_SAMPLES_DIR ?? join(__dirname, '../../../shared/dicom-samples');
+
+/**
+ * The gateway's own event-loop delay (prom-client's monitorEventLoopDelay gauges, reset at every scrape): scrape once
+ * to reset, run the load, scrape again for the delay during the load.
+ */
+async function eventLoopDelay(gatewayUrl: string): Promise<{ p50: number; p99: number; max: number }> {
+  const text = await (await fetch(`${gatewayUrl}/metrics`)).text();
+  const gauge = (name: string) => {
+    const m = new RegExp(
+      `^aperture_process_nodejs_eventloop_lag_${name}_seconds(?:\\{[^}]*\\})? ([0-9.eE+-]+)$`,
+      'm',
+    ).exec(text);
+    if (!m) throw new Error(`no aperture_process_nodejs_eventloop_lag_${name}_seconds in /metrics`);
+    return Math.round(Number(m[1]) * 1e5) / 100;
+  };
+  return { p50: gauge('p50'), p99: gauge('p99'), max: gauge('max') };
+}
+
+const round1 = (x: number) => Math.round(x * 10) / 10;
+
+/**
+ * The architectural effect alone, in this process and without HTTP or Orthanc: the event-loop delay while 16 renders
+ * of a 2048 x 2560 12-bit frame (rescale, window) run inline on the event loop (how the gateway rendered before) and
+ * then through the codec pool's render task (how it renders now). Same frame, same window, same run.
+ */
+export async function inProcessLoopDelay(): Promise<BenchRow[]> {
+  const px = {
+    rows: 2560,
+    columns: 2048,
+    samplesPerPixel: 1,
+    bitsAllocated: 16,
+    bitsStored: 12,
+    highBit: 11,
+    signed: false,
+    photometric: 'MONOCHROME2',
+    planarConfiguration: 0,
+    numberOfFrames: 1,
+  };
+  const frame = () => {
+    const words = new Uint16Array(px.rows * px.columns);
+    for (let i = 0; i < words.length; i++) words[i] = (i * 7) % 4096;
+    return new Uint8Array(words.buffer);
+  };
+  const presentation = { rescaleSlope: 1, rescaleIntercept: -1024, windows: [] };
+  const window = { center: 40, width: 400, fn: 'linear' as const };
+  const pool = new CodecPool({ threads: defaultCodecThreads(), queue: 64, maxFrameBytes: 64 * 1024 ** 2 });
+  /** Runs 16 renders at once while a 2 ms ticker records how late each tick fires (the event loop's delay). */
+  const measure = async (render: (frame: Uint8Array) => Promise<unknown>) => {
+    const frames = Array.from({ length: 16 }, frame); // made before the clock starts
+    const delays: number[] = [];
+    let ticking = true;
+    const schedule = () => {
+      const due = performance.now() + 2;
+      setTimeout(() => {
+        delays.push(Math.max(0, performance.now() - due));
+        if (ticking) schedule();
+      }, 2);
+    };
+    schedule();
+    const t = process.hrtime.bigint();
+    await Promise.all(frames.map((f) => new Promise((r) => setImmediate(r)).then(() => render(f))));
+    const ms = msSince(t);
+    // One more tick, so a loop blocked until the end still records that block.
+    await new Promise((r) => setTimeout(r, 5));
+    ticking = false;
+    const s = summarise(delays);
+    return { p99: s.p99, max: Math.max(...delays), perSecond: 16 / (ms / 1000) };
+  };
+  try {
+    await pool.renderFrame(frame(), '1.2.840.10008.1.2.1', { px, presentation, window }); // thread start-up
+    const inline = await measure(async (f) =>
+      toDisplayImage(decodeNativeFrame(f, px), px, presentation, { window }),
+    );
+    const pooled = await measure((f) =>
+      pool.renderFrame(f, '1.2.840.10008.1.2.1', { px, presentation, window }),
+    );
+    return [
+      {
+        metric:
+          'event-loop delay while 16 renders of a 2048x2560 frame run: codec threads vs inline (p99, in-process)',
+        unit: 'ms',
+        gateway: pooled.p99,
+        orthanc: inline.p99,
+        ratio: pooled.p99 / inline.p99,
+        ratioMeaning: 'codec threads / inline on the event loop (the "Orthanc" column is the inline figure)',
+        note: `max ${round1(pooled.max)} ms vs ${round1(inline.max)} ms inline; ${round1(pooled.perSecond)} vs ${round1(inline.perSecond)} renders/s; ${defaultCodecThreads()} codec thread(s)`,
+      },
+    ];
+  } finally {
+    await pool.close();
+  }
+}
 
 /** Requests per second over `total` requests with `clients` in flight, and each request's latency. */
 async function rate(urls: string[], total: number, clients: number, headers: Record<string, string>) {
@@ -26,9 +121,9 @@ async function rate(urls: string[], total: number, clients: number, headers: Rec
  * as a client sees it: decoding runs on the thread pool, so this should stay near an idle gateway's figure).
  */
 export async function run(stack: StackEnv): Promise<SuiteResult> {
-  const gw = await startGatewayProcess(stack, 18085, { AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false' });
+  const gw = await startGatewayProcess(stack, PORT, { AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false' });
   const auth = { authorization: orthancAuth(stack) };
-  const rows: BenchRow[] = [];
+  const rows: BenchRow[] = await inProcessLoopDelay();
   try {
     await createProject(gw.url, 'bench', 'Benchmark');
     const root = `${gw.url}/projects/bench/dicom-web`;
@@ -110,6 +205,38 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
         met: o ? g.perSecond / o.perSecond >= 2 : undefined,
         note: o ? undefined : 'Orthanc 1.10 without GDCM cannot decode JPEG 2000',
       });
+      // Orthanc's /preview (full size, asked for JPEG) beside the same gateway thumbnails.
+      const op = await rate(
+        orthanc.map((u) => `${u}/preview`),
+        N,
+        8,
+        { ...auth, accept: 'image/jpeg' },
+      ).catch(() => undefined);
+      rows.push({
+        metric: `thumbnails/s vs Orthanc /preview, ${label}, 8 clients`,
+        unit: 'req/s',
+        gateway: g.perSecond,
+        orthanc: op?.perSecond,
+        ratio: op ? g.perSecond / op.perSecond : undefined,
+        ratioMeaning: 'gateway thumbnail / Orthanc /preview',
+        target: '≥ 2',
+        met: op ? g.perSecond / op.perSecond >= 2 : undefined,
+        note: op ? undefined : 'Orthanc 1.10 without GDCM cannot decode JPEG 2000',
+      });
+      // The default form (JPEG, THUMBNAIL_SIZE) is served from the thumbnail cache the jobs and first views fill.
+      const cached = paths.map((p) => `${p}/thumbnail`);
+      await rate(cached, cached.length, 1, {});
+      const gc = await rate(cached, N * 2, 8, {});
+      rows.push({
+        metric: `cached thumbnails/s (default form), ${label}, 8 clients`,
+        unit: 'req/s',
+        gateway: gc.perSecond,
+        orthanc: o?.perSecond,
+        ratio: o ? gc.perSecond / o.perSecond : undefined,
+        ratioMeaning: 'gateway cache / Orthanc /rendered',
+        target: '≥ 2',
+        met: o ? gc.perSecond / o.perSecond >= 2 : undefined,
+      });
       const gl = await rate(
         paths.map((p) => `${p}/rendered`),
         Math.min(N, 24),
@@ -144,11 +271,24 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       return summarise(ms);
     };
     const idle = await health();
+    await eventLoopDelay(gw.url);
+    const idleLoop = await (async () => {
+      await new Promise((r) => setTimeout(r, 1000));
+      return eventLoopDelay(gw.url);
+    })();
     const crPath = (await qido(cr[0].sopInstanceUid)) as Record<string, { Value: string[] }>;
     const crUrl = `${root}/studies/${crPath['0020000D'].Value[0]}/series/${crPath['0020000E'].Value[0]}/instances/${cr[0].sopInstanceUid}/rendered`;
+    await eventLoopDelay(gw.url);
     const load = rate([crUrl], N, 8, {});
     const busy = await health();
-    await load;
+    const r = await load;
+    const busyLoop = await eventLoopDelay(gw.url);
+    rows.push({
+      metric: `gateway event-loop delay while 8 clients render the 1024x1024 CR (p99; idle p99 ${idleLoop.p99} ms)`,
+      unit: 'ms',
+      gateway: busyLoop.p99,
+      note: `p50 ${busyLoop.p50} ms, max ${busyLoop.max} ms busy (${round1(r.perSecond)} renders/s); idle p50 ${idleLoop.p50} ms, max ${idleLoop.max} ms`,
+    });
     rows.push({
       metric: `gateway /healthz latency while 8 clients render the 1024x1024 CR (p95; idle p95 ${idle.p95} ms)`,
       unit: 'ms',

@@ -3,7 +3,7 @@
  * loop. Every decoder reads the size the codestream declares first and refuses a mismatch with the data set before
  * the library allocates, then converts the output to native words of Bits Allocated, pixel-interleaved.
  */
-import { checkHeader, readJ2kHeader, readJpegHeader } from './headers';
+import { checkHeader, readJ2kDecompositions, readJ2kHeader, readJpegHeader } from './headers';
 import { CodecInputError } from './errors';
 import { wasm } from './wasm';
 import { decodeRle } from './rle';
@@ -110,11 +110,44 @@ function j2kPhotometric(px: CodecPixels): string {
   return px.photometric === 'YBR_ICT' || px.photometric === 'YBR_RCT' ? 'RGB' : px.photometric;
 }
 
-function decodeJ2k(frame: Uint8Array, px: CodecPixels): DecodedFrame {
+/** The smallest image a caller needs: decoding may stop at a resolution level that still covers it. */
+export interface ReduceTo {
+  width: number;
+  height: number;
+}
+
+/**
+ * The deepest JPEG 2000 / HTJ2K resolution level whose image still covers `reduceTo` (0 = full resolution). Each
+ * level halves both sides (rounded up), and decoding stops there: a 128-pixel thumbnail of a 1760-pixel CR decodes
+ * about 3 % of the samples.
+ */
+function reductionLevel(frame: Uint8Array, px: CodecPixels, reduceTo: ReduceTo): number {
+  let level = 0;
+  // Read from the codestream: OpenJPEG's decoder only knows the count once it has decoded.
+  const levels = readJ2kDecompositions(frame);
+  while (
+    level < levels &&
+    Math.ceil(px.columns / 2 ** (level + 1)) >= reduceTo.width &&
+    Math.ceil(px.rows / 2 ** (level + 1)) >= reduceTo.height
+  ) {
+    level++;
+  }
+  return level;
+}
+
+function decodeJ2k(frame: Uint8Array, px: CodecPixels, reduceTo?: ReduceTo): DecodedFrame {
   checkHeader(readJ2kHeader(frame), px);
   const dec = new (wasm().openjpeg.J2KDecoder)();
   try {
     dec.getEncodedBuffer(frame.length).set(frame);
+    const level = reduceTo ? reductionLevel(frame, px, reduceTo) : 0;
+    if (level > 0) {
+      dec.decodeSubResolution(level, 0);
+      const size = dec.calculateSizeAtDecompositionLevel(level);
+      const reduced = { ...px, rows: size.height, columns: size.width };
+      const pixels = toAllocated(dec.getDecodedBuffer(), bytesFor(dec.getFrameInfo().bitsPerSample), reduced);
+      return { pixels, photometric: j2kPhotometric(px), rows: size.height, columns: size.width };
+    }
     dec.decode();
     const info = dec.getFrameInfo();
     const samples = dec.getDecodedBuffer();
@@ -132,11 +165,24 @@ function decodeJ2k(frame: Uint8Array, px: CodecPixels): DecodedFrame {
   }
 }
 
-function decodeHtj2k(frame: Uint8Array, px: CodecPixels): DecodedFrame {
+function decodeHtj2k(frame: Uint8Array, px: CodecPixels, reduceTo?: ReduceTo): DecodedFrame {
   checkHeader(readJ2kHeader(frame), px);
   const dec = new (wasm().openjph.HTJ2KDecoder)();
   try {
     dec.getEncodedBuffer(frame.length).set(frame);
+    const level = reduceTo ? reductionLevel(frame, px, reduceTo) : 0;
+    if (level > 0) {
+      dec.decodeSubResolution(level, 0);
+      const size = dec.calculateSizeAtDecompositionLevel(level);
+      const reduced = { ...px, rows: size.height, columns: size.width };
+      const pixels = toAllocated(dec.getDecodedBuffer(), bytesFor(dec.getFrameInfo().bitsPerSample), reduced);
+      return {
+        pixels,
+        photometric: dec.getFrameInfo().isUsingColorTransform ? 'RGB' : j2kPhotometric(px),
+        rows: size.height,
+        columns: size.width,
+      };
+    }
     dec.decode();
     const info = dec.getFrameInfo();
     const pixels = toAllocated(dec.getDecodedBuffer(), bytesFor(info.bitsPerSample), px);
@@ -153,7 +199,12 @@ function decodeHtj2k(frame: Uint8Array, px: CodecPixels): DecodedFrame {
  * Decodes one compressed frame (all of its fragments, concatenated) to native pixel bytes. Throws CodecInputError for
  * frames that can never decode; the caller has already bounded the decoded size (see pool.ts).
  */
-export function decodeFrameSync(frame: Uint8Array, transferSyntaxUid: string, px: CodecPixels): DecodedFrame {
+export function decodeFrameSync(
+  frame: Uint8Array,
+  transferSyntaxUid: string,
+  px: CodecPixels,
+  reduceTo?: ReduceTo,
+): DecodedFrame {
   const family = codecFamily(transferSyntaxUid);
   switch (family) {
     case 'jpeg-dct':
@@ -163,9 +214,9 @@ export function decodeFrameSync(frame: Uint8Array, transferSyntaxUid: string, px
     case 'jpeg-ls':
       return decodeJpegLs(frame, px);
     case 'j2k':
-      return decodeJ2k(frame, px);
+      return decodeJ2k(frame, px, reduceTo);
     case 'htj2k':
-      return decodeHtj2k(frame, px);
+      return decodeHtj2k(frame, px, reduceTo);
     case 'rle': {
       const pixels = decodeRle(frame, px);
       if (pixels.length !== decodedFrameBytes(px))

@@ -94,3 +94,24 @@ export function readJ2kHeader(data: Uint8Array): CodestreamHeader {
   for (let c = 0; c < csiz; c++) precision = Math.max(precision, (view.getUint8(38 + 3 * c) & 0x7f) + 1);
   return { rows: ysiz - yosiz, columns: xsiz - xosiz, components: csiz, precision };
 }
+
+/**
+ * Decomposition levels of a JPEG 2000 / HTJ2K codestream, from the main header's COD segment (ISO 15444-1 A.6.1:
+ * marker, Lcod, Scod, SGcod of 4 bytes, then the number of levels). 0 when no COD is found before the first tile,
+ * which makes callers decode at full resolution.
+ */
+export function readJ2kDecompositions(data: Uint8Array): number {
+  let p = 0;
+  const limit = Math.min(data.length - 4, 65536);
+  while (p < limit && !(data[p] === 0xff && data[p + 1] === 0x4f)) p++;
+  p += 2;
+  while (p + 4 <= limit && data[p] === 0xff) {
+    const marker = data[p + 1];
+    if (marker === 0x90 || marker === 0x93) return 0; // SOT / SOD: the main header ended without a COD
+    const length = (data[p + 2] << 8) | data[p + 3];
+    if (marker === 0x52) return length >= 10 && p + 9 < data.length ? data[p + 9] : 0;
+    if (length < 2) return 0;
+    p += 2 + length;
+  }
+  return 0;
+}

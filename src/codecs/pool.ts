@@ -8,8 +8,16 @@ import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { Piscina } from 'piscina';
 import { ServiceBusyError, UnrecoverableInputError } from '../errors';
-import { type CodecPixels, type DecodedFrame, decodedFrameBytes, isDecodableSyntax } from './syntaxes';
-import type { CodecResult, CodecTask } from './worker';
+import {
+  type CodecPixels,
+  type DecodedFrame,
+  decodedFrameBytes,
+  isDecodableSyntax,
+  ownsBuffer,
+} from './syntaxes';
+import type { CodecResult, CodecTask, RenderTaskOptions } from './worker';
+import { isUncompressedTransferSyntax } from '../dicom/transfer-syntax';
+import type { DisplayImage } from '../dicom/render';
 import type { EncodedFrame } from './encode';
 
 /** Settings of one pool. */
@@ -59,11 +67,15 @@ export class CodecPool {
     }
   }
 
-  private async run(task: CodecTask, signal?: AbortSignal): Promise<CodecResult & { ok: true }> {
+  private async run(
+    task: CodecTask,
+    signal?: AbortSignal,
+    transfer?: ArrayBuffer,
+  ): Promise<CodecResult & { ok: true }> {
     this.checkSize(task.px);
     let result: CodecResult;
     try {
-      result = await this.piscina.run(task, { signal });
+      result = await this.piscina.run(task, { signal, transferList: transfer ? [transfer] : undefined });
     } catch (err) {
       if ((err as Error).message === 'Task queue is at limit') {
         throw new ServiceBusyError('the image decoders are busy; retry later');
@@ -92,6 +104,30 @@ export class CodecPool {
     }
     const r = await this.run({ op: 'decode', frame, transferSyntaxUid, px: plain(px) }, signal);
     return { pixels: r.pixels, photometric: r.photometric ?? px.photometric };
+  }
+
+  /**
+   * Renders one stored frame to an 8-bit image on a decode thread: decodes it when compressed, then applies the
+   * presentation pipeline (mask, sign, rescale, window, MONOCHROME1, palette, YBR), so the calling event loop only
+   * waits. The frame's memory is handed to the thread when the view owns it: the caller must not use it afterwards.
+   */
+  async renderFrame(
+    frame: Uint8Array,
+    transferSyntaxUid: string,
+    options: RenderTaskOptions,
+    signal?: AbortSignal,
+  ): Promise<DisplayImage> {
+    const ts = transferSyntaxUid.trim();
+    if (!isUncompressedTransferSyntax(ts) && !isDecodableSyntax(ts)) {
+      throw new UnrecoverableInputError(`no decoder for transfer syntax ${ts}`);
+    }
+    const owned = ownsBuffer(frame);
+    const r = await this.run(
+      { op: 'render', frame, transferSyntaxUid: ts, ...options },
+      signal,
+      owned ? (frame.buffer as ArrayBuffer) : undefined,
+    );
+    return { width: r.width ?? 0, height: r.height ?? 0, channels: r.channels ?? 1, data: r.pixels };
   }
 
   /** Re-encodes native pixels losslessly (see encode.ts for the syntax chosen). */

@@ -55,6 +55,9 @@ export interface DecodedFrame {
    * ICT/RCT) answer RGB although the data set says YBR_FULL_422, YBR_ICT or YBR_RCT (PS3.5 §8.2).
    */
   photometric: string;
+  /** Set when the decoder stopped at a lower resolution level (JPEG 2000 and HTJ2K thumbnails): the image's size. */
+  rows?: number;
+  columns?: number;
 }
 
 /** Bytes one decoded frame occupies: rows × columns × samples × whole bytes of Bits Allocated. */
@@ -62,4 +65,16 @@ export function decodedFrameBytes(
   px: Pick<CodecPixels, 'rows' | 'columns' | 'samplesPerPixel' | 'bitsAllocated'>,
 ): number {
   return px.rows * px.columns * px.samplesPerPixel * Math.ceil(px.bitsAllocated / 8);
+}
+
+/**
+ * True when the view spans the whole of its own (non-shared) ArrayBuffer, so handing that buffer to another thread
+ * moves nothing else. Tested by tag, not instanceof, so buffers made in another realm (a vm context) qualify.
+ */
+export function ownsBuffer(view: Uint8Array): boolean {
+  return (
+    Object.prototype.toString.call(view.buffer) === '[object ArrayBuffer]' &&
+    view.byteOffset === 0 &&
+    view.buffer.byteLength === view.byteLength
+  );
 }

@@ -279,7 +279,9 @@ describe('rendering query parameters (PS3.18 §8.3.5.1)', () => {
       'annotation',
       'iccprofile',
     ]);
-    expect(parseRenderParams({ iccprofile: 'no' }).ignored).toEqual([]);
+    expect(parseRenderParams({ iccprofile: 'no' })).toEqual({ ignored: [], icc: 'no' });
+    expect(parseRenderParams({ iccprofile: 'YES' })).toEqual({ ignored: [], icc: 'yes' });
+    expect(() => parseRenderParams({ iccprofile: 'maybe' })).toThrow(BadRequestError);
     expect(() => parseRenderParams({ viewport: '64,64,0,0,10,10' }, true)).toThrow(BadRequestError);
   });
 });

@@ -65,6 +65,7 @@ export const Tag = {
   RedPaletteDescriptor: '00281101',
   GreenPaletteDescriptor: '00281102',
   BluePaletteDescriptor: '00281103',
+  ICCProfile: '00282000',
   RedPaletteData: '00281201',
   GreenPaletteData: '00281202',
   BluePaletteData: '00281203',

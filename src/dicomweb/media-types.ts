@@ -28,6 +28,7 @@ export const MediaType = {
   multipartRelated: 'multipart/related',
   jpeg: 'image/jpeg',
   png: 'image/png',
+  webp: 'image/webp',
   gif: 'image/gif',
   jls: 'image/jls',
   jp2: 'image/jp2',

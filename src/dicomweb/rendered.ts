@@ -1,8 +1,9 @@
 import type { Context } from 'koa';
 import { parseRenderParams, type RenderedMediaType, type RenderParams } from '../dicom/render';
-import { BadRequestError, NotAcceptableError, NotFoundError, warning299 } from '../errors';
+import { BadRequestError, NotAcceptableError, NotFoundError, ServiceBusyError, warning299 } from '../errors';
 import {
   findRenderableInstance,
+  findVisibleThumbnail,
   getThumbnail,
   putThumbnail,
   type RenderableRow,
@@ -61,13 +62,24 @@ export function selectRenderedMediaType(
   return chosen.mediaType as RenderedMediaType;
 }
 
-/** Caps concurrent renders in this process: each holds a decoded frame in memory and keeps a core busy. */
+/**
+ * Caps concurrent renders in this process (each holds a decoded frame in memory and keeps a core busy) and the renders
+ * waiting for a turn: beyond `maxWaiting`, a request answers 503 with Retry-After at once instead of queueing.
+ */
 class Limiter {
   private active = 0;
   private readonly waiting: Array<() => void> = [];
-  constructor(private readonly max: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly maxWaiting: number,
+  ) {}
   async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    if (this.active >= this.max) {
+      if (this.waiting.length >= this.maxWaiting) {
+        throw new ServiceBusyError('the gateway is rendering as many images as it can; retry later');
+      }
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    }
     this.active++;
     try {
       return await fn();
@@ -85,7 +97,7 @@ const limiters = new WeakMap<Services, Limiter>();
 export function runRender<T>(services: Services, fn: () => Promise<T>): Promise<T> {
   let limiter = limiters.get(services);
   if (!limiter) {
-    limiter = new Limiter(services.config.RENDER_CONCURRENCY);
+    limiter = new Limiter(services.config.RENDER_CONCURRENCY, services.config.RENDER_QUEUE);
     limiters.set(services, limiter);
   }
   return limiter.run(fn);
@@ -122,8 +134,8 @@ interface RenderedHandlers {
 const handlers = new WeakMap<Services, RenderedHandlers>();
 
 /**
- * PS3.18 §10.4 Retrieve Rendered, instance and frame resources (§8.3.5 rendering parameters): one frame as
- * image/jpeg or image/png.
+ * PS3.18 §10.4 Retrieve Rendered, study, series, instance and frame resources (§8.3.5 rendering parameters): one
+ * frame as image/jpeg, image/png or image/webp.
  */
 export function handleRetrieveRenderedInstance(ctx: Context, services: Services): Promise<void> {
   return renderedHandlers(services).rendered(ctx);
@@ -149,13 +161,45 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
   const limits = renderLimits(config);
 
   /**
-   * PS3.18 §10.4 Retrieve Rendered, instance and frame resources (§8.3.5 rendering parameters): one frame as
-   * image/jpeg or image/png. A multi-frame instance renders its first frame (said in a Warning header).
+   * The instance a rendered or thumbnail request draws: the one named, or for a study or series the one that stands
+   * for it (the middle image by Instance Number of the series, for a study its first series by Series Number with an
+   * image the caller can see), so the study, series and thumbnail resources of one study agree.
+   */
+  async function renderTarget(
+    scopes: Awaited<ReturnType<typeof requestReadScopes>>,
+    studyUid: string,
+    seriesUid: string | undefined,
+    sopInstanceUid: string | undefined,
+  ): Promise<RenderableRow> {
+    let row: RenderableRow | undefined;
+    if (sopInstanceUid && seriesUid) {
+      row = await findRenderableInstance(db, scopes, { studyUid, seriesUid, sopInstanceUid });
+    } else {
+      const series = seriesUid ?? (await studyRepresentativeSeries(db, scopes, studyUid));
+      if (series) row = await seriesRepresentative(db, scopes, series, studyUid);
+    }
+    if (!row) {
+      throw new NotFoundError(
+        sopInstanceUid
+          ? 'instance not found'
+          : `${seriesUid ? 'series' : 'study'} not found or has no images`,
+      );
+    }
+    return row;
+  }
+
+  /**
+   * PS3.18 §10.4 Retrieve Rendered, study, series, instance and frame resources (§8.3.5 rendering parameters): one
+   * frame as image/jpeg, image/png or image/webp. A multi-frame instance renders its first frame (said in a Warning
+   * header). A study or series renders the image that stands for it (see renderTarget), as Orthanc's DICOMweb plugin
+   * and the viewers that ask for it (a series preview) expect, not a multipart of every instance.
    */
   async function handleRetrieveRenderedInstance(ctx: Context): Promise<void> {
     const studyUid = uid(ctx.params.study, 'Study Instance UID');
-    const seriesUid = uid(ctx.params.series, 'Series Instance UID');
-    const sopInstanceUid = uid(ctx.params.instance, 'SOP Instance UID');
+    const seriesParam =
+      ctx.params.series === undefined ? undefined : uid(ctx.params.series, 'Series Instance UID');
+    const sopParam =
+      ctx.params.instance === undefined ? undefined : uid(ctx.params.instance, 'SOP Instance UID');
     const frame = frameNumber(ctx.params.frames);
     const params = parseRenderParams(ctx.query);
     const mediaType = selectRenderedMediaType(ctx.get('accept'), queryString(ctx.query.accept));
@@ -164,11 +208,11 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
       action: 'wado.rendered',
       projectId: ctx.params.project,
       studyUid,
-      seriesUid,
-      sopInstanceUid,
+      seriesUid: seriesParam,
+      sopInstanceUid: sopParam,
     });
-    const row = await findRenderableInstance(db, scopes, { studyUid, seriesUid, sopInstanceUid });
-    if (!row) throw new NotFoundError('instance not found');
+    const row = await renderTarget(scopes, studyUid, seriesParam, sopParam);
+    if (!sopParam) ctx.set('X-Rendered-Instance', row.sopInstanceUid);
     const frames = row.dicomJson['00280008']?.Value?.[0];
     if (ctx.params.frames === undefined && Number(frames) > 1) {
       ctx.append(
@@ -182,6 +226,7 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
         row,
         {
           frameNumber: frame,
+          icc: params.icc,
           window: params.window,
           encode: { mediaType, quality: params.quality, viewport: params.viewport },
         },
@@ -217,23 +262,6 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
       sopInstanceUid: sopParam,
     });
 
-    let row: RenderableRow | undefined;
-    if (sopParam && seriesParam) {
-      row = await findRenderableInstance(db, scopes, {
-        studyUid,
-        seriesUid: seriesParam,
-        sopInstanceUid: sopParam,
-      });
-    } else {
-      const seriesUid = seriesParam ?? (await studyRepresentativeSeries(db, scopes, studyUid));
-      if (seriesUid) row = await seriesRepresentative(db, scopes, seriesUid, studyUid);
-    }
-    if (!row)
-      throw new NotFoundError(
-        `${sopParam ? 'instance' : seriesParam ? 'series' : 'study'} not found or has no images`,
-      );
-    const target = row;
-
     // JPEG of frame 1 in a square box is what viewers list; those are cached (a few sizes per instance at most).
     const vp = params.viewport;
     const size = vp ? vp.vw : config.THUMBNAIL_SIZE;
@@ -243,6 +271,23 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
       params.quality === undefined &&
       size !== undefined &&
       (!vp || (vp.vw === vp.vh && size <= MAX_CACHED_THUMBNAIL));
+    if (cacheable && sopParam && seriesParam) {
+      // A named instance with its thumbnail cached: one index lookup, no DICOM JSON read.
+      const hit = await findVisibleThumbnail(
+        db,
+        scopes,
+        { studyUid, seriesUid: seriesParam, sopInstanceUid: sopParam },
+        size,
+      );
+      if (hit) {
+        warnIgnored(ctx, params);
+        ctx.set('X-Thumbnail-Cache', 'hit');
+        return sendImage(ctx, hit.bytes, hit.contentType);
+      }
+    }
+    const target = await renderTarget(scopes, studyUid, seriesParam, sopParam);
+    if (!sopParam) ctx.set('X-Rendered-Instance', target.sopInstanceUid);
+
     if (cacheable) {
       const cached = await getThumbnail(db, target.sopInstanceUid, size);
       if (cached) {
@@ -273,6 +318,8 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
         target,
         {
           frameNumber: frame,
+          icc: params.icc,
+          reduced: true,
           encode: {
             mediaType,
             quality: params.quality ?? THUMBNAIL_QUALITY,

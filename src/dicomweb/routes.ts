@@ -64,7 +64,7 @@ const frames = [
   `${MediaType.multipartRelated}; type="*"`,
 ];
 const bulkData = [MediaType.octetStream, `${MediaType.multipartRelated}; type="${MediaType.octetStream}"`];
-const image = [MediaType.jpeg, MediaType.png];
+const image = [MediaType.jpeg, MediaType.png, MediaType.webp];
 const stored = [MediaType.dicomJson, MediaType.dicomXml, MediaType.json];
 const stowBody = [`${MediaType.multipartRelated}; type="${MediaType.dicom}"`];
 
@@ -201,6 +201,22 @@ export const DICOMWEB_ROUTES: readonly DicomwebRoute[] = [
     section: '10.4',
     produces: bulkData,
     handler: handleRetrieveBulkData,
+  },
+  {
+    method: 'GET',
+    path: `${S}/rendered`,
+    id: 'RetrieveRenderedStudy',
+    section: '10.4',
+    produces: image,
+    handler: handleRetrieveRenderedInstance,
+  },
+  {
+    method: 'GET',
+    path: `${X}/rendered`,
+    id: 'RetrieveRenderedSeries',
+    section: '10.4',
+    produces: image,
+    handler: handleRetrieveRenderedInstance,
   },
   {
     method: 'GET',

@@ -146,6 +146,28 @@ export async function getThumbnail(
   return row ? { bytes: row.bytes, contentType: row.content_type } : undefined;
 }
 
+/**
+ * The cached thumbnail of an instance the scopes can see, in one statement and without the instance's DICOM JSON: the
+ * path a thumbnail list takes for every image, so it costs one index lookup. Undefined when the instance is not
+ * visible, has no fresh thumbnail at this size, or does not exist (callers then take the full path, which tells these
+ * apart).
+ */
+export async function findVisibleThumbnail(
+  db: Queryable,
+  scopes: readonly ReadScope[],
+  ids: { studyUid: string; seriesUid: string; sopInstanceUid: string },
+  size: number,
+): Promise<ThumbnailRow | undefined> {
+  const r = await db.query<{ bytes: Buffer; content_type: string }>(
+    `SELECT t.bytes, t.content_type FROM instances i JOIN thumbnails t USING (sop_instance_uid)
+      WHERE i.sop_instance_uid = $1 AND i.series_uid = $2 AND i.study_uid = $3
+        AND t.size = $4 AND t.frame = 1 AND t.source_md5 IS NOT DISTINCT FROM i.md5 AND ${visible('i', 5)}`,
+    [ids.sopInstanceUid, ids.seriesUid, ids.studyUid, size, ...scopeParams(scopes)],
+  );
+  const row = r.rows[0];
+  return row ? { bytes: row.bytes, contentType: row.content_type } : undefined;
+}
+
 /** Stores (or replaces) the thumbnail of an instance. A concurrently removed instance is not an error. */
 export async function putThumbnail(
   db: Queryable,

@@ -6,12 +6,13 @@
  * whatever the stored byte order, deflate already inflated by its parser); compressed frames come from the
  * same resource as the stored codestream (fragments concatenated) and are decoded in-process on the decode thread pool
  * (src/codecs), so JPEG 2000, HTJ2K and palette colour work although Orthanc 1.10 decodes none of them. The gateway
- * then applies the whole presentation pipeline itself (masking, sign, rescale, window, MONOCHROME1, palette, YBR).
+ * then applies the whole presentation pipeline itself (masking, sign, rescale, window, MONOCHROME1, palette, YBR), on
+ * the same decode threads, so the HTTP event loop only fetches, waits and hands the 8-bit image to sharp (libvips,
+ * which encodes on its own threads).
  * Syntaxes without a decoder answer 422 with the transfer syntax named, never a retry loop.
  */
 import type { CodecPool } from '../codecs';
 import {
-  decodeNativeFrame,
   type DisplayImage,
   describePixels,
   encodeImage,
@@ -20,11 +21,10 @@ import {
   type PaletteLut,
   paletteChannel,
   type PixelDescription,
-  type StoredFrame,
-  toDisplayImage,
   type WindowSpec,
 } from '../dicom/render';
 import { nativeFrameSpan } from '../dicom/bulk';
+import { attachIccToJpeg, attachIccToPng } from '../dicom/icc';
 import type { DicomJson } from '../dicom/json';
 import { Tag } from '../dicom/tags';
 import { isUncompressedTransferSyntax } from '../dicom/transfer-syntax';
@@ -79,36 +79,6 @@ export async function fetchStoredFrame(
   );
 }
 
-/** Loads and decodes one frame (1-based) of an archived instance. */
-export async function loadStoredFrame(
-  archive: Archive,
-  src: RenderSource,
-  px: PixelDescription,
-  frameNumber: number,
-  codecs: CodecPool,
-  signal?: AbortSignal,
-): Promise<StoredFrame> {
-  const ts = src.transferSyntax.trim();
-  if (isUncompressedTransferSyntax(ts)) {
-    // Orthanc answers native frames in little endian whatever the stored syntax (Big Endian objects included).
-    const bytes = await fetchBytes(
-      () => archive.openFrame(src.orthancId, frameNumber, signal),
-      nativeFrameSpan(px) + 64,
-      ts,
-    );
-    return decodeNativeFrame(bytes, px);
-  }
-  codecs.checkSize(px);
-  const stored = await fetchStoredFrame(archive, src, px, frameNumber, signal);
-  const decoded = await codecs.decodeFrame(stored, ts, px, signal);
-  // Decoders answer pixel-interleaved samples, colour-transformed to RGB where the codestream says so.
-  return decodeNativeFrame(decoded.pixels, {
-    ...px,
-    photometric: decoded.photometric,
-    planarConfiguration: 0,
-  });
-}
-
 /** Reads the Palette Color Lookup Tables (descriptors from the index, data inline or from the archive). */
 export async function loadPalette(
   archive: Archive,
@@ -146,6 +116,13 @@ export async function loadPalette(
 export interface RenderRequest {
   frameNumber: number;
   window?: WindowSpec;
+  /** `no` leaves the instance's ICC profile out of colour output; by default (and `yes`) it is attached. */
+  icc?: 'no' | 'yes';
+  /**
+   * Thumbnails: the image only has to cover the viewport, so JPEG 2000 and HTJ2K may stop decoding at a lower
+   * resolution level. Off for rendered resources, whose pixels must match a full decode.
+   */
+  reduced?: boolean;
   encode: Omit<EncodeOptions, 'maxOutputPixels'>;
 }
 
@@ -169,13 +146,68 @@ export async function renderArchivedFrame(
   if (px.rows * px.columns * px.samplesPerPixel > limits.maxPixels) {
     throw new UnrecoverableInputError(`the image is too large to render (${px.rows} x ${px.columns})`);
   }
-  const frame = await loadStoredFrame(archive, src, px, req.frameNumber, limits.codecs, signal);
-  const palette = frame.kind === 'palette' ? await loadPalette(archive, src, signal) : undefined;
-  const image: DisplayImage = toDisplayImage(frame, px, framePresentation(src.dicomJson, req.frameNumber), {
-    window: req.window,
-    palette,
-  });
-  return encodeImage(image, { ...req.encode, maxOutputPixels: limits.maxOutputPixels });
+  const ts = src.transferSyntax.trim();
+  limits.codecs.checkSize(px);
+  const stored = isUncompressedTransferSyntax(ts)
+    ? await fetchBytes(
+        () => archive.openFrame(src.orthancId, req.frameNumber, signal),
+        nativeFrameSpan(px) + 64,
+        ts,
+      )
+    : await fetchStoredFrame(archive, src, px, req.frameNumber, signal);
+  const palette =
+    px.photometric === 'PALETTE COLOR' && px.samplesPerPixel === 1
+      ? await loadPalette(archive, src, signal)
+      : undefined;
+  // Decoding, masking, rescale and windowing run on a decode thread: the event loop only fetches and waits.
+  const image: DisplayImage = await limits.codecs.renderFrame(
+    stored,
+    ts,
+    {
+      px,
+      presentation: framePresentation(src.dicomJson, req.frameNumber),
+      window: req.window,
+      palette,
+      reduceTo: req.reduced ? reduceTarget(req.encode.viewport) : undefined,
+    },
+    signal,
+  );
+  const encoded = await encodeImage(image, { ...req.encode, maxOutputPixels: limits.maxOutputPixels });
+  if (req.icc === 'no' || image.channels !== 3 || !src.dicomJson[Tag.ICCProfile]) return encoded;
+  return attachIcc(encoded, req.encode.mediaType, await loadIccProfile(archive, src, signal));
+}
+
+/** ICC profiles are a few kB to a few MB; anything larger is not one. */
+const MAX_ICC_BYTES = 16 * 1024 * 1024;
+
+/** The instance's ICC Profile (0028,2000): inline in the index's DICOM JSON, or fetched as bulk data. */
+async function loadIccProfile(archive: Archive, src: RenderSource, signal?: AbortSignal): Promise<Buffer> {
+  const el = src.dicomJson[Tag.ICCProfile];
+  if (el?.InlineBinary) return Buffer.from(el.InlineBinary, 'base64');
+  return fetchBytes(
+    () => archive.openBulkData(src.orthancId, Tag.ICCProfile, { signal }),
+    MAX_ICC_BYTES,
+    src.transferSyntax,
+  );
+}
+
+/** Attaches the profile where the format carries one without re-encoding (JPEG, PNG); WebP and GIF go without. */
+function attachIcc(encoded: Buffer, mediaType: string, icc: Buffer): Buffer {
+  if (icc.length < 128) return encoded; // shorter than an ICC header: not a profile
+  if (mediaType === 'image/jpeg') return attachIccToJpeg(encoded, icc);
+  if (mediaType === 'image/png') return attachIccToPng(encoded, icc);
+  return encoded;
+}
+
+/** The box a viewport scales to, unless it names a source region (whose coordinates are full-resolution). */
+function reduceTarget(
+  vp: RenderRequest['encode']['viewport'],
+): { width: number; height: number } | undefined {
+  if (!vp || vp.sx !== undefined || vp.sy !== undefined || vp.sw !== undefined || vp.sh !== undefined) {
+    return undefined;
+  }
+  if (vp.vw === undefined && vp.vh === undefined) return undefined;
+  return { width: vp.vw ?? 1, height: vp.vh ?? 1 };
 }
 
 /** JPEG quality of cached thumbnails: small files, artefacts invisible at 128 px. */
@@ -197,6 +229,7 @@ export async function renderThumbnail(
     src,
     {
       frameNumber: 1,
+      reduced: true,
       encode: {
         mediaType: 'image/jpeg',
         quality: THUMBNAIL_QUALITY,

@@ -14,6 +14,10 @@ declare module '@cornerstonejs/codec-openjpeg/wasmjs' {
     getDecodedBuffer(): Uint8Array;
     readHeader(): void;
     decode(): void;
+    /** Decodes only up to a resolution level (each halves both sides) and quality layer (0 = all). */
+    decodeSubResolution(decodeLevel: number, decodeLayer: number): void;
+    calculateSizeAtDecompositionLevel(decodeLevel: number): { width: number; height: number };
+    getNumDecompositions(): number;
     getFrameInfo(): FrameInfo;
     getColorSpace(): number;
     delete(): void;
@@ -50,6 +54,10 @@ declare module '@cornerstonejs/codec-openjph/wasmjs' {
     getDecodedBuffer(): Uint8Array;
     readHeader(): void;
     decode(): void;
+    /** Decodes only up to a resolution level (each halves both sides) and quality layer (0 = all). */
+    decodeSubResolution(decodeLevel: number, decodeLayer: number): void;
+    calculateSizeAtDecompositionLevel(decodeLevel: number): { width: number; height: number };
+    getNumDecompositions(): number;
     getFrameInfo(): FrameInfo;
     delete(): void;
   }
