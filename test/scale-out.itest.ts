@@ -7,15 +7,21 @@
  * must have gone to both of each kind before the kills, and the change-feed indexer must have had one leader at a
  * time. A private stack: killing Orthanc must not disturb the other test files.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Pool } from 'pg';
 import { Agent, request } from 'undici';
 import { multipartBody } from '../tools/stow-client';
-import { gatewayBackend, type Haproxy, startHaproxy, waitForEvery } from './helpers/balancer';
+import {
+  gatewayBackend,
+  type Haproxy,
+  startHaproxy,
+  startOrthancReplica,
+  waitForEvery,
+} from './helpers/balancer';
 import {
   cstoreAcknowledged,
   freePort,
@@ -30,51 +36,11 @@ import { type PrivateStack, startPrivateStack } from './helpers/private-stack';
 
 jest.setTimeout(300_000);
 
-const ROOT = join(__dirname, '..');
 const TEMPLATE = `${SAMPLES}/ct/CT_small.dcm`;
 const PROJECT = 'scale';
 const AET = 'SCALE';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 type DicomJson = Record<string, { Value?: unknown[] }>;
-
-/** A second Orthanc on the first one's configuration (same PostgreSQL index, same storage), on its own ports. */
-async function startSecondOrthanc(
-  stack: PrivateStack,
-): Promise<{ http: number; dicom: number; child: ChildProcess }> {
-  const http = await freePort();
-  const dicom = await freePort();
-  const dir = join(stack.dir, 'orthanc2');
-  mkdirSync(dir, { recursive: true });
-  const cfg = readFileSync(join(stack.dir, 'orthanc/orthanc.json'), 'utf8')
-    .replace(/"HttpPort"\s*:\s*\d+/, `"HttpPort" : ${http}`)
-    .replace(/"DicomPort"\s*:\s*\d+/, `"DicomPort" : ${dicom}`);
-  expect(cfg).toContain('libOrthancPostgreSQLIndex');
-  writeFileSync(join(dir, 'orthanc.json'), cfg);
-  const child = spawn('Orthanc', [`--logdir=${dir}`, join(dir, 'orthanc.json')], {
-    env: {
-      ...process.env,
-      LD_PRELOAD: join(ROOT, 'scripts/loopback-bind.so'),
-      APERTURE_LOOPBACK_PORTS: String(http),
-    },
-    stdio: 'ignore',
-  });
-  const auth =
-    'Basic ' + Buffer.from(`${stack.env.ORTHANC_USERNAME}:${stack.env.ORTHANC_PASSWORD}`).toString('base64');
-  await waitFor(
-    'the second Orthanc',
-    async () => {
-      if (child.exitCode !== null) throw new Error(`second Orthanc exited with ${child.exitCode}`);
-      return (
-        await fetch(`http://127.0.0.1:${http}/system`, { headers: { authorization: auth } }).catch(
-          () => undefined,
-        )
-      )?.ok;
-    },
-    60_000,
-    200,
-  );
-  return { http, dicom, child };
-}
 
 describe('2 gateways x 2 workers x 2 Orthancs behind HAProxy', () => {
   let stack: PrivateStack;
@@ -90,7 +56,7 @@ describe('2 gateways x 2 workers x 2 Orthancs behind HAProxy', () => {
   beforeAll(async () => {
     stack = await startPrivateStack('aperture-scale-');
     tmp = mkdtempSync(join(tmpdir(), 'aperture-scale-files-'));
-    const second = await startSecondOrthanc(stack);
+    const second = await startOrthancReplica(stack.dir, stack.env);
     o2 = second.child;
     const o1 = new URL(stack.env.ORTHANC_URL);
     ports = { gw: await freePort(), rest: await freePort(), dicom: await freePort() };

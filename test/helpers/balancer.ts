@@ -3,7 +3,7 @@
  * retries of requests a backend refused before answering, and the backend that answered named in X-Served-By.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -149,4 +149,47 @@ export async function waitForEvery(url: string, names: string[]): Promise<void> 
     30_000,
     200,
   );
+}
+
+/**
+ * A second Orthanc on the configuration of the stack in `stackDir` (same PostgreSQL index, same storage folder, as
+ * Orthanc supports), on free ports of its own; stopped by killing `child`.
+ */
+export async function startOrthancReplica(
+  stackDir: string,
+  env: Record<string, string>,
+): Promise<{ http: number; dicom: number; child: ChildProcess }> {
+  const http = await freePort();
+  const dicom = await freePort();
+  const dir = join(stackDir, 'orthanc2');
+  mkdirSync(dir, { recursive: true });
+  const cfg = readFileSync(join(stackDir, 'orthanc/orthanc.json'), 'utf8')
+    .replace(/"HttpPort"\s*:\s*\d+/, `"HttpPort" : ${http}`)
+    .replace(/"DicomPort"\s*:\s*\d+/, `"DicomPort" : ${dicom}`);
+  if (!cfg.includes('libOrthancPostgreSQLIndex'))
+    throw new Error('an Orthanc replica needs the stack on the PostgreSQL index (ORTHANC_INDEX=postgresql)');
+  writeFileSync(join(dir, 'orthanc.json'), cfg);
+  const child = spawn('Orthanc', [`--logdir=${dir}`, join(dir, 'orthanc.json')], {
+    env: {
+      ...process.env,
+      LD_PRELOAD: join(__dirname, '../../scripts/loopback-bind.so'),
+      APERTURE_LOOPBACK_PORTS: String(http),
+    },
+    stdio: 'ignore',
+  });
+  const auth = 'Basic ' + Buffer.from(`${env.ORTHANC_USERNAME}:${env.ORTHANC_PASSWORD}`).toString('base64');
+  await waitFor(
+    'the second Orthanc',
+    async () => {
+      if (child.exitCode !== null) throw new Error(`second Orthanc exited with ${child.exitCode}`);
+      return (
+        await fetch(`http://127.0.0.1:${http}/system`, { headers: { authorization: auth } }).catch(
+          () => undefined,
+        )
+      )?.ok;
+    },
+    60_000,
+    200,
+  );
+  return { http, dicom, child };
 }
