@@ -9,14 +9,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { CHROMIUM, launchChromium, signInThroughIssuer } from './helpers/browser';
 import yauzl from 'yauzl';
 import { builtWebApp } from './helpers/once';
 import { ensureProject } from '../src/index-db/projects';
 import { type OidcIssuer, startOidcIssuer } from '../tools/oidc-issuer/issuer';
 import { resetStack, startGateway, type TestGateway } from './helpers/gateway';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** Every entry of a ZIP: path → bytes. */
@@ -95,11 +95,7 @@ describe('web application: research records (Chromium)', () => {
       body: JSON.stringify({ role: 'reader', kind: 'username' }),
     });
     if (res.status !== 201) throw new Error(`could not make erin a reader: ${res.status}`);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-    });
+    browser = await launchChromium();
   }, 15 * 60_000);
 
   afterAll(async () => {
@@ -111,13 +107,7 @@ describe('web application: research records (Chromium)', () => {
 
   /** Logs in through the issuer's login form, as a person would. */
   async function signIn(page: Page, user: string): Promise<void> {
-    await page.goto(`${gw.url}/`);
-    await page.click('#sign-in');
-    await page.waitForURL((u) => u.href.startsWith(issuer.url));
-    await page.fill('#username', user);
-    await page.fill('#password', `${user}-demo`);
-    await page.click('#kc-login');
-    await page.waitForSelector('#projects');
+    await signInThroughIssuer(page, gw.url, issuer.url, user);
   }
 
   /** Whether the page's Kaplan–Meier image has loaded and drawn (an SVG the gateway made). */

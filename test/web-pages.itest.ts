@@ -7,7 +7,8 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { CHROMIUM, launchChromium, signInThroughIssuer } from './helpers/browser';
 import { builtWebApp, ohifDist } from './helpers/once';
 import { decideRoute } from '../src/ingest/arrival';
 import { getQueue, QueueName, queueCounts } from '../src/jobs/queues';
@@ -19,8 +20,6 @@ import { ensureProject } from '../src/index-db/projects';
 import { ingestInstance } from '../src/ingest/ingest';
 import { type OidcIssuer, startOidcIssuer } from '../tools/oidc-issuer/issuer';
 import { resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
 /** Distinct colours (every 4th pixel) and non-black samples of the richest canvas; a blank viewport has one or two. */
 const canvasStats = (): { distinct: number; nonBlack: number } => {
@@ -102,28 +101,12 @@ describe('web application: viewer and administration pages (Chromium)', () => {
     );
     if (!ct.ok) throw new Error(`ingest failed: ${ct.message}`);
     study = ct.parsed.studyInstanceUid;
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-      ],
-    });
+    browser = await launchChromium(['--disable-quic']);
   }, 15 * 60_000);
 
   /** Logs in through the issuer's login form, as a person would. */
   async function signIn(page: Page, user: string): Promise<void> {
-    await page.goto(`${gw.url}/`);
-    await page.click('#sign-in');
-    await page.waitForURL((u) => u.href.startsWith(issuer.url));
-    await page.fill('#username', user);
-    await page.fill('#password', `${user}-demo`);
-    await page.click('#kc-login');
-    await page.waitForSelector('#projects');
+    await signInThroughIssuer(page, gw.url, issuer.url, user);
   }
 
   afterAll(async () => {

@@ -8,7 +8,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Worker } from 'bullmq';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { CHROMIUM, launchChromium, signInThroughIssuer } from './helpers/browser';
 import { ensureProject } from '../src/index-db/projects';
 import { ingestInstance } from '../src/ingest/ingest';
 import { initPipelineRunWorker } from '../src/jobs/pipeline-run';
@@ -18,7 +19,6 @@ import { bearer } from './helpers/auth';
 import { resetStack, startGateway, type TestGateway } from './helpers/gateway';
 import { builtWebApp } from './helpers/once';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const ROOT = join(__dirname, '..');
 
 describe('web application: the Runs page (Chromium)', () => {
@@ -72,11 +72,7 @@ describe('web application: the Runs page (Chromium)', () => {
       logger: gw.services.logger,
       config: { ...gw.config, PIPELINE_GATEWAY_URL: gw.url },
     });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-    });
+    browser = await launchChromium();
   }, 15 * 60_000);
 
   afterAll(async () => {
@@ -88,13 +84,7 @@ describe('web application: the Runs page (Chromium)', () => {
   });
 
   async function signIn(page: Page, user: string): Promise<void> {
-    await page.goto(`${gw.url}/`);
-    await page.click('#sign-in');
-    await page.waitForURL((u) => u.href.startsWith(issuer.url));
-    await page.fill('#username', user);
-    await page.fill('#password', `${user}-demo`);
-    await page.click('#kc-login');
-    await page.waitForSelector('#projects');
+    await signInThroughIssuer(page, gw.url, issuer.url, user);
   }
 
   it(

@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import dcmjs from 'dcmjs';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { signInThroughIssuer } from './helpers/browser';
 import { type DicomJson } from '../src/dicom/json';
 import { ensureProject } from '../src/index-db/projects';
 import { quarantineInstance } from '../src/index-db/routing';
@@ -128,13 +129,7 @@ describe('web application in Chromium (login, projects, study browser)', () => {
   /** Opens the application and logs in through the issuer's login form, as a person would. */
   async function signIn(ctx: BrowserContext, user: string): Promise<Page> {
     const page = await ctx.newPage();
-    await page.goto(`${gw.url}/`);
-    await page.click('#sign-in');
-    await page.waitForURL((u) => u.href.startsWith(issuer.url));
-    await page.fill('#username', user);
-    await page.fill('#password', `${user}-demo`);
-    await page.click('#kc-login');
-    await page.waitForSelector('#projects, #no-projects');
+    await signInThroughIssuer(page, gw.url, issuer.url, user, '#projects, #no-projects');
     return page;
   }
 
