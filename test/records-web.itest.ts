@@ -11,38 +11,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { CHROMIUM, launchChromium, signInThroughIssuer } from './helpers/browser';
-import yauzl from 'yauzl';
+import { unzip } from './helpers/zip';
 import { builtWebApp } from './helpers/once';
 import { ensureProject } from '../src/index-db/projects';
 import { type OidcIssuer, startOidcIssuer } from '../tools/oidc-issuer/issuer';
 import { resetStack, startGateway, type TestGateway } from './helpers/gateway';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-/** Every entry of a ZIP: path → bytes. */
-async function unzip(buf: Buffer): Promise<Map<string, Buffer>> {
-  const zip = await new Promise<yauzl.ZipFile>((res, rej) =>
-    yauzl.fromBuffer(buf, { lazyEntries: true }, (e, z) => (e ? rej(e) : res(z))),
-  );
-  const out = new Map<string, Buffer>();
-  await new Promise<void>((res, rej) => {
-    zip.on('entry', (entry: yauzl.Entry) =>
-      zip.openReadStream(entry, (err, st) => {
-        if (err) return rej(err);
-        const chunks: Buffer[] = [];
-        st.on('data', (c: Buffer) => chunks.push(c));
-        st.on('end', () => {
-          out.set(entry.fileName, Buffer.concat(chunks));
-          zip.readEntry();
-        });
-      }),
-    );
-    zip.on('end', () => res());
-    zip.on('error', rej);
-    zip.readEntry();
-  });
-  return out;
-}
 
 const SCHEMA = {
   type: 'object',

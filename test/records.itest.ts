@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import yauzl from 'yauzl';
+import { unzip } from './helpers/zip';
 import { ZipFile } from 'yazl';
 import { getAuditTrail } from '../src/auth/audit';
 import { deidentifier } from '../src/cohorts/deidentifier';
@@ -33,31 +33,6 @@ type DicomJson = Record<string, { vr: string; Value?: unknown[] }>;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const days = (iso: string) =>
   Date.parse(`${iso.replace(/^(\d{4})-?(\d{2})-?(\d{2})$/, '$1-$2-$3')}T00:00:00Z`) / 86_400_000;
-
-/** Every entry of a ZIP in memory: path → bytes. */
-async function unzip(buf: Buffer): Promise<Map<string, Buffer>> {
-  const zip = await new Promise<yauzl.ZipFile>((res, rej) =>
-    yauzl.fromBuffer(buf, { lazyEntries: true }, (e, z) => (e ? rej(e) : res(z))),
-  );
-  const out = new Map<string, Buffer>();
-  await new Promise<void>((res, rej) => {
-    zip.on('entry', (entry: yauzl.Entry) => {
-      zip.openReadStream(entry, (err, s) => {
-        if (err) return rej(err);
-        const chunks: Buffer[] = [];
-        s.on('data', (c: Buffer) => chunks.push(c));
-        s.on('end', () => {
-          out.set(entry.fileName, Buffer.concat(chunks));
-          zip.readEntry();
-        });
-      });
-    });
-    zip.on('end', () => res());
-    zip.on('error', rej);
-    zip.readEntry();
-  });
-  return out;
-}
 
 async function zipOf(files: Array<{ path: string; body: Buffer }>): Promise<Buffer> {
   const z = new ZipFile();
