@@ -23,6 +23,48 @@ async function store(gw: TestGateway, bytes: Buffer, projects: string[]): Promis
 const sample = (path: string) => readFileSync(`${SAMPLES}/${path}`);
 
 /** Decoded pixels of an answered image. */
+type Mat = [number[], number[], number[]];
+const mul = (m: Mat, v: number[]) => m.map((r) => r[0] * v[0] + r[1] * v[1] + r[2] * v[2]);
+/** sRGB primaries → XYZ (D65), IEC 61966-2-1. */
+const SRGB_TO_XYZ: Mat = [
+  [0.4124564, 0.3575761, 0.1804375],
+  [0.2126729, 0.7151522, 0.072175],
+  [0.0193339, 0.119192, 0.9503041],
+];
+/** XYZ (D65) → Adobe RGB (1998) primaries (Adobe's specification, §4.3.5). */
+const XYZ_TO_ADOBE: Mat = [
+  [2.041369, -0.5649464, -0.3446944],
+  [-0.969266, 1.8760108, 0.041556],
+  [0.0134474, -0.1183897, 1.0154096],
+];
+/** Bradford D65 → D50, then XYZ (D50) → ROMM RGB primaries (ISO 22028-2). */
+const BRADFORD_D65_D50: Mat = [
+  [1.0478112, 0.0228866, -0.050127],
+  [0.0295424, 0.9904844, -0.0170491],
+  [-0.0092345, 0.0150436, 0.7521316],
+];
+const XYZ_TO_ROMM: Mat = [
+  [1.3459433, -0.2556075, -0.0511118],
+  [-0.5445989, 1.5081673, 0.0205351],
+  [0, 0, 1.2118128],
+];
+
+/** An sRGB triplet in Adobe RGB (1998) or ROMM RGB, 8 bits, clipped to the gamut. */
+function fromSrgb(space: 'adobergb' | 'rommrgb', v: number[]): number[] {
+  const lin = v.map((c) => {
+    const x = c / 255;
+    return x <= 0.04045 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
+  });
+  const xyz = mul(SRGB_TO_XYZ, lin);
+  const out =
+    space === 'adobergb' ? mul(XYZ_TO_ADOBE, xyz) : mul(XYZ_TO_ROMM, mul(BRADFORD_D65_D50, xyz));
+  return out.map((l) => {
+    const c = Math.min(1, Math.max(0, l));
+    const e = space === 'adobergb' ? c ** (256 / 563) : c < 1 / 512 ? 16 * c : c ** (1 / 1.8);
+    return Math.round(e * 255);
+  });
+}
+
 async function pixels(
   body: Buffer,
 ): Promise<{ data: Buffer; width: number; height: number; channels: number }> {
@@ -393,14 +435,49 @@ describe('Retrieve Rendered and thumbnails (PS3.18 §10.4, §8.3.5)', () => {
 
       const no = await get(`${withIcc.path}/rendered?iccprofile=no`, 'image/png');
       expect((await sharp(no.body).metadata()).icc).toBeUndefined();
-      // A transform to another space is not made, and said so; a value PS3.18 does not define is a 400.
+      // iccprofile=srgb transforms from the instance's profile (P3 here), not from sRGB: the same pixels as libvips'
+      // own P3 → sRGB conversion of the stored samples, visibly different from them, and tagged sRGB.
       const srgb = await get(`${withIcc.path}/rendered?iccprofile=srgb`, 'image/png');
-      expect(srgb.res.headers.get('warning')).toMatch(/iccprofile/);
+      expect(srgb.res.status).toBe(200);
+      expect(srgb.res.headers.get('warning')).toBeNull();
+      const srgbIcc = (await sharp(srgb.body).metadata()).icc as Buffer;
+      // libvips' sRGB profile (ICC v4) names itself in UTF-16BE.
+      expect(srgbIcc.includes(Buffer.from('\0s\0R\0G\0B', 'latin1'))).toBe(true);
+      const converted = await sharp(png.body).raw().toBuffer(); // sharp converts an embedded profile to sRGB on input
+      const ours = await sharp(srgb.body, { ignoreIcc: true }).raw().toBuffer();
+      expect(meanAbsDiff(ours, converted)).toBeLessThan(1);
+      expect(meanAbsDiff(ours, stored)).toBeGreaterThan(2);
       expect((await get(`${withIcc.path}/rendered?iccprofile=maybe`)).res.status).toBe(400);
       // Grey images never carry a colour profile.
       expect(
         (await sharp((await get(`${ct.path}/rendered`, 'image/png')).body).metadata()).icc,
       ).toBeUndefined();
+    });
+
+    it('transforms an untagged (sRGB) colour image into Adobe RGB (1998) and ROMM RGB as the colour spaces define them', async () => {
+      const plain = await pixels((await get(`${rgb.path}/rendered`, 'image/png')).body);
+      expect(plain.channels).toBe(3);
+      for (const space of ['adobergb', 'rommrgb'] as const) {
+        const out = await get(`${rgb.path}/rendered?iccprofile=${space}`, 'image/png');
+        expect([space, out.res.status]).toEqual([space, 200]);
+        const icc = (await sharp(out.body).metadata()).icc as Buffer;
+        expect(icc.toString('latin1')).toContain(space === 'adobergb' ? 'Adobe RGB (1998)' : 'ROMM RGB');
+        const ours = await sharp(out.body, { ignoreIcc: true }).raw().toBuffer();
+        // The reference: sRGB (IEC 61966-2-1) → XYZ → the target's primaries and tone curve, computed here.
+        const expected = Buffer.alloc(plain.data.length);
+        for (let i = 0; i < plain.data.length; i += 3) {
+          const rgbOut = fromSrgb(space, [plain.data[i], plain.data[i + 1], plain.data[i + 2]]);
+          for (let c = 0; c < 3; c++) expected[i + c] = rgbOut[c];
+        }
+        expect([space, meanAbsDiff(ours, expected) < 1.5]).toEqual([space, true]);
+        expect([space, meanAbsDiff(ours, plain.data) > 2]).toEqual([space, true]);
+      }
+      // JPEG output carries the target profile too; a grey image is left as it is.
+      const jpeg = await get(`${rgb.path}/rendered?iccprofile=adobergb`, 'image/jpeg');
+      expect(((await sharp(jpeg.body).metadata()).icc as Buffer).toString('latin1')).toContain('Adobe RGB');
+      const grey = await get(`${ct.path}/rendered?iccprofile=adobergb`, 'image/png');
+      expect(grey.res.status).toBe(200);
+      expect((await sharp(grey.body).metadata()).icc).toBeUndefined();
     });
   });
 

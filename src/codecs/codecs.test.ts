@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import dcmjs from 'dcmjs';
@@ -102,9 +103,17 @@ describe('decodeFrame on the decode threads', () => {
     await expect(pool.decodeFrame(frame, ts, { ...px, rows: 256 })).rejects.toThrow(/512 x 512/);
   });
 
-  it('12-bit JPEG extended is refused with the reason', async () => {
+  it('decodes 12-bit JPEG extended (process 4) to the samples DCMTK decodes', async () => {
     const { ts, frame, px } = sample('mr/MR1_JPLY_jpeg-extended-12bit.dcm');
-    await expect(pool.decodeFrame(frame, ts, px)).rejects.toThrow(/12-bit JPEG/);
+    const out = await pool.decodeFrame(frame, ts, px);
+    expect(out.pixels.length).toBe(512 * 512 * 2);
+    // SHA-256 of the Pixel Data `dcmdjpeg` (DCMTK 3.6.7, Debian) writes for this file: the same 262,144 samples.
+    expect(createHash('sha256').update(out.pixels).digest('hex')).toBe(
+      '5da33a3a0886b8c2690426077e164a80e5ebc153b75d6f882ffde642a451a13d',
+    );
+    // 12-bit colour DCT is refused with the reason, not guessed at.
+    const rgb = { ...px, samplesPerPixel: 3, photometric: 'YBR_FULL_422' };
+    await expect(pool.decodeFrame(frame, ts, rgb)).rejects.toThrow(/codestream|12-bit/);
   });
 
   it('a frame larger than the decode limit is refused before it reaches a thread', async () => {

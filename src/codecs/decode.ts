@@ -9,6 +9,7 @@ import { wasm } from './wasm';
 import { decodeRle } from './rle';
 import { codecFamily, type CodecPixels, type DecodedFrame, decodedFrameBytes } from './syntaxes';
 import { Decoder as JpegLosslessDecoder } from 'jpeg-lossless-decoder-js';
+import { Context as DcmjsCodecContext } from 'dcmjs-codecs';
 
 /** Widens or copies decoded samples into native little-endian words of Bits Allocated. */
 function toAllocated(samples: Uint8Array, bytesPerSample: 1 | 2, px: CodecPixels): Uint8Array {
@@ -48,10 +49,9 @@ function bytesFor(bits: number): 1 | 2 {
 function decodeJpegDct(frame: Uint8Array, px: CodecPixels): DecodedFrame {
   const h = readJpegHeader(frame);
   checkHeader(h, px);
-  if (h.precision !== 8) {
-    // libjpeg-turbo's WebAssembly build is 8-bit only; no maintained 12-bit DCT decoder is installed.
-    throw new CodecInputError(`cannot decode ${h.precision}-bit JPEG (DCT) frames in-process`);
-  }
+  if (h.precision === 12) return decodeJpeg12(frame, px);
+  if (h.precision !== 8)
+    throw new CodecInputError(`cannot decode ${h.precision}-bit JPEG (DCT) frames: T.81 allows 8 and 12 bits`);
   const dec = new (wasm().libjpegTurbo.JPEGDecoder)();
   try {
     dec.getEncodedBuffer(frame.length).set(frame);
@@ -67,6 +67,38 @@ function decodeJpegDct(frame: Uint8Array, px: CodecPixels): DecodedFrame {
   } finally {
     dec.delete();
   }
+}
+
+/**
+ * 12-bit DCT (JPEG Extended, process 4: 1.2.840.10008.1.2.4.51). libjpeg-turbo's WebAssembly build is 8-bit only;
+ * dcmjs-codecs carries a libjpeg built for 12-bit samples. Grey only: 12-bit colour DCT is not used in DICOM, and an
+ * unverified colour conversion would be worse than a clear refusal.
+ */
+function decodeJpeg12(frame: Uint8Array, px: CodecPixels): DecodedFrame {
+  if (px.samplesPerPixel !== 1)
+    throw new CodecInputError('cannot decode 12-bit JPEG (DCT) colour frames in-process');
+  if (px.bitsAllocated !== 16)
+    throw new CodecInputError(`12-bit JPEG frames need Bits Allocated 16, not ${px.bitsAllocated}`);
+  let decoded: Uint8Array | undefined;
+  try {
+    const ctx = new DcmjsCodecContext({
+      width: px.columns,
+      height: px.rows,
+      bitsAllocated: 16,
+      bitsStored: px.bitsStored,
+      samplesPerPixel: 1,
+      pixelRepresentation: px.signed ? 1 : 0,
+      planarConfiguration: 0,
+      photometricInterpretation: px.photometric,
+      encodedBuffer: frame,
+    });
+    decoded = wasm().dcmjsCodecs.decodeJpeg(ctx, { convertColorspaceToRgb: false }).getDecodedBuffer();
+  } catch (err) {
+    throw new CodecInputError(`12-bit JPEG frame could not be decoded: ${(err as Error).message}`);
+  }
+  if (!decoded) throw new CodecInputError('12-bit JPEG frame could not be decoded');
+  // 16-bit little-endian words, as the data set's Bits Allocated 16 wants them.
+  return { pixels: toAllocated(decoded, 2, px), photometric: px.photometric };
 }
 
 function decodeJpegLossless(frame: Uint8Array, px: CodecPixels): DecodedFrame {

@@ -6,12 +6,15 @@ import charlsFactory from '@cornerstonejs/codec-charls/wasmjs';
 import libjpegTurboFactory from '@cornerstonejs/codec-libjpeg-turbo-8bit/decodewasmjs';
 import openjpegFactory from '@cornerstonejs/codec-openjpeg/wasmjs';
 import openjphFactory from '@cornerstonejs/codec-openjph/wasmjs';
+import { NativeCodecs as DcmjsNativeCodecs } from 'dcmjs-codecs';
 
 export interface WasmCodecs {
   charls: Awaited<ReturnType<typeof charlsFactory>>;
   libjpegTurbo: Awaited<ReturnType<typeof libjpegTurboFactory>>;
   openjpeg: Awaited<ReturnType<typeof openjpegFactory>>;
   openjph: Awaited<ReturnType<typeof openjphFactory>>;
+  /** dcmjs-codecs' WebAssembly build of libjpeg with 12-bit DCT (JPEG Extended, process 4); one module per thread. */
+  dcmjsCodecs: typeof DcmjsNativeCodecs;
 }
 
 /** Emscripten uses the object it is given as the module itself: each module needs a fresh one. */
@@ -27,7 +30,9 @@ export function loadWasm(): Promise<WasmCodecs> {
     const libjpegTurbo = await libjpegTurboFactory(quiet());
     const openjpeg = await openjpegFactory(quiet());
     const openjph = await openjphFactory(quiet());
-    loaded = { charls, libjpegTurbo, openjpeg, openjph };
+    // A module-wide singleton; after a trap it is released and instantiated afresh like the others.
+    if (!DcmjsNativeCodecs.isInitialized()) await DcmjsNativeCodecs.initializeAsync();
+    loaded = { charls, libjpegTurbo, openjpeg, openjph, dcmjsCodecs: DcmjsNativeCodecs };
     return loaded;
   })();
   return loading;
@@ -44,6 +49,7 @@ export function wasm(): WasmCodecs {
  * the next task instantiates fresh ones.
  */
 export function resetWasm(): void {
+  if (DcmjsNativeCodecs.isInitialized()) DcmjsNativeCodecs.release();
   loaded = undefined;
   loading = undefined;
 }

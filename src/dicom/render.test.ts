@@ -274,11 +274,13 @@ describe('rendering query parameters (PS3.18 §8.3.5.1)', () => {
     }
   });
 
-  it('reports annotation and ICC profile requests as ignored, and limits thumbnails to vw,vh', () => {
-    expect(parseRenderParams({ annotation: 'patient', iccprofile: 'srgb' }).ignored).toEqual([
-      'annotation',
-      'iccprofile',
-    ]);
+  it('reports annotation as ignored, takes the ICC colour spaces, and limits thumbnails to vw,vh', () => {
+    expect(parseRenderParams({ annotation: 'patient', iccprofile: 'srgb' })).toEqual({
+      ignored: ['annotation'],
+      icc: 'srgb',
+    });
+    expect(parseRenderParams({ iccprofile: 'AdobeRGB' }).icc).toBe('adobergb');
+    expect(parseRenderParams({ iccprofile: 'rommrgb' }).icc).toBe('rommrgb');
     expect(parseRenderParams({ iccprofile: 'no' })).toEqual({ ignored: [], icc: 'no' });
     expect(parseRenderParams({ iccprofile: 'YES' })).toEqual({ ignored: [], icc: 'yes' });
     expect(() => parseRenderParams({ iccprofile: 'maybe' })).toThrow(BadRequestError);

@@ -12,6 +12,8 @@ import { BadRequestError, UnrecoverableInputError } from '../errors';
 import { nativeFrameSpan } from './bulk';
 import { type DicomJson, type DicomJsonElement, getInt, getString } from './json';
 import { Tag } from './tags';
+import { attachIccToPng } from './icc';
+import { type OutputColourSpace, outputProfilePath } from './icc-profiles';
 
 /** How the stored pixels of an instance are laid out (Image Pixel module, PS3.3 C.7.6.3). */
 export interface PixelDescription {
@@ -518,9 +520,10 @@ export interface RenderParams {
   /**
    * `iccprofile` (PS3.18 §8.3.5.1.5): `no` never attaches one; `yes`, like the parameter's absence, attaches the
    * instance's ICC Profile (0028,2000) to colour output when it has one (the pixels are in that profile's space).
-   * `srgb`, `adobergb` and `rommrgb` need a colour transform this gateway does not make: reported in `ignored`.
+   * `srgb`, `adobergb` and `rommrgb` transform colour output from the instance's profile (sRGB when it has none)
+   * into that colour space and attach its profile (dicom/icc-profiles.ts).
    */
-  icc?: 'no' | 'yes';
+  icc?: 'no' | 'yes' | OutputColourSpace;
 }
 
 function one(v: string | string[] | undefined): string | undefined {
@@ -595,8 +598,7 @@ export function parseRenderParams(
   }
   if (one(query.annotation)) out.ignored.push('annotation');
   const icc = one(query.iccprofile)?.trim().toLowerCase();
-  if (icc === 'no' || icc === 'yes') out.icc = icc;
-  else if (icc === 'srgb' || icc === 'adobergb' || icc === 'rommrgb') out.ignored.push('iccprofile');
+  if (icc === 'no' || icc === 'yes' || icc === 'srgb' || icc === 'adobergb' || icc === 'rommrgb') out.icc = icc;
   else if (icc) throw new BadRequestError('iccprofile must be no, yes, srgb, adobergb or rommrgb');
   return out;
 }
@@ -619,6 +621,11 @@ export interface EncodeOptions {
   maxOutputPixels: number;
   /** Thumbnails fit a box without ever being enlarged. */
   withoutEnlargement?: boolean;
+  /**
+   * Colour images: transform into this colour space and attach its profile; `from` is the profile the pixels are in
+   * (the instance's ICC Profile), sRGB when absent. Grey images are left as they are.
+   */
+  colour?: { to: OutputColourSpace; from?: Buffer };
 }
 
 /**
@@ -627,12 +634,20 @@ export interface EncodeOptions {
  */
 export async function encodeImage(img: DisplayImage, opts: EncodeOptions): Promise<Buffer> {
   const vp = opts.viewport ?? {};
-  let pipeline: Sharp = loadSharp()(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength), {
-    raw: { width: img.width, height: img.height, channels: img.channels },
-    limitInputPixels: false,
-  });
+  const sharp = loadSharp();
+  const raw = Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength);
+  const rawInfo = { raw: { width: img.width, height: img.height, channels: img.channels }, limitInputPixels: false };
+  const colour = img.channels === 3 ? opts.colour : undefined;
+  let pipeline: Sharp;
+  if (colour?.from) {
+    // sharp cannot give raw input a profile: the pixels go through an uncompressed PNG that carries the instance's
+    // profile, so that libvips transforms from it (and not from sRGB) into the output space.
+    const tagged = attachIccToPng(await sharp(raw, rawInfo).png({ compressionLevel: 0 }).toBuffer(), colour.from);
+    pipeline = sharp(tagged, { limitInputPixels: false });
+  } else pipeline = sharp(raw, rawInfo);
   // Without this sharp widens one-channel input to sRGB: grey images would triple in size.
   if (img.channels === 1) pipeline = pipeline.toColourspace('b-w');
+  if (colour) pipeline = pipeline.withIccProfile(outputProfilePath(colour.to));
 
   let regionWidth = img.width;
   let regionHeight = img.height;

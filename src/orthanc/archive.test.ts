@@ -68,6 +68,29 @@ describe('OrthancArchive', () => {
     expect(p.seen).toEqual(['POST /instances DICM']);
   });
 
+  it('stores again when the index reports a serialisation conflict, and gives up after a few attempts', async () => {
+    const conflict = {
+      HttpStatus: 503,
+      Message: 'Database could not serialize access due to concurrent update, the transaction should be retried',
+    };
+    let calls = 0;
+    p = await peer((_req, _body, res) =>
+      ++calls < 3 ? json(res, 503, conflict) : json(res, 200, { ID: 'abc', Status: 'Success' }),
+    );
+    expect(await p.archive.storeInstance(Buffer.from('DICM'), 4)).toEqual({ status: 'stored', archiveId: 'abc' });
+    expect(p.seen).toHaveLength(3);
+    await new Promise<void>((r) => p.server.close(() => r()));
+    p = await peer((_req, _body, res) => json(res, 503, conflict));
+    const err = await p.archive.storeInstance(Buffer.from('DICM'), 4).catch((e: unknown) => e);
+    expect(isRefusedByArchive(err)).toBe(false);
+    expect(p.seen).toHaveLength(4);
+    // Any other 503 (Orthanc going down) is not retried here: the caller answers "retry later" at once.
+    await new Promise<void>((r) => p.server.close(() => r()));
+    p = await peer((_req, _body, res) => json(res, 503, { HttpStatus: 503, Message: 'Service unavailable' }));
+    await p.archive.storeInstance(Buffer.from('DICM'), 4).catch(() => undefined);
+    expect(p.seen).toHaveLength(1);
+  });
+
   it('reports a refused object as a refusal, not as an outage', async () => {
     p = await peer((_req, _body, res) => json(res, 400, { OrthancStatus: 15 }));
     const err = await p.archive.storeInstance(Buffer.from('x')).catch((e: unknown) => e);

@@ -193,13 +193,36 @@ export async function readCapped(
 
 const id = encodeURIComponent;
 
+/** Attempts at storing one object when Orthanc's index reports a serialisation conflict. */
+const STORE_CONFLICT_ATTEMPTS = 4;
+
+/** Orthanc's ErrorCode_DatabaseCannotSerialize, as its REST API answers it (any 5xx carrying that message). */
+export function isSerializationConflict(err: unknown): boolean {
+  return (
+    err instanceof OrthancHttpError &&
+    err.upstreamStatus >= 500 &&
+    /could not serialize access/i.test(err.upstreamBody)
+  );
+}
+
 /** The archive on Orthanc's REST API, through PacsClient (its retries, timeouts and error mapping). */
 export class OrthancArchive implements Archive {
   constructor(private readonly pacs: PacsClient) {}
 
   async storeInstance(bytes: Buffer | Readable, length?: number): Promise<StoreOutcome> {
-    const res = await this.pacs.store(bytes, length);
-    return { status: res.Status === 'AlreadyStored' ? 'alreadyStored' : 'stored', archiveId: res.ID };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const res = await this.pacs.store(bytes, length);
+        return { status: res.Status === 'AlreadyStored' ? 'alreadyStored' : 'stored', archiveId: res.ID };
+      } catch (err) {
+        // Orthanc on PostgreSQL serialises writers and retries a conflicting transaction itself, ten times; under
+        // heavy concurrent ingest it can still give up. Storing the same bytes again is safe (at worst
+        // AlreadyStored), so a conflict is retried here a few times before it reaches a client as "retry later".
+        if (!Buffer.isBuffer(bytes) || attempt >= STORE_CONFLICT_ATTEMPTS || !isSerializationConflict(err))
+          throw err;
+        await new Promise((r) => setTimeout(r, 50 * attempt + Math.random() * 150));
+      }
+    }
   }
 
   async findInstance(sopInstanceUid: string): Promise<string | null> {

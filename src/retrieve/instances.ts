@@ -43,7 +43,8 @@ export function instanceSyntaxes(archive: Archive, instances: readonly Retrievab
 /**
  * Opens one instance in the wanted transfer syntax (AS_STORED: as stored), transcoded by the archive when needed or,
  * given the codec pool, decoded in-process from a compressed syntax to ELE (see decodesInProcess). A syntax the
- * codecs list but cannot decode for this object (12-bit JPEG) falls back to the archive when the archive decodes it.
+ * codecs list but cannot decode for this object (12-bit colour DCT, say) falls back to the archive when the archive
+ * decodes it.
  */
 export async function openInstanceAs(
   archive: Archive,

@@ -21,6 +21,7 @@ import {
   type PaletteLut,
   paletteChannel,
   type PixelDescription,
+  type RenderParams,
   type WindowSpec,
 } from '../dicom/render';
 import { nativeFrameSpan } from '../dicom/bulk';
@@ -116,8 +117,11 @@ export async function loadPalette(
 export interface RenderRequest {
   frameNumber: number;
   window?: WindowSpec;
-  /** `no` leaves the instance's ICC profile out of colour output; by default (and `yes`) it is attached. */
-  icc?: 'no' | 'yes';
+  /**
+   * `no` leaves the instance's ICC profile out of colour output; by default (and `yes`) it is attached; a colour space
+   * transforms colour output into it (from the instance's profile, or sRGB) and attaches that space's profile.
+   */
+  icc?: RenderParams['icc'];
   /**
    * Thumbnails: the image only has to cover the viewport, so JPEG 2000 and HTJ2K may stop decoding at a lower
    * resolution level. Off for rendered resources, whose pixels must match a full decode.
@@ -172,8 +176,17 @@ export async function renderArchivedFrame(
     },
     signal,
   );
+  const hasIcc = image.channels === 3 && !!src.dicomJson[Tag.ICCProfile];
+  if (req.icc === 'srgb' || req.icc === 'adobergb' || req.icc === 'rommrgb') {
+    const from = hasIcc ? await loadIccProfile(archive, src, signal) : undefined;
+    return encodeImage(image, {
+      ...req.encode,
+      maxOutputPixels: limits.maxOutputPixels,
+      colour: { to: req.icc, from: from && from.length >= 128 ? from : undefined },
+    });
+  }
   const encoded = await encodeImage(image, { ...req.encode, maxOutputPixels: limits.maxOutputPixels });
-  if (req.icc === 'no' || image.channels !== 3 || !src.dicomJson[Tag.ICCProfile]) return encoded;
+  if (req.icc === 'no' || !hasIcc) return encoded;
   return attachIcc(encoded, req.encode.mediaType, await loadIccProfile(archive, src, signal));
 }
 
