@@ -1,44 +1,19 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureProject } from '../src/index-db/projects';
 import { ingestInstance } from '../src/ingest/ingest';
 import { closeQueues, initQueues } from '../src/jobs/queues';
-import { syntheticCopies, waitFor } from './helpers/dimse';
+import { spawnWorker, syntheticCopies, waitFor } from './helpers/dimse';
 import { orthancDirect, resetStack, startGateway, type TestGateway } from './helpers/gateway';
 
-const ROOT = join(__dirname, '..');
 const SAMPLES = process.env.APERTURE_SAMPLES_DIR ?? join(__dirname, '../../shared/dicom-samples');
 const COPIES = 120;
 
-interface WorkerChild {
-  child: ChildProcess;
-  exited: Promise<void>;
-}
+type WorkerChild = Awaited<ReturnType<typeof spawnWorker>>;
 
-/** The job worker (src/worker.ts) as its own process, one instance at a time so that the kill lands mid-cohort. */
-async function spawnWorker(): Promise<WorkerChild> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/worker.ts')], {
-    cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: 'info', COHORT_CONCURRENCY: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  let out = '';
-  child.stdout!.on('data', (c: Buffer) => (out = (out + c.toString()).slice(-20_000)));
-  child.stderr!.on('data', (c: Buffer) => (out = (out + c.toString()).slice(-20_000)));
-  await waitFor(
-    'the worker to start',
-    async () => {
-      if (child.exitCode !== null) throw new Error(`worker exited with ${child.exitCode}: ${out}`);
-      return out.includes('worker started');
-    },
-    120_000,
-    200,
-  );
-  return { child, exited };
-}
+/** The job worker as its own process, one cohort instance at a time so that the kill lands mid-cohort. */
+const spawnCohortWorker = () => spawnWorker({ COHORT_CONCURRENCY: '1' });
 
 describe('a cohort survives a SIGKILLed worker', () => {
   let gw: TestGateway;
@@ -69,7 +44,7 @@ describe('a cohort survives a SIGKILLed worker', () => {
   });
 
   it('resumes after SIGKILL: exactly one output per source instance, no duplicate, no gap', async () => {
-    worker = await spawnWorker();
+    worker = await spawnCohortWorker();
     const studies = (
       await gw.services.db.query<{ study_uid: string }>(
         "SELECT study_uid FROM project_studies WHERE project_id = 'clinic'",
@@ -105,7 +80,7 @@ describe('a cohort survives a SIGKILLed worker', () => {
     expect(afterKill.progress.done).toBeLessThan(COPIES);
     expect(doneAtKill).toBeLessThan(COPIES);
 
-    worker = await spawnWorker();
+    worker = await spawnCohortWorker();
     const final = await waitFor(
       'the cohort to finish after the restart',
       async () => {

@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +9,7 @@ import { ingestInstance } from '../src/ingest/ingest';
 import { initPipelineRunWorker } from '../src/jobs/pipeline-run';
 import { generateInstances } from '../tools/synth';
 import { type AuthStack, bearer, startAuthStack } from './helpers/auth';
-import { waitFor } from './helpers/dimse';
+import { spawnWorker, waitFor } from './helpers/dimse';
 import { resetStack } from './helpers/gateway';
 
 /**
@@ -481,35 +480,17 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
   it('a worker killed mid-run leaves no stored result, and the run completes on the next worker', async () => {
     await worker?.close();
     worker = undefined;
-    const spawnWorker = async (): Promise<ChildProcess> => {
-      const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/worker.ts')], {
-        cwd: ROOT,
-        env: {
-          ...process.env,
-          LOG_LEVEL: 'info',
+    const spawnPipelineWorker = async () =>
+      (
+        await spawnWorker({
           PIPELINE_RUN_TOKEN_SECRET: SECRET,
           PIPELINE_GATEWAY_URL: url,
           PIPELINE_WORK_DIR: work,
           RECORDS_FILES_DIR: filesDir,
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let out = '';
-      child.stdout!.on('data', (c: Buffer) => (out = (out + c.toString()).slice(-20_000)));
-      child.stderr!.on('data', (c: Buffer) => (out = (out + c.toString()).slice(-20_000)));
-      await waitFor(
-        'the worker to start',
-        async () => {
-          if (child.exitCode !== null) throw new Error(`worker exited: ${out}`);
-          return out.includes('worker started');
-        },
-        120_000,
-        200,
-      );
-      return child;
-    };
+        })
+      ).child;
     const before = await seriesInDemo();
-    const first = await spawnWorker();
+    const first = await spawnPipelineWorker();
     const id = await startRun('threshold', { threshold: 1, delay: 4 });
     await waitFor(
       'the tool to run',
@@ -529,7 +510,7 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
     );
     expect(await seriesInDemo()).toEqual(before);
     expect((await api('GET', `/api/projects/demo/runs/${id}`, bob)).json.state).toBe('running');
-    const second = await spawnWorker();
+    const second = await spawnPipelineWorker();
     try {
       const run = await finished(id, 90_000);
       expect([run.state, run.attempts, run.outputSeries.length]).toEqual(['succeeded', 2, 1]);

@@ -115,7 +115,39 @@ const CASES: Case[] = [
     parameter: 'seriesUid',
     request: (b) => ({ path: '/api/quarantine/assign', init: json({ project: 'demo', seriesUid: b }) }),
   },
+  {
+    family: 'API cohorts',
+    parameter: 'studies',
+    request: (b) => ({
+      path: '/api/projects/demo/cohorts',
+      init: json({ name: 'c', studies: [b], target: { project: 'demo' } }),
+    }),
+  },
+  {
+    family: 'API nodes (bridge retrieve)',
+    parameter: 'studies',
+    request: (b) => ({
+      path: `/api/nodes/${NODE}/retrieve`,
+      init: json({ project: 'demo', studies: [OK, b] }),
+    }),
+  },
+  {
+    family: 'API pipeline runs',
+    parameter: 'series',
+    request: (b) => ({
+      path: '/api/projects/demo/runs',
+      init: json({ pipeline: 'threshold', series: [b] }),
+    }),
+  },
+  {
+    family: 'API download links',
+    parameter: '"path"',
+    request: (b) => ({ path: '/api/download-links', init: json({ path: `/dicom-web/studies/${b}` }) }),
+  },
 ];
+
+/** A remote PACS node for the bridge case (its retrieve checks the body after finding the node). */
+const NODE = 'uid-check-node';
 
 let gw: TestGateway;
 
@@ -123,6 +155,12 @@ beforeAll(async () => {
   await resetStack();
   gw = await startGateway();
   await ensureProject(gw.services.db, { id: 'demo', name: 'Demo' });
+  const node = await fetch(`${gw.url}/api/nodes/${NODE}`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ aet: 'UIDCHECK', host: '127.0.0.1', port: 1 }),
+  });
+  if (!node.ok) throw new Error(`could not register the node: ${node.status} ${await node.text()}`);
 });
 afterAll(async () => {
   await gw?.close();

@@ -8,13 +8,14 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { Pool } from 'pg';
-import { isUid } from '../dicom/uid';
+import { requireUid } from '../dicom/uid';
 import { BadRequestError, ForbiddenError } from '../errors';
 import { consumeDownloadLink, insertDownloadLink } from '../index-db/download-links';
 import type { Principal, Role } from './access';
 
 const PROJECT = '[a-z0-9](?:[a-z0-9-]*[a-z0-9])?';
-const UIDP = '[0-9.]{1,64}';
+/** A UID's path segment: any segment here, the one UID rule (requireUid, below) decides. */
+const UIDP = '[^/]+';
 const UUIDP = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
 /**
  * What a link may open: a study or series ZIP (WADO-RS), a cohort archive, or a research subject's (or record's)
@@ -68,7 +69,9 @@ export async function createDownloadLink(
     throw new ForbiddenError('a share link cannot make download links');
   const match = DOWNLOADABLE.find((d) => d.re.exec(path));
   const uids = match ? (match.re.exec(path) ?? []).slice(1).filter(Boolean) : [];
-  if (!match || !uids.every((u) => isUid(u)) || path.length > 300)
+  // A ZIP's path with a malformed UID in it: the one UID rule's 400, naming where it is.
+  for (const u of uids) requireUid(u, 'UID in "path"');
+  if (!match || path.length > 300)
     throw new BadRequestError(
       'path must be a study or series ZIP, a cohort archive, or research files or records',
     );

@@ -167,61 +167,61 @@ function reductionLevel(frame: Uint8Array, px: CodecPixels, reduceTo: ReduceTo):
   return level;
 }
 
+/** What OpenJPEG's J2KDecoder and OpenJPH's HTJ2KDecoder have in common (Embind classes of the same shape). */
+interface WaveletDecoder {
+  getEncodedBuffer(length: number): Uint8Array;
+  getDecodedBuffer(): Uint8Array;
+  decode(): void;
+  decodeSubResolution(decodeLevel: number, decodeLayer: number): void;
+  calculateSizeAtDecompositionLevel(decodeLevel: number): { width: number; height: number };
+  getFrameInfo(): { width: number; bitsPerSample: number; isUsingColorTransform?: boolean };
+  delete(): void;
+}
+
 function decodeJ2k(frame: Uint8Array, px: CodecPixels, reduceTo?: ReduceTo): DecodedFrame {
-  checkHeader(readJ2kHeader(frame), px);
-  const dec = new (wasm().openjpeg.J2KDecoder)();
-  try {
-    dec.getEncodedBuffer(frame.length).set(frame);
-    const level = reduceTo ? reductionLevel(frame, px, reduceTo) : 0;
-    if (level > 0) {
-      dec.decodeSubResolution(level, 0);
-      const size = dec.calculateSizeAtDecompositionLevel(level);
-      const reduced = { ...px, rows: size.height, columns: size.width };
-      const pixels = toAllocated(dec.getDecodedBuffer(), bytesFor(dec.getFrameInfo().bitsPerSample), reduced);
-      return { pixels, photometric: j2kPhotometric(px), rows: size.height, columns: size.width };
-    }
-    dec.decode();
-    const info = dec.getFrameInfo();
-    const samples = dec.getDecodedBuffer();
-    if (!info.width || samples.length === 0)
-      throw new CodecInputError('JPEG 2000 codestream could not be decoded');
-    return {
-      pixels: toAllocated(samples, bytesFor(info.bitsPerSample), px),
-      photometric: j2kPhotometric(px),
-    };
-  } catch (err) {
-    if (err instanceof CodecInputError) throw err;
-    throw new CodecInputError(`JPEG 2000 frame could not be decoded: ${String(err)}`);
-  } finally {
-    dec.delete();
-  }
+  return decodeWavelet(new (wasm().openjpeg.J2KDecoder)(), 'JPEG 2000', frame, px, reduceTo);
 }
 
 function decodeHtj2k(frame: Uint8Array, px: CodecPixels, reduceTo?: ReduceTo): DecodedFrame {
-  checkHeader(readJ2kHeader(frame), px);
-  const dec = new (wasm().openjph.HTJ2KDecoder)();
+  return decodeWavelet(new (wasm().openjph.HTJ2KDecoder)(), 'HTJ2K', frame, px, reduceTo);
+}
+
+/**
+ * JPEG 2000 and HTJ2K: the whole image, or (given reduceTo) only the resolution levels a smaller target needs. A
+ * decoder that reports a colour transform (OpenJPH) yields RGB; otherwise see j2kPhotometric.
+ */
+function decodeWavelet(
+  dec: WaveletDecoder,
+  name: string,
+  frame: Uint8Array,
+  px: CodecPixels,
+  reduceTo?: ReduceTo,
+): DecodedFrame {
   try {
+    checkHeader(readJ2kHeader(frame), px);
     dec.getEncodedBuffer(frame.length).set(frame);
     const level = reduceTo ? reductionLevel(frame, px, reduceTo) : 0;
+    let size: { width: number; height: number } | undefined;
     if (level > 0) {
       dec.decodeSubResolution(level, 0);
-      const size = dec.calculateSizeAtDecompositionLevel(level);
-      const reduced = { ...px, rows: size.height, columns: size.width };
-      const pixels = toAllocated(dec.getDecodedBuffer(), bytesFor(dec.getFrameInfo().bitsPerSample), reduced);
-      return {
-        pixels,
-        photometric: dec.getFrameInfo().isUsingColorTransform ? 'RGB' : j2kPhotometric(px),
-        rows: size.height,
-        columns: size.width,
-      };
-    }
-    dec.decode();
+      size = dec.calculateSizeAtDecompositionLevel(level);
+    } else dec.decode();
     const info = dec.getFrameInfo();
-    const pixels = toAllocated(dec.getDecodedBuffer(), bytesFor(info.bitsPerSample), px);
-    return { pixels, photometric: info.isUsingColorTransform ? 'RGB' : j2kPhotometric(px) };
+    const samples = dec.getDecodedBuffer();
+    if (!info.width || samples.length === 0)
+      throw new CodecInputError(`${name} codestream could not be decoded`);
+    const photometric = info.isUsingColorTransform ? 'RGB' : j2kPhotometric(px);
+    if (!size) return { pixels: toAllocated(samples, bytesFor(info.bitsPerSample), px), photometric };
+    const reduced = { ...px, rows: size.height, columns: size.width };
+    return {
+      pixels: toAllocated(samples, bytesFor(info.bitsPerSample), reduced),
+      photometric,
+      rows: size.height,
+      columns: size.width,
+    };
   } catch (err) {
     if (err instanceof CodecInputError) throw err;
-    throw new CodecInputError(`HTJ2K frame could not be decoded: ${String(err)}`);
+    throw new CodecInputError(`${name} frame could not be decoded: ${String(err)}`);
   } finally {
     dec.delete();
   }

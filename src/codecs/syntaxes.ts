@@ -3,6 +3,7 @@
  * Kept free of Koa, sharp and the WebAssembly modules so that both the HTTP process and the decode threads load it.
  */
 
+import type { PixelDescription } from '../dicom/render';
 import { TransferSyntax } from '../dicom/transfer-syntax';
 
 /** Which library decodes a syntax. */
@@ -35,17 +36,8 @@ export function isDecodableSyntax(transferSyntaxUid: string): boolean {
   return codecFamily(transferSyntaxUid) !== undefined;
 }
 
-/** The part of the Image Pixel module a codec needs (PixelDescription of dicom/render satisfies it). */
-export interface CodecPixels {
-  rows: number;
-  columns: number;
-  samplesPerPixel: number;
-  bitsAllocated: number;
-  bitsStored: number;
-  signed: boolean;
-  photometric: string;
-  planarConfiguration: number;
-}
+/** The part of the Image Pixel module a codec needs: one frame's layout (PixelDescription without High Bit and count). */
+export type CodecPixels = Omit<PixelDescription, 'highBit' | 'numberOfFrames'>;
 
 /** A decoded frame: native little-endian sample words of Bits Allocated, pixel-interleaved. */
 export interface DecodedFrame {

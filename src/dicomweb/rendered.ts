@@ -189,28 +189,40 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
   }
 
   /**
-   * PS3.18 §10.4 Retrieve Rendered, study, series, instance and frame resources (§8.3.5 rendering parameters): one
-   * frame as image/jpeg, image/png or image/webp. A multi-frame instance renders its first frame (said in a Warning
-   * header). A study or series renders the image that stands for it (see renderTarget), as Orthanc's DICOMweb plugin
-   * and the viewers that ask for it (a series preview) expect, not a multipart of every instance.
+   * What a rendered or thumbnail request asks for (UIDs, frame, §8.3.5 parameters, negotiated media type), and whom
+   * it may see; the request is noted for the audit trail before anything is looked up.
    */
-  async function handleRetrieveRenderedInstance(ctx: Context): Promise<void> {
+  async function renderRequest(ctx: Context, action: 'wado.rendered' | 'wado.thumbnail') {
     const studyUid = uid(ctx.params.study, 'Study Instance UID');
     const seriesParam =
       ctx.params.series === undefined ? undefined : uid(ctx.params.series, 'Series Instance UID');
     const sopParam =
       ctx.params.instance === undefined ? undefined : uid(ctx.params.instance, 'SOP Instance UID');
     const frame = frameNumber(ctx.params.frames);
-    const params = parseRenderParams(ctx.query);
+    const params = parseRenderParams(ctx.query, action === 'wado.thumbnail');
     const mediaType = selectRenderedMediaType(ctx.get('accept'), queryString(ctx.query.accept));
     const scopes = await requestReadScopes(ctx, services);
     noteAudit(ctx, {
-      action: 'wado.rendered',
+      action,
       projectId: ctx.params.project,
       studyUid,
       seriesUid: seriesParam,
       sopInstanceUid: sopParam,
     });
+    return { studyUid, seriesParam, sopParam, frame, params, mediaType, scopes };
+  }
+
+  /**
+   * PS3.18 §10.4 Retrieve Rendered, study, series, instance and frame resources (§8.3.5 rendering parameters): one
+   * frame as image/jpeg, image/png or image/webp. A multi-frame instance renders its first frame (said in a Warning
+   * header). A study or series renders the image that stands for it (see renderTarget), as Orthanc's DICOMweb plugin
+   * and the viewers that ask for it (a series preview) expect, not a multipart of every instance.
+   */
+  async function handleRetrieveRenderedInstance(ctx: Context): Promise<void> {
+    const { studyUid, seriesParam, sopParam, frame, params, mediaType, scopes } = await renderRequest(
+      ctx,
+      'wado.rendered',
+    );
     const row = await renderTarget(scopes, studyUid, seriesParam, sopParam);
     if (!sopParam) ctx.set('X-Rendered-Instance', row.sopInstanceUid);
     const frames = row.dicomJson['00280008']?.Value?.[0];
@@ -245,22 +257,10 @@ function makeRenderedHandlers(services: Services): RenderedHandlers {
    * it, so the next viewer gets it at once. Other forms (PNG, a viewport) are rendered on demand.
    */
   async function handleRetrieveThumbnail(ctx: Context): Promise<void> {
-    const studyUid = uid(ctx.params.study, 'Study Instance UID');
-    const seriesParam =
-      ctx.params.series === undefined ? undefined : uid(ctx.params.series, 'Series Instance UID');
-    const sopParam =
-      ctx.params.instance === undefined ? undefined : uid(ctx.params.instance, 'SOP Instance UID');
-    const frame = frameNumber(ctx.params.frames);
-    const params = parseRenderParams(ctx.query, true);
-    const mediaType = selectRenderedMediaType(ctx.get('accept'), queryString(ctx.query.accept));
-    const scopes = await requestReadScopes(ctx, services);
-    noteAudit(ctx, {
-      action: 'wado.thumbnail',
-      projectId: ctx.params.project,
-      studyUid,
-      seriesUid: seriesParam,
-      sopInstanceUid: sopParam,
-    });
+    const { studyUid, seriesParam, sopParam, frame, params, mediaType, scopes } = await renderRequest(
+      ctx,
+      'wado.thumbnail',
+    );
 
     // JPEG of frame 1 in a square box is what viewers list; those are cached (a few sizes per instance at most).
     const vp = params.viewport;

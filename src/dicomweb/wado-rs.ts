@@ -179,17 +179,7 @@ async function retrieve(ctx: Context, services: Services, level: Level): Promise
       signal,
       codecPoolFor(services.config),
     );
-    setDownloadName(ctx, `${uid}.dcm`);
-    respondWithStream(
-      ctx,
-      services,
-      file.body,
-      formatMediaType(MediaType.dicom, { 'transfer-syntax': file.transferSyntax }),
-      {
-        length: file.contentLength,
-        audit,
-      },
-    );
+    respondWithInstanceFile(ctx, services, file, uid, audit);
     return;
   }
   const parts = await primed(
@@ -209,6 +199,28 @@ async function retrieve(ctx: Context, services: Services, level: Level): Promise
 
 // ---------------------------------------------------------------------------------------------------------------
 // Metadata (PS3.18 §10.4.1.1.4), from the index
+
+/**
+ * Sends one instance as a Part 10 file (application/dicom with its transfer syntax), WADO-RS and WADO-URI alike: an
+ * attachment named by UID only, never inline, so that a browser saves the object rather than render a polyglot
+ * preamble (CVE-2019-11687).
+ */
+export function respondWithInstanceFile(
+  ctx: Context,
+  services: Services,
+  file: Awaited<ReturnType<typeof openInstanceAs>>,
+  uid: string,
+  audit: AuditDetail,
+): void {
+  setDownloadName(ctx, `${uid}.dcm`);
+  respondWithStream(
+    ctx,
+    services,
+    file.body,
+    formatMediaType(MediaType.dicom, { 'transfer-syntax': file.transferSyntax }),
+    { length: file.contentLength, audit },
+  );
+}
 
 function instanceBase(
   root: string,

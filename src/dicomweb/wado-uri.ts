@@ -8,17 +8,17 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { RenderedMediaType, Viewport, WindowSpec } from '../dicom/render';
 import { BadRequestError, NotAcceptableError, NotFoundError, warning299 } from '../errors';
-import { setDownloadName } from '../http/security-headers';
 import { findRenderableInstance } from '../index-db/thumbnails';
 import { listRetrievableInstances } from '../index-db/wado';
 import { requireUid } from '../dicom/uid';
-import { abortOnClose, respondWithStream } from '../http/stream';
+import { abortOnClose } from '../http/stream';
 import { AS_STORED, openInstanceAs } from '../retrieve/instances';
 import { renderArchivedFrame } from '../retrieve/render';
 import type { AuditDetail, Services } from '../services';
 import { noteAudit, requestReadScopes } from '../http/context';
-import { MediaType, TransferSyntax, formatMediaType, parseAccept } from './media-types';
+import { MediaType, TransferSyntax, parseAccept } from './media-types';
 import { renderLimits, runRender, sendImage } from './rendered';
+import { respondWithInstanceFile } from './wado-rs';
 
 /** The WADO-URI router, mounted at `/wado` and `/projects/{project}/wado`. */
 export function wadoUriRouter(services: Services): Router {
@@ -229,18 +229,7 @@ export async function handleWadoUriRetrieve(ctx: Context, services: Services): P
   });
   const audit = ctx.state.audit as AuditDetail;
   const file = await openInstanceAs(services.archive, inst, ts, abortOnClose(ctx));
-  // Never inline: a browser must save the object, not render a polyglot preamble (CVE-2019-11687).
-  setDownloadName(ctx, `${sopInstanceUid}.dcm`);
-  respondWithStream(
-    ctx,
-    services,
-    file.body,
-    formatMediaType(MediaType.dicom, { 'transfer-syntax': file.transferSyntax }),
-    {
-      length: file.contentLength,
-      audit,
-    },
-  );
+  respondWithInstanceFile(ctx, services, file, sopInstanceUid, audit);
 }
 
 /** PS3.18 §9.5 Retrieve Rendered Instance: one frame through the /rendered pipeline, under its limits and cap. */

@@ -23,6 +23,12 @@ export interface InstanceRow {
   number_of_frames: number | null;
 }
 
+/** What a membership needs of an indexed object: its UIDs and its DICOM JSON (series and study attributes). */
+export type LinkedInstance = Pick<
+  ParsedInstance,
+  'sopInstanceUid' | 'seriesInstanceUid' | 'studyInstanceUid' | 'sopClassUid' | 'json'
+>;
+
 /** What indexing needs besides the parsed object: where Orthanc keeps it. */
 export interface ArchivedObject {
   parsed: ParsedInstance;
@@ -174,9 +180,9 @@ function instanceRecord(obj: ArchivedObject): Record<string, unknown> {
  * collect distinct values in order of arrival.
  */
 function fold(
-  objs: readonly ArchivedObject[],
-  key: (p: ParsedInstance) => string,
-  values: (p: ParsedInstance) => Record<string, unknown>,
+  objs: readonly { parsed: LinkedInstance }[],
+  key: (p: LinkedInstance) => string,
+  values: (p: LinkedInstance) => Record<string, unknown>,
   last: readonly string[],
   union: readonly string[],
 ): Record<string, unknown>[] {
@@ -201,7 +207,7 @@ function fold(
   return [...out.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, v]) => v);
 }
 
-function seriesRecords(objs: readonly ArchivedObject[]): Record<string, unknown>[] {
+function seriesRecords(objs: readonly { parsed: LinkedInstance }[]): Record<string, unknown>[] {
   return fold(
     objs,
     (p) => p.seriesInstanceUid,
@@ -228,7 +234,7 @@ function seriesRecords(objs: readonly ArchivedObject[]): Record<string, unknown>
   );
 }
 
-function studyRecords(objs: readonly ArchivedObject[]): Record<string, unknown>[] {
+function studyRecords(objs: readonly { parsed: LinkedInstance }[]): Record<string, unknown>[] {
   return fold(
     objs,
     (p) => p.studyInstanceUid,
@@ -260,37 +266,21 @@ function studyRecords(objs: readonly ArchivedObject[]): Record<string, unknown>[
   );
 }
 
-/**
- * The batch statement of indexInstances. $1 instance records, $2 project ids, $3 membership source, $4 series and
- * $5 study records folded over the batch. Data-modifying CTEs all run, in one snapshot: the series and study
- * counters add what the memberships CTE reports as new, and a study counts the series the series CTE created.
- */
-const INDEX_BATCH_SQL = `
-WITH x AS MATERIALIZED (
+/** The objects of a statement, $1: instance records (instanceRecord), or only their three UIDs to link them. */
+const OBJECTS_CTE = `x AS MATERIALIZED (
   SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(
     sop_instance_uid text, study_uid text, series_uid text, sop_class_uid text, instance_number integer,
     transfer_syntax text, rows integer, columns integer, number_of_frames integer, bits_allocated integer,
     orthanc_id text, file_size bigint, md5 text, dicom_json jsonb, dataset_md5 text)
-),
-inst AS (
-  INSERT INTO instances (sop_instance_uid, study_uid, series_uid, sop_class_uid, instance_number, transfer_syntax,
-                         rows, columns, number_of_frames, bits_allocated, orthanc_id, file_size, md5, dicom_json,
-                         dataset_md5)
-  SELECT sop_instance_uid, study_uid, series_uid, sop_class_uid, instance_number, transfer_syntax, rows, columns,
-         number_of_frames, bits_allocated, orthanc_id, file_size, md5, dicom_json, dataset_md5
-    FROM x ORDER BY sop_instance_uid
-  ON CONFLICT (sop_instance_uid) DO UPDATE SET
-    orthanc_id = EXCLUDED.orthanc_id, file_size = EXCLUDED.file_size, md5 = EXCLUDED.md5,
-    dataset_md5 = COALESCE(EXCLUDED.dataset_md5, instances.dataset_md5),
-    dicom_json = EXCLUDED.dicom_json, transfer_syntax = EXCLUDED.transfer_syntax,
-    instance_number = EXCLUDED.instance_number, rows = EXCLUDED.rows, columns = EXCLUDED.columns,
-    number_of_frames = EXCLUDED.number_of_frames, bits_allocated = EXCLUDED.bits_allocated, indexed_at = now()
-  WHERE instances.md5 IS DISTINCT FROM EXCLUDED.md5 OR instances.orthanc_id <> EXCLUDED.orthanc_id
-     OR instances.dicom_json IS DISTINCT FROM EXCLUDED.dicom_json
-     OR (EXCLUDED.dataset_md5 IS NOT NULL AND instances.dataset_md5 IS DISTINCT FROM EXCLUDED.dataset_md5)
-  RETURNING sop_instance_uid, (xmax = 0) AS inserted
-),
-links AS (
+)`;
+
+/**
+ * Memberships of the objects in $2 (project ids) with source $3, and each project's series ($4) and study ($5) rows
+ * folded over them. Data-modifying CTEs all run, in one snapshot: the series and study counters add what the
+ * memberships CTE reports as new, and a study counts the series the series CTE created. Series before study: every
+ * writer locks in this order, so concurrent ingests cannot deadlock.
+ */
+const LINK_CTES = `links AS (
   INSERT INTO project_instances (project_id, sop_instance_uid, series_uid, study_uid, source)
   SELECT p.id, x.sop_instance_uid, x.series_uid, x.study_uid, $3
     FROM unnest($2::text[]) AS p(id) CROSS JOIN x ORDER BY 1, 2
@@ -369,7 +359,30 @@ st AS (
     study_json = EXCLUDED.study_json,
     updated_at = now()
   RETURNING 1
+)`;
+
+/** The batch statement of indexInstances: the instances' rows, LINK_CTES, and the writers' claims fulfilled. */
+const INDEX_BATCH_SQL = `
+WITH ${OBJECTS_CTE},
+inst AS (
+  INSERT INTO instances (sop_instance_uid, study_uid, series_uid, sop_class_uid, instance_number, transfer_syntax,
+                         rows, columns, number_of_frames, bits_allocated, orthanc_id, file_size, md5, dicom_json,
+                         dataset_md5)
+  SELECT sop_instance_uid, study_uid, series_uid, sop_class_uid, instance_number, transfer_syntax, rows, columns,
+         number_of_frames, bits_allocated, orthanc_id, file_size, md5, dicom_json, dataset_md5
+    FROM x ORDER BY sop_instance_uid
+  ON CONFLICT (sop_instance_uid) DO UPDATE SET
+    orthanc_id = EXCLUDED.orthanc_id, file_size = EXCLUDED.file_size, md5 = EXCLUDED.md5,
+    dataset_md5 = COALESCE(EXCLUDED.dataset_md5, instances.dataset_md5),
+    dicom_json = EXCLUDED.dicom_json, transfer_syntax = EXCLUDED.transfer_syntax,
+    instance_number = EXCLUDED.instance_number, rows = EXCLUDED.rows, columns = EXCLUDED.columns,
+    number_of_frames = EXCLUDED.number_of_frames, bits_allocated = EXCLUDED.bits_allocated, indexed_at = now()
+  WHERE instances.md5 IS DISTINCT FROM EXCLUDED.md5 OR instances.orthanc_id <> EXCLUDED.orthanc_id
+     OR instances.dicom_json IS DISTINCT FROM EXCLUDED.dicom_json
+     OR (EXCLUDED.dataset_md5 IS NOT NULL AND instances.dataset_md5 IS DISTINCT FROM EXCLUDED.dataset_md5)
+  RETURNING sop_instance_uid, (xmax = 0) AS inserted
 ),
+${LINK_CTES},
 done AS (
   DELETE FROM ingest_claims WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM x) RETURNING 1
 )
@@ -449,165 +462,33 @@ export async function expireClaims(db: Pool | PoolClient, ttlMs: number): Promis
 export type UpsertStatus = 'inserted' | 'updated' | 'unchanged';
 
 /**
- * Inserts or refreshes the global row of an instance (one per SOP Instance UID). A row is rewritten only when the
- * archived copy or its parsed data set differ, so re-indexing after a parser upgrade refreshes it and a replay does not.
- */
-export async function upsertInstanceRow(client: PoolClient, obj: ArchivedObject): Promise<UpsertStatus> {
-  const { parsed } = obj;
-  const ds = parsed.json;
-  const r = await client.query<{ inserted: boolean }>(
-    `INSERT INTO instances (sop_instance_uid, study_uid, series_uid, sop_class_uid, instance_number, transfer_syntax,
-                            rows, columns, number_of_frames, bits_allocated, orthanc_id, file_size, md5, dicom_json,
-                            dataset_md5)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-     ON CONFLICT (sop_instance_uid) DO UPDATE SET
-       orthanc_id = EXCLUDED.orthanc_id, file_size = EXCLUDED.file_size, md5 = EXCLUDED.md5,
-       dataset_md5 = COALESCE(EXCLUDED.dataset_md5, instances.dataset_md5),
-       dicom_json = EXCLUDED.dicom_json, transfer_syntax = EXCLUDED.transfer_syntax,
-       instance_number = EXCLUDED.instance_number, rows = EXCLUDED.rows, columns = EXCLUDED.columns,
-       number_of_frames = EXCLUDED.number_of_frames, bits_allocated = EXCLUDED.bits_allocated, indexed_at = now()
-     WHERE instances.md5 IS DISTINCT FROM EXCLUDED.md5 OR instances.orthanc_id <> EXCLUDED.orthanc_id
-        OR instances.dicom_json IS DISTINCT FROM EXCLUDED.dicom_json
-        OR (EXCLUDED.dataset_md5 IS NOT NULL AND instances.dataset_md5 IS DISTINCT FROM EXCLUDED.dataset_md5)
-     RETURNING (xmax = 0) AS inserted`,
-    [
-      parsed.sopInstanceUid,
-      parsed.studyInstanceUid,
-      parsed.seriesInstanceUid,
-      parsed.sopClassUid,
-      int4(getInt(ds, Tag.InstanceNumber)),
-      parsed.transferSyntaxUid,
-      int4(getInt(ds, Tag.Rows)),
-      int4(getInt(ds, Tag.Columns)),
-      int4(getInt(ds, Tag.NumberOfFrames) ?? (ds[Tag.PixelData] ? 1 : undefined)),
-      int4(getInt(ds, Tag.BitsAllocated)),
-      obj.orthancId,
-      obj.fileSize,
-      obj.md5,
-      ds,
-      obj.datasetMd5 ?? null,
-    ],
-  );
-  if (!r.rows[0]) return 'unchanged';
-  return r.rows[0].inserted ? 'inserted' : 'updated';
-}
-
-/**
- * Makes one instance visible in a project and keeps that project's series and study rows in step.
- * Returns true when the instance was not yet in the project.
+ * Makes one instance visible in a project and keeps that project's series and study rows in step, with the
+ * statement indexInstances uses for memberships (LINK_CTES). Returns true when the instance was not yet in the project.
  */
 export async function linkInstance(
   client: PoolClient,
   projectId: string,
-  parsed: Pick<
-    ParsedInstance,
-    'sopInstanceUid' | 'seriesInstanceUid' | 'studyInstanceUid' | 'sopClassUid' | 'json'
-  >,
+  parsed: LinkedInstance,
   source: MembershipSource,
 ): Promise<boolean> {
-  const ins = await client.query(
-    `INSERT INTO project_instances (project_id, sop_instance_uid, series_uid, study_uid, source)
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1`,
-    [projectId, parsed.sopInstanceUid, parsed.seriesInstanceUid, parsed.studyInstanceUid, source],
-  );
-  const added = ins.rowCount === 1;
-  const ds = parsed.json;
-  const modality = getString(ds, Tag.Modality) ?? null;
-
-  // Series first, then study: every writer locks in this order, so concurrent ingests cannot deadlock.
-  const series = await client.query<{ inserted: boolean }>(
-    `INSERT INTO project_series (project_id, series_uid, study_uid, modality, series_number, series_description,
-                                 series_date, series_time, body_part_examined, performed_procedure_step_start_date,
-                                 performed_procedure_step_start_time, num_instances, series_json)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-     ON CONFLICT (project_id, series_uid) DO UPDATE SET
-       modality = COALESCE(EXCLUDED.modality, project_series.modality),
-       series_number = COALESCE(EXCLUDED.series_number, project_series.series_number),
-       series_description = COALESCE(EXCLUDED.series_description, project_series.series_description),
-       series_date = COALESCE(EXCLUDED.series_date, project_series.series_date),
-       series_time = COALESCE(EXCLUDED.series_time, project_series.series_time),
-       body_part_examined = COALESCE(EXCLUDED.body_part_examined, project_series.body_part_examined),
-       performed_procedure_step_start_date = COALESCE(EXCLUDED.performed_procedure_step_start_date,
-                                                      project_series.performed_procedure_step_start_date),
-       performed_procedure_step_start_time = COALESCE(EXCLUDED.performed_procedure_step_start_time,
-                                                      project_series.performed_procedure_step_start_time),
-       num_instances = project_series.num_instances + $14,
-       series_json = EXCLUDED.series_json,
-       updated_at = now()
-     RETURNING (xmax = 0) AS inserted`,
+  const objs = [{ parsed }];
+  const r = await client.query<{ added: string }>(
+    `WITH ${OBJECTS_CTE},\n${LINK_CTES}\nSELECT count(*) AS added FROM links`,
     [
-      projectId,
-      parsed.seriesInstanceUid,
-      parsed.studyInstanceUid,
-      modality,
-      int4(getInt(ds, Tag.SeriesNumber)),
-      getString(ds, Tag.SeriesDescription) ?? null,
-      normaliseDate(getString(ds, Tag.SeriesDate)) ?? null,
-      normaliseTime(getString(ds, Tag.SeriesTime)) ?? null,
-      getString(ds, Tag.BodyPartExamined) ?? null,
-      normaliseDate(getString(ds, Tag.PerformedProcedureStepStartDate)) ?? null,
-      normaliseTime(getString(ds, Tag.PerformedProcedureStepStartTime)) ?? null,
-      added ? 1 : 0,
-      pick(ds, SERIES_LEVEL_TAGS),
-      added ? 1 : 0,
+      JSON.stringify([
+        {
+          sop_instance_uid: parsed.sopInstanceUid,
+          series_uid: parsed.seriesInstanceUid,
+          study_uid: parsed.studyInstanceUid,
+        },
+      ]),
+      [projectId],
+      source,
+      JSON.stringify(seriesRecords(objs)),
+      JSON.stringify(studyRecords(objs)),
     ],
   );
-  const newSeries = series.rows[0]?.inserted === true;
-
-  const patientName = getString(ds, Tag.PatientName) ?? null;
-  const referring = getString(ds, Tag.ReferringPhysicianName) ?? null;
-  await client.query(
-    `INSERT INTO project_studies (project_id, study_uid, patient_name, patient_name_norm, patient_id, patient_birth_date,
-                                  patient_sex, study_date, study_time, accession_number, study_id, study_description,
-                                  referring_physician_name, referring_physician_name_norm, modalities, sop_classes,
-                                  num_series, num_instances, study_json)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-             CASE WHEN $15::text IS NULL THEN '{}'::text[] ELSE ARRAY[$15::text] END, ARRAY[$16::text], $17, $18, $19)
-     ON CONFLICT (project_id, study_uid) DO UPDATE SET
-       patient_name = COALESCE(EXCLUDED.patient_name, project_studies.patient_name),
-       patient_name_norm = COALESCE(EXCLUDED.patient_name_norm, project_studies.patient_name_norm),
-       patient_id = COALESCE(EXCLUDED.patient_id, project_studies.patient_id),
-       patient_birth_date = COALESCE(EXCLUDED.patient_birth_date, project_studies.patient_birth_date),
-       patient_sex = COALESCE(EXCLUDED.patient_sex, project_studies.patient_sex),
-       study_date = COALESCE(EXCLUDED.study_date, project_studies.study_date),
-       study_time = COALESCE(EXCLUDED.study_time, project_studies.study_time),
-       accession_number = COALESCE(EXCLUDED.accession_number, project_studies.accession_number),
-       study_id = COALESCE(EXCLUDED.study_id, project_studies.study_id),
-       study_description = COALESCE(EXCLUDED.study_description, project_studies.study_description),
-       referring_physician_name = COALESCE(EXCLUDED.referring_physician_name, project_studies.referring_physician_name),
-       referring_physician_name_norm = COALESCE(EXCLUDED.referring_physician_name_norm,
-                                                project_studies.referring_physician_name_norm),
-       modalities = CASE WHEN $15::text IS NULL OR $15::text = ANY (project_studies.modalities)
-                         THEN project_studies.modalities ELSE project_studies.modalities || $15::text END,
-       sop_classes = CASE WHEN $16::text = ANY (project_studies.sop_classes)
-                          THEN project_studies.sop_classes ELSE project_studies.sop_classes || $16::text END,
-       num_series = project_studies.num_series + $17,
-       num_instances = project_studies.num_instances + $18,
-       study_json = EXCLUDED.study_json,
-       updated_at = now()`,
-    [
-      projectId,
-      parsed.studyInstanceUid,
-      patientName,
-      foldName(patientName ?? undefined) ?? null,
-      getString(ds, Tag.PatientID) ?? null,
-      normaliseDate(getString(ds, Tag.PatientBirthDate)) ?? null,
-      getString(ds, Tag.PatientSex) ?? null,
-      normaliseDate(getString(ds, Tag.StudyDate)) ?? null,
-      normaliseTime(getString(ds, Tag.StudyTime)) ?? null,
-      getString(ds, Tag.AccessionNumber) ?? null,
-      getString(ds, Tag.StudyID) ?? null,
-      getString(ds, Tag.StudyDescription) ?? null,
-      referring,
-      foldName(referring ?? undefined) ?? null,
-      modality,
-      parsed.sopClassUid,
-      newSeries ? 1 : 0,
-      added ? 1 : 0,
-      pick(ds, STUDY_LEVEL_TAGS),
-    ],
-  );
-  return added;
+  return Number(r.rows[0]?.added ?? 0) > 0;
 }
 
 /**

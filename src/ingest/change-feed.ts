@@ -302,28 +302,12 @@ export class ChangeFeedIndexer {
         let done = 0;
         let failure: unknown;
         for (; done < run.length; done++) {
-          const r = reads[done];
-          let read: ReadArrival | undefined;
           try {
-            if (r.status === 'rejected') throw r.reason;
-            if (r.value === 'wait') {
+            if ((await this.indexNew(run[done], reads[done])) === 'wait')
               this.waiting.set(run[done].seq, run[done]);
-              continue;
-            }
-            if ('status' in r.value) {
-              this.count(r.value);
-              continue;
-            }
-            read = r.value;
-            this.count(await placeArrival(this.deps, read));
           } catch (err) {
-            // Only an unavailable archive or database holds the feed; an object that cannot be indexed is set
-            // aside at once (recorded with its UIDs) and the events behind it go on.
-            if (err instanceof LeadershipLost || isInfrastructureError(err)) {
-              failure = err;
-              break;
-            }
-            this.count(await this.setAside(run[done], err, read));
+            failure = err;
+            break;
           }
         }
         if (done > 0) await this.advance(run[done - 1].seq);
@@ -349,6 +333,37 @@ export class ChangeFeedIndexer {
   private async readNew(change: ArchiveChange): Promise<ReadArrival | ArrivalOutcome | 'wait'> {
     const out = await readArrival(this.deps, change.archiveId, { deferRest: true });
     return 'status' in out && out.status === 'deferred' ? 'wait' : out;
+  }
+
+  /**
+   * Indexes the instance of one NewInstance change, wherever the feed meets it (in order, in a hole of the sequence,
+   * retried after its STOW writer's claim, or found by the backstop): places what was read, records what cannot be
+   * indexed (set aside) and counts the outcome. 'wait' while a gateway STOW claims the object; what the caller does
+   * with a 'wait' is its own. `read` is a read already made (the main loop overlaps them). Only an unavailable
+   * archive or database, or lost leadership, throws.
+   */
+  private async indexNew(
+    change: ArchiveChange,
+    read?: PromiseSettledResult<ReadArrival | ArrivalOutcome | 'wait'>,
+  ): Promise<ArrivalOutcome | 'wait'> {
+    let placing: ReadArrival | undefined;
+    let out: ArrivalOutcome;
+    try {
+      if (read?.status === 'rejected') throw read.reason;
+      const r = read ? read.value : await this.readNew(change);
+      if (r === 'wait') return 'wait';
+      if ('status' in r) out = r;
+      else {
+        placing = r;
+        out = await placeArrival(this.deps, r);
+      }
+    } catch (err) {
+      // An object that cannot be indexed is set aside at once (recorded with its UIDs) and the events behind it go on.
+      if (err instanceof LeadershipLost || isInfrastructureError(err)) throw err;
+      out = await this.setAside(change, err, placing);
+    }
+    this.count(out);
+    return out;
   }
 
   /** Records progress up to `seq`; the stored cursor stays below the first waiting event and the lowest hole. */
@@ -401,20 +416,7 @@ export class ChangeFeedIndexer {
       }
       return;
     }
-    let read: ReadArrival | undefined;
-    try {
-      const r = await this.readNew(change);
-      if (r === 'wait') {
-        this.waiting.set(change.seq, change);
-        return;
-      }
-      if ('status' in r) return this.count(r);
-      read = r;
-      this.count(await placeArrival(this.deps, r));
-    } catch (err) {
-      if (err instanceof LeadershipLost || isInfrastructureError(err)) throw err;
-      this.count(await this.setAside(change, err, read));
-    }
+    if ((await this.indexNew(change)) === 'wait') this.waiting.set(change.seq, change);
   }
 
   /** Retries the events left to their STOW writer: done once the writer indexed them, or its claim expired. */
@@ -423,19 +425,7 @@ export class ChangeFeedIndexer {
     let finished = false;
     for (const [seq, change] of [...this.waiting].sort((a, b) => a[0] - b[0])) {
       if (!this.running || !this.leading) return;
-      let read: ReadArrival | undefined;
-      try {
-        const r = await this.readNew(change);
-        if (r === 'wait') continue;
-        if ('status' in r) this.count(r);
-        else {
-          read = r;
-          this.count(await placeArrival(this.deps, r));
-        }
-      } catch (err) {
-        if (err instanceof LeadershipLost || isInfrastructureError(err)) throw err;
-        this.count(await this.setAside(change, err, read));
-      }
+      if ((await this.indexNew(change)) === 'wait') continue;
       this.waiting.delete(seq);
       finished = true;
     }
@@ -574,24 +564,10 @@ export class ChangeFeedIndexer {
     let found = 0;
     for (const archiveId of ids) {
       if (!this.running || !this.leading) return;
-      const out = await readArrival(this.deps, archiveId, { deferRest: true });
-      if ('status' in out) {
-        if (out.status !== 'deferred' && out.status !== 'gone') this.count(out);
-        continue;
-      }
-      let outcome: ArrivalOutcome;
-      try {
-        outcome = await placeArrival(this.deps, out);
-      } catch (err) {
-        if (isInfrastructureError(err)) throw err;
-        outcome = await this.setAside(
-          { seq: 0, kind: 'NewInstance', level: 'Instance', archiveId },
-          err,
-          out,
-        );
-      }
-      this.count(outcome);
-      found++;
+      const out = await this.indexNew({ seq: 0, kind: 'NewInstance', level: 'Instance', archiveId });
+      // A STOW writer's claim ('wait'): that writer indexes it; nothing to find there.
+      if (out !== 'wait' && (out.status === 'indexed' || out.status === 'updated' || out.status === 'failed'))
+        found++;
     }
     this.stats.reconciled += found;
     if (found) this.deps.logger.warn({ found }, 'change feed: indexed instances the change log never showed');

@@ -111,7 +111,7 @@ export interface Archive {
   /** archive ids of stored instances in arrival order, paged. */
   listInstances(since: number, limit: number): Promise<string[]>;
   /** Number of stored instances. */
-  countInstances(): Promise<number>;
+  countInstances(signal?: AbortSignal): Promise<number>;
   /** Deletes an instance; one already gone is not an error. */
   deleteInstance(archiveId: string): Promise<void>;
   /** The instance's main DICOM tags as the archive indexed them (keyword -> string value). */
@@ -336,8 +336,8 @@ export class OrthancArchive implements Archive {
     return this.pacs.getJson<string[]>(`/instances?since=${since}&limit=${limit}`);
   }
 
-  async countInstances(): Promise<number> {
-    return (await this.pacs.getJson<{ CountInstances: number }>('/statistics')).CountInstances;
+  async countInstances(signal?: AbortSignal): Promise<number> {
+    return (await this.pacs.getJson<{ CountInstances: number }>('/statistics', signal)).CountInstances;
   }
 
   deleteInstance(archiveId: string): Promise<void> {

@@ -10,6 +10,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createWriteStream } from 'node:fs';
 import { multipartRelatedStream, openPartBody, parseMultipartRelated } from '../dicomweb/multipart';
+import { isUid } from '../dicom/uid';
 
 /** A failure talking to the gateway; `status` 0 when it could not be reached. */
 export class GatewayCallError extends Error {
@@ -145,8 +146,8 @@ export async function storeFiles(
   const series = new Set<string>();
   for (const r of refs) {
     const url = r['00081190']?.Value?.[0];
-    const m = url ? /\/series\/([0-9.]+)/.exec(url) : null;
-    if (m) series.add(m[1]);
+    const m = url ? /\/series\/([^/]+)/.exec(url) : null;
+    if (m && isUid(m[1])) series.add(m[1]);
   }
   if (res.status !== 200) {
     throw new GatewayCallError(

@@ -10,6 +10,7 @@ import type { RetrievableInstance } from '../index-db/wado';
 import type { Archive, ArchiveStream } from '../orthanc/archive';
 import { openAhead, type RetrievedPart } from './parts';
 import { fetchStoredFrame } from './render';
+import { rowPixels } from './transcode';
 
 /** How the frames of one instance are sent. */
 export interface FramePlan {
@@ -63,19 +64,7 @@ async function* decodedFrameParts(
   headers: (frame: number) => Record<string, string> | undefined,
   signal?: AbortSignal,
 ): AsyncGenerator<RetrievedPart> {
-  // The codecs read the geometry only; the index row has no Bits Stored, sign or photometric, which they do not need.
-  const px = {
-    rows: inst.rows ?? 0,
-    columns: inst.columns ?? 0,
-    samplesPerPixel: inst.samples_per_pixel ?? 1,
-    bitsAllocated: inst.bits_allocated ?? 0,
-    bitsStored: inst.bits_allocated ?? 0,
-    highBit: (inst.bits_allocated ?? 0) - 1,
-    signed: false,
-    photometric: '',
-    planarConfiguration: 0,
-    numberOfFrames: inst.number_of_frames ?? 1,
-  };
+  const px = rowPixels(inst);
   codecs.checkSize(px);
   const src = { orthancId: inst.orthanc_id, transferSyntax: inst.transfer_syntax };
   for (const f of frames) {

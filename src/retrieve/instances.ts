@@ -11,7 +11,7 @@ import { UnrecoverableInputError } from '../errors';
 import type { RetrievableInstance } from '../index-db/wado';
 import type { Archive, ArchiveStream } from '../orthanc/archive';
 import { openAhead, type RetrievedPart } from './parts';
-import { openDecodedInstance } from './transcode';
+import { type DecodableInstance, openDecodedInstance } from './transcode';
 
 /** Stands for "each instance in the transfer syntax it is stored in" (`transfer-syntax=*`). */
 export const AS_STORED = '*';
@@ -48,16 +48,7 @@ export function instanceSyntaxes(archive: Archive, instances: readonly Retrievab
  */
 export async function openInstanceAs(
   archive: Archive,
-  inst: Pick<
-    RetrievableInstance,
-    | 'orthanc_id'
-    | 'transfer_syntax'
-    | 'rows'
-    | 'columns'
-    | 'samples_per_pixel'
-    | 'bits_allocated'
-    | 'number_of_frames'
-  >,
+  inst: DecodableInstance,
   transferSyntax: string,
   signal?: AbortSignal,
   codecs?: CodecPool,

@@ -11,6 +11,7 @@
 import { Readable } from 'node:stream';
 import type { CodecPool } from '../codecs';
 import { nativeFrameBytes } from '../dicom/bulk';
+import type { PixelDescription } from '../dicom/render';
 import { ITEM, ITEM_DELIM, LONG_VRS, SEQ_DELIM, UNDEFINED } from '../dicom/structure';
 import { TransferSyntax } from '../dicom/transfer-syntax';
 import { NotAcceptableError, UnrecoverableInputError } from '../errors';
@@ -214,6 +215,37 @@ function valueOf(h: StoredHeader, tag: number): string | undefined {
   return h.buf.toString('latin1', e.start + 8, e.end).replace(/[\0 ]+$/, '');
 }
 
+/** What decoding an instance in-process needs of its index row. */
+export type DecodableInstance = Pick<
+  RetrievableInstance,
+  | 'orthanc_id'
+  | 'transfer_syntax'
+  | 'rows'
+  | 'columns'
+  | 'samples_per_pixel'
+  | 'bits_allocated'
+  | 'number_of_frames'
+>;
+
+/**
+ * The pixel description the codecs decode by, from the index row. They read the geometry only: the row has no Bits
+ * Stored, sign or planar configuration, which they do not need; the photometric interpretation goes into a header.
+ */
+export function rowPixels(inst: DecodableInstance, photometric = ''): PixelDescription {
+  return {
+    rows: inst.rows ?? 0,
+    columns: inst.columns ?? 0,
+    samplesPerPixel: inst.samples_per_pixel ?? 1,
+    bitsAllocated: inst.bits_allocated ?? 0,
+    bitsStored: inst.bits_allocated ?? 0,
+    highBit: (inst.bits_allocated ?? 0) - 1,
+    signed: false,
+    photometric,
+    planarConfiguration: 0,
+    numberOfFrames: inst.number_of_frames ?? 1,
+  };
+}
+
 /**
  * Opens one encapsulated instance as a Part 10 file in Explicit VR Little Endian, its frames decoded in-process. The
  * first frame is decoded before this resolves (its decoded photometric goes in the header), so a frame the codecs
@@ -222,32 +254,12 @@ function valueOf(h: StoredHeader, tag: number): string | undefined {
 export async function openDecodedInstance(
   archive: Archive,
   codecs: CodecPool,
-  inst: Pick<
-    RetrievableInstance,
-    | 'orthanc_id'
-    | 'transfer_syntax'
-    | 'rows'
-    | 'columns'
-    | 'samples_per_pixel'
-    | 'bits_allocated'
-    | 'number_of_frames'
-  >,
+  inst: DecodableInstance,
   signal?: AbortSignal,
 ): Promise<ArchiveStream & { transferSyntax: string }> {
   const stored = inst.transfer_syntax.trim();
   const header = await readHeader(await archive.openInstance(inst.orthanc_id, { signal }));
-  const px = {
-    rows: inst.rows ?? 0,
-    columns: inst.columns ?? 0,
-    samplesPerPixel: inst.samples_per_pixel ?? 1,
-    bitsAllocated: inst.bits_allocated ?? 0,
-    bitsStored: inst.bits_allocated ?? 0,
-    highBit: (inst.bits_allocated ?? 0) - 1,
-    signed: false,
-    photometric: valueOf(header, PHOTOMETRIC) ?? '',
-    planarConfiguration: 0,
-    numberOfFrames: inst.number_of_frames ?? 1,
-  };
+  const px = rowPixels(inst, valueOf(header, PHOTOMETRIC));
   const frameBytes = nativeFrameBytes(px);
   if (!frameBytes)
     throw new NotAcceptableError('the frames of this instance cannot be decoded to whole bytes');

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import pino from 'pino';
 import { Pool } from 'pg';
 import { loadConfig, type Config } from '../../config';
+import { OrthancArchive } from '../../orthanc/archive';
 import { OrthancClient } from '../../orthanc/client';
 import { countIndexedInstances, isInRecovery, promoteStandby } from '../../index-db/sites';
 import {
@@ -220,9 +221,8 @@ export function registerFailover(program: Command): void {
             let instances: number | undefined;
             try {
               while (instances === undefined && Date.now() < deadline) {
-                instances = await pacs
-                  .getJson<{ CountInstances: number }>('/statistics', AbortSignal.timeout(5000))
-                  .then((s) => s.CountInstances)
+                instances = await new OrthancArchive(pacs)
+                  .countInstances(AbortSignal.timeout(5000))
                   .catch(() => undefined);
                 if (instances === undefined) await sleep(500);
               }

@@ -4,6 +4,7 @@
  * samples, and writing the object back with its new pixel data. Decoding and re-encoding compressed frames needs
  * the codec threads and lives in src/cohorts/clean-pixels.ts.
  */
+import type { PixelDescription } from '../render';
 import builtIn from './pixel-rules.json';
 import { type Dataset, type Element, PIXEL_DATA, findElement, rawString, writePart10 } from './codec';
 
@@ -93,15 +94,7 @@ export function matchPixelRules(ds: Dataset, rules: readonly PixelRule[]): Pixel
 }
 
 /** What decoding, blacking out and re-encoding need of the Image Pixel module. */
-export interface PixelLayout {
-  rows: number;
-  columns: number;
-  samplesPerPixel: number;
-  bitsAllocated: number;
-  bitsStored: number;
-  signed: boolean;
-  photometric: string;
-  planarConfiguration: number;
+export interface PixelLayout extends Omit<PixelDescription, 'highBit' | 'numberOfFrames'> {
   frames: number;
 }
 
