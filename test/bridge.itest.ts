@@ -359,10 +359,47 @@ describe('anonymise on import', () => {
     const cohorts = initCohortWorker({ ...gw.services, deid: deidentifier });
     try {
       const s = peerStudies[1];
-      const done = await retrieve('pacsb', {
-        studies: [s[0].studyUid],
-        deidentify: { project: 'research', options: {} },
-      });
+      // The retrieve must not read `done` before its cohort is planned (a clean-clone run once saw `done` with no
+      // cohort). Planning is held at its write into `cohorts` by a lock this test keeps until it has looked.
+      const hold = await gw.services.db.connect();
+      let done: Record<string, unknown> & { state: string; cohort_id: string | null };
+      try {
+        await hold.query('BEGIN');
+        await hold.query('LOCK TABLE cohorts IN EXCLUSIVE MODE');
+        const created = await api('POST', '/api/nodes/pacsb/retrieve', {
+          project: 'clinic',
+          studies: [s[0].studyUid],
+          deidentify: { project: 'research', options: {} },
+        });
+        expect(created.status).toBe(202);
+        await waitFor(
+          'the cohort planning to wait on the lock',
+          async () => {
+            const r = await gw.services.db.query(
+              `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE '%cohorts%'`,
+            );
+            return r.rowCount ? true : undefined;
+          },
+          90_000,
+          100,
+        );
+        const during = await api('GET', `/api/retrieves/${created.body.id}`);
+        expect(during.body.studies[0].state).toBe('done');
+        expect(during.body).toMatchObject({ state: 'running', cohort_id: null });
+        await hold.query('ROLLBACK');
+        done = await waitFor(
+          'the retrieve to finish',
+          async () => {
+            const r = await api('GET', `/api/retrieves/${created.body.id}`);
+            return r.body.state !== 'running' && r.body.state !== 'queued' ? r.body : undefined;
+          },
+          90_000,
+          200,
+        );
+      } finally {
+        await hold.query('ROLLBACK').catch(() => undefined);
+        hold.release();
+      }
       expect(done.state).toBe('done');
       expect(done.cohort_id).toMatch(/^[0-9a-f-]{36}$/);
       const research = await waitFor(

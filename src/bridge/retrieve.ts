@@ -136,12 +136,25 @@ export async function runRetrieve(
         if (row.method === 'move') {
           await nodes.moveStudy(node.id, study.study_uid, config.BRIDGE_DIMSE_TIMEOUT_S);
           const expected = study.expected ?? (await nodes.studyInstanceCount(study.study_uid));
+          if (expected === 0) {
+            // The node reported success and sent nothing: never `done` with nothing.
+            await setStudyState(db, retrieveId, study.study_uid, 'failed', {
+              error: `node ${node.id} reported the C-MOVE complete but sent no instance of the study`,
+            });
+            continue;
+          }
           const have = await waitForIndexed(deps, row.project_id, study.study_uid, expected);
           if (have >= expected) await setStudyState(db, retrieveId, study.study_uid, 'done');
-          else
+          else {
+            const held = await nodes.studyInstanceCount(study.study_uid);
+            const waitS = Math.round(config.BRIDGE_INDEX_WAIT_MS / 1000);
             await setStudyState(db, retrieveId, study.study_uid, 'partial', {
-              error: `partial: ${have} of ${expected} instances arrived`,
+              error:
+                held >= expected
+                  ? `partial: the archive holds all ${expected} instances but only ${have} were indexed into the project within ${waitS} s (the indexer is behind): retry`
+                  : `partial: ${have} of ${expected} instances arrived`,
             });
+          }
         } else {
           const got = await cgetStudy(deps, node, {
             callingAet: ownAet,
@@ -185,16 +198,27 @@ export async function runRetrieve(
     const state =
       failed === 0 ? 'done' : done === 0 && studies.every((s) => s.state === 'failed') ? 'failed' : 'partial';
     const first = studies.find((s) => s.state !== 'done');
-    await setRetrieveState(db, retrieveId, state, {
-      error: first
-        ? failed > 1
-          ? `${failed} of ${studies.length} studies: ${first.error}`
-          : first.error
-        : null,
+    let error = first
+      ? failed > 1
+        ? `${failed} of ${studies.length} studies: ${first.error}`
+        : first.error
+      : null;
+    let finalState: RetrieveRunOutcome['state'] = state;
+    // The cohort is planned before the retrieve is seen to finish: a retrieve never reads `done` while its
+    // de-identified copy is still to be planned. A plan the request itself makes impossible (4xx) ends the retrieve
+    // `partial` in words (retry plans again); anything else is thrown and the job tried again, still `running`.
+    if (done > 0 && row.research_project_id) {
+      const planFailure = await anonymiseOnImport(deps, retrieveId);
+      if (planFailure) {
+        finalState = 'partial';
+        error = error ? `${error}; ${planFailure}` : planFailure;
+      }
+    }
+    await setRetrieveState(db, retrieveId, finalState, {
+      error,
       dimseStatus: first?.dimse_status ?? null,
     });
-    if (done > 0 && row.research_project_id) await anonymiseOnImport(deps, retrieveId);
-    return { state, studies: studies.length, failed };
+    return { state: finalState, studies: studies.length, failed };
   } finally {
     await release();
   }
@@ -219,9 +243,14 @@ async function waitForIndexed(
  * project, through the cohort machinery. The identified copies stay in the clinical project, which readers of the
  * research project do not see; the research project only ever receives the de-identified output.
  */
-async function anonymiseOnImport(deps: BridgeDeps, retrieveId: string): Promise<void> {
+async function anonymiseOnImport(deps: BridgeDeps, retrieveId: string): Promise<string | undefined> {
   const row = await getRetrieve(deps.db, retrieveId);
-  if (!row?.research_project_id || row.cohort_id || !deps.deid) return;
+  if (!row?.research_project_id || !deps.deid) return undefined;
+  if (row.cohort_id) {
+    // Planned by an earlier run that stopped before it finished: the cohort job may not have been queued.
+    await deps.enqueueCohort?.(row.cohort_id);
+    return undefined;
+  }
   const studies = (await retrieveStudies(deps.db, retrieveId))
     .filter((s) => s.state === 'done')
     .map((s) => s.study_uid);
@@ -236,21 +265,29 @@ async function anonymiseOnImport(deps: BridgeDeps, retrieveId: string): Promise<
       [row.research_project_id, new Set<Role>(['admin'])],
     ]),
   };
-  const planned = await planCohort(
-    { db: deps.db, deid: deps.deid },
-    principal,
-    row.project_id,
-    {
-      name: `bridge retrieve ${retrieveId}`,
-      studies,
-      options: (row.deid_options ?? {}) as Partial<DeidOptions>,
-      target: { project: row.research_project_id },
-    },
-    { maxInstances: deps.config.COHORT_MAX_INSTANCES, qidoMaxLimit: deps.config.QIDO_MAX_LIMIT },
-  );
+  let planned: { id: string };
+  try {
+    planned = await planCohort(
+      { db: deps.db, deid: deps.deid },
+      principal,
+      row.project_id,
+      {
+        name: `bridge retrieve ${retrieveId}`,
+        studies,
+        options: (row.deid_options ?? {}) as Partial<DeidOptions>,
+        target: { project: row.research_project_id },
+      },
+      { maxInstances: deps.config.COHORT_MAX_INSTANCES, qidoMaxLimit: deps.config.QIDO_MAX_LIMIT },
+    );
+  } catch (err) {
+    if (!(err instanceof AppError) || err.status >= 500) throw err;
+    deps.logger.warn({ retrieve: retrieveId, err: err.message }, 'bridge: anonymise on import not planned');
+    return `the studies arrived in the clinical project but their de-identified cohort could not be planned: ${err.message}`;
+  }
   await setCohortOfRetrieve(deps.db, retrieveId, planned.id);
   await deps.enqueueCohort?.(planned.id);
   deps.logger.info({ retrieve: retrieveId, cohort: planned.id }, 'bridge: anonymise on import queued');
+  return undefined;
 }
 
 /** A retrieve as asked for (API or watcher). */

@@ -219,6 +219,15 @@ export async function setRetrieveState(
   return (r.rowCount ?? 0) > 0;
 }
 
+/** Ends a retrieve still `queued` or `running` as failed, in words (its job gave up). */
+export async function failRetrieve(db: Queryable, id: string, error: string): Promise<void> {
+  await db.query(
+    `UPDATE bridge_retrieves SET state = 'failed', error = $2, finished_at = now()
+      WHERE id = $1 AND state IN ('queued', 'running')`,
+    [id, error],
+  );
+}
+
 export async function setCohortOfRetrieve(db: Queryable, id: string, cohortId: string): Promise<void> {
   await db.query('UPDATE bridge_retrieves SET cohort_id = $2 WHERE id = $1', [id, cohortId]);
 }
