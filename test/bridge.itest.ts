@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { deidentifier } from '../src/cohorts/deidentifier';
 import { initIndexer } from '../src/ingest/change-feed';
+import { acquireNodeSlot } from '../src/index-db/bridge';
 import { createResearchProject } from '../src/index-db/cohorts';
 import { withTransaction } from '../src/index-db/pool';
 import { forgetProjectIds } from '../src/index-db/projects';
@@ -299,6 +300,65 @@ describe('retrieve into a project', () => {
     expect(dead.error).toBe(
       '2 of 2 studies: node dead is unreachable: nothing answers at its address and port',
     );
+  });
+
+  it('cancels a C-MOVE mid-study (the association is aborted), and a retry brings the rest once', async () => {
+    const big = syntheticCopies(CT, join(tmp, 'peer-big'), 60);
+    await toPeer(big);
+    const uid = big[0].studyUid;
+    const created = await api('POST', '/api/nodes/pacsb/retrieve', { project: 'clinic', studies: [uid] });
+    const id = created.body.id as string;
+    await waitFor(
+      'the first instance of the study in the project',
+      async () => ((await projectStudyCount(uid)) > 0 ? true : undefined),
+      90_000,
+      50,
+    );
+    expect((await api('POST', `/api/retrieves/${id}/cancel`)).status).toBe(202);
+    // The job ends (it frees the node's only association slot) while the study is still being sent.
+    await waitFor(
+      'the cancelled job to free the node',
+      async () => {
+        const release = await acquireNodeSlot(gw.services.db, 'pacsb', 1);
+        await release?.();
+        return release ? true : undefined;
+      },
+      60_000,
+      100,
+    );
+    const cancelled = await api('GET', `/api/retrieves/${id}`);
+    expect(cancelled.body.state).toBe('cancelled');
+    expect(cancelled.body.studies[0].state).toBe('pending');
+    const held = async () => {
+      const r = await fetch(`${ours.url}/tools/lookup`, {
+        method: 'POST',
+        headers: { authorization: ours.auth },
+        body: uid,
+      });
+      const study = ((await r.json()) as Array<{ ID: string; Type: string }>).find((x) => x.Type === 'Study');
+      if (!study) return 0;
+      const st = await fetch(`${ours.url}/studies/${study.ID}/statistics`, {
+        headers: { authorization: ours.auth },
+      });
+      return Number(((await st.json()) as { CountInstances: number }).CountInstances);
+    };
+    expect(await held()).toBeLessThan(60);
+
+    expect((await api('POST', `/api/retrieves/${id}/retry`)).status).toBe(202);
+    const done = await waitFor(
+      'the retried retrieve',
+      async () => {
+        const r = await api('GET', `/api/retrieves/${id}`);
+        return ['done', 'partial', 'failed'].includes(r.body.state) ? r.body : undefined;
+      },
+      120_000,
+      200,
+    );
+    expect(done.state).toBe('done');
+    expect(await projectStudyCount(uid)).toBe(60);
+    expect(await held()).toBe(60);
+    const q = await gw.services.db.query('SELECT count(*) AS n FROM quarantine WHERE study_uid = $1', [uid]);
+    expect(Number(q.rows[0].n)).toBe(0);
   });
 
   it('resumes a retrieve whose worker was killed mid-way, with no duplicate', async () => {

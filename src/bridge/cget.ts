@@ -25,6 +25,8 @@ export interface CgetOutcome {
   /** The last C-GET response status (e.g. Success, or a status text), or the association failure text. */
   report: string;
   ok: boolean;
+  /** The signal ended getscu before the node finished. */
+  aborted: boolean;
 }
 
 export interface CgetNode {
@@ -44,6 +46,8 @@ export async function cgetStudy(
     timeoutS: number;
     maxObjectBytes: number;
     dir?: string;
+    /** Ends getscu (aborting the association); what arrived until then is still ingested. */
+    signal?: AbortSignal;
   },
 ): Promise<CgetOutcome> {
   const dir = await mkdtemp(join(opts.dir ?? tmpdir(), 'aperture-cget-'));
@@ -74,7 +78,7 @@ export async function cgetStudy(
       execFile(
         'getscu',
         args,
-        { timeout: (opts.timeoutS + 30) * 1000, maxBuffer: 4 * 1024 * 1024 },
+        { timeout: (opts.timeoutS + 30) * 1000, maxBuffer: 4 * 1024 * 1024, signal: opts.signal },
         (err, so, se) => resolve(`${so ?? ''}\n${se ?? ''}${err && !so && !se ? String(err.message) : ''}`),
       );
     });
@@ -111,6 +115,7 @@ export async function cgetStudy(
       warningSubOps: count('Warning'),
       report: last ? `C-GET response: ${last}` : (fatal ?? 'getscu gave no C-GET response'),
       ok,
+      aborted: opts.signal?.aborted === true,
     };
   } finally {
     await rm(dir, { recursive: true, force: true });
