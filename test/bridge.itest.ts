@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { CGET_MAX_BACKLOG, cgetStudy } from '../src/bridge/cget';
 import { deidentifier } from '../src/cohorts/deidentifier';
 import { initIndexer } from '../src/ingest/change-feed';
 import { acquireNodeSlot } from '../src/index-db/bridge';
@@ -541,5 +542,28 @@ describe('watchers', () => {
     expect(await projectStudyCount(later[0][0].studyUid)).toBe(2);
     // The schedule is a BullMQ job scheduler.
     expect((await api('DELETE', `/api/watchers/${id}`)).status).toBe(204);
+  });
+});
+
+// After the watchers: this study would be one more CT study of the QR for them.
+describe('C-GET streaming', () => {
+  it('ingests C-GET objects while getscu runs, with a bounded number waiting on disk', async () => {
+    const [big] = studies(join(tmp, 'qr-big'), 1, 40);
+    await toQr(join(tmp, 'qr-big'));
+    const got = await cgetStudy(
+      gw.services,
+      { aet: 'QRSCP', host: '127.0.0.1', port: qr.port },
+      {
+        callingAet: 'APERTURE',
+        studyUid: big[0].studyUid,
+        projectId: 'clinic',
+        timeoutS: 60,
+        maxObjectBytes: 64 * 1024 * 1024,
+      },
+    );
+    expect(got).toMatchObject({ stored: 40, refused: 0, ok: true, aborted: false });
+    // At most CGET_MAX_BACKLOG answered objects wait (getscu is paused beyond), plus the one being written.
+    expect(got.maxBacklog).toBeLessThanOrEqual(CGET_MAX_BACKLOG + 1);
+    expect(await projectStudyCount(big[0].studyUid)).toBe(40);
   });
 });
