@@ -222,6 +222,37 @@ describe('remote nodes', () => {
   });
 });
 
+/** The `aperture` command line on this stack; resolves with its exit code and output. */
+function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', join(__dirname, '../src/cli/index.ts'), ...args],
+      { cwd: join(__dirname, '..'), env: { ...process.env, LOG_LEVEL: 'silent' }, timeout: 60_000 },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+describe('nodes command line', () => {
+  it('adds a node, lists it, and C-ECHOes it, with the reason in words when it fails', async () => {
+    const added = await cli('nodes', 'add', 'cli-qr', 'QRSCP', '127.0.0.1', String(qr.port), '--get', 'yes');
+    expect(added).toMatchObject({ code: 0 });
+    expect(added.stdout).toContain(`registered node cli-qr (QRSCP at 127.0.0.1:${qr.port})`);
+    const listed = await cli('nodes', 'list', '--json');
+    expect(listed.code).toBe(0);
+    const rows = JSON.parse(listed.stdout) as Array<{ id: string; allow_get: boolean }>;
+    expect(rows.find((r) => r.id === 'cli-qr')).toMatchObject({ allow_get: true });
+    const ok = await cli('nodes', 'echo', 'cli-qr');
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/^node cli-qr answered C-ECHO in \d+ ms/);
+    const dead = await cli('nodes', 'echo', 'dead');
+    expect(dead.code).toBe(1);
+    expect(dead.stderr).toContain('node dead is unreachable: nothing answers at its address and port');
+  });
+});
+
 describe('query', () => {
   it('answers C-FIND at study level as DICOM JSON with paging, and at series level', async () => {
     const all = await api('POST', '/api/nodes/pacsb/query?limit=2&offset=1', {
