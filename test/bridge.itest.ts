@@ -8,8 +8,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { CGET_MAX_BACKLOG, cgetStudy } from '../src/bridge/cget';
 import { deidentifier } from '../src/cohorts/deidentifier';
 import { initIndexer } from '../src/ingest/change-feed';
+import { acquireNodeSlot } from '../src/index-db/bridge';
 import { createResearchProject } from '../src/index-db/cohorts';
 import { withTransaction } from '../src/index-db/pool';
 import { forgetProjectIds } from '../src/index-db/projects';
@@ -220,6 +222,37 @@ describe('remote nodes', () => {
   });
 });
 
+/** The `aperture` command line on this stack; resolves with its exit code and output. */
+function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', join(__dirname, '../src/cli/index.ts'), ...args],
+      { cwd: join(__dirname, '..'), env: { ...process.env, LOG_LEVEL: 'silent' }, timeout: 60_000 },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+describe('nodes command line', () => {
+  it('adds a node, lists it, and C-ECHOes it, with the reason in words when it fails', async () => {
+    const added = await cli('nodes', 'add', 'cli-qr', 'QRSCP', '127.0.0.1', String(qr.port), '--get', 'yes');
+    expect(added).toMatchObject({ code: 0 });
+    expect(added.stdout).toContain(`registered node cli-qr (QRSCP at 127.0.0.1:${qr.port})`);
+    const listed = await cli('nodes', 'list', '--json');
+    expect(listed.code).toBe(0);
+    const rows = JSON.parse(listed.stdout) as Array<{ id: string; allow_get: boolean }>;
+    expect(rows.find((r) => r.id === 'cli-qr')).toMatchObject({ allow_get: true });
+    const ok = await cli('nodes', 'echo', 'cli-qr');
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/^node cli-qr answered C-ECHO in \d+ ms/);
+    const dead = await cli('nodes', 'echo', 'dead');
+    expect(dead.code).toBe(1);
+    expect(dead.stderr).toContain('node dead is unreachable: nothing answers at its address and port');
+  });
+});
+
 describe('query', () => {
   it('answers C-FIND at study level as DICOM JSON with paging, and at series level', async () => {
     const all = await api('POST', '/api/nodes/pacsb/query?limit=2&offset=1', {
@@ -301,6 +334,65 @@ describe('retrieve into a project', () => {
     );
   });
 
+  it('cancels a C-MOVE mid-study (the association is aborted), and a retry brings the rest once', async () => {
+    const big = syntheticCopies(CT, join(tmp, 'peer-big'), 60);
+    await toPeer(big);
+    const uid = big[0].studyUid;
+    const created = await api('POST', '/api/nodes/pacsb/retrieve', { project: 'clinic', studies: [uid] });
+    const id = created.body.id as string;
+    await waitFor(
+      'the first instance of the study in the project',
+      async () => ((await projectStudyCount(uid)) > 0 ? true : undefined),
+      90_000,
+      50,
+    );
+    expect((await api('POST', `/api/retrieves/${id}/cancel`)).status).toBe(202);
+    // The job ends (it frees the node's only association slot) while the study is still being sent.
+    await waitFor(
+      'the cancelled job to free the node',
+      async () => {
+        const release = await acquireNodeSlot(gw.services.db, 'pacsb', 1);
+        await release?.();
+        return release ? true : undefined;
+      },
+      60_000,
+      100,
+    );
+    const cancelled = await api('GET', `/api/retrieves/${id}`);
+    expect(cancelled.body.state).toBe('cancelled');
+    expect(cancelled.body.studies[0].state).toBe('pending');
+    const held = async () => {
+      const r = await fetch(`${ours.url}/tools/lookup`, {
+        method: 'POST',
+        headers: { authorization: ours.auth },
+        body: uid,
+      });
+      const study = ((await r.json()) as Array<{ ID: string; Type: string }>).find((x) => x.Type === 'Study');
+      if (!study) return 0;
+      const st = await fetch(`${ours.url}/studies/${study.ID}/statistics`, {
+        headers: { authorization: ours.auth },
+      });
+      return Number(((await st.json()) as { CountInstances: number }).CountInstances);
+    };
+    expect(await held()).toBeLessThan(60);
+
+    expect((await api('POST', `/api/retrieves/${id}/retry`)).status).toBe(202);
+    const done = await waitFor(
+      'the retried retrieve',
+      async () => {
+        const r = await api('GET', `/api/retrieves/${id}`);
+        return ['done', 'partial', 'failed'].includes(r.body.state) ? r.body : undefined;
+      },
+      120_000,
+      200,
+    );
+    expect(done.state).toBe('done');
+    expect(await projectStudyCount(uid)).toBe(60);
+    expect(await held()).toBe(60);
+    const q = await gw.services.db.query('SELECT count(*) AS n FROM quarantine WHERE study_uid = $1', [uid]);
+    expect(Number(q.rows[0].n)).toBe(0);
+  });
+
   it('resumes a retrieve whose worker was killed mid-way, with no duplicate', async () => {
     await worker?.close();
     worker = undefined;
@@ -359,10 +451,47 @@ describe('anonymise on import', () => {
     const cohorts = initCohortWorker({ ...gw.services, deid: deidentifier });
     try {
       const s = peerStudies[1];
-      const done = await retrieve('pacsb', {
-        studies: [s[0].studyUid],
-        deidentify: { project: 'research', options: {} },
-      });
+      // The retrieve must not read `done` before its cohort is planned (a clean-clone run once saw `done` with no
+      // cohort). Planning is held at its write into `cohorts` by a lock this test keeps until it has looked.
+      const hold = await gw.services.db.connect();
+      let done: Record<string, unknown> & { state: string; cohort_id: string | null };
+      try {
+        await hold.query('BEGIN');
+        await hold.query('LOCK TABLE cohorts IN EXCLUSIVE MODE');
+        const created = await api('POST', '/api/nodes/pacsb/retrieve', {
+          project: 'clinic',
+          studies: [s[0].studyUid],
+          deidentify: { project: 'research', options: {} },
+        });
+        expect(created.status).toBe(202);
+        await waitFor(
+          'the cohort planning to wait on the lock',
+          async () => {
+            const r = await gw.services.db.query(
+              `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE '%cohorts%'`,
+            );
+            return r.rowCount ? true : undefined;
+          },
+          90_000,
+          100,
+        );
+        const during = await api('GET', `/api/retrieves/${created.body.id}`);
+        expect(during.body.studies[0].state).toBe('done');
+        expect(during.body).toMatchObject({ state: 'running', cohort_id: null });
+        await hold.query('ROLLBACK');
+        done = await waitFor(
+          'the retrieve to finish',
+          async () => {
+            const r = await api('GET', `/api/retrieves/${created.body.id}`);
+            return r.body.state !== 'running' && r.body.state !== 'queued' ? r.body : undefined;
+          },
+          90_000,
+          200,
+        );
+      } finally {
+        await hold.query('ROLLBACK').catch(() => undefined);
+        hold.release();
+      }
       expect(done.state).toBe('done');
       expect(done.cohort_id).toMatch(/^[0-9a-f-]{36}$/);
       const research = await waitFor(
@@ -444,5 +573,28 @@ describe('watchers', () => {
     expect(await projectStudyCount(later[0][0].studyUid)).toBe(2);
     // The schedule is a BullMQ job scheduler.
     expect((await api('DELETE', `/api/watchers/${id}`)).status).toBe(204);
+  });
+});
+
+// After the watchers: this study would be one more CT study of the QR for them.
+describe('C-GET streaming', () => {
+  it('ingests C-GET objects while getscu runs, with a bounded number waiting on disk', async () => {
+    const [big] = studies(join(tmp, 'qr-big'), 1, 40);
+    await toQr(join(tmp, 'qr-big'));
+    const got = await cgetStudy(
+      gw.services,
+      { aet: 'QRSCP', host: '127.0.0.1', port: qr.port },
+      {
+        callingAet: 'APERTURE',
+        studyUid: big[0].studyUid,
+        projectId: 'clinic',
+        timeoutS: 60,
+        maxObjectBytes: 64 * 1024 * 1024,
+      },
+    );
+    expect(got).toMatchObject({ stored: 40, refused: 0, ok: true, aborted: false });
+    // At most CGET_MAX_BACKLOG answered objects wait (getscu is paused beyond), plus the one being written.
+    expect(got.maxBacklog).toBeLessThanOrEqual(CGET_MAX_BACKLOG + 1);
+    expect(await projectStudyCount(big[0].studyUid)).toBe(40);
   });
 });

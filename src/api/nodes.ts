@@ -42,7 +42,7 @@ import type { Services } from '../services';
 import { readJsonBody } from './body';
 import { randomUUID } from 'node:crypto';
 
-const NODE_ID = /^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$/;
+export const NODE_ID = /^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$/;
 const PROJECT_ID = z
   .string()
   .min(1)
@@ -51,7 +51,7 @@ const PROJECT_ID = z
 const UID = z.string().max(UID_MAX_LENGTH).refine(isUid, UID_RULE);
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-const nodeInput = z
+export const nodeInput = z
   .object({
     aet: z
       .string()

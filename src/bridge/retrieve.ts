@@ -2,7 +2,7 @@
  * Retrieves from remote nodes into a project (issue 14). A retrieve is a row per study in PostgreSQL and a BullMQ
  * job naming the retrieve only. Per study, in order:
  *
- * - C-MOVE (the default): the archive asks the node to send the study to the archive's own AE title. The node's
+ * - C-MOVE (the default): the archive's AE title asks the node (DCMTK movescu, bridge/cmove.ts) to send the study to the archive's own AE title. The node's
  *   C-STORE sub-operations arrive with its AE title as calling AE; the change feed (and the re-arrival hook, for
  *   objects already archived) link each arrival of an expected study to the retrieve's project instead of routing it
  *   (ingest/arrival.ts routeInstance asks expectedArrival). The job then waits until the project holds as many
@@ -11,8 +11,9 @@
  *
  * Resumable: a study's state is kept once it is finished, so a worker killed mid-way resumes at the first study not
  * finished, and anything sent twice is the same object (linked once: project membership is keyed by SOP Instance
- * UID). Cancel is honoured between studies (a C-MOVE the node is running is let finish: Orthanc 1.10's C-MOVE SCU
- * is synchronous). A node's association slots (max_associations) bound how many retrieves talk to it at once.
+ * UID). A cancel ends the C-MOVE or C-GET association of the study being moved (bridge/cmove.ts says why movescu
+ * and not Orthanc's own C-MOVE SCU). A node's association slots (max_associations) bound how many retrieves talk to it
+ * at once.
  */
 import { randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
@@ -42,6 +43,7 @@ import type { Logger } from '../logger';
 import type { Archive } from '../orthanc/archive';
 import { DimseFailure, type RemoteNodes, type RemoteNodeSpec } from '../orthanc/remote-nodes';
 import { cgetStudy } from './cget';
+import { cmoveStudy } from './cmove';
 import { answerInstanceCount, answerStudyUid, findKeys } from './query';
 import { describeFailure, type DescribedFailure } from './status';
 
@@ -122,7 +124,7 @@ export async function runRetrieve(
     if (!(await setRetrieveState(db, retrieveId, 'running')))
       return { state: 'cancelled', studies: 0, failed: 0 };
     await nodes.ensure(nodeSpec(node));
-    const ownAet = row.method === 'get' ? await nodes.ownAet() : '';
+    const ownAet = await nodes.ownAet();
     let nodeFailure: DescribedFailure | undefined;
     for (const study of await retrieveStudies(db, retrieveId)) {
       if (study.state !== 'pending') continue;
@@ -134,23 +136,49 @@ export async function runRetrieve(
       }
       try {
         if (row.method === 'move') {
-          await nodes.moveStudy(node.id, study.study_uid, config.BRIDGE_DIMSE_TIMEOUT_S);
+          const moved = await untilCancelled(db, retrieveId, (signal) =>
+            cmoveStudy({
+              node,
+              ownAet,
+              studyUid: study.study_uid,
+              timeoutS: config.BRIDGE_DIMSE_TIMEOUT_S,
+              signal,
+            }),
+          );
+          if (moved.result === 'aborted') return { state: 'cancelled', studies: 0, failed: 0 };
           const expected = study.expected ?? (await nodes.studyInstanceCount(study.study_uid));
+          if (expected === 0) {
+            // The node reported success and sent nothing: never `done` with nothing.
+            await setStudyState(db, retrieveId, study.study_uid, 'failed', {
+              error: `node ${node.id} reported the C-MOVE complete but sent no instance of the study`,
+            });
+            continue;
+          }
           const have = await waitForIndexed(deps, row.project_id, study.study_uid, expected);
           if (have >= expected) await setStudyState(db, retrieveId, study.study_uid, 'done');
-          else
+          else {
+            const held = await nodes.studyInstanceCount(study.study_uid);
+            const waitS = Math.round(config.BRIDGE_INDEX_WAIT_MS / 1000);
             await setStudyState(db, retrieveId, study.study_uid, 'partial', {
-              error: `partial: ${have} of ${expected} instances arrived`,
+              error:
+                held >= expected
+                  ? `partial: the archive holds all ${expected} instances but only ${have} were indexed into the project within ${waitS} s (the indexer is behind): retry`
+                  : `partial: ${have} of ${expected} instances arrived`,
             });
+          }
         } else {
-          const got = await cgetStudy(deps, node, {
-            callingAet: ownAet,
-            studyUid: study.study_uid,
-            projectId: row.project_id,
-            timeoutS: config.BRIDGE_DIMSE_TIMEOUT_S,
-            maxObjectBytes: config.STOW_MAX_PART_BYTES,
-            dir: config.BRIDGE_CGET_DIR,
-          });
+          const got = await untilCancelled(db, retrieveId, (signal) =>
+            cgetStudy(deps, node, {
+              callingAet: ownAet,
+              studyUid: study.study_uid,
+              projectId: row.project_id,
+              timeoutS: config.BRIDGE_DIMSE_TIMEOUT_S,
+              maxObjectBytes: config.STOW_MAX_PART_BYTES,
+              dir: config.BRIDGE_CGET_DIR,
+              signal,
+            }),
+          );
+          if (got.aborted) return { state: 'cancelled', studies: 0, failed: 0 };
           if (got.ok && got.stored > 0) await setStudyState(db, retrieveId, study.study_uid, 'done');
           else {
             const f =
@@ -185,18 +213,58 @@ export async function runRetrieve(
     const state =
       failed === 0 ? 'done' : done === 0 && studies.every((s) => s.state === 'failed') ? 'failed' : 'partial';
     const first = studies.find((s) => s.state !== 'done');
-    await setRetrieveState(db, retrieveId, state, {
-      error: first
-        ? failed > 1
-          ? `${failed} of ${studies.length} studies: ${first.error}`
-          : first.error
-        : null,
+    let error = first
+      ? failed > 1
+        ? `${failed} of ${studies.length} studies: ${first.error}`
+        : first.error
+      : null;
+    let finalState: RetrieveRunOutcome['state'] = state;
+    // The cohort is planned before the retrieve is seen to finish: a retrieve never reads `done` while its
+    // de-identified copy is still to be planned. A plan the request itself makes impossible (4xx) ends the retrieve
+    // `partial` in words (retry plans again); anything else is thrown and the job tried again, still `running`.
+    if (done > 0 && row.research_project_id) {
+      const planFailure = await anonymiseOnImport(deps, retrieveId);
+      if (planFailure) {
+        finalState = 'partial';
+        error = error ? `${error}; ${planFailure}` : planFailure;
+      }
+    }
+    await setRetrieveState(db, retrieveId, finalState, {
+      error,
       dimseStatus: first?.dimse_status ?? null,
     });
-    if (done > 0 && row.research_project_id) await anonymiseOnImport(deps, retrieveId);
-    return { state, studies: studies.length, failed };
+    return { state: finalState, studies: studies.length, failed };
   } finally {
     await release();
+  }
+}
+
+/** How often a running C-MOVE or C-GET looks whether its retrieve was cancelled. */
+const CANCEL_POLL_MS = 500;
+
+/**
+ * Runs one DIMSE operation with a signal that fires when the retrieve is cancelled (its state in PostgreSQL, set by
+ * the API from any process), so a cancel ends the association mid-study.
+ */
+async function untilCancelled<T>(
+  db: Pool,
+  retrieveId: string,
+  op: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const ac = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const look = async () => {
+    const r = await getRetrieve(db, retrieveId).catch(() => undefined);
+    if (r?.state === 'cancelled') ac.abort();
+    else if (!stopped) timer = setTimeout(() => void look(), CANCEL_POLL_MS);
+  };
+  timer = setTimeout(() => void look(), CANCEL_POLL_MS);
+  try {
+    return await op(ac.signal);
+  } finally {
+    stopped = true;
+    clearTimeout(timer);
   }
 }
 
@@ -219,9 +287,14 @@ async function waitForIndexed(
  * project, through the cohort machinery. The identified copies stay in the clinical project, which readers of the
  * research project do not see; the research project only ever receives the de-identified output.
  */
-async function anonymiseOnImport(deps: BridgeDeps, retrieveId: string): Promise<void> {
+async function anonymiseOnImport(deps: BridgeDeps, retrieveId: string): Promise<string | undefined> {
   const row = await getRetrieve(deps.db, retrieveId);
-  if (!row?.research_project_id || row.cohort_id || !deps.deid) return;
+  if (!row?.research_project_id || !deps.deid) return undefined;
+  if (row.cohort_id) {
+    // Planned by an earlier run that stopped before it finished: the cohort job may not have been queued.
+    await deps.enqueueCohort?.(row.cohort_id);
+    return undefined;
+  }
   const studies = (await retrieveStudies(deps.db, retrieveId))
     .filter((s) => s.state === 'done')
     .map((s) => s.study_uid);
@@ -236,21 +309,29 @@ async function anonymiseOnImport(deps: BridgeDeps, retrieveId: string): Promise<
       [row.research_project_id, new Set<Role>(['admin'])],
     ]),
   };
-  const planned = await planCohort(
-    { db: deps.db, deid: deps.deid },
-    principal,
-    row.project_id,
-    {
-      name: `bridge retrieve ${retrieveId}`,
-      studies,
-      options: (row.deid_options ?? {}) as Partial<DeidOptions>,
-      target: { project: row.research_project_id },
-    },
-    { maxInstances: deps.config.COHORT_MAX_INSTANCES, qidoMaxLimit: deps.config.QIDO_MAX_LIMIT },
-  );
+  let planned: { id: string };
+  try {
+    planned = await planCohort(
+      { db: deps.db, deid: deps.deid },
+      principal,
+      row.project_id,
+      {
+        name: `bridge retrieve ${retrieveId}`,
+        studies,
+        options: (row.deid_options ?? {}) as Partial<DeidOptions>,
+        target: { project: row.research_project_id },
+      },
+      { maxInstances: deps.config.COHORT_MAX_INSTANCES, qidoMaxLimit: deps.config.QIDO_MAX_LIMIT },
+    );
+  } catch (err) {
+    if (!(err instanceof AppError) || err.status >= 500) throw err;
+    deps.logger.warn({ retrieve: retrieveId, err: err.message }, 'bridge: anonymise on import not planned');
+    return `the studies arrived in the clinical project but their de-identified cohort could not be planned: ${err.message}`;
+  }
   await setCohortOfRetrieve(deps.db, retrieveId, planned.id);
   await deps.enqueueCohort?.(planned.id);
   deps.logger.info({ retrieve: retrieveId, cohort: planned.id }, 'bridge: anonymise on import queued');
+  return undefined;
 }
 
 /** A retrieve as asked for (API or watcher). */

@@ -219,6 +219,15 @@ export async function setRetrieveState(
   return (r.rowCount ?? 0) > 0;
 }
 
+/** Ends a retrieve still `queued` or `running` as failed, in words (its job gave up). */
+export async function failRetrieve(db: Queryable, id: string, error: string): Promise<void> {
+  await db.query(
+    `UPDATE bridge_retrieves SET state = 'failed', error = $2, finished_at = now()
+      WHERE id = $1 AND state IN ('queued', 'running')`,
+    [id, error],
+  );
+}
+
 export async function setCohortOfRetrieve(db: Queryable, id: string, cohortId: string): Promise<void> {
   await db.query('UPDATE bridge_retrieves SET cohort_id = $2 WHERE id = $1', [id, cohortId]);
 }
@@ -248,7 +257,13 @@ export async function resetFailedStudies(db: Queryable, retrieveId: string): Pro
 }
 
 /**
- * The project an arrival belongs to when a running retrieve expects it: the node's AE title called, and the study
+ * Minutes after a cancel during which arrivals of the cancelled retrieve are still linked to its project: what the
+ * node sent before the association was aborted is indexed by the change feed after the cancel.
+ */
+const CANCELLED_ARRIVALS_MIN = 10;
+
+/**
+ * The project an arrival belongs to when a running (or just cancelled) retrieve expects it: the node's AE title called, and the study
  * is one the retrieve asked for. The oldest running retrieve wins when two expect the same study.
  */
 export async function expectedArrival(
@@ -259,7 +274,9 @@ export async function expectedArrival(
   if (!callingAet) return undefined;
   const r = await db.query<{ id: string; project_id: string }>(
     `SELECT r.id, r.project_id FROM bridge_retrieve_studies s JOIN bridge_retrieves r ON r.id = s.retrieve_id
-      WHERE s.study_uid = $1 AND upper(s.calling_aet) = upper($2) AND r.state IN ('queued', 'running')
+      WHERE s.study_uid = $1 AND upper(s.calling_aet) = upper($2)
+        AND (r.state IN ('queued', 'running')
+             OR (r.state = 'cancelled' AND r.finished_at > now() - interval '${CANCELLED_ARRIVALS_MIN} minutes'))
       ORDER BY r.created_at LIMIT 1`,
     [studyUid, callingAet.trim()],
   );

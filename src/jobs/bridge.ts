@@ -5,6 +5,7 @@
  */
 import { DelayedError, type Job, UnrecoverableError, Worker } from 'bullmq';
 import { NodeBusyError, runRetrieve, runWatcher, type BridgeDeps } from '../bridge/retrieve';
+import { failRetrieve } from '../index-db/bridge';
 import type { Config } from '../config';
 import { type BridgeJobData, enqueueCohort, enqueueRetrieve, QueueName, redisConnection } from './queues';
 
@@ -60,9 +61,18 @@ export function initBridgeWorker(
     },
   );
   worker.on('closed', () => connection.disconnect());
-  worker.on('failed', (job, err) =>
-    deps.logger.warn({ job: job?.id, err: err.message }, 'bridge job failed'),
-  );
+  worker.on('failed', (job, err) => {
+    deps.logger.warn({ job: job?.id, err: err.message }, 'bridge job failed');
+    // Its last attempt: a retrieve must not be left reading `running` with no job behind it.
+    const retrieveId = (job?.data as { retrieveId?: unknown } | undefined)?.retrieveId;
+    const final = !job || err instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1);
+    if (final && typeof retrieveId === 'string' && UUID.test(retrieveId))
+      void failRetrieve(
+        deps.db,
+        retrieveId,
+        `the retrieve stopped after ${job?.attemptsMade ?? 1} attempts: ${err.message}`,
+      ).catch(() => undefined);
+  });
   worker.on('error', (err) => deps.logger.warn({ err: err.message }, 'bridge worker error'));
   return worker;
 }

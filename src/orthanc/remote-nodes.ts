@@ -5,6 +5,8 @@
  *
  * Orthanc 1.10 has no C-GET SCU (the Orthanc book: "Using C-Get as a service class user (SCU) is not currently
  * supported"): C-GET is done by src/bridge/cget.ts with DCMTK getscu, its objects going through the gateway's ingest.
+ * C-MOVE is asked by src/bridge/cmove.ts with DCMTK movescu (Orthanc 1.10's C-MOVE SCU cannot be cancelled mid-study);
+ * the objects still arrive at the archive's DICOM port.
  */
 import { UpstreamError } from '../errors';
 import type { Config } from '../config';
@@ -48,9 +50,7 @@ export interface RemoteNodes {
     timeoutS: number,
     max: number,
   ): Promise<{ answers: FindAnswer[]; truncated: boolean }>;
-  /** C-MOVE of one study to the archive's own AE title; resolves when the node reports the move complete. */
-  moveStudy(id: string, studyUid: string, timeoutS: number): Promise<void>;
-  /** The archive's own AE title (the C-MOVE destination). */
+  /** The archive's own AE title (the C-MOVE destination, and the calling AE of bridge/cmove.ts and cget.ts). */
   ownAet(): Promise<string>;
   /** Number of instances the archive holds under a Study Instance UID (0 when none). */
   studyInstanceCount(studyUid: string): Promise<number>;
@@ -140,16 +140,6 @@ export class OrthancRemoteNodes implements RemoteNodes {
     }
   }
 
-  async moveStudy(nodeId: string, studyUid: string, timeoutS: number): Promise<void> {
-    await dimse(
-      this.pacs.postJson(`/modalities/${id(nodeId)}/move`, {
-        Level: 'Study',
-        Resources: [{ StudyInstanceUID: studyUid }],
-        Timeout: timeoutS,
-      }),
-    );
-  }
-
   async ownAet(): Promise<string> {
     return (await this.pacs.getJson<{ DicomAet: string }>('/system')).DicomAet;
   }
@@ -166,8 +156,8 @@ export class OrthancRemoteNodes implements RemoteNodes {
 let nodes: { api: RemoteNodes; client: OrthancClient } | undefined;
 
 /**
- * Opens the remote-node interface on a client of its own: a C-MOVE answers when the node has sent the whole study,
- * which may take far longer than the archive's other calls (ORTHANC_TIMEOUT_MS), so this client waits up to
+ * Opens the remote-node interface on a client of its own: a C-FIND or C-ECHO through Orthanc answers when the node
+ * did, which may take far longer than the archive's other calls (ORTHANC_TIMEOUT_MS), so this client waits up to
  * BRIDGE_DIMSE_TIMEOUT_S (plus a margin) for an answer.
  */
 export function initRemoteNodes(
