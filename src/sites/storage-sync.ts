@@ -197,6 +197,11 @@ export async function readSyncStatus(stateDir: string): Promise<SyncStatus | und
   }
 }
 
+/** Writes status.json (atomically: a reader never sees half of it). */
+export async function writeSyncStatus(stateDir: string, s: SyncStatus): Promise<void> {
+  return writeStatus(stateDir, s);
+}
+
 async function writeStatus(stateDir: string, s: SyncStatus): Promise<void> {
   await mkdir(stateDir, { recursive: true });
   const tmp = join(stateDir, `.status.${process.pid}.tmp`);
