@@ -300,6 +300,13 @@ export const configSchema = z.object({
   STORAGE_SYNC_VERIFY_EVERY_MS: int(24 * 3600 * 1000, 0),
   /** Files fetched at once. */
   STORAGE_SYNC_CONCURRENCY: int(4, 1),
+  /** A pass over the whole index (and pruning) this often; passes between read only Orthanc's new changes (0 = always full). */
+  STORAGE_SYNC_FULL_EVERY_MS: int(3600 * 1000, 0),
+  /** Full passes delete files the index no longer names (deleted at the source site) once orphans this long. */
+  STORAGE_SYNC_PRUNE: bool.default(true),
+  STORAGE_SYNC_PRUNE_GRACE_MS: int(24 * 3600 * 1000, 0),
+  /** Change log entries an incremental pass reads again before its watermark (transactions that commit late). */
+  STORAGE_SYNC_CHANGES_LOOKBACK: int(1000, 0),
 });
 
 export type Config = z.infer<typeof configSchema>;

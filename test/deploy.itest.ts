@@ -666,3 +666,51 @@ describe('Kubernetes manifests (deploy/, kustomize base + production overlay)', 
     expect(asArr(base.resources).map(String).sort()).toEqual(files.sort());
   });
 });
+
+describe('the storage sync of a standby site (issue 16; compose profile and Kubernetes overlay)', () => {
+  it('compose: a storage-sync service in the standby profile, on the archive volume, reporting to the gateways', () => {
+    const svc = service('storage-sync');
+    expect(svc.profiles).toEqual(['standby']);
+    expect(asArr(svc.command)).toEqual(['node', 'dist/cli/index.js', 'storage-sync']);
+    const env = asObj(svc.environment);
+    expect(env.ORTHANC_STORAGE_DIR).toBe('/var/lib/orthanc/db');
+    expect(asArr(svc.volumes)).toContain('orthanc-data:/var/lib/orthanc/db');
+    // The state it writes is the folder every gateway reads (read-only) for /metrics and /readyz.
+    const stateDir = String(env.STORAGE_SYNC_STATE_DIR);
+    expect(asArr(svc.volumes)).toContain(`storage-sync-state:${stateDir}`);
+    expect(asArr(service('gateway').volumes)).toContain(`storage-sync-state:${stateDir}:ro`);
+    expect(asObj(asObj(svc.deploy)).replicas).toBe(1);
+    // Not on the proxy's path and publishing nothing.
+    expect(svc.ports).toBeUndefined();
+  });
+
+  it('Kubernetes: none at the primary site; the standby overlay runs one sync and no Orthanc', () => {
+    const primary = kustomize(join(ROOT, 'deploy/overlays/production'));
+    const standby = kustomize(join(ROOT, 'deploy/overlays/standby'));
+    const dep = (objs: K8sObject[], name: string) =>
+      objs.find((o) => o.kind === 'Deployment' && o.metadata.name === name)!;
+    expect(asObj(dep(primary, 'storage-sync').spec).replicas).toBe(0);
+    expect(asObj(dep(standby, 'storage-sync').spec).replicas).toBe(1);
+    expect(asObj(dep(standby, 'orthanc').spec).replicas).toBe(0);
+    for (const o of standby)
+      expect(() => new (model(o.apiVersion, o.kind)!)(o as never).validate()).not.toThrow();
+    const sync = dep(standby, 'storage-sync');
+    expect(asObj(asObj(sync.spec).strategy).type).toBe('Recreate');
+    const [c] = containersOf(sync);
+    expect(asArr(c.args)).toEqual(['node', 'dist/cli/index.js', 'storage-sync']);
+    const claims = asArr(podSpecOf(sync).volumes).map((v) => asObj(asObj(v).persistentVolumeClaim).claimName);
+    expect(claims).toEqual(expect.arrayContaining(['orthanc-storage', 'aperture-files']));
+    // Its state folder is on the FileStore the gateways mount (so they report it), not in Orthanc's folder.
+    const config = asObj(
+      primary.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'aperture-config')!.data,
+    );
+    expect(String(config.STORAGE_SYNC_STATE_DIR).startsWith(`${String(config.RECORDS_FILES_DIR)}/`)).toBe(
+      true,
+    );
+    const mounts = asArr(c.volumeMounts).map((m) => String(asObj(m).mountPath));
+    expect(mounts).toEqual(expect.arrayContaining(['/var/lib/orthanc/db', String(config.RECORDS_FILES_DIR)]));
+    const keys = read('deploy/secrets.env.example');
+    for (const k of ['STORAGE_SYNC_SOURCE_URL', 'STORAGE_SYNC_SOURCE_PASSWORD', 'STORAGE_SYNC_INDEX_URL'])
+      expect(keys).toMatch(new RegExp(`^${k}=`, 'm'));
+  });
+});

@@ -24,6 +24,7 @@ import { promisify } from 'node:util';
 import { freePort, type GatewayChild, spawnGateway } from './helpers/dimse';
 import { SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
 import { freshStackEnv, parseStackEnv, type PrivateStack, startPrivateStack } from './helpers/private-stack';
+import { PG_BIN, seedStandby, startCluster, stopCluster } from '../tools/standby';
 
 jest.setTimeout(300_000);
 
@@ -258,20 +259,6 @@ describe('backup, wipe, restore into fresh folders, verify (issue 16)', () => {
   });
 });
 
-const PG_BIN = `/usr/lib/postgresql/${readdirSync('/usr/lib/postgresql').sort().at(-1)}/bin`;
-/** Runs a PostgreSQL server tool as the cluster's owner (postgres when we are root). */
-function asPg(tool: string, args: string[]): Promise<{ stdout: string }> {
-  const root = process.getuid?.() === 0;
-  return run(
-    root ? 'runuser' : join(PG_BIN, tool),
-    root ? ['-u', 'postgres', '--', join(PG_BIN, tool), ...args] : args,
-    {
-      timeout: 120_000,
-      encoding: 'utf8',
-    },
-  );
-}
-
 describe('a second site on a streaming standby (issue 16)', () => {
   let stack: PrivateStack | undefined;
   let gw1: TestGateway | undefined;
@@ -284,6 +271,7 @@ describe('a second site on a streaming standby (issue 16)', () => {
   const data = join(tmp, 'pg');
   const storage2 = join(tmp, 'orthanc/storage');
   let standbyUp = false;
+  let site1StandbyUp = false;
   let site2StackEnv: NodeJS.ProcessEnv | undefined;
   /** Stated lag: a study stored at site 1 answers QIDO at site 2 within this time. */
   const LAG_MS = 5000;
@@ -294,8 +282,8 @@ describe('a second site on a streaming standby (issue 16)', () => {
     await gw2?.stop();
     await gw1?.close();
     if (site2StackEnv) execFileSync('bash', [STACK, 'down'], { env: site2StackEnv, stdio: 'ignore' });
-    else if (standbyUp)
-      await asPg('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']).catch(() => undefined);
+    else if (standbyUp) await stopCluster(data);
+    if (site1StandbyUp && stack) await stopCluster(join(stack.dir, 'pg'));
     await stack?.destroy();
     rmSync(tmp, { recursive: true, force: true });
   });
@@ -305,36 +293,15 @@ describe('a second site on a streaming standby (issue 16)', () => {
     const primary = new URL(stack.env.DATABASE_URL);
     const port2 = String(await freePort());
     if (process.getuid?.() === 0) execFileSync('chown', ['postgres', tmp]);
-    await asPg('pg_basebackup', [
-      '-h',
-      '127.0.0.1',
-      '-p',
-      primary.port,
-      '-U',
-      'aperture',
-      '-D',
-      data,
-      '-R',
-      '-X',
-      'stream',
-      '-c',
-      'fast',
-      '-d',
-      `application_name=site2`,
-    ]);
+    await seedStandby(stack.env.DATABASE_URL, data, 'site2');
     const startStandby = async () => {
-      await asPg('pg_ctl', [
-        '-D',
-        data,
-        '-l',
-        join(tmp, 'postgres.log'),
-        '-w',
-        '-t',
-        '60',
-        '-o',
-        `-p ${port2} -k ${tmp} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off`,
-        'start',
-      ]);
+      await startCluster({
+        dataDir: data,
+        port: port2,
+        socketDir: tmp,
+        logFile: join(tmp, 'postgres.log'),
+        settings: ['fsync=off'],
+      });
       standbyUp = true;
     };
     await startStandby();
@@ -467,7 +434,7 @@ describe('a second site on a streaming standby (issue 16)', () => {
     expect(metrics).toMatch(/^aperture_replication_lag_bytes \d+$/m);
 
     // Cut the link (site 2's PostgreSQL gone): under synchronous replication a write at site 1 waits.
-    await asPg('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);
+    await stopCluster(data);
     standbyUp = false;
     let settled: number | undefined;
     const pending = stowTo(gw1, [FILES[1]]).then((status) => (settled = status));
@@ -489,6 +456,13 @@ describe('a second site on a streaming standby (issue 16)', () => {
     const fenced = await cli(failoverEnv, ['failover', '--old-primary', stack.env.DATABASE_URL, '--json']);
     expect(fenced.code).toBe(1);
     expect(fenced.stderr).toMatch(/still answers as a primary/);
+    // Failback refuses as well while site 1 accepts writes (and before it touches the folder).
+    const pg1 = join(stack.dir, 'pg');
+    const early = await cli({ DATABASE_URL: stack.env.DATABASE_URL }, [
+      ...['failback', '--pgdata', pg1, '--new-primary', site2Db, '--name', 'site1'],
+    ]);
+    expect(early.code).toBe(1);
+    expect(early.stderr).toMatch(/still running|still answers as a primary/);
     // Site 1 is lost.
     await gw1.close();
     gw1 = undefined;
@@ -538,6 +512,98 @@ describe('a second site on a streaming standby (issue 16)', () => {
     expect([...atSite2.keys()].sort()).toEqual([...acked.keys()].sort());
     for (const [sop, v] of acked) expect(md5(atSite2.get(sop)!.bytes)).toBe(md5(v.bytes));
     expect(await stowTo(gw3, [LATE])).toBe(200);
+
+    // Failback: site 1's old folder becomes a standby of site 2. pg_rewind needs wal_log_hints or data checksums,
+    // which scripts/stack.sh's clusters do not have: the command says so and re-seeds with a base backup instead.
+    const back = await cli({ DATABASE_URL: stack.env.DATABASE_URL }, [
+      ...['failback', '--pgdata', pg1, '--new-primary', site2Db, '--name', 'site1', '--json'],
+    ]);
+    expect(back).toMatchObject({ code: 0 });
+    const backReport = JSON.parse(back.stdout) as {
+      method: string;
+      rewindError?: string;
+      keptOldFolder: string;
+    };
+    expect(backReport).toMatchObject({ method: 'basebackup' });
+    expect(backReport.rewindError).toMatch(/wal_log_hints|checksums/);
+    expect(existsSync(join(backReport.keptOldFolder, 'PG_VERSION'))).toBe(true);
+    expect(existsSync(join(pg1, 'standby.signal'))).toBe(true);
+    await startCluster({ dataDir: pg1, port: primary.port, socketDir: tmp, logFile: join(tmp, 'site1.log') });
+    site1StandbyUp = true;
+    const site1Count = async () =>
+      Number(
+        (
+          await run(
+            join(PG_BIN, 'psql'),
+            ['-h', '127.0.0.1', '-p', primary.port, '-U', 'aperture', '-d', 'aperture', '-tAc'].concat(
+              "SELECT pg_is_in_recovery()::text || ' ' || count(*) FROM instances",
+            ),
+            { encoding: 'utf8' },
+          )
+        ).stdout
+          .trim()
+          .replace(/^true /, ''),
+      );
+    const untilCount = async (n: number) => {
+      const t0 = Date.now();
+      while ((await site1Count().catch(() => -1)) !== n) {
+        if (Date.now() - t0 > 30_000) throw new Error(`site 1 did not reach ${n} instances as a standby`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
+    // A standby of site 2 (the count parses only while pg_is_in_recovery() is true), with site 2's latest write.
+    await untilCount(acked.size + 1);
+
+    // The storage sync the other way round: site 1 gets the files site 2's index names, from site 2's Orthanc.
+    const backEnv = {
+      DATABASE_URL: stack.env.DATABASE_URL,
+      ORTHANC_STORAGE_DIR: storage1,
+      STORAGE_SYNC_SOURCE_URL: site2.ORTHANC_URL,
+      STORAGE_SYNC_SOURCE_USERNAME: site2.ORTHANC_USERNAME,
+      STORAGE_SYNC_SOURCE_PASSWORD: site2.ORTHANC_PASSWORD,
+      STORAGE_SYNC_PRUNE_GRACE_MS: '0',
+      STORAGE_SYNC_CHANGES_LOOKBACK: '0',
+    };
+    const full = await cli(backEnv, ['storage-sync', '--once', '--full', '--json']);
+    expect(full).toMatchObject({ code: 0 });
+    expect(JSON.parse(full.stdout)).toMatchObject({ mode: 'full', failedFiles: 0 });
+    expect(JSON.parse(full.stdout).copiedFiles).toBeGreaterThanOrEqual(1);
+    await untilSynced(storage2, storage1, 1000);
+
+    // Incremental: a pass after one more STOW at site 2 looks only at the files of the new change log entries.
+    const orthanc2 = (path: string, init: RequestInit = {}) =>
+      fetch(`${site2.ORTHANC_URL}${path}`, {
+        ...init,
+        headers: {
+          authorization: `Basic ${Buffer.from(`${site2.ORTHANC_USERNAME}:${site2.ORTHANC_PASSWORD}`).toString('base64')}`,
+        },
+      });
+    const idsBefore = new Set((await (await orthanc2('/instances')).json()) as string[]);
+    expect(await stowTo(gw3, [FILES[4]])).toBe(200);
+    const added = ((await (await orthanc2('/instances')).json()) as string[]).filter(
+      (i) => !idsBefore.has(i),
+    );
+    expect(added).toHaveLength(1);
+    await untilCount(acked.size + 2);
+    const inc = await cli(backEnv, ['storage-sync', '--once', '--json']);
+    expect(inc).toMatchObject({ code: 0 });
+    const incReport = JSON.parse(inc.stdout) as { mode: string; indexedFiles: number; copiedFiles: number };
+    expect(incReport).toMatchObject({ mode: 'changes', copiedFiles: incReport.indexedFiles });
+    expect(incReport.indexedFiles).toBeGreaterThanOrEqual(1);
+    expect(incReport.indexedFiles).toBeLessThan(filesUnder(storage2).length);
+    await untilSynced(storage2, storage1, 1000);
+
+    // Deleted at site 2: once the deletion has replicated, a full pass at site 1 prunes its files (grace 0 here), and
+    // site 1's folder holds exactly what site 2's does.
+    expect((await orthanc2(`/instances/${added[0]}`, { method: 'DELETE' })).status).toBe(200);
+    const t0p = Date.now();
+    let pruned = 0;
+    while (pruned === 0) {
+      if (Date.now() - t0p > 30_000) throw new Error('the deleted file was not pruned at site 1');
+      const p = await cli(backEnv, ['storage-sync', '--once', '--full', '--json']);
+      pruned = (JSON.parse(p.stdout) as { prunedFiles: number }).prunedFiles;
+    }
+    expect(filesUnder(storage1)).toEqual(filesUnder(storage2));
   });
 });
 

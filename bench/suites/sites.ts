@@ -8,11 +8,12 @@
  * and the gateway's ingest rate with synchronous replication against that.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Pool } from 'pg';
+import { seedStandby, startCluster, stopCluster } from '../../tools/standby';
 import { generateInstances } from '../../tools/synth';
 import { freePort } from '../../tools/net';
 import { replicationState } from '../../src/index-db/sites';
@@ -29,19 +30,6 @@ const SYNC_MODE = process.env.BENCH_SITES_SYNC === 'async' ? 'async' : 'sync';
 const ORTHANC_N = Number(process.env.BENCH_SITES_ORTHANC_N ?? 300);
 const BOUNDARY = 'bench-sites';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const PG_BIN = `/usr/lib/postgresql/${readdirSync('/usr/lib/postgresql').sort().at(-1)}/bin`;
-function asPg(tool: string, args: string[]) {
-  const root = process.getuid?.() === 0;
-  return exec(
-    root ? 'runuser' : join(PG_BIN, tool),
-    root ? ['-u', 'postgres', '--', join(PG_BIN, tool), ...args] : args,
-    {
-      timeout: 300_000,
-      encoding: 'utf8',
-    },
-  );
-}
 
 function* instances(seed: string) {
   for (let p = 0; ; p++)
@@ -73,36 +61,14 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
   const data = join(tmp, 'pg');
   const storage2 = join(tmp, 'storage');
   const port2 = await freePort();
-  const primary = new URL(stack.DATABASE_URL);
   let sync: ChildProcess | undefined;
   let gw: Awaited<ReturnType<typeof startGatewayProcess>> | undefined;
   const psql1 = new Pool({ connectionString: stack.DATABASE_URL, max: 2 });
   let site2: Pool | undefined;
   let site2Orthanc: Pool | undefined;
   try {
-    await asPg('pg_basebackup', [
-      ...[
-        '-h',
-        '127.0.0.1',
-        '-p',
-        primary.port,
-        '-U',
-        'aperture',
-        '-D',
-        data,
-        '-R',
-        '-X',
-        'stream',
-        '-c',
-        'fast',
-      ],
-      ...['-d', 'application_name=site2'],
-    ]);
-    await asPg('pg_ctl', [
-      ...['-D', data, '-l', join(tmp, 'postgres.log'), '-w', '-t', '60', '-o'],
-      `-p ${port2} -k ${tmp} -c listen_addresses=127.0.0.1 -c max_connections=200`,
-      'start',
-    ]);
+    await seedStandby(stack.DATABASE_URL, data, 'site2');
+    await startCluster({ dataDir: data, port: port2, socketDir: tmp, logFile: join(tmp, 'postgres.log') });
     await psql1.query(
       `ALTER SYSTEM SET synchronous_standby_names = '${SYNC_MODE === 'sync' ? 'site2' : ''}'`,
     );
@@ -302,7 +268,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     await psql1.query("ALTER SYSTEM SET synchronous_standby_names = ''").catch(() => undefined);
     await psql1.query('SELECT pg_reload_conf()').catch(() => undefined);
     await psql1.end().catch(() => undefined);
-    await asPg('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']).catch(() => undefined);
+    await stopCluster(data);
     rmSync(tmp, { recursive: true, force: true });
   }
 }

@@ -57,19 +57,26 @@ export function register(program: Command): void {
     )
     .option('--once', 'one pass, then exit (2 when a file could not be synced or a corrupt copy was found)')
     .option('--verify', 're-read every copy here against the index (with --once: a verify pass)')
+    .option('--full', "with --once: page through the whole index (and prune), not only Orthanc's new changes")
     .option('--json', 'with --once: print the pass report as JSON')
-    .action(async (opts: { once?: boolean; verify?: boolean; json?: boolean }) => {
+    .action(async (opts: { once?: boolean; verify?: boolean; full?: boolean; json?: boolean }) => {
       const config = loadConfig();
       const logger = pino({ name: 'aperture-storage-sync', level: config.LOG_LEVEL }, pino.destination(2));
       const { target, close } = syncTarget(config, logger);
       try {
         if (opts.once) {
-          const report = await syncStoragePass(target, { verify: opts.verify === true });
+          const report = await syncStoragePass(target, {
+            verify: opts.verify === true,
+            mode: opts.full ? 'full' : 'changes',
+            pruneGraceMs: config.STORAGE_SYNC_PRUNE ? config.STORAGE_SYNC_PRUNE_GRACE_MS : undefined,
+            changesLookback: config.STORAGE_SYNC_CHANGES_LOOKBACK,
+          });
           if (opts.json) console.log(JSON.stringify(report, null, 2));
           else
             console.log(
-              `${report.indexedFiles} files indexed, ${report.presentFiles} present, ${report.copiedFiles} copied ` +
-                `(${report.copiedBytes} bytes), ${report.corruptFiles} corrupt copies, ${report.failedFiles} not synced`,
+              `${report.mode} pass: ${report.indexedFiles} files looked at, ${report.presentFiles} present, ` +
+                `${report.copiedFiles} copied (${report.copiedBytes} bytes), ${report.corruptFiles} corrupt copies, ` +
+                `${report.failedFiles} not synced, ${report.prunedFiles} pruned, ${report.orphanFiles} orphans in grace`,
             );
           if (report.failedFiles || report.corruptFiles) process.exitCode = 2;
           return;
@@ -80,6 +87,9 @@ export function register(program: Command): void {
         await runStorageSync(target, {
           intervalMs: config.STORAGE_SYNC_INTERVAL_MS,
           verifyEveryMs: config.STORAGE_SYNC_VERIFY_EVERY_MS,
+          fullEveryMs: config.STORAGE_SYNC_FULL_EVERY_MS,
+          pruneGraceMs: config.STORAGE_SYNC_PRUNE ? config.STORAGE_SYNC_PRUNE_GRACE_MS : undefined,
+          changesLookback: config.STORAGE_SYNC_CHANGES_LOOKBACK,
           signal: stop.signal,
         });
       } finally {
