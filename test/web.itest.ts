@@ -453,9 +453,25 @@ describe('web application in Chromium (login, projects, study browser)', () => {
       expect(archive.includes(Buffer.from(`${lungStudy}/`))).toBe(true);
       expect(zipsInPage).toEqual([]);
 
+      // A fresh load of the stranger's study page (no checks left pending from the download above).
+      await shared.reload();
+      await shared.waitForSelector('#series tbody tr');
       // Revoked: the list says so, and the link stops working at once, explained in words.
       await row.locator('button[data-action=revoke]').click();
       await page.waitForSelector('#shares tbody tr[data-status=revoked]');
+      // The stranger's study page stays open while the link is revoked: Download checks the link first and says what
+      // happened, instead of handing the download manager a request that fails without words.
+      const downloads: string[] = [];
+      shared.on('download', (d) => downloads.push(d.url()));
+      // (force: a check on the tab's focus may already have disabled the button; the words must be there either way)
+      await shared.click('#download-zip', { force: true });
+      const gone = await shared.waitForSelector('#share-gone [role=alert]');
+      expect(await gone.textContent()).toContain('This share link has expired, was revoked');
+      expect(await shared.textContent('#share-gone')).toContain(
+        'Ask the person who shared the study for a new link',
+      );
+      expect(await shared.isDisabled('#download-zip')).toBe(true);
+      expect(downloads).toEqual([]);
       await shared.goto(url);
       await shared.reload();
       const alert = await shared.waitForSelector('[role=alert]');
