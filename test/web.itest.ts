@@ -409,6 +409,15 @@ describe('web application in Chromium (login, projects, study browser)', () => {
     const stranger = await privateWindow();
     try {
       const page = await signIn(owner, 'alice');
+      // In demo alice only reads: her study page there offers no share link (the API would refuse to make one).
+      const [demoStudy] = [...demoStudies.keys()];
+      const [roles] = await Promise.all([
+        page.waitForResponse((r) => new URL(r.url()).pathname === '/api/projects'),
+        page.goto(`${gw.url}/#/p/demo/studies/${demoStudy}`),
+      ]);
+      expect(roles.status()).toBe(200);
+      await page.waitForSelector('#series tbody tr');
+      expect(await page.locator('#share-study').count()).toBe(0);
       await page.goto(`${gw.url}/#/p/lung-study/studies/${lungStudy}`);
       await page.click('#share-study');
       expect(await page.inputValue('input[name=studyUid]')).toBe(lungStudy);

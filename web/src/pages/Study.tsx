@@ -7,6 +7,8 @@ import {
   shareError,
   shareRoot,
   getJson,
+  projectRoles,
+  roleAtLeast,
   tagText,
   Tags,
   UserFacingError,
@@ -43,6 +45,18 @@ export function StudyPage({
     ]);
     return { attrs: found[0], series };
   }, [root, study]);
+  // Share links are for curators and up: readers get no link to a page that would refuse them.
+  const [canShare, setCanShare] = useState(false);
+  useEffect(() => {
+    if (!project || share) return;
+    let live = true;
+    projectRoles(project)
+      .then((roles) => live && setCanShare(roleAtLeast(roles, 'curator')))
+      .catch(() => undefined);
+    return () => {
+      live = false;
+    };
+  }, [project, share]);
   const [downloading, setDownloading] = useState(false);
   const [downloadError, setDownloadError] = useState<unknown>();
   // A share link can be revoked or expire while this page is open; its ZIP goes to the browser's download manager,
@@ -163,7 +177,7 @@ export function StudyPage({
             </a>{' '}
           </>
         )}
-        {project && !share && (
+        {project && !share && canShare && (
           <a href={`#/p/${encodeURIComponent(project)}/shares/${study}`} id="share-study">
             Share this study
           </a>
