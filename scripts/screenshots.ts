@@ -13,6 +13,8 @@ import { ensureProject } from '../src/index-db/projects';
 import { quarantineInstance } from '../src/index-db/routing';
 import { ingestInstance } from '../src/ingest/ingest';
 import { initCohortWorker } from '../src/jobs/cohort';
+import { initPipelineRunWorker } from '../src/jobs/pipeline-run';
+import { generateInstances } from '../tools/synth';
 import { startPrivateStack } from '../test/helpers/private-stack';
 import { startOidcIssuer } from '../tools/oidc-issuer/issuer';
 import { ensureOhifDist } from './viewer';
@@ -45,10 +47,15 @@ async function main(): Promise<void> {
   // Loaded after the environment points at the private stack: the helper reads it.
   const { startGateway } = await import('../test/helpers/gateway');
   const issuer = await startOidcIssuer();
+  const scratch = mkdtempSync(join(tmpdir(), 'aperture-shots-runs-'));
   const gw = await startGateway({
     AUTH_ENABLED: 'true',
     OIDC_ISSUER: issuer.issuer,
     VIEWER_DIST_DIR: ensureOhifDist(),
+    // A pipeline run for the Runs page (its files are kept beside the records).
+    PIPELINE_RUN_TOKEN_SECRET: 'screenshots-run-token-secret-0123456789',
+    PIPELINE_WORK_DIR: join(scratch, 'runs'),
+    RECORDS_FILES_DIR: join(scratch, 'files'),
   });
   issuer.allowOrigin(gw.url);
   const browser = await chromium.launch({
@@ -227,6 +234,110 @@ async function main(): Promise<void> {
     await adminPage.waitForTimeout(8000);
     await adminPage.screenshot({ path: join(OUT, '16-viewer.png') });
     console.log('docs/screenshots/16-viewer.png');
+
+    // Studies sorted by the gateway (orderby), across every page of the union of carol's projects.
+    await adminPage.goto(`${gw.url}/#/studies`);
+    await adminPage.waitForSelector('#studies tbody tr');
+    await adminPage.click('#studies th button[data-sort=name]');
+    await adminPage.waitForSelector('#studies th[aria-sort=ascending]');
+    await shot('22-studies-sorted', adminPage);
+
+    // Research records: a record type, a subject (the CT's patient) with one record, its page.
+    const carolToken = await issuer.userToken('carol');
+    const api = async (method: string, path: string, body: unknown) => {
+      const res = await fetch(`${gw.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${carolToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
+      return (await res.json()) as Record<string, unknown>;
+    };
+    await api('PUT', '/api/projects/lung-study/record-types/Baseline', {
+      schema: {
+        type: 'object',
+        properties: {
+          stage: { type: 'string', enum: ['T1', 'T2', 'T3', 'T4'] },
+          months: { type: 'number', 'x-unit': 'month', minimum: 0 },
+          died: { type: 'boolean' },
+        },
+        required: ['stage'],
+      },
+    });
+    const subject = await api('POST', '/api/projects/lung-study/subjects', {
+      patient_id: String(ct.parsed.json['00100020']?.Value?.[0] ?? 'LUNG-1'),
+    });
+    await api('POST', `/api/projects/lung-study/subjects/${String(subject.id)}/records/Baseline`, {
+      data: { stage: 'T2', months: 14, died: false },
+    });
+    await adminPage.goto(`${gw.url}/#/p/lung-study/records`);
+    await adminPage.waitForSelector('#record-types');
+    await shot('23-records', adminPage);
+    await adminPage.goto(`${gw.url}/#/p/lung-study/records/subjects/${String(subject.id)}`);
+    await adminPage.waitForLoadState('networkidle');
+    await shot('24-subject', adminPage);
+
+    // A pipeline run on a synthetic MR series, run to the end by a pipeline worker in this process.
+    const mr = [
+      ...generateInstances({
+        patients: 1,
+        seriesPerStudy: 1,
+        instancesPerSeries: 9,
+        modalities: ['MR'],
+        seed: 'shots',
+      }),
+    ];
+    for (const i of mr) await ingestInstance(gw.services, i.buffer, ['demo'], 'stow');
+    await api(
+      'POST',
+      '/api/pipelines',
+      JSON.parse(readFileSync(join(ROOT, 'pipelines/descriptors/threshold.json'), 'utf8')),
+    );
+    const runWorker = initPipelineRunWorker({
+      db: gw.services.db,
+      logger: gw.services.logger,
+      config: { ...gw.config, PIPELINE_GATEWAY_URL: gw.url },
+    });
+    try {
+      await adminPage.goto(`${gw.url}/#/p/demo/runs`);
+      await adminPage.waitForSelector('#pipeline option[value="threshold"]', { state: 'attached' });
+      await adminPage.selectOption('#pipeline', 'threshold');
+      await adminPage.getByLabel(/^Threshold \*/).fill('1');
+      await adminPage.locator('.series-choice', { hasText: '(9 instances)' }).locator('input').check();
+      await adminPage.click('#start-run');
+      const run = adminPage.locator('tr[data-run]').first();
+      await run.locator('.run-state', { hasText: /^succeeded$/ }).waitFor({ timeout: 120_000 });
+      await run.getByRole('button', { name: 'Details' }).click();
+      await shot('25-runs', adminPage);
+    } finally {
+      await runWorker.close();
+    }
+
+    // A share link revoked while its study page is open: Download says so in words, on the page.
+    await adminPage.goto(`${gw.url}/#/p/lung-study/shares/${ct.parsed.studyInstanceUid}`);
+    await adminPage.click('#create-share');
+    await adminPage.waitForSelector('#share-created');
+    const revokedUrl = await adminPage.inputValue('#share-url');
+    const stranger = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const strangerPage = await stranger.newPage();
+    await strangerPage.goto(`${revokedUrl}/studies/${ct.parsed.studyInstanceUid}`);
+    await strangerPage.waitForSelector('#series tbody tr');
+    // Every active link of the study (the one made for 10-shares too), so the stranger's is surely among them.
+    const active = adminPage.locator('#shares tbody tr[data-status=active] button[data-action=revoke]');
+    while ((await active.count()) > 0) {
+      const before = await active.count();
+      await active.first().click();
+      await adminPage.waitForFunction(
+        (n: number) =>
+          // eslint-disable-next-line @typescript-eslint/no-explicit-any
+          (globalThis as any).document.querySelectorAll('#shares tbody tr[data-status=active]').length < n,
+        before,
+      );
+    }
+    await strangerPage.click('#download-zip', { force: true });
+    await strangerPage.waitForSelector('#share-gone');
+    await shot('26-share-revoked', strangerPage);
+    await stranger.close();
     await admin.close();
   } finally {
     await browser.close();
@@ -235,6 +346,7 @@ async function main(): Promise<void> {
     restoreEnv();
     await stack.destroy();
     rmSync(upload, { recursive: true, force: true });
+    rmSync(scratch, { recursive: true, force: true });
   }
 }
 

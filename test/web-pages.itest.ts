@@ -254,10 +254,54 @@ describe('web application: viewer and administration pages (Chromium)', () => {
         );
         expect(stored.rows.map((r) => r.value)).toEqual(['CT', 'CT_ROOM_7']);
 
+        // Test the rules against a sample: an MR at CT_ROOM_7 is claimed by rule 2, a CT there by rule 1 (both match).
+        const testSample = async (attributes: string) => {
+          await page.fill('#test-rules input[name=calledAet]', route.calledAet);
+          await page.fill('#test-rules textarea[name=attributes]', attributes);
+          const [res] = await Promise.all([
+            page.waitForResponse((r) => r.url().endsWith('/routing/test')),
+            page.click('#test-rules-submit'),
+          ]);
+          expect(res.status()).toBe(200);
+          return page.locator('#test-result');
+        };
+        await expect((await testSample('Modality=MR')).textContent()).resolves.toMatch(
+          /^Rule 2 claims this sample for lung-study\./,
+        );
+        expect(await page.getAttribute('#rules tbody tr:nth-child(1)', 'data-sample')).toBe('no-match');
+        expect(await page.getAttribute('#rules tbody tr:nth-child(2)', 'data-sample')).toBe('matches');
+        await testSample('Modality=CT');
+        await page
+          .locator('#test-result', {
+            hasText: /^Rule 1 claims this sample for lung-study \(rules 1, 2 match/,
+          })
+          .waitFor();
+        // The tester agrees with the indexer's own decision for that arrival.
+        const ct = { '00080060': { vr: 'CS', Value: ['CT'] } };
+        expect((await decideRoute(gw.services, route, ct)).projectId).toBe('lung-study');
+        // Over the API: an unknown attribute is a 400 in words; a reader of another project finds no such project.
+        const tryTest = async (user: string, body: unknown) =>
+          fetch(`${gw.url}/api/projects/lung-study/routing/test`, {
+            method: 'POST',
+            headers: {
+              Authorization: `Bearer ${await issuer.userToken(user)}`,
+              'Content-Type': 'application/json',
+            },
+            body: JSON.stringify(body),
+          });
+        const bad = await tryTest('dave', { attributes: { NoSuchKeyword: 'x' } });
+        expect(bad.status).toBe(400);
+        expect(JSON.stringify(await bad.json())).toContain('NoSuchKeyword is not a DICOM attribute');
+        expect((await tryTest('erin', { calledAet: 'CT_ROOM_7' })).status).toBe(404);
+
         // Disable the AE title rule: arrivals at CT_ROOM_7 are no longer claimed.
         await page.click('#rules tbody tr:nth-child(2) button[data-action=toggle]');
         await page.waitForSelector('#rules tbody tr:nth-child(2) [data-col=state]:text("disabled")');
         expect((await decideRoute(gw.services, route, {})).projectId).toBeNull();
+        await testSample('');
+        await page
+          .locator('#test-result', { hasText: /^No rule of lung-study matches this sample\./ })
+          .waitFor();
 
         // A bad rule is refused in words, and nothing is stored.
         await page.selectOption('#add-rule select[name=kind]', 'called_aet');

@@ -276,23 +276,46 @@ describe('web application in Chromium (login, projects, study browser)', () => {
       expect(await page.isDisabled('#next-page')).toBe(true);
       expect(await page.isDisabled('#prev-page')).toBe(true);
 
-      // Column sorting (client-side, within the page: QIDO-RS has no ordering parameter).
+      // Column sorting is the gateway's: the heading asks QIDO-RS for `orderby` from the first page on, and the page
+      // shows the rows in the order they came (the order across pages is test/qido-orderby.itest.ts').
       const column = (n: number) =>
         page.$$eval(`#studies tbody tr td:nth-child(${n})`, (cells) => cells.map((c) => c.textContent ?? ''));
-      const before = (await column(4)).slice();
-      await page.click('#studies th button[data-sort=date]');
-      await page.waitForSelector('#sort-note');
+      const sortBy = async (key: string, orderby: string) => {
+        const [req] = await Promise.all([
+          page.waitForRequest((r) => new URL(r.url()).searchParams.get('orderby') === orderby),
+          page.click(`#studies th button[data-sort=${key}]`),
+        ]);
+        expect(new URL(req.url()).searchParams.get('offset')).toBe('0');
+        const res = await req.response();
+        const served = ((await res!.json()) as DicomJson[]).map((d) => String(first(d, '0020000D')));
+        await page.waitForFunction(
+          (uids: string[]) =>
+            Array.from(
+              // eslint-disable-next-line @typescript-eslint/no-explicit-any
+              (globalThis as any).document.querySelectorAll('#studies tbody tr') as ArrayLike<{
+                getAttribute(n: string): string | null;
+              }>,
+            )
+              .map((r) => r.getAttribute('data-study'))
+              .join() === uids.join(),
+          served,
+        );
+        return served;
+      };
+      expect(await page.textContent('#sort-note')).toContain('Newest first');
+      await sortBy('date', 'StudyDate');
       const up = await column(4);
-      expect(up).toEqual([...before].sort((a, b) => (!a || !b ? (a ? -1 : b ? 1 : 0) : a.localeCompare(b))));
-      await page.click('#studies th button[data-sort=date]');
-      const down = await column(4);
-      expect(down.filter(Boolean)).toEqual(up.filter(Boolean).reverse());
+      expect(up).toEqual([...up].sort());
+      expect(await page.getAttribute('#studies th:nth-child(4)', 'aria-sort')).toBe('ascending');
+      expect(await page.textContent('#sort-note')).toContain('sorted by date, ascending');
+      const downUids = await sortBy('date', '-StudyDate');
+      expect(await column(4)).toEqual([...up].reverse());
       expect(await page.getAttribute('#studies th:nth-child(4)', 'aria-sort')).toBe('descending');
-      await page.click('#studies th button[data-sort=name]');
+      expect(downUids.length).toBe(demoStudies.size + 1);
+      await sortBy('name', 'PatientName');
+      expect(await page.getAttribute('#studies th:nth-child(2)', 'aria-sort')).toBe('ascending');
+      expect(await page.getAttribute('#studies th:nth-child(4)', 'aria-sort')).toBe('none');
       const names = (await column(2)).filter((n) => n !== '(no name)');
-      expect(names).toEqual(
-        [...names].sort((a, b) => a.localeCompare(b, undefined, { sensitivity: 'base' })),
-      );
       expect(new Set(names).size).toBeGreaterThan(1);
     } finally {
       await ctx.close();
@@ -386,6 +409,15 @@ describe('web application in Chromium (login, projects, study browser)', () => {
     const stranger = await privateWindow();
     try {
       const page = await signIn(owner, 'alice');
+      // In demo alice only reads: her study page there offers no share link (the API would refuse to make one).
+      const [demoStudy] = [...demoStudies.keys()];
+      const [roles] = await Promise.all([
+        page.waitForResponse((r) => new URL(r.url()).pathname === '/api/projects'),
+        page.goto(`${gw.url}/#/p/demo/studies/${demoStudy}`),
+      ]);
+      expect(roles.status()).toBe(200);
+      await page.waitForSelector('#series tbody tr');
+      expect(await page.locator('#share-study').count()).toBe(0);
       await page.goto(`${gw.url}/#/p/lung-study/studies/${lungStudy}`);
       await page.click('#share-study');
       expect(await page.inputValue('input[name=studyUid]')).toBe(lungStudy);
@@ -430,9 +462,25 @@ describe('web application in Chromium (login, projects, study browser)', () => {
       expect(archive.includes(Buffer.from(`${lungStudy}/`))).toBe(true);
       expect(zipsInPage).toEqual([]);
 
+      // A fresh load of the stranger's study page (no checks left pending from the download above).
+      await shared.reload();
+      await shared.waitForSelector('#series tbody tr');
       // Revoked: the list says so, and the link stops working at once, explained in words.
       await row.locator('button[data-action=revoke]').click();
       await page.waitForSelector('#shares tbody tr[data-status=revoked]');
+      // The stranger's study page stays open while the link is revoked: Download checks the link first and says what
+      // happened, instead of handing the download manager a request that fails without words.
+      const downloads: string[] = [];
+      shared.on('download', (d) => downloads.push(d.url()));
+      // (force: a check on the tab's focus may already have disabled the button; the words must be there either way)
+      await shared.click('#download-zip', { force: true });
+      const gone = await shared.waitForSelector('#share-gone [role=alert]');
+      expect(await gone.textContent()).toContain('This share link has expired, was revoked');
+      expect(await shared.textContent('#share-gone')).toContain(
+        'Ask the person who shared the study for a new link',
+      );
+      expect(await shared.isDisabled('#download-zip')).toBe(true);
+      expect(downloads).toEqual([]);
       await shared.goto(url);
       await shared.reload();
       const alert = await shared.waitForSelector('[role=alert]');

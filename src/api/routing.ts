@@ -15,7 +15,9 @@ import {
   type QuarantineSelector,
   saveRule,
 } from '../index-db/routing';
-import { ruleInputSchema } from '../ingest/routing';
+import { resolveAttributeTag, ruleInputSchema, ruleMatches } from '../ingest/routing';
+import { lookupAttribute } from '../dicom/matching';
+import type { DicomJson } from '../dicom/json';
 import { refuseIntoResearchProject } from '../cohorts/guard';
 import type { Services } from '../services';
 import { readJsonBody } from './body';
@@ -32,6 +34,17 @@ const assignInput = z
   .refine((a) => [a.studyUid, a.seriesUid, a.sopInstanceUids].filter((x) => x !== undefined).length === 1, {
     message: 'give exactly one of studyUid, seriesUid, sopInstanceUids',
   });
+
+const aet = z.string().max(16);
+const sampleSchema = z
+  .object({
+    calledAet: aet.optional(),
+    callingAet: aet.optional(),
+    remoteIp: z.string().max(45).optional(),
+    attributes: z.record(z.string().max(64), z.string().max(1024)).optional(),
+  })
+  .strict()
+  .refine((o) => Object.keys(o.attributes ?? {}).length <= 50, 'attributes: at most 50');
 
 function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   const parsed = schema.safeParse(body);
@@ -84,6 +97,36 @@ export function routingRouter(services: Services): Router {
     ctx.status = 201;
     ctx.set('Location', `/api/projects/${projectId}/routing/${row.id}`);
     ctx.body = row;
+  });
+
+  // Tests the project's rules against a sample arrival (its AE titles, source address and attribute values): which
+  // rules match it and which of them claims it first within this project. Nothing is stored; other projects' rules
+  // are not consulted (their claims are theirs to see). Values are never audited: attribute values can be PHI.
+  router.post('/api/projects/:project/routing/test', async (ctx) => {
+    const projectId = await projectAdmin(ctx);
+    const sample = parseBody(sampleSchema, await readJsonBody(ctx));
+    const ds: DicomJson = {};
+    for (const [name, value] of Object.entries(sample.attributes ?? {})) {
+      const tag = resolveAttributeTag(name);
+      if (!tag)
+        throw new BadRequestError(`attributes: ${name.slice(0, 64)} is not a DICOM attribute keyword or tag`);
+      const vr = lookupAttribute(tag)?.vr ?? 'LO';
+      ds[tag] = { vr, Value: [vr === 'PN' ? { Alphabetic: value } : value] };
+    }
+    const route = {
+      calledAet: sample.calledAet ?? '',
+      callingAet: sample.callingAet ?? '',
+      remoteIp: sample.remoteIp ?? '',
+    };
+    const rules = await listRules(db, projectId);
+    const matching = rules.filter((r) => ruleMatches(r, route, ds)).map((r) => r.id);
+    noteAudit(ctx, {
+      action: 'routing.test',
+      projectId,
+      detail: { attributes: Object.keys(sample.attributes ?? {}).length, matching: matching.length },
+    });
+    // listRules answers in the project's order: the first match is the rule that claims it here.
+    ctx.body = { matching, first: matching[0] ?? null };
   });
 
   router.put('/api/projects/:project/routing/:id', async (ctx) => {

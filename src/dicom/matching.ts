@@ -65,6 +65,12 @@ export interface QidoQuery {
   offset: number;
   /** Problems that do not fail the query, answered as `Warning: 299` (e.g. a clamped limit). */
   warnings: string[];
+  /**
+   * `orderby=[-]Keyword`, Aperture's extension (dcm4chee-arc's spelling; PS3.18 defines no ordering): the attribute
+   * to order the results by, descending with a leading `-`. Which attributes can order which level is the index's
+   * business (src/index-db/qido.ts).
+   */
+  orderBy?: { attr: AttributeInfo; descending: boolean };
 }
 
 export interface QueryLimits {
@@ -73,7 +79,15 @@ export interface QueryLimits {
 }
 
 /** Query parameters that are not attribute keys (PS3.18 §8.3.4 and §8.3.3.1), compared case-insensitively. */
-const RESERVED = new Set(['limit', 'offset', 'fuzzymatching', 'includefield', 'accept', 'charset']);
+const RESERVED = new Set([
+  'limit',
+  'offset',
+  'fuzzymatching',
+  'includefield',
+  'accept',
+  'charset',
+  'orderby',
+]);
 
 const NUMBER_VRS = new Set(['IS', 'DS', 'FL', 'FD', 'SL', 'SS', 'UL', 'US', 'SV', 'UV']);
 /** Text VRs that may hold a backslash as a character: no list matching for them. */
@@ -157,6 +171,7 @@ export function parseQidoQuery(params: Iterable<[string, string]>, limits: Query
   let fuzzyRaw: string | undefined;
   let limitRaw: string | undefined;
   let offsetRaw: string | undefined;
+  let orderRaw: string | undefined;
   for (const [name, value] of params) {
     // PostgreSQL text cannot hold U+0000, and no DICOM string value may contain it (PS3.5 §6.1.2.3): refused here,
     // for every parameter, before it can reach SQL as a 500.
@@ -170,6 +185,7 @@ export function parseQidoQuery(params: Iterable<[string, string]>, limits: Query
       else if (lower === 'fuzzymatching') fuzzyRaw = once(name, fuzzyRaw, value);
       else if (lower === 'limit') limitRaw = once(name, limitRaw, value);
       else if (lower === 'offset') offsetRaw = once(name, offsetRaw, value);
+      else if (lower === 'orderby') orderRaw = once(name, orderRaw, value);
       // accept and charset are content negotiation, read by the handler.
       continue;
     }
@@ -189,6 +205,7 @@ export function parseQidoQuery(params: Iterable<[string, string]>, limits: Query
     }
   }
   const offset = offsetRaw === undefined ? 0 : parseCount('offset', offsetRaw, 0);
+  const orderBy = orderRaw === undefined ? undefined : parseOrderBy(orderRaw);
 
   // PS3.18 §8.3.4 (and §8.1.4): what the origin server does not support is ignored and reported, never refused.
   const unknown: string[] = [];
@@ -250,7 +267,19 @@ export function parseQidoQuery(params: Iterable<[string, string]>, limits: Query
       );
     }
   }
-  return { keys, includeAll, includeFields, fuzzy, limit, offset, warnings };
+  return { keys, includeAll, includeFields, fuzzy, limit, offset, warnings, ...(orderBy && { orderBy }) };
+}
+
+/** `orderby=[-]Keyword` (one attribute; `-` for descending); an unknown attribute is refused, not ignored. */
+function parseOrderBy(raw: string): { attr: AttributeInfo; descending: boolean } {
+  const text = raw.trim();
+  if (text.includes(',')) throw bad('orderby', 'orders by one attribute only (e.g. orderby=-StudyDate)');
+  const descending = text.startsWith('-');
+  const name = (descending || text.startsWith('+') ? text.slice(1) : text).trim();
+  const attr = name === '' || name.includes('.') ? undefined : lookupAttribute(name);
+  if (!attr)
+    throw bad('orderby', 'names no known DICOM attribute (e.g. orderby=PatientName or orderby=-StudyDate)');
+  return { attr, descending };
 }
 
 function once(name: string, previous: string | undefined, value: string): string {

@@ -52,4 +52,19 @@ describe('QIDO-RS statement', () => {
     const st = statement('instance', 'limit=25&offset=50', [{ projectId: 'a' }], { studyUid: '1.2' });
     expect(st.values).toEqual(expect.arrayContaining([26, 50]));
   });
+
+  it('refuses an orderby it cannot give, and orders by an index column otherwise (order asserted in qido-orderby.itest)', () => {
+    const p = [{ projectId: 'p' }];
+    expect(() => statement('study', 'orderby=PatientSex', p)).toThrow(/can be ordered by PatientName/);
+    expect(() => statement('study', 'orderby=PatientName,StudyDate', p)).toThrow(/one attribute only/);
+    expect(() => statement('study', 'orderby=Nonsense', p)).toThrow(/names no known DICOM attribute/);
+    expect(statement('study', 'orderby=-NumberOfStudyRelatedInstances', p).text).toContain(
+      'ps.num_instances DESC NULLS LAST, ps.study_uid DESC',
+    );
+    expect(statement('study', 'orderby=PatientName', p).text).toContain(
+      'ps.patient_name_norm ASC NULLS FIRST',
+    );
+    // No orderby: the archive's order, newest first, as before.
+    expect(statement('study', '', p).text).toContain('ps.study_date DESC NULLS LAST');
+  });
 });

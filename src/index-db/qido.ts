@@ -32,6 +32,7 @@ import {
 } from '../dicom/qido-attributes';
 import type { QidoFound, QidoRow as Row } from '../dicom/qido-projector';
 import { Tag } from '../dicom/tags';
+import { BadRequestError } from '../errors';
 
 export type { QidoLevel } from '../dicom/qido-attributes';
 
@@ -412,6 +413,57 @@ const STUDY_ORDER = (a: string) =>
   `${a}.study_date DESC NULLS LAST, ${a}.study_time DESC NULLS LAST, ${a}.study_uid`;
 
 /**
+ * The study columns `orderby` may name (Aperture's extension, see parseQidoQuery), each with an index per project and
+ * one across projects (migration 290), so a page in any order reads about `offset + limit` index entries instead of
+ * sorting every match. Ascending is the index order; descending is its exact reverse (a backward scan). Empty values
+ * count as the smallest: first ascending, last descending. Ties go by StudyInstanceUID, so offset paging is stable.
+ */
+const STUDY_SORTS: Record<string, string[]> = {
+  [Tag.PatientName]: ['patient_name_norm'],
+  [Tag.PatientID]: ['patient_id'],
+  [Tag.StudyDate]: ['study_date', 'study_time'],
+  [Tag.AccessionNumber]: ['accession_number'],
+  [Tag.StudyDescription]: ['study_description'],
+  [Tag.ModalitiesInStudy]: ['modalities'],
+  [Tag.NumberOfStudyRelatedSeries]: ['num_series'],
+  [Tag.NumberOfStudyRelatedInstances]: ['num_instances'],
+};
+
+/** Keywords `orderby` accepts at study level, for the error that lists them. */
+export const STUDY_SORT_KEYWORDS = [
+  'PatientName',
+  'PatientID',
+  'StudyDate',
+  'AccessionNumber',
+  'StudyDescription',
+  'ModalitiesInStudy',
+  'NumberOfStudyRelatedSeries',
+  'NumberOfStudyRelatedInstances',
+];
+
+/** ORDER BY of a study search: the index's default (newest first) or the `orderby` column. */
+function studyOrder(orderBy: QidoQuery['orderBy']): (a: string) => string {
+  if (!orderBy) return STUDY_ORDER;
+  const cols = STUDY_SORTS[orderBy.attr.tag];
+  if (!cols) {
+    throw new BadRequestError(
+      `query parameter orderby: studies can be ordered by ${STUDY_SORT_KEYWORDS.join(', ')} ` +
+        `(a leading - for descending), not by ${orderBy.attr.keyword}`,
+      'bad_query',
+    );
+  }
+  // StudyDate ascending is the reverse of the default index (project_studies_order_idx), read backwards.
+  if (orderBy.attr.tag === Tag.StudyDate) {
+    return orderBy.descending
+      ? STUDY_ORDER
+      : (a) => `${a}.study_date ASC NULLS FIRST, ${a}.study_time ASC NULLS FIRST, ${a}.study_uid DESC`;
+  }
+  const dir = orderBy.descending ? 'DESC NULLS LAST' : 'ASC NULLS FIRST';
+  const uid = orderBy.descending ? 'DESC' : 'ASC';
+  return (a) => `${cols.map((c) => `${a}.${c} ${dir}`).join(', ')}, ${a}.study_uid ${uid}`;
+}
+
+/**
  * SQL for the study aggregates of `uid` (a column expression): the precomputed columns of the project row `row`
  * when that row is all the caller sees of the study, otherwise computed over the visible series and instances.
  */
@@ -534,11 +586,12 @@ export function buildQidoStatement(search: QidoSearch): {
         `${realias(filter, { ps: 'p2' })})`
       : '';
     const aggs = studyAggregates('page', 'page.study_uid', scopes, withSopClasses, p);
+    const order = studyOrder(query.orderBy);
     text =
       `SELECT page.study_uid, page.study_json, ${aggs.select} ` +
       `FROM (SELECT ps.* FROM project_studies ps WHERE ${scopeCondition(scopes, 'ps', 'studies', p)}${filter}` +
-      `${firstOnly} ORDER BY ${STUDY_ORDER('ps')} LIMIT ${lim} OFFSET ${off}) page${aggs.join} ` +
-      `ORDER BY ${STUDY_ORDER('page')}`;
+      `${firstOnly} ORDER BY ${order('ps')} LIMIT ${lim} OFFSET ${off}) page${aggs.join} ` +
+      `ORDER BY ${order('page')}`;
   } else if (level === 'series') {
     const path = search.studyUid ? ` AND se.study_uid = ${p.add(search.studyUid)}` : '';
     const studyJoin = (s: string, st: string) =>
@@ -624,9 +677,16 @@ export function buildQidoStatement(search: QidoSearch): {
 /** Runs a QIDO-RS search against the index; the caller projects the rows into DICOM JSON. */
 export async function searchQido(db: Pool, search: QidoSearch): Promise<QidoRows> {
   const warnings = [...search.query.warnings];
+  // A bad orderby is refused whoever asks, before the caller's scopes are looked at.
+  if (search.level === 'study') studyOrder(search.query.orderBy);
   if (search.scopes.length === 0) {
     const wanted: Wanted = { all: false, study: new Set(), series: new Set(), instance: new Set() };
     return { rows: [], more: false, warnings, wanted, withStudy: false, withSeries: false };
+  }
+  if (search.query.orderBy && search.level !== 'study') {
+    warnings.push(
+      `orderby is supported for studies only and was ignored; ${search.level} results keep their order`,
+    );
   }
   const st = buildQidoStatement(search);
   if (st.unsupported.length) {

@@ -1,5 +1,5 @@
 import { useState } from 'react';
-import { gatewayFetch, getJson } from '../api';
+import { gatewayFetch, getJson, UserFacingError } from '../api';
 import { ErrorPanel, useLoad } from '../components';
 
 interface Rule {
@@ -47,6 +47,7 @@ export function RoutingPage({ project }: { project: string }) {
   const [attribute, setAttribute] = useState('');
   const [match, setMatch] = useState<Rule['match']>('equals');
   const [value, setValue] = useState('');
+  const [tested, setTested] = useState<{ matching: string[]; first: string | null }>();
 
   const send = async (path: string, method: string, body?: unknown) => {
     setBusy(true);
@@ -117,7 +118,11 @@ export function RoutingPage({ project }: { project: string }) {
           </thead>
           <tbody>
             {rules.map((r, i) => (
-              <tr key={r.id} data-rule={r.id}>
+              <tr
+                key={r.id}
+                data-rule={r.id}
+                data-sample={tested ? (tested.matching.includes(r.id) ? 'matches' : 'no-match') : undefined}
+              >
                 <td className="num">{i + 1}</td>
                 <td data-col="kind">
                   {KIND_LABELS[r.kind]}
@@ -202,6 +207,129 @@ export function RoutingPage({ project }: { project: string }) {
           Add rule
         </button>
       </form>
+      <RuleTester api={api} rules={data ?? []} project={project} onResult={setTested} />
     </section>
+  );
+}
+
+/** A sample arrival's values, as the rule tester's form holds them. */
+interface Sample {
+  calledAet: string;
+  callingAet: string;
+  remoteIp: string;
+  attributes: string;
+}
+
+/**
+ * Tests the project's rules against a sample arrival (POST {api}/test): which rules match it and which claims it
+ * first here. Attribute values are typed as `Keyword=value` lines; nothing is stored and nothing goes into a URL.
+ */
+function RuleTester({
+  api,
+  rules,
+  project,
+  onResult,
+}: {
+  api: string;
+  rules: Rule[];
+  project: string;
+  onResult: (r: { matching: string[]; first: string | null } | undefined) => void;
+}) {
+  const [sample, setSample] = useState<Sample>({
+    calledAet: '',
+    callingAet: '',
+    remoteIp: '',
+    attributes: '',
+  });
+  const [result, setResult] = useState<{ matching: string[]; first: string | null }>();
+  const [error, setError] = useState<unknown>();
+  const [busy, setBusy] = useState(false);
+  const test = async () => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      const attributes: Record<string, string> = {};
+      for (const line of sample.attributes.split(/\r?\n/)) {
+        if (!line.trim()) continue;
+        const at = line.indexOf('=');
+        if (at <= 0)
+          throw new UserFacingError(
+            400,
+            `"${line.trim()}" is not Keyword=value.`,
+            'Write one attribute per line, e.g. InstitutionName=Lung clinic.',
+          );
+        attributes[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+      }
+      const body = {
+        ...(sample.calledAet.trim() && { calledAet: sample.calledAet.trim() }),
+        ...(sample.callingAet.trim() && { callingAet: sample.callingAet.trim() }),
+        ...(sample.remoteIp.trim() && { remoteIp: sample.remoteIp.trim() }),
+        attributes,
+      };
+      const res = await gatewayFetch(`${api}/test`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: JSON.stringify(body),
+      });
+      const r = (await res.json()) as { matching: string[]; first: string | null };
+      setResult(r);
+      onResult(r);
+    } catch (err) {
+      setError(err);
+      setResult(undefined);
+      onResult(undefined);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const field = (key: keyof Omit<Sample, 'attributes'>, label: string) => (
+    <label>
+      {label}{' '}
+      <input
+        name={key}
+        value={sample[key]}
+        onChange={(e) => setSample({ ...sample, [key]: e.target.value })}
+      />
+    </label>
+  );
+  const number = (id: string) => rules.findIndex((r) => r.id === id) + 1;
+  return (
+    <>
+      <h2>Test the rules against a sample</h2>
+      <form
+        id="test-rules"
+        onSubmit={(e) => {
+          e.preventDefault();
+          void test();
+        }}
+      >
+        {field('calledAet', 'Called AE title')} {field('callingAet', 'Calling AE title')}{' '}
+        {field('remoteIp', 'Source address')}{' '}
+        <label>
+          Attributes (one Keyword=value a line){' '}
+          <textarea
+            name="attributes"
+            rows={3}
+            value={sample.attributes}
+            onChange={(e) => setSample({ ...sample, attributes: e.target.value })}
+          />
+        </label>{' '}
+        <button type="submit" id="test-rules-submit" disabled={busy}>
+          Test
+        </button>
+      </form>
+      {error !== undefined && <ErrorPanel error={error} />}
+      {result && (
+        <p id="test-result">
+          {result.first
+            ? `Rule ${number(result.first)} claims this sample for ${project}` +
+              (result.matching.length > 1
+                ? ` (rules ${result.matching.map(number).join(', ')} match; the first in the order wins).`
+                : '.')
+            : `No rule of ${project} matches this sample.`}{' '}
+          Rules of other projects are not tested here; one of them may claim the arrival first.
+        </p>
+      )}
+    </>
   );
 }

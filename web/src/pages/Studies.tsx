@@ -25,8 +25,29 @@ interface Filters {
 }
 const EMPTY: Filters = { name: '', id: '', from: '', to: '', modality: '', accession: '', description: '' };
 
-/** QIDO-RS query parameters (PS3.18 §8.3.4) for the filters; patient names match fuzzily, descriptions anywhere. */
-export function qidoQuery(f: Filters, offset: number): URLSearchParams {
+/** Sortable columns and the attribute the gateway orders by (its `orderby` extension to QIDO-RS). */
+const SORTS = {
+  name: 'PatientName',
+  id: 'PatientID',
+  date: 'StudyDate',
+  modality: 'ModalitiesInStudy',
+  description: 'StudyDescription',
+  accession: 'AccessionNumber',
+  series: 'NumberOfStudyRelatedSeries',
+  instances: 'NumberOfStudyRelatedInstances',
+} as const;
+export type SortKey = keyof typeof SORTS;
+export interface Sort {
+  key?: SortKey;
+  dir: 1 | -1;
+}
+
+/**
+ * QIDO-RS query parameters (PS3.18 §8.3.4) for the filters; patient names match fuzzily, descriptions anywhere. A
+ * chosen column becomes `orderby=[-]Keyword`, which the gateway answers from its index across every page (PS3.18 has
+ * no ordering parameter; without one the archive's order is newest first).
+ */
+export function qidoQuery(f: Filters, offset: number, sort: Sort = { dir: 1 }): URLSearchParams {
   const q = new URLSearchParams();
   if (f.name.trim()) {
     q.set('PatientName', f.name.trim());
@@ -40,57 +61,38 @@ export function qidoQuery(f: Filters, offset: number): URLSearchParams {
   if (f.accession.trim()) q.set('AccessionNumber', f.accession.trim());
   if (f.description.trim()) q.set('StudyDescription', `*${f.description.trim()}*`);
   q.set('includefield', `${Tags.NumberOfStudyRelatedSeries},${Tags.NumberOfStudyRelatedInstances}`);
+  if (sort.key) q.set('orderby', `${sort.dir === -1 ? '-' : ''}${SORTS[sort.key]}`);
   q.set('limit', String(PAGE_SIZE));
   q.set('offset', String(offset));
   return q;
 }
 
-/** Sortable columns: the tag they sort by and whether it compares as a number. */
-const SORTS = {
-  name: { tag: Tags.PatientName, numeric: false },
-  id: { tag: Tags.PatientID, numeric: false },
-  date: { tag: Tags.StudyDate, numeric: false },
-  modality: { tag: Tags.ModalitiesInStudy, numeric: false },
-  description: { tag: Tags.StudyDescription, numeric: false },
-  accession: { tag: Tags.AccessionNumber, numeric: false },
-  series: { tag: Tags.NumberOfStudyRelatedSeries, numeric: true },
-  instances: { tag: Tags.NumberOfStudyRelatedInstances, numeric: true },
-} as const;
-type SortKey = keyof typeof SORTS;
-
-/**
- * The page's studies in the chosen order. QIDO-RS (PS3.18 §8.3.4) defines no ordering parameter, so the order of
- * pages stays the index's (newest study first); a column click sorts the studies of the current page only, in the
- * browser, and says so. Empty values sort last either way.
- */
-export function sortStudies(rows: DicomJson[], key: SortKey | undefined, dir: 1 | -1): DicomJson[] {
-  if (!key) return rows;
-  const { tag, numeric } = SORTS[key];
-  const val = (d: DicomJson) =>
-    tag === Tags.ModalitiesInStudy ? tagValues(d, tag).join(',') : tagText(d, tag);
-  return [...rows].sort((a, b) => {
-    const x = val(a);
-    const y = val(b);
-    if (!x || !y) return x ? -1 : y ? 1 : 0;
-    const c = numeric ? Number(x) - Number(y) : x.localeCompare(y, undefined, { sensitivity: 'base' });
-    return c * dir;
-  });
-}
+/** What the sort state says under the table, in words. */
+const SORT_LABELS: Record<SortKey, string> = {
+  name: 'patient name',
+  id: 'patient ID',
+  date: 'date',
+  modality: 'modalities',
+  description: 'description',
+  accession: 'accession number',
+  series: 'number of series',
+  instances: 'number of instances',
+};
 
 /** Studies of one project, or of every project the user can read; filters are kept in state, never in the URL. */
 export function StudiesPage({ project, share }: { project?: string; share?: string }) {
   const [draft, setDraft] = useState<Filters>(EMPTY);
   const [filters, setFilters] = useState<Filters>(EMPTY);
   const [offset, setOffset] = useState(0);
-  const [sort, setSort] = useState<{ key?: SortKey; dir: 1 | -1 }>({ dir: 1 });
+  const [sort, setSort] = useState<Sort>({ dir: 1 });
   const root = share ? shareRoot(share) : dicomwebRoot(project);
   const { data, error, loading } = useLoad(
     () =>
       getJson<DicomJson[]>(
-        `${root}/studies?${qidoQuery(filters, offset).toString()}`,
+        `${root}/studies?${qidoQuery(filters, offset, sort).toString()}`,
         'application/dicom+json',
       ),
-    [root, filters, offset],
+    [root, filters, offset, sort],
   );
   const submit = (e: FormEvent) => {
     e.preventDefault();
@@ -117,8 +119,12 @@ export function StudiesPage({ project, share }: { project?: string; share?: stri
         type="button"
         className="sort"
         data-sort={key}
-        title="Sorts the studies of this page"
-        onClick={() => setSort({ key, dir: sort.key === key ? (sort.dir === 1 ? -1 : 1) : 1 })}
+        title={`Sort all matching studies by ${SORT_LABELS[key]}`}
+        onClick={() => {
+          // A new order starts again at the first page: page 3 of another order is another set of studies.
+          setOffset(0);
+          setSort({ key, dir: sort.key === key ? (sort.dir === 1 ? -1 : 1) : 1 });
+        }}
       >
         {label}
         {sort.key === key ? (sort.dir === 1 ? ' ▲' : ' ▼') : ''}
@@ -177,7 +183,7 @@ export function StudiesPage({ project, share }: { project?: string; share?: stri
             </tr>
           </thead>
           <tbody>
-            {sortStudies(data, sort.key, sort.dir).map((s) => {
+            {data.map((s) => {
               const uid = tagText(s, Tags.StudyInstanceUID);
               return (
                 <tr key={uid} data-study={uid}>
@@ -202,9 +208,13 @@ export function StudiesPage({ project, share }: { project?: string; share?: stri
           </tbody>
         </table>
       )}
-      {sort.key && data && data.length > 0 && (
+      {data && data.length > 0 && (
         <p className="muted" id="sort-note">
-          Sorted within this page; pages follow the archive&apos;s order (newest first).
+          {sort.key
+            ? `All matching studies sorted by ${SORT_LABELS[sort.key]}, ${
+                sort.dir === 1 ? 'ascending' : 'descending'
+              } (empty values ${sort.dir === 1 ? 'first' : 'last'}).`
+            : 'Newest first. Click a column heading to sort all matching studies by it.'}
         </p>
       )}
       <div className="pager">

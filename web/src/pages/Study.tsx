@@ -1,4 +1,4 @@
-import { useState } from 'react';
+import { useCallback, useEffect, useState } from 'react';
 import {
   streamedDownload,
   sharedDownload,
@@ -7,6 +7,8 @@ import {
   shareError,
   shareRoot,
   getJson,
+  projectRoles,
+  roleAtLeast,
   tagText,
   Tags,
   UserFacingError,
@@ -43,8 +45,51 @@ export function StudyPage({
     ]);
     return { attrs: found[0], series };
   }, [root, study]);
+  // Share links are for curators and up: readers get no link to a page that would refuse them.
+  const [canShare, setCanShare] = useState(false);
+  useEffect(() => {
+    if (!project || share) return;
+    let live = true;
+    projectRoles(project)
+      .then((roles) => live && setCanShare(roleAtLeast(roles, 'curator')))
+      .catch(() => undefined);
+    return () => {
+      live = false;
+    };
+  }, [project, share]);
   const [downloading, setDownloading] = useState(false);
   const [downloadError, setDownloadError] = useState<unknown>();
+  // A share link can be revoked or expire while this page is open; its ZIP goes to the browser's download manager,
+  // which shows a failure without words. So the page asks the gateway whether the link still opens this study:
+  // before a download, twice shortly after it started, and whenever the person comes back to the tab.
+  const [shareGone, setShareGone] = useState<unknown>();
+  const checkShare = useCallback(async (): Promise<boolean> => {
+    if (!share) return true;
+    try {
+      const q = new URLSearchParams({ StudyInstanceUID: study, limit: '1' });
+      const found = await getJson<DicomJson[]>(`${root}/studies?${q.toString()}`, 'application/dicom+json');
+      if (found.length > 0) return true;
+      setShareGone(shareError(new UserFacingError(404, 'Not found.', '')));
+    } catch (err) {
+      const shown = shareError(err);
+      // Only a refusal of the link itself means it is gone; a gateway that cannot be reached says so on its own.
+      if (shown === err) return true;
+      setShareGone(shown);
+    }
+    return false;
+  }, [share, root, study]);
+  useEffect(() => {
+    if (!share) return;
+    const recheck = () => {
+      if (document.visibilityState === 'visible') void checkShare();
+    };
+    window.addEventListener('focus', recheck);
+    document.addEventListener('visibilitychange', recheck);
+    return () => {
+      window.removeEventListener('focus', recheck);
+      document.removeEventListener('visibilitychange', recheck);
+    };
+  }, [share, checkShare]);
 
   const download = async () => {
     setDownloading(true);
@@ -53,9 +98,11 @@ export function StudyPage({
       if (!share) {
         // Streamed by the gateway to the browser's download manager through a single-use link.
         await streamedDownload(base, `${study}.zip`);
-      } else {
+      } else if (await checkShare()) {
         // Streamed too: the share link is the credential, nothing is assembled in page memory.
         sharedDownload(base, `${study}.zip`);
+        // A revocation between the check and the download manager's request shows up here, in words.
+        for (const ms of [2_000, 10_000]) setTimeout(() => void checkShare(), ms);
       }
     } catch (err) {
       setDownloadError(err);
@@ -101,8 +148,22 @@ export function StudyPage({
           {row('Study Instance UID', study)}
         </tbody>
       </table>
+      {shareGone !== undefined && (
+        <div id="share-gone">
+          <ErrorPanel error={shareGone} />
+          <p>
+            If a download of this study was running, it stopped or will fail in your browser&apos;s downloads:
+            a file it left there is incomplete. Ask the person who shared the study for a new link and
+            download it again.
+          </p>
+        </div>
+      )}
       <p>
-        <button id="download-zip" onClick={() => void download()} disabled={downloading}>
+        <button
+          id="download-zip"
+          onClick={() => void download()}
+          disabled={downloading || shareGone !== undefined}
+        >
           {downloading ? 'Preparing the ZIP…' : 'Download as ZIP'}
         </button>{' '}
         {project && !share && viewer && (
@@ -116,7 +177,7 @@ export function StudyPage({
             </a>{' '}
           </>
         )}
-        {project && !share && (
+        {project && !share && canShare && (
           <a href={`#/p/${encodeURIComponent(project)}/shares/${study}`} id="share-study">
             Share this study
           </a>
