@@ -267,6 +267,10 @@ export const configSchema = z.object({
   RECORDS_SEARCH_MAX_LIMIT: int(1000, 1),
   /** Most records read for one summary or for the records of one cohort download. */
   RECORDS_MAX_SUMMARY_ROWS: int(100_000, 1),
+  /** How long the bytes of a deleted file (and a blob's last write) wait before the sweep may remove them. */
+  RECORDS_BLOB_GRACE_MS: int(86_400_000, 0),
+  /** How often each worker process sweeps deleted files' bytes; 0 turns the sweep off. */
+  RECORDS_BLOB_SWEEP_MS: int(3_600_000, 0),
   // sites (issue 16): backups, verify.
   /** Folder of `aperture backup`'s backups (one sub-folder each). */
   BACKUP_DIR: z.string().default('.stack/backups'),

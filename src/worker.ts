@@ -8,6 +8,7 @@ import { initPipelineRunWorker } from './jobs/pipeline-run';
 import { getRemoteNodes } from './orthanc/remote-nodes';
 import { initThumbnailWorker } from './jobs/thumbnail';
 import { createLogger } from './logger';
+import { startBlobSweep } from './records/blob-gc';
 
 /**
  * The job worker process: runs the BullMQ workers (thumbnails, cohorts) against the gateway's database and
@@ -26,8 +27,10 @@ async function main(): Promise<void> {
     initBridgeWorker({ ...services, nodes: getRemoteNodes(), deid: deidentifier }),
   ];
   logger.info({ queues: workers.map((w) => w.name) }, 'worker started');
+  const sweep = startBlobSweep(services);
 
   stopOnSignals(services, async () => {
+    await sweep.stop();
     // Worker.close waits for active jobs, so none is cut off halfway (they are idempotent anyway).
     await Promise.all(
       workers.map((w) => w.close().catch((err) => logger.error({ err: String(err) }, 'worker close'))),

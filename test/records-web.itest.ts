@@ -13,7 +13,10 @@ import type { Browser, Page } from 'playwright-core';
 import { CHROMIUM, launchChromium, signInThroughIssuer } from './helpers/browser';
 import { unzip } from './helpers/zip';
 import { builtWebApp } from './helpers/once';
+import dcmjs from 'dcmjs';
 import { ensureProject } from '../src/index-db/projects';
+import { ingestInstance } from '../src/ingest/ingest';
+import { generateInstances } from '../tools/synth';
 import { type OidcIssuer, startOidcIssuer } from '../tools/oidc-issuer/issuer';
 import { resetStack, startGateway, type TestGateway } from './helpers/gateway';
 
@@ -167,6 +170,8 @@ describe('web application: research records (Chromium)', () => {
       expect([...head].sort()).toEqual(
         ['subject', 'issuer', 'baseline_id', 'stage', 'months', 'died', 'revision', 'updated_at'].sort(),
       );
+      // The fields in the order the schema was written in (jsonb's own would be died, stage, months, baseline_id).
+      expect(head.filter((h) => h in SCHEMA.properties)).toEqual(Object.keys(SCHEMA.properties));
       const col = (l: string, name: string) => l.split(',')[head.indexOf(name)];
       expect(
         exported
@@ -277,6 +282,53 @@ describe('web application: research records (Chromium)', () => {
       expect([...entries.keys()].sort()).toEqual(['calibration.bin', 'plan.csv']);
       expect(sha(entries.get('calibration.bin')!)).toBe(sha(a));
       expect(entries.get('plan.csv')!.equals(b)).toBe(true);
+
+      // A curator hands a search to the cohort wizard: once WEB-004 has a CT, "T3 with a CT" finds it alone.
+      const [ct] = [
+        ...generateInstances({
+          patients: 1,
+          studiesPerPatient: 1,
+          seriesPerStudy: 1,
+          instancesPerSeries: 1,
+          modalities: ['CT'],
+          rows: 16,
+          cols: 16,
+          seed: 'rec-web-ct',
+        }),
+      ];
+      const data = dcmjs.data.DicomMessage.readFile(
+        ct.buffer.buffer.slice(ct.buffer.byteOffset, ct.buffer.byteOffset + ct.buffer.length) as ArrayBuffer,
+      );
+      data.dict['00100020'] = { vr: 'LO', Value: ['WEB-004'] };
+      const stored = await ingestInstance(gw.services, Buffer.from(data.write()), ['lung-study'], 'stow');
+      expect(stored.ok).toBe(true);
+      await page.goto(`${gw.url}/#/p/lung-study/records`);
+      await page.waitForSelector('#search-form');
+      await page.selectOption(`${cond} select[name="type"]`, 'Baseline');
+      await page.selectOption(`${cond} select[name="field"]`, 'stage');
+      await page.selectOption(`${cond} select[name="value"]`, 'T3');
+      await page.fill('#search-modality', 'CT');
+      await page.click('#search-submit');
+      await page.waitForSelector('#search-count:text-is("1 subject found")');
+      await page.click('#search-to-cohort');
+      await page.waitForSelector('#wizard-from-records');
+      expect(await page.textContent('#wizard-from-records')).toContain('1 subject the Records search found');
+      expect(await page.isChecked('#wizard-with-records')).toBe(true);
+      await page.click('#wizard-next-1');
+      await page.click('#wizard-next-2');
+      await page.fill('#wizard-target input[name=new-id]', 'records-web-research');
+      await page.fill('#wizard-target input[name=new-name]', 'Records web research');
+      await page.fill('#wizard-target input[name=cohort-name]', 'T3 with a CT');
+      await page.click('#wizard-next-3');
+      await page.click('#start-cohort');
+      await page.waitForURL(/#\/cohorts\/[0-9a-f-]{36}$/);
+      const cohortId = page.url().split('/').pop() as string;
+      const made = await gw.services.db.query<{ source_studies: string[]; records: boolean }>(
+        `SELECT source_studies, EXISTS (SELECT 1 FROM cohort_records r WHERE r.cohort_id = c.id) AS records
+           FROM cohorts c WHERE c.id = $1`,
+        [cohortId],
+      );
+      expect(made.rows[0]).toEqual({ source_studies: [ct.studyInstanceUid], records: true });
 
       // No Patient ID in any URL the page asked for.
       expect(urls.filter((u) => /WEB-00\d/.test(u))).toEqual([]);

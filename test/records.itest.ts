@@ -1,6 +1,6 @@
 import type { Worker } from 'bullmq';
 import ExcelJS from 'exceljs';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import dcmjs from 'dcmjs';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
@@ -11,6 +11,8 @@ import { ZipFile } from 'yazl';
 import { getAuditTrail } from '../src/auth/audit';
 import { deidentifier } from '../src/cohorts/deidentifier';
 import { ensureProject } from '../src/index-db/projects';
+import { sweepDeletedBlobs } from '../src/records/blob-gc';
+import { FsFileStore } from '../src/records/file-store';
 import { ingestInstance } from '../src/ingest/ingest';
 import { initCohortWorker } from '../src/jobs/cohort';
 import { closeQueues, initQueues } from '../src/jobs/queues';
@@ -127,6 +129,16 @@ describe('research records beside the images: types, import, files, queries, coh
     });
     return res;
   };
+  const cohortDone = (id: string) =>
+    waitFor(
+      'the cohort to finish',
+      async () =>
+        (await json<{ state: string }>(await api(`/api/cohorts/${id}`), 200)).state === 'done'
+          ? true
+          : undefined,
+      120_000,
+      250,
+    );
   const lines = async (res: Response): Promise<Outcome[]> => {
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/ndjson/);
@@ -301,6 +313,18 @@ describe('research records beside the images: types, import, files, queries, coh
       'Fraction@1:Treatment',
       'Treatment@2:',
     ]);
+    // Fields keep the order the schema was written in (jsonb alone would give dead, notes, stage, os_months, …).
+    const written = Object.keys(baseline.schema.properties);
+    const shown = await json<{ schema: { properties: object }; fields: Array<{ name: string }> }>(
+      await api(`${P}/record-types/Baseline`),
+      200,
+    );
+    expect(Object.keys(shown.schema.properties)).toEqual(written);
+    expect(shown.fields.map((f) => f.name)).toEqual(written);
+    const listed = (types as unknown as Array<{ name: string; schema: { properties: object } }>).find(
+      (t) => t.name === 'Baseline',
+    )!;
+    expect(Object.keys(listed.schema.properties)).toEqual(written);
   });
 
   it('imports 200 rows (dry run first), refusing the 5 bad ones with the field named; a re-import applies only the changes', async () => {
@@ -384,6 +408,45 @@ describe('research records beside the images: types, import, files, queries, coh
 
   let treatmentPath = '';
   let subjectOfCt0 = '';
+
+  it('reads the column names of an uploaded XLSX or CSV for the mapping; the export keeps the schema order', async () => {
+    const wb = new ExcelJS.Workbook();
+    const ws = wb.addWorksheet('Baseline');
+    ws.addRow(header);
+    ws.addRow(baselineRows()[0]);
+    const xlsx = Buffer.from(await wb.xlsx.writeBuffer());
+    const columnsOf = async (body: Buffer, name: string, who = alice) => {
+      const form = new FormData();
+      form.set('file', new Blob([body]), name);
+      return api(`${P}/record-types/Baseline/import/columns`, { method: 'POST', who, body: form });
+    };
+    expect(await json(await columnsOf(xlsx, 'sheet.xlsx'), 200)).toEqual({ format: 'xlsx', columns: header });
+    expect(await json(await columnsOf(Buffer.from('Patient ID;T stage\r\nP1;T2\r\n'), 'h.csv'), 200)).toEqual(
+      {
+        format: 'csv',
+        columns: ['Patient ID', 'T stage'],
+      },
+    );
+    // Not a curator, not an XLSX, no file: refused, nothing stored.
+    expect((await columnsOf(xlsx, 'sheet.xlsx', erin)).status).toBe(403);
+    expect(
+      (await json<{ errors: Array<{ message: string }> }>(await columnsOf(Buffer.from('no'), 'x.xlsx'), 400))
+        .errors[0].message,
+    ).toMatch(/XLSX/);
+    const empty = new FormData();
+    empty.set('other', 'x');
+    expect(
+      (await api(`${P}/record-types/Baseline/import/columns`, { method: 'POST', body: empty })).status,
+    ).toBe(400);
+
+    const exported = (await (await api(`${P}/record-types/Baseline/export?format=csv`)).text()).split(
+      /\r?\n/,
+    )[0];
+    const fieldCols = exported
+      .split(',')
+      .filter((c) => c in { baseline_id: 1, stage: 1, diagnosis_date: 1, os_months: 1, dead: 1, notes: 1 });
+    expect(fieldCols).toEqual(['baseline_id', 'stage', 'diagnosis_date', 'os_months', 'dead', 'notes']);
+  });
 
   it('writes a treatment with fractions for a subject, validating fields and study references', async () => {
     const subjects = await json<Array<{ id: string; patient_id: string; studies: number; records: number }>>(
@@ -606,15 +669,7 @@ describe('research records beside the images: types, import, files, queries, coh
       target: { new: { id: 'rec-research', name: 'Records research' } },
     });
     const { id } = await json<{ id: string }>(res, 202);
-    await waitFor(
-      'the cohort to finish',
-      async () =>
-        (await json<{ state: string }>(await api(`/api/cohorts/${id}`), 200)).state === 'done'
-          ? true
-          : undefined,
-      120_000,
-      250,
-    );
+    await cohortDone(id);
     const archive = Buffer.from(await (await api(`/api/cohorts/${id}/archive`)).arrayBuffer());
     const entries = await unzip(archive);
     const baselineCsv = entries.get('records/Baseline.csv')!;
@@ -691,6 +746,62 @@ describe('research records beside the images: types, import, files, queries, coh
     );
     expect(summary.records).toBe(4);
     expect((await api(`/api/cohorts/${id}/records/Baseline/summary`, { who: bob })).status).toBe(404);
+  });
+
+  it('makes a cohort from a records search ("stage T3 with a CT") or from the subjects it returned', async () => {
+    const query = { records: [{ type: 'Baseline', field: 'stage', eq: 'T3' }], imaging: { modality: 'CT' } };
+    const expected = ct
+      .filter((i) => importedT3().includes(i.patientId))
+      .map((i) => i.studyInstanceUid)
+      .sort();
+    expect(expected).toHaveLength(2);
+    const target = { project: 'rec-research' };
+    const made = await json<{ id: string }>(
+      await send('POST', `${P}/cohorts`, { name: 'T3 with a CT', records_query: query, target }),
+      202,
+    );
+    const shown = await json<{ source_studies: string[] }>(await api(`/api/cohorts/${made.id}`), 200);
+    expect([...shown.source_studies].sort()).toEqual(expected);
+    const found = await json<{ subjects: Array<{ id: string }> }>(
+      await send('POST', `${P}/subjects/search`, { ...query, limit: 1000 }),
+      200,
+    );
+    const bySubjects = await json<{ id: string }>(
+      await send('POST', `${P}/cohorts`, {
+        name: 'T3 subjects',
+        subjects: found.subjects.map((x) => x.id),
+        target,
+      }),
+      202,
+    );
+    const shown2 = await json<{ source_studies: string[] }>(await api(`/api/cohorts/${bySubjects.id}`), 200);
+    expect([...shown2.source_studies].sort()).toEqual(expected);
+    // Audit rows are written in batches: wait for both.
+    const audit = await waitFor('both cohort.create audit rows', async () => {
+      const r = await stack.gw.services.db.query<{ detail: Record<string, unknown> }>(
+        "SELECT detail FROM audit_events WHERE action = 'cohort.create' AND detail->>'cohort' = ANY($1)",
+        [[made.id, bySubjects.id]],
+      );
+      return r.rows.length === 2 ? r.rows : undefined;
+    });
+    expect(audit.map((r) => r.detail.from_records).sort()).toEqual(['query', 'subjects']);
+    // Refusals: two selections, a field the type lacks, a subject of no study here, a caller without the role.
+    const refused = async (body: Record<string, unknown>, who = alice) =>
+      (
+        await json<{ errors: Array<{ message: string }> }>(
+          await send('POST', `${P}/cohorts`, { name: 'x', target, ...body }, who),
+          400,
+        )
+      ).errors[0].message;
+    expect(await refused({ records_query: query, studies: expected })).toMatch(/exactly one/);
+    expect(
+      await refused({ records_query: { records: [{ type: 'Baseline', field: 'nope', eq: 'x' }] } }),
+    ).toMatch(/records\.0\.field/);
+    expect(await refused({ subjects: [randomUUID()] })).toMatch(/no study in this project/);
+    expect(await refused({ subjects: ['not-a-uuid'] })).toMatch(/subjects/);
+    expect(
+      (await send('POST', `${P}/cohorts`, { name: 'x', target, records_query: query }, bob)).status,
+    ).toBe(404);
   });
 
   it('keeps one Patient ID under two issuers as two subjects, each with its own studies and imported records', async () => {
@@ -776,6 +887,102 @@ describe('research records beside the images: types, import, files, queries, coh
     );
     expect(found.subjects.find((x) => x.id === same[1].id)?.studies).toEqual([two[1].studyInstanceUid]);
     expect(found.subjects.some((x) => x.id === same[0].id)).toBe(false);
+
+    // A cohort of both: two pseudonyms, and each one's records are its own patient's (T1 for HOSP-A, T4 for HOSP-B).
+    const { id } = await json<{ id: string }>(
+      await send('POST', `${P}/cohorts`, {
+        name: 'Same ID, two issuers',
+        subjects: same.map((x) => x.id),
+        records: true,
+        target: { new: { id: 'rec-issuer-research', name: 'Issuer research' } },
+      }),
+      202,
+    );
+    await cohortDone(id);
+    const copies = await services.db.query<{ source_study_uid: string; pseudonym: string }>(
+      "SELECT DISTINCT source_study_uid, pseudonym FROM cohort_instances WHERE cohort_id = $1 AND state = 'done'",
+      [id],
+    );
+    const pseudonymOf = new Map(copies.rows.map((r) => [r.source_study_uid, r.pseudonym]));
+    expect(pseudonymOf.size).toBe(2);
+    expect(new Set(pseudonymOf.values()).size).toBe(2);
+    const entries = await unzip(Buffer.from(await (await api(`/api/cohorts/${id}/archive`)).arrayBuffer()));
+    const rows = entries
+      .get('records/Baseline.csv')!
+      .toString()
+      .trim()
+      .split('\n')
+      .map((l) => l.split(','));
+    const col = (name: string) => rows[0].indexOf(name);
+    const stageOf = new Map(rows.slice(1).map((r) => [r[col('subject')], r[col('stage')]]));
+    expect(stageOf.size).toBe(2);
+    expect(stageOf.get(pseudonymOf.get(two[0].studyInstanceUid)!)).toBe('T1');
+    expect(stageOf.get(pseudonymOf.get(two[1].studyInstanceUid)!)).toBe('T4');
+    expect(entries.get('records/Baseline.csv')!.includes(Buffer.from('SAME-ID-7'))).toBe(false);
+  });
+
+  it("collects the bytes of deleted records' files after the grace period, never bytes another row still names", async () => {
+    const { services } = stack.gw;
+    const store = new FsFileStore(filesDir);
+    const blobPath = (h: string) => join(filesDir, h.slice(0, 2), h);
+    const subjects = await json<Array<{ id: string }>>(await api(`${P}/subjects?limit=2&offset=10`), 200);
+    const [a, b] = subjects.map((x) => x.id);
+    const made = await json<{ id: string }>(
+      await send('POST', `${P}/subjects/${a}/records/Treatment`, {
+        data: { treatment_id: 'TX-GC-1', technique: 'carbon' },
+      }),
+      201,
+    );
+    const only = randomBytes(8192);
+    const shared = randomBytes(8192);
+    const form = new FormData();
+    form.append('file', new Blob([only]), 'only.bin');
+    form.append('file', new Blob([shared]), 'v/shared.bin');
+    await json(await api(`${P}/subjects/${a}/records/${made.id}/files`, { method: 'POST', body: form }), 201);
+    const again = new FormData();
+    again.append('file', new Blob([only]), 'only.bin'); // a second version of the same path, same bytes
+    await json(
+      await api(`${P}/subjects/${a}/records/${made.id}/files`, { method: 'POST', body: again }),
+      201,
+    );
+    const other = new FormData();
+    other.append('file', new Blob([shared]), 'copy.bin');
+    await json(await api(`${P}/subjects/${b}/files`, { method: 'POST', body: other }), 201);
+
+    expect((await api(`${P}/subjects/${a}/records/${made.id}`, { method: 'DELETE' })).status).toBe(204);
+    const candidates = async () =>
+      (
+        await services.db.query<{ sha256: string }>(
+          'SELECT sha256 FROM record_blob_candidates WHERE sha256 = ANY($1)',
+          [[sha(only), sha(shared)]],
+        )
+      ).rows.map((r) => r.sha256);
+    expect((await candidates()).sort()).toEqual([sha(only), sha(shared)].sort());
+    // Within the grace period nothing goes.
+    await sweepDeletedBlobs(services.db, store, { graceMs: 3_600_000 });
+    expect(existsSync(blobPath(sha(only)))).toBe(true);
+    // After it, the bytes no row names go; the bytes the other subject's file names stay.
+    const swept = await sweepDeletedBlobs(services.db, store, { graceMs: 0 });
+    expect(swept.removed).toBeGreaterThanOrEqual(1);
+    expect(existsSync(blobPath(sha(only)))).toBe(false);
+    expect(existsSync(blobPath(sha(shared)))).toBe(true);
+    expect(await candidates()).toEqual([]);
+    const copy = (
+      await json<Array<{ id: string; path: string }>>(await api(`${P}/subjects/${b}/files`), 200)
+    ).find((f) => f.path === 'copy.bin')!;
+    expect(sha(Buffer.from(await (await api(`${P}/subjects/${b}/files/${copy.id}`)).arrayBuffer()))).toBe(
+      sha(shared),
+    );
+    const audit = await services.db.query<{ bytes: string; detail: { removed: number } }>(
+      "SELECT bytes, detail FROM audit_events WHERE action = 'records.blobs.collect' ORDER BY at DESC LIMIT 1",
+    );
+    expect(audit.rows[0].detail.removed).toBe(swept.removed);
+    expect(Number(audit.rows[0].bytes)).toBeGreaterThanOrEqual(only.length);
+    // The same bytes uploaded again are stored again, whole.
+    const back = new FormData();
+    back.append('file', new Blob([only]), 'back.bin');
+    await json(await api(`${P}/subjects/${b}/files`, { method: 'POST', body: back }), 201);
+    expect(existsSync(blobPath(sha(only)))).toBe(true);
   });
 
   it('a failed or cut-off upload leaves no blob in the file store and no row; shared bytes stay', async () => {

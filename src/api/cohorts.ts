@@ -11,6 +11,7 @@ import { patientMappingCsv, uidMappingCsv } from '../cohorts/provenance';
 import { withdrawSubject } from '../cohorts/withdraw';
 import { setCohortCarriesRecords } from '../index-db/records';
 import { cohortRecordTables, recordEntries, recordsTag } from '../records/cohort-records';
+import { cohortRecordsQuery, cohortStudiesOfRecords } from '../records/search';
 import { isUid, UID_MAX_LENGTH, UID_RULE } from '../dicom/uid';
 import { noteAudit, principalOf, requireExistingProjectRole } from '../http/context';
 import { AppError, BadRequestError, NotFoundError } from '../errors';
@@ -34,6 +35,9 @@ const PROJECT_ID = z
   .max(64)
   .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'lowercase letters, digits and dashes');
 
+/** Most subjects a cohort takes from records (as many as a study list may name studies). */
+const COHORT_MAX_SUBJECTS = 10_000;
+
 const cohortInput = z
   .object({
     name: z.string().min(1).max(200),
@@ -45,6 +49,10 @@ const cohortInput = z
       .object(Object.fromEntries(COHORT_OPTION_NAMES.map((n) => [n, z.boolean().optional()])))
       .strict()
       .default({}),
+    // Issue 18: the studies of the subjects a records search finds (the body of POST …/subjects/search without
+    // paging), or of subjects a search returned (their ids).
+    records_query: cohortRecordsQuery.optional(),
+    subjects: z.array(z.string().uuid()).min(1).max(COHORT_MAX_SUBJECTS).optional(),
     // Issue 18: the download also carries the subjects' records, de-identified (records/*.csv).
     records: z.boolean().optional(),
     target: z.union([
@@ -53,9 +61,10 @@ const cohortInput = z
     ]),
   })
   .strict()
-  .refine((b) => (b.studies === undefined) !== (b.query === undefined), {
-    message: 'give exactly one of studies and query',
-  });
+  .refine(
+    (b) => [b.studies, b.query, b.records_query, b.subjects].filter((x) => x !== undefined).length === 1,
+    { message: 'give exactly one of studies, query, records_query and subjects' },
+  );
 
 const COHORT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -125,7 +134,20 @@ export function cohortsRouter(services: Services, deid: Pick<Deidentifier, 'prof
       );
     }
     const p = principalOf(ctx);
-    const planned = await planCohort({ db: services.db, deid }, p, source, parsed.data as CohortRequest, {
+    const { records_query: recordsQuery, subjects, ...request } = parsed.data;
+    let fromRecords: { subjects: number } | undefined;
+    if (recordsQuery || subjects) {
+      const picked = await cohortStudiesOfRecords(
+        services.db,
+        source,
+        recordsQuery ? { query: recordsQuery } : { subjects: subjects! },
+        COHORT_MAX_SUBJECTS,
+      );
+      if (picked.studies.length === 0) throw new BadRequestError('the cohort selects no study');
+      request.studies = picked.studies;
+      fromRecords = { subjects: picked.subjects };
+    }
+    const planned = await planCohort({ db: services.db, deid }, p, source, request as CohortRequest, {
       maxInstances: services.config.COHORT_MAX_INSTANCES,
       qidoMaxLimit: services.config.QIDO_MAX_LIMIT,
     });
@@ -137,6 +159,10 @@ export function cohortsRouter(services: Services, deid: Pick<Deidentifier, 'prof
         cohort: planned.id,
         research_project: planned.researchProjectId,
         instances: planned.instances,
+        ...(fromRecords && {
+          from_records: recordsQuery ? 'query' : 'subjects',
+          subjects: fromRecords.subjects,
+        }),
       },
     });
     // The cohort is durable in PostgreSQL; if Redis is down now, POST .../retry queues it later.

@@ -36,6 +36,15 @@ export function safeFilePath(name: string): string {
   return path;
 }
 
+/** A busboy parser of the request's multipart body; a 400 when the body's media type has no boundary. */
+function openBusboy(ctx: Context, opts: Omit<Busboy.BusboyConfig, 'headers'>): Busboy.Busboy {
+  try {
+    return Busboy({ headers: ctx.req.headers, ...opts });
+  } catch {
+    throw new BadRequestError('the multipart body has no boundary');
+  }
+}
+
 function requireMultipart(ctx: Context): void {
   if (!ctx.is('multipart/form-data')) throw new UnsupportedMediaTypeError('expected multipart/form-data');
 }
@@ -68,13 +77,12 @@ export async function receiveFiles(
     await new Promise<void>((resolve, reject) => {
       let bb: Busboy.Busboy;
       try {
-        bb = Busboy({
-          headers: ctx.req.headers,
+        bb = openBusboy(ctx, {
           preservePath: true, // folders of an upload are kept (and checked by safeFilePath)
           limits: { fileSize: limits.maxFileBytes, files: limits.maxFiles, fields: 20, fieldSize: 4096 },
         });
-      } catch {
-        return reject(new BadRequestError('the multipart body has no boundary'));
+      } catch (err) {
+        return reject(err);
       }
       let failed = false;
       const fail = (err: unknown) => {
@@ -169,6 +177,9 @@ function capped(stream: Readable & { truncated?: boolean }, max: number): Readab
   stream.once('close', () => {
     if (!stream.readableEnded) t.destroy(new BadRequestError('the upload was stopped'));
   });
+  // The part may be stopped before its reader (store.put's pipeline) is attached: without a listener of its own that
+  // error would be an uncaught 'error' event and end the process. The reader still sees it (t is destroyed).
+  t.on('error', () => undefined);
   return stream.pipe(t);
 }
 
@@ -211,6 +222,7 @@ async function* zipEntries(path: string): AsyncGenerator<{ name: string; open():
 export async function receiveSheet(
   ctx: Context,
   maxBytes: number,
+  opts: { mapping: boolean } = { mapping: true },
 ): Promise<{ mapping: unknown; path: string; filename: string; mimeType: string; cleanup(): Promise<void> }> {
   requireMultipart(ctx);
   const tmp = await mkdtemp(join(tmpdir(), 'aperture-import-'));
@@ -221,12 +233,9 @@ export async function receiveSheet(
     await new Promise<void>((resolve, reject) => {
       let bb: Busboy.Busboy;
       try {
-        bb = Busboy({
-          headers: ctx.req.headers,
-          limits: { files: 1, fileSize: maxBytes, fields: 10, fieldSize: 256 * 1024 },
-        });
-      } catch {
-        return reject(new BadRequestError('the multipart body has no boundary'));
+        bb = openBusboy(ctx, { limits: { files: 1, fileSize: maxBytes, fields: 10, fieldSize: 256 * 1024 } });
+      } catch (err) {
+        return reject(err);
       }
       let writing: Promise<void> = Promise.resolve();
       const fail = (err: unknown) => {
@@ -248,6 +257,7 @@ export async function receiveSheet(
       ctx.req.pipe(bb);
     });
     if (!file) throw new BadRequestError('file: the sheet is missing');
+    if (!opts.mapping) return { mapping: undefined, ...file, cleanup };
     if (mapping === undefined) throw new BadRequestError('mapping: missing');
     let parsed: unknown;
     try {

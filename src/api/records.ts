@@ -19,6 +19,7 @@ import {
   listFiles,
   listSubjects,
   type RecordRow,
+  type RecordTypeRow,
   searchSubjects,
   streamTypeRecords,
   studiesOfSubjects,
@@ -34,7 +35,15 @@ import { checkMapping, importRows, type ImportMapping, type ImportSummary } from
 import { TYPE_NAME, valueToCell } from '../records/schema';
 import { searchConditions, searchInput } from '../records/search';
 import { compiledType, defineType, loadType, writeRecord } from '../records/service';
-import { csvOut, readSheet, type SheetFormat, type SheetRow, xlsxOut } from '../records/sheets';
+import {
+  csvOut,
+  readSheet,
+  readSheetHeader,
+  type SheetFormat,
+  sheetFormat,
+  type SheetRow,
+  xlsxOut,
+} from '../records/sheets';
 import { kmByGroup, kmSvg, summariseFields } from '../records/summary';
 import type { Services } from '../services';
 import { readJsonBody } from './body';
@@ -93,6 +102,11 @@ function presentRecord(r: RecordRow) {
   };
 }
 
+/** A type version as the API shows it (schema properties in the order they were written). */
+function presentType(t: Pick<RecordTypeRow, 'name' | 'version' | 'key_field' | 'parent_type' | 'schema'>) {
+  return { name: t.name, version: t.version, key: t.key_field, parent: t.parent_type, schema: t.schema };
+}
+
 function presentSubject(s: SubjectRow) {
   return { id: s.id, patient_id: s.patient_id, issuer: s.issuer, kind: s.kind, created_at: s.created_at };
 }
@@ -131,11 +145,7 @@ export function recordsRouter(services: Services): Router {
     const project = await requireExistingProjectRole(ctx, services, 'reader');
     noteAudit(ctx, { action: 'records.types.list', projectId: project });
     ctx.body = (await latestRecordTypes(db, project)).map((t) => ({
-      name: t.name,
-      version: t.version,
-      key: t.key_field,
-      parent: t.parent_type,
-      schema: t.schema,
+      ...presentType(t),
       created_at: t.created_at,
     }));
   });
@@ -151,11 +161,13 @@ export function recordsRouter(services: Services): Router {
       detail: { type: t.name, version: t.version },
     });
     ctx.body = {
-      name: t.name,
-      version: t.version,
-      key: t.key,
-      parent: t.parent,
-      schema: t.schema,
+      ...presentType({
+        name: t.name,
+        version: t.version,
+        key_field: t.key,
+        parent_type: t.parent,
+        schema: t.schema,
+      }),
       fields: t.fields,
     };
   });
@@ -172,13 +184,7 @@ export function recordsRouter(services: Services): Router {
       detail: { type: row.name, version: row.version },
     });
     ctx.status = row.version === 1 ? 201 : 200;
-    ctx.body = {
-      name: row.name,
-      version: row.version,
-      key: row.key_field,
-      parent: row.parent_type,
-      schema: row.schema,
-    };
+    ctx.body = presentType(row);
   });
 
   // ---- subjects
@@ -434,6 +440,26 @@ export function recordsRouter(services: Services): Router {
 
   // ---- import / export
 
+  // The column names of a sheet (its first row, CSV or XLSX), so a client can offer them in the mapping before it
+  // imports; nothing is stored.
+  router.post('/record-types/:type/import/columns', async (ctx) => {
+    const project = await requireExistingProjectRole(ctx, services, 'curator');
+    const type = await loadType(db, project, typeName(ctx));
+    const sheet = await receiveSheet(ctx, cfg.RECORDS_IMPORT_MAX_BYTES, { mapping: false });
+    try {
+      const format = sheetFormat(sheet.filename, sheet.mimeType);
+      const columns = (await readSheetHeader(sheet.path, format)).filter((c) => c !== '');
+      noteAudit(ctx, {
+        action: 'records.import.columns',
+        projectId: project,
+        detail: { type: type.name, format, columns: columns.length },
+      });
+      ctx.body = { format, columns };
+    } finally {
+      await sheet.cleanup();
+    }
+  });
+
   router.post('/record-types/:type/import', async (ctx) => {
     const project = await requireExistingProjectRole(ctx, services, 'curator');
     const type = await loadType(db, project, typeName(ctx));
@@ -444,8 +470,7 @@ export function recordsRouter(services: Services): Router {
       const parsedMapping = mappingInput.safeParse(sheet.mapping);
       if (!parsedMapping.success) throw zodProblems(parsedMapping.error, 'mapping.');
       const mapping = parsedMapping.data as ImportMapping;
-      const format: SheetFormat =
-        /\.xlsx$/i.test(sheet.filename) || sheet.mimeType.includes('spreadsheetml') ? 'xlsx' : 'csv';
+      const format: SheetFormat = sheetFormat(sheet.filename, sheet.mimeType);
       // The first row is read before answering, so a sheet that does not fit the mapping is a plain 400.
       const rows = readSheet(sheet.path, format);
       const first = await rows.next();

@@ -24,7 +24,7 @@ import type { PacsClient } from '../orthanc/client';
 import { codecPoolFor, type CodecConfig } from '../codecs';
 import { cleanBurnedInPixels, pixelRulesFor } from './clean-pixels';
 import type { CohortOptions, Deidentifier } from './deid-port';
-import { derivePseudonym, patientKey } from './keys';
+import { derivePseudonym, patientIssuer, patientKey } from './keys';
 import { CohortStepAudit, type CohortStep } from './step-audit';
 import { withdrawSubject } from './withdraw';
 
@@ -72,11 +72,13 @@ export async function execCohortInstance(
   audit?.note('read', 'ok');
 
   const key = patientKey(row.patient_id, row.patient_name);
-  const derived = derivePseudonym(secret, cohort.source_project_id, key);
+  const issuer = patientIssuer(row.patient_issuer);
+  const derived = derivePseudonym(secret, cohort.source_project_id, key, issuer);
   const { pseudonym, date_offset_days, withdrawn_at } = await ensurePseudonym(deps.db, {
     projectId: cohort.research_project_id,
     sourceProjectId: cohort.source_project_id,
     patientKey: key,
+    issuer,
     ...derived,
   });
   if (withdrawn_at) {

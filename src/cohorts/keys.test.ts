@@ -1,4 +1,4 @@
-import { derivePseudonym, isPseudonym, patientKey } from './keys';
+import { derivePseudonym, isPseudonym, patientIssuer, patientKey } from './keys';
 
 describe('cohort pseudonyms and date offsets', () => {
   const secretA = Buffer.alloc(32, 1);
@@ -28,5 +28,17 @@ describe('cohort pseudonyms and date offsets', () => {
     expect(patientKey(' 123 ', 'Doe^John')).toBe('123');
     expect(patientKey('', 'Doe^John')).toBe('name:Doe^John');
     expect(patientKey(null, null)).toBe('unknown');
+  });
+
+  it('gives the same Patient ID under two issuers two pseudonyms, and keeps the old one without an issuer', () => {
+    const a = derivePseudonym(secretA, 'clinic', 'PAT-1', 'HOSP-A');
+    const b = derivePseudonym(secretA, 'clinic', 'PAT-1', 'HOSP-B');
+    const none = derivePseudonym(secretA, 'clinic', 'PAT-1', '');
+    expect(a.pseudonym).not.toBe(b.pseudonym);
+    expect(a.pseudonym).not.toBe(none.pseudonym);
+    expect(none).toEqual(derivePseudonym(secretA, 'clinic', 'PAT-1'));
+    expect(derivePseudonym(secretA, 'clinic', 'PAT-1', 'HOSP-A')).toEqual(a);
+    expect(patientIssuer(' HOSP-A ')).toBe('HOSP-A');
+    expect(patientIssuer(null)).toBe('');
   });
 });

@@ -15,13 +15,22 @@ export function patientKey(patientId: string | null, patientName: string | null)
   return 'unknown';
 }
 
-/** The pseudonym (Patient ID and Name of the copies) and the date offset of a source patient. */
+/** The Issuer of Patient ID (0010,0021) as it takes part in a patient's identity: trimmed, '' when none. */
+export function patientIssuer(issuer: string | null | undefined): string {
+  return issuer?.trim() ?? '';
+}
+
+/** The pseudonym (Patient ID and Name of the copies) and the date offset of a source patient under its issuer. */
 export function derivePseudonym(
   secret: Buffer,
   sourceProjectId: string,
   key: string,
+  issuer = '',
 ): { pseudonym: string; dateOffsetDays: number } {
-  const mac = createHmac('sha256', secret).update(`patient\u0000${sourceProjectId}\u0000${key}`).digest();
+  // The issuer joins the input only when there is one, so patients without an issuer keep the pseudonym they had
+  // before issuers were told apart; the same Patient ID under two issuers is two patients.
+  const input = `patient\u0000${sourceProjectId}\u0000${key}${issuer ? `\u0000${issuer}` : ''}`;
+  const mac = createHmac('sha256', secret).update(input).digest();
   const pseudonym = `RP${mac.subarray(0, 6).toString('hex').toUpperCase()}`;
   // Always into the past, so a shifted date is never in the future.
   const dateOffsetDays = -(OFFSET_MIN_DAYS + (mac.readUInt32BE(6) % OFFSET_SPAN_DAYS));

@@ -158,6 +158,8 @@ export interface PendingInstance {
   file_size: number | null;
   patient_id: string | null;
   patient_name: string | null;
+  /** Issuer of Patient ID (0010,0021), null when the instance has none. */
+  patient_issuer: string | null;
 }
 
 /** The next pending instances of a cohort after `afterSop` (keyset order), with what the index knows of them. */
@@ -170,7 +172,8 @@ export async function pendingInstances(
   const r = await db.query<PendingInstance>(
     `SELECT ci.source_sop_uid, ci.source_study_uid, i.orthanc_id, i.file_size::float8 AS file_size,
             i.dicom_json->'00100020'->'Value'->>0 AS patient_id,
-            i.dicom_json->'00100010'->'Value'->0->>'Alphabetic' AS patient_name
+            i.dicom_json->'00100010'->'Value'->0->>'Alphabetic' AS patient_name,
+            i.dicom_json->'00100021'->'Value'->>0 AS patient_issuer
        FROM cohort_instances ci
        LEFT JOIN instances i ON i.sop_instance_uid = ci.source_sop_uid
       WHERE ci.cohort_id = $1 AND ci.state = 'pending' AND ci.source_sop_uid > $2

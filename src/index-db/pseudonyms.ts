@@ -32,19 +32,22 @@ export async function ensurePseudonym(
     projectId: string;
     sourceProjectId: string;
     patientKey: string;
+    /** Issuer of Patient ID, '' when none. */
+    issuer?: string;
     pseudonym: string;
     dateOffsetDays: number;
   },
 ): Promise<PseudonymRow> {
   await db.query(
-    `INSERT INTO research_pseudonyms (project_id, source_project_id, source_patient_key, pseudonym, date_offset_days)
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-    [p.projectId, p.sourceProjectId, p.patientKey, p.pseudonym, p.dateOffsetDays],
+    `INSERT INTO research_pseudonyms (project_id, source_project_id, source_patient_key, source_issuer, pseudonym,
+                                      date_offset_days)
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+    [p.projectId, p.sourceProjectId, p.patientKey, p.issuer ?? '', p.pseudonym, p.dateOffsetDays],
   );
   const r = await db.query<PseudonymRow>(
     `SELECT pseudonym, date_offset_days, withdrawn_at FROM research_pseudonyms
-      WHERE project_id = $1 AND source_project_id = $2 AND source_patient_key = $3`,
-    [p.projectId, p.sourceProjectId, p.patientKey],
+      WHERE project_id = $1 AND source_project_id = $2 AND source_patient_key = $3 AND source_issuer = $4`,
+    [p.projectId, p.sourceProjectId, p.patientKey, p.issuer ?? ''],
   );
   if (!r.rows[0]) throw new Error('pseudonym collision in research project');
   return r.rows[0];

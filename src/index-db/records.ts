@@ -34,6 +34,11 @@ export async function syncSubjectsFromIndex(db: Queryable, projectId: string): P
   return r.rowCount ?? 0;
 }
 
+/** Whether a query answers any row. */
+async function exists(db: Queryable, sql: string, params: unknown[]): Promise<boolean> {
+  return ((await db.query(sql, params)).rowCount ?? 0) > 0;
+}
+
 /** The subject of a Patient ID (+ issuer), created when missing. */
 export async function ensureSubject(
   db: Queryable,
@@ -169,13 +174,28 @@ export interface RecordTypeRow {
   created_at: Date;
 }
 
+/**
+ * A type row with its schema's properties back in the order they were written (jsonb reorders object keys; the
+ * order is kept beside it in field_order). Fields missing from the order (none, unless edited by hand) go last.
+ */
+function inWrittenOrder(row: RecordTypeRow & { field_order?: string[] | null }): RecordTypeRow {
+  const { field_order: order, ...rest } = row;
+  const props = rest.schema?.properties as Record<string, unknown> | undefined;
+  if (!order || !props || typeof props !== 'object') return rest;
+  const names = [...order.filter((n) => n in props), ...Object.keys(props).filter((n) => !order.includes(n))];
+  return {
+    ...rest,
+    schema: { ...rest.schema, properties: Object.fromEntries(names.map((n) => [n, props[n]])) },
+  };
+}
+
 /** The latest version of every type of a project. */
 export async function latestRecordTypes(db: Queryable, projectId: string): Promise<RecordTypeRow[]> {
   const r = await db.query<RecordTypeRow>(
     `SELECT DISTINCT ON (name) * FROM record_types WHERE project_id = $1 ORDER BY name, version DESC`,
     [projectId],
   );
-  return r.rows;
+  return r.rows.map(inWrittenOrder);
 }
 
 /** One version of a type (the latest when version is omitted). */
@@ -190,7 +210,7 @@ export async function getRecordType(
       ORDER BY version DESC LIMIT 1`,
     [projectId, name, version ?? null],
   );
-  return r.rows[0];
+  return r.rows[0] && inWrittenOrder(r.rows[0]);
 }
 
 /** Adds the next version of a type; returns it. */
@@ -198,13 +218,16 @@ export async function insertRecordTypeVersion(
   db: Pool,
   t: Omit<RecordTypeRow, 'version' | 'created_at'>,
 ): Promise<RecordTypeRow> {
+  const props = t.schema.properties;
+  const order = props && typeof props === 'object' ? Object.keys(props) : null;
   const r = await db.query<RecordTypeRow>(
-    `INSERT INTO record_types (project_id, name, version, schema, key_field, parent_type, created_by)
-     SELECT $1, $2, COALESCE(max(version), 0) + 1, $3, $4, $5, $6 FROM record_types WHERE project_id = $1 AND name = $2
+    `INSERT INTO record_types (project_id, name, version, schema, key_field, parent_type, created_by, field_order)
+     SELECT $1, $2, COALESCE(max(version), 0) + 1, $3, $4, $5, $6, $7 FROM record_types
+      WHERE project_id = $1 AND name = $2
      RETURNING *`,
-    [t.project_id, t.name, t.schema, t.key_field, t.parent_type, t.created_by],
+    [t.project_id, t.name, t.schema, t.key_field, t.parent_type, t.created_by, order],
   );
-  return r.rows[0];
+  return inWrittenOrder(r.rows[0]);
 }
 
 // ---- records
@@ -413,10 +436,33 @@ export async function lockBlob(client: PoolClient, sha256: string): Promise<void
   await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`record-blob:${sha256}`]);
 }
 
-/** Whether any file row of any project names the blob. */
+/** Whether any file row or pipeline artefact of any project names the blob. */
 export async function blobReferenced(db: Queryable, sha256: string): Promise<boolean> {
-  const r = await db.query('SELECT 1 FROM record_files WHERE sha256 = $1 LIMIT 1', [sha256]);
-  return (r.rowCount ?? 0) > 0;
+  return exists(
+    db,
+    `SELECT 1 FROM record_files WHERE sha256 = $1
+     UNION ALL SELECT 1 FROM pipeline_artefacts WHERE sha256 = $1 LIMIT 1`,
+    [sha256],
+  );
+}
+
+/** Blobs whose last naming row went before `before` (candidates for collection), after `after` in hash order. */
+export async function blobCandidates(
+  db: Queryable,
+  before: Date,
+  after: string,
+  limit: number,
+): Promise<string[]> {
+  const r = await db.query<{ sha256: string }>(
+    'SELECT sha256 FROM record_blob_candidates WHERE since < $1 AND sha256 > $2 ORDER BY sha256 LIMIT $3',
+    [before, after, limit],
+  );
+  return r.rows.map((x) => x.sha256);
+}
+
+/** Drops a candidate (collected, or named again), unless a newer deletion made it a candidate again since. */
+export async function dropBlobCandidate(db: Queryable, sha256: string, before: Date): Promise<void> {
+  await db.query('DELETE FROM record_blob_candidates WHERE sha256 = $1 AND since < $2', [sha256, before]);
 }
 
 /**
@@ -607,8 +653,7 @@ export async function setCohortCarriesRecords(db: Queryable, cohortId: string): 
 }
 
 export async function cohortCarriesRecords(db: Queryable, cohortId: string): Promise<boolean> {
-  const r = await db.query('SELECT 1 FROM cohort_records WHERE cohort_id = $1', [cohortId]);
-  return (r.rowCount ?? 0) > 0;
+  return exists(db, 'SELECT 1 FROM cohort_records WHERE cohort_id = $1', [cohortId]);
 }
 
 /**
@@ -624,6 +669,7 @@ export async function cohortSubjects(
        FROM cohorts c
        JOIN research_pseudonyms rp ON rp.project_id = c.research_project_id AND rp.source_project_id = c.source_project_id
        JOIN record_subjects s ON s.project_id = c.source_project_id AND s.patient_id = rp.source_patient_key
+                              AND s.issuer = rp.source_issuer
       WHERE c.id = $1
         AND EXISTS (SELECT 1 FROM cohort_instances ci
                      WHERE ci.cohort_id = c.id AND ci.pseudonym = rp.pseudonym AND ci.state = 'done')

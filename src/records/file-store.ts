@@ -37,6 +37,8 @@ export interface FileStore {
   /** Opens a stored blob; NotFoundError if the store does not hold it. */
   open(sha256: string): Promise<Readable>;
   has(sha256: string): Promise<boolean>;
+  /** Size and last write of a blob (a put of bytes already held writes them again); undefined when absent. */
+  statBlob(sha256: string): Promise<{ size: number; mtime: Date } | undefined>;
   /** Removes a blob (no error when it is gone). Callers hold the blob's lock and have checked no row names it. */
   remove(sha256: string): Promise<void>;
 }
@@ -92,6 +94,14 @@ export class FsFileStore implements FileStore {
     return stat(this.pathOf(sha256)).then(
       () => true,
       () => false,
+    );
+  }
+
+  async statBlob(sha256: string): Promise<{ size: number; mtime: Date } | undefined> {
+    if (!SHA.test(sha256)) return undefined;
+    return stat(this.pathOf(sha256)).then(
+      (st) => ({ size: st.size, mtime: st.mtime }),
+      () => undefined,
     );
   }
 

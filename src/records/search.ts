@@ -4,10 +4,19 @@
  *   { records: [{type, field, eq | in | min | max | contains}], imaging: {modality, date_from, date_to,
  *     description}, limit, offset }
  */
+import type { Pool } from 'pg';
 import { z } from 'zod';
 import { BadRequestError } from '../errors';
-import type { ImagingCondition, RecordCondition } from '../index-db/records';
+import {
+  type ImagingCondition,
+  latestRecordTypes,
+  type RecordCondition,
+  searchSubjects,
+  studiesOfSubjects,
+  syncSubjectsFromIndex,
+} from '../index-db/records';
 import type { RecordType } from './schema';
+import { compiledType } from './service';
 
 const scalar = z.union([z.string().max(1024), z.number(), z.boolean()]);
 
@@ -115,4 +124,45 @@ export function searchConditions(
       }
     : undefined;
   return { records, imaging };
+}
+
+/** A search as a cohort request names it: the same criteria, without paging (every matching subject is taken). */
+export const cohortRecordsQuery = searchInput.omit({ limit: true, offset: true });
+
+/** The compiled latest types of a project, by name (what a search is checked against). */
+export async function searchTypes(db: Pool, projectId: string): Promise<Map<string, RecordType>> {
+  return new Map((await latestRecordTypes(db, projectId)).map((t) => [t.name, compiledType(t)]));
+}
+
+/**
+ * The Study Instance UIDs a cohort takes from a records search (issue 18, "used to pick a cohort"): the studies of
+ * every matching subject that meet the imaging criteria (all their studies without any), or of a set of subjects a
+ * search returned. At most maxSubjects subjects; more is a 400 rather than a silently cut cohort.
+ */
+export async function cohortStudiesOfRecords(
+  db: Pool,
+  projectId: string,
+  pick: { query: z.infer<typeof cohortRecordsQuery> } | { subjects: string[] },
+  maxSubjects: number,
+): Promise<{ studies: string[]; subjects: number }> {
+  let ids: string[];
+  let imaging: ImagingCondition | undefined;
+  if ('query' in pick) {
+    const cond = searchConditions({ ...pick.query, offset: 0 }, await searchTypes(db, projectId));
+    imaging = cond.imaging;
+    if (cond.records.length === 0) await syncSubjectsFromIndex(db, projectId);
+    const found = await searchSubjects(db, projectId, cond.records, imaging, maxSubjects, 0);
+    if (found.more) throw new BadRequestError(`records_query: matches more than ${maxSubjects} subjects`);
+    ids = found.rows.map((r) => r.id);
+  } else {
+    ids = [...new Set(pick.subjects)];
+    if (ids.length > maxSubjects) throw new BadRequestError(`subjects: at most ${maxSubjects}`);
+  }
+  const studies = await studiesOfSubjects(db, projectId, ids, imaging);
+  if ('subjects' in pick && studies.size < ids.length) {
+    // A subject of another project (or none) answers like one without images: nothing says it exists elsewhere.
+    const missing = ids.filter((id) => !studies.has(id)).length;
+    throw new BadRequestError(`subjects: ${missing} of them have no study in this project`);
+  }
+  return { studies: [...new Set([...studies.values()].flat())].sort(), subjects: ids.length };
 }

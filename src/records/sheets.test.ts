@@ -2,7 +2,7 @@ import ExcelJS from 'exceljs';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readSheet, type SheetRow } from './sheets';
+import { readSheet, readSheetHeader, type SheetRow, sheetFormat } from './sheets';
 
 const dir = mkdtempSync(join(tmpdir(), 'aperture-sheets-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -41,6 +41,26 @@ describe('reading spreadsheets row by row', () => {
     expect(rows[0].cells['Patient ID']).toBe('P1');
     expect(rows[0].cells.Dose).toBe(59.4);
     expect((rows[1].cells.Start as Date).toISOString().slice(0, 10)).toBe('2021-01-31');
+  });
+
+  it('reads the column names of an XLSX (also one with no data row) and of a CSV, as the import names them', async () => {
+    const wb = new ExcelJS.Workbook();
+    wb.addWorksheet('one').addRow([
+      'Patient ID',
+      'T stage',
+      { richText: [{ text: 'OS ' }, { text: '(months)' }] },
+    ]);
+    const p = join(dir, 'header-only.xlsx');
+    writeFileSync(p, Buffer.from(await wb.xlsx.writeBuffer()));
+    expect(await readSheetHeader(p, 'xlsx')).toEqual(['Patient ID', 'T stage', 'OS (months)']);
+    const c = join(dir, 'h.csv');
+    writeFileSync(c, 'Patient ID;Dose\r\nP1;60\r\n');
+    expect(await readSheetHeader(c, 'csv')).toEqual(['Patient ID', 'Dose']);
+    expect(sheetFormat('Sheet.XLSX', 'application/octet-stream')).toBe('xlsx');
+    expect(sheetFormat('blob', 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet')).toBe(
+      'xlsx',
+    );
+    expect(sheetFormat('a.csv', 'text/csv')).toBe('csv');
   });
 
   it('refuses a file that is not XLSX with a 400', async () => {

@@ -18,10 +18,31 @@ export interface SheetRow {
   cells: Record<string, unknown>;
 }
 
-/** Reads the rows of the first worksheet (XLSX) or the file (CSV); the first row names the columns. */
+/** The format of an uploaded sheet, from its file name or media type (CSV unless it says XLSX). */
+export function sheetFormat(filename: string, mimeType: string): SheetFormat {
+  return /\.xlsx$/i.test(filename) || mimeType.includes('spreadsheetml') ? 'xlsx' : 'csv';
+}
+
+/** The column names of a sheet (its first row, as the import reads them), reading no further than that row. */
+export async function readSheetHeader(path: string, format: SheetFormat): Promise<string[]> {
+  let header: string[] = [];
+  try {
+    for await (const _row of readSheet(path, format, (h) => (header = h))) break;
+  } catch (err) {
+    // A CSV sent cut short (its first bytes only) may end inside a quoted value: the header was read before that.
+    if (header.length === 0 || format !== 'csv') throw err;
+  }
+  return header;
+}
+
+/**
+ * Reads the rows of the first worksheet (XLSX) or the file (CSV); the first row names the columns (handed to
+ * onHeader when it is read).
+ */
 export async function* readSheet(
   path: string,
   format: SheetFormat,
+  onHeader?: (header: string[]) => void,
 ): AsyncGenerator<SheetRow, void, undefined> {
   if (format === 'csv') {
     const parser = createReadStream(path).pipe(
@@ -40,6 +61,7 @@ export async function* readSheet(
         n++;
         if (!header) {
           header = uniqueHeader(rec);
+          onHeader?.(header);
           continue;
         }
         yield { row: n, cells: Object.fromEntries(header.map((h, i) => [h, rec[i]])) };
@@ -67,6 +89,7 @@ export async function* readSheet(
           header = uniqueHeader(
             values.map((v) => (v === undefined || v === null ? '' : String(cellText(v)))),
           );
+          onHeader?.(header);
           continue;
         }
         if (values.every((v) => v === undefined || v === null || v === '')) continue;

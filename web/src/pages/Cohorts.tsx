@@ -161,6 +161,35 @@ function pickQuery(f: Pick): Record<string, string> {
 const WIZARD_PAGE = 100;
 
 /**
+ * A Records search handed to the wizard (issue 18): its criteria (the body of POST …/subjects/search without paging)
+ * and what it found. Kept in sessionStorage, never in the URL: criteria can quote free text.
+ */
+export interface RecordsPick {
+  query: { records: unknown[]; imaging?: Record<string, string> };
+  subjects: number;
+  more: boolean;
+  studies: number;
+}
+
+const recordsPickKey = (project: string) => `aperture.cohort-from-records.${project}`;
+
+/** Hands a Records search to the cohort wizard of the project and opens it. */
+export function openWizardWithRecords(project: string, pick: RecordsPick): void {
+  sessionStorage.setItem(recordsPickKey(project), JSON.stringify(pick));
+  location.hash = `#/p/${encodeURIComponent(project)}/cohorts/new`;
+}
+
+function takeRecordsPick(project: string): RecordsPick | undefined {
+  const raw = sessionStorage.getItem(recordsPickKey(project));
+  if (!raw) return undefined;
+  try {
+    return JSON.parse(raw) as RecordsPick;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * The cohort wizard (curators of the source project): 1. pick studies (QIDO filters, tick studies or take every
  * match), 2. de-identification options, 3. target research project and name, 4. review and start. Patient names stay
  * in page state, never in the URL.
@@ -169,7 +198,9 @@ export function CohortWizardPage({ project }: { project: string }) {
   const [step, setStep] = useState(1);
   const [draft, setDraft] = useState<Pick>({ id: '', from: '', to: '', modality: '', description: '' });
   const [filters, setFilters] = useState<Pick>(draft);
-  const [mode, setMode] = useState<'selected' | 'query'>('selected');
+  const [fromRecords] = useState(() => takeRecordsPick(project));
+  const [mode, setMode] = useState<'selected' | 'query' | 'records'>(fromRecords ? 'records' : 'selected');
+  const [withRecords, setWithRecords] = useState(fromRecords !== undefined);
   const [selected, setSelected] = useState<Set<string>>(new Set());
   const [options, setOptions] = useState<Record<string, boolean>>({});
   const [targetKind, setTargetKind] = useState<'existing' | 'new'>('new');
@@ -210,7 +241,12 @@ export function CohortWizardPage({ project }: { project: string }) {
       />
     </label>
   );
-  const studiesChosen = mode === 'selected' ? selected.size > 0 : (studies.data?.length ?? 0) > 0;
+  const studiesChosen =
+    mode === 'records'
+      ? (fromRecords?.studies ?? 0) > 0
+      : mode === 'selected'
+        ? selected.size > 0
+        : (studies.data?.length ?? 0) > 0;
   const targetChosen =
     targetKind === 'existing' ? existing !== '' : newId.trim() !== '' && newName.trim() !== '';
 
@@ -220,7 +256,12 @@ export function CohortWizardPage({ project }: { project: string }) {
     try {
       const body = {
         name: name.trim(),
-        ...(mode === 'selected' ? { studies: [...selected] } : { query: pickQuery(filters) }),
+        ...(mode === 'records' && fromRecords
+          ? { records_query: fromRecords.query }
+          : mode === 'selected'
+            ? { studies: [...selected] }
+            : { query: pickQuery(filters) }),
+        ...(withRecords ? { records: true } : {}),
         options,
         target:
           targetKind === 'existing'
@@ -233,6 +274,7 @@ export function CohortWizardPage({ project }: { project: string }) {
         body: JSON.stringify(body),
       });
       const made = (await res.json()) as { id: string };
+      sessionStorage.removeItem(recordsPickKey(project));
       location.hash = `#/cohorts/${made.id}`;
     } catch (err) {
       setSubmitError(err);
@@ -252,7 +294,48 @@ export function CohortWizardPage({ project }: { project: string }) {
         ))}
       </ol>
 
-      {step === 1 && (
+      {step === 1 && mode === 'records' && fromRecords && (
+        <div id="wizard-from-records">
+          <p>
+            The studies of the{' '}
+            <strong>
+              {fromRecords.subjects}
+              {fromRecords.more ? '+' : ''}
+            </strong>{' '}
+            subject
+            {fromRecords.subjects === 1 ? '' : 's'} the Records search found ({fromRecords.studies}
+            {fromRecords.more ? '+' : ''} matching stud{fromRecords.studies === 1 ? 'y' : 'ies'}): the gateway
+            runs the same search again when the cohort starts and takes every match.
+          </p>
+          <p>
+            <label>
+              <input
+                id="wizard-with-records"
+                type="checkbox"
+                checked={withRecords}
+                onChange={(e) => setWithRecords(e.target.checked)}
+              />{' '}
+              Carry the subjects&apos; records (de-identified CSV beside the images)
+            </label>
+          </p>
+          <p>
+            <button
+              type="button"
+              onClick={() => {
+                sessionStorage.removeItem(recordsPickKey(project));
+                setMode('selected');
+              }}
+            >
+              Pick studies instead
+            </button>{' '}
+            <button id="wizard-next-1" disabled={!studiesChosen} onClick={() => setStep(2)}>
+              Next
+            </button>
+          </p>
+        </div>
+      )}
+
+      {step === 1 && mode !== 'records' && (
         <div id="wizard-studies">
           <form className="filters" onSubmit={search}>
             {field('id', 'Patient ID')}
@@ -449,7 +532,11 @@ export function CohortWizardPage({ project }: { project: string }) {
               <tr>
                 <th>Studies</th>
                 <td>
-                  {mode === 'selected' ? `${selected.size} ticked` : 'every study matching the filters'}
+                  {mode === 'records'
+                    ? `the ${fromRecords?.subjects ?? 0}${fromRecords?.more ? '+' : ''} subjects of the Records search${withRecords ? ', with their records' : ''}`
+                    : mode === 'selected'
+                      ? `${selected.size} ticked`
+                      : 'every study matching the filters'}
                 </td>
               </tr>
               <tr>

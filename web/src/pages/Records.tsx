@@ -13,6 +13,7 @@ import {
   UserFacingError,
 } from '../api';
 import { ErrorPanel, useLoad } from '../components';
+import { openWizardWithRecords, type RecordsPick } from './Cohorts';
 
 /**
  * Research records of a project (issue 18): subjects, record types, spreadsheet import, export and summaries; a
@@ -187,7 +188,9 @@ export function RecordsPage({ project }: { project: string }) {
       </p>
       {(types.error ?? roles.error) !== undefined && <ErrorPanel error={types.error ?? roles.error} />}
       <SubjectsSection key={imports} project={project} canWrite={roleAtLeast(r, 'contributor')} />
-      {types.data && types.data.length > 0 && <SearchSection project={project} types={types.data} />}
+      {types.data && types.data.length > 0 && (
+        <SearchSection project={project} types={types.data} canCurate={roleAtLeast(r, 'curator')} />
+      )}
       <TypesSection
         project={project}
         types={types.data ?? []}
@@ -330,7 +333,15 @@ const OP_LABEL: Record<Op, string> = {
  * Subjects by record fields combined with imaging criteria (POST /subjects/search, answered from the index). The
  * criteria travel in the request body and stay in page state: nothing of them is put in the URL.
  */
-function SearchSection({ project, types }: { project: string; types: RecordTypeInfo[] }) {
+function SearchSection({
+  project,
+  types,
+  canCurate,
+}: {
+  project: string;
+  types: RecordTypeInfo[];
+  canCurate: boolean;
+}) {
   const blank = (): Condition => {
     const f = fieldsOf(types[0])[0];
     return { type: types[0].name, field: f?.name ?? '', op: opsOf(f)[0], value: '' };
@@ -344,6 +355,8 @@ function SearchSection({ project, types }: { project: string; types: RecordTypeI
     subjects: Array<Omit<Subject, 'studies' | 'records'> & { studies: string[] }>;
     more: boolean;
   }>();
+  // The criteria of the search whose results are shown (what a cohort made from them runs again).
+  const [searched, setSearched] = useState<RecordsPick['query']>();
   const [error, setError] = useState<unknown>();
 
   const fieldOf = (c: Condition) =>
@@ -376,15 +389,15 @@ function SearchSection({ project, types }: { project: string; types: RecordTypeI
         .filter((c) => c.field && c.value !== '')
         .map((c) => ({ type: c.type, field: c.field, [c.op]: valueOf(c) })),
       ...(Object.keys(imaging).length ? { imaging } : {}),
-      limit: 200,
     };
     try {
       const res = await gatewayFetch(`${base(project)}/subjects/search`, {
         method: 'POST',
         headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-        body: JSON.stringify(body),
+        body: JSON.stringify({ ...body, limit: 200 }),
       });
       setFound((await res.json()) as typeof found);
+      setSearched(body);
     } catch (err) {
       setError(err);
     }
@@ -504,6 +517,25 @@ function SearchSection({ project, types }: { project: string; types: RecordTypeI
             {found.subjects.length}
             {found.more ? '+' : ''} subject{found.subjects.length === 1 ? '' : 's'} found
           </p>
+          {canCurate && searched && found.subjects.some((x) => x.studies.length > 0) && (
+            <p>
+              <button
+                id="search-to-cohort"
+                type="button"
+                onClick={() =>
+                  openWizardWithRecords(project, {
+                    query: searched,
+                    subjects: found.subjects.length,
+                    more: found.more,
+                    studies: found.subjects.reduce((n, x) => n + x.studies.length, 0),
+                  })
+                }
+              >
+                Make a research cohort of them
+              </button>{' '}
+              <span className="muted">(the cohort wizard, with these criteria)</span>
+            </p>
+          )}
           {found.subjects.length > 0 && (
             <table id="search-results">
               <thead>
@@ -718,33 +750,25 @@ interface Summary {
   refuse: number;
 }
 
-/** The column names of a CSV's first line (quoted names included); XLSX headers are typed in. */
-async function csvHeader(file: File): Promise<string[]> {
-  const text = await file.slice(0, 64 * 1024).text();
-  const line = text.split(/\r?\n/)[0] ?? '';
-  const out: string[] = [];
-  let cur = '';
-  let quoted = false;
-  for (let i = 0; i < line.length; i++) {
-    const c = line[i];
-    if (quoted) {
-      if (c === '"' && line[i + 1] === '"') {
-        cur += '"';
-        i++;
-      } else if (c === '"') quoted = false;
-      else cur += c;
-    } else if (c === '"') quoted = true;
-    else if (c === ',') {
-      out.push(cur);
-      cur = '';
-    } else cur += c;
-  }
-  out.push(cur);
-  return out.map((s) => s.trim()).filter(Boolean);
+/**
+ * The column names of a sheet as the gateway's import reads them (POST …/import/columns): the first row of an
+ * XLSX's first worksheet, or of a CSV (`,` `;` or tab). A CSV is sent only as its first 64 KiB: the header is all
+ * that is read.
+ */
+async function sheetColumns(project: string, type: string, file: File): Promise<string[]> {
+  const xlsx = /\.xlsx$/i.test(file.name) || file.type.includes('spreadsheetml');
+  const form = new FormData();
+  form.append('file', xlsx ? file : file.slice(0, 64 * 1024), xlsx ? file.name : 'header.csv');
+  const res = await gatewayFetch(`${base(project)}/record-types/${encodeURIComponent(type)}/import/columns`, {
+    method: 'POST',
+    body: form,
+    headers: { Accept: 'application/json' },
+  });
+  return ((await res.json()) as { columns: string[] }).columns;
 }
 
 /**
- * Spreadsheet import: pick the type and the sheet, map columns to fields (guessed from the CSV header), run a dry
+ * Spreadsheet import: pick the type and the sheet, map columns to fields (guessed from the sheet's header), run a dry
  * run that lists every row's outcome, then apply. Progress is the NDJSON stream the gateway answers with.
  */
 function ImportSection({
@@ -777,8 +801,15 @@ function ImportSection({
   }, [typeName, file]);
 
   const pickFile = async (f: File | undefined) => {
+    setError(undefined);
+    let cols: string[] = [];
+    try {
+      if (f) cols = await sheetColumns(project, type.name, f);
+    } catch (err) {
+      setError(err);
+    }
+    // The file is taken once its columns are known, so the mapping appears with its guesses filled in.
     setFile(f);
-    const cols = f && /\.csv$/i.test(f.name) ? await csvHeader(f) : [];
     setColumns(cols);
     // Guess: a column named like the field (any case) maps to it; the subject column is patient_id or subject.
     const guess: Record<string, string> = {};
