@@ -8,7 +8,7 @@
  * their checksums like any uploaded file. The logs of a failed run stay run artefacts only.
  */
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { extname, join, relative } from 'node:path';
 import { Readable } from 'node:stream';
@@ -31,7 +31,7 @@ import {
 } from '../index-db/pipelines';
 import type { Logger } from '../logger';
 import type { FileStore } from '../records/file-store';
-import { createRunCgroup, type CgroupSupport, detectCgroup, type RunCgroup } from './cgroups';
+import { createRunCgroup, type CgroupSupport, detectCgroups, type RunCgroup } from './cgroups';
 import { type BoutiquesDescriptor, buildCommandLine, type RunParams, validateDescriptor } from './descriptor';
 import { fetchSeries, GatewayCallError, type GatewayTarget, storeFiles } from './gateway-client';
 import { runSandboxed } from './sandbox';
@@ -51,6 +51,8 @@ export interface RunnerDeps {
     | 'PIPELINE_MEMORY_BYTES'
     | 'PIPELINE_CPU_CORES'
     | 'PIPELINE_CGROUP_DIR'
+    | 'PIPELINE_CGROUP'
+    | 'PIPELINE_PIDS_MAX'
     | 'PIPELINE_LOG_MAX_BYTES'
     | 'PIPELINE_MAX_INPUT_INSTANCES'
     | 'PIPELINE_MAX_OUTPUT_BYTES'
@@ -76,16 +78,21 @@ const cgroupChecks = new Map<string, Promise<CgroupSupport>>();
 
 /** Whether runs get cgroups here (checked once per folder and process; the answer is logged once). */
 export function cgroupSupport(
-  config: Pick<Config, 'PIPELINE_CGROUP_DIR'>,
+  config: Pick<Config, 'PIPELINE_CGROUP_DIR' | 'PIPELINE_CGROUP'>,
   logger?: Logger,
 ): Promise<CgroupSupport> {
-  const key = config.PIPELINE_CGROUP_DIR ?? '';
+  const key = `${config.PIPELINE_CGROUP ?? 'auto'}:${config.PIPELINE_CGROUP_DIR ?? ''}`;
   let p = cgroupChecks.get(key);
   if (!p) {
-    p = detectCgroup(config.PIPELINE_CGROUP_DIR).then((s) => {
-      if (s.available)
+    p = detectCgroups(config).then((s) => {
+      if (s.available && s.version === 2)
         logger?.info({ cgroup: s.dir }, 'pipeline runs get cgroup v2 memory, cpu and pids limits');
-      else logger?.warn({ reason: s.reason }, 'pipeline runs get rlimits only (no cgroup v2 limits)');
+      else if (s.available)
+        logger?.info(
+          { cgroups: s.dirs },
+          `pipeline runs get cgroup v1 limits: ${['memory', ...(s.dirs.pids ? ['pids'] : []), ...(s.dirs.cpu ? ['cpu'] : [])].join(', ')}`,
+        );
+      else logger?.warn({ reason: s.reason }, 'pipeline runs get rlimits only (no cgroup limits)');
       return s;
     });
     cgroupChecks.set(key, p);
@@ -238,10 +245,8 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     const env = Object.fromEntries((descriptor['environment-variables'] ?? []).map((e) => [e.name, e.value]));
     const limits = runLimits(config, descriptor);
     const cg = await cgroupSupport(config, deps.logger);
-    if (cg.available) {
-      await rmCgroupLeftover(cg.dir, runId);
-      cgroup = await createRunCgroup(cg.dir, runId, { ...limits, pids: 4096 });
-    }
+    if (cg.available)
+      cgroup = await createRunCgroup(cg, runId, { ...limits, pids: config.PIPELINE_PIDS_MAX });
     const result = await runSandboxed({
       command,
       inDir,
@@ -255,7 +260,7 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
         fileBytes: config.PIPELINE_MAX_OUTPUT_BYTES,
         logMaxBytes: config.PIPELINE_LOG_MAX_BYTES,
       },
-      cgroupProcs: cgroup?.procsFile,
+      cgroupProcs: cgroup?.procsFiles,
       shouldCancel: () => runCancelRequested(db, runId),
     });
     const logs = [
@@ -270,8 +275,11 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     if (result.exitCode !== 0) {
       // The reason in words: the run's error is what the Runs page shows.
       let how: string;
+      const exited = result.exitCode ?? result.signal;
       if (cgroup && (await cgroup.oomKilled()))
-        how = `exceeded its memory limit of ${mib(limits.memoryBytes)} and was killed (cgroup memory.max)`;
+        how = `exceeded its memory limit of ${mib(limits.memoryBytes)} and was killed by the kernel's OOM killer (cgroup ${cgroup.memoryFile}); exited ${exited}`;
+      else if (cgroup && (await cgroup.pidsLimited()))
+        how = `reached its limit of ${config.PIPELINE_PIDS_MAX} processes: the kernel refused its forks (cgroup pids.max); exited ${exited}`;
       else if (result.signal === 'SIGXCPU')
         how = `exceeded its CPU time limit of ${config.PIPELINE_CPU_S} s and was killed`;
       else if (!cgroup && ALLOCATION_FAILED.test(result.stderr.toString('latin1')))
@@ -377,18 +385,6 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     await cgroup?.remove();
     await rm(dir, { recursive: true, force: true });
   }
-}
-
-/** Removes the cgroup a killed worker's attempt left (its processes died with it: --die-with-parent). */
-async function rmCgroupLeftover(dir: string, runId: string): Promise<void> {
-  const left = join(dir, `run-${runId}`);
-  if (
-    await stat(left).then(
-      () => true,
-      () => false,
-    )
-  )
-    await rmdir(left).catch(() => undefined);
 }
 
 /**
