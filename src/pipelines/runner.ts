@@ -34,6 +34,8 @@ import type { FileStore } from '../records/file-store';
 import { createRunCgroup, type CgroupSupport, detectCgroups, type RunCgroup } from './cgroups';
 import { type BoutiquesDescriptor, buildCommandLine, type RunParams, validateDescriptor } from './descriptor';
 import { fetchSeries, GatewayCallError, type GatewayTarget, storeFiles } from './gateway-client';
+import { kubernetesRunManifests, type RunSpec } from './k8s';
+import { followRunJob, kubeClients, submitRunJob } from './k8s-executor';
 import { runSandboxed } from './sandbox';
 
 /** What a run needs. */
@@ -53,6 +55,7 @@ export interface RunnerDeps {
     | 'PIPELINE_CGROUP_DIR'
     | 'PIPELINE_CGROUP'
     | 'PIPELINE_PIDS_MAX'
+    | 'PIPELINE_EXECUTOR'
     | 'PIPELINE_LOG_MAX_BYTES'
     | 'PIPELINE_MAX_INPUT_INSTANCES'
     | 'PIPELINE_MAX_OUTPUT_BYTES'
@@ -202,6 +205,18 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
       token,
       timeoutMs: 300_000,
     };
+
+    if (config.PIPELINE_EXECUTOR === 'kubernetes') {
+      const spec: RunSpec = {
+        runId,
+        projectId: run.project_id,
+        gatewayUrl: config.PIPELINE_GATEWAY_URL,
+        series: series.map((s) => ({ studyUid: s.study_uid, seriesUid: s.series_uid })),
+        inputSeries: run.input_series,
+        maxOutputBytes: config.PIPELINE_MAX_OUTPUT_BYTES,
+      };
+      return await runAsKubernetesJob(deps, run, descriptor, spec, token, progress);
+    }
 
     const inDir = join(dir, 'in');
     const outDir = join(dir, 'out');
@@ -385,6 +400,68 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     await cgroup?.remove();
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A run as a Kubernetes Job (PIPELINE_EXECUTOR=kubernetes): the Job fetches, runs and stores; this follows it. */
+async function runAsKubernetesJob(
+  deps: RunnerDeps,
+  run: NonNullable<Awaited<ReturnType<typeof startRunAttempt>>>,
+  descriptor: BoutiquesDescriptor,
+  spec: RunSpec,
+  token: string,
+  progress: (phase: string, pct: number) => Promise<void>,
+): Promise<RunOutcome> {
+  const { db } = deps;
+  let manifests;
+  try {
+    manifests = kubernetesRunManifests(descriptor, run.params as RunParams, spec, token);
+  } catch (err) {
+    throw new RunFailure((err as Error).message);
+  }
+  const tool = (
+    manifests.job as {
+      spec: { template: { spec: { initContainers: Array<{ resources: { limits: { memory: string } } }> } } };
+    }
+  ).spec.template.spec.initContainers[1];
+  const api = await kubeClients();
+  const ref = await submitRunJob(api, manifests);
+  deps.logger?.info(
+    { run: run.id, job: ref.name, adopted: ref.adopted },
+    'pipeline run submitted as a Kubernetes Job',
+  );
+  await progress('running', 30);
+  const { outcome, outputSeries } = await followRunJob(api, ref, {
+    memory: tool.resources.limits.memory,
+    shouldCancel: () => runCancelRequested(db, run.id),
+  });
+  if (outcome.state === 'cancelled') {
+    await finishRun(db, run.id, { state: 'cancelled', error: 'cancelled on request' });
+    return 'cancelled';
+  }
+  if (outcome.state !== 'succeeded')
+    throw new RunFailure(outcome.state === 'failed' ? outcome.error : 'the Job did not end');
+  await withTransaction(db, async (client) => {
+    await insertAuditEvents(client, [
+      {
+        at: new Date(),
+        principal: run.created_by,
+        principalKind: 'user',
+        action: 'run.results',
+        projectId: run.project_id,
+        studyUid: null,
+        seriesUid: null,
+        sopInstanceUid: null,
+        outcome: 200,
+        bytes: 0,
+        clientIp: null,
+        method: null,
+        route: 'worker:pipelines',
+        detail: { run: run.id, pipeline: run.pipeline_name, series: outputSeries.length, job: ref.name },
+      },
+    ]);
+    await finishRun(client, run.id, { state: 'succeeded', exitCode: 0, outputSeries });
+  });
+  return 'succeeded';
 }
 
 /**
