@@ -214,6 +214,18 @@ export const configSchema = z.object({
    * gets a cgroup with memory.max, cpu.max and pids.max; unset = rlimits only (src/pipelines/cgroups.ts).
    */
   PIPELINE_CGROUP_DIR: z.string().optional(),
+  /**
+   * Kernel limits of tool runs: `auto` takes PIPELINE_CGROUP_DIR (cgroup v2) when it works, else the worker's own
+   * cgroup v1 memory (with pids and cpu when mounted) hierarchies, else rlimits; `v2`/`v1` only that; `off` rlimits.
+   */
+  PIPELINE_CGROUP: z.enum(['auto', 'v2', 'v1', 'off']).default('auto'),
+  /** Processes and threads a tool run may have at once (cgroup pids.max). */
+  PIPELINE_PIDS_MAX: int(4096, 8),
+  /**
+   * Where tools run: `host` (bubblewrap in the worker, the default) or `kubernetes` (a Job per run from the
+   * descriptor's docker image, submitted with the in-cluster account or the kubeconfig; src/pipelines/k8s-executor.ts).
+   */
+  PIPELINE_EXECUTOR: z.enum(['host', 'kubernetes']).default('host'),
   /** Bytes of stdout and of stderr kept per run (the rest is cut, and the cut noted). */
   PIPELINE_LOG_MAX_BYTES: int(1024 * 1024, 1024),
   /** Input series per run, and instances over all of them. */

@@ -7,6 +7,7 @@ import { mintRunToken } from '../src/auth/run-tokens';
 import { ensureProject } from '../src/index-db/projects';
 import { ingestInstance } from '../src/ingest/ingest';
 import { initPipelineRunWorker } from '../src/jobs/pipeline-run';
+import { cgroupSupport } from '../src/pipelines/runner';
 import { generateInstances } from '../tools/synth';
 import { type AuthStack, bearer, startAuthStack } from './helpers/auth';
 import { spawnWorker, waitFor } from './helpers/dimse';
@@ -54,6 +55,27 @@ function sandboxAlive(dir: string): boolean {
     }
   }
   return false;
+}
+
+/** The run cgroups (v1 or v2) of this process's worker still on the host: none once a run has finished. */
+function leftRunCgroups(): string[] {
+  const left: string[] = [];
+  const own = readFileSync('/proc/self/cgroup', 'utf8');
+  for (const [controller, mount] of [
+    ['memory', '/sys/fs/cgroup/memory'],
+    ['pids', '/sys/fs/cgroup/pids'],
+  ]) {
+    const path = new RegExp(`^\\d+:[^:]*\\b${controller}\\b[^:]*:(.*)$`, 'm').exec(own)?.[1];
+    if (path === undefined) continue;
+    const dir = join(mount, path, 'aperture-runs', `worker-${process.pid}`);
+    if (existsSync(dir))
+      left.push(
+        ...readdirSync(dir)
+          .filter((n) => n.startsWith('run-'))
+          .map((n) => join(dir, n)),
+      );
+  }
+  return left;
 }
 
 describe('processing pipelines (Boutiques descriptors run sandboxed on authorised copies)', () => {
@@ -117,6 +139,8 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
       PIPELINE_RUN_TOKEN_SECRET: SECRET,
       PIPELINE_WORK_DIR: work,
       RECORDS_FILES_DIR: filesDir,
+      // Low enough for the fork bomb to meet quickly, high enough for the threads of numpy and dcm2niix.
+      PIPELINE_PIDS_MAX: '64',
     });
     url = stack.gw.url;
     const { db } = stack.gw.services;
@@ -149,12 +173,31 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
       expect((await ingestInstance(stack.gw.services, i.buffer, ['other'], 'stow')).ok).toBe(true);
     carol = await stack.issuer.userToken('carol');
     bob = await stack.issuer.userToken('bob');
-    worker = initPipelineRunWorker({
-      db,
-      logger: stack.gw.services.logger,
-      config: { ...stack.gw.config, PIPELINE_GATEWAY_URL: url },
-    });
+    worker = startWorker();
   }, 120_000);
+
+  const startWorker = (overrides: Partial<typeof stack.gw.config> = {}) =>
+    initPipelineRunWorker({
+      db: stack.gw.services.db,
+      logger: stack.gw.services.logger,
+      config: { ...stack.gw.config, PIPELINE_GATEWAY_URL: url, ...overrides },
+    });
+
+  /** Kernel limits must be there: on a host without them this fails (in CI too), it does not skip. */
+  const requireKernelLimits = async () => {
+    const support = await cgroupSupport(stack.gw.config);
+    if (!support.available)
+      throw new Error(
+        `these tests need kernel limits for tool runs and this host gives none: ${support.reason}. ` +
+          'Run as root on a host with the cgroup v1 memory and pids hierarchies mounted read-write, or give the ' +
+          'worker a delegated cgroup v2 folder in PIPELINE_CGROUP_DIR.',
+      );
+    if (support.version === 1 && !support.dirs.pids)
+      throw new Error(
+        'the cgroup v1 pids hierarchy is not mounted or not writable: pids.max cannot be tested',
+      );
+    return support;
+  };
 
   afterAll(async () => {
     await worker?.close();
@@ -406,7 +449,8 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
     expect(existsSync('/usr/aperture-probe')).toBe(false);
   });
 
-  it('a tool that exceeds its memory limit fails cleanly: the run is failed, the reason in words, nothing kept', async () => {
+  it('a tool that allocates past its memory limit is killed by the kernel: the run fails saying so, nothing kept', async () => {
+    await requireKernelLimits();
     // suggested-resources.ram (GB) lowers the site's limit for this tool to 256 MiB.
     const hog = {
       name: 'memory-hog',
@@ -433,17 +477,18 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
     const before = await seriesInDemo();
     const big = await finished(await startRun('memory-hog', { mb: 1024 }));
     expect(big.state).toBe('failed');
-    // rlimits here (no delegated cgroup v2 on this host): the allocation fails; with a cgroup, the OOM killer.
+    // The allocation itself succeeds (resident memory is not address space); the kernel kills the tool as it fills it.
     expect(big.error).toMatch(
-      /^the tool (ran out of memory: its limit is 256 MiB \(address space, RLIMIT_AS\); exited 1|exceeded its memory limit of 256 MiB and was killed \(cgroup memory\.max\))$/,
+      /^the tool exceeded its memory limit of 256 MiB and was killed by the kernel's OOM killer \(cgroup (memory\.max|memory\.limit_in_bytes)\); exited 137$/,
     );
     const err = await fetch(`${url}/api/projects/demo/runs/${big.id}/artefacts/stderr.txt`, {
       headers: bearer(bob),
     });
-    expect(await err.text()).toMatch(/MemoryError/);
+    expect(await err.text()).not.toMatch(/MemoryError/);
     expect((await api('GET', `/api/projects/demo/runs/${big.id}`, bob)).json.files).toEqual([]);
     expect(await seriesInDemo()).toEqual(before);
     expect(existsSync(join(work, big.id))).toBe(false);
+    expect(leftRunCgroups()).toEqual([]);
     // Under the limit the same tool runs, on the same worker, right after.
     const small = await finished(await startRun('memory-hog', { mb: 32 }));
     expect([small.state, small.error]).toEqual(['succeeded', null]);
@@ -451,6 +496,64 @@ describe('processing pipelines (Boutiques descriptors run sandboxed on authorise
       headers: bearer(bob),
     });
     expect((await out.text()).trim()).toBe(String(32 * 1024 * 1024));
+
+    // Without kernel limits (PIPELINE_CGROUP=off) the rlimit fallback: the allocation itself fails in the tool.
+    await worker?.close();
+    worker = startWorker({ PIPELINE_CGROUP: 'off' });
+    try {
+      const capped = await finished(await startRun('memory-hog', { mb: 1024 }));
+      expect([capped.state, capped.error]).toEqual([
+        'failed',
+        'the tool ran out of memory: its limit is 256 MiB (address space, RLIMIT_AS); exited 1',
+      ]);
+      const stderr = await fetch(`${url}/api/projects/demo/runs/${capped.id}/artefacts/stderr.txt`, {
+        headers: bearer(bob),
+      });
+      expect(await stderr.text()).toMatch(/MemoryError/);
+    } finally {
+      await worker.close();
+      worker = startWorker();
+    }
+  });
+
+  it('a fork bomb is stopped by the kernel at pids.max and the run fails saying so', async () => {
+    await requireKernelLimits();
+    // Every process forks as fast as it can and never exits; the first one reports the refusal and exits 1, which
+    // ends the sandbox's pid namespace and with it every process of the bomb.
+    const bomb = {
+      name: 'fork-bomb',
+      'tool-version': '1',
+      description: 'forks without end',
+      'schema-version': '0.5',
+      'command-line': `python3 -c "${[
+        'import os, sys, time',
+        'first = os.getpid()',
+        'n = 0',
+        'while True:',
+        '    try:',
+        '        os.fork()',
+        '        n += 1',
+        '    except OSError as e:',
+        '        if os.getpid() == first:',
+        "            print('fork refused after', n, 'forks:', e.strerror, file=sys.stderr)",
+        '            sys.exit(1)',
+        '        time.sleep(0.05)',
+      ].join('\n')}" [IN]`,
+      inputs: [{ id: 'in', name: 'in', type: 'File', 'value-key': '[IN]' }],
+    };
+    expect((await api('POST', '/api/pipelines', carol, bomb)).status).toBe(201);
+    const run = await finished(await startRun('fork-bomb', {}));
+    expect([run.state, run.error]).toEqual([
+      'failed',
+      'the tool reached its limit of 64 processes: the kernel refused its forks (cgroup pids.max); exited 1',
+    ]);
+    const stderr = await fetch(`${url}/api/projects/demo/runs/${run.id}/artefacts/stderr.txt`, {
+      headers: bearer(bob),
+    });
+    expect(await stderr.text()).toMatch(/^fork refused after \d+ forks: Resource temporarily unavailable$/m);
+    // Nothing of the bomb is left running, and its cgroup is gone.
+    await waitFor('the bomb to be gone', async () => !sandboxAlive(join(work, run.id)), 10_000, 100);
+    expect(leftRunCgroups()).toEqual([]);
   });
 
   it('cancels a running run and retries it', async () => {

@@ -18,7 +18,8 @@ import { createLogger } from '../../src/logger';
 import { FsFileStore } from '../../src/records/file-store';
 import { validateDescriptor } from '../../src/pipelines/descriptor';
 import { fetchSeries } from '../../src/pipelines/gateway-client';
-import { executeRun } from '../../src/pipelines/runner';
+import { createRunCgroup } from '../../src/pipelines/cgroups';
+import { cgroupSupport, executeRun } from '../../src/pipelines/runner';
 import { runSandboxed } from '../../src/pipelines/sandbox';
 import { generateInstances } from '../../tools/synth';
 import { storeBatch, stowInstances } from '../../tools/stow-client';
@@ -163,6 +164,32 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       );
       shellMs.push(await timed(() => execFileSync('/bin/sh', ['-c', 'true'])));
     }
+    // The same in a run cgroup (what executeRun does where the host gives cgroups): make it with its limits, hand
+    // the sandbox's pid over, remove it afterwards.
+    const cg = await cgroupSupport(config);
+    const cgroupMs: number[] = [];
+    if (cg.available)
+      for (let r = 0; r < REPS * 2; r++)
+        cgroupMs.push(
+          await timed(async () => {
+            const run = await createRunCgroup(cg, `bench-${r}`, {
+              memoryBytes: 2 ** 31,
+              cpuCores: 1,
+              pids: 4096,
+            });
+            try {
+              await runSandboxed({
+                command: 'true',
+                inDir: empty,
+                outDir: empty,
+                limits,
+                cgroupProcs: run.procsFiles,
+              });
+            } finally {
+              await run.remove();
+            }
+          }),
+        );
 
     // Store-back: 100 derived instances (new series) by STOW-RS through the gateway vs Orthanc's plugin.
     const derived = (tag: string) =>
@@ -226,6 +253,14 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       orthanc: round(median(shellMs)),
       note: 'Orthanc column = plain shell; no Orthanc counterpart',
     });
+    if (cg.available)
+      rows.push({
+        metric: `sandbox start in a run cgroup (v${cg.version}: made with its limits, pid handed over, removed) vs plain sh -c true (medians of ${REPS * 2})`,
+        unit: 'ms',
+        gateway: round(median(cgroupMs)),
+        orthanc: round(median(shellMs)),
+        note: 'Orthanc column = plain shell; no Orthanc counterpart',
+      });
     const load = loadavg()
       .map((x) => x.toFixed(2))
       .join(' ');
@@ -234,7 +269,10 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       setup:
         `One gateway process (run tokens verified), pipeline run executed in the bench process (runner as in the ` +
         `worker), ${INSTANCES}-instance 256x256 MR series, ${REPS} repetitions, medians. Load average at the end: ${load}. ` +
-        `Orthanc column: by-hand dcm2niix, Orthanc's DICOMweb plugin, or a plain shell as named per row.`,
+        `Orthanc column: by-hand dcm2niix, Orthanc's DICOMweb plugin, or a plain shell as named per row. ` +
+        (cg.available
+          ? `Runs get cgroup v${cg.version} limits here.`
+          : `Runs get rlimits only here (${cg.reason}).`),
       rows,
     };
   } finally {

@@ -10,7 +10,7 @@ import type { Config } from '../config';
 import { finishRun } from '../index-db/pipelines';
 import type { Logger } from '../logger';
 import { getFileStore } from '../records/file-store';
-import { executeRun, type RunnerDeps, type RunOutcome } from '../pipelines/runner';
+import { cgroupSupport, executeRun, type RunnerDeps, type RunOutcome } from '../pipelines/runner';
 import { type PipelineRunJobData, QueueName, redisConnection } from './queues';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -44,6 +44,8 @@ export function initPipelineRunWorker(deps: { db: Pool; logger?: Logger; config:
     files: getFileStore(),
     toolsDir: SHIPPED_TOOLS_DIR,
   };
+  // Says at start which limits runs get (cgroup v2, v1 or rlimits, and why), and sweeps dead workers' cgroups.
+  if (deps.config.PIPELINE_EXECUTOR === 'host') void cgroupSupport(deps.config, deps.logger);
   const worker = new Worker<PipelineRunJobData>(
     QueueName.pipelineRuns,
     (job) => execPipelineRunJob(job, runnerDeps),

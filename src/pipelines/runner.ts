@@ -8,7 +8,7 @@
  * their checksums like any uploaded file. The logs of a failed run stay run artefacts only.
  */
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { extname, join, relative } from 'node:path';
 import { Readable } from 'node:stream';
@@ -31,9 +31,11 @@ import {
 } from '../index-db/pipelines';
 import type { Logger } from '../logger';
 import type { FileStore } from '../records/file-store';
-import { createRunCgroup, type CgroupSupport, detectCgroup, type RunCgroup } from './cgroups';
+import { createRunCgroup, type CgroupSupport, detectCgroups, type RunCgroup } from './cgroups';
 import { type BoutiquesDescriptor, buildCommandLine, type RunParams, validateDescriptor } from './descriptor';
 import { fetchSeries, GatewayCallError, type GatewayTarget, storeFiles } from './gateway-client';
+import { kubernetesRunManifests, type RunSpec } from './k8s';
+import { followRunJob, kubeClients, submitRunJob } from './k8s-executor';
 import { runSandboxed } from './sandbox';
 
 /** What a run needs. */
@@ -51,6 +53,9 @@ export interface RunnerDeps {
     | 'PIPELINE_MEMORY_BYTES'
     | 'PIPELINE_CPU_CORES'
     | 'PIPELINE_CGROUP_DIR'
+    | 'PIPELINE_CGROUP'
+    | 'PIPELINE_PIDS_MAX'
+    | 'PIPELINE_EXECUTOR'
     | 'PIPELINE_LOG_MAX_BYTES'
     | 'PIPELINE_MAX_INPUT_INSTANCES'
     | 'PIPELINE_MAX_OUTPUT_BYTES'
@@ -76,16 +81,21 @@ const cgroupChecks = new Map<string, Promise<CgroupSupport>>();
 
 /** Whether runs get cgroups here (checked once per folder and process; the answer is logged once). */
 export function cgroupSupport(
-  config: Pick<Config, 'PIPELINE_CGROUP_DIR'>,
+  config: Pick<Config, 'PIPELINE_CGROUP_DIR' | 'PIPELINE_CGROUP'>,
   logger?: Logger,
 ): Promise<CgroupSupport> {
-  const key = config.PIPELINE_CGROUP_DIR ?? '';
+  const key = `${config.PIPELINE_CGROUP ?? 'auto'}:${config.PIPELINE_CGROUP_DIR ?? ''}`;
   let p = cgroupChecks.get(key);
   if (!p) {
-    p = detectCgroup(config.PIPELINE_CGROUP_DIR).then((s) => {
-      if (s.available)
+    p = detectCgroups(config).then((s) => {
+      if (s.available && s.version === 2)
         logger?.info({ cgroup: s.dir }, 'pipeline runs get cgroup v2 memory, cpu and pids limits');
-      else logger?.warn({ reason: s.reason }, 'pipeline runs get rlimits only (no cgroup v2 limits)');
+      else if (s.available)
+        logger?.info(
+          { cgroups: s.dirs },
+          `pipeline runs get cgroup v1 limits: ${['memory', ...(s.dirs.pids ? ['pids'] : []), ...(s.dirs.cpu ? ['cpu'] : [])].join(', ')}`,
+        );
+      else logger?.warn({ reason: s.reason }, 'pipeline runs get rlimits only (no cgroup limits)');
       return s;
     });
     cgroupChecks.set(key, p);
@@ -196,6 +206,18 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
       timeoutMs: 300_000,
     };
 
+    if (config.PIPELINE_EXECUTOR === 'kubernetes') {
+      const spec: RunSpec = {
+        runId,
+        projectId: run.project_id,
+        gatewayUrl: config.PIPELINE_GATEWAY_URL,
+        series: series.map((s) => ({ studyUid: s.study_uid, seriesUid: s.series_uid })),
+        inputSeries: run.input_series,
+        maxOutputBytes: config.PIPELINE_MAX_OUTPUT_BYTES,
+      };
+      return await runAsKubernetesJob(deps, run, descriptor, spec, token, progress);
+    }
+
     const inDir = join(dir, 'in');
     const outDir = join(dir, 'out');
     await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -238,10 +260,8 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     const env = Object.fromEntries((descriptor['environment-variables'] ?? []).map((e) => [e.name, e.value]));
     const limits = runLimits(config, descriptor);
     const cg = await cgroupSupport(config, deps.logger);
-    if (cg.available) {
-      await rmCgroupLeftover(cg.dir, runId);
-      cgroup = await createRunCgroup(cg.dir, runId, { ...limits, pids: 4096 });
-    }
+    if (cg.available)
+      cgroup = await createRunCgroup(cg, runId, { ...limits, pids: config.PIPELINE_PIDS_MAX });
     const result = await runSandboxed({
       command,
       inDir,
@@ -255,7 +275,7 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
         fileBytes: config.PIPELINE_MAX_OUTPUT_BYTES,
         logMaxBytes: config.PIPELINE_LOG_MAX_BYTES,
       },
-      cgroupProcs: cgroup?.procsFile,
+      cgroupProcs: cgroup?.procsFiles,
       shouldCancel: () => runCancelRequested(db, runId),
     });
     const logs = [
@@ -270,8 +290,11 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
     if (result.exitCode !== 0) {
       // The reason in words: the run's error is what the Runs page shows.
       let how: string;
+      const exited = result.exitCode ?? result.signal;
       if (cgroup && (await cgroup.oomKilled()))
-        how = `exceeded its memory limit of ${mib(limits.memoryBytes)} and was killed (cgroup memory.max)`;
+        how = `exceeded its memory limit of ${mib(limits.memoryBytes)} and was killed by the kernel's OOM killer (cgroup ${cgroup.memoryFile}); exited ${exited}`;
+      else if (cgroup && (await cgroup.pidsLimited()))
+        how = `reached its limit of ${config.PIPELINE_PIDS_MAX} processes: the kernel refused its forks (cgroup pids.max); exited ${exited}`;
       else if (result.signal === 'SIGXCPU')
         how = `exceeded its CPU time limit of ${config.PIPELINE_CPU_S} s and was killed`;
       else if (!cgroup && ALLOCATION_FAILED.test(result.stderr.toString('latin1')))
@@ -379,16 +402,66 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
   }
 }
 
-/** Removes the cgroup a killed worker's attempt left (its processes died with it: --die-with-parent). */
-async function rmCgroupLeftover(dir: string, runId: string): Promise<void> {
-  const left = join(dir, `run-${runId}`);
-  if (
-    await stat(left).then(
-      () => true,
-      () => false,
-    )
-  )
-    await rmdir(left).catch(() => undefined);
+/** A run as a Kubernetes Job (PIPELINE_EXECUTOR=kubernetes): the Job fetches, runs and stores; this follows it. */
+async function runAsKubernetesJob(
+  deps: RunnerDeps,
+  run: NonNullable<Awaited<ReturnType<typeof startRunAttempt>>>,
+  descriptor: BoutiquesDescriptor,
+  spec: RunSpec,
+  token: string,
+  progress: (phase: string, pct: number) => Promise<void>,
+): Promise<RunOutcome> {
+  const { db } = deps;
+  let manifests;
+  try {
+    manifests = kubernetesRunManifests(descriptor, run.params as RunParams, spec, token);
+  } catch (err) {
+    throw new RunFailure((err as Error).message);
+  }
+  const tool = (
+    manifests.job as {
+      spec: { template: { spec: { initContainers: Array<{ resources: { limits: { memory: string } } }> } } };
+    }
+  ).spec.template.spec.initContainers[1];
+  const api = await kubeClients();
+  const ref = await submitRunJob(api, manifests);
+  deps.logger?.info(
+    { run: run.id, job: ref.name, adopted: ref.adopted },
+    'pipeline run submitted as a Kubernetes Job',
+  );
+  await progress('running', 30);
+  const { outcome, outputSeries } = await followRunJob(api, ref, {
+    memory: tool.resources.limits.memory,
+    shouldCancel: () => runCancelRequested(db, run.id),
+  });
+  if (outcome.state === 'cancelled') {
+    await finishRun(db, run.id, { state: 'cancelled', error: 'cancelled on request' });
+    return 'cancelled';
+  }
+  if (outcome.state !== 'succeeded')
+    throw new RunFailure(outcome.state === 'failed' ? outcome.error : 'the Job did not end');
+  await withTransaction(db, async (client) => {
+    await insertAuditEvents(client, [
+      {
+        at: new Date(),
+        principal: run.created_by,
+        principalKind: 'user',
+        action: 'run.results',
+        projectId: run.project_id,
+        studyUid: null,
+        seriesUid: null,
+        sopInstanceUid: null,
+        outcome: 200,
+        bytes: 0,
+        clientIp: null,
+        method: null,
+        route: 'worker:pipelines',
+        detail: { run: run.id, pipeline: run.pipeline_name, series: outputSeries.length, job: ref.name },
+      },
+    ]);
+    await finishRun(client, run.id, { state: 'succeeded', exitCode: 0, outputSeries });
+  });
+  return 'succeeded';
 }
 
 /**

@@ -5,8 +5,8 @@
  * /root, /work or anything else of the host, all capabilities dropped, an empty environment, and the sandbox dies
  * with the worker (--die-with-parent). Resource limits are rlimits set by util-linux `prlimit`: CPU seconds, file
  * size, open files, and address space (memory) unless the run has a cgroup (src/pipelines/cgroups.ts), whose
- * memory.max bounds resident memory instead: the sandbox then first writes its pid into the run cgroup's
- * cgroup.procs, so bwrap and the tool start inside it. The wall clock is the worker's timer, which kills the
+ * memory limit bounds resident memory instead: the sandbox then first writes its pid into the run cgroup's
+ * cgroup.procs (each hierarchy's, on cgroup v1), so bwrap and the tool start inside it. The wall clock is the worker's timer, which kills the
  * sandbox's process group.
  */
 import { spawn } from 'node:child_process';
@@ -68,14 +68,25 @@ export function sandboxArgv(opts: {
   toolsDir?: string;
   env?: Record<string, string>;
   limits: Pick<SandboxLimits, 'cpuS' | 'memoryBytes' | 'fileBytes'>;
-  /** cgroup.procs of the run's cgroup: memory is then the cgroup's, not RLIMIT_AS. */
-  cgroupProcs?: string;
+  /** cgroup.procs of the run's cgroup(s) (one per v1 hierarchy): memory is then the cgroup's, not RLIMIT_AS. */
+  cgroupProcs?: string[];
 }): string[] {
   const { limits } = opts;
+  const cgroup = (opts.cgroupProcs?.length ?? 0) > 0;
   const argv = [
-    ...(opts.cgroupProcs ? ['/bin/sh', '-c', 'echo $$ > "$0" && exec "$@"', opts.cgroupProcs] : []),
+    ...(cgroup
+      ? [
+          '/bin/sh',
+          '-c',
+          // Into every hierarchy's run cgroup (v1 has one per controller) before anything of the tool starts.
+          'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"',
+          'aperture-cgroup',
+          ...opts.cgroupProcs!,
+          '--',
+        ]
+      : []),
     'prlimit',
-    ...(opts.cgroupProcs ? [] : [`--as=${limits.memoryBytes}`]),
+    ...(cgroup ? [] : [`--as=${limits.memoryBytes}`]),
     `--cpu=${limits.cpuS}`,
     `--fsize=${limits.fileBytes}`,
     '--nofile=1024',
@@ -160,7 +171,7 @@ export function runSandboxed(opts: {
   toolsDir?: string;
   env?: Record<string, string>;
   limits: SandboxLimits;
-  cgroupProcs?: string;
+  cgroupProcs?: string[];
   shouldCancel?: () => Promise<boolean>;
 }): Promise<SandboxResult> {
   const [file, ...args] = sandboxArgv(opts);
