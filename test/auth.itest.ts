@@ -350,7 +350,7 @@ describe('per-project access with Keycloak tokens', () => {
       // Past the cooldown the next unknown kid refetches; on a loaded machine that fetch may time out once, so ask
       // again (at most once per second, for two more cooldowns) rather than take a single answer.
       let late: number;
-      for (const deadline = Date.now() + 2 * JWKS_COOLDOWN_MS; ; ) {
+      for (const deadline = Date.now() + 2 * JWKS_COOLDOWN_MS; ;) {
         late = (await get('/api/projects', newToken)).status;
         if (late === 200 || Date.now() > deadline) break;
         await new Promise((r) => setTimeout(r, 1000));

@@ -314,8 +314,11 @@ describe('kill -9 of each dependency under STOW and C-STORE load', () => {
       if (victim === 'redis' || victim === 'worker') {
         // A part the archive itself could not take in time on a loaded machine (Orthanc busy, not down) is answered
         // 202 + Retry-After for that part; that is Orthanc's doing, not the victim's, and is shown, not hidden.
-        const archiveOnly = tally.partWarnings.every((w) => /the archive (is unavailable|did not answer)/.test(w));
-        if (tally.partWarnings.length) console.warn(`${victim}: parts to retry: ${tally.partWarnings.join('; ')}`);
+        const archiveOnly = tally.partWarnings.every((w) =>
+          /the archive (is unavailable|did not answer)/.test(w),
+        );
+        if (tally.partWarnings.length)
+          console.warn(`${victim}: parts to retry: ${tally.partWarnings.join('; ')}`);
         expect(
           Object.keys(tally.statuses).filter((s) => s !== '200' && !(s === '202' && archiveOnly)),
         ).toEqual([]);

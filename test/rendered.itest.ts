@@ -56,8 +56,7 @@ function fromSrgb(space: 'adobergb' | 'rommrgb', v: number[]): number[] {
     return x <= 0.04045 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
   });
   const xyz = mul(SRGB_TO_XYZ, lin);
-  const out =
-    space === 'adobergb' ? mul(XYZ_TO_ADOBE, xyz) : mul(XYZ_TO_ROMM, mul(BRADFORD_D65_D50, xyz));
+  const out = space === 'adobergb' ? mul(XYZ_TO_ADOBE, xyz) : mul(XYZ_TO_ROMM, mul(BRADFORD_D65_D50, xyz));
   return out.map((l) => {
     const c = Math.min(1, Math.max(0, l));
     const e = space === 'adobergb' ? c ** (256 / 563) : c < 1 / 512 ? 16 * c : c ** (1 / 1.8);

@@ -51,7 +51,9 @@ function decodeJpegDct(frame: Uint8Array, px: CodecPixels): DecodedFrame {
   checkHeader(h, px);
   if (h.precision === 12) return decodeJpeg12(frame, px);
   if (h.precision !== 8)
-    throw new CodecInputError(`cannot decode ${h.precision}-bit JPEG (DCT) frames: T.81 allows 8 and 12 bits`);
+    throw new CodecInputError(
+      `cannot decode ${h.precision}-bit JPEG (DCT) frames: T.81 allows 8 and 12 bits`,
+    );
   const dec = new (wasm().libjpegTurbo.JPEGDecoder)();
   try {
     dec.getEncodedBuffer(frame.length).set(frame);

@@ -598,7 +598,8 @@ export function parseRenderParams(
   }
   if (one(query.annotation)) out.ignored.push('annotation');
   const icc = one(query.iccprofile)?.trim().toLowerCase();
-  if (icc === 'no' || icc === 'yes' || icc === 'srgb' || icc === 'adobergb' || icc === 'rommrgb') out.icc = icc;
+  if (icc === 'no' || icc === 'yes' || icc === 'srgb' || icc === 'adobergb' || icc === 'rommrgb')
+    out.icc = icc;
   else if (icc) throw new BadRequestError('iccprofile must be no, yes, srgb, adobergb or rommrgb');
   return out;
 }
@@ -636,13 +637,19 @@ export async function encodeImage(img: DisplayImage, opts: EncodeOptions): Promi
   const vp = opts.viewport ?? {};
   const sharp = loadSharp();
   const raw = Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength);
-  const rawInfo = { raw: { width: img.width, height: img.height, channels: img.channels }, limitInputPixels: false };
+  const rawInfo = {
+    raw: { width: img.width, height: img.height, channels: img.channels },
+    limitInputPixels: false,
+  };
   const colour = img.channels === 3 ? opts.colour : undefined;
   let pipeline: Sharp;
   if (colour?.from) {
     // sharp cannot give raw input a profile: the pixels go through an uncompressed PNG that carries the instance's
     // profile, so that libvips transforms from it (and not from sRGB) into the output space.
-    const tagged = attachIccToPng(await sharp(raw, rawInfo).png({ compressionLevel: 0 }).toBuffer(), colour.from);
+    const tagged = attachIccToPng(
+      await sharp(raw, rawInfo).png({ compressionLevel: 0 }).toBuffer(),
+      colour.from,
+    );
     pipeline = sharp(tagged, { limitInputPixels: false });
   } else pipeline = sharp(raw, rawInfo);
   // Without this sharp widens one-channel input to sRGB: grey images would triple in size.

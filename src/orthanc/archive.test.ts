@@ -71,13 +71,17 @@ describe('OrthancArchive', () => {
   it('stores again when the index reports a serialisation conflict, and gives up after a few attempts', async () => {
     const conflict = {
       HttpStatus: 503,
-      Message: 'Database could not serialize access due to concurrent update, the transaction should be retried',
+      Message:
+        'Database could not serialize access due to concurrent update, the transaction should be retried',
     };
     let calls = 0;
     p = await peer((_req, _body, res) =>
       ++calls < 3 ? json(res, 503, conflict) : json(res, 200, { ID: 'abc', Status: 'Success' }),
     );
-    expect(await p.archive.storeInstance(Buffer.from('DICM'), 4)).toEqual({ status: 'stored', archiveId: 'abc' });
+    expect(await p.archive.storeInstance(Buffer.from('DICM'), 4)).toEqual({
+      status: 'stored',
+      archiveId: 'abc',
+    });
     expect(p.seen).toHaveLength(3);
     await new Promise<void>((r) => p.server.close(() => r()));
     p = await peer((_req, _body, res) => json(res, 503, conflict));
