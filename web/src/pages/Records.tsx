@@ -187,7 +187,11 @@ export function RecordsPage({ project }: { project: string }) {
         of Patient ID.
       </p>
       {(types.error ?? roles.error) !== undefined && <ErrorPanel error={types.error ?? roles.error} />}
-      <SubjectsSection key={imports} project={project} canWrite={roleAtLeast(r, 'contributor')} />
+      <SubjectsSection
+        key={`subjects-${imports}`}
+        project={project}
+        canWrite={roleAtLeast(r, 'contributor')}
+      />
       {types.data && types.data.length > 0 && (
         <SearchSection project={project} types={types.data} canCurate={roleAtLeast(r, 'curator')} />
       )}
@@ -201,7 +205,7 @@ export function RecordsPage({ project }: { project: string }) {
         <ImportSection project={project} types={types.data} onApplied={() => setImports((n) => n + 1)} />
       )}
       {types.data && types.data.length > 0 && (
-        <SummarySection key={imports} project={project} types={types.data} />
+        <SummarySection key={`summary-${imports}`} project={project} types={types.data} />
       )}
     </section>
   );
