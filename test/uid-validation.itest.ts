@@ -140,6 +140,14 @@ const CASES: Case[] = [
     }),
   },
   {
+    family: 'API records (a study reference field)',
+    parameter: 'ct:',
+    request: (b) => ({
+      path: `/api/projects/demo/subjects/${subject}/records/Imaging`,
+      init: json({ data: { ct: b } }),
+    }),
+  },
+  {
     family: 'API download links',
     parameter: '"path"',
     request: (b) => ({ path: '/api/download-links', init: json({ path: `/dicom-web/studies/${b}` }) }),
@@ -148,6 +156,8 @@ const CASES: Case[] = [
 
 /** A remote PACS node for the bridge case (its retrieve checks the body after finding the node). */
 const NODE = 'uid-check-node';
+/** A research-records subject whose record type has a study reference (x-ref) field. */
+let subject = '';
 
 let gw: TestGateway;
 
@@ -161,6 +171,21 @@ beforeAll(async () => {
     body: JSON.stringify({ aet: 'UIDCHECK', host: '127.0.0.1', port: 1 }),
   });
   if (!node.ok) throw new Error(`could not register the node: ${node.status} ${await node.text()}`);
+  const type = await fetch(`${gw.url}/api/projects/demo/record-types/Imaging`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      schema: { type: 'object', properties: { ct: { type: 'string', 'x-ref': 'study' } } },
+    }),
+  });
+  if (!type.ok) throw new Error(`could not define the record type: ${type.status} ${await type.text()}`);
+  const made = await fetch(`${gw.url}/api/projects/demo/subjects`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ patient_id: 'UID-CHECK-1', kind: 'phantom' }),
+  });
+  if (!made.ok) throw new Error(`could not create the subject: ${made.status} ${await made.text()}`);
+  subject = ((await made.json()) as { id: string }).id;
 });
 afterAll(async () => {
   await gw?.close();

@@ -4,6 +4,7 @@
  */
 import type { Pool } from 'pg';
 import { BadRequestError, ConflictError, NotFoundError } from '../errors';
+import { isUid, UID_RULE } from '../dicom/uid';
 import {
   getRecordType,
   insertRecordTypeVersion,
@@ -87,12 +88,14 @@ export async function checkRefs(
 ): Promise<Array<FieldError[]>> {
   const out: Array<FieldError[]> = rows.map(() => []);
   for (const f of type.fields.filter((x) => x.kind === 'ref')) {
-    const uids = rows.map((r) => r[f.name]).filter((v): v is string => typeof v === 'string');
+    // The one UID rule of every route (dicom/uid.ts): a malformed value is named as such, and never echoed.
+    const uids = rows.map((r) => r[f.name]).filter((v): v is string => typeof v === 'string' && isUid(v));
     const seen = await refsVisible(db, projectId, f.ref!, [...new Set(uids)]);
     rows.forEach((r, i) => {
       const v = r[f.name];
-      if (typeof v === 'string' && !seen.has(v))
-        out[i].push({ field: f.name, message: `is not a ${f.ref} of this project` });
+      if (typeof v !== 'string') return;
+      if (!isUid(v)) out[i].push({ field: f.name, message: `must be ${UID_RULE}` });
+      else if (!seen.has(v)) out[i].push({ field: f.name, message: `is not a ${f.ref} of this project` });
     });
   }
   return out;
