@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import type { Pool } from 'pg';
 import { ingestInstance } from '../ingest/ingest';
 import type { Archive } from '../orthanc/archive';
+import { studyRetrieveArgs } from './cmove';
 
 /** Received objects waiting for the ingest before getscu is paused. */
 export const CGET_MAX_BACKLOG = 16;
@@ -61,29 +62,7 @@ export async function cgetStudy(
 ): Promise<CgetOutcome> {
   const dir = await mkdtemp(join(opts.dir ?? tmpdir(), 'aperture-cget-'));
   try {
-    const t = String(Math.min(opts.timeoutS, 30));
-    const args = [
-      '-v',
-      '-aet',
-      opts.callingAet,
-      '-aec',
-      node.aet,
-      '-S',
-      '-to',
-      t,
-      '-ta',
-      t,
-      '-td',
-      String(opts.timeoutS),
-      '-k',
-      'QueryRetrieveLevel=STUDY',
-      '-k',
-      `StudyInstanceUID=${opts.studyUid}`,
-      '-od',
-      dir,
-      node.host,
-      String(node.port),
-    ];
+    const args = studyRetrieveArgs(opts.callingAet, node, opts.studyUid, opts.timeoutS, ['-od', dir]);
     let tail = '';
     let answered = 0;
     let last: string | undefined;

@@ -10,6 +10,42 @@
 import { spawn } from 'node:child_process';
 import { DimseFailure } from '../orthanc/remote-nodes';
 
+/**
+ * DCMTK `movescu` / `getscu` arguments of a study-level retrieve from `node` (Study Root, verbose so the progress
+ * lines can be read), with the tool's own options (`extra`) before the peer's address. Timeouts: connection and ACSE at
+ * most 30 s, DIMSE as given.
+ */
+export function studyRetrieveArgs(
+  callingAet: string,
+  node: { aet: string; host: string; port: number },
+  studyUid: string,
+  timeoutS: number,
+  extra: string[],
+): string[] {
+  const t = String(Math.min(timeoutS, 30));
+  return [
+    '-v',
+    '-aet',
+    callingAet,
+    '-aec',
+    node.aet,
+    ...extra,
+    '-S',
+    '-to',
+    t,
+    '-ta',
+    t,
+    '-td',
+    String(timeoutS),
+    '-k',
+    'QueryRetrieveLevel=STUDY',
+    '-k',
+    `StudyInstanceUID=${studyUid}`,
+    node.host,
+    String(node.port),
+  ];
+}
+
 /** How the move ended when the node did not refuse it. */
 export interface CmoveOutcome {
   /** `success`, `warning` (some sub-operations failed), or `aborted` (the signal fired). */
@@ -54,29 +90,7 @@ export async function cmoveStudy(opts: {
   timeoutS: number;
   signal?: AbortSignal;
 }): Promise<CmoveOutcome> {
-  const t = String(Math.min(opts.timeoutS, 30));
-  const args = [
-    '-v',
-    '-aet',
-    opts.ownAet,
-    '-aec',
-    opts.node.aet,
-    '-aem',
-    opts.ownAet,
-    '-S',
-    '-to',
-    t,
-    '-ta',
-    t,
-    '-td',
-    String(opts.timeoutS),
-    '-k',
-    'QueryRetrieveLevel=STUDY',
-    '-k',
-    `StudyInstanceUID=${opts.studyUid}`,
-    opts.node.host,
-    String(opts.node.port),
-  ];
+  const args = studyRetrieveArgs(opts.ownAet, opts.node, opts.studyUid, opts.timeoutS, ['-aem', opts.ownAet]);
   if (opts.signal?.aborted) return { result: 'aborted', responses: 0 };
   let tail = '';
   let responses = 0;

@@ -348,31 +348,19 @@ export async function executeRun(deps: RunnerDeps, runId: string): Promise<RunOu
             run_id: runId,
           });
       }
-      await insertAuditEvents(client, [
+      await auditRunResults(
+        client,
+        run,
+        outputs.reduce((n, o) => n + o.size, 0),
         {
-          at: new Date(),
-          principal: run.created_by,
-          principalKind: 'user',
-          action: 'run.results',
-          projectId: run.project_id,
-          studyUid: null,
-          seriesUid: null,
-          sopInstanceUid: null,
-          outcome: 200,
-          bytes: outputs.reduce((n, o) => n + o.size, 0),
-          clientIp: null,
-          method: null,
-          route: 'worker:pipelines',
-          detail: {
-            run: runId,
-            pipeline: run.pipeline_name,
-            dicom: dicom.length,
-            series: outputSeries.length,
-            files: outputs.length,
-            subjects: subjects.map((s) => s.id),
-          },
+          run: runId,
+          pipeline: run.pipeline_name,
+          dicom: dicom.length,
+          series: outputSeries.length,
+          files: outputs.length,
+          subjects: subjects.map((s) => s.id),
         },
-      ]);
+      );
       await finishRun(client, runId, { state: 'succeeded', exitCode: 0, outputSeries });
     });
     deps.logger?.info(
@@ -441,27 +429,42 @@ async function runAsKubernetesJob(
   if (outcome.state !== 'succeeded')
     throw new RunFailure(outcome.state === 'failed' ? outcome.error : 'the Job did not end');
   await withTransaction(db, async (client) => {
-    await insertAuditEvents(client, [
-      {
-        at: new Date(),
-        principal: run.created_by,
-        principalKind: 'user',
-        action: 'run.results',
-        projectId: run.project_id,
-        studyUid: null,
-        seriesUid: null,
-        sopInstanceUid: null,
-        outcome: 200,
-        bytes: 0,
-        clientIp: null,
-        method: null,
-        route: 'worker:pipelines',
-        detail: { run: run.id, pipeline: run.pipeline_name, series: outputSeries.length, job: ref.name },
-      },
-    ]);
+    await auditRunResults(client, run, 0, {
+      run: run.id,
+      pipeline: run.pipeline_name,
+      series: outputSeries.length,
+      job: ref.name,
+    });
     await finishRun(client, run.id, { state: 'succeeded', exitCode: 0, outputSeries });
   });
   return 'succeeded';
+}
+
+/** The audit row of a run's stored results (in the transaction that marks the run succeeded). */
+async function auditRunResults(
+  client: Parameters<typeof insertAuditEvents>[0],
+  run: { created_by: string; project_id: string },
+  bytes: number,
+  detail: Record<string, unknown>,
+): Promise<void> {
+  await insertAuditEvents(client, [
+    {
+      at: new Date(),
+      principal: run.created_by,
+      principalKind: 'user',
+      action: 'run.results',
+      projectId: run.project_id,
+      studyUid: null,
+      seriesUid: null,
+      sopInstanceUid: null,
+      outcome: 200,
+      bytes,
+      clientIp: null,
+      method: null,
+      route: 'worker:pipelines',
+      detail,
+    },
+  ]);
 }
 
 /**

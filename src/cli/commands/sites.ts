@@ -13,6 +13,7 @@ import {
   type SyncTarget,
 } from '../../sites/storage-sync';
 import { storageSyncIndexUrl, storageSyncStateDir } from '../../sites/sync-config';
+import { answersAsPrimary } from '../../sites/failback';
 
 /** The sync's connections: this site's replicated Orthanc index, and the source site's Orthanc. */
 function syncTarget(config: Config, logger: pino.Logger): { target: SyncTarget; close: () => Promise<void> } {
@@ -100,19 +101,6 @@ export function register(program: Command): void {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Whether a PostgreSQL server answers as a primary (true), a standby (false), or not at all (undefined). */
-async function primaryAt(url: string): Promise<boolean | undefined> {
-  const db = new Pool({ connectionString: url, max: 1, connectionTimeoutMillis: 3000 });
-  db.on('error', () => undefined);
-  try {
-    return !(await isInRecovery(db));
-  } catch {
-    return undefined;
-  } finally {
-    await db.end().catch(() => undefined);
-  }
-}
-
 /** What `aperture failover` did and found. */
 export interface FailoverReport {
   promoted: boolean;
@@ -178,7 +166,7 @@ export function registerFailover(program: Command): void {
           };
           if (!wasPrimary) {
             if (opts.oldPrimary) {
-              const old = await primaryAt(opts.oldPrimary);
+              const old = await answersAsPrimary(opts.oldPrimary);
               if (old === true && !opts.force) {
                 throw new Error(
                   'the old primary still answers as a primary: stop it (or cut it off) first, so that only one site ' +
