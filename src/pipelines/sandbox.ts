@@ -10,6 +10,7 @@
  * sandbox's process group.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 /** Where the tools shipped with Aperture (pipelines/bin) appear inside the sandbox. */
 export const TOOLS_DIR = '/opt/aperture/pipelines';
@@ -187,6 +188,22 @@ export function runSandboxed(opts: {
         if (child.pid) process.kill(-child.pid, 'SIGKILL');
       } catch {
         child.kill('SIGKILL');
+      }
+      // What left the process group (bwrap's new session, a daemonised child) is still in the run's cgroup: kill it
+      // there too, so that a cancel or a timeout ends the tool now, not when it chooses to exit.
+      for (const file of opts.cgroupProcs ?? []) {
+        let pids: string[];
+        try {
+          pids = readFileSync(file, 'utf8').split('\n').filter(Boolean);
+        } catch {
+          continue; // the cgroup is gone already
+        }
+        for (const pid of pids)
+          try {
+            process.kill(Number(pid), 'SIGKILL');
+          } catch {
+            // exited meanwhile
+          }
       }
     };
     const timer = setTimeout(() => {
