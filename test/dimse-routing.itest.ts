@@ -208,10 +208,16 @@ describe('modalities: C-STORE into Orthanc, change-feed indexing, routing and qu
 
   it('lists an object Orthanc accepted but the index refuses among the failures, so nothing vanishes', async () => {
     await cstore([`${SAMPLES}/malformed/oob-monochrome-65535.dcm`], { calledAet: 'LUNGSTUDY' });
-    const failures = await waitFor('the refused object among the failures', async () => {
-      const r = await api('GET', '/api/quarantine/failures');
-      return r.body.total === 1 && r.body.failures;
-    });
+    const failures = await waitFor(
+      'the refused object among the failures',
+      async () => {
+        const r = await api('GET', '/api/quarantine/failures');
+        if (r.body.total === 1) return r.body.failures;
+        // Say what was there, should the wait run out.
+        throw new Error(`${r.status}: ${r.body.total} failures ${JSON.stringify(r.body.failures ?? r.body)}`);
+      },
+      60_000,
+    );
     expect(failures[0]).toMatchObject({ reason: 0xa900, called_aet: 'LUNGSTUDY', calling_aet: 'TESTSCU' });
     expect(failures[0].orthanc_id).toMatch(/^[0-9a-f-]{44}$/);
   }, 120_000);
