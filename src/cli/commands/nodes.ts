@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { userInfo } from 'node:os';
 import { NODE_ID, nodeInput } from '../../api/nodes';
 import { failureOf, nodeSpec } from '../../bridge/retrieve';
+import { insertAuditEvents } from '../../index-db/audit';
 import { getNode, listNodes, putNode } from '../../index-db/bridge';
 import { DimseFailure, getRemoteNodes } from '../../orthanc/remote-nodes';
 import type { CoreServices } from '../../services';
@@ -10,11 +11,24 @@ import { withServices } from '../services';
 const cliPrincipal = (): string => `cli:${userInfo().username}`;
 
 async function audit(s: CoreServices, action: string, detail: Record<string, unknown>): Promise<void> {
-  await s.db.query(
-    `INSERT INTO audit_events (principal, principal_kind, action, outcome, method, route, detail)
-     VALUES ($1, 'service', $2, 200, 'CLI', 'cli nodes', $3)`,
-    [cliPrincipal(), action, JSON.stringify(detail)],
-  );
+  await insertAuditEvents(s.db, [
+    {
+      at: new Date(),
+      principal: cliPrincipal(),
+      principalKind: 'service',
+      action,
+      projectId: null,
+      studyUid: null,
+      seriesUid: null,
+      sopInstanceUid: null,
+      outcome: 200,
+      bytes: 0,
+      clientIp: null,
+      method: 'CLI',
+      route: 'cli nodes',
+      detail,
+    },
+  ]);
 }
 
 const yesNo = (v: string): boolean => {
