@@ -25,6 +25,11 @@ export function benchStackUp(opts: { fresh?: boolean } = {}): StackEnv {
   return parseEnv(out);
 }
 
+/** The index Orthanc runs on in this stack (scripts/stack.sh prints ORTHANC_INDEX), for the suites' set-up text. */
+export function orthancIndexName(stack: StackEnv): string {
+  return stack.ORTHANC_INDEX === 'sqlite' ? 'SQLite' : 'PostgreSQL';
+}
+
 /** Stops the benchmark stack. */
 export function benchStackDown(): void {
   const env = { ...process.env, STACK_DIR: process.env.BENCH_STACK_DIR ?? join(ROOT, '.stack/bench') };
