@@ -25,9 +25,10 @@ export function benchStackUp(opts: { fresh?: boolean } = {}): StackEnv {
   return parseEnv(out);
 }
 
-/** The index Orthanc runs on in this stack (scripts/stack.sh prints ORTHANC_INDEX), for the suites' set-up text. */
-export function orthancIndexName(stack: StackEnv): string {
-  return stack.ORTHANC_INDEX === 'sqlite' ? 'SQLite' : 'PostgreSQL';
+/** The index Orthanc runs on in the bench stack (its ports file says), for the suites' set-up text. */
+export function orthancIndexName(): string {
+  const saved = readEnvFile(join(process.env.BENCH_STACK_DIR ?? join(ROOT, '.stack/bench'), 'ports'));
+  return saved.ORTHANC_INDEX === 'sqlite' ? 'SQLite' : 'PostgreSQL';
 }
 
 /** Stops the benchmark stack. */

@@ -173,7 +173,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       suite: 'STOW-RS ingest and QIDO-RS latency',
       setup:
         `${count.CountStudies} studies in the archive (synthetic single-instance 64x64 CT/MR/CR). Gateway: one process, ` +
-        `auth off, indexer off. Orthanc 1.10 with its DICOMweb plugin on its ${orthancIndexName(stack)} index, same machine, loopback. ` +
+        `auth off, indexer off. Orthanc 1.10 with its DICOMweb plugin on its ${orthancIndexName()} index, same machine, loopback. ` +
         `QIDO: ${QIDO_REPS} sequential requests per query on the gateway, ${ORTHANC_QIDO_REPS} on Orthanc, after 3 warm-ups.`,
       rows,
     };

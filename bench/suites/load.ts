@@ -382,7 +382,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
         KINDS.map((k) => `${k} ${WEIGHTS[k] * 100}%`).join(', ') +
         `) for ${SECONDS} s or ${MAX_REQUESTS} requests, after ${WARMUP} warm-up requests; bodies read to the end. ` +
         `Gateway: one process, auth on (a reader's RS256 token), audit on, indexer off; then Orthanc's DICOMweb ` +
-        `plugin (${orthancIndexName(stack)} index) on the same sequence. Loopback only.`,
+        `plugin (${orthancIndexName()} index) on the same sequence. Loopback only.`,
       rows,
     };
   } finally {
