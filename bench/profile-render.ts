@@ -33,10 +33,28 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
+/** CPU ms of each thread of a process, summed by thread name (main loop, libuv pool, codec threads, libvips). */
+function threadCpu(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const key = Number(t) === pid ? 'main' : name;
+      out.set(key, (out.get(key) ?? 0) + (Number(f[11]) + Number(f[12])) * 10);
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
   const stack = benchStackUp({ fresh: true });
-  const orthancPid = Number(readFileSync(join(stack.STACK_DIR ?? '', 'orthanc/orthanc.pid'), 'utf8').trim());
-  const pgPid = Number(readFileSync(join(stack.STACK_DIR ?? '', 'pg/postmaster.pid'), 'utf8').split('\n')[0]);
+  const dir = process.env.BENCH_STACK_DIR ?? join(__dirname, '../.stack/bench');
+  const orthancPid = Number(readFileSync(join(dir, 'orthanc/orthanc.pid'), 'utf8').trim());
+  const pgPid = Number(readFileSync(join(dir, 'pg/postmaster.pid'), 'utf8').split('\n')[0]);
   const gw = await startGatewayProcess(
     stack,
     Number(process.env.BENCH_RENDER_PORT ?? 18085),
@@ -54,6 +72,7 @@ async function main(): Promise<void> {
         orthanc: cpuMsOf(orthancPid),
         pg: pgCpu(),
         me: process.cpuUsage(),
+        threads: threadCpu(gw.pid),
       };
       const t0 = performance.now();
       let n = 0;
@@ -74,6 +93,11 @@ async function main(): Promise<void> {
       const me = process.cpuUsage(before.me);
       lat.sort((a, b) => a - b);
       const per = (ms: number) => Math.round((ms / n) * 100) / 100;
+      const threads: Record<string, number> = {};
+      for (const [k, v] of threadCpu(gw.pid)) {
+        const d = per(v - (before.threads.get(k) ?? 0));
+        if (d > 0) threads[k] = d;
+      }
       return {
         perSecond: Math.round((n / s) * 10) / 10,
         failed,
@@ -85,6 +109,7 @@ async function main(): Promise<void> {
           postgres: per(pgCpu() - before.pg),
           client: per((me.user + me.system) / 1000),
         },
+        gatewayThreads: threads,
       };
     };
     for (const o of objects) {

@@ -717,8 +717,18 @@ export function parseRenderParams(
  */
 function loadSharp(): typeof sharpModule {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return require('sharp') as typeof sharpModule;
+  const sharp = require('sharp') as typeof sharpModule;
+  if (!sharpTuned) {
+    sharpTuned = true;
+    // Renders are small and many run at once (one per libuv thread): one libvips thread per image keeps the cores
+    // busy without waking a pool of threads per image on a loaded machine; the operation cache never hits for
+    // pixels that arrive fresh with every request.
+    sharp.concurrency(1);
+    sharp.cache(false);
+  }
+  return sharp;
 }
+let sharpTuned = false;
 
 /** Limits and defaults of one encoding. */
 export interface EncodeOptions {
