@@ -6,6 +6,7 @@ import {
   generateInstances,
   groupByStudy,
   SOP_CLASS_UIDS,
+  resolveSynthOptions,
   SYNTH_IMPLEMENTATION_CLASS_UID,
   type SynthOptions,
   type SyntheticInstance,
@@ -228,6 +229,12 @@ describe('synthetic study generator', () => {
     }).next().value as SyntheticInstance;
     expect(first.buffer.length).toBeGreaterThan(8192);
     expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it('accepts the 2048 x 2560 matrix of a computed radiograph', () => {
+    const o = resolveSynthOptions({ rows: 2560, cols: 2048, modalities: ['CR'] });
+    expect([o.rows, o.cols]).toEqual([2560, 2048]);
+    expect(() => resolveSynthOptions({ rows: 3073 })).toThrow(BadRequestError);
   });
 
   it('rejects options that cannot produce a data set', () => {

@@ -9,6 +9,7 @@ import {
   type FramePresentation,
   type PaletteLut,
   type PixelDescription,
+  renderNativeFrame,
   toDisplayImage,
   type WindowSpec,
 } from '../dicom/render';
@@ -73,19 +74,20 @@ function moved(result: CodecResult & { ok: true }): CodecResult {
 
 function renderSync(task: Extract<CodecTask, { op: 'render' }>): CodecResult & { ok: true } {
   let { px } = task;
-  let frame;
-  if (isUncompressedTransferSyntax(task.transferSyntaxUid)) frame = decodeNativeFrame(task.frame, px);
-  else {
+  const presentation = { window: task.window, palette: task.palette };
+  let image;
+  if (isUncompressedTransferSyntax(task.transferSyntaxUid)) {
+    image = renderNativeFrame(task.frame, px, task.presentation, presentation);
+  } else {
     const decoded = decodeFrameSync(task.frame, task.transferSyntaxUid, px, task.reduceTo);
     if (decoded.rows && decoded.columns) px = { ...px, rows: decoded.rows, columns: decoded.columns };
     // Decoders answer pixel-interleaved samples, colour-transformed to RGB where the codestream says so.
-    frame = decodeNativeFrame(decoded.pixels, {
-      ...px,
-      photometric: decoded.photometric,
-      planarConfiguration: 0,
-    });
+    const decodedPx = { ...px, photometric: decoded.photometric, planarConfiguration: 0 };
+    image =
+      px.samplesPerPixel === 1 && decoded.photometric === px.photometric
+        ? renderNativeFrame(decoded.pixels, decodedPx, task.presentation, presentation)
+        : toDisplayImage(decodeNativeFrame(decoded.pixels, decodedPx), px, task.presentation, presentation);
   }
-  const image = toDisplayImage(frame, px, task.presentation, { window: task.window, palette: task.palette });
   return { ok: true, pixels: image.data, width: image.width, height: image.height, channels: image.channels };
 }
 

@@ -13,6 +13,7 @@ import {
   paletteChannel,
   parseRenderParams,
   type PixelDescription,
+  renderNativeFrame,
   toDisplayImage,
 } from './render';
 
@@ -336,5 +337,68 @@ describe('encoding', () => {
       },
     );
     expect(await sharp(out).metadata()).toMatchObject({ width: 16, height: 16 });
+  });
+});
+
+describe('renderNativeFrame (native words straight to 8 bits)', () => {
+  /** A deterministic pseudo-random frame of `n` words, every bit set somewhere (padding bits above High Bit too). */
+  function words(n: number, bytesPerWord: 1 | 2, seed: number): Uint8Array {
+    const out = new Uint8Array(n * bytesPerWord + 1).subarray(1); // odd offset: the unaligned path as well
+    let x = seed;
+    for (let i = 0; i < out.length; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      out[i] = x >>> 24;
+    }
+    return out;
+  }
+  const layouts: Array<Partial<PixelDescription>> = [
+    { bitsAllocated: 16, bitsStored: 16, highBit: 15 },
+    { bitsAllocated: 16, bitsStored: 12, highBit: 11 },
+    { bitsAllocated: 16, bitsStored: 12, highBit: 11, signed: true },
+    { bitsAllocated: 16, bitsStored: 16, highBit: 15, signed: true },
+    { bitsAllocated: 16, bitsStored: 10, highBit: 13 },
+    { bitsAllocated: 16, bitsStored: 10, highBit: 13, signed: true, photometric: 'MONOCHROME1' },
+    { bitsAllocated: 8, bitsStored: 8, highBit: 7 },
+    { bitsAllocated: 8, bitsStored: 6, highBit: 5, photometric: 'MONOCHROME1' },
+    { bitsAllocated: 8, bitsStored: 8, highBit: 7, signed: true },
+  ];
+  const presentations: FramePresentation[] = [
+    identity,
+    { rescaleSlope: 1, rescaleIntercept: -1024, windows: [] },
+    { rescaleSlope: 0.5, rescaleIntercept: 10, windows: [{ center: 40, width: 400, fn: 'linear' }] },
+    { rescaleSlope: 1, rescaleIntercept: 0, windows: [{ center: 100, width: 50, fn: 'sigmoid' }] },
+  ];
+
+  it('answers exactly what decodeNativeFrame then toDisplayImage answer, for every grey layout and window', () => {
+    let cases = 0;
+    for (const [i, layout] of layouts.entries()) {
+      const px = mono16({ rows: 7, columns: 9, ...layout });
+      const bytes = words(63, px.bitsAllocated === 8 ? 1 : 2, i + 1);
+      for (const pres of presentations) {
+        for (const window of [undefined, { center: 0, width: 30, fn: 'linear-exact' as const }]) {
+          const expected = toDisplayImage(decodeNativeFrame(bytes, px), px, pres, { window });
+          const got = renderNativeFrame(bytes, px, pres, { window });
+          expect({ ...got, data: Array.from(got.data) }).toEqual({
+            ...expected,
+            data: Array.from(expected.data),
+          });
+          cases++;
+        }
+      }
+    }
+    expect(cases).toBe(layouts.length * presentations.length * 2);
+  });
+
+  it('takes the general path for colour and refuses a short frame', () => {
+    const rgb = mono16({
+      samplesPerPixel: 3,
+      photometric: 'RGB',
+      bitsAllocated: 8,
+      bitsStored: 8,
+      highBit: 7,
+    });
+    const bytes = Buffer.from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    expect(Array.from(renderNativeFrame(bytes, rgb, identity).data)).toEqual(Array.from(bytes));
+    expect(() => renderNativeFrame(Buffer.alloc(6), mono16(), identity)).toThrow(UnrecoverableInputError);
   });
 });
