@@ -129,7 +129,7 @@ describe('cohort batches: one failure stays alone, a run cut off mid-batch resum
     expect(failed.map((r) => [r.source_sop_uid, r.reason]).sort()).toEqual(
       [
         [leaky, 'leak_check'],
-        [refused, 'store_0110'],
+        [refused, 'store_c000'],
       ].sort(),
     );
     expect(failed.every((r) => r.output_sop_uid === null)).toBe(true);
@@ -149,7 +149,7 @@ describe('cohort batches: one failure stays alone, a run cut off mid-batch resum
     const sum = (action: string, key: string) =>
       audit.rows.filter((r) => r.action === action).reduce((n, r) => n + (r.detail.counts[key] ?? 0), 0);
     expect(sum('cohort.job.leak-check', 'leak_check')).toBe(1);
-    expect(sum('cohort.job.store', 'store_0110')).toBe(1);
+    expect(sum('cohort.job.store', 'store_c000')).toBe(1);
     expect(sum('cohort.job.store', 'ok')).toBe(COPIES - 2);
   }, 180_000);
 
