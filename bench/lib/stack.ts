@@ -15,14 +15,20 @@ export function benchStackUp(opts: { fresh?: boolean } = {}): StackEnv {
   const env = {
     ...process.env,
     STACK_DIR: process.env.BENCH_STACK_DIR ?? join(ROOT, '.stack/bench'),
-    PG_PORT: process.env.BENCH_PG_PORT ?? '55532',
-    REDIS_PORT: process.env.BENCH_REDIS_PORT ?? '56479',
-    ORTHANC_HTTP_PORT: process.env.BENCH_ORTHANC_HTTP_PORT ?? '58142',
-    ORTHANC_DICOM_PORT: process.env.BENCH_ORTHANC_DICOM_PORT ?? '54342',
+    PG_PORT: process.env.BENCH_PG_PORT ?? '25532',
+    REDIS_PORT: process.env.BENCH_REDIS_PORT ?? '26479',
+    ORTHANC_HTTP_PORT: process.env.BENCH_ORTHANC_HTTP_PORT ?? '28142',
+    ORTHANC_DICOM_PORT: process.env.BENCH_ORTHANC_DICOM_PORT ?? '24342',
   };
   if (opts.fresh) execFileSync('bash', [join(ROOT, 'scripts/stack.sh'), 'wipe'], { env, stdio: 'inherit' });
   const out = execFileSync('bash', [join(ROOT, 'scripts/stack.sh'), 'up'], { env, encoding: 'utf8' });
   return parseEnv(out);
+}
+
+/** The index Orthanc runs on in the bench stack (its ports file says), for the suites' set-up text. */
+export function orthancIndexName(): string {
+  const saved = readEnvFile(join(process.env.BENCH_STACK_DIR ?? join(ROOT, '.stack/bench'), 'ports'));
+  return saved.ORTHANC_INDEX === 'sqlite' ? 'SQLite' : 'PostgreSQL';
 }
 
 /** Stops the benchmark stack. */

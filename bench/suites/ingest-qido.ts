@@ -1,7 +1,13 @@
 import { generateInstances } from '../../tools/synth';
 import { stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
-import { createProject, orthancAuth, type StackEnv, startGatewayProcess } from '../lib/stack';
+import {
+  createProject,
+  orthancAuth,
+  orthancIndexName,
+  type StackEnv,
+  startGatewayProcess,
+} from '../lib/stack';
 import { msSince, summarise, timedPool } from '../lib/stats';
 
 const STUDIES = Number(process.env.BENCH_STUDIES ?? 10_000);
@@ -167,7 +173,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       suite: 'STOW-RS ingest and QIDO-RS latency',
       setup:
         `${count.CountStudies} studies in the archive (synthetic single-instance 64x64 CT/MR/CR). Gateway: one process, ` +
-        `auth off, indexer off. Orthanc 1.10 with its DICOMweb plugin and default SQLite index, same machine, loopback. ` +
+        `auth off, indexer off. Orthanc 1.10 with its DICOMweb plugin on its ${orthancIndexName()} index, same machine, loopback. ` +
         `QIDO: ${QIDO_REPS} sequential requests per query on the gateway, ${ORTHANC_QIDO_REPS} on Orthanc, after 3 warm-ups.`,
       rows,
     };

@@ -2,7 +2,15 @@ import { startOidcIssuer } from '../../tools/oidc-issuer/issuer';
 import { generateInstances, type SyntheticInstance } from '../../tools/synth';
 import { type StowRequestResult, stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
-import { cpuMsOf, createProject, orthancAuth, rssOf, type StackEnv, startGatewayProcess } from '../lib/stack';
+import {
+  cpuMsOf,
+  createProject,
+  orthancAuth,
+  orthancIndexName,
+  rssOf,
+  type StackEnv,
+  startGatewayProcess,
+} from '../lib/stack';
 import { msSince, round, summarise } from '../lib/stats';
 
 /**
@@ -374,7 +382,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
         KINDS.map((k) => `${k} ${WEIGHTS[k] * 100}%`).join(', ') +
         `) for ${SECONDS} s or ${MAX_REQUESTS} requests, after ${WARMUP} warm-up requests; bodies read to the end. ` +
         `Gateway: one process, auth on (a reader's RS256 token), audit on, indexer off; then Orthanc's DICOMweb ` +
-        `plugin (SQLite index) on the same sequence. Loopback only.`,
+        `plugin (${orthancIndexName()} index) on the same sequence. Loopback only.`,
       rows,
     };
   } finally {

@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { Pool } from 'pg';
 import { createApp } from '../../src/app';
+import { createHttpServer } from '../../src/http/server';
 import { closeServices, initServices } from '../../src/bootstrap';
 import { type Config, loadConfig } from '../../src/config';
 import { closeIndexer } from '../../src/ingest/change-feed';
@@ -28,9 +29,9 @@ export async function startGateway(overrides: Record<string, string> = {}): Prom
   });
   const logger = createLogger(process.env.LOG_LEVEL ?? 'silent');
   const services = await initServices(config, logger, { indexer: config.INDEXER_ENABLED });
-  const server: Server = createApp(services).listen(0, '127.0.0.1');
-  // As the production server does (src/http/server.ts): no reset when a test's fetch reuses an idle connection late.
-  server.keepAliveTimeout = 30_000;
+  // The production server (src/http/server.ts): its limits and timeouts, and Koa's errors as structured log lines
+  // rather than stack traces on stderr.
+  const server: Server = createHttpServer(createApp(services), config, logger).listen(0, '127.0.0.1');
   await new Promise<void>((r) => server.once('listening', () => r()));
   const { port } = server.address() as AddressInfo;
   return {
