@@ -135,8 +135,12 @@ export const configSchema = z.object({
   // Research cohorts and project memberships (issue 10).
   /** Roles granted by memberships kept in Aperture are reused per subject this long at most (ms); 0 = every request. */
   MEMBERSHIP_CACHE_MS: int(2000, 0),
-  /** Instances a cohort worker de-identifies at once. */
-  COHORT_CONCURRENCY: int(4, 1),
+  /**
+   * Instances a cohort worker reads, de-identifies and stores at once. Each lane holds one source object and its output
+   * in memory (at most twice COHORT_MAX_OBJECT_BYTES). 8 kept a 2-core machine's Orthanc busiest in bench/ (4: the
+   * archive waits between stores; 16: Orthanc and PostgreSQL contend and every step slows).
+   */
+  COHORT_CONCURRENCY: int(8, 1),
   /** Most source instances one cohort may hold (400 beyond). */
   COHORT_MAX_INSTANCES: int(100_000, 1),
   /** Largest source object a cohort reads into memory to de-identify it (bytes); larger ones fail as too_large. */

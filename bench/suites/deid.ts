@@ -10,10 +10,14 @@ import { msSince, round, summarise } from '../lib/stats';
 const STUDIES = Number(process.env.BENCH_DEID_STUDIES ?? 4);
 const PER_SERIES = Number(process.env.BENCH_DEID_INSTANCES ?? 50);
 const ROOT = join(__dirname, '../..');
+/** COHORT_CONCURRENCY's default (src/config.ts), when the environment does not set it. */
+const DEFAULT_LANES = 8;
 
 /** The worker process (src/worker.ts) with the stack's settings: it runs the cohort, as in production. */
 function startWorker(stack: StackEnv): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/worker.ts')], {
+  // BENCH_DEID_WORKER_ARGS: extra Node options for the worker, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
+  const extra = (process.env.BENCH_DEID_WORKER_ARGS ?? '').split(' ').filter(Boolean);
+  return spawn(process.execPath, [...extra, '--import', 'tsx', join(ROOT, 'src/worker.ts')], {
     cwd: ROOT,
     env: { ...process.env, ...stack, LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'inherit', 'inherit'],
@@ -110,20 +114,23 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
         return r.find((x) => x.Type === 'Study')!.ID;
       }),
     );
+    const anonymize = async (): Promise<number> => {
+      const t0 = process.hrtime.bigint();
+      await Promise.all(
+        ids.map(async (id) => {
+          const res = await fetch(`${stack.ORTHANC_URL}/studies/${id}/anonymize`, {
+            method: 'POST',
+            headers: { ...auth, 'content-type': 'application/json' },
+            body: JSON.stringify({ Synchronous: true }),
+          });
+          if (!res.ok) throw new Error(`Orthanc anonymize: HTTP ${res.status}`);
+          await res.arrayBuffer();
+        }),
+      );
+      return total / (msSince(t0) / 1000);
+    };
     load.push(loadavg()[0]);
-    const t0 = process.hrtime.bigint();
-    await Promise.all(
-      ids.map(async (id) => {
-        const res = await fetch(`${stack.ORTHANC_URL}/studies/${id}/anonymize`, {
-          method: 'POST',
-          headers: { ...auth, 'content-type': 'application/json' },
-          body: JSON.stringify({ Synchronous: true }),
-        });
-        if (!res.ok) throw new Error(`Orthanc anonymize: HTTP ${res.status}`);
-        await res.arrayBuffer();
-      }),
-    );
-    const orthancRate = total / (msSince(t0) / 1000);
+    const orthancBefore = await anonymize();
 
     // Idle reference for the event loop and /healthz, then the cohort.
     await eventLoopDelay(gw.url);
@@ -157,9 +164,80 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     const busyMs = await busyHealth.stop();
     const busy = await eventLoopDelay(gw.url);
     load.push(loadavg()[0]);
+    // Orthanc again after the cohort: other work on a shared machine drifts, so the cohort is bracketed by two
+    // Orthanc runs and compared with their mean.
+    const orthancAfter = await anonymize();
+    const orthancRate = (orthancBefore + orthancAfter) / 2;
+
+    // The floor under the cohort: Orthanc's own work for it, without the gateway. Objects of the same size and
+    // kind (another seed, so new UIDs) stored by POST /instances, as many in flight as the cohort has lanes; then the
+    // same with a read of one source file before each store, which is all the archive does for a cohort instance.
+    const lanes = Number(process.env.COHORT_CONCURRENCY ?? DEFAULT_LANES);
+    const other = (seed: string) => [
+      ...generateInstances({
+        patients: STUDIES,
+        studiesPerPatient: 1,
+        seriesPerStudy: 1,
+        instancesPerSeries: PER_SERIES,
+        modalities: ['CT'],
+        rows: 512,
+        cols: 512,
+        seed,
+      }),
+    ];
+    const sourceIds = (
+      await Promise.all(
+        ids.map(
+          async (sid) =>
+            (await (
+              await fetch(`${stack.ORTHANC_URL}/studies/${sid}/instances`, { headers: auth })
+            ).json()) as Array<{ ID: string }>,
+        ),
+      )
+    ).flatMap((list) => list.map((x) => x.ID));
+    let retries = 0;
+    const storeDirect = async (objs: Array<{ buffer: Buffer }>, read: boolean): Promise<number> => {
+      let k = 0;
+      const t = process.hrtime.bigint();
+      await Promise.all(
+        Array.from({ length: lanes }, async () => {
+          for (let i = k++; i < objs.length; i = k++) {
+            if (read) {
+              const r = await fetch(
+                `${stack.ORTHANC_URL}/instances/${sourceIds[i % sourceIds.length]}/file`,
+                {
+                  headers: auth,
+                },
+              );
+              if (!r.ok) throw new Error(`Orthanc read: HTTP ${r.status}`);
+              await r.arrayBuffer();
+            }
+            // Retried as the gateway's archive retries it (src/orthanc/archive.ts): Orthanc on PostgreSQL now and
+            // then gives up on a conflicting transaction under concurrent stores and answers 500.
+            for (let attempt = 1; ; attempt++) {
+              const res = await fetch(`${stack.ORTHANC_URL}/instances`, {
+                method: 'POST',
+                headers: { ...auth, 'content-type': 'application/dicom' },
+                body: objs[i].buffer,
+              });
+              await res.arrayBuffer();
+              if (res.ok) break;
+              if (res.status !== 500 || attempt >= 5) throw new Error(`Orthanc store: HTTP ${res.status}`);
+              retries++;
+              await new Promise((r) => setTimeout(r, 50 * attempt + Math.random() * 150));
+            }
+          }
+        }),
+      );
+      return objs.length / (msSince(t) / 1000);
+    };
+    load.push(loadavg()[0]);
+    const storeRate = await storeDirect(other('bench-deid-floor-store'), false);
+    const readStoreRate = await storeDirect(other('bench-deid-floor-read-store'), true);
+    load.push(loadavg()[0]);
 
     rows.push({
-      metric: `de-identify and store, ${STUDIES} studies x ${PER_SERIES} CT 512x512 (${cohort.progress.done} done, ${cohort.progress.failed} failed)`,
+      metric: `de-identify and store, ${STUDIES} studies x ${PER_SERIES} CT 512x512 (${cohort.progress.done} done, ${cohort.progress.failed} failed; Orthanc before ${round(orthancBefore)}, after ${round(orthancAfter)} inst/s)`,
       unit: 'inst/s',
       gateway: gatewayRate,
       orthanc: orthancRate,
@@ -175,6 +253,22 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       target: 'p99 < 50 ms',
       met: busy.p99 < 50,
     });
+    rows.push({
+      metric: `reference: Orthanc POST /instances of ${total} other 512x512 CT, ${lanes} in flight (floor of the store)`,
+      unit: 'inst/s',
+      gateway: storeRate,
+      orthanc: orthancRate,
+      ratio: storeRate / orthancRate,
+      ratioMeaning: 'Orthanc store / Orthanc /anonymize',
+    });
+    rows.push({
+      metric: `reference: Orthanc GET a source file + POST /instances, ${total}, ${lanes} in flight (the archive's part of a cohort; ${retries} stores retried in the two)`,
+      unit: 'inst/s',
+      gateway: readStoreRate,
+      orthanc: orthancRate,
+      ratio: readStoreRate / orthancRate,
+      ratioMeaning: 'Orthanc read+store / Orthanc /anonymize',
+    });
     const b = summarise(busyMs);
     const i = summarise(idleMs);
     rows.push({
@@ -186,12 +280,14 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       suite: 'De-identification: cohort vs Orthanc /anonymize',
       setup:
         `${total} synthetic 512x512 CT instances (${STUDIES} studies of one series) stored through STOW-RS. Orthanc: ` +
-        `POST /studies/{id}/anonymize for every study at once (Synchronous, its job engine's own concurrency), first. ` +
+        `POST /studies/{id}/anonymize for every study at once (Synchronous, its job engine's own concurrency), before and again after the cohort (the mean of the two is the Orthanc figure). ` +
         `Gateway: one cohort of the same studies (Basic Profile) run by one worker process (src/worker.ts, ` +
-        `COHORT_CONCURRENCY ${process.env.COHORT_CONCURRENCY ?? 4}): read from Orthanc, de-identify, leak check, ` +
+        `COHORT_CONCURRENCY ${lanes}): read from Orthanc, de-identify, leak check, ` +
         `store into Orthanc and index, timed from POST to state done (polled every 200 ms). Event-loop delay is the ` +
         `gateway's own perf_hooks monitorEventLoopDelay histogram (prom-client, reset on every /metrics scrape). ` +
-        `Load average (1 min) before Orthanc, before the cohort, after: ${load.map((l) => round(l)).join(', ')}.`,
+        `Orthanc store floor: other objects of the same size and kind by POST /instances with as many in flight as the ` +
+        `cohort has lanes, alone and after a GET of a source file each. ` +
+        `Load average (1 min) before Orthanc, before the cohort, after it, before the floor, after it: ${load.map((l) => round(l)).join(', ')}.`,
       rows,
     };
   } finally {

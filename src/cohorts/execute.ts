@@ -4,20 +4,33 @@
  * row. Every step is idempotent: output UIDs, pseudonyms and date offsets are functions of the research project's
  * secret, so a worker killed after storing but before recording re-stores the identical object (the archive and
  * the index answer "already stored") and then records it; nothing is duplicated and nothing skipped.
+ *
+ * The work of one instance (read, de-identify, leak check, store into the archive) runs in COHORT_CONCURRENCY lanes;
+ * what can be shared is done per batch: pseudonyms for a page of pending rows in one round trip, and, for a batch of
+ * archived outputs, the index transaction (ingest's indexArchived), the outcome rows and the withdrawal check in one
+ * statement each, while the lanes go on with the next instances.
  */
 import type { Pool } from 'pg';
 import type { Config } from '../config';
 import { NotFoundError, UnrecoverableInputError } from '../errors';
 import {
   type CohortRow,
-  finishInstance,
+  cohortState,
+  finishInstances,
   getCohort,
+  type InstanceOutcomeRecord,
   type PendingInstance,
   pendingInstances,
   setCohortState,
 } from '../index-db/cohorts';
-import { ensurePseudonym, isSubjectWithdrawn, researchSecret } from '../index-db/pseudonyms';
-import { ingestInstance } from '../ingest/ingest';
+import {
+  ensurePseudonyms,
+  type PseudonymRow,
+  pseudonymRequestKey,
+  researchSecret,
+  withdrawnAmong,
+} from '../index-db/pseudonyms';
+import { archiveObject, type ArchivedForIndex, indexArchived } from '../ingest/ingest';
 import type { Logger } from '../logger';
 import type { Archive } from '../orthanc/archive';
 import type { PacsClient } from '../orthanc/client';
@@ -45,18 +58,40 @@ const BURNED_IN = new Set(['burned-in-annotation', 'burned-in-annotation-likely'
 /** The outcome of one instance, as recorded. */
 export type InstanceOutcome = 'done' | 'withheld' | 'failed' | 'withdrawn';
 
-/** Processes one pending source instance of a cohort and records what happened. Throws only for outages. */
-export async function execCohortInstance(
+/** A pending source instance with its patient's pseudonym row in the research project (read with its page). */
+interface Work {
+  row: PendingInstance;
+  mapping: PseudonymRow;
+}
+
+/** What the per-instance half ends with: an outcome already decided, or an output archived and awaiting its index. */
+type Prepared =
+  | { row: PendingInstance; record: InstanceOutcomeRecord }
+  | {
+      row: PendingInstance;
+      archived: ArchivedForIndex;
+      pseudonym: string;
+      output: { study: string; series: string; sop: string };
+      bytes: number;
+    };
+
+type CohortRef = Pick<CohortRow, 'id' | 'source_project_id' | 'research_project_id' | 'options'>;
+
+/**
+ * The per-instance half of a cohort: reads one pending source instance, de-identifies it, leak-checks the output
+ * and stores it into the archive (not yet into the index: commitBatch does that for many). Never stores an output
+ * that failed the leak check. Throws only for outages.
+ */
+async function prepareInstance(
   deps: CohortDeps,
-  cohort: Pick<CohortRow, 'id' | 'source_project_id' | 'research_project_id' | 'options'>,
+  cohort: CohortRef,
   secret: Buffer,
-  row: PendingInstance,
+  { row, mapping }: Work,
   audit?: CohortStepAudit,
-): Promise<InstanceOutcome> {
-  const fail = async (step: CohortStep, reason: string, pseudonym?: string): Promise<InstanceOutcome> => {
+): Promise<Prepared> {
+  const fail = (step: CohortStep, reason: string, pseudonym?: string): Prepared => {
     audit?.note(step, reason);
-    await finishInstance(deps.db, cohort.id, row.source_sop_uid, { state: 'failed', reason, pseudonym });
-    return 'failed';
+    return { row, record: { state: 'failed', reason, pseudonym } };
   };
   if (!row.orthanc_id) return fail('read', 'source_not_indexed');
   if (row.file_size !== null && row.file_size > deps.config.COHORT_MAX_OBJECT_BYTES)
@@ -71,25 +106,11 @@ export async function execCohortInstance(
   }
   audit?.note('read', 'ok');
 
-  const key = patientKey(row.patient_id, row.patient_name);
-  const issuer = patientIssuer(row.patient_issuer);
-  const derived = derivePseudonym(secret, cohort.source_project_id, key, issuer);
-  const { pseudonym, date_offset_days, withdrawn_at } = await ensurePseudonym(deps.db, {
-    projectId: cohort.research_project_id,
-    sourceProjectId: cohort.source_project_id,
-    patientKey: key,
-    issuer,
-    ...derived,
-  });
+  const { pseudonym, date_offset_days, withdrawn_at } = mapping;
   if (withdrawn_at) {
     // A withdrawn subject never re-enters the research project, whichever cohort (or retry) brings them.
     audit?.note('mapping', 'barred');
-    await finishInstance(deps.db, cohort.id, row.source_sop_uid, {
-      state: 'withdrawn',
-      reason: 'subject_withdrawn',
-      pseudonym,
-    });
-    return 'withdrawn';
+    return { row, record: { state: 'withdrawn', reason: 'subject_withdrawn', pseudonym } };
   }
   audit?.note('mapping', 'ok');
 
@@ -128,12 +149,7 @@ export async function execCohortInstance(
   }
   if ('withheld' in result) {
     audit?.note('deidentify', 'withheld');
-    await finishInstance(deps.db, cohort.id, row.source_sop_uid, {
-      state: 'withheld',
-      reason: result.withheld,
-      pseudonym,
-    });
-    return 'withheld';
+    return { row, record: { state: 'withheld', reason: result.withheld, pseudonym } };
   }
   audit?.note('deidentify', 'ok');
 
@@ -148,31 +164,80 @@ export async function execCohortInstance(
   }
   audit?.note('leak-check', 'ok');
 
-  const stored = await ingestInstance(
-    { db: deps.db, archive: deps.archive },
-    result.bytes,
+  const archived = await archiveObject({ db: deps.db, archive: deps.archive }, result.bytes);
+  if (!archived.ok) return fail('store', storeReason(archived.reason), pseudonym);
+  return { row, archived, pseudonym, output: result.outputUids, bytes: result.bytes.length };
+}
+
+const storeReason = (reason: number): string => `store_${reason.toString(16).padStart(4, '0')}`;
+
+/**
+ * The shared half: indexes a batch of archived outputs into the research project in one transaction (an object the
+ * index refuses fails alone), records every outcome of the batch in one statement, then takes out again the copies of
+ * any subject withdrawn meanwhile (a withdrawal that ran while they were being stored would have missed them).
+ */
+async function commitBatch(
+  deps: CohortDeps,
+  cohort: CohortRef,
+  batch: readonly Prepared[],
+  processed: Record<InstanceOutcome, number>,
+  audit?: CohortStepAudit,
+): Promise<void> {
+  if (batch.length === 0) return;
+  const archived = batch.filter((p): p is Extract<Prepared, { archived: unknown }> => 'archived' in p);
+  const indexed = await indexArchived(
+    { db: deps.db },
+    archived.map((p) => p.archived),
     [cohort.research_project_id],
     'cohort',
   );
-  if (!stored.ok) return fail('store', `store_${stored.reason.toString(16).padStart(4, '0')}`, pseudonym);
-  audit?.note('store', 'ok');
-  audit?.addBytes('store', result.bytes.length);
-  await finishInstance(deps.db, cohort.id, row.source_sop_uid, {
-    state: 'done',
-    pseudonym,
-    output: result.outputUids,
-    bytes: result.bytes.length,
-  });
-  // A withdrawal that ran while this copy was being stored would have missed it: take it out again.
-  if (await isSubjectWithdrawn(deps.db, cohort.research_project_id, pseudonym)) {
-    await withdrawSubject(deps, cohort.research_project_id, pseudonym);
-    return 'withdrawn';
+  const records: Array<InstanceOutcomeRecord & { sourceSop: string }> = [];
+  for (const p of batch) {
+    if ('record' in p) records.push({ sourceSop: p.row.source_sop_uid, ...p.record });
   }
-  return 'done';
+  archived.forEach((p, i) => {
+    const outcome = indexed[i];
+    if (!outcome.ok) {
+      audit?.note('store', storeReason(outcome.reason));
+      records.push({
+        sourceSop: p.row.source_sop_uid,
+        state: 'failed',
+        reason: storeReason(outcome.reason),
+        pseudonym: p.pseudonym,
+      });
+      return;
+    }
+    audit?.note('store', 'ok');
+    audit?.addBytes('store', p.bytes);
+    records.push({
+      sourceSop: p.row.source_sop_uid,
+      state: 'done',
+      pseudonym: p.pseudonym,
+      output: p.output,
+      bytes: p.bytes,
+    });
+  });
+  await finishInstances(deps.db, cohort.id, records);
+  const stored = records.filter((r) => r.state === 'done');
+  const withdrawn = await withdrawnAmong(
+    deps.db,
+    cohort.research_project_id,
+    stored.map((r) => r.pseudonym!),
+  );
+  for (const pseudonym of withdrawn) await withdrawSubject(deps, cohort.research_project_id, pseudonym);
+  for (const r of records)
+    processed[r.state === 'done' && withdrawn.has(r.pseudonym!) ? 'withdrawn' : r.state]++;
+  await audit?.flush();
 }
 
-/** Pending rows fetched per round; a cancel is noticed between rounds. */
-const BATCH = 32;
+/** Pending rows fetched per page (with their pseudonyms in one round trip); a cancel is noticed between pages. */
+const PAGE = 64;
+/** Outputs indexed per batch: one index transaction and one outcome statement for this many instances. */
+const COMMIT_BATCH = 16;
+/** A batch smaller than COMMIT_BATCH is committed once its oldest output has waited this long (slow objects). */
+const COMMIT_WAIT_MS = 1000;
+/** Lanes wait for the index when this many outputs are archived but not yet indexed. */
+const MAX_UNCOMMITTED = 4 * COMMIT_BATCH;
 
 /** What one run of a cohort did. */
 export interface CohortRunOutcome {
@@ -182,7 +247,8 @@ export interface CohortRunOutcome {
 
 /**
  * Runs every pending instance of a cohort, COHORT_CONCURRENCY at a time, and marks the cohort done. Safe to run
- * again at any point (after a crash, or after retry put failed rows back to pending).
+ * again at any point (after a crash, or after retry put failed rows back to pending): an instance whose output was
+ * archived but not yet indexed when the worker died is still pending and is done again, identically.
  */
 export async function runCohort(deps: CohortDeps, cohortId: string): Promise<CohortRunOutcome | undefined> {
   const cohort = await getCohort(deps.db, cohortId);
@@ -192,23 +258,99 @@ export async function runCohort(deps: CohortDeps, cohortId: string): Promise<Coh
   await setCohortState(deps.db, cohortId, 'running');
   const secret = await researchSecret(deps.db, cohort.research_project_id);
   const audit = new CohortStepAudit(deps.db, cohort);
+  const lanes = Math.max(1, deps.config.COHORT_CONCURRENCY);
+
+  // Pending rows, fetched a page at a time in keyset order with their patients' pseudonyms.
+  const queue: Work[] = [];
   let after = '';
-  for (;;) {
-    const current = await getCohort(deps.db, cohortId);
-    if (!current || current.state === 'cancelled') return { state: 'cancelled', processed };
-    const rows = await pendingInstances(deps.db, cohortId, after, BATCH);
-    if (rows.length === 0) break;
+  let exhausted = false;
+  let cancelled = false;
+  let fetching: Promise<void> | undefined;
+  const fetchPage = async (): Promise<void> => {
+    const state = await cohortState(deps.db, cohortId);
+    if (state === undefined || state === 'cancelled') {
+      cancelled = true;
+      exhausted = true;
+      return;
+    }
+    const rows = await pendingInstances(deps.db, cohortId, after, PAGE);
+    if (rows.length === 0) {
+      exhausted = true;
+      return;
+    }
     after = rows[rows.length - 1].source_sop_uid;
-    let next = 0;
-    const lanes = Array.from({ length: Math.min(deps.config.COHORT_CONCURRENCY, rows.length) }, async () => {
-      while (next < rows.length) {
-        const row = rows[next++];
-        processed[await execCohortInstance(deps, cohort, secret, row, audit)]++;
-      }
+    const patients = rows.map((row) => {
+      const key = patientKey(row.patient_id, row.patient_name);
+      const issuer = patientIssuer(row.patient_issuer);
+      return { patientKey: key, issuer, ...derivePseudonym(secret, cohort.source_project_id, key, issuer) };
     });
-    await Promise.all(lanes);
-    await audit.flush();
-  }
+    const mappings = await ensurePseudonyms(
+      deps.db,
+      cohort.research_project_id,
+      cohort.source_project_id,
+      patients,
+    );
+    rows.forEach((row, i) => queue.push({ row, mapping: mappings.get(pseudonymRequestKey(patients[i]))! }));
+  };
+  const refill = (): Promise<void> =>
+    (fetching ??= fetchPage().finally(() => {
+      fetching = undefined;
+    }));
+
+  // Archived outputs waiting for their batch's index transaction; one batch is committed at a time.
+  const ready: Prepared[] = [];
+  let oldestReady = 0;
+  let committing: Promise<void> | undefined;
+  let failure: { err: unknown } | undefined;
+  const commitReady = (force: boolean): void => {
+    if (committing || ready.length === 0 || failure) return;
+    if (!force && ready.length < COMMIT_BATCH && Date.now() - oldestReady < COMMIT_WAIT_MS) return;
+    const batch = ready.splice(0, ready.length);
+    committing = commitBatch(deps, cohort, batch, processed, audit).then(
+      () => {
+        committing = undefined;
+        commitReady(false);
+      },
+      (err: unknown) => {
+        failure ??= { err };
+        committing = undefined;
+      },
+    );
+  };
+
+  const take = async (): Promise<Work | undefined> => {
+    for (;;) {
+      if (failure || cancelled) return undefined;
+      if (queue.length > 0) {
+        const work = queue.shift()!;
+        // The next page is read while the lanes still have work; an error there comes back on the next refill.
+        if (queue.length < lanes && !exhausted) refill().catch(() => undefined);
+        return work;
+      }
+      if (exhausted) return undefined;
+      await refill();
+    }
+  };
+
+  const lane = async (): Promise<void> => {
+    try {
+      for (let work = await take(); work; work = await take()) {
+        const prepared = await prepareInstance(deps, cohort, secret, work, audit);
+        if (ready.length === 0) oldestReady = Date.now();
+        ready.push(prepared);
+        commitReady(false);
+        while (ready.length >= MAX_UNCOMMITTED && committing && !failure) await committing;
+      }
+    } catch (err) {
+      failure ??= { err };
+    }
+  };
+  await Promise.all(Array.from({ length: lanes }, lane));
+  while (committing) await committing;
+  commitReady(true);
+  while (committing) await committing;
+  if (failure) throw failure.err;
+  if (cancelled) return { state: 'cancelled', processed };
   await setCohortState(deps.db, cohortId, 'done');
   return { state: 'done', processed };
 }

@@ -184,35 +184,64 @@ export async function pendingInstances(
   return r.rows;
 }
 
+/** The outcome of one source instance, as recorded on its row. */
+export interface InstanceOutcomeRecord {
+  state: Exclude<CohortInstanceState, 'pending'>;
+  reason?: string;
+  pseudonym?: string;
+  output?: { study: string; series: string; sop: string };
+  bytes?: number;
+}
+
 /** Records the outcome of one source instance. Only a pending row changes, so a re-run never rewrites history. */
 export async function finishInstance(
   db: Pool,
   cohortId: string,
   sourceSop: string,
-  o: {
-    state: Exclude<CohortInstanceState, 'pending'>;
-    reason?: string;
-    pseudonym?: string;
-    output?: { study: string; series: string; sop: string };
-    bytes?: number;
-  },
+  o: InstanceOutcomeRecord,
 ): Promise<void> {
+  await finishInstances(db, cohortId, [{ sourceSop, ...o }]);
+}
+
+/**
+ * Records the outcomes of many source instances of a cohort in one statement (one commit). Only pending rows change,
+ * as in finishInstance; rows are updated in source UID order, so two writers never wait on each other in a cycle.
+ */
+export async function finishInstances(
+  db: Pool,
+  cohortId: string,
+  outcomes: ReadonlyArray<InstanceOutcomeRecord & { sourceSop: string }>,
+): Promise<void> {
+  if (outcomes.length === 0) return;
+  const records = [...outcomes]
+    .sort((a, b) => (a.sourceSop < b.sourceSop ? -1 : a.sourceSop > b.sourceSop ? 1 : 0))
+    .map((o) => ({
+      source_sop_uid: o.sourceSop,
+      state: o.state,
+      reason: o.reason ?? null,
+      pseudonym: o.pseudonym ?? null,
+      output_study_uid: o.output?.study ?? null,
+      output_series_uid: o.output?.series ?? null,
+      output_sop_uid: o.output?.sop ?? null,
+      bytes: o.bytes ?? 0,
+    }));
   await db.query(
-    `UPDATE cohort_instances SET state = $3, reason = $4, pseudonym = $5, output_study_uid = $6,
-            output_series_uid = $7, output_sop_uid = $8, bytes = $9, attempts = attempts + 1, updated_at = now()
-      WHERE cohort_id = $1 AND source_sop_uid = $2 AND state = 'pending'`,
-    [
-      cohortId,
-      sourceSop,
-      o.state,
-      o.reason ?? null,
-      o.pseudonym ?? null,
-      o.output?.study ?? null,
-      o.output?.series ?? null,
-      o.output?.sop ?? null,
-      o.bytes ?? 0,
-    ],
+    `UPDATE cohort_instances ci
+        SET state = x.state, reason = x.reason, pseudonym = x.pseudonym, output_study_uid = x.output_study_uid,
+            output_series_uid = x.output_series_uid, output_sop_uid = x.output_sop_uid, bytes = x.bytes,
+            attempts = ci.attempts + 1, updated_at = now()
+       FROM jsonb_to_recordset($2::jsonb) AS x(source_sop_uid text, state text, reason text, pseudonym text,
+                                               output_study_uid text, output_series_uid text, output_sop_uid text,
+                                               bytes bigint)
+      WHERE ci.cohort_id = $1 AND ci.source_sop_uid = x.source_sop_uid AND ci.state = 'pending'`,
+    [cohortId, JSON.stringify(records)],
   );
+}
+
+/** The state of a cohort alone (no counts): what a worker polls between pages to notice a cancel. */
+export async function cohortState(db: Pool, id: string): Promise<CohortState | undefined> {
+  const r = await db.query<{ state: CohortState }>('SELECT state FROM cohorts WHERE id = $1', [id]);
+  return r.rows[0]?.state;
 }
 
 /** One output instance of a cohort, for the archive and the manifest. */

@@ -53,6 +53,65 @@ export async function ensurePseudonym(
   return r.rows[0];
 }
 
+/** A source patient as ensurePseudonyms takes it: the key, its issuer, and the values to create on first use. */
+export interface PseudonymRequest {
+  patientKey: string;
+  /** Issuer of Patient ID, '' when none. */
+  issuer: string;
+  pseudonym: string;
+  dateOffsetDays: number;
+}
+
+/** The map key of a source patient in ensurePseudonyms' answer. */
+export const pseudonymRequestKey = (p: { patientKey: string; issuer: string }): string =>
+  `${p.issuer}\u0000${p.patientKey}`;
+
+/**
+ * ensurePseudonym for many source patients of one research project at once: one insert and one read, whatever the
+ * number of patients. Answers a map keyed by pseudonymRequestKey. The rows are inserted in key order, so two workers
+ * racing on the same patients never deadlock; the first insert of a patient wins and everyone reads it back.
+ */
+export async function ensurePseudonyms(
+  db: Pool | PoolClient,
+  projectId: string,
+  sourceProjectId: string,
+  patients: readonly PseudonymRequest[],
+): Promise<Map<string, PseudonymRow>> {
+  const unique = new Map<string, PseudonymRequest>();
+  for (const p of patients) unique.set(pseudonymRequestKey(p), p);
+  const out = new Map<string, PseudonymRow>();
+  if (unique.size === 0) return out;
+  const records = [...unique.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([, p]) => ({
+      patient_key: p.patientKey,
+      issuer: p.issuer,
+      pseudonym: p.pseudonym,
+      date_offset_days: p.dateOffsetDays,
+    }));
+  const json = JSON.stringify(records);
+  await db.query(
+    `INSERT INTO research_pseudonyms (project_id, source_project_id, source_patient_key, source_issuer, pseudonym,
+                                      date_offset_days)
+     SELECT $1, $2, x.patient_key, x.issuer, x.pseudonym, x.date_offset_days
+       FROM jsonb_to_recordset($3::jsonb) AS x(patient_key text, issuer text, pseudonym text, date_offset_days int)
+     ON CONFLICT DO NOTHING`,
+    [projectId, sourceProjectId, json],
+  );
+  const r = await db.query<PseudonymRow & { patient_key: string; issuer: string }>(
+    `SELECT rp.source_patient_key AS patient_key, rp.source_issuer AS issuer, rp.pseudonym, rp.date_offset_days,
+            rp.withdrawn_at
+       FROM jsonb_to_recordset($3::jsonb) AS x(patient_key text, issuer text)
+       JOIN research_pseudonyms rp ON rp.project_id = $1 AND rp.source_project_id = $2
+                                  AND rp.source_patient_key = x.patient_key AND rp.source_issuer = x.issuer`,
+    [projectId, sourceProjectId, json],
+  );
+  for (const { patient_key, issuer, ...row } of r.rows)
+    out.set(pseudonymRequestKey({ patientKey: patient_key, issuer }), row);
+  if (out.size !== unique.size) throw new Error('pseudonym collision in research project');
+  return out;
+}
+
 /** `id_old,id_new` pairs of the patients of one cohort (for patid_mapping.csv), sorted by the old id. */
 export async function cohortPatientMapping(
   db: Pool,
@@ -84,6 +143,21 @@ export async function markSubjectWithdrawn(
     [projectId, pseudonym],
   );
   return (r.rowCount ?? 0) > 0;
+}
+
+/** Which of the given pseudonyms were withdrawn from the research project (one query for a batch of outputs). */
+export async function withdrawnAmong(
+  db: Pool | PoolClient,
+  projectId: string,
+  pseudonyms: readonly string[],
+): Promise<Set<string>> {
+  if (pseudonyms.length === 0) return new Set();
+  const r = await db.query<{ pseudonym: string }>(
+    `SELECT pseudonym FROM research_pseudonyms
+      WHERE project_id = $1 AND pseudonym = ANY ($2::text[]) AND withdrawn_at IS NOT NULL`,
+    [projectId, [...new Set(pseudonyms)]],
+  );
+  return new Set(r.rows.map((x) => x.pseudonym));
 }
 
 /** True when the subject was withdrawn from the research project. */
