@@ -4,10 +4,11 @@
  * of the ratio on a shared machine shows; plus the gateway's CPU time per instance (load-independent) and how soon
  * a stored object answers QIDO after the STOW response.
  */
+import { request } from 'undici';
 import { generateInstances } from '../../tools/synth';
 import { stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
-import { cpuMsOf, createProject, type StackEnv, startGatewayProcess } from '../lib/stack';
+import { cpuMsOf, createProject, orthancAuth, type StackEnv, startGatewayProcess } from '../lib/stack';
 import { msSince, round, summarise } from '../lib/stats';
 
 const ROUNDS = Number(process.env.BENCH_STOW_ROUNDS ?? 3);
@@ -17,6 +18,43 @@ const SINGLE_N = Number(process.env.BENCH_STOW_SINGLE_N ?? 200);
 const SERIES_N = Number(process.env.BENCH_STOW_SERIES_N ?? 3);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 4);
 const VISIBLE_N = Number(process.env.BENCH_STOW_VISIBLE_N ?? 100);
+/** Shapes to run (comma-separated: single, series); both by default. */
+const SHAPES = (process.env.BENCH_STOW_SHAPES ?? 'single,series').split(',').map((s) => s.trim());
+/** Node options for the gateway process, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` for a profiling run. */
+const GATEWAY_NODE_ARGS = (process.env.BENCH_STOW_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
+/**
+ * The floor both STOW-RS sides share: Orthanc's REST `POST /instances`, one object per call, `batch` objects one
+ * after the other per client (as the plugin and the gateway store the parts of one request), `concurrency` clients.
+ */
+async function postInstances(
+  stack: StackEnv,
+  objects: readonly Buffer[],
+  batch: number,
+  concurrency: number,
+): Promise<{ seconds: number; failed: number }> {
+  const url = `${stack.ORTHANC_URL.replace(/\/+$/, '')}/instances`;
+  const authorization = orthancAuth(stack);
+  let next = 0;
+  let failed = 0;
+  const started = process.hrtime.bigint();
+  const worker = async () => {
+    for (let at = next; at < objects.length; at = next) {
+      next += batch;
+      for (const obj of objects.slice(at, at + batch)) {
+        const res = await request(url, {
+          method: 'POST',
+          headers: { authorization, 'content-type': 'application/dicom' },
+          body: obj,
+        });
+        await res.body.text();
+        if (res.statusCode !== 200) failed++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return { seconds: msSince(started) / 1000, failed };
+}
 
 function singles(seed: string, n: number): Buffer[] {
   const out: Buffer[] = [];
@@ -58,7 +96,12 @@ function series(seed: string, n: number): Buffer[][] {
 
 /** STOW-RS rate in both shapes over several rounds, gateway CPU per instance, QIDO visibility after STOW. */
 export async function run(stack: StackEnv): Promise<SuiteResult> {
-  const gw = await startGatewayProcess(stack, 18081, { AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false' });
+  const gw = await startGatewayProcess(
+    stack,
+    18081,
+    { AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false' },
+    GATEWAY_NODE_ARGS,
+  );
   // On a loaded machine the gateway may need longer than startGatewayProcess waits.
   for (let i = 0; ; i++) {
     const up = await fetch(`${gw.url}/healthz`).then(
@@ -88,10 +131,12 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       { name: 'single', label: `single-instance requests (${SINGLE_N} per round)`, batch: 1 },
       { name: 'series', label: `series of 100 instances per request (${SERIES_N} per round)`, batch: 100 },
     ] as const;
-    for (const shape of shapes) {
+    for (const shape of shapes.filter((s) => SHAPES.includes(s.name))) {
       const ratios: number[] = [];
+      const floorRatios: number[] = [];
       const gwRates: number[] = [];
       const orRates: number[] = [];
+      const restRates: number[] = [];
       const cpuPerInstance: number[] = [];
       let failed = 0;
       let orFailed = 0;
@@ -102,6 +147,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
             : series(`stow-${side}-${r}`, SERIES_N).flat();
         const gwSet = make('gw');
         const orSet = make('or');
+        const restSet = make('rest');
         const measureGw = async () => {
           const cpu0 = cpuMsOf(gw.pid);
           const t = process.hrtime.bigint();
@@ -127,18 +173,28 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
           orFailed += res.failed + res.partial;
           return orSet.length / (msSince(t) / 1000);
         };
+        const measureRest = async () => {
+          const res = await postInstances(stack, restSet, shape.batch, CONCURRENCY);
+          orFailed += res.failed;
+          return restSet.length / res.seconds;
+        };
         let g: number;
         let o: number;
+        let f: number;
         if (r % 2 === 0) {
           g = await measureGw();
           o = await measureOr();
+          f = await measureRest();
         } else {
+          f = await measureRest();
           o = await measureOr();
           g = await measureGw();
         }
         gwRates.push(g);
         orRates.push(o);
+        restRates.push(f);
         ratios.push(g / o);
+        floorRatios.push(g / f);
       }
       const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
       const ratio = median(ratios);
@@ -155,6 +211,16 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
           `ratios per round ${ratios.map(round).join(', ')}; gateway CPU ${round(median(cpuPerInstance))} ms/instance ` +
           `(rounds ${cpuPerInstance.map(round).join(', ')})` +
           (failed || orFailed ? `; requests not all stored: gateway ${failed}, Orthanc ${orFailed}` : ''),
+      });
+      rows.push({
+        metric: `↳ reference: Orthanc REST POST /instances, same shape (${shape.batch} after one another per client)`,
+        unit: 'inst/s',
+        gateway: median(gwRates),
+        orthanc: median(restRates),
+        ratio: median(floorRatios),
+        ratioMeaning: 'gateway / Orthanc REST',
+        target: '—',
+        note: `ratios per round ${floorRatios.map(round).join(', ')}; plugin / REST ${round(median(orRates) / median(restRates))}`,
       });
     }
 
