@@ -8,7 +8,15 @@ import { request } from 'undici';
 import { generateInstances } from '../../tools/synth';
 import { stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
-import { cpuMsOf, createProject, orthancAuth, type StackEnv, startGatewayProcess } from '../lib/stack';
+import {
+  cpuMsOf,
+  cpuMsOfTree,
+  createProject,
+  orthancAuth,
+  stackPid,
+  type StackEnv,
+  startGatewayProcess,
+} from '../lib/stack';
 import { msSince, round, summarise } from '../lib/stats';
 
 const ROUNDS = Number(process.env.BENCH_STOW_ROUNDS ?? 3);
@@ -138,6 +146,25 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       const orRates: number[] = [];
       const restRates: number[] = [];
       const cpuPerInstance: number[] = [];
+      // CPU ms per instance of each process group, per side: where the gateway's extra work lands.
+      const pgPid = stackPid('pg/postmaster.pid');
+      const orthancPid = stackPid('orthanc/orthanc.pid');
+      const cpuSides: Record<'gw' | 'or' | 'rest', { pg: number[]; orthanc: number[]; client: number[] }> = {
+        gw: { pg: [], orthanc: [], client: [] },
+        or: { pg: [], orthanc: [], client: [] },
+        rest: { pg: [], orthanc: [], client: [] },
+      };
+      const accounted = async <T>(side: 'gw' | 'or' | 'rest', n: number, f: () => Promise<T>): Promise<T> => {
+        const pg0 = cpuMsOfTree(pgPid);
+        const or0 = cpuMsOf(orthancPid);
+        const cl0 = process.cpuUsage();
+        const out = await f();
+        const cl = process.cpuUsage(cl0);
+        cpuSides[side].pg.push((cpuMsOfTree(pgPid) - pg0) / n);
+        cpuSides[side].orthanc.push((cpuMsOf(orthancPid) - or0) / n);
+        cpuSides[side].client.push((cl.user + cl.system) / 1000 / n);
+        return out;
+      };
       let failed = 0;
       let orFailed = 0;
       for (let r = 0; r < ROUNDS; r++) {
@@ -148,7 +175,10 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
         const gwSet = make('gw');
         const orSet = make('or');
         const restSet = make('rest');
-        const measureGw = async () => {
+        const measureGw = () => accounted('gw', gwSet.length, measureGwRaw);
+        const measureOr = () => accounted('or', orSet.length, measureOrRaw);
+        const measureRest = () => accounted('rest', restSet.length, measureRestRaw);
+        const measureGwRaw = async () => {
           const cpu0 = cpuMsOf(gw.pid);
           const t = process.hrtime.bigint();
           const res = await stowInstances(gwSet, {
@@ -162,7 +192,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
           failed += res.failed + res.partial;
           return gwSet.length / s;
         };
-        const measureOr = async () => {
+        const measureOrRaw = async () => {
           const t = process.hrtime.bigint();
           const res = await stowInstances(orSet, {
             baseUrl: orthancDicomweb,
@@ -173,7 +203,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
           orFailed += res.failed + res.partial;
           return orSet.length / (msSince(t) / 1000);
         };
-        const measureRest = async () => {
+        const measureRestRaw = async () => {
           const res = await postInstances(stack, restSet, shape.batch, CONCURRENCY);
           orFailed += res.failed;
           return restSet.length / res.seconds;
@@ -221,6 +251,15 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
         ratioMeaning: 'gateway / Orthanc REST',
         target: '—',
         note: `ratios per round ${floorRatios.map(round).join(', ')}; plugin / REST ${round(median(orRates) / median(restRates))}`,
+      });
+      const cpuNote = (side: 'gw' | 'or' | 'rest') =>
+        `PostgreSQL ${round(median(cpuSides[side].pg))}, Orthanc ${round(median(cpuSides[side].orthanc))}, ` +
+        `client ${round(median(cpuSides[side].client))}`;
+      rows.push({
+        metric: `↳ CPU per instance (median of rounds): gateway process on the gateway side; PostgreSQL and Orthanc in note`,
+        unit: 'ms',
+        gateway: median(cpuPerInstance),
+        note: `gateway side: ${cpuNote('gw')}; plugin side: ${cpuNote('or')}; REST side: ${cpuNote('rest')}`,
       });
     }
 
