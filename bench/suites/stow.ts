@@ -170,8 +170,8 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       for (let r = 0; r < ROUNDS; r++) {
         const make = (side: string) =>
           shape.batch === 1
-            ? singles(`stow-${side}-${r}`, SINGLE_N)
-            : series(`stow-${side}-${r}`, SERIES_N).flat();
+            ? singles(`stow-${shape.name}-${side}-${r}`, SINGLE_N)
+            : series(`stow-${shape.name}-${side}-${r}`, SERIES_N).flat();
         const gwSet = make('gw');
         const orSet = make('or');
         const restSet = make('rest');
