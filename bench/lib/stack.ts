@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const ROOT = join(__dirname, '../..');
@@ -117,6 +117,33 @@ export function cpuMsOf(pid: number): number {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return NaN;
+  }
+}
+
+/** CPU time (ms) of a process and of its children alive now (e.g. PostgreSQL's postmaster and its backends). */
+export function cpuMsOfTree(pid: number): number {
+  let total = cpuMsOf(pid);
+  if (!Number.isFinite(total)) return NaN;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === pid) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) total += cpuMsOf(Number(entry));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return total;
+}
+
+/** The pid a stack service wrote (`pg/postmaster.pid`, `orthanc/orthanc.pid` under the bench stack folder), or NaN. */
+export function stackPid(relativePidFile: string): number {
+  try {
+    const dir = process.env.BENCH_STACK_DIR ?? join(ROOT, '.stack/bench');
+    return Number(readFileSync(join(dir, relativePidFile), 'utf8').split('\n')[0].trim());
   } catch {
     return NaN;
   }

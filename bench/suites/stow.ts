@@ -4,10 +4,19 @@
  * of the ratio on a shared machine shows; plus the gateway's CPU time per instance (load-independent) and how soon
  * a stored object answers QIDO after the STOW response.
  */
+import { request } from 'undici';
 import { generateInstances } from '../../tools/synth';
 import { stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
-import { cpuMsOf, createProject, type StackEnv, startGatewayProcess } from '../lib/stack';
+import {
+  cpuMsOf,
+  cpuMsOfTree,
+  createProject,
+  orthancAuth,
+  stackPid,
+  type StackEnv,
+  startGatewayProcess,
+} from '../lib/stack';
 import { msSince, round, summarise } from '../lib/stats';
 
 const ROUNDS = Number(process.env.BENCH_STOW_ROUNDS ?? 3);
@@ -17,6 +26,43 @@ const SINGLE_N = Number(process.env.BENCH_STOW_SINGLE_N ?? 200);
 const SERIES_N = Number(process.env.BENCH_STOW_SERIES_N ?? 3);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 4);
 const VISIBLE_N = Number(process.env.BENCH_STOW_VISIBLE_N ?? 100);
+/** Shapes to run (comma-separated: single, series); both by default. */
+const SHAPES = (process.env.BENCH_STOW_SHAPES ?? 'single,series').split(',').map((s) => s.trim());
+/** Node options for the gateway process, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` for a profiling run. */
+const GATEWAY_NODE_ARGS = (process.env.BENCH_STOW_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
+/**
+ * The floor both STOW-RS sides share: Orthanc's REST `POST /instances`, one object per call, `batch` objects one
+ * after the other per client (as the plugin and the gateway store the parts of one request), `concurrency` clients.
+ */
+async function postInstances(
+  stack: StackEnv,
+  objects: readonly Buffer[],
+  batch: number,
+  concurrency: number,
+): Promise<{ seconds: number; failed: number }> {
+  const url = `${stack.ORTHANC_URL.replace(/\/+$/, '')}/instances`;
+  const authorization = orthancAuth(stack);
+  let next = 0;
+  let failed = 0;
+  const started = process.hrtime.bigint();
+  const worker = async () => {
+    for (let at = next; at < objects.length; at = next) {
+      next += batch;
+      for (const obj of objects.slice(at, at + batch)) {
+        const res = await request(url, {
+          method: 'POST',
+          headers: { authorization, 'content-type': 'application/dicom' },
+          body: obj,
+        });
+        await res.body.text();
+        if (res.statusCode !== 200) failed++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return { seconds: msSince(started) / 1000, failed };
+}
 
 function singles(seed: string, n: number): Buffer[] {
   const out: Buffer[] = [];
@@ -58,7 +104,12 @@ function series(seed: string, n: number): Buffer[][] {
 
 /** STOW-RS rate in both shapes over several rounds, gateway CPU per instance, QIDO visibility after STOW. */
 export async function run(stack: StackEnv): Promise<SuiteResult> {
-  const gw = await startGatewayProcess(stack, 18081, { AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false' });
+  const gw = await startGatewayProcess(
+    stack,
+    18081,
+    { AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false' },
+    GATEWAY_NODE_ARGS,
+  );
   // On a loaded machine the gateway may need longer than startGatewayProcess waits.
   for (let i = 0; ; i++) {
     const up = await fetch(`${gw.url}/healthz`).then(
@@ -88,21 +139,46 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       { name: 'single', label: `single-instance requests (${SINGLE_N} per round)`, batch: 1 },
       { name: 'series', label: `series of 100 instances per request (${SERIES_N} per round)`, batch: 100 },
     ] as const;
-    for (const shape of shapes) {
+    for (const shape of shapes.filter((s) => SHAPES.includes(s.name))) {
       const ratios: number[] = [];
+      const floorRatios: number[] = [];
       const gwRates: number[] = [];
       const orRates: number[] = [];
+      const restRates: number[] = [];
       const cpuPerInstance: number[] = [];
+      // CPU ms per instance of each process group, per side: where the gateway's extra work lands.
+      const pgPid = stackPid('pg/postmaster.pid');
+      const orthancPid = stackPid('orthanc/orthanc.pid');
+      const cpuSides: Record<'gw' | 'or' | 'rest', { pg: number[]; orthanc: number[]; client: number[] }> = {
+        gw: { pg: [], orthanc: [], client: [] },
+        or: { pg: [], orthanc: [], client: [] },
+        rest: { pg: [], orthanc: [], client: [] },
+      };
+      const accounted = async <T>(side: 'gw' | 'or' | 'rest', n: number, f: () => Promise<T>): Promise<T> => {
+        const pg0 = cpuMsOfTree(pgPid);
+        const or0 = cpuMsOf(orthancPid);
+        const cl0 = process.cpuUsage();
+        const out = await f();
+        const cl = process.cpuUsage(cl0);
+        cpuSides[side].pg.push((cpuMsOfTree(pgPid) - pg0) / n);
+        cpuSides[side].orthanc.push((cpuMsOf(orthancPid) - or0) / n);
+        cpuSides[side].client.push((cl.user + cl.system) / 1000 / n);
+        return out;
+      };
       let failed = 0;
       let orFailed = 0;
       for (let r = 0; r < ROUNDS; r++) {
         const make = (side: string) =>
           shape.batch === 1
-            ? singles(`stow-${side}-${r}`, SINGLE_N)
-            : series(`stow-${side}-${r}`, SERIES_N).flat();
+            ? singles(`stow-${shape.name}-${side}-${r}`, SINGLE_N)
+            : series(`stow-${shape.name}-${side}-${r}`, SERIES_N).flat();
         const gwSet = make('gw');
         const orSet = make('or');
-        const measureGw = async () => {
+        const restSet = make('rest');
+        const measureGw = () => accounted('gw', gwSet.length, measureGwRaw);
+        const measureOr = () => accounted('or', orSet.length, measureOrRaw);
+        const measureRest = () => accounted('rest', restSet.length, measureRestRaw);
+        const measureGwRaw = async () => {
           const cpu0 = cpuMsOf(gw.pid);
           const t = process.hrtime.bigint();
           const res = await stowInstances(gwSet, {
@@ -116,7 +192,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
           failed += res.failed + res.partial;
           return gwSet.length / s;
         };
-        const measureOr = async () => {
+        const measureOrRaw = async () => {
           const t = process.hrtime.bigint();
           const res = await stowInstances(orSet, {
             baseUrl: orthancDicomweb,
@@ -127,18 +203,28 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
           orFailed += res.failed + res.partial;
           return orSet.length / (msSince(t) / 1000);
         };
+        const measureRestRaw = async () => {
+          const res = await postInstances(stack, restSet, shape.batch, CONCURRENCY);
+          orFailed += res.failed;
+          return restSet.length / res.seconds;
+        };
         let g: number;
         let o: number;
+        let f: number;
         if (r % 2 === 0) {
           g = await measureGw();
           o = await measureOr();
+          f = await measureRest();
         } else {
+          f = await measureRest();
           o = await measureOr();
           g = await measureGw();
         }
         gwRates.push(g);
         orRates.push(o);
+        restRates.push(f);
         ratios.push(g / o);
+        floorRatios.push(g / f);
       }
       const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
       const ratio = median(ratios);
@@ -155,6 +241,25 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
           `ratios per round ${ratios.map(round).join(', ')}; gateway CPU ${round(median(cpuPerInstance))} ms/instance ` +
           `(rounds ${cpuPerInstance.map(round).join(', ')})` +
           (failed || orFailed ? `; requests not all stored: gateway ${failed}, Orthanc ${orFailed}` : ''),
+      });
+      rows.push({
+        metric: `↳ reference: Orthanc REST POST /instances, same shape (${shape.batch} after one another per client)`,
+        unit: 'inst/s',
+        gateway: median(gwRates),
+        orthanc: median(restRates),
+        ratio: median(floorRatios),
+        ratioMeaning: 'gateway / Orthanc REST',
+        target: '—',
+        note: `ratios per round ${floorRatios.map(round).join(', ')}; plugin / REST ${round(median(orRates) / median(restRates))}`,
+      });
+      const cpuNote = (side: 'gw' | 'or' | 'rest') =>
+        `PostgreSQL ${round(median(cpuSides[side].pg))}, Orthanc ${round(median(cpuSides[side].orthanc))}, ` +
+        `client ${round(median(cpuSides[side].client))}`;
+      rows.push({
+        metric: `↳ CPU per instance (median of rounds): gateway process on the gateway side; PostgreSQL and Orthanc in note`,
+        unit: 'ms',
+        gateway: median(cpuPerInstance),
+        note: `gateway side: ${cpuNote('gw')}; plugin side: ${cpuNote('or')}; REST side: ${cpuNote('rest')}`,
       });
     }
 

@@ -120,16 +120,19 @@ export async function indexInstances(
   const unique = [...bySop.values()];
   const sops = unique.map((o) => o.parsed.sopInstanceUid);
   try {
-    const r = await db.query<{ rows: Record<string, boolean>; links: Array<[string, string]> }>(
-      INDEX_BATCH_SQL,
-      [
+    // Named, so that each connection parses and plans the statement once: unnamed, PostgreSQL parsed and planned it
+    // on every batch, which cost more than running it for a single-instance STOW (bench/REPORT.md, issue 15).
+    const r = await db.query<{ rows: Record<string, boolean>; links: Array<[string, string]> }>({
+      name: 'aperture_index_batch',
+      text: INDEX_BATCH_SQL,
+      values: [
         JSON.stringify(unique.map(instanceRecord)),
         projects,
         source,
         JSON.stringify(projects.length ? seriesRecords(unique) : []),
         JSON.stringify(projects.length ? studyRecords(unique) : []),
       ],
-    );
+    });
     const { rows, links } = r.rows[0];
     const added = new Map<string, string[]>();
     for (const [projectId, sop] of links) {
@@ -416,6 +419,11 @@ export async function releaseClaims(
   await db.query('DELETE FROM ingest_claims WHERE sop_instance_uid = ANY ($1::text[])', [sopInstanceUids]);
 }
 
+const CLAIM_AND_FIND_SQL = `WITH claim AS (
+       INSERT INTO ingest_claims (sop_instance_uid) VALUES ($1)
+       ON CONFLICT (sop_instance_uid) DO UPDATE SET claimed_at = now() RETURNING 1)
+     SELECT ${INSTANCE_COLUMNS}, (SELECT count(*) FROM claim) AS claimed FROM instances WHERE sop_instance_uid = $1`;
+
 /**
  * Claims a SOP Instance UID (see claimIngest) and answers its index row, if any, in the same round trip: a STOW
  * writer needs both before it stores the object.
@@ -424,13 +432,12 @@ export async function claimAndFind(
   db: Pool | PoolClient,
   sopInstanceUid: string,
 ): Promise<InstanceRow | undefined> {
-  const r = await db.query<InstanceRow>(
-    `WITH claim AS (
-       INSERT INTO ingest_claims (sop_instance_uid) VALUES ($1)
-       ON CONFLICT (sop_instance_uid) DO UPDATE SET claimed_at = now() RETURNING 1)
-     SELECT ${INSTANCE_COLUMNS}, (SELECT count(*) FROM claim) AS claimed FROM instances WHERE sop_instance_uid = $1`,
-    [sopInstanceUid],
-  );
+  // Named (parsed and planned once per connection): one of these runs for every object a STOW stores.
+  const r = await db.query<InstanceRow>({
+    name: 'aperture_claim_and_find',
+    text: CLAIM_AND_FIND_SQL,
+    values: [sopInstanceUid],
+  });
   const row = r.rows[0] as (InstanceRow & { claimed?: unknown }) | undefined;
   if (row) delete row.claimed;
   return row;
