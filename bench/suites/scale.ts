@@ -89,6 +89,9 @@ function bar(label: string, total: number): SingleBar {
     format: `[scale] ${label} {bar} {value}/{total} instances, {rate}/s, eta {eta_formatted}`,
     stream: process.stderr,
     hideCursor: true,
+    // A log file is not a terminal: a line every 10 s instead of a redrawn bar.
+    noTTYOutput: true,
+    notTTYSchedule: 10_000,
   });
   b.start(total, 0, { rate: 0 });
   return b;
