@@ -41,4 +41,5 @@ COPY --from=build /app/pipelines pipelines
 # Numeric (the image's `node` user), so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 1000:1000
 EXPOSE 8080
-CMD ["node", "dist/main.js"]
+# The V8 old generation is bounded (tools/gateway-node-flags.ts says why); the worker overrides the command.
+CMD ["node", "--max-old-space-size=256", "dist/main.js"]

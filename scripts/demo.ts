@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { generateInstances } from '../tools/synth';
 import { stowInstances } from '../tools/stow-client';
 import { readEnvFile } from '../bench/lib/stack';
+import { GATEWAY_NODE_FLAGS } from '../tools/gateway-node-flags';
 
 const ROOT = join(__dirname, '..');
 const SAMPLES = process.env.APERTURE_SAMPLES_DIR ?? join(ROOT, '../shared/dicom-samples');
@@ -27,7 +28,8 @@ const children: ChildProcess[] = [];
 
 function start(name: string, script: string, args: string[], env: Record<string, string>): ChildProcess {
   // `node --import tsx`, not the tsx CLI: signals then reach the program itself, not a wrapper.
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, script), ...args], {
+  const flags = script === 'src/main.ts' ? GATEWAY_NODE_FLAGS : [];
+  const child = spawn(process.execPath, [...flags, '--import', 'tsx', join(ROOT, script), ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

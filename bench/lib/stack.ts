@@ -1,6 +1,7 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { GATEWAY_NODE_FLAGS } from '../../tools/gateway-node-flags';
 
 const ROOT = join(__dirname, '../..');
 
@@ -69,11 +70,15 @@ export async function startGatewayProcess(
   nodeArgs: readonly string[] = [],
 ): Promise<GatewayProcess> {
   // `node --import tsx` rather than the tsx CLI, which would run the gateway in a grandchild whose RSS we'd miss.
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', join(ROOT, 'src/main.ts')], {
-    cwd: ROOT,
-    env: { ...process.env, ...stack, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...extra },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    [...GATEWAY_NODE_FLAGS, ...nodeArgs, '--import', 'tsx', join(ROOT, 'src/main.ts')],
+    {
+      cwd: ROOT,
+      env: { ...process.env, ...stack, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...extra },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    },
+  );
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 300; i++) {
     if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}`);
