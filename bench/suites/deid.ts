@@ -59,6 +59,20 @@ function sampleHealth(gatewayUrl: string): { stop(): Promise<number[]> } {
   };
 }
 
+/** STUDIES studies of one PER_SERIES-instance 512x512 CT series, disjoint per seed. */
+function ctSeries(seed: string) {
+  return generateInstances({
+    patients: STUDIES,
+    studiesPerPatient: 1,
+    seriesPerStudy: 1,
+    instancesPerSeries: PER_SERIES,
+    modalities: ['CT'],
+    rows: 512,
+    cols: 512,
+    seed,
+  });
+}
+
 /**
  * De-identify and store: a cohort of STUDIES 512x512 CT series (worker process, Basic Profile) against Orthanc's
  * own `POST /studies/{id}/anonymize` of the same studies in the same run, and the gateway's event-loop delay while
@@ -71,18 +85,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
   const load: number[] = [];
   try {
     await createProject(gw.url, 'deid-src', 'De-identification source');
-    const instances = [
-      ...generateInstances({
-        patients: STUDIES,
-        studiesPerPatient: 1,
-        seriesPerStudy: 1,
-        instancesPerSeries: PER_SERIES,
-        modalities: ['CT'],
-        rows: 512,
-        cols: 512,
-        seed: 'bench-deid',
-      }),
-    ];
+    const instances = [...ctSeries('bench-deid')];
     const studyUids = [...groupByStudy(instances)].map((s) => s[0].studyInstanceUid);
     const total = instances.length;
     // One instance per request, retried: on a loaded machine a multi-megabyte request now and then loses its answer.
@@ -173,18 +176,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     // kind (another seed, so new UIDs) stored by POST /instances, as many in flight as the cohort has lanes; then the
     // same with a read of one source file before each store, which is all the archive does for a cohort instance.
     const lanes = Number(process.env.COHORT_CONCURRENCY ?? DEFAULT_LANES);
-    const other = (seed: string) => [
-      ...generateInstances({
-        patients: STUDIES,
-        studiesPerPatient: 1,
-        seriesPerStudy: 1,
-        instancesPerSeries: PER_SERIES,
-        modalities: ['CT'],
-        rows: 512,
-        cols: 512,
-        seed,
-      }),
-    ];
+    const other = (seed: string) => [...ctSeries(seed)];
     const sourceIds = (
       await Promise.all(
         ids.map(
