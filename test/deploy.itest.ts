@@ -9,6 +9,7 @@ import * as networkingV1 from 'kubernetes-models/networking.k8s.io/v1';
 import * as policyV1 from 'kubernetes-models/policy/v1';
 import * as coreV1 from 'kubernetes-models/v1';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
+import { GATEWAY_NODE_FLAGS } from '../tools/gateway-node-flags';
 
 /**
  * The deployment artefacts, validated with real tooling: the compose file against the Compose Specification's JSON
@@ -349,7 +350,14 @@ describe('production image (compose/gateway.Dockerfile)', () => {
 
   it('runs as a numeric non-root user, with production dependencies only, no realm and no secrets', () => {
     expect(lintDockerfile(read('compose/gateway.Dockerfile'), dockerignore)).toEqual([]);
-    expect(read('compose/gateway.Dockerfile')).toMatch(/^CMD \["node", "dist\/main\.js"\]$/m);
+    // The gateway's Node flags (its heap bound) are spelled in each production launcher as tools/ says them.
+    const argv = ['node', ...GATEWAY_NODE_FLAGS, 'dist/main.js'];
+    expect(read('compose/gateway.Dockerfile').split('\n')).toContain(
+      `CMD [${argv.map((a) => JSON.stringify(a)).join(', ')}]`,
+    );
+    expect(read('deploy/base/gateway.yaml')).toContain(`args: [${argv.map((a) => `'${a}'`).join(', ')}]`);
+    const start = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts.start;
+    expect(start).toContain(`node ${GATEWAY_NODE_FLAGS.join(' ')} --import tsx src/main.ts`);
   });
 
   it("carries the pipeline runner's Debian tools and the shipped tools, from a build stage", () => {
