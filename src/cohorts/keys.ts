@@ -3,7 +3,7 @@ import { createHmac } from 'node:crypto';
 /**
  * Pseudonyms and date offsets are derived from the research project's secret, so a pseudonym says nothing about
  * the patient, two research projects never share one, and the first worker to meet a patient and any racing worker
- * compute the same values (PostgreSQL keeps the first; see ensurePseudonym).
+ * compute the same values (PostgreSQL keeps the first; see ensurePseudonyms).
  */
 const OFFSET_MIN_DAYS = 365;
 const OFFSET_SPAN_DAYS = 3650;

@@ -193,19 +193,10 @@ export interface InstanceOutcomeRecord {
   bytes?: number;
 }
 
-/** Records the outcome of one source instance. Only a pending row changes, so a re-run never rewrites history. */
-export async function finishInstance(
-  db: Pool,
-  cohortId: string,
-  sourceSop: string,
-  o: InstanceOutcomeRecord,
-): Promise<void> {
-  await finishInstances(db, cohortId, [{ sourceSop, ...o }]);
-}
-
 /**
- * Records the outcomes of many source instances of a cohort in one statement (one commit). Only pending rows change,
- * as in finishInstance; rows are updated in source UID order, so two writers never wait on each other in a cycle.
+ * Records the outcomes of many source instances of a cohort in one statement (one commit). Only a pending row changes,
+ * so a re-run never rewrites history; rows are updated in source UID order, so two writers never wait on each other in
+ * a cycle.
  */
 export async function finishInstances(
   db: Pool,

@@ -22,37 +22,6 @@ export interface PseudonymRow {
   withdrawn_at: Date | null;
 }
 
-/**
- * The pseudonym of a source patient in a research project, created with the given values on first use. Concurrent
- * workers may race on the same patient: the first insert wins and everyone reads it back.
- */
-export async function ensurePseudonym(
-  db: Pool | PoolClient,
-  p: {
-    projectId: string;
-    sourceProjectId: string;
-    patientKey: string;
-    /** Issuer of Patient ID, '' when none. */
-    issuer?: string;
-    pseudonym: string;
-    dateOffsetDays: number;
-  },
-): Promise<PseudonymRow> {
-  await db.query(
-    `INSERT INTO research_pseudonyms (project_id, source_project_id, source_patient_key, source_issuer, pseudonym,
-                                      date_offset_days)
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
-    [p.projectId, p.sourceProjectId, p.patientKey, p.issuer ?? '', p.pseudonym, p.dateOffsetDays],
-  );
-  const r = await db.query<PseudonymRow>(
-    `SELECT pseudonym, date_offset_days, withdrawn_at FROM research_pseudonyms
-      WHERE project_id = $1 AND source_project_id = $2 AND source_patient_key = $3 AND source_issuer = $4`,
-    [p.projectId, p.sourceProjectId, p.patientKey, p.issuer ?? ''],
-  );
-  if (!r.rows[0]) throw new Error('pseudonym collision in research project');
-  return r.rows[0];
-}
-
 /** A source patient as ensurePseudonyms takes it: the key, its issuer, and the values to create on first use. */
 export interface PseudonymRequest {
   patientKey: string;
@@ -67,9 +36,10 @@ export const pseudonymRequestKey = (p: { patientKey: string; issuer: string }): 
   `${p.issuer}\u0000${p.patientKey}`;
 
 /**
- * ensurePseudonym for many source patients of one research project at once: one insert and one read, whatever the
- * number of patients. Answers a map keyed by pseudonymRequestKey. The rows are inserted in key order, so two workers
- * racing on the same patients never deadlock; the first insert of a patient wins and everyone reads it back.
+ * The pseudonyms of source patients in a research project, created with the given values on first use: one insert and
+ * one read, whatever the number of patients. Answers a map keyed by pseudonymRequestKey. The rows are inserted in key
+ * order, so two workers racing on the same patients never deadlock; the first insert of a patient wins and everyone
+ * reads it back.
  */
 export async function ensurePseudonyms(
   db: Pool | PoolClient,
@@ -158,17 +128,4 @@ export async function withdrawnAmong(
     [projectId, [...new Set(pseudonyms)]],
   );
   return new Set(r.rows.map((x) => x.pseudonym));
-}
-
-/** True when the subject was withdrawn from the research project. */
-export async function isSubjectWithdrawn(
-  db: Pool | PoolClient,
-  projectId: string,
-  pseudonym: string,
-): Promise<boolean> {
-  const r = await db.query(
-    'SELECT 1 FROM research_pseudonyms WHERE project_id = $1 AND pseudonym = $2 AND withdrawn_at IS NOT NULL',
-    [projectId, pseudonym],
-  );
-  return (r.rowCount ?? 0) > 0;
 }
