@@ -386,12 +386,18 @@ export function defaultWindow(
   px: PixelDescription,
   pres: FramePresentation,
 ): WindowSpec {
-  if (px.bitsStored <= 8 && !px.signed && pres.rescaleSlope === 1 && pres.rescaleIntercept === 0) {
-    const max = 2 ** px.bitsStored - 1;
-    return { center: max / 2, width: max, fn: 'linear-exact' };
-  }
+  const full = fullRangeWindow(px, pres);
+  if (full) return full;
   const { min, max } = valueRange(values);
   return windowOverRange(min, max, pres);
+}
+
+/** Unsigned data of up to 8 bits with the identity Modality LUT is shown over its whole range, as stored. */
+function fullRangeWindow(px: PixelDescription, pres: FramePresentation): WindowSpec | undefined {
+  if (px.bitsStored > 8 || px.signed || pres.rescaleSlope !== 1 || pres.rescaleIntercept !== 0)
+    return undefined;
+  const max = 2 ** px.bitsStored - 1;
+  return { center: max / 2, width: max, fn: 'linear-exact' };
 }
 
 /** The smallest and largest of the values (Infinity, -Infinity when there are none). */
@@ -517,22 +523,17 @@ export function renderNativeFrame(
   // Stored bits → stored value (PS3.5 §8.1.1): sign extension by shifting the sign bit into bit 31 and back.
   const valueOf = px.signed ? (r: number) => (r << up) >> up : (r: number) => r;
   const { rescaleSlope: slope, rescaleIntercept: intercept } = pres;
-  const explicit = opts.window ?? pres.windows[0];
   const plain = shift === 0 && px.bitsStored === px.bitsAllocated;
-  let window = explicit;
+  let window = opts.window ?? pres.windows[0] ?? fullRangeWindow(px, pres);
   let lo = 0;
   let hi = mask;
   if (!window) {
-    if (px.bitsStored <= 8 && !px.signed && slope === 1 && intercept === 0) {
-      window = { center: mask / 2, width: mask, fn: 'linear-exact' };
-    } else {
-      // The frame's own range of stored values; the table then only needs the bit patterns of that range.
-      const { min, max } = storedValueRange(words, n, shift, mask, px.signed ? up : 0);
-      window = windowOverRange(min, max, pres);
-      if (!px.signed && Number.isFinite(min)) {
-        lo = min;
-        hi = max;
-      }
+    // The frame's own range of stored values; the table then only needs the bit patterns of that range.
+    const { min, max } = storedValueRange(words, n, shift, mask, px.signed ? up : 0);
+    window = windowOverRange(min, max, pres);
+    if (!px.signed && Number.isFinite(min)) {
+      lo = min;
+      hi = max;
     }
   }
   const invert = px.photometric === 'MONOCHROME1';
