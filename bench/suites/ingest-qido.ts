@@ -1,5 +1,6 @@
 import { generateInstances } from '../../tools/synth';
 import { stowInstances } from '../../tools/stow-client';
+import { qidoShapes, timeQido } from '../lib/qido';
 import type { BenchRow, SuiteResult } from '../lib/report';
 import {
   createProject,
@@ -8,7 +9,7 @@ import {
   type StackEnv,
   startGatewayProcess,
 } from '../lib/stack';
-import { msSince, summarise, timedPool } from '../lib/stats';
+import { msSince, timedPool } from '../lib/stats';
 
 const STUDIES = Number(process.env.BENCH_STUDIES ?? 10_000);
 const INGEST_N = Number(process.env.BENCH_INGEST_N ?? 1_000);
@@ -134,30 +135,11 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     ).json()) as Array<Record<string, { Value?: unknown[] }>>;
     const studyUid = String(probe[0]?.['0020000D']?.Value?.[0]);
     const patientId = String(probe[0]?.['00100020']?.Value?.[0]);
-    const queries: Array<{ name: string; qs: string; target: number }> = [
-      { name: 'exact StudyInstanceUID', qs: `StudyInstanceUID=${studyUid}`, target: 10 },
-      { name: 'exact PatientID', qs: `PatientID=${encodeURIComponent(patientId)}`, target: 10 },
-      { name: 'wildcard PatientName=M*', qs: 'PatientName=M*', target: 30 },
-      { name: 'date range StudyDate=2018', qs: 'StudyDate=20180101-20181231', target: 30 },
-      { name: 'modality ModalitiesInStudy=MR', qs: 'ModalitiesInStudy=MR', target: 30 },
-    ];
-    for (const q of queries) {
+    for (const q of qidoShapes(studyUid, patientId)) {
       const gwUrl = `${gwRoot}/studies?${q.qs}&limit=100`;
       const orUrl = `${stack.ORTHANC_URL}/dicom-web/studies?${q.qs}&limit=100`;
-      const time = async (url: string, reps: number, headers: Record<string, string>) => {
-        const ms: number[] = [];
-        let results = 0;
-        for (let i = 0; i < reps + 3; i++) {
-          const s = process.hrtime.bigint();
-          const res = await fetch(url, { headers: { accept: 'application/dicom+json', ...headers } });
-          const body = await res.text();
-          if (i >= 3) ms.push(msSince(s)); // the first three warm caches and connections
-          results = body ? (JSON.parse(body) as unknown[]).length : 0;
-        }
-        return { ...summarise(ms), results };
-      };
-      const g = await time(gwUrl, QIDO_REPS, {});
-      const o = await time(orUrl, ORTHANC_QIDO_REPS, { authorization: orthancAuth(stack) });
+      const g = await timeQido(gwUrl, QIDO_REPS);
+      const o = await timeQido(orUrl, ORTHANC_QIDO_REPS, { authorization: orthancAuth(stack) });
       rows.push({
         metric: `QIDO ${q.name}, limit=100 (p95; p50 ${g.p50} vs ${o.p50} ms; ${g.results} vs ${o.results} results)`,
         unit: 'ms',

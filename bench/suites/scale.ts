@@ -15,6 +15,7 @@ import { Tag } from '../../src/dicom/tags';
 import { type ArchivedObject, indexInstances } from '../../src/index-db/instances';
 import { storeBatch, stowInstances } from '../../tools/stow-client';
 import { generateInstances, uuidDerivedUid } from '../../tools/synth';
+import { qidoShapes, timeQido } from '../lib/qido';
 import type { BenchRow, SuiteResult } from '../lib/report';
 import {
   createProject,
@@ -240,31 +241,13 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
           [PROJECT, Math.floor((await count()) / PER_SERIES / 2)],
         )
       ).rows[0];
-      const queries = [
-        { name: 'exact StudyInstanceUID', qs: `StudyInstanceUID=${probeRow.study_uid}` },
-        { name: 'exact PatientID', qs: `PatientID=${encodeURIComponent(probeRow.patient_id)}` },
-        { name: 'wildcard PatientName=M*', qs: 'PatientName=M*' },
-        { name: 'date range StudyDate=2018', qs: 'StudyDate=20180101-20181231' },
-        { name: 'modality ModalitiesInStudy=MR', qs: 'ModalitiesInStudy=MR' },
-      ];
-      const time = async (url: string, reps: number, headers: Record<string, string>) => {
-        const ms: number[] = [];
-        for (let i = 0; i < reps + 3; i++) {
-          const s = process.hrtime.bigint();
-          const res = await fetch(url, { headers: { accept: 'application/dicom+json', ...headers } });
-          await res.arrayBuffer();
-          if (!res.ok) throw new Error(`QIDO ${url}: HTTP ${res.status}`);
-          if (i >= 3) ms.push(msSince(s));
-        }
-        return summarise(ms);
-      };
       const qido: StepFigures['qido'] = [];
       const allArchived = (await count()) === archived;
-      for (const q of queries) {
-        const g = await time(`${root}/studies?${q.qs}&limit=100`, QIDO_REPS, {});
+      for (const q of qidoShapes(probeRow.study_uid, probeRow.patient_id)) {
+        const g = await timeQido(`${root}/studies?${q.qs}&limit=100`, QIDO_REPS);
         // Orthanc answers over what it holds: the same data only while nothing is index-only.
         const o = allArchived
-          ? await time(`${orthancDicomweb}/studies?${q.qs}&limit=100`, ORTHANC_QIDO_REPS, {
+          ? await timeQido(`${orthancDicomweb}/studies?${q.qs}&limit=100`, ORTHANC_QIDO_REPS, {
               authorization: auth,
             })
           : undefined;
