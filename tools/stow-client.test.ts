@@ -135,6 +135,28 @@ describe('STOW-RS client', () => {
     await down.close();
   });
 
+  it('sends a request not answered 200 again when asked to, and reports its last answer', async () => {
+    const flaky = new MockAgent();
+    flaky.disableNetConnect();
+    const pool = flaky.get(ORIGIN);
+    const studies = { path: '/projects/demo/dicom-web/studies', method: 'POST' };
+    pool.intercept(studies).reply(503, 'busy');
+    pool.intercept(studies).reply(200, '{}', { headers: { 'content-type': 'application/dicom+json' } });
+    const summary = await stowInstances(instances(1), { baseUrl: BASE, dispatcher: flaky, retries: 2 });
+    expect(summary).toMatchObject({ requests: 1, ok: 1, failed: 0, retried: 1, statuses: { 200: 1 } });
+    await flaky.close();
+
+    const refusing = fakeGateway(409);
+    const refused = await stowInstances(instances(1), {
+      baseUrl: BASE,
+      dispatcher: refusing.agent,
+      retries: 2,
+    });
+    expect(refused).toMatchObject({ requests: 1, failed: 1, retried: 2, statuses: { 409: 1 } });
+    expect(refusing.received).toHaveLength(3);
+    await refusing.agent.close();
+  });
+
   it('sends credentials given in the base URL as Basic authentication, not in the request line', async () => {
     const gateway = fakeGateway();
     const summary = await stowInstances(instances(1), {

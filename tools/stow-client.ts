@@ -34,6 +34,11 @@ export interface StowClientOptions {
   maxBatchBytes?: number;
   /** Headers and body timeout per request, ms (default 300 000). */
   timeoutMs?: number;
+  /**
+   * A request not answered 200 is sent again up to this many times (default 0), e.g. for long loads on a busy
+   * machine; storing the same objects again is AlreadyStored. The result of its last attempt is the one reported.
+   */
+  retries?: number;
   /** Keep every result in the summary (default true); turn off for very long runs and use onResult. */
   keepResults?: boolean;
   /** Called as each request completes. */
@@ -66,6 +71,8 @@ export interface StowSummary {
   ok: number;
   partial: number;
   failed: number;
+  /** Attempts sent again after an answer other than 200 (see StowClientOptions.retries). */
+  retried: number;
   /** Requests per HTTP status ('0' for no response). */
   statuses: Record<string, number>;
   seconds: number;
@@ -101,6 +108,7 @@ export async function stowInstances(
     ok: 0,
     partial: 0,
     failed: 0,
+    retried: 0,
     statuses: {},
     seconds: 0,
     results: [],
@@ -108,7 +116,11 @@ export async function stowInstances(
 
   const worker = async (): Promise<void> => {
     for (let next = await batches.next(); next; next = await batches.next()) {
-      const sent = await storeBatch(url, next.items, requestOpts);
+      let sent = await storeBatch(url, next.items, requestOpts);
+      for (let left = opts.retries ?? 0; sent.status !== 200 && left > 0; left--) {
+        summary.retried++;
+        sent = await storeBatch(url, next.items, requestOpts);
+      }
       const result: StowRequestResult = {
         index: next.index,
         instances: next.items.length,

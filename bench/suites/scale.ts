@@ -13,7 +13,7 @@ import sharp from 'sharp';
 import { parsePart10, type ParsedInstance } from '../../src/dicom/parse';
 import { Tag } from '../../src/dicom/tags';
 import { type ArchivedObject, indexInstances } from '../../src/index-db/instances';
-import { storeBatch, stowInstances } from '../../tools/stow-client';
+import { stowInstances } from '../../tools/stow-client';
 import { generateInstances, uuidDerivedUid } from '../../tools/synth';
 import { qidoShapes, timeQido } from '../lib/qido';
 import type { BenchRow, SuiteResult } from '../lib/report';
@@ -93,49 +93,6 @@ function failureReasons(body: unknown): string[] {
   return (failed ?? []).map((f) => (f['00081197']?.Value?.[0] ?? 0).toString(16).padStart(4, '0'));
 }
 
-/**
- * Sends `source` as STOW-RS requests of PER_SERIES instances, CONCURRENCY in flight; a request not answered 200 is
- * sent again (up to 3 times: storing the same objects again is AlreadyStored), so a transient refusal on a loaded
- * machine (Orthanc's serialisation conflicts) does not stop a long load. Answers the instances not stored at the end.
- */
-async function load(
-  url: string,
-  source: Iterable<Buffer>,
-  onStored: (instances: number) => void,
-): Promise<{ notStored: number; retried: number; reasons: Set<string> }> {
-  const it = source[Symbol.iterator]();
-  let notStored = 0;
-  let retried = 0;
-  const reasons = new Set<string>();
-  const next = (): Buffer[] => {
-    const out: Buffer[] = [];
-    for (let r = it.next(); !r.done; r = it.next()) {
-      out.push(r.value);
-      if (out.length === PER_SERIES) break;
-    }
-    return out;
-  };
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      for (let batch = next(); batch.length; batch = next()) {
-        for (let attempt = 1; ; attempt++) {
-          const r = await storeBatch(url, batch);
-          if (r.status === 200) break;
-          for (const code of failureReasons(r.body)) reasons.add(code);
-          if (r.error) reasons.add(`HTTP ${r.status}`);
-          if (attempt === 3) {
-            notStored += batch.length;
-            break;
-          }
-          retried++;
-        }
-        onStored(batch.length);
-      }
-    }),
-  );
-  return { notStored, retried, reasons };
-}
-
 function bar(label: string, total: number): SingleBar {
   const b = new SingleBar({
     format: `[scale] ${label} {bar} {value}/{total} instances, {rate}/s, eta {eta_formatted}`,
@@ -187,19 +144,34 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
         const b = bar(`STOW-RS to ${archiveTo.toLocaleString('en')}`, n);
         const t = process.hrtime.bigint();
         let done = 0;
-        const sent = await load(`${root}/studies`, instances(`scale-archive-${target}`, n), (k) => {
-          done += k;
-          b.update(Math.min(done, n), { rate: Math.round(done / (msSince(t) / 1000)) });
+        let notStored = 0;
+        // A request not answered 200 is sent again (up to 3 times in all: storing the same objects again is
+        // AlreadyStored), so a transient refusal on a loaded machine (Orthanc's serialisation conflicts) does not
+        // stop a long load; what still fails is counted with its reasons.
+        const sent = await stowInstances(instances(`scale-archive-${target}`, n), {
+          baseUrl: root,
+          batch: PER_SERIES,
+          concurrency: CONCURRENCY,
+          retries: 2,
+          keepResults: false,
+          onResult: (r) => {
+            done += r.instances;
+            if (r.status !== 200) {
+              notStored += r.instances;
+              for (const code of failureReasons(r.body)) loaderReasons.add(code);
+              if (r.error) loaderReasons.add(`HTTP ${r.status}`);
+            }
+            b.update(Math.min(done, n), { rate: Math.round(done / (msSince(t) / 1000)) });
+          },
         });
         b.stop();
         loaderRetried += sent.retried;
-        loaderNotStored += sent.notStored;
-        for (const r of sent.reasons) loaderReasons.add(r);
-        if (sent.retried || sent.notStored)
+        loaderNotStored += notStored;
+        if (sent.retried || notStored)
           process.stderr.write(
-            `[scale] loader: ${sent.retried} requests sent again, ${sent.notStored} instances not stored (reasons ${[...sent.reasons].join(', ')})\n`,
+            `[scale] loader: ${sent.retried} requests sent again, ${notStored} instances not stored (reasons ${[...loaderReasons].join(', ')})\n`,
           );
-        archived += n - sent.notStored;
+        archived += n - notStored;
       }
       const now = await count();
       const toIndex = target - probeSize - now;
@@ -359,7 +331,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       `(${QIDO_REPS} sequential requests per shape, after 3 warm-ups; Orthanc's plugin ${ORTHANC_QIDO_REPS} while it ` +
       `holds all the data, on its ${orthancIndexName()} index), series metadata of 30 sampled series, and ` +
       `pg_database_size / instances. Plot: bench/scale-curve.png. Loader: ${loaderRetried} requests sent again ` +
-      `(a request not answered 200 is sent again, up to 3 times), ${loaderNotStored} instances not stored` +
+      `(a request not answered 200 is sent again, 3 attempts at most), ${loaderNotStored} instances not stored` +
       (loaderReasons.size ? ` (reasons ${[...loaderReasons].join(', ')})` : '') +
       '.',
     rows,
