@@ -8,30 +8,21 @@
  *   BENCH_STACK_DIR=... BENCH_PG_PORT=... npx tsx bench/profile-render.ts [seconds] [clients]
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { benchStackDown, benchStackUp, cpuMsOf, orthancAuth, startGatewayProcess } from './lib/stack';
+import {
+  benchStackDown,
+  benchStackUp,
+  cpuMsOf,
+  cpuMsOfTree,
+  orthancAuth,
+  stackPid,
+  startGatewayProcess,
+} from './lib/stack';
 import { renderObjects } from './suites/render';
 
 const SECONDS = Number(process.argv[2] ?? 15);
 const CLIENTS = Number(process.argv[3] ?? 8);
 const NODE_ARGS = (process.env.BENCH_RENDER_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const ONLY = process.env.BENCH_PROFILE_ONLY; // a label substring: profile only that object
-
-/** Pids of a process's children (PostgreSQL backends under the postmaster). */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
 /** CPU ms of each thread of a process, summed by thread name (main loop, libuv pool, codec threads, libvips). */
 function threadCpu(pid: number): Map<string, number> {
@@ -52,9 +43,8 @@ function threadCpu(pid: number): Map<string, number> {
 
 async function main(): Promise<void> {
   const stack = benchStackUp({ fresh: true });
-  const dir = process.env.BENCH_STACK_DIR ?? join(__dirname, '../.stack/bench');
-  const orthancPid = Number(readFileSync(join(dir, 'orthanc/orthanc.pid'), 'utf8').trim());
-  const pgPid = Number(readFileSync(join(dir, 'pg/postmaster.pid'), 'utf8').split('\n')[0]);
+  const orthancPid = stackPid('orthanc/orthanc.pid');
+  const pgPid = stackPid('pg/postmaster.pid');
   const gw = await startGatewayProcess(
     stack,
     Number(process.env.BENCH_RENDER_PORT ?? 18085),
@@ -64,7 +54,7 @@ async function main(): Promise<void> {
   try {
     const objects = await renderObjects(stack, gw.url);
     const auth = { authorization: orthancAuth(stack) };
-    const pgCpu = () => [pgPid, ...childrenOf(pgPid)].reduce((n, p) => n + (cpuMsOf(p) || 0), 0);
+    const pgCpu = () => cpuMsOfTree(pgPid);
     const measure = async (urls: string[], headers: Record<string, string>) => {
       for (const u of urls.slice(0, 4)) await (await fetch(u, { headers })).arrayBuffer();
       const before = {

@@ -8,6 +8,11 @@ const ROOT = join(__dirname, '../..');
 /** Settings of a running local stack, as scripts/stack.sh prints them. */
 export type StackEnv = Record<string, string>;
 
+/** The bench stack's folder: BENCH_STACK_DIR, or .stack/bench. */
+function benchStackDir(): string {
+  return process.env.BENCH_STACK_DIR ?? join(ROOT, '.stack/bench');
+}
+
 /**
  * Starts (or reuses) the benchmark stack in .stack/bench on its own ports, so benchmarks never touch the demo's
  * or a test run's data.
@@ -15,7 +20,7 @@ export type StackEnv = Record<string, string>;
 export function benchStackUp(opts: { fresh?: boolean } = {}): StackEnv {
   const env = {
     ...process.env,
-    STACK_DIR: process.env.BENCH_STACK_DIR ?? join(ROOT, '.stack/bench'),
+    STACK_DIR: benchStackDir(),
     PG_PORT: process.env.BENCH_PG_PORT ?? '25532',
     REDIS_PORT: process.env.BENCH_REDIS_PORT ?? '26479',
     ORTHANC_HTTP_PORT: process.env.BENCH_ORTHANC_HTTP_PORT ?? '28142',
@@ -28,13 +33,13 @@ export function benchStackUp(opts: { fresh?: boolean } = {}): StackEnv {
 
 /** The index Orthanc runs on in the bench stack (its ports file says), for the suites' set-up text. */
 export function orthancIndexName(): string {
-  const saved = readEnvFile(join(process.env.BENCH_STACK_DIR ?? join(ROOT, '.stack/bench'), 'ports'));
+  const saved = readEnvFile(join(benchStackDir(), 'ports'));
   return saved.ORTHANC_INDEX === 'sqlite' ? 'SQLite' : 'PostgreSQL';
 }
 
 /** Stops the benchmark stack. */
 export function benchStackDown(): void {
-  const env = { ...process.env, STACK_DIR: process.env.BENCH_STACK_DIR ?? join(ROOT, '.stack/bench') };
+  const env = { ...process.env, STACK_DIR: benchStackDir() };
   execFileSync('bash', [join(ROOT, 'scripts/stack.sh'), 'down'], { env, stdio: 'inherit' });
 }
 
@@ -147,7 +152,7 @@ export function cpuMsOfTree(pid: number): number {
 /** The pid a stack service wrote (`pg/postmaster.pid`, `orthanc/orthanc.pid` under the bench stack folder), or NaN. */
 export function stackPid(relativePidFile: string): number {
   try {
-    const dir = process.env.BENCH_STACK_DIR ?? join(ROOT, '.stack/bench');
+    const dir = benchStackDir();
     return Number(readFileSync(join(dir, relativePidFile), 'utf8').split('\n')[0].trim());
   } catch {
     return NaN;
