@@ -1,10 +1,12 @@
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import dcmjs from 'dcmjs';
 import sharp from 'sharp';
 import { ServiceBusyError, UnrecoverableInputError } from '../errors';
-import { CodecPool } from './pool';
+import { CodecPool, threadExecArgv } from './pool';
+import { GATEWAY_NODE_FLAGS } from '../../tools/gateway-node-flags';
 import { TransferSyntax } from '../dicom/transfer-syntax';
 import { type CodecPixels, decodedFrameBytes } from './syntaxes';
 import { decodeNativeFrame, toDisplayImage } from '../dicom/render';
@@ -274,4 +276,38 @@ describe('reduced-resolution decoding for thumbnails (JPEG 2000, HTJ2K)', () => 
       expect(await meanDiffAt(full, reduced, box)).toBeLessThan(limit);
     },
   );
+});
+
+describe('codec threads in a process started with the gateway flags', () => {
+  it('drops per-process V8 heap options from the threads (Node refuses a Worker that names them)', () => {
+    expect(
+      threadExecArgv([
+        '--max-old-space-size=256',
+        '--import',
+        'tsx',
+        '--max-semi-space-size',
+        '64',
+        '--inspect',
+      ]),
+    ).toEqual(['--import', 'tsx', '--inspect']);
+  });
+
+  it('decodes a frame in a gateway-flagged Node process', () => {
+    // The pool as `npm start`, the demo and the benches run it: this module under tsx, with GATEWAY_NODE_FLAGS.
+    const { ts, frame, px } = sample('ct/CT2_JLSN_jpegls-near.dcm');
+    const script = `
+      const { CodecPool } = require(${JSON.stringify(join(__dirname, 'pool.ts'))});
+      const pool = new CodecPool({ threads: 1, queue: 4, maxFrameBytes: 64 << 20 });
+      const frame = new Uint8Array(Buffer.from(${JSON.stringify(Buffer.from(frame).toString('base64'))}, 'base64'));
+      pool.decodeFrame(frame, ${JSON.stringify(ts)}, ${JSON.stringify(px)})
+        .then(() => pool.close())
+        .catch((err) => { console.error(err.message); process.exit(1); });`;
+    const r = spawnSync(process.execPath, [...GATEWAY_NODE_FLAGS, '--require', 'tsx/cjs', '-e', script], {
+      cwd: join(__dirname, '../..'),
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.stderr).not.toMatch(/invalid execArgv/);
+    expect(r.status).toBe(0);
+  });
 });

@@ -40,7 +40,26 @@ function workerOptions(): { filename: string; execArgv?: string[] } {
   const filename = path.join(__dirname, `worker${ext}`);
   if (ext !== '.ts') return { filename };
   // piscina require()s the file first; tsx's CommonJS hook, preloaded in the thread, makes that load TypeScript.
-  return { filename, execArgv: [...process.execArgv, '--require', require.resolve('tsx/cjs')] };
+  return {
+    filename,
+    execArgv: [...threadExecArgv(process.execArgv), '--require', require.resolve('tsx/cjs')],
+  };
+}
+
+/**
+ * The process's Node options a worker thread may be given: V8 heap sizes are per process (the gateway runs with
+ * `--max-old-space-size`, tools/gateway-node-flags.ts), and Node refuses a Worker whose execArgv names them, where a
+ * Worker that inherits them implicitly (the compiled build, which passes no execArgv) is fine.
+ */
+export function threadExecArgv(argv: readonly string[]): string[] {
+  const perProcess = /^--max-(old|semi)-space-size$/;
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const [flag] = argv[i].split('=', 1);
+    if (!perProcess.test(flag)) out.push(argv[i]);
+    else if (!argv[i].includes('=')) i++; // `--max-old-space-size 256`: its value goes with it
+  }
+  return out;
 }
 
 export class CodecPool {
