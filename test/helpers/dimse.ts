@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import dcmjs from 'dcmjs';
+import { GATEWAY_NODE_FLAGS } from '../../tools/gateway-node-flags';
 export { freePort } from '../../tools/net';
 
 const run = promisify(execFile);
@@ -196,7 +197,9 @@ function spawnEntry(
   exited: Promise<void>;
 } {
   // `node --import tsx`, not the tsx CLI: the CLI runs the program in a grandchild, which a SIGKILL would orphan.
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, entry)], {
+  // The gateway with the Node flags every launcher gives it (its heap bound), as production runs it.
+  const flags = entry === 'src/main.ts' ? GATEWAY_NODE_FLAGS : [];
+  const child = spawn(process.execPath, [...flags, '--import', 'tsx', join(ROOT, entry)], {
     cwd: ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
