@@ -11,13 +11,10 @@
  * tree's (it migrates the fresh stack and loads the data); the other trees must accept it. Prints a table of p50 and
  * p95 per shape and tree (medians over the rounds) and the per-round figures; writes nothing into bench/REPORT.md.
  */
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
-import { generateInstances } from '../tools/synth';
 import { stowInstances } from '../tools/stow-client';
-import { GATEWAY_NODE_FLAGS } from '../tools/gateway-node-flags';
 import { qidoShapes, timeQido } from './lib/qido';
-import { benchStackDown, benchStackUp, createProject, type StackEnv } from './lib/stack';
+import { singleInstanceStudies } from './lib/studies';
+import { benchStackDown, benchStackUp, createProject, type StackEnv, startGatewayProcess } from './lib/stack';
 
 const TREES = (process.env.BENCH_AB_TREES ?? '').split(',').filter(Boolean);
 const STUDIES = Number(process.env.BENCH_STUDIES ?? 5000);
@@ -25,41 +22,9 @@ const ROUNDS = Number(process.env.BENCH_AB_ROUNDS ?? 6);
 const REPS = Number(process.env.BENCH_QIDO_REPS ?? 500);
 const PORT = 18090;
 
-async function startGateway(tree: string, stack: StackEnv) {
-  const child = spawn(process.execPath, [...GATEWAY_NODE_FLAGS, '--import', 'tsx', join(tree, 'src/main.ts')], {
-    cwd: tree,
-    env: {
-      ...process.env,
-      ...stack,
-      PORT: String(PORT),
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
-      AUTH_ENABLED: 'false',
-      INDEXER_ENABLED: 'false',
-    },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  const url = `http://127.0.0.1:${PORT}`;
-  for (let i = 0; ; i++) {
-    if (child.exitCode !== null) throw new Error(`gateway of ${tree} exited with ${child.exitCode}`);
-    if (i > 600) throw new Error(`gateway of ${tree} did not start`);
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) break;
-    } catch {
-      /* not up yet */
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return {
-    url,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGTERM');
-      }),
-  };
-}
+/** One tree's gateway on the stack: auth and indexer off (nothing but QIDO runs). */
+const startGateway = (tree: string, stack: StackEnv) =>
+  startGatewayProcess(stack, PORT, { AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false' }, [], tree);
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -77,21 +42,12 @@ async function main() {
     try {
       await createProject(loader.url, 'bench', 'Benchmark');
       const root = `${loader.url}/projects/bench/dicom-web`;
-      const res = await stowInstances(
-        (function* () {
-          for (const s of generateInstances({
-            patients: Math.ceil(STUDIES / 5),
-            studiesPerPatient: 5,
-            seriesPerStudy: 1,
-            instancesPerSeries: 1,
-            rows: 64,
-            cols: 64,
-            seed: 'bench-ab',
-          }))
-            yield s.buffer;
-        })(),
-        { baseUrl: root, batch: 25, concurrency: 4, keepResults: false },
-      );
+      const res = await stowInstances(singleInstanceStudies('bench-ab', STUDIES), {
+        baseUrl: root,
+        batch: 25,
+        concurrency: 4,
+        keepResults: false,
+      });
       console.log(`[ab] loaded ${STUDIES} studies in ${res.seconds.toFixed(0)} s (failed ${res.failed})`);
       const probe = (await (
         await fetch(`${root}/studies?limit=1&offset=${Math.floor(STUDIES / 2)}&includefield=00100020`)

@@ -67,19 +67,23 @@ export interface GatewayProcess {
   stop(): Promise<void>;
 }
 
-/** Starts `src/main.ts` with the stack's settings plus `extra` (and Node options `nodeArgs`), and waits until /healthz answers. */
+/**
+ * Starts `src/main.ts` with the stack's settings plus `extra` (and Node options `nodeArgs`), and waits until /healthz
+ * answers. `root`: the source tree to run (this one by default; bench/qido-ab.ts runs others).
+ */
 export async function startGatewayProcess(
   stack: StackEnv,
   port: number,
   extra: Record<string, string> = {},
   nodeArgs: readonly string[] = [],
+  root: string = ROOT,
 ): Promise<GatewayProcess> {
   // `node --import tsx` rather than the tsx CLI, which would run the gateway in a grandchild whose RSS we'd miss.
   const child = spawn(
     process.execPath,
-    [...GATEWAY_NODE_FLAGS, ...nodeArgs, '--import', 'tsx', join(ROOT, 'src/main.ts')],
+    [...GATEWAY_NODE_FLAGS, ...nodeArgs, '--import', 'tsx', join(root, 'src/main.ts')],
     {
-      cwd: ROOT,
+      cwd: root,
       env: { ...process.env, ...stack, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...extra },
       stdio: ['ignore', 'inherit', 'inherit'],
     },

@@ -1,4 +1,4 @@
-import { generateInstances } from '../../tools/synth';
+import { singleInstanceStudies } from '../lib/studies';
 import { stowInstances } from '../../tools/stow-client';
 import { qidoShapes, timeQido } from '../lib/qido';
 import type { BenchRow, SuiteResult } from '../lib/report';
@@ -17,27 +17,6 @@ const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 4);
 const QIDO_REPS = Number(process.env.BENCH_QIDO_REPS ?? 200);
 const ORTHANC_QIDO_REPS = Number(process.env.BENCH_ORTHANC_QIDO_REPS ?? 20);
 
-/** Single-instance studies (64x64 CT/MR/CR), disjoint per seed. */
-function studies(seed: string, count: number) {
-  return generateInstances({
-    patients: Math.ceil(count / 5),
-    studiesPerPatient: 5,
-    seriesPerStudy: 1,
-    instancesPerSeries: 1,
-    rows: 64,
-    cols: 64,
-    seed,
-  });
-}
-
-function* take<T>(it: Iterable<T>, n: number): Generator<T> {
-  let i = 0;
-  for (const x of it) {
-    if (i++ >= n) return;
-    yield x;
-  }
-}
-
 /** STOW-RS ingest rate and QIDO-RS latency at STUDIES studies: gateway vs Orthanc's DICOMweb plugin. */
 export async function run(stack: StackEnv): Promise<SuiteResult> {
   const gw = await startGatewayProcess(stack, 18080, { AUTH_ENABLED: 'false', INDEXER_ENABLED: 'false' });
@@ -51,8 +30,8 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
 
     // Ingest: two disjoint synthetic sets of the same shape, interleaved halves so that neither side always goes
     // first on a warmer (or fuller) archive. One study of one instance per request, CONCURRENCY in flight.
-    const setGw = [...take(studies('bench-gateway', INGEST_N), INGEST_N)].map((s) => s.buffer);
-    const setOr = [...take(studies('bench-orthanc', INGEST_N), INGEST_N)].map((s) => s.buffer);
+    const setGw = [...singleInstanceStudies('bench-gateway', INGEST_N)];
+    const setOr = [...singleInstanceStudies('bench-orthanc', INGEST_N)];
     const half = Math.floor(INGEST_N / 2);
     let gwSeconds = 0;
     let orSeconds = 0;
@@ -93,9 +72,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
       note: gwFailed || orFailed ? `failed requests: gateway ${gwFailed}, Orthanc ${orFailed}` : undefined,
     });
     // Orthanc REST POST /instances: the archive's own floor, without any DICOMweb layer.
-    const setRest = [...take(studies('bench-rest', Math.min(INGEST_N, 500)), Math.min(INGEST_N, 500))].map(
-      (s) => s.buffer,
-    );
+    const setRest = [...singleInstanceStudies('bench-rest', Math.min(INGEST_N, 500))];
     const t = process.hrtime.bigint();
     await timedPool(setRest.length, CONCURRENCY, async (i) => {
       const res = await fetch(`${stack.ORTHANC_URL}/instances`, {
@@ -119,7 +96,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     const fill = Math.max(0, STUDIES - 2 * INGEST_N - setRest.length);
     await stowInstances(setOr, { baseUrl: gwRoot, batch: 1, concurrency: CONCURRENCY, keepResults: false });
     await stowInstances(setRest, { baseUrl: gwRoot, batch: 1, concurrency: CONCURRENCY, keepResults: false });
-    await stowInstances(take(studies('bench-fill', fill), fill), {
+    await stowInstances(singleInstanceStudies('bench-fill', fill), {
       baseUrl: gwRoot,
       batch: 25,
       concurrency: CONCURRENCY,

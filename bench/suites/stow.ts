@@ -6,6 +6,7 @@
  */
 import { request } from 'undici';
 import { generateInstances } from '../../tools/synth';
+import { singleInstanceStudies } from '../lib/studies';
 import { stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
 import {
@@ -65,20 +66,7 @@ async function postInstances(
 }
 
 function singles(seed: string, n: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (const s of generateInstances({
-    patients: Math.ceil(n / 5),
-    studiesPerPatient: 5,
-    seriesPerStudy: 1,
-    instancesPerSeries: 1,
-    rows: 64,
-    cols: 64,
-    seed,
-  })) {
-    if (out.length >= n) break;
-    out.push(s.buffer);
-  }
-  return out;
+  return [...singleInstanceStudies(seed, n)];
 }
 
 function series(seed: string, n: number): Buffer[][] {
