@@ -204,7 +204,13 @@ describe('oddities in the index and the change feed', () => {
     // look), so the refused object's record may land just after the clean file is visible.
     await waitFor(
       'both refused objects set aside',
-      async () => (await db().query('SELECT 1 FROM index_failures')).rowCount === 2,
+      async () => {
+        const r = await db().query<{ sop_instance_uid: string; reason: number }>(
+          'SELECT sop_instance_uid, reason FROM index_failures',
+        );
+        if (r.rowCount === 2) return true;
+        throw new Error(`index_failures holds ${JSON.stringify(r.rows)}`);
+      },
       15_000,
       20,
     );

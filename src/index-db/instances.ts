@@ -443,17 +443,26 @@ export async function claimAndFind(
   return row;
 }
 
-/** Whether a writer claimed this SOP Instance UID less than `ttlMs` ago. */
+/**
+ * Whether a writer may still index this SOP Instance UID: it claimed it less than `ttlMs` ago, or the claims may have
+ * been lost less than `ttlMs` ago (crash recovery of PostgreSQL empties the unlogged ingest_claims, and with it
+ * ingest_claims_epoch, whose row this query writes back with the time it found it missing; see migration 300).
+ */
 export async function isClaimed(
   db: Pool | PoolClient,
   sopInstanceUid: string,
   ttlMs: number,
 ): Promise<boolean> {
-  const r = await db.query(
-    `SELECT 1 FROM ingest_claims WHERE sop_instance_uid = $1 AND claimed_at > now() - make_interval(secs => $2)`,
+  const r = await db.query<{ claimed: boolean }>(
+    `WITH epoch AS (
+       INSERT INTO ingest_claims_epoch (one, since) VALUES (true, now()) ON CONFLICT (one) DO NOTHING RETURNING since)
+     SELECT EXISTS (SELECT 1 FROM ingest_claims
+                     WHERE sop_instance_uid = $1 AND claimed_at > now() - make_interval(secs => $2))
+         OR COALESCE((SELECT since FROM epoch), (SELECT since FROM ingest_claims_epoch))
+              > now() - make_interval(secs => $2) AS claimed`,
     [sopInstanceUid, ttlMs / 1000],
   );
-  return (r.rowCount ?? 0) > 0;
+  return r.rows[0]?.claimed === true;
 }
 
 /** Forgets claims older than `ttlMs` (writers that died between storing and indexing). */

@@ -71,7 +71,7 @@ export async function resetStack(): Promise<void> {
   const pool = new Pool({ connectionString: c.DATABASE_URL, max: 1 });
   try {
     const tables = await pool.query<{ tablename: string }>(
-      "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename NOT IN ('schema_migrations', 'indexer_state')",
+      "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename NOT IN ('schema_migrations', 'indexer_state', 'ingest_claims_epoch')",
     );
     if (tables.rows.length) {
       await pool.query(`TRUNCATE ${tables.rows.map((t) => `"${t.tablename}"`).join(', ')} CASCADE`);
