@@ -1,7 +1,7 @@
 import type { Principal } from './auth/access';
 import cors from '@koa/cors';
-import Router from '@koa/router';
-import Koa, { type Context, type Next } from 'koa';
+import Router, { type RouterMiddleware } from '@koa/router';
+import Koa, { type Context, type Middleware, type Next } from 'koa';
 import { randomUUID } from 'node:crypto';
 import { auditRouter } from './api/audit';
 import { cohortsRouter } from './api/cohorts';
@@ -171,47 +171,66 @@ export function createApp(services: Services): Koa {
     };
   });
 
+  // The route table, in families by the path's first segment: a request is matched against its family's routes only
+  // (@koa/router tests every route of a router in turn, and the whole table is about 190 of them). Each family's own
+  // allowedMethods answers OPTIONS, 405 and 501 from the routes its path matched, as one table's would.
   const dw = dicomwebRouter(services);
-  root.use('/projects/:project/dicom-web', dw.routes(), dw.allowedMethods());
-  root.use('/dicom-web', dw.routes(), dw.allowedMethods());
   const wadoUri = wadoUriRouter(services);
-  root.use('/projects/:project/wado', wadoUri.routes(), wadoUri.allowedMethods());
-  root.use('/wado', wadoUri.routes(), wadoUri.allowedMethods());
+  const scoped = new Router();
+  scoped.use('/projects/:project/dicom-web', dw.routes());
+  scoped.use('/projects/:project/wado', wadoUri.routes());
+  const union = new Router();
+  union.use('/dicom-web', dw.routes());
+  union.use('/wado', wadoUri.routes());
   // Share links are read-only whatever the route: no STOW, no deletion through a link.
-  root.use('/share/:shareToken/dicom-web', readOnly, dw.routes(), dw.allowedMethods());
-  const projects = projectsRouter(services);
-  root.use(projects.routes(), projects.allowedMethods());
-  const routing = routingRouter(services);
-  root.use(routing.routes(), routing.allowedMethods());
-  const shares = sharesRouter(services);
-  root.use(shares.routes(), shares.allowedMethods());
-  const audit = auditRouter(services);
-  root.use(audit.routes(), audit.allowedMethods());
-  const jobs = jobsRouter(services);
-  root.use(jobs.routes(), jobs.allowedMethods());
-  const cohorts = cohortsRouter(services, deidentifier);
-  root.use(cohorts.routes(), cohorts.allowedMethods());
-  const downloads = downloadLinksRouter(services);
-  root.use(downloads.routes(), downloads.allowedMethods());
-  const members = membershipsRouter(services);
-  root.use(members.routes(), members.allowedMethods());
-  const pipelines = pipelinesRouter(services);
-  root.use(pipelines.routes(), pipelines.allowedMethods());
-  // bridge (issue 14): remote nodes, query/retrieve, watchers.
-  const nodes = nodesRouter(services);
-  root.use(nodes.routes(), nodes.allowedMethods());
-  // Research records beside the images (issue 18).
-  const records = recordsRouter(services);
-  root.use(records.routes(), records.allowedMethods());
-  const cohortRecords = cohortRecordsRouter(services);
-  root.use(cohortRecords.routes(), cohortRecords.allowedMethods());
+  const share = new Router();
+  share.use('/share/:shareToken/dicom-web', readOnlyRoute, dw.routes());
+  const api = new Router();
+  for (const r of [
+    projectsRouter(services),
+    routingRouter(services),
+    sharesRouter(services),
+    auditRouter(services),
+    jobsRouter(services),
+    cohortsRouter(services, deidentifier),
+    downloadLinksRouter(services),
+    membershipsRouter(services),
+    pipelinesRouter(services),
+    // bridge (issue 14): remote nodes, query/retrieve, watchers.
+    nodesRouter(services),
+    // Research records beside the images (issue 18).
+    recordsRouter(services),
+    cohortRecordsRouter(services),
+  ])
+    api.use(r.routes());
+  const table = (r: Router): Middleware => {
+    const routes = r.routes() as unknown as Middleware;
+    const allowed = r.allowedMethods() as unknown as Middleware;
+    return (ctx, next) => routes(ctx, () => allowed(ctx, next));
+  };
+  const families = {
+    root: table(root),
+    scoped: table(scoped),
+    union: table(union),
+    share: table(share),
+    api: table(api),
+  };
+  const familyOf = (path: string) =>
+    path.startsWith('/api/')
+      ? families.api
+      : path.startsWith('/projects/')
+        ? families.scoped
+        : path.startsWith('/share/')
+          ? families.share
+          : path.startsWith('/dicom-web') || path.startsWith('/wado')
+            ? families.union
+            : families.root;
 
   // Outside the routers: they answer OPTIONS and 405 from the shared route table before any mounted middleware runs.
   app.use(readOnlyRootMethods);
   // sites (issue 16): a standby site serves reads only.
   app.use(refuseWritesOnStandby(services));
-  app.use(root.routes());
-  app.use(root.allowedMethods());
+  app.use((ctx, next) => familyOf(ctx.path)(ctx, next));
   return app;
 }
 
@@ -243,6 +262,9 @@ async function readOnlyRootMethods(ctx: Context, next: Next): Promise<void> {
     });
   }
 }
+
+/** readOnly as a route's middleware. */
+const readOnlyRoute: RouterMiddleware = (ctx, next) => readOnly(ctx, next);
 
 /** Lets only reads through (OPTIONS too, for CORS preflight); anything else is 405. */
 async function readOnly(ctx: Context, next: Next): Promise<void> {
