@@ -69,9 +69,9 @@ export function createApp(services: Services): Koa {
   app.use(errorMiddleware(logger));
   // While the process drains for shutdown, keep-alive connections are closed after each answer, so that clients
   // and load balancers open their next request elsewhere.
-  app.use(async (ctx: Context, next: Next) => {
+  app.use((ctx: Context, next: Next) => {
     if (isDraining()) ctx.set('Connection', 'close');
-    await next();
+    return next();
   });
 
   // Before authentication: /metrics has its own bearer token (METRICS_TOKEN); every other request is timed.
@@ -243,8 +243,10 @@ const READ_ONLY_ROOT = /^(\/share\/[^/]+)?\/dicom-web(\/|$)/;
  * The read-only roots share the route table of the scoped root, so the router would advertise STOW's POST there
  * (OPTIONS and 405) although it answers 405: RFC 9110 §10.2.1 wants Allow to list what the resource supports.
  */
-async function readOnlyRootMethods(ctx: Context, next: Next): Promise<void> {
-  if (!READ_ONLY_ROOT.test(ctx.path)) return next();
+function readOnlyRootMethods(ctx: Context, next: Next): Promise<void> {
+  return READ_ONLY_ROOT.test(ctx.path) ? readOnlyRoot(ctx, next) : next();
+}
+async function readOnlyRoot(ctx: Context, next: Next): Promise<void> {
   try {
     await next();
   } catch (err) {

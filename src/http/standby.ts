@@ -10,8 +10,8 @@ const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
  * Retry-After before it reaches a handler: the database is a read-only replica until it is promoted. Reads pass.
  */
 export function refuseWritesOnStandby(services: Pick<Services, 'db' | 'config'>) {
-  return async (ctx: Context, next: Next): Promise<void> => {
-    if (!READS.has(ctx.method) && (await isStandbySite(services.db, services.config.SITE_ROLE_CACHE_MS))) {
+  const write = async (next: Next): Promise<void> => {
+    if (await isStandbySite(services.db, services.config.SITE_ROLE_CACHE_MS)) {
       throw new AppError(
         503,
         'standby-site',
@@ -21,4 +21,6 @@ export function refuseWritesOnStandby(services: Pick<Services, 'db' | 'config'>)
     }
     await next();
   };
+  // Reads pass with no promise of this middleware's own.
+  return (ctx: Context, next: Next): Promise<void> => (READS.has(ctx.method) ? next() : write(next));
 }
