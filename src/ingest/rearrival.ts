@@ -160,9 +160,18 @@ async function unindexableRearrival(
   read: Extract<ReturnType<typeof readObject>, { ok: false }>,
   route: ArrivalRoute,
 ): Promise<RearrivalVerdict> {
+  const orthancId = read.sopInstanceUid ? await deps.archive.findInstance(read.sopInstanceUid) : null;
+  if (read.sopInstanceUid && orthancId === null) {
+    // Handed over as a possible race with a first copy that is not in the archive after all (it failed, or was
+    // deleted since): a new object, which Orthanc stores and the change feed sets aside with its UIDs, as it does for
+    // any object the index cannot take. Refusing it would leave no trace of the arrival anywhere.
+    deps.logger.debug(
+      { sopInstanceUid: read.sopInstanceUid, reason: read.reason },
+      'C-STORE arrival the index cannot take, not archived: stored as new',
+    );
+    return { status: DimseStatus.Success };
+  }
   const datasetMd5 = dataSetMd5(bytes);
-  const orthancId =
-    datasetMd5 && read.sopInstanceUid ? await deps.archive.findInstance(read.sopInstanceUid) : null;
   if (datasetMd5 && orthancId) {
     let archived: string | undefined;
     try {

@@ -63,8 +63,9 @@ export function orthancEndpoint(): { url: string; auth: string } {
 }
 
 /**
- * Empties the archive and the index so a test file starts from nothing. Test files run one at a time
- * (--runInBand), so this never pulls data from under another file.
+ * Empties the archive and the index so a test file starts from nothing. Each jest worker has its own stack and runs
+ * its files one at a time, so this never pulls data from under another file. Orthanc keeps running between files, so
+ * what its C-STORE filter remembers of the last file's arrivals (orthanc-config/aperture-arrivals.py) stays.
  */
 export async function resetStack(): Promise<void> {
   const c = loadConfig(process.env);
