@@ -7,14 +7,7 @@ import { walkPart10 } from '../src/dicom/structure';
 import { removeInstance } from '../src/index-db/instances';
 import { DimseStatus, handleRearrival } from '../src/ingest/rearrival';
 import { cstore, syntheticCopies, waitFor } from './helpers/dimse';
-import {
-  orthancDirect,
-  orthancEndpoint,
-  resetStack,
-  SAMPLES,
-  startGateway,
-  type TestGateway,
-} from './helpers/gateway';
+import { orthancDirect, resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
 
 /** Samples STOW refuses (see stow.itest.ts): they never reach a project by any route. */
 const REFUSED = new Set([
@@ -344,16 +337,8 @@ describe('one object whatever its route (issue 15, defects 1 and 2)', () => {
     // failed), the arrival is a new object: before, one the index cannot take was refused 0xC000 and left no trace.
     const path = `${SAMPLES}/malformed/oob-monochrome-65535.dcm`;
     const sop = walkPart10(readFileSync(path)).sopInstanceUid!;
-    const { url, auth } = orthancEndpoint();
-    for (const id of (await orthancDirect().lookup(sop))
-      .filter((x) => x.Type === 'Instance')
-      .map((x) => x.ID)) {
-      const del = await fetch(`${url}/instances/${id}`, {
-        method: 'DELETE',
-        headers: { authorization: auth },
-      });
-      expect(del.status).toBe(200);
-    }
+    for (const found of await orthancDirect().lookup(sop))
+      if (found.Type === 'Instance') await orthancDirect().delete(`/instances/${found.ID}`);
     await gw.services.db.query('DELETE FROM index_failures WHERE sop_instance_uid = $1', [sop]);
     expect(await copiesInOrthanc(sop)).toBe(0);
     await cstore([path], { calledAet: 'SITEA', callingAet: 'AGAINSCU' });

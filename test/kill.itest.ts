@@ -93,20 +93,24 @@ const newTally = (): Tally => ({
  */
 const clientAgent = new Agent({ pipelining: 0 });
 
+/** A STOW-RS request body of these objects, one application/dicom part each. */
+function stowBody(files: ReadonlyArray<{ bytes: Buffer }>): Buffer {
+  return Buffer.concat([
+    ...files.map((f) =>
+      Buffer.concat([
+        Buffer.from(`--${BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n`),
+        f.bytes,
+        Buffer.from('\r\n'),
+      ]),
+    ),
+    Buffer.from(`--${BOUNDARY}--\r\n`),
+  ]);
+}
+
 /** One STOW client: requests back to back until stopped, recording what each answer acknowledged. */
 async function stowClient(url: string, tally: Tally, stopped: () => boolean): Promise<void> {
   while (!stopped()) {
-    const files = batch(PER_STOW);
-    const body = Buffer.concat([
-      ...files.map((f) =>
-        Buffer.concat([
-          Buffer.from(`--${BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n`),
-          f.bytes,
-          Buffer.from('\r\n'),
-        ]),
-      ),
-      Buffer.from(`--${BOUNDARY}--\r\n`),
-    ]);
+    const body = stowBody(batch(PER_STOW));
     let status: number;
     let retryAfter: number;
     let warning: string;
@@ -199,6 +203,8 @@ describe('kill -9 of each dependency under STOW and C-STORE load', () => {
   let tmp: string;
   const tallies = new Map<Victim, Tally>();
   let stackEnv: Record<string, string>;
+  const orthancAuth = () =>
+    'Basic ' + Buffer.from(`${stackEnv.ORTHANC_USERNAME}:${stackEnv.ORTHANC_PASSWORD}`).toString('base64');
 
   /** The gateway's last stderr, to say why it died if it does. */
   let gatewayStderr = '';
@@ -275,8 +281,7 @@ describe('kill -9 of each dependency under STOW and C-STORE load', () => {
     const [x] = batch(1);
     const [y] = batch(1);
     await db.query('INSERT INTO ingest_claims (sop_instance_uid) VALUES ($1)', [x.uid]);
-    const auth =
-      'Basic ' + Buffer.from(`${stackEnv.ORTHANC_USERNAME}:${stackEnv.ORTHANC_PASSWORD}`).toString('base64');
+    const auth = orthancAuth();
     const put = await fetch(`${stackEnv.ORTHANC_URL}/instances`, {
       method: 'POST',
       headers: { authorization: auth, 'content-type': 'application/dicom' },
@@ -313,15 +318,10 @@ describe('kill -9 of each dependency under STOW and C-STORE load', () => {
     expect(await placed(x.uid)).toEqual({ projects: 0, quarantined: 0 });
     // The writer, back from the outage, indexes X (a STOW of the same bytes takes the same path: claim, AlreadyStored,
     // index).
-    const body = Buffer.concat([
-      Buffer.from(`--${BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n`),
-      x.bytes,
-      Buffer.from(`\r\n--${BOUNDARY}--\r\n`),
-    ]);
     const res = await request(`${gateway.url}/projects/kill/dicom-web/studies`, {
       method: 'POST',
       headers: { 'content-type': MULTIPART_TYPE, accept: 'application/dicom+json' },
-      body,
+      body: stowBody([x]),
       dispatcher: clientAgent,
     });
     expect(res.statusCode).toBe(200);
@@ -456,8 +456,7 @@ describe('kill -9 of each dependency under STOW and C-STORE load', () => {
     expect(uids.filter((u) => !listed.has(u))).toEqual([]);
 
     // And the archive holds them.
-    const auth =
-      'Basic ' + Buffer.from(`${stackEnv.ORTHANC_USERNAME}:${stackEnv.ORTHANC_PASSWORD}`).toString('base64');
+    const auth = orthancAuth();
     const found = (await (
       await fetch(`${stackEnv.ORTHANC_URL}/tools/find`, {
         method: 'POST',
