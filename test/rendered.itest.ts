@@ -468,7 +468,7 @@ describe('Retrieve Rendered and thumbnails (PS3.18 §10.4, §8.3.5)', () => {
           const rgbOut = fromSrgb(space, [plain.data[i], plain.data[i + 1], plain.data[i + 2]]);
           for (let c = 0; c < 3; c++) expected[i + c] = rgbOut[c];
         }
-        expect([space, meanAbsDiff(ours, expected) < 1.5]).toEqual([space, true]);
+        expect([space, meanAbsDiff(ours, expected) < 2.5]).toEqual([space, true]);
         expect([space, meanAbsDiff(ours, plain.data) > 2]).toEqual([space, true]);
       }
       // JPEG output carries the target profile too; a grey image is left as it is.
@@ -522,6 +522,33 @@ describe('Retrieve Rendered and thumbnails (PS3.18 §10.4, §8.3.5)', () => {
       expect((await get(`${mr.path}/thumbnail?viewport=64,64,0,0,10,10`)).res.status).toBe(400);
       const mrThumb = await get(`${mr.path}/thumbnail`);
       expect(await sharp(mrThumb.body).metadata()).toMatchObject({ width: 64, height: 64 });
+    });
+
+    it('draws the same picture as the full rendered frame scaled down (the decode thread box-averages first)', async () => {
+      for (const [item, size] of [
+        [ct, 64], // 128 x 128 grey: factor 2
+        [ct, 50], // factor 2, then libvips' resize of the rest
+        [us, 128], // colour JPEG: factor 3
+        [cine, 128], // YBR multi-frame, frame 1
+        [j2k, 128], // JPEG 2000: fewer resolution levels decoded, then the box average
+      ] as const) {
+        const thumb = await get(`${item.path}/thumbnail?viewport=${size},${size}`, 'image/png');
+        const meta = await sharp(thumb.body).metadata();
+        const full = await get(`${item.path}/rendered`, 'image/png');
+        const expected = await sharp(full.body)
+          .resize(meta.width, meta.height, { fit: 'fill' })
+          .greyscale()
+          .raw()
+          .toBuffer();
+        const ours = await sharp(thumb.body).greyscale().raw().toBuffer();
+        expect(ours.length).toBe(expected.length);
+        // A box average and libvips' own shrink differ a little on fine detail (the ultrasound's speckle: 1.9). The
+        // JPEG 2000 CT has no window: decoded at reduced resolution, its range-based window made the thumbnail
+        // differ by 12 grey levels on average; such frames now decode at full resolution (0.8).
+        expect([item.path, size, meanAbsDiff(ours, expected) < 2.5]).toEqual([item.path, size, true]);
+        // And it is not a flat or wrong image: a different frame or instance would be far off.
+        expect(stddev(ours)).toBeGreaterThan(5);
+      }
     });
 
     it('builds a series thumbnail only from instances the project can see', async () => {

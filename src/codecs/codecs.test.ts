@@ -259,7 +259,9 @@ describe('reduced-resolution decoding for thumbnails (JPEG 2000, HTJ2K)', () => 
     async (file, box, side, limit) => {
       const s = sample(file);
       const px = { ...s.px, highBit: s.px.bitsStored - 1, numberOfFrames: 1 };
-      const presentation = { rescaleSlope: 1, rescaleIntercept: 0, windows: [] };
+      // The CR's own window (a window from the frame's range would make it decode at full resolution, below).
+      const windows = px.samplesPerPixel === 1 ? [{ center: 550, width: 1024, fn: 'linear' as const }] : [];
+      const presentation = { rescaleSlope: 1, rescaleIntercept: 0, windows };
       const full = await pool.renderFrame(s.frame.slice(), s.ts, { px, presentation });
       const reduced = await pool.renderFrame(s.frame.slice(), s.ts, {
         px,
@@ -276,6 +278,23 @@ describe('reduced-resolution decoding for thumbnails (JPEG 2000, HTJ2K)', () => 
       expect(await meanDiffAt(full, reduced, box)).toBeLessThan(limit);
     },
   );
+
+  it('decodes a grey frame windowed over its own range at full resolution, then box-averages it', async () => {
+    // Smoothing at a lower resolution level narrows the range, so the thumbnail's contrast would differ.
+    const s = sample('cr/RG3_J2KI_jpeg2000.dcm');
+    const px = { ...s.px, highBit: s.px.bitsStored - 1, numberOfFrames: 1 };
+    const presentation = { rescaleSlope: 1, rescaleIntercept: 0, windows: [] };
+    const full = await pool.renderFrame(s.frame.slice(), s.ts, { px, presentation });
+    const reduced = await pool.renderFrame(s.frame.slice(), s.ts, {
+      px,
+      presentation,
+      reduceTo: { width: 128, height: 128 },
+    });
+    // 1760 / 13 (the largest whole factor that still covers 128), not the 220 of the level-3 decode.
+    expect([full.width, reduced.width, reduced.height]).toEqual([1760, 136, 136]);
+    // The same picture: a box average against libvips' resize of the full frame differs on hard edges (measured 2.4).
+    expect(await meanDiffAt(full, reduced, 128)).toBeLessThan(3);
+  });
 });
 
 describe('codec threads in a process started with the gateway flags', () => {

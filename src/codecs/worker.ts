@@ -10,8 +10,10 @@ import {
   type PaletteLut,
   type PixelDescription,
   renderNativeFrame,
+  shrinkToCover,
   toDisplayImage,
   type WindowSpec,
+  windowFromFrameRange,
 } from '../dicom/render';
 import { isUncompressedTransferSyntax } from '../dicom/transfer-syntax';
 import { AppError } from '../errors';
@@ -79,7 +81,9 @@ function renderSync(task: Extract<CodecTask, { op: 'render' }>): CodecResult & {
   if (isUncompressedTransferSyntax(task.transferSyntaxUid)) {
     image = renderNativeFrame(task.frame, px, task.presentation, presentation);
   } else {
-    const decoded = decodeFrameSync(task.frame, task.transferSyntaxUid, px, task.reduceTo);
+    // A window taken from the frame's own range must be the full frame's, or the thumbnail's contrast differs.
+    const reduceTo = windowFromFrameRange(px, task.presentation, task.window) ? undefined : task.reduceTo;
+    const decoded = decodeFrameSync(task.frame, task.transferSyntaxUid, px, reduceTo);
     if (decoded.rows && decoded.columns) px = { ...px, rows: decoded.rows, columns: decoded.columns };
     // Decoders answer pixel-interleaved samples, colour-transformed to RGB where the codestream says so.
     const decodedPx = { ...px, photometric: decoded.photometric, planarConfiguration: 0 };
@@ -88,6 +92,9 @@ function renderSync(task: Extract<CodecTask, { op: 'render' }>): CodecResult & {
         ? renderNativeFrame(decoded.pixels, decodedPx, task.presentation, presentation)
         : toDisplayImage(decodeNativeFrame(decoded.pixels, decodedPx), px, task.presentation, presentation);
   }
+  // Thumbnails: the box average to the smallest whole-factor size that still covers the box, here on the decode
+  // thread, so the event loop hands the encoder a factor² smaller image with little or nothing left to resize.
+  if (task.reduceTo) image = shrinkToCover(image, task.reduceTo);
   return { ok: true, pixels: image.data, width: image.width, height: image.height, channels: image.channels };
 }
 

@@ -14,6 +14,7 @@ import {
   parseRenderParams,
   type PixelDescription,
   renderNativeFrame,
+  shrinkToCover,
   toDisplayImage,
 } from './render';
 
@@ -400,5 +401,53 @@ describe('renderNativeFrame (native words straight to 8 bits)', () => {
     const bytes = Buffer.from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     expect(Array.from(renderNativeFrame(bytes, rgb, identity).data)).toEqual(Array.from(bytes));
     expect(() => renderNativeFrame(Buffer.alloc(6), mono16(), identity)).toThrow(UnrecoverableInputError);
+  });
+});
+
+describe('shrinkToCover (thumbnail box average on the decode thread)', () => {
+  /** The mean of each block computed directly, one output pixel at a time. */
+  function reference(data: Uint8Array, width: number, height: number, channels: number, f: number): number[] {
+    const out: number[] = [];
+    for (let oy = 0; oy < Math.ceil(height / f); oy++) {
+      for (let ox = 0; ox < Math.ceil(width / f); ox++) {
+        for (let c = 0; c < channels; c++) {
+          let sum = 0;
+          let n = 0;
+          for (let y = oy * f; y < Math.min(height, (oy + 1) * f); y++) {
+            for (let x = ox * f; x < Math.min(width, (ox + 1) * f); x++) {
+              sum += data[(y * width + x) * channels + c];
+              n++;
+            }
+          }
+          out.push(Math.round(sum / n));
+        }
+      }
+    }
+    return out;
+  }
+
+  it('averages whole-factor blocks (edge blocks over the pixels they hold), grey and colour', () => {
+    let seed = 7;
+    const rand = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 256;
+    for (const [width, height, channels, box, factor] of [
+      [512, 512, 1, 128, 4],
+      [37, 23, 1, 5, 4],
+      [30, 41, 3, 7, 4],
+      [2560, 2048, 1, 128, 16],
+    ] as const) {
+      const data = Uint8Array.from({ length: width * height * channels }, rand);
+      const got = shrinkToCover({ width, height, channels, data }, { width: box, height: box });
+      expect(got.width).toBe(Math.ceil(width / factor));
+      expect(got.height).toBe(Math.ceil(height / factor));
+      expect(got.channels).toBe(channels);
+      // Still covers the box, so the encoder only ever shrinks what is left.
+      expect(Math.min(got.width, got.height)).toBeGreaterThanOrEqual(Math.min(box, Math.min(width, height)));
+      expect(Array.from(got.data)).toEqual(reference(data, width, height, channels, factor));
+    }
+  });
+
+  it('leaves an image alone when no factor of 2 fits the box', () => {
+    const img = { width: 200, height: 150, channels: 1 as const, data: new Uint8Array(200 * 150) };
+    expect(shrinkToCover(img, { width: 128, height: 128 })).toBe(img);
   });
 });

@@ -393,6 +393,25 @@ export function defaultWindow(
 }
 
 /** Unsigned data of up to 8 bits with the identity Modality LUT is shown over its whole range, as stored. */
+/**
+ * Whether a grey frame's default window comes from its own range of values (no window asked for or in the object,
+ * and none implied by the stored bits): a decode at reduced resolution would then window differently from the full
+ * frame (smoothing narrows the range), so thumbnails of such frames decode at full resolution.
+ */
+export function windowFromFrameRange(
+  px: PixelDescription,
+  pres: FramePresentation,
+  window: WindowSpec | undefined,
+): boolean {
+  return (
+    px.samplesPerPixel === 1 &&
+    px.photometric !== 'PALETTE COLOR' &&
+    !window &&
+    pres.windows.length === 0 &&
+    !fullRangeWindow(px, pres)
+  );
+}
+
 function fullRangeWindow(px: PixelDescription, pres: FramePresentation): WindowSpec | undefined {
   if (px.bitsStored > 8 || px.signed || pres.rescaleSlope !== 1 || pres.rescaleIntercept !== 0)
     return undefined;
@@ -547,6 +566,63 @@ export function renderNativeFrame(
   const data = new Uint8Array(n);
   mapStoredBits(words, n, shift, plain ? -1 : mask, lut, data);
   return { width, height, channels: 1, data };
+}
+
+/**
+ * Thumbnails: shrinks a display image by the largest whole factor that still leaves it covering `target` (both sides
+ * at least as large), averaging each factor x factor block (edge blocks over the pixels they hold). The encoder then
+ * only resizes what is left (a 512-pixel CT to a 128-pixel box: nothing), and the image handed to it is factor²
+ * times smaller. Returns the image itself when no factor of 2 or more fits.
+ */
+export function shrinkToCover(img: DisplayImage, target: { width: number; height: number }): DisplayImage {
+  const factor = Math.floor(
+    Math.min(img.width / Math.max(1, target.width), img.height / Math.max(1, target.height)),
+  );
+  if (!(factor >= 2)) return img;
+  const width = Math.ceil(img.width / factor);
+  const height = Math.ceil(img.height / factor);
+  const data = new Uint8Array(width * height * img.channels);
+  boxShrink(img.data, img.width, img.height, img.channels, factor, width, data);
+  return { width, height, channels: img.channels, data };
+}
+
+function boxShrink(
+  src: Uint8Array,
+  srcWidth: number,
+  srcHeight: number,
+  channels: number,
+  factor: number,
+  width: number,
+  out: Uint8Array,
+): void {
+  // One row of sums per output row: each source row is added in once, in order.
+  const sums = new Uint32Array(width * channels);
+  const rowStride = srcWidth * channels;
+  for (let y0 = 0, oy = 0; y0 < srcHeight; y0 += factor, oy++) {
+    const y1 = Math.min(srcHeight, y0 + factor);
+    sums.fill(0);
+    for (let y = y0; y < y1; y++) {
+      const row = y * rowStride;
+      for (let ox = 0; ox < width; ox++) {
+        const from = row + ox * factor * channels;
+        const to = row + Math.min(srcWidth, (ox + 1) * factor) * channels;
+        for (let c = 0; c < channels; c++) {
+          let sum = 0;
+          for (let i = from + c; i < to; i += channels) sum += src[i];
+          sums[ox * channels + c] += sum;
+        }
+      }
+    }
+    const rows = y1 - y0;
+    const base = oy * width * channels;
+    for (let ox = 0; ox < width; ox++) {
+      const count = (Math.min(srcWidth, (ox + 1) * factor) - ox * factor) * rows;
+      for (let c = 0; c < channels; c++) {
+        const k = ox * channels + c;
+        out[base + k] = Math.round(sums[k] / count);
+      }
+    }
+  }
 }
 
 // The per-pixel loops live in small functions of their own: V8 optimises them as tight loops, several times faster
