@@ -4,7 +4,7 @@
  * PostgreSQL index (issue 10's ceiling). Usage: BENCH_STACK_DIR=... ports... npx tsx bench/store-concurrency.ts
  */
 import { generateInstances } from '../tools/synth';
-import { benchStackUp, orthancAuth } from './lib/stack';
+import { benchStackUp, orthancAuth, storeInOrthanc } from './lib/stack';
 import { msSince, round } from './lib/stats';
 
 const N = Number(process.env.BENCH_STORE_N ?? 200);
@@ -28,26 +28,9 @@ async function main(): Promise<void> {
   ];
   let retries = 0;
   const store = async (objs: Array<{ buffer: Buffer }>, inFlight: number): Promise<number> => {
-    let k = 0;
-    const t = process.hrtime.bigint();
-    await Promise.all(
-      Array.from({ length: inFlight }, async () => {
-        for (let i = k++; i < objs.length; i = k++) {
-          for (let attempt = 1; ; attempt++) {
-            const res = await fetch(`${stack.ORTHANC_URL}/instances`, {
-              method: 'POST',
-              headers: { authorization: auth, 'content-type': 'application/dicom' },
-              body: objs[i].buffer,
-            });
-            await res.arrayBuffer();
-            if (res.ok) break;
-            if (res.status !== 500 || attempt >= 5) throw new Error(`store: HTTP ${res.status}`);
-            retries++;
-          }
-        }
-      }),
-    );
-    return objs.length / (msSince(t) / 1000);
+    const out = await storeInOrthanc(stack, objs, inFlight);
+    retries += out.retries;
+    return out.rate;
   };
   const anonymize = async (): Promise<number> => {
     const studies = (await (

@@ -178,3 +178,40 @@ export async function createProject(gatewayUrl: string, id: string, name: string
   await res.arrayBuffer();
   if (res.status !== 201 && res.status !== 409) throw new Error(`creating project ${id}: HTTP ${res.status}`);
 }
+
+/**
+ * Stores objects straight into Orthanc by `POST /instances`, `inFlight` at a time (after `before(i)` for object i, when
+ * given), retried as the gateway's archive retries (src/orthanc/archive.ts): Orthanc on PostgreSQL now and then gives
+ * up on a conflicting transaction under concurrent stores and answers 500. Answers instances/s and the retries made.
+ */
+export async function storeInOrthanc(
+  stack: StackEnv,
+  objs: ReadonlyArray<{ buffer: Buffer }>,
+  inFlight: number,
+  before?: (i: number) => Promise<void>,
+): Promise<{ rate: number; retries: number }> {
+  const auth = orthancAuth(stack);
+  let k = 0;
+  let retries = 0;
+  const t = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      for (let i = k++; i < objs.length; i = k++) {
+        if (before) await before(i);
+        for (let attempt = 1; ; attempt++) {
+          const res = await fetch(`${stack.ORTHANC_URL}/instances`, {
+            method: 'POST',
+            headers: { authorization: auth, 'content-type': 'application/dicom' },
+            body: objs[i].buffer,
+          });
+          await res.arrayBuffer();
+          if (res.ok) break;
+          if (res.status !== 500 || attempt >= 5) throw new Error(`Orthanc store: HTTP ${res.status}`);
+          retries++;
+          await new Promise((r) => setTimeout(r, 50 * attempt + Math.random() * 150));
+        }
+      }
+    }),
+  );
+  return { rate: objs.length / (Number(process.hrtime.bigint() - t) / 1e6 / 1000), retries };
+}

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { groupByStudy, generateInstances } from '../../tools/synth';
 import { stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
-import { createProject, orthancAuth, type StackEnv, startGatewayProcess } from '../lib/stack';
+import { createProject, orthancAuth, type StackEnv, startGatewayProcess, storeInOrthanc } from '../lib/stack';
 import { msSince, round, summarise } from '../lib/stats';
 
 const STUDIES = Number(process.env.BENCH_DEID_STUDIES ?? 4);
@@ -189,39 +189,16 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
     ).flatMap((list) => list.map((x) => x.ID));
     let retries = 0;
     const storeDirect = async (objs: Array<{ buffer: Buffer }>, read: boolean): Promise<number> => {
-      let k = 0;
-      const t = process.hrtime.bigint();
-      await Promise.all(
-        Array.from({ length: lanes }, async () => {
-          for (let i = k++; i < objs.length; i = k++) {
-            if (read) {
-              const r = await fetch(
-                `${stack.ORTHANC_URL}/instances/${sourceIds[i % sourceIds.length]}/file`,
-                {
-                  headers: auth,
-                },
-              );
-              if (!r.ok) throw new Error(`Orthanc read: HTTP ${r.status}`);
-              await r.arrayBuffer();
-            }
-            // Retried as the gateway's archive retries it (src/orthanc/archive.ts): Orthanc on PostgreSQL now and
-            // then gives up on a conflicting transaction under concurrent stores and answers 500.
-            for (let attempt = 1; ; attempt++) {
-              const res = await fetch(`${stack.ORTHANC_URL}/instances`, {
-                method: 'POST',
-                headers: { ...auth, 'content-type': 'application/dicom' },
-                body: objs[i].buffer,
-              });
-              await res.arrayBuffer();
-              if (res.ok) break;
-              if (res.status !== 500 || attempt >= 5) throw new Error(`Orthanc store: HTTP ${res.status}`);
-              retries++;
-              await new Promise((r) => setTimeout(r, 50 * attempt + Math.random() * 150));
-            }
-          }
-        }),
-      );
-      return objs.length / (msSince(t) / 1000);
+      const readSource = async (i: number) => {
+        const r = await fetch(`${stack.ORTHANC_URL}/instances/${sourceIds[i % sourceIds.length]}/file`, {
+          headers: auth,
+        });
+        if (!r.ok) throw new Error(`Orthanc read: HTTP ${r.status}`);
+        await r.arrayBuffer();
+      };
+      const out = await storeInOrthanc(stack, objs, lanes, read ? readSource : undefined);
+      retries += out.retries;
+      return out.rate;
     };
     load.push(loadavg()[0]);
     const storeRate = await storeDirect(other('bench-deid-floor-store'), false);
