@@ -392,7 +392,6 @@ export function defaultWindow(
   return windowOverRange(min, max, pres);
 }
 
-/** Unsigned data of up to 8 bits with the identity Modality LUT is shown over its whole range, as stored. */
 /**
  * Whether a grey frame's default window comes from its own range of values (no window asked for or in the object,
  * and none implied by the stored bits): a decode at reduced resolution would then window differently from the full
@@ -412,6 +411,7 @@ export function windowFromFrameRange(
   );
 }
 
+/** Unsigned data of up to 8 bits with the identity Modality LUT is shown over its whole range, as stored. */
 function fullRangeWindow(px: PixelDescription, pres: FramePresentation): WindowSpec | undefined {
   if (px.bitsStored > 8 || px.signed || pres.rescaleSlope !== 1 || pres.rescaleIntercept !== 0)
     return undefined;
