@@ -4,8 +4,8 @@
  * PostgreSQL index (issue 10's ceiling). Usage: BENCH_STACK_DIR=... ports... npx tsx bench/store-concurrency.ts
  */
 import { generateInstances } from '../tools/synth';
-import { benchStackUp, orthancAuth, storeInOrthanc } from './lib/stack';
-import { msSince, round } from './lib/stats';
+import { anonymizeInOrthanc, benchStackUp, orthancAuth, storeInOrthanc } from './lib/stack';
+import { round } from './lib/stats';
 
 const N = Number(process.env.BENCH_STORE_N ?? 200);
 const LEVELS = (process.env.BENCH_STORE_LEVELS ?? '1,2,4,8,16').split(',').map(Number);
@@ -27,33 +27,28 @@ async function main(): Promise<void> {
     }),
   ];
   let retries = 0;
-  const store = async (objs: Array<{ buffer: Buffer }>, inFlight: number): Promise<number> => {
+  const store = async (objs: ReadonlyArray<{ buffer: Buffer }>, inFlight: number): Promise<number> => {
     const out = await storeInOrthanc(stack, objs, inFlight);
     retries += out.retries;
     return out.rate;
   };
-  const anonymize = async (): Promise<number> => {
-    const studies = (await (
-      await fetch(`${stack.ORTHANC_URL}/studies`, { headers: { authorization: auth } })
-    ).json()) as string[];
-    const ids = studies.slice(0, 4);
-    const t = process.hrtime.bigint();
-    await Promise.all(
-      ids.map(async (id) => {
-        const r = await fetch(`${stack.ORTHANC_URL}/studies/${id}/anonymize`, {
+  // Warm-up; its 4 studies are the ones /anonymize reads in every round.
+  const warm = series();
+  await store(warm, 4);
+  const studyIds = await Promise.all(
+    [...new Set(warm.map((x) => x.studyInstanceUid))].map(async (uid) => {
+      const found = (await (
+        await fetch(`${stack.ORTHANC_URL}/tools/lookup`, {
           method: 'POST',
-          headers: { authorization: auth, 'content-type': 'application/json' },
-          body: JSON.stringify({ Synchronous: true }),
-        });
-        if (!r.ok) throw new Error(`anonymize: ${r.status}`);
-        await r.arrayBuffer();
-      }),
-    );
-    return N / (msSince(t) / 1000);
-  };
-  await store(series(), 4); // warm-up and the studies anonymize reads
+          headers: { authorization: auth },
+          body: uid,
+        })
+      ).json()) as Array<{ ID: string; Type: string }>;
+      return found.find((x) => x.Type === 'Study')!.ID;
+    }),
+  );
   for (let round_ = 0; round_ < 2; round_++) {
-    console.log(`anonymize: ${round(await anonymize())} inst/s`);
+    console.log(`anonymize: ${round(await anonymizeInOrthanc(stack, studyIds, warm.length))} inst/s`);
     for (const level of LEVELS) {
       const rate = await store(series(), level);
       console.log(`store ${level} in flight: ${round(rate)} inst/s (retries so far ${retries})`);

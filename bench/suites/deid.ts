@@ -4,7 +4,14 @@ import { join } from 'node:path';
 import { groupByStudy, generateInstances } from '../../tools/synth';
 import { stowInstances } from '../../tools/stow-client';
 import type { BenchRow, SuiteResult } from '../lib/report';
-import { createProject, orthancAuth, type StackEnv, startGatewayProcess, storeInOrthanc } from '../lib/stack';
+import {
+  anonymizeInOrthanc,
+  createProject,
+  orthancAuth,
+  type StackEnv,
+  startGatewayProcess,
+  storeInOrthanc,
+} from '../lib/stack';
 import { msSince, round, summarise } from '../lib/stats';
 
 const STUDIES = Number(process.env.BENCH_DEID_STUDIES ?? 4);
@@ -117,21 +124,7 @@ export async function run(stack: StackEnv): Promise<SuiteResult> {
         return r.find((x) => x.Type === 'Study')!.ID;
       }),
     );
-    const anonymize = async (): Promise<number> => {
-      const t0 = process.hrtime.bigint();
-      await Promise.all(
-        ids.map(async (id) => {
-          const res = await fetch(`${stack.ORTHANC_URL}/studies/${id}/anonymize`, {
-            method: 'POST',
-            headers: { ...auth, 'content-type': 'application/json' },
-            body: JSON.stringify({ Synchronous: true }),
-          });
-          if (!res.ok) throw new Error(`Orthanc anonymize: HTTP ${res.status}`);
-          await res.arrayBuffer();
-        }),
-      );
-      return total / (msSince(t0) / 1000);
-    };
+    const anonymize = (): Promise<number> => anonymizeInOrthanc(stack, ids, total);
     load.push(loadavg()[0]);
     const orthancBefore = await anonymize();
 
