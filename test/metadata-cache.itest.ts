@@ -92,6 +92,26 @@ describe('WADO-RS metadata answers kept in memory (METADATA_CACHE_BYTES)', () =>
     );
   });
 
+  it('answers with the new data set as soon as an instance is re-indexed', async () => {
+    const sop = series[0].sopInstanceUid;
+    const description = (body: Buffer) =>
+      (JSON.parse(body.toString('utf8')) as DicomJson[]).find((d) => d['00080018'].Value![0] === sop)?.[
+        '0008103E'
+      ]?.Value?.[0];
+    const before = description((await rawGet(url('alpha'))).body);
+    expect(typeof before).toBe('string');
+    // What the index writer's upsert does when an object comes back with other attributes: a new dicom_json and a
+    // new indexed_at. The served text (a column PostgreSQL derives from dicom_json) must follow at once.
+    await gw.services.db.query(
+      `UPDATE instances SET dicom_json = jsonb_set(dicom_json, '{0008103E}', $2::jsonb), indexed_at = now()
+        WHERE sop_instance_uid = $1`,
+      [sop, JSON.stringify({ vr: 'LO', Value: ['re-indexed description'] })],
+    );
+    expect(description((await rawGet(url('alpha'))).body)).toBe('re-indexed description');
+    const gz = await rawGet(url('alpha'), { 'accept-encoding': 'gzip' });
+    expect(description(zlib.gunzipSync(gz.body))).toBe('re-indexed description');
+  });
+
   it("never answers one project with what was kept for another's view of the same series", async () => {
     expect(sops((await rawGet(url('alpha'))).body)).toHaveLength(2);
     expect((await rawGet(url('beta'))).status).toBe(404);

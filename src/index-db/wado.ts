@@ -131,7 +131,7 @@ export async function* streamInstanceMetadata(
     }
     params.push(pageSize);
     const r = await db.query<MetadataRow & { ord_number: number }>(
-      `SELECT i.sop_instance_uid, i.series_uid, i.study_uid, i.dicom_json::text AS json,
+      `SELECT i.sop_instance_uid, i.series_uid, i.study_uid, i.metadata_text AS json,
               COALESCE(i.instance_number, 2147483647) AS ord_number
          FROM instances i
         WHERE ${where.join(' AND ')}
