@@ -82,7 +82,14 @@ export async function startGatewayProcess(
   // `node --import tsx` rather than the tsx CLI, which would run the gateway in a grandchild whose RSS we'd miss.
   const child = spawn(
     process.execPath,
-    [...GATEWAY_NODE_FLAGS, ...nodeArgs, '--import', 'tsx', join(root, 'src/main.ts')],
+    [
+      ...GATEWAY_NODE_FLAGS,
+      ...extraGatewayNodeArgs(),
+      ...nodeArgs,
+      '--import',
+      'tsx',
+      join(root, 'src/main.ts'),
+    ],
     {
       cwd: root,
       env: { ...process.env, ...stack, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...extra },
@@ -112,6 +119,15 @@ export async function startGatewayProcess(
         child.kill('SIGTERM');
       }),
   };
+}
+
+/**
+ * More Node flags for every gateway a bench starts, from BENCH_GATEWAY_NODE_ARGS (space-separated), after
+ * GATEWAY_NODE_FLAGS: how the young-generation comparison in bench/REPORT.md ("Where the time-to-first-byte tail comes
+ * from") was run, e.g. `BENCH_GATEWAY_NODE_ARGS=--max-semi-space-size=1`.
+ */
+function extraGatewayNodeArgs(): string[] {
+  return (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
 }
 
 /** Resident set size of a process in MB, from /proc (Linux). */
