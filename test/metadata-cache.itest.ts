@@ -126,4 +126,48 @@ describe('WADO-RS metadata answers kept in memory (METADATA_CACHE_BYTES)', () =>
     const union = (await rawGet(url('alpha').replace('/projects/alpha', ''))).body;
     expect(sops(union)).toHaveLength(2);
   });
+
+  it('answers a study of more than one index page (streamed) with the same instances as one-piece answers', async () => {
+    // Up to METADATA_PAGE_SIZE (250) instances an answer is assembled in one piece and sent with its length; above
+    // that it streams page by page. Both must carry the same DICOM JSON for each instance.
+    const big = [
+      ...generateInstances({
+        patients: 1,
+        seriesPerStudy: 2,
+        instancesPerSeries: 130,
+        rows: 8,
+        seed: 'pages',
+      }),
+    ];
+    const stored = await stowInstances(
+      big.map((i) => i.buffer),
+      { baseUrl: `${gw.url}/projects/alpha/dicom-web`, batch: 65, keepResults: false },
+    );
+    expect(stored.failed + stored.partial).toBe(0);
+    const studyUrl = `${gw.url}/projects/alpha/dicom-web/studies/${big[0].studyInstanceUid}/metadata`;
+    const plain = await rawGet(studyUrl);
+    expect(plain.status).toBe(200);
+    expect(plain.headers['content-length']).toBeUndefined(); // streamed
+    expect(sops(plain.body)).toEqual(big.map((i) => i.sopInstanceUid).sort());
+    const gz = await rawGet(studyUrl, { 'accept-encoding': 'gzip' });
+    expect(gz.headers['content-encoding']).toBe('gzip');
+    expect(zlib.gunzipSync(gz.body).equals(plain.body)).toBe(true);
+    // Kept after the stream ended: the repeat is the same bytes.
+    expect((await rawGet(studyUrl)).body.equals(plain.body)).toBe(true);
+
+    const inStudy = new Map(
+      (JSON.parse(plain.body.toString('utf8')) as DicomJson[]).map((d) => [
+        String(d['00080018'].Value![0]),
+        d,
+      ]),
+    );
+    for (const i of [big[0], big[129], big[130], big[259]]) {
+      const one = await rawGet(
+        `${gw.url}/projects/alpha/dicom-web/studies/${i.studyInstanceUid}/series/${i.seriesInstanceUid}` +
+          `/instances/${i.sopInstanceUid}/metadata`,
+      );
+      expect(Number(one.headers['content-length'])).toBe(one.body.length); // one piece
+      expect(JSON.parse(one.body.toString('utf8'))).toEqual([inStudy.get(i.sopInstanceUid)]);
+    }
+  });
 });

@@ -325,7 +325,7 @@ const META_GW = { accept: 'application/dicom+json' };
  * in this stack, as Orthanc ships) does not. The client is undici's `request` with Node's native gunzip, what a
  * browser's network stack does, rather than the global `fetch`: on this 2-core machine fetch's own decompression
  * (WHATWG streams) added 2-4 ms to the median and 10-15 ms stalls at p95 to the gzipped answers only, a cost of the
- * measuring client that the plugin's uncompressed answers never paid (bench/REPORT.md, "Cold series metadata").
+ * measuring client that the plugin's uncompressed answers never paid (bench/REPORT.md, "Cold metadata").
  */
 async function metadataTime(
   url: string,

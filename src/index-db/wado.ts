@@ -110,6 +110,9 @@ export async function metadataFingerprint(
   return r.rows[0] ?? { count: 0, fingerprint: '' };
 }
 
+/** Instances per page of streamInstanceMetadata: at most this many rows of DICOM JSON are held at once. */
+export const METADATA_PAGE_SIZE = 250;
+
 /**
  * Streams the DICOM JSON of every instance the scopes see, in pages (keyset pagination), so a study of any size is
  * served without holding it in memory and without holding a pooled connection while the client reads.
@@ -118,7 +121,7 @@ export async function* streamInstanceMetadata(
   db: Pool,
   scopes: readonly ReadScope[],
   sel: InstanceSelector,
-  pageSize = 250,
+  pageSize = METADATA_PAGE_SIZE,
 ): AsyncGenerator<MetadataRow, void, undefined> {
   let after: { series: string; number: number; sop: string } | undefined;
   for (;;) {
