@@ -19,6 +19,12 @@ type ServerLimits = Pick<
 
 /** Creates (does not start) the gateway's HTTP server. */
 export function createHttpServer(app: Koa, config: ServerLimits, logger: Logger): Server {
+  // Koa prints errors it sees after the answer started (a client resetting a download) as stack traces on stderr;
+  // one structured line instead, like every other log line. Registered before app.callback(), which adds Koa's own
+  // printing listener when the app has none yet.
+  app.on('error', (err: NodeJS.ErrnoException) => {
+    logger.info({ code: err.code ?? err.name, message: err.message }, 'response stream error');
+  });
   const server = http.createServer(
     {
       maxHeaderSize: config.HTTP_MAX_HEADER_BYTES,
@@ -40,11 +46,6 @@ export function createHttpServer(app: Koa, config: ServerLimits, logger: Logger)
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) =>
     answerClientError(err, socket, config, logger),
   );
-  // Koa prints errors it sees after the answer started (a client resetting a download) as stack traces on stderr;
-  // one structured line instead, like every other log line.
-  app.on('error', (err: NodeJS.ErrnoException) => {
-    logger.info({ code: err.code ?? err.name, message: err.message }, 'response stream error');
-  });
   return server;
 }
 
