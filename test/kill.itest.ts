@@ -156,6 +156,30 @@ async function stowClient(url: string, tally: Tally, stopped: () => boolean): Pr
   }
 }
 
+/**
+ * A reader for `ms`: QIDO-RS requests every 200 ms, each answered by the index. 200 (a backend that has not yet seen
+ * its postmaster die) or 503 with Retry-After (counted as told503); anything else, or a hang, is bad.
+ */
+async function probeReads(url: string, tally: Tally, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    try {
+      const res = await request(`${url}/projects/kill/dicom-web/studies?limit=1`, {
+        headers: { accept: 'application/dicom+json' },
+        dispatcher: clientAgent,
+        signal: AbortSignal.timeout(HANG_MS),
+      });
+      const text = await res.body.text();
+      if (res.statusCode === 503 && Number(res.headers['retry-after']) > 0) tally.told503++;
+      else if (res.statusCode !== 200)
+        tally.bad.push(`QIDO while PostgreSQL was down answered ${res.statusCode}: ${text.slice(0, 200)}`);
+    } catch (err) {
+      tally.bad.push(`QIDO while PostgreSQL was down: ${(err as Error).name} ${(err as Error).message}`);
+    }
+    await sleep(200);
+  }
+}
+
 /** One modality: DCMTK associations back to back; an instance is acknowledged when its C-STORE answered Success. */
 async function cstoreClient(
   dir: string,
@@ -349,7 +373,9 @@ describe('kill -9 of each dependency under STOW and C-STORE load', () => {
         );
         await kill[victim]();
         tally.down = true;
-        await sleep(OUTAGE_MS);
+        // The writers' requests may all be held inside Orthanc (on its PostgreSQL index) for the whole outage and be
+        // answered only after the restart, so a reader that needs the gateway's own PostgreSQL probes it meanwhile.
+        await (victim === 'postgres' ? probeReads(gateway.url, tally, OUTAGE_MS) : sleep(OUTAGE_MS));
         // Down until it is back: stack.sh restarts PostgreSQL, then Orthanc when its PostgreSQL index lost its
         // connection, and requests held in Orthanc through the outage are answered (503) as that restart cuts them.
         await restart[victim]();
