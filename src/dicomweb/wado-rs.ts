@@ -23,6 +23,7 @@ import {
   listRetrievableInstances,
   METADATA_PAGE_SIZE,
   metadataFingerprint,
+  type MetadataRow,
   streamInstanceMetadata,
   type InstanceSelector,
   type RetrievableInstance,
@@ -287,13 +288,14 @@ export async function handleRetrieveMetadata(ctx: Context, services: Services, l
   const audit = auditRetrieve(ctx, 'wado.metadata', sel);
   const cache = metadataCacheFor(services.config);
   const cacheKey = `${etag}\n${JSON.stringify(scopes)}`;
+  /** A finished answer (kept, or built in one piece), already compressed when the client takes gzip. */
+  const sendWhole = (body: Buffer, contentType: string): void => {
+    if (gzip) ctx.set('Content-Encoding', 'gzip');
+    respondWithStream(ctx, services, Readable.from([body]), contentType, { length: body.length, audit });
+  };
   const hit = cache?.get(cacheKey);
   if (hit) {
-    if (gzip) ctx.set('Content-Encoding', 'gzip');
-    respondWithStream(ctx, services, Readable.from([hit.body]), hit.contentType, {
-      length: hit.body.length,
-      audit,
-    });
+    sendWhole(hit.body, hit.contentType);
     return;
   }
   const rows = streamInstanceMetadata(services.db, scopes, sel);
@@ -312,12 +314,11 @@ export async function handleRetrieveMetadata(ctx: Context, services: Services, l
       // tail of its own on two busy cores (bench/REPORT.md, "One-piece answers"). Larger ones go to the pool.
       answer =
         answer.length <= GZIP_INLINE_BYTES
-          ? zlib.gzipSync(answer, { level: 4 })
-          : await gzipAsync(answer, { level: 4 });
-      ctx.set('Content-Encoding', 'gzip');
+          ? zlib.gzipSync(answer, METADATA_GZIP)
+          : await gzipAsync(answer, METADATA_GZIP);
     }
     cache?.set(cacheKey, { body: answer, contentType: jsonType });
-    respondWithStream(ctx, services, Readable.from([answer]), jsonType, { length: answer.length, audit });
+    sendWhole(answer, jsonType);
     return;
   }
   let body: Readable;
@@ -332,7 +333,7 @@ export async function handleRetrieveMetadata(ctx: Context, services: Services, l
   }
   if (gzip) {
     ctx.set('Content-Encoding', 'gzip');
-    const z = zlib.createGzip({ level: 4 });
+    const z = zlib.createGzip(METADATA_GZIP);
     body.once('error', (err) => z.destroy(err));
     z.once('close', () => body.destroy());
     body = body.pipe(z);
@@ -347,16 +348,15 @@ export async function handleRetrieveMetadata(ctx: Context, services: Services, l
 
 const gzipAsync = promisify(zlib.gzip);
 const GZIP_INLINE_BYTES = 1024 * 1024;
+/** Level 4: on real samples level 1 was about 20 % faster and 22 % larger. */
+const METADATA_GZIP: zlib.ZlibOptions = { level: 4 };
 
 /** One instance's DICOM JSON text as answered: its BulkDataURIs made absolute under this root. */
-function instanceJsonText(row: { json: string } & Parameters<typeof instanceBase>[1], root: string): string {
+function instanceJsonText(row: MetadataRow, root: string): string {
   return absoluteBulkDataUrisInText(row.json, `${instanceBase(root, row)}/bulk/`);
 }
 
-async function* jsonArray(
-  rows: AsyncIterable<{ json: string } & Parameters<typeof instanceBase>[1]>,
-  root: string,
-) {
+async function* jsonArray(rows: AsyncIterable<MetadataRow>, root: string) {
   let batch = '[';
   let first = true;
   for await (const row of rows) {
@@ -370,10 +370,7 @@ async function* jsonArray(
   yield batch + ']';
 }
 
-async function* xmlParts(
-  rows: AsyncIterable<{ json: string } & Parameters<typeof instanceBase>[1]>,
-  root: string,
-): AsyncGenerator<OutgoingPart> {
+async function* xmlParts(rows: AsyncIterable<MetadataRow>, root: string): AsyncGenerator<OutgoingPart> {
   for await (const row of rows) {
     const ds = JSON.parse(instanceJsonText(row, root)) as DicomJson;
     yield {
