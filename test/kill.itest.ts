@@ -374,7 +374,8 @@ describe('kill -9 of each dependency under STOW and C-STORE load', () => {
         await kill[victim]();
         tally.down = true;
         // The writers' requests may all be held inside Orthanc (on its PostgreSQL index) for the whole outage and be
-        // answered only after the restart, so a reader that needs the gateway's own PostgreSQL probes it meanwhile.
+        // answered only as the restart below ends, so a reader that needs the gateway's own PostgreSQL probes it
+        // meanwhile.
         await (victim === 'postgres' ? probeReads(gateway.url, tally, OUTAGE_MS) : sleep(OUTAGE_MS));
         // Down until it is back: stack.sh restarts PostgreSQL, then Orthanc when its PostgreSQL index lost its
         // connection, and requests held in Orthanc through the outage are answered (503) as that restart cuts them.
