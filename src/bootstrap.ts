@@ -1,4 +1,5 @@
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { closeAuditTrail, initAuditTrail } from './auth/audit';
 import { createAuthenticator } from './auth/authenticate';
 import { parseAlgorithms, splitList, TokenVerifier } from './auth/tokens';
@@ -11,7 +12,8 @@ import { closeIndexer, initIndexer } from './ingest/change-feed';
 import { closeQueues, initQueues } from './jobs/queues';
 import type { Logger } from './logger';
 import { closeArchive, initArchive } from './orthanc/archive';
-import { closePacs, initPacs } from './orthanc/client';
+import { closePacs, initPacs, type PacsClient } from './orthanc/client';
+import { StoredFileReader } from './orthanc/storage-files';
 import { closeRemoteNodes, initRemoteNodes } from './orthanc/remote-nodes';
 import { closeFileStore, initFileStore } from './records/file-store';
 import type { AuditDetail, AuditedRequest, CoreServices, Services } from './services';
@@ -63,7 +65,7 @@ export async function initServices(
     }
     const pacs = initPacs(config);
     closers.push(closePacs);
-    const archive = initArchive(pacs);
+    const archive = initArchive(pacs, storedFileReader(config, pacs, logger));
     closers.push(closeArchive);
     // bridge (issue 14): remote DICOM nodes through the archive, on a client of their own (long DIMSE operations).
     initRemoteNodes(config);
@@ -169,4 +171,18 @@ export function stopOnSignals(services: CoreServices, stop: () => Promise<void>)
   };
   process.on('SIGTERM', () => void onSignal('SIGTERM'));
   process.on('SIGINT', () => void onSignal('SIGINT'));
+}
+
+/** The reader of Orthanc's stored files when ARCHIVE_FILE_READS is on and the folder is there (else REST only). */
+function storedFileReader(config: Config, pacs: PacsClient, logger: Logger): StoredFileReader | undefined {
+  if (!config.ARCHIVE_FILE_READS) return undefined;
+  const dir = resolve(config.ORTHANC_STORAGE_DIR);
+  if (!existsSync(dir)) {
+    logger.warn(
+      { dir },
+      'ARCHIVE_FILE_READS: ORTHANC_STORAGE_DIR is not there; instances are read through REST',
+    );
+    return undefined;
+  }
+  return new StoredFileReader(pacs, dir);
 }

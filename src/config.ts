@@ -28,6 +28,12 @@ export const configSchema = z.object({
   ORTHANC_PASSWORD: z.string().optional(),
   ORTHANC_TIMEOUT_MS: int(30000, 100),
   ORTHANC_CONNECTIONS: int(32, 1),
+  /**
+   * Read whole stored instances from Orthanc's StorageDirectory (ORTHANC_STORAGE_DIR) instead of its REST API, where
+   * the gateway sees that folder (src/orthanc/storage-files.ts). The local stack turns it on; compose mounts the
+   * volume read-only. Off, or a file that is compressed, missing or of another size: REST, as before.
+   */
+  ARCHIVE_FILE_READS: bool.default(false),
 
   /** STOW-RS limits, enforced before anything reaches Orthanc. */
   STOW_MAX_REQUEST_BYTES: int(4 * 1024 ** 3, 1),

@@ -92,7 +92,15 @@ export async function startGatewayProcess(
     ],
     {
       cwd: root,
-      env: { ...process.env, ...stack, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...extra },
+      env: {
+        ...process.env,
+        ...stack,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        LOG_LEVEL: 'warn',
+        ...extra,
+        ...extraGatewayEnv(),
+      },
       stdio: ['ignore', 'inherit', 'inherit'],
     },
   );
@@ -128,6 +136,14 @@ export async function startGatewayProcess(
  */
 function extraGatewayNodeArgs(): string[] {
   return (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
+}
+
+/**
+ * Settings every gateway a bench starts gets last, from BENCH_GATEWAY_ENV (space-separated KEY=value): how an A/B of
+ * one setting is run on one tree, e.g. `BENCH_GATEWAY_ENV=ARCHIVE_FILE_READS=false`.
+ */
+function extraGatewayEnv(): Record<string, string> {
+  return parseEnv((process.env.BENCH_GATEWAY_ENV ?? '').split(' ').join('\n'));
 }
 
 /** Resident set size of a process in MB, from /proc (Linux). */

@@ -12,6 +12,7 @@ import { storageSyncStateDir } from '../sites/sync-config';
 import { CURSOR_NAME } from '../ingest/change-feed';
 import { QueueName, getQueue, queuesReady } from '../jobs/queues';
 import { observeUpstream } from '../orthanc/client';
+import { storedFileReads } from '../orthanc/storage-files';
 import { siteSummary, syncSummary } from '../readiness';
 import type { Services } from '../services';
 
@@ -221,6 +222,16 @@ export class GatewayMetrics {
       'Age of the sync status (grows when the sync process stopped)',
       (s) => s.statusAgeSeconds,
     );
+    new Gauge({
+      name: 'aperture_archive_file_reads',
+      help: 'Whole stored instances read from Orthanc storage files (ARCHIVE_FILE_READS) or through its REST API instead, since start',
+      labelNames: ['source'],
+      registers,
+      collect() {
+        this.set({ source: 'disk' }, storedFileReads.fromDisk);
+        this.set({ source: 'rest' }, storedFileReads.throughRest);
+      },
+    });
     new Gauge({
       name: 'aperture_audit_queue_events',
       help: 'Audit events waiting in memory to be written to the audit trail',

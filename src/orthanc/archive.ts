@@ -10,6 +10,7 @@
 import type { Readable } from 'node:stream';
 import { TransferSyntax } from '../dicom/transfer-syntax';
 import { NotFoundError, UnrecoverableInputError } from '../errors';
+import type { StoredFileReader } from './storage-files';
 import { OrthancHttpError, type ArchiveStream, type OrthancChange, type PacsClient } from './client';
 
 export type { ArchiveStream } from './client';
@@ -207,7 +208,16 @@ export function isSerializationConflict(err: unknown): boolean {
 
 /** The archive on Orthanc's REST API, through PacsClient (its retries, timeouts and error mapping). */
 export class OrthancArchive implements Archive {
-  constructor(private readonly pacs: PacsClient) {}
+  /** `files`: read whole stored files from Orthanc's StorageDirectory where the gateway sees it (ARCHIVE_FILE_READS). */
+  constructor(
+    private readonly pacs: PacsClient,
+    private readonly files?: StoredFileReader,
+  ) {}
+
+  /** The stored file: from disk when the reader can, else through REST. */
+  private async storedFile(archiveId: string, signal?: AbortSignal): Promise<ArchiveStream> {
+    return (await this.files?.open(archiveId, signal)) ?? this.pacs.instanceFile(archiveId, signal);
+  }
 
   async storeInstance(bytes: Buffer | Readable, length?: number): Promise<StoreOutcome> {
     for (let attempt = 1; ; attempt++) {
@@ -245,7 +255,7 @@ export class OrthancArchive implements Archive {
   }
 
   async readInstanceFile(archiveId: string, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
-    const file = await this.pacs.instanceFile(archiveId, signal);
+    const file = await this.storedFile(archiveId, signal);
     if (file.contentLength !== undefined && file.contentLength > maxBytes) {
       file.body.destroy();
       throw new UnrecoverableInputError(`the archived object is larger than ${maxBytes} bytes`);
@@ -263,7 +273,7 @@ export class OrthancArchive implements Archive {
   ): Promise<ArchiveStream> {
     const { transferSyntax, storedSyntax, signal } = opts;
     if (transferSyntax === undefined || transferSyntax === storedSyntax) {
-      return this.pacs.instanceFile(archiveId, signal);
+      return this.storedFile(archiveId, signal);
     }
     return this.transcode(archiveId, transferSyntax, signal);
   }
@@ -341,6 +351,7 @@ export class OrthancArchive implements Archive {
   }
 
   deleteInstance(archiveId: string): Promise<void> {
+    this.files?.forget(archiveId);
     return this.pacs.delete(`/instances/${id(archiveId)}`);
   }
 
@@ -413,8 +424,8 @@ export function decodeFailure(err: unknown, ts: string): unknown {
 let archive: Archive | undefined;
 
 /** Creates the shared archive over the shared archive client. */
-export function initArchive(pacs: PacsClient): Archive {
-  archive ??= new OrthancArchive(pacs);
+export function initArchive(pacs: PacsClient, files?: StoredFileReader): Archive {
+  archive ??= new OrthancArchive(pacs, files);
   return archive;
 }
 /** The shared archive. */
