@@ -30,8 +30,9 @@ export const configSchema = z.object({
   ORTHANC_CONNECTIONS: int(32, 1),
   /**
    * Read whole stored instances from Orthanc's StorageDirectory (ORTHANC_STORAGE_DIR) instead of its REST API, where
-   * the gateway sees that folder (src/orthanc/storage-files.ts). The local stack turns it on; compose mounts the
-   * volume read-only. Off, or a file that is compressed, missing or of another size: REST, as before.
+   * the gateway sees that folder (src/orthanc/storage-files.ts). The local stack turns it on; compose and the
+   * manifests leave it off (the gateway would need Orthanc's volume mounted read-only). Off, or a file that is
+   * compressed, missing or of another size: REST, as before.
    */
   ARCHIVE_FILE_READS: bool.default(false),
 

@@ -45,6 +45,9 @@ function fileOf(storageDir: string, info: AttachmentInfo): Located {
   };
 }
 
+/** Files up to this size are read in one call. */
+const SINGLE_READ_BYTES = 1 << 20;
+
 /** Whole stored files this process served from disk, and those it read through REST instead (since start). */
 export const storedFileReads = { fromDisk: 0, throughRest: 0 };
 
@@ -93,11 +96,13 @@ export class StoredFileReader {
         return null;
       }
       signal?.throwIfAborted();
-      // One read for objects up to 1 MiB (most CT and MR images), 1 MiB reads beyond: few chunks, flat memory.
+      // One read for objects up to 1 MiB (most CT and MR images); larger ones in 64 KiB reads as from a socket, so that
+      // many concurrent large downloads each hold little (1 MiB reads raised the RSS of 16 downloads of 10.5 MB by
+      // 118 MB against 29 MB).
       const body = handle.createReadStream({
         start: 0,
         end: size - 1,
-        highWaterMark: Math.min(size, 1 << 20),
+        highWaterMark: size <= SINGLE_READ_BYTES ? size : 64 * 1024,
       });
       if (signal) {
         const abort = () => body.destroy(signal.reason as Error);
