@@ -13,6 +13,7 @@ import { ensureProject } from '../src/index-db/projects';
 import { ingestInstance } from '../src/ingest/ingest';
 import { OrthancArchive } from '../src/orthanc/archive';
 import { OrthancClient } from '../src/orthanc/client';
+import { StoredFileReader } from '../src/orthanc/storage-files';
 import type { Services } from '../src/services';
 import { asArchived } from './helpers/dicom-fuzz';
 import { orthancEndpoint, resetStack, SAMPLES, startGateway, type TestGateway } from './helpers/gateway';
@@ -853,6 +854,13 @@ describe('WADO-RS retrieval through the gateway', () => {
           opened.push(file.body);
           return file;
         };
+        // With ARCHIVE_FILE_READS (the test stack's setting) the files are opened from Orthanc's storage folder.
+        const openFile = StoredFileReader.prototype.open;
+        StoredFileReader.prototype.open = async function (this: StoredFileReader, id, signal) {
+          const file = await openFile.call(this, id, signal);
+          if (file) opened.push(file.body);
+          return file;
+        };
         const agent = (pacs as unknown as { agent: { stats: Record<string, { running: number }> } }).agent;
         const running = () => Object.values(agent.stats).reduce((n, st) => n + st.running, 0);
         try {
@@ -879,6 +887,7 @@ describe('WADO-RS retrieval through the gateway', () => {
           expect(running()).toBe(0);
         } finally {
           pacs.instanceFile = original;
+          StoredFileReader.prototype.open = openFile;
         }
       });
     });
