@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import { unlinkSync } from 'node:fs';
-import { join } from 'node:path';
 import { ensureProject } from '../src/index-db/projects';
 import { storedFilePath } from '../src/orthanc/storage-files';
 import { generateInstances, type SyntheticInstance } from '../tools/synth';
@@ -122,7 +121,7 @@ describe('whole instances read from Orthanc storage files', () => {
     const path2 = await storedFilePath(direct, gw.config.ORTHANC_STORAGE_DIR, id2);
     expect(path2).toBeTruthy();
     const held = await orthancFile(id2);
-    unlinkSync(join(path2!));
+    unlinkSync(path2!);
     before = await reads();
     const missing = await get(wadoUri(second));
     after = await reads();

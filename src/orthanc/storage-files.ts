@@ -22,10 +22,15 @@ export async function storedFilePath(
   storageDir: string,
   archiveId: string,
 ): Promise<string | null> {
-  const info = await pacs.getJson<AttachmentInfo>(
+  return fileOf(storageDir, await attachmentInfo(pacs, archiveId))?.path ?? null;
+}
+
+/** Orthanc's attachment record of the instance's DICOM file. */
+function attachmentInfo(pacs: PacsClient, archiveId: string, signal?: AbortSignal): Promise<AttachmentInfo> {
+  return pacs.getJson<AttachmentInfo>(
     `/instances/${encodeURIComponent(archiveId)}/attachments/dicom/info`,
+    signal,
   );
-  return fileOf(storageDir, info)?.path ?? null;
 }
 
 /** Where an instance's DICOM file is and how long Orthanc recorded it, or null: compressed on disk, read by REST. */
@@ -129,11 +134,7 @@ export class StoredFileReader {
       this.located.set(archiveId, known);
       return known;
     }
-    const info = await this.pacs.getJson<AttachmentInfo>(
-      `/instances/${encodeURIComponent(archiveId)}/attachments/dicom/info`,
-      signal,
-    );
-    const where = fileOf(this.storageDir, info);
+    const where = fileOf(this.storageDir, await attachmentInfo(this.pacs, archiveId, signal));
     this.located.set(archiveId, where);
     if (this.located.size > this.maxEntries) this.located.delete(this.located.keys().next().value as string);
     return where;
